@@ -1,0 +1,138 @@
+using Higher.Tape;
+
+namespace Higher;
+
+/// <summary>
+/// Reverse-mode differentiation over the tape. <c>Grad</c> returns gradients (with graphs of
+/// their own when <c>createGraph</c> is true, so derivatives of any order compose);
+/// <see cref="Backward"/> accumulates into the <see cref="Tensor.Grad"/> of leaves.
+/// </summary>
+public static class Autograd
+{
+    [ThreadStatic]
+    private static int t_noGradDepth;
+
+    /// <summary>True when ops on this thread are recorded on the tape.</summary>
+    public static bool IsGradEnabled => t_noGradDepth == 0;
+
+    /// <summary>Disables recording on this thread until the returned scope is disposed. Scopes nest.</summary>
+    public static GradModeScope NoGrad() => new(false);
+
+    /// <summary>Re-enables recording on this thread (inside a <see cref="NoGrad"/> scope) until disposed.</summary>
+    public static GradModeScope EnableGrad() => new(true);
+
+    internal static void PushGradMode(bool enabled, out int previous)
+    {
+        previous = t_noGradDepth;
+        t_noGradDepth = enabled ? 0 : previous + 1;
+    }
+
+    internal static void PopGradMode(int previous) => t_noGradDepth = previous;
+
+    /// <summary>True when an op with these inputs must be recorded.</summary>
+    internal static bool ShouldRecord(Tensor a) => t_noGradDepth == 0 && a.RequiresGrad;
+
+    internal static bool ShouldRecord(Tensor a, Tensor b) => t_noGradDepth == 0 && (a.RequiresGrad || b.RequiresGrad);
+
+    internal static bool ShouldRecord(ReadOnlySpan<Tensor> xs)
+    {
+        if (t_noGradDepth != 0)
+        {
+            return false;
+        }
+        foreach (var x in xs)
+        {
+            if (x.RequiresGrad)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Gradients of Σ ⟨outputs_i, gradOutputs_i⟩ with respect to <paramref name="inputs"/>.
+    /// </summary>
+    /// <param name="outputs">Tensors to differentiate. A one-element output may omit its gradient (1 is used).</param>
+    /// <param name="inputs">Tensors to differentiate with respect to (leaves or not).</param>
+    /// <param name="gradOutputs">Vectors for the vector-Jacobian products, one per output (null entries mean ones for scalars).</param>
+    /// <param name="createGraph">Record the backward pass, so the returned gradients can be differentiated again.</param>
+    /// <param name="allowUnused">Return null for an input the outputs do not depend on, instead of throwing.</param>
+    /// <param name="retainGraph">Keep the graph for another backward; defaults to <paramref name="createGraph"/>.</param>
+    public static Tensor?[] Grad(IReadOnlyList<Tensor> outputs, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor?>? gradOutputs = null,
+        bool createGraph = false, bool allowUnused = false, bool? retainGraph = null)
+    {
+        ArgumentNullException.ThrowIfNull(outputs);
+        ArgumentNullException.ThrowIfNull(inputs);
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            if (!inputs[i].RequiresGrad)
+            {
+                throw new ArgumentException($"Input {i} ({inputs[i].Describe()}) does not require grad, so no gradient can be taken with respect to it.", nameof(inputs));
+            }
+        }
+        var engine = new Engine(inputs);
+        engine.Run(outputs, gradOutputs, createGraph, retainGraph ?? createGraph);
+        var result = new Tensor?[inputs.Count];
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            result[i] = engine.InputGrad(i);
+            if (result[i] is null && !allowUnused)
+            {
+                throw new InvalidOperationException(
+                    $"Input {i} ({inputs[i].Describe()}) was not used to compute the outputs. Pass allowUnused: true to get null for it.");
+            }
+        }
+        return result;
+    }
+
+    /// <summary>Gradient of one output with respect to one input (see the list overload).</summary>
+    public static Tensor Grad(Tensor output, Tensor input, Tensor? gradOutput = null, bool createGraph = false) =>
+        Grad([output], [input], gradOutput is null ? null : [gradOutput], createGraph)[0]!;
+
+    /// <summary>
+    /// Accumulates d(Σ ⟨outputs_i, gradOutputs_i⟩)/d(leaf) into <see cref="Tensor.Grad"/> of every leaf
+    /// that requires grad and that the outputs depend on.
+    /// </summary>
+    public static void Backward(IReadOnlyList<Tensor> outputs, IReadOnlyList<Tensor?>? gradOutputs = null, bool createGraph = false, bool? retainGraph = null)
+    {
+        ArgumentNullException.ThrowIfNull(outputs);
+        foreach (var o in outputs)
+        {
+            if (!o.RequiresGrad)
+            {
+                throw new InvalidOperationException($"Backward of a {o.Describe()} tensor that does not require grad and has no grad function.");
+            }
+        }
+        var engine = new Engine(null);
+        engine.Run(outputs, gradOutputs, createGraph, retainGraph ?? createGraph);
+        using var scope = createGraph ? default : NoGrad();
+        foreach (var (leaf, g) in engine.LeafGrads())
+        {
+            var grad = createGraph ? g : g.Detach();
+            leaf.Grad = leaf.Grad is null ? grad : leaf.Grad + grad;
+        }
+    }
+}
+
+/// <summary>Restores the previous grad mode when disposed.</summary>
+public readonly struct GradModeScope : IDisposable
+{
+    private readonly int _previous;
+    private readonly bool _active;
+
+    internal GradModeScope(bool enabled)
+    {
+        Autograd.PushGradMode(enabled, out _previous);
+        _active = true;
+    }
+
+    /// <summary>Restores the grad mode that was in force when the scope was created.</summary>
+    public void Dispose()
+    {
+        if (_active)
+        {
+            Autograd.PopGradMode(_previous);
+        }
+    }
+}

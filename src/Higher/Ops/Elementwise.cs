@@ -1,0 +1,598 @@
+using Higher.Tape;
+
+namespace Higher;
+
+public sealed partial class Tensor
+{
+    // ------------------------------------------------------------------ unary primitives
+
+    private Tensor RawUnary(UnaryOp op, double alpha = 0, double beta = 0)
+    {
+        RequireFloat(op.ToString(), op == UnaryOp.Affine);
+        var y = Empty(Backend, DType, Shape);
+        Backend.Unary(op, Storage, y.Storage, alpha, beta);
+        return y;
+    }
+
+    private Tensor Unary(UnaryOp op, double alpha = 0, double beta = 0)
+    {
+        var y = RawUnary(op, alpha, beta);
+        if (Autograd.ShouldRecord(this))
+        {
+            y.AttachGradFn(new UnaryNode(op, alpha, beta, this, y));
+        }
+        return y;
+    }
+
+    private void RequireFloat(string op, bool allowInt = false)
+    {
+        if (!DType.IsFloatingPoint() && !(allowInt && DType == DType.Int64))
+        {
+            throw new ArgumentException($"{op} needs a floating-point tensor; got {Describe()}.");
+        }
+    }
+
+    /// <summary>y = alpha·x + beta in one kernel; dy/dx = alpha.</summary>
+    public Tensor Affine(double alpha, double beta) => Unary(UnaryOp.Affine, alpha, beta);
+
+    /// <summary>y = -x.</summary>
+    public Tensor Neg() => Unary(UnaryOp.Affine, -1, 0);
+
+    /// <summary>y = exp(x); dy/dx = y.</summary>
+    public Tensor Exp() => Unary(UnaryOp.Exp);
+
+    /// <summary>y = ln x; dy/dx = 1/x.</summary>
+    public Tensor Log() => Unary(UnaryOp.Log);
+
+    /// <summary>y = ln(1 + x); dy/dx = 1/(1 + x).</summary>
+    public Tensor Log1p() => Unary(UnaryOp.Log1p);
+
+    /// <summary>y = √x; dy/dx = 1/(2y).</summary>
+    public Tensor Sqrt() => Unary(UnaryOp.Sqrt);
+
+    /// <summary>
+    /// y = √x with dy/dx = 1/(2y) for x &gt; 0 and 0 at x ≤ 0, so a second moment that is exactly zero
+    /// gives finite meta-gradients (the derivative of every order at 0 is 0).
+    /// </summary>
+    public Tensor SafeSqrt()
+    {
+        var y = RawUnary(UnaryOp.Sqrt);
+        if (Autograd.ShouldRecord(this))
+        {
+            y.AttachGradFn(new SafeSqrtNode(this, y));
+        }
+        return y;
+    }
+
+    /// <summary>y = |x|; dy/dx = sign(x).</summary>
+    public Tensor Abs() => Unary(UnaryOp.Abs);
+
+    /// <summary>y = sign(x); dy/dx = 0.</summary>
+    public Tensor Sign() => Unary(UnaryOp.Sign);
+
+    /// <summary>y = max(x, 0); dy/dx = 1 where y &gt; 0, else 0.</summary>
+    public Tensor Relu() => Unary(UnaryOp.Relu);
+
+    /// <summary>y = x for x &gt; 0, slope·x otherwise.</summary>
+    public Tensor LeakyRelu(double negativeSlope = 0.01) => Unary(UnaryOp.LeakyRelu, negativeSlope);
+
+    /// <summary>y = tanh x; dy/dx = 1 - y².</summary>
+    public Tensor Tanh() => Unary(UnaryOp.Tanh);
+
+    /// <summary>y = 1/(1 + e^-x); dy/dx = y(1 - y).</summary>
+    public Tensor Sigmoid() => Unary(UnaryOp.Sigmoid);
+
+    /// <summary>y = ln(1 + e^x), stable for large |x|; dy/dx = sigmoid(x).</summary>
+    public Tensor Softplus() => Unary(UnaryOp.Softplus);
+
+    /// <summary>y = ln(1 + e^(βx))/β (PyTorch's softplus; reverts to x where βx &gt; threshold).</summary>
+    public Tensor Softplus(double beta, double threshold = 20)
+    {
+        if (beta == 1 && double.IsPositiveInfinity(threshold))
+        {
+            return Softplus();
+        }
+        var bx = this * beta;
+        return Where(bx > threshold, this, bx.Softplus() / beta);
+    }
+
+    /// <summary>y = erf x; dy/dx = 2/√π · e^(-x²).</summary>
+    public Tensor Erf() => Unary(UnaryOp.Erf);
+
+    /// <summary>y = 1/x; dy/dx = -y².</summary>
+    public Tensor Reciprocal() => Unary(UnaryOp.Reciprocal);
+
+    /// <summary>y = x^p for a real scalar p; dy/dx = p·x^(p-1).</summary>
+    public Tensor Pow(double exponent) => exponent switch
+    {
+        1 => this * 1.0,
+        _ => Unary(UnaryOp.PowScalar, exponent),
+    };
+
+    /// <summary>y = x².</summary>
+    public Tensor Square() => this * this;
+
+    /// <summary>y = clamp(x, min, max); dy/dx = 1 where min ≤ x ≤ max, else 0 (PyTorch's convention).</summary>
+    public Tensor Clamp(double min = double.NegativeInfinity, double max = double.PositiveInfinity)
+    {
+        if (min > max)
+        {
+            throw new ArgumentException($"Clamp of {Describe()}: min ({min}) is greater than max ({max}).");
+        }
+        return Unary(UnaryOp.Clamp, min, max);
+    }
+
+    /// <summary>y = sin x; dy/dx = cos x.</summary>
+    public Tensor Sin() => Unary(UnaryOp.Sin);
+
+    /// <summary>y = cos x; dy/dx = -sin x.</summary>
+    public Tensor Cos() => Unary(UnaryOp.Cos);
+
+    /// <summary>Gaussian error linear unit: exact x·Φ(x), or the tanh approximation.</summary>
+    public Tensor Gelu(bool tanhApproximation = false)
+    {
+        if (tanhApproximation)
+        {
+            var inner = (this + this * this * this * 0.044715) * Math.Sqrt(2 / Math.PI);
+            return this * 0.5 * (inner.Tanh() + 1);
+        }
+        return this * 0.5 * ((this * (1 / Math.Sqrt(2))).Erf() + 1);
+    }
+
+    // ------------------------------------------------------------------ binary primitives
+
+    private static Tensor Binary(BinaryOp op, Tensor a, Tensor b)
+    {
+        CheckSameDeviceAndDType(op.ToString(), a, b);
+        if (op is BinaryOp.Div or BinaryOp.Pow or BinaryOp.Maximum or BinaryOp.Minimum)
+        {
+            a.RequireFloat(op.ToString());
+        }
+        else if (a.DType == DType.Bool)
+        {
+            throw new ArgumentException($"{op} is not defined for bool tensors ({a.Describe()}, {b.Describe()}).");
+        }
+        var shape = Higher.Shape.Broadcast(a.Shape, b.Shape, a.Name ?? "a", b.Name ?? "b");
+        var y = Empty(a.Backend, a.DType, shape);
+        a.Backend.Binary(op, a.Storage, a.Shape, b.Storage, b.Shape, y.Storage, shape);
+        if (Autograd.ShouldRecord(a, b))
+        {
+            y.AttachGradFn(new BinaryNode(op, a, b, y));
+        }
+        return y;
+    }
+
+    internal static void CheckSameDeviceAndDType(string op, Tensor a, Tensor b)
+    {
+        if (a.DType != b.DType)
+        {
+            throw new ArgumentException($"{op}: dtype mismatch between {a.Describe()} (a) and {b.Describe()} (b). Convert one with To(DType).");
+        }
+        if (a.Device != b.Device)
+        {
+            throw new ArgumentException($"{op}: device mismatch between {a.Describe()} on {a.Device} (a) and {b.Describe()} on {b.Device} (b).");
+        }
+    }
+
+    /// <summary>Elementwise a + b with broadcasting.</summary>
+    public static Tensor Add(Tensor a, Tensor b) => Binary(BinaryOp.Add, a, b);
+
+    /// <summary>Elementwise a - b with broadcasting.</summary>
+    public static Tensor Sub(Tensor a, Tensor b) => Binary(BinaryOp.Sub, a, b);
+
+    /// <summary>Elementwise a · b with broadcasting.</summary>
+    public static Tensor Mul(Tensor a, Tensor b) => Binary(BinaryOp.Mul, a, b);
+
+    /// <summary>Elementwise a / b with broadcasting.</summary>
+    public static Tensor Div(Tensor a, Tensor b) => Binary(BinaryOp.Div, a, b);
+
+    /// <summary>Elementwise a^b; d/da = b·a^(b-1), d/db = a^b·ln a (0 where a = 0).</summary>
+    public static Tensor Pow(Tensor a, Tensor b) => Binary(BinaryOp.Pow, a, b);
+
+    /// <summary>Elementwise max(a, b); at ties the gradient is split equally (PyTorch's convention).</summary>
+    public static Tensor Maximum(Tensor a, Tensor b) => Binary(BinaryOp.Maximum, a, b);
+
+    /// <summary>Elementwise min(a, b); at ties the gradient is split equally.</summary>
+    public static Tensor Minimum(Tensor a, Tensor b) => Binary(BinaryOp.Minimum, a, b);
+
+    /// <summary>x^p elementwise for a tensor exponent.</summary>
+    public Tensor Pow(Tensor exponent) => Pow(this, exponent);
+
+    /// <summary>a + b.</summary>
+    public static Tensor operator +(Tensor a, Tensor b) => Binary(BinaryOp.Add, a, b);
+
+    /// <summary>a - b.</summary>
+    public static Tensor operator -(Tensor a, Tensor b) => Binary(BinaryOp.Sub, a, b);
+
+    /// <summary>a · b elementwise.</summary>
+    public static Tensor operator *(Tensor a, Tensor b) => Binary(BinaryOp.Mul, a, b);
+
+    /// <summary>a / b elementwise.</summary>
+    public static Tensor operator /(Tensor a, Tensor b) => Binary(BinaryOp.Div, a, b);
+
+    /// <summary>-x.</summary>
+    public static Tensor operator -(Tensor x) => x.Neg();
+
+    /// <summary>x + c.</summary>
+    public static Tensor operator +(Tensor x, double c) => x.Affine(1, c);
+
+    /// <summary>c + x.</summary>
+    public static Tensor operator +(double c, Tensor x) => x.Affine(1, c);
+
+    /// <summary>x - c.</summary>
+    public static Tensor operator -(Tensor x, double c) => x.Affine(1, -c);
+
+    /// <summary>c - x.</summary>
+    public static Tensor operator -(double c, Tensor x) => x.Affine(-1, c);
+
+    /// <summary>x · c.</summary>
+    public static Tensor operator *(Tensor x, double c) => x.Affine(c, 0);
+
+    /// <summary>c · x.</summary>
+    public static Tensor operator *(double c, Tensor x) => x.Affine(c, 0);
+
+    /// <summary>x / c (true division, as PyTorch does).</summary>
+    public static Tensor operator /(Tensor x, double c) => x.DType.IsFloatingPoint() ? Binary(BinaryOp.Div, x, x.ScalarLike(c)) : x.Affine(1 / c, 0);
+
+    /// <summary>c / x.</summary>
+    public static Tensor operator /(double c, Tensor x) => Binary(BinaryOp.Div, x.ScalarLike(c), x);
+
+    // ------------------------------------------------------------------ comparisons and selection
+
+    private static Tensor Compare(CompareOp op, Tensor a, Tensor b)
+    {
+        CheckSameDeviceAndDType(op.ToString(), a, b);
+        var shape = Higher.Shape.Broadcast(a.Shape, b.Shape, a.Name ?? "a", b.Name ?? "b");
+        var y = Empty(a.Backend, DType.Bool, shape);
+        a.Backend.Compare(op, a.Storage, a.Shape, b.Storage, b.Shape, y.Storage, shape);
+        return y;
+    }
+
+    /// <summary>Mask a == b (not differentiable).</summary>
+    public Tensor Eq(Tensor other) => Compare(CompareOp.Eq, this, other);
+
+    /// <summary>Mask a != b.</summary>
+    public Tensor Ne(Tensor other) => Compare(CompareOp.Ne, this, other);
+
+    /// <summary>Mask a &lt; b.</summary>
+    public Tensor Lt(Tensor other) => Compare(CompareOp.Lt, this, other);
+
+    /// <summary>Mask a ≤ b.</summary>
+    public Tensor Le(Tensor other) => Compare(CompareOp.Le, this, other);
+
+    /// <summary>Mask a &gt; b.</summary>
+    public Tensor Gt(Tensor other) => Compare(CompareOp.Gt, this, other);
+
+    /// <summary>Mask a ≥ b.</summary>
+    public Tensor Ge(Tensor other) => Compare(CompareOp.Ge, this, other);
+
+    /// <summary>Mask x == c.</summary>
+    public Tensor Eq(double c) => Eq(ScalarLike(c));
+
+    /// <summary>Mask x != c.</summary>
+    public Tensor Ne(double c) => Ne(ScalarLike(c));
+
+    /// <summary>Mask a &lt; b.</summary>
+    public static Tensor operator <(Tensor a, Tensor b) => a.Lt(b);
+
+    /// <summary>Mask a &gt; b.</summary>
+    public static Tensor operator >(Tensor a, Tensor b) => a.Gt(b);
+
+    /// <summary>Mask a ≤ b.</summary>
+    public static Tensor operator <=(Tensor a, Tensor b) => a.Le(b);
+
+    /// <summary>Mask a ≥ b.</summary>
+    public static Tensor operator >=(Tensor a, Tensor b) => a.Ge(b);
+
+    /// <summary>Mask x &lt; c.</summary>
+    public static Tensor operator <(Tensor x, double c) => x.Lt(x.ScalarLike(c));
+
+    /// <summary>Mask x &gt; c.</summary>
+    public static Tensor operator >(Tensor x, double c) => x.Gt(x.ScalarLike(c));
+
+    /// <summary>Mask x ≤ c.</summary>
+    public static Tensor operator <=(Tensor x, double c) => x.Le(x.ScalarLike(c));
+
+    /// <summary>Mask x ≥ c.</summary>
+    public static Tensor operator >=(Tensor x, double c) => x.Ge(x.ScalarLike(c));
+
+    /// <summary>Elementwise logical and of two masks.</summary>
+    public Tensor LogicalAnd(Tensor other) => Where(this, other, this);
+
+    /// <summary>Elementwise logical or of two masks.</summary>
+    public Tensor LogicalOr(Tensor other) => Where(this, this, other);
+
+    /// <summary>Elementwise logical not of a mask.</summary>
+    public Tensor LogicalNot()
+    {
+        if (DType != DType.Bool)
+        {
+            throw new ArgumentException($"LogicalNot needs a bool mask; got {Describe()}.");
+        }
+        return Eq(ScalarLike(0));
+    }
+
+    /// <summary>
+    /// condition ? a : b elementwise with broadcasting; the gradient reaches a where the condition
+    /// holds and b elsewhere (never 0·inf, so masked branches stay finite).
+    /// </summary>
+    public static Tensor Where(Tensor condition, Tensor a, Tensor b)
+    {
+        if (condition.DType != DType.Bool)
+        {
+            throw new ArgumentException($"Where: the condition must be a bool mask; got {condition.Describe()}.");
+        }
+        CheckSameDeviceAndDType("Where", a, b);
+        if (condition.Device != a.Device)
+        {
+            throw new ArgumentException($"Where: condition is on {condition.Device} but a is on {a.Device}.");
+        }
+        var shape = Higher.Shape.Broadcast(Higher.Shape.Broadcast(condition.Shape, a.Shape, "condition", "a"), b.Shape, "condition and a", "b");
+        var y = Empty(a.Backend, a.DType, shape);
+        a.Backend.Where(condition.Storage, condition.Shape, a.Storage, a.Shape, b.Storage, b.Shape, y.Storage, shape);
+        if (Autograd.ShouldRecord(a, b))
+        {
+            y.AttachGradFn(new WhereNode(condition, a, b));
+        }
+        return y;
+    }
+
+    /// <summary>condition ? a : c.</summary>
+    public static Tensor Where(Tensor condition, Tensor a, double c) => Where(condition, a, a.ScalarLike(c));
+
+    /// <summary>condition ? c : b.</summary>
+    public static Tensor Where(Tensor condition, double c, Tensor b) => Where(condition, b.ScalarLike(c), b);
+
+    /// <summary>Converts to <paramref name="dtype"/>; differentiable between Float32 and Float64.</summary>
+    public Tensor Cast(DType dtype)
+    {
+        if (dtype == DType)
+        {
+            return this;
+        }
+        var y = Empty(Backend, dtype, Shape);
+        Backend.Cast(Storage, y.Storage);
+        if (dtype.IsFloatingPoint() && Autograd.ShouldRecord(this))
+        {
+            y.AttachGradFn(new CastNode(this));
+        }
+        return y;
+    }
+
+    /// <summary>Sum of the gradient over broadcast dimensions, back to <paramref name="shape"/>.</summary>
+    internal Tensor SumTo(Shape shape)
+    {
+        if (Shape == shape)
+        {
+            return this;
+        }
+        int lead = Rank - shape.Rank;
+        var axes = new List<int>();
+        for (int i = 0; i < Rank; i++)
+        {
+            if (i < lead || (shape.Dims[i - lead] == 1 && Shape.Dims[i] != 1))
+            {
+                axes.Add(i);
+            }
+        }
+        return Sum(axes.ToArray(), keepDim: true).Reshape(shape.ToArray());
+    }
+}
+
+/// <summary>Derivatives of the unary kernels, each written in differentiable ops.</summary>
+internal sealed class UnaryNode : Node
+{
+    private readonly UnaryOp _op;
+    private readonly double _alpha, _beta;
+    private Tensor _x, _y;
+
+    public UnaryNode(UnaryOp op, double alpha, double beta, Tensor x, Tensor y) : base(x)
+    {
+        _op = op;
+        _alpha = alpha;
+        _beta = beta;
+        _x = x;
+        _y = y;
+        switch (op)
+        {
+            case UnaryOp.Affine:
+            case UnaryOp.Sign:
+                break;
+            case UnaryOp.Exp:
+            case UnaryOp.Sqrt:
+            case UnaryOp.Tanh:
+            case UnaryOp.Sigmoid:
+            case UnaryOp.Reciprocal:
+            case UnaryOp.Relu:
+                Save(y);
+                break;
+            default:
+                Save(x);
+                break;
+        }
+    }
+
+    internal override string Name => _op + "Backward";
+
+    protected override Tensor?[] Backward(Tensor g)
+    {
+        var x = _x;
+        var y = _y;
+        Tensor gx = _op switch
+        {
+            UnaryOp.Affine => g * _alpha,
+            UnaryOp.Exp => g * y,
+            UnaryOp.Log => g / x,
+            UnaryOp.Log1p => g / (x + 1),
+            UnaryOp.Sqrt => g / (y * 2),
+            UnaryOp.Abs => g * x.Sign(),
+            UnaryOp.Sign => Tensor.ZerosLike(g),
+            UnaryOp.Relu => Tensor.Where(y > 0, g, 0),
+            UnaryOp.LeakyRelu => Tensor.Where(x > 0, g, g * _alpha),
+            UnaryOp.Tanh => g * (1 - y * y),
+            UnaryOp.Sigmoid => g * (y * (1 - y)),
+            UnaryOp.Softplus => g * x.Sigmoid(),
+            UnaryOp.Erf => g * ((x * x).Neg().Exp() * (2 / Math.Sqrt(Math.PI))),
+            UnaryOp.Reciprocal => g * (y * y).Neg(),
+            UnaryOp.PowScalar => _alpha == 0 ? Tensor.ZerosLike(g) : g * (x.Pow(_alpha - 1) * _alpha),
+            UnaryOp.Clamp => Tensor.Where((x >= _alpha).LogicalAnd(x <= _beta), g, 0),
+            UnaryOp.Sin => g * x.Cos(),
+            UnaryOp.Cos => g * x.Sin().Neg(),
+            _ => throw new NotSupportedException($"The derivative of {_op} is not implemented."),
+        };
+        return [gx];
+    }
+
+    protected override void OnRelease()
+    {
+        _x = null!;
+        _y = null!;
+    }
+}
+
+/// <summary>√x whose derivative is 0 wherever x ≤ 0; the masked branch divides by 1, never by 0.</summary>
+internal sealed class SafeSqrtNode : Node
+{
+    private Tensor _x, _y;
+
+    public SafeSqrtNode(Tensor x, Tensor y) : base(x)
+    {
+        _x = x;
+        _y = y;
+        Save(x, y);
+    }
+
+    internal override string Name => "SafeSqrtBackward";
+
+    protected override Tensor?[] Backward(Tensor g)
+    {
+        var positive = _x > 0;
+        var denominator = Tensor.Where(positive, _y, 1) * 2;
+        return [Tensor.Where(positive, g / denominator, 0)];
+    }
+
+    protected override void OnRelease()
+    {
+        _x = null!;
+        _y = null!;
+    }
+}
+
+/// <summary>Derivatives of the binary kernels, summed back over broadcast dimensions.</summary>
+internal sealed class BinaryNode : Node
+{
+    private readonly BinaryOp _op;
+    private Tensor _a, _b, _y;
+
+    public BinaryNode(BinaryOp op, Tensor a, Tensor b, Tensor y) : base(a, b)
+    {
+        _op = op;
+        _a = a;
+        _b = b;
+        _y = y;
+        switch (op)
+        {
+            case BinaryOp.Add:
+            case BinaryOp.Sub:
+                break;
+            case BinaryOp.Pow:
+                Save(a, b, y);
+                break;
+            default:
+                Save(a, b);
+                break;
+        }
+    }
+
+    internal override string Name => _op + "Backward";
+
+    protected override Tensor?[] Backward(Tensor g)
+    {
+        var a = _a;
+        var b = _b;
+        Tensor? ga = null, gb = null;
+        bool needA = NeedsGrad(0), needB = NeedsGrad(1);
+        switch (_op)
+        {
+            case BinaryOp.Add:
+                ga = g;
+                gb = g;
+                break;
+            case BinaryOp.Sub:
+                ga = g;
+                gb = needB ? g.Neg() : null;
+                break;
+            case BinaryOp.Mul:
+                ga = needA ? g * b : null;
+                gb = needB ? g * a : null;
+                break;
+            case BinaryOp.Div:
+                ga = needA ? g / b : null;
+                gb = needB ? (g * a / (b * b)).Neg() : null;
+                break;
+            case BinaryOp.Pow:
+                ga = needA ? g * b * Tensor.Pow(a, b - 1) : null;
+                if (needB)
+                {
+                    var zero = a.Eq(0);
+                    gb = Tensor.Where(zero, 0, g * _y * Tensor.Where(zero, 1, a).Log());
+                }
+                break;
+            case BinaryOp.Maximum:
+            case BinaryOp.Minimum:
+                {
+                    var tie = a.Eq(b);
+                    var aWins = _op == BinaryOp.Maximum ? a > b : a < b;
+                    var half = g * 0.5;
+                    ga = needA ? Tensor.Where(tie, half, Tensor.Where(aWins, g, 0)) : null;
+                    gb = needB ? Tensor.Where(tie, half, Tensor.Where(aWins, 0, g)) : null;
+                    break;
+                }
+            default:
+                throw new NotSupportedException($"The derivative of {_op} is not implemented.");
+        }
+        return [needA ? ga?.SumTo(a.Shape) : null, needB ? gb?.SumTo(b.Shape) : null];
+    }
+
+    protected override void OnRelease()
+    {
+        _a = null!;
+        _b = null!;
+        _y = null!;
+    }
+}
+
+/// <summary>where(c, a, b): the gradient goes to a where c holds and to b elsewhere.</summary>
+internal sealed class WhereNode : Node
+{
+    private Tensor _condition;
+
+    public WhereNode(Tensor condition, Tensor a, Tensor b) : base(a, b)
+    {
+        _condition = condition;
+        Save(condition);
+    }
+
+    internal override string Name => "WhereBackward";
+
+    protected override Tensor?[] Backward(Tensor g)
+    {
+        var a = Inputs[0];
+        var b = Inputs[1];
+        return
+        [
+            NeedsGrad(0) ? Tensor.Where(_condition, g, 0).SumTo(a.Shape) : null,
+            NeedsGrad(1) ? Tensor.Where(_condition, 0, g).SumTo(b.Shape) : null,
+        ];
+    }
+
+    protected override void OnRelease() => _condition = null!;
+}
+
+/// <summary>Conversion between float dtypes: the gradient converts back.</summary>
+internal sealed class CastNode(Tensor x) : Node(x)
+{
+    internal override string Name => "CastBackward";
+
+    protected override Tensor?[] Backward(Tensor g) => [g.Cast(Inputs[0].DType)];
+}

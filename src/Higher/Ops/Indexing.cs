@@ -1,0 +1,218 @@
+using Higher.Tape;
+
+namespace Higher;
+
+public sealed partial class Tensor
+{
+    private void CheckIndex(string op, Tensor index, int bound)
+    {
+        if (index.DType != DType.Int64)
+        {
+            throw new ArgumentException($"{op}: index must be int64; got {index.Describe()}.");
+        }
+        if (index.Device != Device)
+        {
+            throw new ArgumentException($"{op}: index is on {index.Device} but {Describe()} is on {Device}.");
+        }
+        // Bounds are checked where it costs no device round-trip; other backends rely on their kernels.
+        if (Device.Type == DeviceType.Cpu)
+        {
+            foreach (long i in index.ToInt64Array())
+            {
+                if (i < 0 || i >= bound)
+                {
+                    throw new ArgumentOutOfRangeException(nameof(index), $"{op}: index {i} is out of range [0, {bound}) for {Describe()}.");
+                }
+            }
+        }
+    }
+
+    private void CheckSameExceptAxis(string op, Tensor other, int axis, string otherName)
+    {
+        bool ok = other.Rank == Rank;
+        for (int d = 0; ok && d < Rank; d++)
+        {
+            ok = d == axis || other.Shape.Dims[d] == Shape.Dims[d];
+        }
+        if (!ok)
+        {
+            throw new ArgumentException($"{op} along axis {axis}: {otherName} has shape {other.Shape}, which must equal {Describe()}'s shape except along that axis.");
+        }
+    }
+
+    /// <summary>
+    /// y[..., j, ...] = x[..., index[..., j, ...], ...] along <paramref name="axis"/> (torch.gather; index has
+    /// x's shape except along the axis). Gradient: scatter-added back.
+    /// </summary>
+    public Tensor Gather(int axis, Tensor index)
+    {
+        int a = Shape.NormalizeAxis(axis);
+        CheckSameExceptAxis("Gather", index, a, "index");
+        CheckIndex("Gather", index, Shape.Dims[a]);
+        var (outer, size, inner) = Split(a);
+        var y = Empty(Backend, DType, index.Shape);
+        Backend.Gather(Storage, outer, size, inner, index.Storage, index.Shape.Dims[a], y.Storage);
+        if (Autograd.ShouldRecord(this))
+        {
+            y.AttachGradFn(new GatherNode(this, a, index));
+        }
+        return y;
+    }
+
+    /// <summary>
+    /// A copy of this tensor with source added at the indexed positions along <paramref name="axis"/>
+    /// (torch.scatter_add). Gradients: identity to this tensor, gather to the source.
+    /// </summary>
+    public Tensor ScatterAdd(int axis, Tensor index, Tensor source)
+    {
+        int a = Shape.NormalizeAxis(axis);
+        CheckSameDeviceAndDType("ScatterAdd", this, source);
+        if (index.Shape != source.Shape)
+        {
+            throw new ArgumentException($"ScatterAdd: index {index.Shape} and source {source.Shape} must have the same shape.");
+        }
+        CheckSameExceptAxis("ScatterAdd", source, a, "source");
+        CheckIndex("ScatterAdd", index, Shape.Dims[a]);
+        var (outer, size, inner) = Split(a);
+        var y = Empty(Backend, DType, Shape);
+        Backend.StridedCopy(Storage, 0, Shape.ContiguousStrides(), y.Storage, 0, Shape.ContiguousStrides(), Shape);
+        Backend.ScatterAdd(y.Storage, outer, size, inner, index.Storage, index.Shape.Dims[a], source.Storage);
+        if (Autograd.ShouldRecord(this, source))
+        {
+            y.AttachGradFn(new ScatterAddNode(this, source, a, index));
+        }
+        return y;
+    }
+
+    /// <summary>Entries at the 1-D <paramref name="index"/> along <paramref name="axis"/>. Gradient: index-added back.</summary>
+    public Tensor IndexSelect(int axis, Tensor index)
+    {
+        int a = Shape.NormalizeAxis(axis);
+        if (index.Rank != 1)
+        {
+            throw new ArgumentException($"IndexSelect: index must be 1-D; got {index.Describe()}.");
+        }
+        CheckIndex("IndexSelect", index, Shape.Dims[a]);
+        var (outer, size, inner) = Split(a);
+        var dims = Shape.ToArray();
+        dims[a] = index.Shape.Dims[0];
+        var y = Empty(Backend, DType, Higher.Shape.FromOwned(dims));
+        Backend.IndexSelect(Storage, outer, size, inner, index.Storage, dims[a], y.Storage);
+        if (Autograd.ShouldRecord(this))
+        {
+            y.AttachGradFn(new IndexSelectNode(this, a, index));
+        }
+        return y;
+    }
+
+    /// <summary>A copy of this tensor with source's slices added at the 1-D <paramref name="index"/> along <paramref name="axis"/>.</summary>
+    public Tensor IndexAdd(int axis, Tensor index, Tensor source)
+    {
+        int a = Shape.NormalizeAxis(axis);
+        CheckSameDeviceAndDType("IndexAdd", this, source);
+        if (index.Rank != 1 || source.Rank != Rank || source.Shape.Dims[a] != index.Shape.Dims[0])
+        {
+            throw new ArgumentException($"IndexAdd along axis {axis}: index {index.Shape} must be 1-D with the length of source {source.Shape} along that axis.");
+        }
+        CheckSameExceptAxis("IndexAdd", source, a, "source");
+        CheckIndex("IndexAdd", index, Shape.Dims[a]);
+        var (outer, size, inner) = Split(a);
+        var y = Empty(Backend, DType, Shape);
+        Backend.StridedCopy(Storage, 0, Shape.ContiguousStrides(), y.Storage, 0, Shape.ContiguousStrides(), Shape);
+        Backend.IndexAdd(y.Storage, outer, size, inner, index.Storage, index.Shape.Dims[0], source.Storage);
+        if (Autograd.ShouldRecord(this, source))
+        {
+            y.AttachGradFn(new IndexAddNode(this, source, a, index));
+        }
+        return y;
+    }
+
+    /// <summary>One-hot encoding of int64 class indices: shape [..., numClasses].</summary>
+    public Tensor OneHot(int numClasses, DType dtype = DType.Float32)
+    {
+        if (DType != DType.Int64)
+        {
+            throw new ArgumentException($"OneHot needs int64 class indices; got {Describe()}.");
+        }
+        var dims = new List<int>(Shape.ToArray()) { numClasses };
+        var zeros = ZerosOn(Backend, dtype, Higher.Shape.FromOwned(dims.ToArray()));
+        var ones = FullOn(Backend, dtype, Higher.Shape.FromOwned([.. Shape.ToArray(), 1]), 1);
+        return zeros.ScatterAdd(-1, Unsqueeze(-1), ones);
+    }
+}
+
+internal sealed class GatherNode : Node
+{
+    private readonly int _axis;
+    private Tensor _index;
+
+    public GatherNode(Tensor x, int axis, Tensor index) : base(x)
+    {
+        _axis = axis;
+        _index = index;
+        Save(index);
+    }
+
+    internal override string Name => "GatherBackward";
+
+    protected override Tensor?[] Backward(Tensor g) => [Tensor.ZerosLike(Inputs[0]).ScatterAdd(_axis, _index, g)];
+
+    protected override void OnRelease() => _index = null!;
+}
+
+internal sealed class ScatterAddNode : Node
+{
+    private readonly int _axis;
+    private Tensor _index;
+
+    public ScatterAddNode(Tensor self, Tensor source, int axis, Tensor index) : base(self, source)
+    {
+        _axis = axis;
+        _index = index;
+        Save(index);
+    }
+
+    internal override string Name => "ScatterAddBackward";
+
+    protected override Tensor?[] Backward(Tensor g) => [g, NeedsGrad(1) ? g.Gather(_axis, _index) : null];
+
+    protected override void OnRelease() => _index = null!;
+}
+
+internal sealed class IndexSelectNode : Node
+{
+    private readonly int _axis;
+    private Tensor _index;
+
+    public IndexSelectNode(Tensor x, int axis, Tensor index) : base(x)
+    {
+        _axis = axis;
+        _index = index;
+        Save(index);
+    }
+
+    internal override string Name => "IndexSelectBackward";
+
+    protected override Tensor?[] Backward(Tensor g) => [Tensor.ZerosLike(Inputs[0]).IndexAdd(_axis, _index, g)];
+
+    protected override void OnRelease() => _index = null!;
+}
+
+internal sealed class IndexAddNode : Node
+{
+    private readonly int _axis;
+    private Tensor _index;
+
+    public IndexAddNode(Tensor self, Tensor source, int axis, Tensor index) : base(self, source)
+    {
+        _axis = axis;
+        _index = index;
+        Save(index);
+    }
+
+    internal override string Name => "IndexAddBackward";
+
+    protected override Tensor?[] Backward(Tensor g) => [g, NeedsGrad(1) ? g.IndexSelect(_axis, _index) : null];
+
+    protected override void OnRelease() => _index = null!;
+}

@@ -1,0 +1,175 @@
+using Higher.Tape;
+
+namespace Higher;
+
+public sealed partial class Tensor
+{
+    /// <summary>
+    /// The GEMM primitive: C = op(A)·op(B) for 2-D operands or 3-D batches (a 2-D operand is shared
+    /// by every batch). op is a transpose when the flag is set, folded into the kernel, never copied.
+    /// dA = dC·op(B)ᵀ and dB = op(A)ᵀ·dC, themselves written with this primitive.
+    /// </summary>
+    internal static Tensor MatMulT(Tensor a, Tensor b, bool transposeA, bool transposeB)
+    {
+        int batchA = a.Rank == 3 ? a.Shape.Dims[0] : 1, batchB = b.Rank == 3 ? b.Shape.Dims[0] : 1;
+        int m = transposeA ? a.Shape[-1] : a.Shape[-2];
+        int k = transposeA ? a.Shape[-2] : a.Shape[-1];
+        int kb = transposeB ? b.Shape[-1] : b.Shape[-2];
+        int n = transposeB ? b.Shape[-2] : b.Shape[-1];
+        if (k != kb)
+        {
+            throw new ArgumentException($"MatMul: inner dimensions differ: {a.Describe()} (a{(transposeA ? "ᵀ" : "")}) has {k} columns but {b.Describe()} (b{(transposeB ? "ᵀ" : "")}) has {kb} rows.");
+        }
+        if (a.Rank == 3 && b.Rank == 3 && batchA != batchB)
+        {
+            throw new ArgumentException($"MatMul: batch sizes differ: {a.Describe()} (a) and {b.Describe()} (b).");
+        }
+        int batch = Math.Max(batchA, batchB);
+        bool batched = a.Rank == 3 || b.Rank == 3;
+        var shape = batched ? new Shape(batch, m, n) : new Shape(m, n);
+        var y = Empty(a.Backend, a.DType, shape);
+        a.Backend.Gemm(transposeA, transposeB, batch, m, n, k, 1.0,
+            a.Storage, a.Rank == 3 ? (long)m * k : 0, b.Storage, b.Rank == 3 ? (long)k * n : 0,
+            0.0, y.Storage, (long)m * n);
+        if (Autograd.ShouldRecord(a, b))
+        {
+            y.AttachGradFn(new MatMulNode(a, b, transposeA, transposeB));
+        }
+        return y;
+    }
+
+    /// <summary>
+    /// Matrix product with PyTorch's matmul semantics: 1-D·1-D is a dot product; a 1-D operand is
+    /// promoted to a matrix and the added dimension removed; leading (batch) dimensions broadcast.
+    /// </summary>
+    public static Tensor MatMul(Tensor a, Tensor b)
+    {
+        CheckSameDeviceAndDType("MatMul", a, b);
+        a.RequireFloat("MatMul");
+        if (a.Rank == 0 || b.Rank == 0)
+        {
+            throw new ArgumentException($"MatMul needs operands of rank ≥ 1; got {a.Describe()} (a) and {b.Describe()} (b).");
+        }
+        if (a.Rank == 1 && b.Rank == 1)
+        {
+            if (a.Shape[0] != b.Shape[0])
+            {
+                throw new ArgumentException($"MatMul: inner dimensions differ: {a.Describe()} (a) and {b.Describe()} (b).");
+            }
+            return MatMulT(a.Reshape(1, -1), b.Reshape(-1, 1), false, false).Reshape();
+        }
+        if (a.Rank == 1)
+        {
+            var r = MatMul(a.Unsqueeze(0), b);
+            return r.Squeeze(-2);
+        }
+        if (b.Rank == 1)
+        {
+            var r = MatMul(a, b.Unsqueeze(-1));
+            return r.Squeeze(-1);
+        }
+        if (a.Rank == 2 && b.Rank == 2)
+        {
+            return MatMulT(a, b, false, false);
+        }
+        int m = a.Shape[-2], k = a.Shape[-1], n = b.Shape[-1];
+        if (b.Rank == 2)
+        {
+            // [..., m, k]·[k, n]: one GEMM over the folded leading dimensions.
+            if (b.Shape[0] != k)
+            {
+                throw new ArgumentException($"MatMul: inner dimensions differ: {a.Describe()} (a) has {k} columns but {b.Describe()} (b) has {b.Shape[0]} rows.");
+            }
+            var lead = a.Shape.ToArray()[..^1];
+            return MatMulT(a.Reshape(-1, k), b, false, false).Reshape([.. lead, n]);
+        }
+        var batchA = new Shape(a.Shape.Dims[..^2]);
+        var batchB = new Shape(b.Shape.Dims[..^2]);
+        var batchShape = Higher.Shape.Broadcast(batchA, batchB, "a's batch", "b's batch");
+        int batch = (int)batchShape.Numel;
+        var a3 = a.Rank == 2 ? a : a.Expand([.. batchShape.ToArray(), m, k]).Reshape(batch, m, k);
+        var b3 = b.Expand([.. batchShape.ToArray(), b.Shape[-2], n]).Reshape(batch, b.Shape[-2], n);
+        return MatMulT(a3, b3, false, false).Reshape([.. batchShape.ToArray(), m, n]);
+    }
+
+    /// <summary>Matrix product this·other (see <see cref="MatMul(Tensor, Tensor)"/>).</summary>
+    public Tensor MatMul(Tensor other) => MatMul(this, other);
+
+    /// <summary>y = x·Wᵀ + b for x [..., in], W [out, in], b [out] (PyTorch's linear). The transpose is a GEMM flag.</summary>
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+    {
+        CheckSameDeviceAndDType("Linear", x, weight);
+        if (weight.Rank != 2 || x.Rank == 0 || x.Shape[-1] != weight.Shape[1])
+        {
+            throw new ArgumentException($"Linear: input {x.Describe()} (x) does not match weight {weight.Describe()} (W): x's last dimension must equal W's second.");
+        }
+        if (bias is not null && (bias.Rank != 1 || bias.Shape[0] != weight.Shape[0]))
+        {
+            throw new ArgumentException($"Linear: bias {bias.Describe()} must be 1-D with {weight.Shape[0]} elements, as weight {weight.Describe()} has rows.");
+        }
+        var x2 = x.Rank == 2 ? x : x.Reshape(-1, x.Shape[-1]);
+        var y = MatMulT(x2, weight, false, true);
+        if (bias is not null)
+        {
+            y += bias;
+        }
+        if (x.Rank == 2)
+        {
+            return y;
+        }
+        var dims = x.Shape.ToArray();
+        dims[^1] = weight.Shape[0];
+        return y.Reshape(dims);
+    }
+
+    /// <summary>Dot product of two 1-D tensors.</summary>
+    public static Tensor Dot(Tensor a, Tensor b)
+    {
+        if (a.Rank != 1 || b.Rank != 1)
+        {
+            throw new ArgumentException($"Dot needs two 1-D tensors; got {a.Describe()} (a) and {b.Describe()} (b).");
+        }
+        return MatMul(a, b);
+    }
+}
+
+/// <summary>C = op(A)·op(B): each gradient is one more GEMM with transpose flags.</summary>
+internal sealed class MatMulNode : Node
+{
+    private readonly bool _ta, _tb;
+
+    public MatMulNode(Tensor a, Tensor b, bool transposeA, bool transposeB) : base(a, b)
+    {
+        _ta = transposeA;
+        _tb = transposeB;
+        Save(a, b);
+    }
+
+    internal override string Name => "MatMulBackward";
+
+    protected override Tensor?[] Backward(Tensor g)
+    {
+        var a = Inputs[0];
+        var b = Inputs[1];
+        Tensor? ga = null, gb = null;
+        if (NeedsGrad(0))
+        {
+            // dop(A) = G·op(B)ᵀ; A = op(A)ᵀ when transposed.
+            ga = _ta ? Tensor.MatMulT(b, g, _tb, true) : Tensor.MatMulT(g, b, false, !_tb);
+            if (a.Rank == 2 && ga.Rank == 3)
+            {
+                ga = ga.Sum(0);
+            }
+        }
+        if (NeedsGrad(1))
+        {
+            // dop(B) = op(A)ᵀ·G.
+            gb = _tb ? Tensor.MatMulT(g, a, true, _ta) : Tensor.MatMulT(a, g, !_ta, false);
+            if (b.Rank == 2 && gb.Rank == 3)
+            {
+                gb = gb.Sum(0);
+            }
+        }
+        return [ga, gb];
+    }
+}

@@ -1,0 +1,287 @@
+using Higher.Tape;
+
+namespace Higher;
+
+public sealed partial class Tensor
+{
+    /// <summary>Normalizes an axis list (null = all axes) into a per-axis flag array; throws on duplicates.</summary>
+    private bool[] AxisFlags(ReadOnlySpan<int> axes, bool all)
+    {
+        var flags = new bool[Rank];
+        if (all)
+        {
+            Array.Fill(flags, true);
+            return flags;
+        }
+        foreach (int axis in axes)
+        {
+            int a = Shape.NormalizeAxis(axis);
+            if (flags[a])
+            {
+                throw new ArgumentException($"Axis {axis} appears twice in the reduction axes of {Describe()}.");
+            }
+            flags[a] = true;
+        }
+        return flags;
+    }
+
+    private static Shape ReducedShape(Shape shape, bool[] flags, bool keepDim)
+    {
+        var dims = new List<int>(shape.Rank);
+        for (int i = 0; i < shape.Rank; i++)
+        {
+            if (!flags[i])
+            {
+                dims.Add(shape.Dims[i]);
+            }
+            else if (keepDim)
+            {
+                dims.Add(1);
+            }
+        }
+        return Higher.Shape.FromOwned(dims.ToArray());
+    }
+
+    private Tensor RawReduce(ReduceOp op, bool[] flags, bool keepDim)
+    {
+        var kept = ReducedShape(Shape, flags, true);
+        var y = Empty(Backend, DType, kept);
+        Backend.Reduce(op, Storage, Shape, flags, y.Storage);
+        return keepDim ? y : new Tensor(y.Storage, ReducedShape(Shape, flags, false), Backend, null, y.Version);
+    }
+
+    /// <summary>Sum over all elements (a 0-d tensor).</summary>
+    public Tensor Sum() => Sum(null, false);
+
+    /// <summary>Sum over <paramref name="axes"/> (all when null); keepDim keeps them as size 1. Gradient: broadcast back.</summary>
+    public Tensor Sum(int[]? axes, bool keepDim = false)
+    {
+        if (DType == DType.Bool)
+        {
+            return Cast(DType.Int64).Sum(axes, keepDim);
+        }
+        var flags = AxisFlags(axes, axes is null);
+        var y = RawReduce(ReduceOp.Sum, flags, keepDim);
+        if (Autograd.ShouldRecord(this))
+        {
+            y.AttachGradFn(new SumNode(this, ReducedShape(Shape, flags, true)));
+        }
+        return y;
+    }
+
+    /// <summary>Sum over one axis.</summary>
+    public Tensor Sum(int axis, bool keepDim = false) => Sum([axis], keepDim);
+
+    /// <summary>Mean over all elements.</summary>
+    public Tensor Mean() => Mean(null, false);
+
+    /// <summary>Mean over <paramref name="axes"/> (all when null). An empty reduction gives NaN, as in PyTorch.</summary>
+    public Tensor Mean(int[]? axes, bool keepDim = false)
+    {
+        RequireFloat("Mean");
+        long count = CountOver(AxisFlags(axes, axes is null));
+        return Sum(axes, keepDim) * (count == 0 ? double.NaN : 1.0 / count);
+    }
+
+    /// <summary>Mean over one axis.</summary>
+    public Tensor Mean(int axis, bool keepDim = false) => Mean([axis], keepDim);
+
+    private long CountOver(bool[] flags)
+    {
+        long count = 1;
+        for (int i = 0; i < Rank; i++)
+        {
+            if (flags[i])
+            {
+                count *= Shape.Dims[i];
+            }
+        }
+        return count;
+    }
+
+    /// <summary>Variance over <paramref name="axes"/> with Bessel's <paramref name="correction"/> (1 = unbiased, PyTorch's default).</summary>
+    public Tensor Var(int[]? axes = null, int correction = 1, bool keepDim = false)
+    {
+        RequireFloat("Var");
+        long n = CountOver(AxisFlags(axes, axes is null));
+        var centered = this - Mean(axes, keepDim: true);
+        return (centered * centered).Sum(axes, keepDim) * (1.0 / Math.Max(0, n - correction));
+    }
+
+    /// <summary>Standard deviation: √Var.</summary>
+    public Tensor Std(int[]? axes = null, int correction = 1, bool keepDim = false) => Var(axes, correction, keepDim).Sqrt();
+
+    /// <summary>Maximum over <paramref name="axes"/> (all when null); ties share the gradient equally (PyTorch's amax).</summary>
+    public Tensor Amax(int[]? axes = null, bool keepDim = false) => Extreme(ReduceOp.Max, axes, keepDim);
+
+    /// <summary>Minimum over <paramref name="axes"/> (all when null); ties share the gradient equally.</summary>
+    public Tensor Amin(int[]? axes = null, bool keepDim = false) => Extreme(ReduceOp.Min, axes, keepDim);
+
+    /// <summary>Largest element.</summary>
+    public Tensor Max() => Amax();
+
+    /// <summary>Smallest element.</summary>
+    public Tensor Min() => Amin();
+
+    private Tensor Extreme(ReduceOp op, int[]? axes, bool keepDim)
+    {
+        RequireFloat(op.ToString());
+        var flags = AxisFlags(axes, axes is null);
+        if (CountOver(flags) == 0)
+        {
+            throw new ArgumentException($"{op} over an empty set of elements of {Describe()} has no identity.");
+        }
+        var y = RawReduce(op, flags, keepDim);
+        if (Autograd.ShouldRecord(this))
+        {
+            y.AttachGradFn(new ExtremeNode(this, y, ReducedShape(Shape, flags, true), flags));
+        }
+        return y;
+    }
+
+    /// <summary>Maximum along <paramref name="axis"/> with the index of the first maximum. Gradient goes to that index.</summary>
+    public (Tensor Values, Tensor Indices) Max(int axis, bool keepDim = false) => ArgExtreme(ReduceOp.Max, axis, keepDim);
+
+    /// <summary>Minimum along <paramref name="axis"/> with the index of the first minimum.</summary>
+    public (Tensor Values, Tensor Indices) Min(int axis, bool keepDim = false) => ArgExtreme(ReduceOp.Min, axis, keepDim);
+
+    /// <summary>Index of the maximum along <paramref name="axis"/>.</summary>
+    public Tensor ArgMax(int axis, bool keepDim = false) => ArgExtreme(ReduceOp.Max, axis, keepDim).Indices;
+
+    /// <summary>Index of the minimum along <paramref name="axis"/>.</summary>
+    public Tensor ArgMin(int axis, bool keepDim = false) => ArgExtreme(ReduceOp.Min, axis, keepDim).Indices;
+
+    private (Tensor Values, Tensor Indices) ArgExtreme(ReduceOp op, int axis, bool keepDim)
+    {
+        RequireFloat(op.ToString());
+        int a = Shape.NormalizeAxis(axis);
+        var (outer, size, inner) = Split(a);
+        if (size == 0)
+        {
+            throw new ArgumentException($"{op} along axis {axis} of {Describe()}: the axis is empty.");
+        }
+        var flags = new bool[Rank];
+        flags[a] = true;
+        var keptShape = ReducedShape(Shape, flags, true);
+        var values = Empty(Backend, DType, keptShape);
+        var indices = Empty(Backend, DType.Int64, keptShape);
+        Backend.ArgReduce(op, Storage, outer, size, inner, values.Storage, indices.Storage);
+        if (Autograd.ShouldRecord(this))
+        {
+            values.AttachGradFn(new ArgExtremeNode(this, indices, a));
+        }
+        if (keepDim)
+        {
+            return (values, indices);
+        }
+        var outShape = ReducedShape(Shape, flags, false).ToArray();
+        return (values.Reshape(outShape), indices.Reshape(outShape));
+    }
+
+    /// <summary>Views the shape as [outer, size, inner] around <paramref name="axis"/>.</summary>
+    internal (int Outer, int Size, int Inner) Split(int axis)
+    {
+        long outer = 1, inner = 1;
+        for (int i = 0; i < axis; i++)
+        {
+            outer *= Shape.Dims[i];
+        }
+        for (int i = axis + 1; i < Rank; i++)
+        {
+            inner *= Shape.Dims[i];
+        }
+        return (checked((int)outer), Shape.Dims[axis], checked((int)inner));
+    }
+
+    /// <summary>log Σ exp(x) over <paramref name="axes"/>, computed stably by shifting by the (detached) maximum.</summary>
+    public Tensor LogSumExp(int[] axes, bool keepDim = false)
+    {
+        RequireFloat("LogSumExp");
+        Tensor shift;
+        using (Autograd.NoGrad())
+        {
+            var m = Amax(axes, keepDim: true);
+            shift = Where(m.Abs() < double.PositiveInfinity, m, 0);
+        }
+        var lse = (this - shift).Exp().Sum(axes, keepDim: true).Log() + shift;
+        return keepDim ? lse : lse.Squeeze(axes);
+    }
+
+    /// <summary>log Σ exp(x) along one axis.</summary>
+    public Tensor LogSumExp(int axis, bool keepDim = false) => LogSumExp([axis], keepDim);
+
+    /// <summary>Softmax along <paramref name="axis"/>: exp(x - logsumexp(x)).</summary>
+    public Tensor Softmax(int axis) => LogSoftmax(axis).Exp();
+
+    /// <summary>Log-softmax along <paramref name="axis"/>: x - logsumexp(x).</summary>
+    public Tensor LogSoftmax(int axis) => this - LogSumExp([axis], keepDim: true);
+}
+
+/// <summary>Sum: the gradient is broadcast back over the reduced axes.</summary>
+internal sealed class SumNode(Tensor x, Shape keptShape) : Node(x)
+{
+    internal override string Name => "SumBackward";
+
+    protected override Tensor?[] Backward(Tensor g) => [g.Reshape(keptShape.ToArray()).Expand(Inputs[0].Shape.ToArray())];
+}
+
+/// <summary>amax/amin: the gradient is shared equally among the elements equal to the extreme.</summary>
+internal sealed class ExtremeNode : Node
+{
+    private readonly Shape _kept;
+    private readonly bool[] _flags;
+    private Tensor _y;
+
+    public ExtremeNode(Tensor x, Tensor y, Shape kept, bool[] flags) : base(x)
+    {
+        _y = y;
+        _kept = kept;
+        _flags = flags;
+        Save(x, y);
+    }
+
+    internal override string Name => "AmaxBackward";
+
+    protected override Tensor?[] Backward(Tensor g)
+    {
+        var x = Inputs[0];
+        var y = _y.Detach().Reshape(_kept.ToArray());
+        var mask = x.Eq(y);
+        var axes = new List<int>();
+        for (int i = 0; i < _flags.Length; i++)
+        {
+            if (_flags[i])
+            {
+                axes.Add(i);
+            }
+        }
+        var count = mask.Cast(x.DType).Sum(axes.ToArray(), keepDim: true);
+        var share = g.Reshape(_kept.ToArray()) / count;
+        return [Tensor.Where(mask, share, 0)];
+    }
+
+    protected override void OnRelease() => _y = null!;
+}
+
+/// <summary>max/min along an axis with indices: the gradient is scattered to the chosen index.</summary>
+internal sealed class ArgExtremeNode : Node
+{
+    private readonly int _axis;
+    private Tensor _indices;
+
+    public ArgExtremeNode(Tensor x, Tensor indices, int axis) : base(x)
+    {
+        _indices = indices;
+        _axis = axis;
+    }
+
+    internal override string Name => "MaxBackward";
+
+    protected override Tensor?[] Backward(Tensor g)
+    {
+        var x = Inputs[0];
+        return [Tensor.ZerosLike(x).ScatterAdd(_axis, _indices, g.Reshape(_indices.Shape.ToArray()))];
+    }
+
+    protected override void OnRelease() => _indices = null!;
+}

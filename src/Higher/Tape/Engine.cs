@@ -1,0 +1,184 @@
+namespace Higher.Tape;
+
+/// <summary>
+/// One backward pass: orders the reachable nodes topologically (iteratively, so long unrolls do
+/// not overflow the stack), prunes nodes that lead to no requested input, and sums gradients
+/// with differentiable ops so the pass itself can be recorded.
+/// </summary>
+internal sealed class Engine
+{
+    private readonly Dictionary<Tensor, int>? _targets;
+    private readonly Tensor?[] _targetGrads;
+    private readonly Dictionary<Node, Tensor> _nodeGrads = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<Tensor, Tensor> _leafGrads = new(ReferenceEqualityComparer.Instance);
+    private readonly List<Tensor> _leafOrder = [];
+
+    public Engine(IReadOnlyList<Tensor>? targets)
+    {
+        if (targets is null)
+        {
+            _targetGrads = [];
+            return;
+        }
+        _targets = new Dictionary<Tensor, int>(ReferenceEqualityComparer.Instance);
+        for (int i = 0; i < targets.Count; i++)
+        {
+            _targets.TryAdd(targets[i], i);
+        }
+        _targetGrads = new Tensor?[targets.Count];
+        _targetList = targets;
+    }
+
+    private readonly IReadOnlyList<Tensor>? _targetList;
+
+    public Tensor? InputGrad(int i)
+    {
+        var t = _targetList![i];
+        return _targetGrads[_targets![t]];
+    }
+
+    public IEnumerable<(Tensor Leaf, Tensor Grad)> LeafGrads()
+    {
+        foreach (var leaf in _leafOrder)
+        {
+            yield return (leaf, _leafGrads[leaf]);
+        }
+    }
+
+    public void Run(IReadOnlyList<Tensor> outputs, IReadOnlyList<Tensor?>? gradOutputs, bool createGraph, bool retainGraph)
+    {
+        if (gradOutputs is not null && gradOutputs.Count != outputs.Count)
+        {
+            throw new ArgumentException($"Got {gradOutputs.Count} gradient outputs for {outputs.Count} outputs.", nameof(gradOutputs));
+        }
+        using var mode = createGraph ? Autograd.EnableGrad() : Autograd.NoGrad();
+        var order = TopologicalOrder(outputs, out var needed);
+
+        for (int i = 0; i < outputs.Count; i++)
+        {
+            var o = outputs[i];
+            var seed = gradOutputs?[i];
+            if (seed is null)
+            {
+                if (o.Numel != 1)
+                {
+                    throw new ArgumentException(
+                        $"Output {i} ({o.Describe()}) is not a scalar: a gradient can be implicitly created only for one-element outputs; pass gradOutputs.");
+                }
+                seed = Tensor.OnesLike(o);
+            }
+            else if (seed.Shape != o.Shape || seed.DType != o.DType)
+            {
+                throw new ArgumentException($"Gradient output {i} ({seed.Describe()}) does not match output {i} ({o.Describe()}).");
+            }
+            Accumulate(o, seed);
+        }
+
+        foreach (var node in order)
+        {
+            if (!needed.Contains(node) || !_nodeGrads.Remove(node, out var grad))
+            {
+                continue;
+            }
+            var inputGrads = node.Apply(grad);
+            if (!retainGraph)
+            {
+                node.Release();
+            }
+            var inputs = node.Inputs;
+            for (int k = 0; k < inputs.Length; k++)
+            {
+                var g = inputGrads[k];
+                if (g is null)
+                {
+                    continue;
+                }
+                var x = inputs[k];
+                if (!x.RequiresGrad)
+                {
+                    continue;
+                }
+                if (g.Shape != x.Shape)
+                {
+                    throw new InvalidOperationException($"Internal error: {node.Name} returned a gradient of shape {g.Shape} for input {k} of shape {x.Shape}.");
+                }
+                Accumulate(x, g);
+            }
+        }
+    }
+
+    private void Accumulate(Tensor x, Tensor g)
+    {
+        if (_targets is not null && _targets.TryGetValue(x, out int ti))
+        {
+            _targetGrads[ti] = _targetGrads[ti] is { } prev ? prev + g : g;
+        }
+        if (x.GradFn is { } fn)
+        {
+            _nodeGrads[fn] = _nodeGrads.TryGetValue(fn, out var prev) ? prev + g : g;
+        }
+        else if (_targets is null && x.RequiresGrad)
+        {
+            if (_leafGrads.TryGetValue(x, out var prev))
+            {
+                _leafGrads[x] = prev + g;
+            }
+            else
+            {
+                _leafGrads[x] = g;
+                _leafOrder.Add(x);
+            }
+        }
+    }
+
+    /// <summary>Reverse post-order of the nodes reachable from the outputs, and those that lead to a target.</summary>
+    private List<Node> TopologicalOrder(IReadOnlyList<Tensor> outputs, out HashSet<Node> needed)
+    {
+        var post = new List<Node>();
+        var visited = new HashSet<Node>(ReferenceEqualityComparer.Instance);
+        needed = new HashSet<Node>(ReferenceEqualityComparer.Instance);
+        var stack = new Stack<(Node Node, int Next)>();
+        foreach (var o in outputs)
+        {
+            if (o.GradFn is null || !visited.Add(o.GradFn))
+            {
+                continue;
+            }
+            stack.Push((o.GradFn, 0));
+            while (stack.Count > 0)
+            {
+                var (node, next) = stack.Pop();
+                var inputs = node.Inputs;
+                if (next < inputs.Length)
+                {
+                    stack.Push((node, next + 1));
+                    var child = inputs[next].GradFn;
+                    if (child is not null && visited.Add(child))
+                    {
+                        stack.Push((child, 0));
+                    }
+                    continue;
+                }
+                post.Add(node);
+                bool need = _targets is null;
+                if (!need)
+                {
+                    foreach (var x in inputs)
+                    {
+                        if (_targets!.ContainsKey(x) || (x.GradFn is { } f && needed.Contains(f)))
+                        {
+                            need = true;
+                            break;
+                        }
+                    }
+                }
+                if (need)
+                {
+                    needed.Add(node);
+                }
+            }
+        }
+        post.Reverse();
+        return post;
+    }
+}

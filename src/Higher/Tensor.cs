@@ -1,0 +1,229 @@
+using System.Globalization;
+using System.Text;
+using Higher.Tape;
+
+namespace Higher;
+
+/// <summary>
+/// An n-dimensional array on a device, with reverse-mode autograd of any order. Tensors are
+/// immutable values except for the explicit in-place methods (suffix <c>InPlace</c>), which exist for
+/// optimizer state and buffers and bump a version counter that the tape checks.
+/// </summary>
+public sealed partial class Tensor
+{
+    private bool _requiresGrad;
+
+    internal Tensor(IStorage storage, Shape shape, IBackend backend, Node? gradFn = null, VersionCounter? version = null)
+    {
+        Storage = storage;
+        Shape = shape;
+        Backend = backend;
+        GradFn = gradFn;
+        Version = version ?? new VersionCounter();
+    }
+
+    /// <summary>The device buffer (contiguous, row-major). Views made by <see cref="Reshape(int[])"/> share it.</summary>
+    public IStorage Storage { get; }
+
+    /// <summary>The backend that owns <see cref="Storage"/>.</summary>
+    public IBackend Backend { get; }
+
+    /// <summary>Dimensions.</summary>
+    public Shape Shape { get; }
+
+    /// <summary>Element type.</summary>
+    public DType DType => Storage.DType;
+
+    /// <summary>Device of the storage.</summary>
+    public Device Device => Backend.Device;
+
+    /// <summary>Number of dimensions.</summary>
+    public int Rank => Shape.Rank;
+
+    /// <summary>Number of elements.</summary>
+    public long Numel => Shape.Numel;
+
+    /// <summary>Size of dimension <paramref name="axis"/> (negative counts from the end).</summary>
+    public int Size(int axis) => Shape[axis];
+
+    /// <summary>The node of the tape that produced this tensor; null for leaves.</summary>
+    internal Node? GradFn { get; private set; }
+
+    /// <summary>Shared with every view of the same storage; bumped by each in-place change.</summary>
+    internal VersionCounter Version { get; }
+
+    /// <summary>True if no recorded op produced this tensor.</summary>
+    public bool IsLeaf => GradFn is null;
+
+    /// <summary>Name of the op that produced this tensor, or null for leaves.</summary>
+    public string? GradFnName => GradFn?.Name;
+
+    /// <summary>
+    /// Whether gradients flow to or through this tensor. Settable on leaves only (as in PyTorch);
+    /// a non-leaf requires grad exactly when it was produced by a recorded op.
+    /// </summary>
+    public bool RequiresGrad
+    {
+        get => _requiresGrad || GradFn is not null;
+        set
+        {
+            if (GradFn is not null)
+            {
+                if (!value)
+                {
+                    throw new InvalidOperationException(
+                        $"RequiresGrad can only be cleared on leaf tensors; this {Shape} tensor was produced by {GradFn.Name}. Use Detach() instead.");
+                }
+                return;
+            }
+            if (value && !DType.IsFloatingPoint())
+            {
+                throw new ArgumentException($"Only floating-point tensors can require gradients; this {Shape} tensor is {DType.Name()}.");
+            }
+            _requiresGrad = value;
+        }
+    }
+
+    /// <summary>Accumulated gradient of a leaf after <see cref="Backward"/>; null until then.</summary>
+    public Tensor? Grad { get; set; }
+
+    /// <summary>Optional name shown by <see cref="ToString"/> and in error messages.</summary>
+    public string? Name { get; set; }
+
+    /// <summary>Sets <see cref="RequiresGrad"/> and returns this tensor, for fluent construction.</summary>
+    public Tensor WithRequiresGrad(bool value = true)
+    {
+        RequiresGrad = value;
+        return this;
+    }
+
+    /// <summary>A tensor sharing this storage (and version counter) but cut from the tape.</summary>
+    public Tensor Detach() => new(Storage, Shape, Backend, null, Version);
+
+    /// <summary>Runs backward from this tensor; see <see cref="Autograd.Backward"/>.</summary>
+    public void Backward(Tensor? gradient = null, bool createGraph = false, bool? retainGraph = null) =>
+        Autograd.Backward([this], gradient is null ? null : [gradient], createGraph, retainGraph);
+
+    internal static Tensor Make(IStorage storage, Shape shape, IBackend backend) => new(storage, shape, backend);
+
+    internal void AttachGradFn(Node node) => GradFn = node;
+
+    internal string Describe() => Name is null ? $"{Shape} {DType.Name()}" : $"'{Name}' {Shape} {DType.Name()}";
+
+    // ------------------------------------------------------------------ host transfer
+
+    /// <summary>Copies the elements to a new float array (converting from any dtype), row-major.</summary>
+    public float[] ToFloatArray() => DType == DType.Float32 ? Download<float>() : Cast(DType.Float32).Download<float>();
+
+    /// <summary>Copies the elements to a new double array (converting from any dtype), row-major.</summary>
+    public double[] ToDoubleArray() => DType == DType.Float64 ? Download<double>() : Cast(DType.Float64).Download<double>();
+
+    /// <summary>Copies the elements to a new long array (converting from any dtype; floats truncate), row-major.</summary>
+    public long[] ToInt64Array() => DType == DType.Int64 ? Download<long>() : Cast(DType.Int64).Download<long>();
+
+    /// <summary>Copies the elements to a new bool array (x != 0), row-major.</summary>
+    public bool[] ToBoolArray() => DType == DType.Bool ? Download<bool>() : Cast(DType.Bool).Download<bool>();
+
+    private T[] Download<T>() where T : unmanaged
+    {
+        var data = new T[Numel];
+        Backend.Download<T>(Storage, data);
+        return data;
+    }
+
+    /// <summary>The value of a one-element tensor as a double.</summary>
+    public double Item()
+    {
+        if (Numel != 1)
+        {
+            throw new InvalidOperationException($"Item() needs a tensor with exactly one element; this one is {Shape} ({Numel} elements).");
+        }
+        return ToDoubleArray()[0];
+    }
+
+    /// <summary>The value of a one-element tensor converted to <typeparamref name="T"/>.</summary>
+    public T Item<T>() where T : System.Numerics.INumberBase<T> => T.CreateChecked(Item());
+
+    /// <summary>Copies to <paramref name="device"/> (a no-op returning this tensor when already there). Differentiable.</summary>
+    public Tensor To(Device device) => device == Device ? this : Functions.ToDevice(this, Backends.For(device));
+
+    /// <summary>Converts to <paramref name="dtype"/> (this tensor when already so). Differentiable between float dtypes.</summary>
+    public Tensor To(DType dtype) => dtype == DType ? this : Cast(dtype);
+
+    /// <summary>
+    /// PyTorch-like text: values (summarised beyond 1000 elements), then dtype when not float32,
+    /// the device when not the CPU, and the grad function or requires_grad.
+    /// </summary>
+    public override string ToString()
+    {
+        var sb = new StringBuilder("tensor(");
+        if (Numel <= 1000)
+        {
+            var values = ToDoubleArray();
+            int index = 0;
+            Format(sb, values, ref index, 0, 7);
+        }
+        else
+        {
+            sb.Append('<').Append(Shape.ToString()).Append(", ").Append(Numel).Append(" elements>");
+        }
+        if (DType != DType.Float32)
+        {
+            sb.Append(", dtype=").Append(DType.Name());
+        }
+        if (Device != Device.Cpu)
+        {
+            sb.Append(", device='").Append(Device).Append('\'');
+        }
+        if (GradFn is not null)
+        {
+            sb.Append(", grad_fn=<").Append(GradFn.Name).Append('>');
+        }
+        else if (_requiresGrad)
+        {
+            sb.Append(", requires_grad=True");
+        }
+        return sb.Append(')').ToString();
+    }
+
+    private void Format(StringBuilder sb, double[] values, ref int index, int axis, int indent)
+    {
+        if (axis == Rank)
+        {
+            sb.Append(FormatValue(values[index++]));
+            return;
+        }
+        sb.Append('[');
+        int n = Shape.Dims[axis];
+        for (int i = 0; i < n; i++)
+        {
+            if (i > 0)
+            {
+                sb.Append(',');
+                if (axis == Rank - 1)
+                {
+                    sb.Append(' ');
+                }
+                else
+                {
+                    sb.Append('\n', Rank - 1 - axis).Append(' ', indent + axis + 1);
+                }
+            }
+            Format(sb, values, ref index, axis + 1, indent);
+        }
+        sb.Append(']');
+    }
+
+    private string FormatValue(double v) => DType switch
+    {
+        DType.Bool => v != 0 ? "True" : "False",
+        DType.Int64 => ((long)v).ToString(CultureInfo.InvariantCulture),
+        _ => v.ToString("0.0000", CultureInfo.InvariantCulture),
+    };
+}
+
+/// <summary>Counts in-place changes of a storage; shared by a tensor and its views.</summary>
+internal sealed class VersionCounter
+{
+    public int Value;
+}
