@@ -1,0 +1,293 @@
+namespace Higher.Nn;
+
+/// <summary>
+/// Base of every layer and model, as torch.nn.Module: named parameters, buffers and submodules in
+/// registration order, train/eval mode, device moves and state dictionaries. Forward passes read
+/// parameters through <see cref="Parameter.Value"/>, so a functional call can run any module with
+/// supplied weights.
+/// </summary>
+public abstract class Module
+{
+    private readonly List<(string Name, Parameter? Value)> _parameters = [];
+    private readonly List<(string Name, ModuleBuffer Value)> _buffers = [];
+    private readonly List<(string Name, Module Value)> _modules = [];
+
+    /// <summary>True in training mode (the default), false after <see cref="Eval"/>.</summary>
+    public bool Training { get; private set; } = true;
+
+    /// <summary>The forward pass for single-input modules.</summary>
+    public virtual Tensor Forward(Tensor input) =>
+        throw new NotSupportedException($"{GetType().Name} has no single-tensor Forward; call its own forward method.");
+
+    /// <summary>Calls <see cref="Forward(Tensor)"/>.</summary>
+    public Tensor Call(Tensor input) => Forward(input);
+
+    /// <summary>Registers a parameter (null registers an absent one, e.g. a disabled bias) and returns its handle.</summary>
+    protected Parameter? RegisterParameter(string name, Tensor? data, bool requiresGrad = true) =>
+        RegisterParameter(name, data is null ? null : new Parameter(data, requiresGrad));
+
+    /// <summary>Registers an existing handle; registering one handle in two places ties the weights.</summary>
+    protected Parameter? RegisterParameter(string name, Parameter? parameter)
+    {
+        CheckName(name);
+        _parameters.Add((name, parameter));
+        return parameter;
+    }
+
+    /// <summary>Registers a buffer (null: absent) and returns its handle.</summary>
+    protected ModuleBuffer RegisterBuffer(string name, Tensor? data, bool persistent = true)
+    {
+        CheckName(name);
+        var buffer = new ModuleBuffer(data, persistent);
+        _buffers.Add((name, buffer));
+        return buffer;
+    }
+
+    /// <summary>Registers a submodule and returns it.</summary>
+    protected T RegisterModule<T>(string name, T module) where T : Module
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        CheckName(name);
+        _modules.Add((name, module));
+        return module;
+    }
+
+    /// <summary>Replaces the handle registered as <paramref name="name"/> (weight tying: pass another module's handle).</summary>
+    public void SetParameter(string name, Parameter? parameter)
+    {
+        for (int i = 0; i < _parameters.Count; i++)
+        {
+            if (_parameters[i].Name == name)
+            {
+                _parameters[i] = (name, parameter);
+                OnParameterReplaced(name, parameter);
+                return;
+            }
+        }
+        throw new ArgumentException($"{GetType().Name} has no parameter named '{name}'. It has: {string.Join(", ", _parameters.Select(p => p.Name))}.", nameof(name));
+    }
+
+    /// <summary>Lets layers that keep their handles in fields follow <see cref="SetParameter"/>.</summary>
+    protected virtual void OnParameterReplaced(string name, Parameter? parameter)
+    {
+    }
+
+    private void CheckName(string name)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        if (name.Contains('.', StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"Name '{name}' may not contain '.'.", nameof(name));
+        }
+        if (_parameters.Any(p => p.Name == name) || _buffers.Any(b => b.Name == name) || _modules.Any(m => m.Name == name))
+        {
+            throw new ArgumentException($"{GetType().Name} already has a member named '{name}'.", nameof(name));
+        }
+    }
+
+    /// <summary>Direct submodules in registration order.</summary>
+    public IEnumerable<Module> Children() => _modules.Select(m => m.Value);
+
+    /// <summary>Direct submodules with their names.</summary>
+    public IEnumerable<(string Name, Module Module)> NamedChildren() => _modules;
+
+    /// <summary>This module and every descendant, depth first, each once.</summary>
+    public IEnumerable<(string Name, Module Module)> NamedModules()
+    {
+        var seen = new HashSet<Module>(ReferenceEqualityComparer.Instance);
+        return Walk(this, "", seen);
+
+        static IEnumerable<(string, Module)> Walk(Module m, string prefix, HashSet<Module> seen)
+        {
+            if (!seen.Add(m))
+            {
+                yield break;
+            }
+            yield return (prefix, m);
+            foreach (var (name, child) in m._modules)
+            {
+                foreach (var item in Walk(child, prefix.Length == 0 ? name : prefix + "." + name, seen))
+                {
+                    yield return item;
+                }
+            }
+        }
+    }
+
+    /// <summary>This module and every descendant.</summary>
+    public IEnumerable<Module> Modules() => NamedModules().Select(m => m.Module);
+
+    /// <summary>
+    /// Parameter handles with dotted names, each handle once (the first name wins, as PyTorch's
+    /// named_parameters does with tied weights). This order defines a functional call's weight list.
+    /// </summary>
+    public IReadOnlyList<(string Name, Parameter Parameter)> NamedParameterHandles()
+    {
+        var seen = new HashSet<Parameter>(ReferenceEqualityComparer.Instance);
+        var list = new List<(string, Parameter)>();
+        foreach (var (prefix, m) in NamedModules())
+        {
+            foreach (var (name, p) in m._parameters)
+            {
+                if (p is not null && seen.Add(p))
+                {
+                    list.Add((prefix.Length == 0 ? name : prefix + "." + name, p));
+                }
+            }
+        }
+        return list;
+    }
+
+    /// <summary>The parameters' tensors (leaves), each once.</summary>
+    public IEnumerable<Tensor> Parameters() => NamedParameterHandles().Select(p => p.Parameter.Data);
+
+    /// <summary>The parameters' tensors with dotted names.</summary>
+    public IEnumerable<(string Name, Tensor Value)> NamedParameters() => NamedParameterHandles().Select(p => (p.Name, p.Parameter.Data));
+
+    /// <summary>Buffer handles with dotted names (absent buffers skipped), each once.</summary>
+    public IReadOnlyList<(string Name, ModuleBuffer Buffer)> NamedBufferHandles()
+    {
+        var seen = new HashSet<ModuleBuffer>(ReferenceEqualityComparer.Instance);
+        var list = new List<(string, ModuleBuffer)>();
+        foreach (var (prefix, m) in NamedModules())
+        {
+            foreach (var (name, b) in m._buffers)
+            {
+                if (b.Data is not null && seen.Add(b))
+                {
+                    list.Add((prefix.Length == 0 ? name : prefix + "." + name, b));
+                }
+            }
+        }
+        return list;
+    }
+
+    /// <summary>The buffers' tensors.</summary>
+    public IEnumerable<Tensor> Buffers() => NamedBufferHandles().Select(b => b.Buffer.Data!);
+
+    /// <summary>The buffers' tensors with dotted names.</summary>
+    public IEnumerable<(string Name, Tensor Value)> NamedBuffers() => NamedBufferHandles().Select(b => (b.Name, b.Buffer.Data!));
+
+    /// <summary>Sets training mode on this module and its descendants.</summary>
+    public Module Train(bool mode = true)
+    {
+        foreach (var m in Modules())
+        {
+            m.Training = mode;
+        }
+        return this;
+    }
+
+    /// <summary>Evaluation mode (dropout off, batch norm uses running statistics).</summary>
+    public Module Eval() => Train(false);
+
+    /// <summary>Clears the gradients of every parameter.</summary>
+    public void ZeroGrad()
+    {
+        foreach (var (_, p) in NamedParameterHandles())
+        {
+            p.Grad = null;
+        }
+    }
+
+    /// <summary>Moves parameters and buffers to <paramref name="device"/> (in place of the module's tensors; tied weights stay tied).</summary>
+    public Module To(Device device) => Apply(t => t.To(device));
+
+    /// <summary>Converts floating-point parameters and buffers to <paramref name="dtype"/>.</summary>
+    public Module To(DType dtype) => Apply(t => t.DType.IsFloatingPoint() ? t.To(dtype) : t);
+
+    private Module Apply(Func<Tensor, Tensor> convert)
+    {
+        using (Autograd.NoGrad())
+        {
+            foreach (var (_, p) in NamedParameterHandles())
+            {
+                p.Data = convert(p.Data);
+            }
+            foreach (var (_, b) in NamedBufferHandles())
+            {
+                b.Data = convert(b.Data!);
+            }
+        }
+        return this;
+    }
+
+    /// <summary>Copies of every parameter and persistent buffer, keyed by dotted name (tied weights appear under every name).</summary>
+    public Dictionary<string, Tensor> StateDict()
+    {
+        var dict = new Dictionary<string, Tensor>();
+        foreach (var (prefix, m) in NamedModules())
+        {
+            foreach (var (name, p) in m._parameters)
+            {
+                if (p is not null)
+                {
+                    dict[Join(prefix, name)] = p.Data.Detach().Clone();
+                }
+            }
+            foreach (var (name, b) in m._buffers)
+            {
+                if (b.Persistent && b.Data is not null)
+                {
+                    dict[Join(prefix, name)] = b.Data.Clone();
+                }
+            }
+        }
+        return dict;
+    }
+
+    /// <summary>
+    /// Copies values into the parameters and persistent buffers. Strict (the default): a missing or
+    /// unexpected key, or a shape mismatch, throws naming the key and both shapes, and nothing is changed.
+    /// </summary>
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, bool strict = true)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        var targets = new Dictionary<string, Tensor>();
+        foreach (var (prefix, m) in NamedModules())
+        {
+            foreach (var (name, p) in m._parameters)
+            {
+                if (p is not null)
+                {
+                    targets[Join(prefix, name)] = p.Data;
+                }
+            }
+            foreach (var (name, b) in m._buffers)
+            {
+                if (b.Persistent && b.Data is not null)
+                {
+                    targets[Join(prefix, name)] = b.Data;
+                }
+            }
+        }
+        if (strict)
+        {
+            var missing = targets.Keys.Where(k => !state.ContainsKey(k)).ToList();
+            var unexpected = state.Keys.Where(k => !targets.ContainsKey(k)).ToList();
+            if (missing.Count > 0 || unexpected.Count > 0)
+            {
+                throw new ArgumentException($"LoadStateDict for {GetType().Name}: missing keys [{string.Join(", ", missing)}], unexpected keys [{string.Join(", ", unexpected)}].", nameof(state));
+            }
+        }
+        foreach (var (key, target) in targets)
+        {
+            if (state.TryGetValue(key, out var value) && value.Shape != target.Shape)
+            {
+                throw new ArgumentException($"LoadStateDict for {GetType().Name}: '{key}' has shape {value.Shape} in the state but {target.Shape} in the module.", nameof(state));
+            }
+        }
+        using (Autograd.NoGrad())
+        {
+            foreach (var (key, target) in targets)
+            {
+                if (state.TryGetValue(key, out var value))
+                {
+                    target.CopyFrom(value);
+                }
+            }
+        }
+    }
+
+    private static string Join(string prefix, string name) => prefix.Length == 0 ? name : prefix + "." + name;
+}

@@ -1,0 +1,213 @@
+namespace Higher.Optim;
+
+/// <summary>
+/// Base of the torch.optim equivalents: parameter groups with per-group hyperparameters,
+/// per-parameter state, and an update rule written once as a pure function of tensors
+/// (<see cref="Update"/>). <see cref="Step()"/> applies the rule without recording; the
+/// differentiable optimizers of Higher apply the same rule on the tape.
+/// </summary>
+public abstract class Optimizer
+{
+    private readonly List<ParamGroup> _groups = [];
+    private readonly Dictionary<Tensor, ParamState> _state = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>Builds the optimizer over <paramref name="groups"/>; missing hyperparameters come from <paramref name="defaults"/>.</summary>
+    protected Optimizer(IEnumerable<ParamGroup> groups, IReadOnlyDictionary<string, double> defaults)
+    {
+        ArgumentNullException.ThrowIfNull(groups);
+        Defaults = new Dictionary<string, double>(defaults);
+        foreach (var g in groups)
+        {
+            AddParamGroup(g);
+        }
+        if (_groups.Count == 0)
+        {
+            throw new ArgumentException($"{GetType().Name} got an empty parameter list.", nameof(groups));
+        }
+    }
+
+    /// <summary>Wraps a flat parameter list as one group.</summary>
+    protected static IEnumerable<ParamGroup> OneGroup(IEnumerable<Tensor> parameters) => [new ParamGroup(parameters)];
+
+    /// <summary>The hyperparameters a new group receives when it does not set them.</summary>
+    public IReadOnlyDictionary<string, double> Defaults { get; }
+
+    /// <summary>The parameter groups.</summary>
+    public IReadOnlyList<ParamGroup> ParamGroups => _groups;
+
+    /// <summary>Per-parameter state, keyed by the parameter tensor.</summary>
+    public IReadOnlyDictionary<Tensor, ParamState> State => _state;
+
+    /// <summary>Adds a group, filling missing hyperparameters from <see cref="Defaults"/> and validating them.</summary>
+    public void AddParamGroup(ParamGroup group)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        foreach (var (k, v) in Defaults)
+        {
+            group.Options.TryAdd(k, v);
+        }
+        foreach (var p in group.Params)
+        {
+            if (!p.IsLeaf)
+            {
+                throw new ArgumentException($"{GetType().Name} can only optimize leaf tensors; a {p.Describe()} parameter was produced by {p.GradFnName}.");
+            }
+            foreach (var other in _groups)
+            {
+                if (other.Params.Any(q => ReferenceEquals(q, p)))
+                {
+                    throw new ArgumentException($"A {p.Describe()} parameter appears in more than one parameter group.");
+                }
+            }
+        }
+        Validate(group);
+        _groups.Add(group);
+    }
+
+    /// <summary>Rejects invalid hyperparameters with a message naming the value.</summary>
+    protected virtual void Validate(ParamGroup group)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        Require(group, "lr", v => v >= 0, "must be ≥ 0");
+    }
+
+    /// <summary>Throws unless <paramref name="check"/> holds for the group's hyperparameter <paramref name="name"/>.</summary>
+    protected void Require(ParamGroup group, string name, Func<double, bool> check, string rule)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        ArgumentNullException.ThrowIfNull(check);
+        if (group.Options.TryGetValue(name, out var v) && !check(v))
+        {
+            throw new ArgumentException($"Invalid {name} for {GetType().Name}: {v} ({name} {rule}).");
+        }
+    }
+
+    /// <summary>
+    /// The update rule: the new value of <paramref name="param"/> given its gradient, its state
+    /// (whose tensors the rule replaces, never mutates; it also advances <see cref="ParamState.Step"/>)
+    /// and the hyperparameters. Written in differentiable tensor ops only.
+    /// </summary>
+    public abstract Tensor Update(Tensor param, Tensor grad, ParamState state, IHyperParameters hyper);
+
+    /// <summary>The state of <paramref name="param"/>, created empty on first use.</summary>
+    public ParamState StateFor(Tensor param)
+    {
+        if (!_state.TryGetValue(param, out var s))
+        {
+            s = new ParamState();
+            _state[param] = s;
+        }
+        return s;
+    }
+
+    /// <summary>Applies one update to every parameter that has a gradient.</summary>
+    public virtual void Step()
+    {
+        using var _ = Autograd.NoGrad();
+        foreach (var group in _groups)
+        {
+            var hyper = new GroupHyperParameters(group);
+            foreach (var p in group.Params)
+            {
+                if (p.Grad is not { } g)
+                {
+                    continue;
+                }
+                var updated = Update(p.Detach(), g.Detach(), StateFor(p), hyper);
+                p.CopyFrom(updated);
+            }
+        }
+    }
+
+    /// <summary>Evaluates <paramref name="closure"/> with gradients enabled, then steps; returns the closure's loss.</summary>
+    public Tensor Step(Func<Tensor> closure)
+    {
+        ArgumentNullException.ThrowIfNull(closure);
+        Tensor loss;
+        using (Autograd.EnableGrad())
+        {
+            loss = closure();
+        }
+        Step();
+        return loss;
+    }
+
+    /// <summary>Clears the gradients of every parameter (sets them to null, as PyTorch does by default).</summary>
+    public void ZeroGrad()
+    {
+        foreach (var g in _groups)
+        {
+            foreach (var p in g.Params)
+            {
+                p.Grad = null;
+            }
+        }
+    }
+
+    /// <summary>
+    /// A snapshot of hyperparameters and state: groups list their options and parameter indices
+    /// (parameters are numbered across groups in order, as PyTorch does); state tensors are copied.
+    /// </summary>
+    public OptimizerStateDict StateDict()
+    {
+        var groups = new List<(Dictionary<string, double> Options, int[] Params)>();
+        var state = new Dictionary<int, ParamState>();
+        int index = 0;
+        foreach (var g in _groups)
+        {
+            var ids = new int[g.Params.Count];
+            for (int i = 0; i < ids.Length; i++, index++)
+            {
+                ids[i] = index;
+                if (_state.TryGetValue(g.Params[i], out var s))
+                {
+                    state[index] = s.DetachedCopy();
+                }
+            }
+            groups.Add((new Dictionary<string, double>(g.Options), ids));
+        }
+        return new OptimizerStateDict(groups, state);
+    }
+
+    /// <summary>Restores a snapshot taken from an optimizer with the same group sizes; throws naming the mismatch and changes nothing.</summary>
+    public void LoadStateDict(OptimizerStateDict stateDict)
+    {
+        ArgumentNullException.ThrowIfNull(stateDict);
+        if (stateDict.Groups.Count != _groups.Count)
+        {
+            throw new ArgumentException($"LoadStateDict: the state has {stateDict.Groups.Count} parameter groups but {GetType().Name} has {_groups.Count}.", nameof(stateDict));
+        }
+        for (int i = 0; i < _groups.Count; i++)
+        {
+            if (stateDict.Groups[i].Params.Length != _groups[i].Params.Count)
+            {
+                throw new ArgumentException($"LoadStateDict: group {i} has {stateDict.Groups[i].Params.Length} parameters in the state but {_groups[i].Params.Count} here.", nameof(stateDict));
+            }
+        }
+        _state.Clear();
+        for (int i = 0; i < _groups.Count; i++)
+        {
+            var (options, ids) = stateDict.Groups[i];
+            _groups[i].Options.Clear();
+            foreach (var (k, v) in options)
+            {
+                _groups[i].Options[k] = v;
+            }
+            for (int j = 0; j < ids.Length; j++)
+            {
+                if (stateDict.State.TryGetValue(ids[j], out var s))
+                {
+                    var p = _groups[i].Params[j];
+                    _state[p] = s.DetachedCopy(p.Device);
+                }
+            }
+        }
+    }
+}
+
+/// <summary>An optimizer's hyperparameters and state, detached from any parameter identity.</summary>
+/// <param name="Groups">Each group's options and the indices of its parameters.</param>
+/// <param name="State">State by parameter index.</param>
+public sealed record OptimizerStateDict(
+    IReadOnlyList<(Dictionary<string, double> Options, int[] Params)> Groups,
+    IReadOnlyDictionary<int, ParamState> State);
