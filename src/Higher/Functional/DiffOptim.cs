@@ -1,0 +1,211 @@
+using Higher.Nn;
+using Higher.Optim;
+
+namespace Higher.Functional;
+
+/// <summary>Builds the differentiable counterpart of an optimizer.</summary>
+public delegate DifferentiableOptimizer DifferentiableOptimizerFactory(Optimizer other, IEnumerable<Tensor> referenceParams, DifferentiableOptimizerOptions options);
+
+/// <summary>
+/// higher.optim's functions: the registry of optimizer types and their differentiable
+/// counterparts, and the trainable-hyperparameter helpers.
+/// </summary>
+public static class DiffOptim
+{
+    private static readonly Dictionary<Type, DifferentiableOptimizerFactory> Registry = [];
+    private static readonly Lock Gate = new();
+
+    private static readonly HashSet<string> Flags = ["nesterov", "amsgrad", "maximize", "centered", "foreach", "capturable", "differentiable"];
+
+    static DiffOptim()
+    {
+        Register<Sgd>((o, r, opt) => new DifferentiableSgd((Sgd)o, r, opt));
+        Register<Adam>((o, r, opt) => new DifferentiableAdam((Adam)o, r, opt));
+        Register<AdamW>((o, r, opt) => new DifferentiableAdamW((AdamW)o, r, opt));
+    }
+
+    /// <summary>
+    /// Registers <paramref name="factory"/> as the differentiable counterpart of <typeparamref name="TOptimizer"/>
+    /// and of its subclasses that have no registration of their own (higher's register_optim).
+    /// </summary>
+    public static void Register<TOptimizer>(DifferentiableOptimizerFactory factory) where TOptimizer : Optimizer =>
+        Register(typeof(TOptimizer), factory);
+
+    /// <summary>Registers a factory for an optimizer type.</summary>
+    public static void Register(Type optimizerType, DifferentiableOptimizerFactory factory)
+    {
+        ArgumentNullException.ThrowIfNull(optimizerType);
+        ArgumentNullException.ThrowIfNull(factory);
+        if (!typeof(Optimizer).IsAssignableFrom(optimizerType))
+        {
+            throw new ArgumentException($"{optimizerType.Name} is not an Optimizer.", nameof(optimizerType));
+        }
+        lock (Gate)
+        {
+            Registry[optimizerType] = factory;
+        }
+    }
+
+    /// <summary>True if <paramref name="optimizerType"/> or a base type of it is registered.</summary>
+    public static bool IsRegistered(Type optimizerType) => TryResolve(optimizerType, out _);
+
+    private static bool TryResolve(Type type, out DifferentiableOptimizerFactory factory)
+    {
+        lock (Gate)
+        {
+            for (var t = type; t is not null && t != typeof(object); t = t.BaseType)
+            {
+                if (Registry.TryGetValue(t, out factory!))
+                {
+                    return true;
+                }
+            }
+        }
+        factory = null!;
+        return false;
+    }
+
+    /// <summary>
+    /// The differentiable version of an existing optimizer (higher's get_diff_optim): hyperparameters
+    /// and detached state are copied from <paramref name="opt"/>, which optimizes <paramref name="referenceParams"/>.
+    /// </summary>
+    public static DifferentiableOptimizer Get(Optimizer opt, IEnumerable<Tensor> referenceParams, DifferentiableOptimizerOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(opt);
+        if (!TryResolve(opt.GetType(), out var factory))
+        {
+            throw new NotSupportedException(
+                $"No differentiable optimizer is registered for {opt.GetType().Name}. Register one with DiffOptim.Register<{opt.GetType().Name}>((opt, refs, options) => new DifferentiableOptimizer(opt, refs, options)) — the base class applies the optimizer's own Update rule on the tape.");
+        }
+        return factory(opt, referenceParams, options ?? new DifferentiableOptimizerOptions());
+    }
+
+    /// <summary>
+    /// A differentiable optimizer for a new optimizer (higher's create_diff_optim): <paramref name="construct"/>
+    /// builds the optimizer over detached stand-ins of the fast weights (given as groups, so per-group
+    /// hyperparameters work), and the result updates the fast weights themselves.
+    /// </summary>
+    public static DifferentiableOptimizer Create(Func<IEnumerable<ParamGroup>, Optimizer> construct, IEnumerable<ParamGroup>? groups = null, DifferentiableOptimizerOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(construct);
+        options ??= new DifferentiableOptimizerOptions();
+        var source = groups?.ToList()
+            ?? (options.FModel is { } f ? [new ParamGroup(f.FastParams)] : throw new ArgumentException("Create needs parameter groups or a functional module (FModel).", nameof(groups)));
+        var standIns = new List<Tensor>();
+        var standInGroups = new List<ParamGroup>();
+        foreach (var g in source)
+        {
+            var leaves = g.Params.Select(p => p.Detach().WithRequiresGrad(p.RequiresGrad)).ToList();
+            standIns.AddRange(leaves);
+            standInGroups.Add(new ParamGroup(leaves, g.Options));
+        }
+        var opt = construct(standInGroups);
+        return Get(opt, standIns, options);
+    }
+
+    /// <summary>
+    /// Every numeric hyperparameter of every group as a tensor that requires grad, in the override
+    /// format (one value per group) — higher's get_trainable_opt_params. Flags are left out.
+    /// </summary>
+    public static Override GetTrainableOptParams(Optimizer opt, Device? device = null, DType dtype = DType.Float64)
+    {
+        ArgumentNullException.ThrowIfNull(opt);
+        var result = new Override();
+        var names = opt.ParamGroups.SelectMany(g => g.Options.Keys).Distinct().Where(k => !Flags.Contains(k)).ToList();
+        foreach (var name in names)
+        {
+            var values = new HyperValue[opt.ParamGroups.Count];
+            for (int i = 0; i < values.Length; i++)
+            {
+                if (!opt.ParamGroups[i].Options.TryGetValue(name, out var v))
+                {
+                    throw new InvalidOperationException($"Parameter group {i} lacks hyperparameter '{name}' that other groups have.");
+                }
+                values[i] = Tensor.Scalar(v, dtype, device).WithRequiresGrad();
+            }
+            result.Set(name, values);
+        }
+        return result;
+    }
+
+    /// <summary>Writes override values back into the optimizer's groups (higher's apply_trainable_opt_params).</summary>
+    public static void ApplyTrainableOptParams(Optimizer opt, Override @override)
+    {
+        ArgumentNullException.ThrowIfNull(opt);
+        ArgumentNullException.ThrowIfNull(@override);
+        @override.Validate(opt.ParamGroups.Count);
+        foreach (var name in @override.Keys)
+        {
+            for (int i = 0; i < opt.ParamGroups.Count; i++)
+            {
+                @override.TryGet(name, i, out var v);
+                opt.ParamGroups[i][name] = v.Value;
+            }
+        }
+    }
+}
+
+/// <summary>
+/// The inner-loop context (higher's innerloop_ctx): a functional view of the model and a
+/// differentiable version of the optimizer. Deconstructs into both:
+/// <code>using var ctx = InnerLoop.Create(model, opt); var (fmodel, diffopt) = ctx;</code>
+/// Disposing frees the fast-weight history.
+/// </summary>
+public sealed class InnerLoopContext : IDisposable
+{
+    internal InnerLoopContext(FunctionalModule fmodel, DifferentiableOptimizer diffopt)
+    {
+        FModel = fmodel;
+        DiffOpt = diffopt;
+    }
+
+    /// <summary>The functional model.</summary>
+    public FunctionalModule FModel { get; }
+
+    /// <summary>The differentiable optimizer, bound to <see cref="FModel"/>.</summary>
+    public DifferentiableOptimizer DiffOpt { get; }
+
+    /// <summary>Deconstructs into (fmodel, diffopt).</summary>
+    public void Deconstruct(out FunctionalModule fmodel, out DifferentiableOptimizer diffopt)
+    {
+        fmodel = FModel;
+        diffopt = DiffOpt;
+    }
+
+    /// <summary>Drops the intermediate fast weights (and the graphs they hold).</summary>
+    public void Dispose() => FModel.ClearHistory();
+}
+
+/// <summary>Entry point of the inner-loop API.</summary>
+public static class InnerLoop
+{
+    /// <summary>
+    /// A functional model (see <see cref="Patch.Monkeypatch"/>) and a differentiable version of
+    /// <paramref name="opt"/> over it.
+    /// </summary>
+    /// <param name="model">The model.</param>
+    /// <param name="opt">An optimizer over (a subset of) the model's parameters, of a registered type.</param>
+    /// <param name="device">Device to cast fast weights and state to.</param>
+    /// <param name="copyInitialWeights">True: time-0 weights are detached copies. False: they are the model's parameters (MAML: the outer backward fills model grads).</param>
+    /// <param name="override">Hyperparameter overrides, possibly tensors that require grad.</param>
+    /// <param name="trackHigherGrads">False for test time: no graph is kept across steps.</param>
+    /// <param name="firstOrder">First-order MAML: gradients without graphs, updates recorded.</param>
+    /// <param name="truncateEvery">Cut the graph every this many steps.</param>
+    public static InnerLoopContext Create(Module model, Optimizer opt, Device? device = null, bool copyInitialWeights = true,
+        Override? @override = null, bool trackHigherGrads = true, bool firstOrder = false, int? truncateEvery = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(opt);
+        var fmodel = Patch.Monkeypatch(model, device, copyInitialWeights, trackHigherGrads);
+        var diffopt = DiffOptim.Get(opt, model.Parameters(), new DifferentiableOptimizerOptions
+        {
+            FModel = fmodel,
+            Device = device,
+            Override = @override,
+            TrackHigherGrads = trackHigherGrads,
+            FirstOrder = firstOrder,
+            TruncateEvery = truncateEvery,
+        });
+        return new InnerLoopContext(fmodel, diffopt);
+    }
+}

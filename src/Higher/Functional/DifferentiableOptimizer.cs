@@ -1,0 +1,276 @@
+using Higher.Optim;
+
+namespace Higher.Functional;
+
+/// <summary>Transforms the gradients before an update (higher's grad_callback); entries may be null (unused parameters).</summary>
+public delegate IReadOnlyList<Tensor?> GradCallback(IReadOnlyList<Tensor?> grads);
+
+/// <summary>Construction options shared by every differentiable optimizer.</summary>
+public sealed record DifferentiableOptimizerOptions
+{
+    /// <summary>The functional module whose fast weights <c>Step</c> reads and updates.</summary>
+    public FunctionalModule? FModel { get; init; }
+
+    /// <summary>Device to cast the optimizer state to.</summary>
+    public Device? Device { get; init; }
+
+    /// <summary>Hyperparameter overrides (tensors may require grad).</summary>
+    public Override? Override { get; init; }
+
+    /// <summary>Keep the graph of every update (false: test-time mode, new weights are detached leaves).</summary>
+    public bool TrackHigherGrads { get; init; } = true;
+
+    /// <summary>
+    /// First-order mode (FOMAML): gradients are taken without a graph, but the update itself is
+    /// recorded, so the outer gradient reaches the initial weights through the identity path. Works
+    /// with copyInitialWeights false.
+    /// </summary>
+    public bool FirstOrder { get; init; }
+
+    /// <summary>Default gradient transform for every step.</summary>
+    public GradCallback? GradCallback { get; init; }
+
+    /// <summary>Cut the graph of fast weights and state every this many steps (truncated backpropagation); null: never.</summary>
+    public int? TruncateEvery { get; init; }
+}
+
+/// <summary>
+/// A differentiable optimizer: each <see cref="Step(Tensor, IReadOnlyList{Tensor}?, Override?, GradCallback?)"/>
+/// takes the gradient of the loss with respect to the fast weights (with a graph when tracking), applies
+/// the wrapped optimizer's update rule as tensor ops, and returns the new fast weights, which carry the
+/// graph back to the initial weights, the state and any tensor hyperparameters.
+/// Hyperparameters and state are copied from the existing optimizer (state detached) at construction.
+/// </summary>
+public class DifferentiableOptimizer
+{
+    private readonly Optimizer _rule;
+    private readonly List<Dictionary<string, double>> _groups;
+    private readonly int[] _groupOf;
+    private readonly ParamState?[] _state;
+    private readonly Override _override = new();
+    private readonly DifferentiableOptimizerOptions _options;
+    private long _steps;
+
+    /// <summary>
+    /// Wraps <paramref name="other"/>, which optimizes (a subset of) <paramref name="referenceParams"/>:
+    /// the parameters of the model, in the order of the fast weights.
+    /// </summary>
+    public DifferentiableOptimizer(Optimizer other, IEnumerable<Tensor> referenceParams, DifferentiableOptimizerOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        ArgumentNullException.ThrowIfNull(referenceParams);
+        _rule = other;
+        _options = options ?? new DifferentiableOptimizerOptions();
+        var reference = referenceParams.ToArray();
+        _groups = other.ParamGroups.Select(g => new Dictionary<string, double>(g.Options)).ToList();
+        _groupOf = new int[reference.Length];
+        _state = new ParamState?[reference.Length];
+        for (int i = 0; i < reference.Length; i++)
+        {
+            _groupOf[i] = -1;
+            for (int gi = 0; gi < other.ParamGroups.Count; gi++)
+            {
+                if (other.ParamGroups[gi].Params.Any(p => ReferenceEquals(p, reference[i])))
+                {
+                    _groupOf[i] = gi;
+                    break;
+                }
+            }
+            if (_groupOf[i] >= 0 && other.State.TryGetValue(reference[i], out var s))
+            {
+                _state[i] = s.DetachedCopy(_options.Device);
+            }
+        }
+        if (_options.Override is { } o)
+        {
+            o.Validate(_groups.Count);
+            _override.Merge(o);
+        }
+    }
+
+    /// <summary>The wrapped optimizer whose update rule this one applies.</summary>
+    public Optimizer Rule => _rule;
+
+    /// <summary>The functional module updated by <c>Step</c>, if any.</summary>
+    public FunctionalModule? FModel => _options.FModel;
+
+    /// <summary>Whether updates keep their graphs.</summary>
+    public bool TrackHigherGrads => _options.TrackHigherGrads;
+
+    /// <summary>Steps taken.</summary>
+    public long StepCount => _steps;
+
+    /// <summary>
+    /// Each group's numeric hyperparameters, writable (for instance by a learning-rate schedule
+    /// inside the inner loop). Overrides take precedence over these numbers.
+    /// </summary>
+    public IReadOnlyList<Dictionary<string, double>> ParamGroups => _groups;
+
+    /// <summary>The overrides in force (construction and later steps merged).</summary>
+    public Override Override => _override;
+
+    /// <summary>The state of fast weight <paramref name="index"/> (null before its first update or when it is in no group).</summary>
+    public ParamState? StateOf(int index) => _state[index];
+
+    /// <summary>
+    /// One update. <paramref name="parameters"/> default to the functional module's latest fast weights;
+    /// given, they are used instead (and, with a functional module, become its new weights).
+    /// <paramref name="override"/> entries persist for later steps. Returns the new fast weights.
+    /// </summary>
+    public IReadOnlyList<Tensor> Step(Tensor loss, IReadOnlyList<Tensor>? parameters = null, Override? @override = null, GradCallback? gradCallback = null)
+    {
+        ArgumentNullException.ThrowIfNull(loss);
+        var fmodel = _options.FModel;
+        var current = parameters ?? fmodel?.FastParams
+            ?? throw new InvalidOperationException("Step needs the fast weights: pass parameters, or build the optimizer with a functional module (FModel).");
+        if (current.Count != _groupOf.Length)
+        {
+            throw new ArgumentException($"Step got {current.Count} parameters, but the optimizer was built for {_groupOf.Length}.", nameof(parameters));
+        }
+        if (@override is not null)
+        {
+            @override.Validate(_groups.Count);
+            _override.Merge(@override);
+        }
+
+        IReadOnlyList<Tensor?> grads = Gradients(loss, current);
+        var callback = gradCallback ?? _options.GradCallback;
+        if (callback is not null)
+        {
+            grads = callback(grads);
+            if (grads.Count != current.Count)
+            {
+                throw new InvalidOperationException($"The gradient callback returned {grads.Count} gradients for {current.Count} parameters.");
+            }
+        }
+
+        var updated = new Tensor[current.Count];
+        bool track = _options.TrackHigherGrads;
+        using (track ? Autograd.EnableGrad() : Autograd.NoGrad())
+        {
+            var hypers = new IHyperParameters[_groups.Count];
+            for (int i = 0; i < current.Count; i++)
+            {
+                var p = current[i];
+                int gi = _groupOf[i];
+                if (gi < 0 || grads[i] is not { } g)
+                {
+                    updated[i] = p;
+                    continue;
+                }
+                hypers[gi] ??= new OverriddenHyperParameters(_groups[gi], _override, gi);
+                var state = _state[i] ??= new ParamState();
+                updated[i] = _rule.Update(p, g, state, hypers[gi]);
+            }
+        }
+        _steps++;
+        if (!track)
+        {
+            for (int i = 0; i < updated.Length; i++)
+            {
+                if (!ReferenceEquals(updated[i], current[i]) || !updated[i].IsLeaf)
+                {
+                    updated[i] = updated[i].Detach().WithRequiresGrad(current[i].RequiresGrad);
+                }
+            }
+        }
+        else if (_options.TruncateEvery is int k && k > 0 && _steps % k == 0)
+        {
+            updated = updated.Select(t => t.RequiresGrad ? t.Detach().WithRequiresGrad() : t).ToArray();
+            DetachState();
+        }
+        fmodel?.UpdateParams(updated);
+        return updated;
+    }
+
+    private Tensor?[] Gradients(Tensor loss, IReadOnlyList<Tensor> current)
+    {
+        var wanted = new List<Tensor>();
+        var slot = new int[current.Count];
+        for (int i = 0; i < current.Count; i++)
+        {
+            slot[i] = -1;
+            if (_groupOf[i] >= 0 && current[i].RequiresGrad)
+            {
+                slot[i] = wanted.Count;
+                wanted.Add(current[i]);
+            }
+        }
+        var grads = new Tensor?[current.Count];
+        if (wanted.Count == 0 || !loss.RequiresGrad)
+        {
+            return grads;
+        }
+        bool createGraph = _options.TrackHigherGrads && !_options.FirstOrder;
+        var found = Autograd.Grad([loss], wanted, createGraph: createGraph, allowUnused: true, retainGraph: true);
+        for (int i = 0; i < current.Count; i++)
+        {
+            grads[i] = slot[i] >= 0 ? found[slot[i]] : null;
+        }
+        return grads;
+    }
+
+    /// <summary>Cuts the graph behind the optimizer state (truncated backpropagation); values are kept.</summary>
+    public void DetachState()
+    {
+        for (int i = 0; i < _state.Length; i++)
+        {
+            if (_state[i] is { } s)
+            {
+                foreach (var key in s.Tensors.Keys.ToList())
+                {
+                    s.Tensors[key] = s.Tensors[key].Detach();
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Cuts the graph behind both the optimizer state and the functional module's latest fast
+    /// weights: backpropagation through later steps stops here.
+    /// </summary>
+    public void Truncate()
+    {
+        DetachState();
+        _options.FModel?.DetachFastParams();
+    }
+
+    /// <summary>
+    /// Writes this optimizer's state (detached) and step counts into <paramref name="target"/> for
+    /// the parameters in <paramref name="targetParams"/>, so a later context continues from here.
+    /// </summary>
+    public void CopyStateTo(Optimizer target, IEnumerable<Tensor> targetParams)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        ArgumentNullException.ThrowIfNull(targetParams);
+        var list = targetParams.ToArray();
+        if (list.Length != _state.Length)
+        {
+            throw new ArgumentException($"CopyStateTo got {list.Length} parameters, but the optimizer has {_state.Length}.", nameof(targetParams));
+        }
+        for (int i = 0; i < list.Length; i++)
+        {
+            if (_state[i] is { } s)
+            {
+                var copy = s.DetachedCopy(list[i].Device);
+                var dst = target.StateFor(list[i]);
+                dst.Step = copy.Step;
+                dst.Tensors.Clear();
+                foreach (var (k, v) in copy.Tensors)
+                {
+                    dst.Tensors[k] = v;
+                }
+            }
+        }
+    }
+
+    /// <summary>Hyperparameters of one group with overrides on top.</summary>
+    private sealed class OverriddenHyperParameters(Dictionary<string, double> group, Override overrides, int index) : IHyperParameters
+    {
+        public HyperValue this[string name] => overrides.TryGet(name, index, out var v) ? v
+            : group.TryGetValue(name, out var d) ? d
+            : throw new KeyNotFoundException($"Parameter group {index} has no hyperparameter '{name}'; it has: {string.Join(", ", group.Keys)}.");
+
+        public bool Flag(string name) => group.TryGetValue(name, out var v) && v != 0;
+    }
+}
