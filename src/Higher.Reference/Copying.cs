@@ -1,0 +1,348 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Higher.Reference;
+
+/// <summary>Strided copy, cast and fill.</summary>
+internal static class Copying
+{
+    /// <summary>
+    /// dst[dstOffset + Σ i_d·dstStrides_d] = src[srcOffset + Σ i_d·srcStrides_d] over <paramref name="shape"/>.
+    /// Size-1 dimensions are dropped and dimensions contiguous in both operands merged, so plain
+    /// copies and narrow/cat slices run as a few span copies; a broadcast inner dimension is a fill.
+    /// </summary>
+    public static void StridedCopy<T>(ReadOnlySpan<T> src, long srcOffset, ReadOnlySpan<long> srcStrides,
+        Span<T> dst, long dstOffset, ReadOnlySpan<long> dstStrides, Shape shape)
+    {
+        var dims = shape.Dims;
+        if (shape.Numel == 0)
+        {
+            return;
+        }
+        int cap = Math.Max(1, dims.Length);
+        Span<long> size = cap <= 16 ? stackalloc long[cap] : new long[cap];
+        Span<long> ss = cap <= 16 ? stackalloc long[cap] : new long[cap];
+        Span<long> ds = cap <= 16 ? stackalloc long[cap] : new long[cap];
+        int r = 0;
+        for (int d = 0; d < dims.Length; d++)
+        {
+            if (dims[d] == 1)
+            {
+                continue;
+            }
+            if (r > 0 && ss[r - 1] == srcStrides[d] * dims[d] && ds[r - 1] == dstStrides[d] * dims[d])
+            {
+                size[r - 1] *= dims[d];
+                ss[r - 1] = srcStrides[d];
+                ds[r - 1] = dstStrides[d];
+                continue;
+            }
+            size[r] = dims[d];
+            ss[r] = srcStrides[d];
+            ds[r] = dstStrides[d];
+            r++;
+        }
+        if (r == 0)
+        {
+            dst[(int)dstOffset] = src[(int)srcOffset];
+            return;
+        }
+        int n = (int)size[r - 1];
+        long sInner = ss[r - 1], dInner = ds[r - 1];
+        if (r >= 2 && dInner == 1 && sInner is not (0 or 1) && ss[r - 2] == 1)
+        {
+            // A transpose of the two inner dimensions: copy in square tiles so that both the strided
+            // reads and the contiguous writes of one tile stay in L1.
+            TransposeSlabs(src, srcOffset, dst, dstOffset, size[..r], ss[..r], ds[..r]);
+            return;
+        }
+        Span<long> index = cap <= 16 ? stackalloc long[cap] : new long[cap];
+        index.Clear();
+        long rows = shape.Numel / n;
+        long so = srcOffset, dof = dstOffset;
+        ref T s0 = ref MemoryMarshal.GetReference(src);
+        ref T d0 = ref MemoryMarshal.GetReference(dst);
+        for (long row = 0; row < rows; row++)
+        {
+            if (sInner == 1 && dInner == 1)
+            {
+                src.Slice((int)so, n).CopyTo(dst.Slice((int)dof, n));
+            }
+            else if (sInner == 0 && dInner == 1)
+            {
+                dst.Slice((int)dof, n).Fill(src[(int)so]);
+            }
+            else
+            {
+                ref T s = ref Unsafe.Add(ref s0, (nint)so);
+                ref T dd = ref Unsafe.Add(ref d0, (nint)dof);
+                for (int i = 0; i < n; i++)
+                {
+                    Unsafe.Add(ref dd, (nint)(i * dInner)) = Unsafe.Add(ref s, (nint)(i * sInner));
+                }
+            }
+            for (int d = r - 2; d >= 0; d--)
+            {
+                so += ss[d];
+                dof += ds[d];
+                if (++index[d] < size[d])
+                {
+                    break;
+                }
+                so -= ss[d] * size[d];
+                dof -= ds[d] * size[d];
+                index[d] = 0;
+            }
+        }
+    }
+
+    private const int TransposeTile = 8;
+
+    /// <summary>dst[i·dRow + j] = src[j·sCol + i] over rows [i0, i1) and columns [j0, j1), in small tiles.</summary>
+    private static void TransposeScalar<T>(ref T src, long sCol, ref T dst, long dRow, int i0, int i1, int j0, int j1)
+    {
+        for (int ib = i0; ib < i1; ib += TransposeTile)
+        {
+            int ie = Math.Min(i1, ib + TransposeTile);
+            for (int jb = j0; jb < j1; jb += TransposeTile)
+            {
+                int je = Math.Min(j1, jb + TransposeTile);
+                for (int i = ib; i < ie; i++)
+                {
+                    ref T dRowRef = ref Unsafe.Add(ref dst, (nint)(i * dRow));
+                    for (int j = jb; j < je; j++)
+                    {
+                        Unsafe.Add(ref dRowRef, j) = Unsafe.Add(ref src, (nint)(j * sCol + i));
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Transposes one 32-byte-wide square block of 4- or 8-byte elements with AVX shuffles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TransposeBlock<T>(ref T src, long ld, ref T dst, long ldd)
+    {
+        if (Unsafe.SizeOf<T>() == 4)
+        {
+            var r0 = Vector256.LoadUnsafe(ref Unsafe.As<T, float>(ref src));
+            var r1 = Vector256.LoadUnsafe(ref Unsafe.As<T, float>(ref Unsafe.Add(ref src, (nint)ld)));
+            var r2 = Vector256.LoadUnsafe(ref Unsafe.As<T, float>(ref Unsafe.Add(ref src, (nint)(2 * ld))));
+            var r3 = Vector256.LoadUnsafe(ref Unsafe.As<T, float>(ref Unsafe.Add(ref src, (nint)(3 * ld))));
+            var r4 = Vector256.LoadUnsafe(ref Unsafe.As<T, float>(ref Unsafe.Add(ref src, (nint)(4 * ld))));
+            var r5 = Vector256.LoadUnsafe(ref Unsafe.As<T, float>(ref Unsafe.Add(ref src, (nint)(5 * ld))));
+            var r6 = Vector256.LoadUnsafe(ref Unsafe.As<T, float>(ref Unsafe.Add(ref src, (nint)(6 * ld))));
+            var r7 = Vector256.LoadUnsafe(ref Unsafe.As<T, float>(ref Unsafe.Add(ref src, (nint)(7 * ld))));
+            var t0 = Avx.UnpackLow(r0, r1);
+            var t1 = Avx.UnpackHigh(r0, r1);
+            var t2 = Avx.UnpackLow(r2, r3);
+            var t3 = Avx.UnpackHigh(r2, r3);
+            var t4 = Avx.UnpackLow(r4, r5);
+            var t5 = Avx.UnpackHigh(r4, r5);
+            var t6 = Avx.UnpackLow(r6, r7);
+            var t7 = Avx.UnpackHigh(r6, r7);
+            var u0 = Avx.Shuffle(t0, t2, 0x44);
+            var u1 = Avx.Shuffle(t0, t2, 0xEE);
+            var u2 = Avx.Shuffle(t1, t3, 0x44);
+            var u3 = Avx.Shuffle(t1, t3, 0xEE);
+            var u4 = Avx.Shuffle(t4, t6, 0x44);
+            var u5 = Avx.Shuffle(t4, t6, 0xEE);
+            var u6 = Avx.Shuffle(t5, t7, 0x44);
+            var u7 = Avx.Shuffle(t5, t7, 0xEE);
+            ref float d = ref Unsafe.As<T, float>(ref dst);
+            Avx.Permute2x128(u0, u4, 0x20).StoreUnsafe(ref d);
+            Avx.Permute2x128(u1, u5, 0x20).StoreUnsafe(ref Unsafe.Add(ref d, (nint)ldd));
+            Avx.Permute2x128(u2, u6, 0x20).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(2 * ldd)));
+            Avx.Permute2x128(u3, u7, 0x20).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(3 * ldd)));
+            Avx.Permute2x128(u0, u4, 0x31).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(4 * ldd)));
+            Avx.Permute2x128(u1, u5, 0x31).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(5 * ldd)));
+            Avx.Permute2x128(u2, u6, 0x31).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(6 * ldd)));
+            Avx.Permute2x128(u3, u7, 0x31).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(7 * ldd)));
+        }
+        else
+        {
+            var r0 = Vector256.LoadUnsafe(ref Unsafe.As<T, double>(ref src));
+            var r1 = Vector256.LoadUnsafe(ref Unsafe.As<T, double>(ref Unsafe.Add(ref src, (nint)ld)));
+            var r2 = Vector256.LoadUnsafe(ref Unsafe.As<T, double>(ref Unsafe.Add(ref src, (nint)(2 * ld))));
+            var r3 = Vector256.LoadUnsafe(ref Unsafe.As<T, double>(ref Unsafe.Add(ref src, (nint)(3 * ld))));
+            var t0 = Avx.UnpackLow(r0, r1);
+            var t1 = Avx.UnpackHigh(r0, r1);
+            var t2 = Avx.UnpackLow(r2, r3);
+            var t3 = Avx.UnpackHigh(r2, r3);
+            ref double d = ref Unsafe.As<T, double>(ref dst);
+            Avx.Permute2x128(t0, t2, 0x20).StoreUnsafe(ref d);
+            Avx.Permute2x128(t1, t3, 0x20).StoreUnsafe(ref Unsafe.Add(ref d, (nint)ldd));
+            Avx.Permute2x128(t0, t2, 0x31).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(2 * ldd)));
+            Avx.Permute2x128(t1, t3, 0x31).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(3 * ldd)));
+        }
+    }
+
+    /// <summary>For every index of the outer dimensions, copies the [rows, cols] slab whose source is column-major.</summary>
+    private static void TransposeSlabs<T>(ReadOnlySpan<T> src, long srcOffset, Span<T> dst, long dstOffset,
+        ReadOnlySpan<long> size, ReadOnlySpan<long> ss, ReadOnlySpan<long> ds)
+    {
+        int r = size.Length;
+        int rows = (int)size[r - 2], cols = (int)size[r - 1];
+        long sCol = ss[r - 1], dRow = ds[r - 2];
+        long slabs = 1;
+        for (int d = 0; d < r - 2; d++)
+        {
+            slabs *= size[d];
+        }
+        Span<long> index = stackalloc long[Math.Max(1, r - 2)];
+        index.Clear();
+        long so = srcOffset, dof = dstOffset;
+        ref T s0 = ref MemoryMarshal.GetReference(src);
+        ref T d0 = ref MemoryMarshal.GetReference(dst);
+        int block = Avx.IsSupported && Unsafe.SizeOf<T>() is 4 or 8 ? 32 / Unsafe.SizeOf<T>() : 0;
+        int rowsBlocked = block == 0 ? 0 : rows / block * block;
+        int colsBlocked = block == 0 ? 0 : cols / block * block;
+        for (long slab = 0; slab < slabs; slab++)
+        {
+            ref T sSlab = ref Unsafe.Add(ref s0, (nint)so);
+            ref T dSlab = ref Unsafe.Add(ref d0, (nint)dof);
+            // Register transposes of 8×8 (4-byte) or 4×4 (8-byte) blocks; a row stride of a power of
+            // two maps every row of a wider scalar tile to the same L1 set, which this avoids.
+            for (int i0 = 0; i0 < rowsBlocked; i0 += block)
+            {
+                for (int j0 = 0; j0 < colsBlocked; j0 += block)
+                {
+                    TransposeBlock(ref Unsafe.Add(ref sSlab, (nint)(j0 * sCol + i0)), sCol, ref Unsafe.Add(ref dSlab, (nint)(i0 * dRow + j0)), dRow);
+                }
+            }
+            TransposeScalar(ref sSlab, sCol, ref dSlab, dRow, 0, rowsBlocked, colsBlocked, cols);
+            TransposeScalar(ref sSlab, sCol, ref dSlab, dRow, rowsBlocked, rows, 0, cols);
+            for (int d = r - 3; d >= 0; d--)
+            {
+                so += ss[d];
+                dof += ds[d];
+                if (++index[d] < size[d])
+                {
+                    break;
+                }
+                so -= ss[d] * size[d];
+                dof -= ds[d] * size[d];
+                index[d] = 0;
+            }
+        }
+    }
+
+    /// <summary>Converts every element; float to Int64 truncates toward zero (NaN to 0, saturating), to Bool is x != 0.</summary>
+    public static void Cast(CpuStorage source, CpuStorage destination)
+    {
+        switch (source.DType, destination.DType)
+        {
+            case var (a, b) when a == b:
+                source.AsBytes().CopyTo(destination.AsBytes());
+                break;
+            case (DType.Float32, DType.Float64):
+                FloatToDouble(source.AsFloat32(), destination.AsFloat64());
+                break;
+            case (DType.Float64, DType.Float32):
+                DoubleToFloat(source.AsFloat64(), destination.AsFloat32());
+                break;
+            case (DType.Float32, DType.Int64):
+                Convert(source.AsFloat32(), destination.AsInt64(), static v => (long)v);
+                break;
+            case (DType.Float64, DType.Int64):
+                Convert(source.AsFloat64(), destination.AsInt64(), static v => (long)v);
+                break;
+            case (DType.Int64, DType.Float32):
+                Convert(source.AsInt64(), destination.AsFloat32(), static v => (float)v);
+                break;
+            case (DType.Int64, DType.Float64):
+                Convert(source.AsInt64(), destination.AsFloat64(), static v => (double)v);
+                break;
+            case (DType.Float32, DType.Bool):
+                Convert(source.AsFloat32(), destination.AsBool(), static v => v != 0);
+                break;
+            case (DType.Float64, DType.Bool):
+                Convert(source.AsFloat64(), destination.AsBool(), static v => v != 0);
+                break;
+            case (DType.Int64, DType.Bool):
+                Convert(source.AsInt64(), destination.AsBool(), static v => v != 0);
+                break;
+            case (DType.Bool, DType.Float32):
+                Convert(source.AsBool(), destination.AsFloat32(), static v => v ? 1f : 0f);
+                break;
+            case (DType.Bool, DType.Float64):
+                Convert(source.AsBool(), destination.AsFloat64(), static v => v ? 1.0 : 0.0);
+                break;
+            case (DType.Bool, DType.Int64):
+                Convert(source.AsBool(), destination.AsInt64(), static v => v ? 1L : 0L);
+                break;
+            default:
+                throw new NotSupportedException($"Cast from {source.DType.Name()} to {destination.DType.Name()} is not supported by the reference backend.");
+        }
+    }
+
+    // A static lambda is one cached delegate; these conversions are cold next to float<->double.
+    private static void Convert<TFrom, TTo>(ReadOnlySpan<TFrom> src, Span<TTo> dst, Func<TFrom, TTo> convert)
+    {
+        for (int i = 0; i < src.Length; i++)
+        {
+            dst[i] = convert(src[i]);
+        }
+    }
+
+    private static void FloatToDouble(ReadOnlySpan<float> src, Span<double> dst)
+    {
+        int i = 0;
+        ref float s = ref MemoryMarshal.GetReference(src);
+        ref double d = ref MemoryMarshal.GetReference(dst);
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i <= src.Length - 16; i += 16)
+            {
+                var (lo, hi) = Vector512.Widen(Vector512.LoadUnsafe(ref s, (nuint)i));
+                lo.StoreUnsafe(ref d, (nuint)i);
+                hi.StoreUnsafe(ref d, (nuint)(i + 8));
+            }
+        }
+        for (; i < src.Length; i++)
+        {
+            Unsafe.Add(ref d, i) = Unsafe.Add(ref s, i);
+        }
+    }
+
+    private static void DoubleToFloat(ReadOnlySpan<double> src, Span<float> dst)
+    {
+        int i = 0;
+        ref double s = ref MemoryMarshal.GetReference(src);
+        ref float d = ref MemoryMarshal.GetReference(dst);
+        if (Vector512.IsHardwareAccelerated)
+        {
+            // Narrow rounds to nearest even exactly like the scalar conversion.
+            for (; i <= src.Length - 16; i += 16)
+            {
+                Vector512.Narrow(Vector512.LoadUnsafe(ref s, (nuint)i), Vector512.LoadUnsafe(ref s, (nuint)(i + 8))).StoreUnsafe(ref d, (nuint)i);
+            }
+        }
+        for (; i < src.Length; i++)
+        {
+            Unsafe.Add(ref d, i) = (float)Unsafe.Add(ref s, i);
+        }
+    }
+
+    /// <summary>Sets every element to value converted to the dtype (Int64 truncates, Bool is value != 0).</summary>
+    public static void Fill(CpuStorage destination, double value)
+    {
+        switch (destination.DType)
+        {
+            case DType.Float32:
+                destination.AsFloat32().Fill((float)value);
+                break;
+            case DType.Float64:
+                destination.AsFloat64().Fill(value);
+                break;
+            case DType.Int64:
+                destination.AsInt64().Fill((long)value);
+                break;
+            default:
+                destination.AsBool().Fill(value != 0);
+                break;
+        }
+    }
+}

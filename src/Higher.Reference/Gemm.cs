@@ -1,0 +1,546 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Higher.Reference;
+
+/// <summary>
+/// Cache-blocked GEMM in the GotoBLAS/BLIS layout: op(B) is packed in KC×NC blocks of NR-wide
+/// micro-panels, op(A) in MC×KC blocks of MR-tall micro-panels (the transpose flags only change
+/// how packing reads memory), and an MR×NR register-blocked FMA micro-kernel walks them. Each C
+/// element is owned by exactly one task and accumulates its k terms in one fixed order (ascending
+/// KC blocks, ascending p inside a block), so results never depend on the thread count.
+/// </summary>
+internal static unsafe class Gemm
+{
+    // Below this many multiply-adds, Parallel.For costs more than it saves.
+    private const long ParallelThreshold = 96L * 96 * 96;
+
+    /// <summary>Rows of the micro-tile: 8 with AVX-512 (16 of the 32 zmm registers hold C), 6 with 256-bit vectors (12 of 16).</summary>
+    private static int MR => Vector512.IsHardwareAccelerated ? 8 : 6;
+
+    /// <summary>Columns of the micro-tile: two vectors.</summary>
+    private static int NR<T>() => Vector512.IsHardwareAccelerated ? 2 * Vector512<T>.Count : 2 * Vector256<T>.Count;
+
+    // A deep k block (512) means C is loaded and stored once per 512 terms. The 64 KiB B micro-panel
+    // (KC·NR·sizeof(T)) streams from L2 as fast as the kernel consumes it on Zen 4, measured best
+    // among 128..768; MC·KC of packed A (192 KiB float, 384 KiB double) stays in L2; KC·NC of packed
+    // B lives in L3. The 256-bit fallback targets older cores with smaller caches.
+    private static int KC<T>() => Vector512.IsHardwareAccelerated ? 512 : 256;
+
+    private const int MCRows = 96;
+
+    /// <summary>Columns of a packed B block: KC·NC·sizeof(T) = 2 MiB per thread, a slice of the shared L3.</summary>
+    private static int NC<T>() => (2 << 20) / (KC<T>() * Unsafe.SizeOf<T>()) / NR<T>() * NR<T>();
+
+    public static void Run<T>(Parallelism threads, bool transposeA, bool transposeB, int batch, int m, int n, int k, double alpha,
+        T* a, long strideA, T* b, long strideB, double beta, T* c, long strideC)
+        where T : unmanaged
+    {
+        if (m == 0 || n == 0 || batch == 0)
+        {
+            return;
+        }
+        long work = (long)m * n * Math.Max(k, 1);
+        // Independent outputs (strideC != 0) with enough matrices to share out: one fork over batches
+        // beats a fork per matrix. With strideC == 0 every batch updates the same C, so order matters.
+        bool parallelBatches = batch > 1 && strideC != 0 && threads.Enabled && work * batch >= ParallelThreshold
+            && (batch >= 2 * threads.MaxDegree || work < ParallelThreshold * 4);
+        if (parallelBatches)
+        {
+            nint pa = (nint)a, pb = (nint)b, pc = (nint)c;
+            threads.For(0, batch, i => Single<T>(threads, transposeA, transposeB, m, n, k, alpha,
+                (T*)pa + i * strideA, (T*)pb + i * strideB, beta, (T*)pc + i * strideC, parallel: false));
+            return;
+        }
+        bool parallel = work >= ParallelThreshold && threads.Enabled;
+        for (int i = 0; i < batch; i++)
+        {
+            Single(threads, transposeA, transposeB, m, n, k, alpha, a + i * strideA, b + i * strideB, beta, c + i * strideC, parallel);
+        }
+    }
+
+    private static void Single<T>(Parallelism threads, bool transposeA, bool transposeB, int m, int n, int k, double alphaD,
+        T* a, T* b, double betaD, T* c, bool parallel)
+        where T : unmanaged
+    {
+        T alpha = FromDouble<T>(alphaD), beta = FromDouble<T>(betaD);
+        if (k == 0)
+        {
+            ScaleC(c, m, n, beta, betaD == 0);
+            return;
+        }
+        if (!parallel)
+        {
+            Tile(transposeA, transposeB, m, n, k, a, b, c, 0, m, 0, n, alpha, beta, betaD == 0);
+            return;
+        }
+        // One fork per call over a grid of C tiles; each task packs its own panels and runs the whole
+        // k loop, so there is no barrier per KC block (which stalls badly on a busy machine). A few
+        // tasks per thread balance the load; each element's arithmetic is the same in any tile.
+        int mr = MR, nr = NR<T>();
+        int target = 4 * threads.MaxDegree;
+        int rowPanels = (m + mr - 1) / mr, colPanels = (n + nr - 1) / nr;
+        int rowChunks = Math.Min(target, rowPanels);
+        int colChunks = Math.Max(1, Math.Min(colPanels, target / rowChunks));
+        nint pa = (nint)a, pb = (nint)b, pc = (nint)c;
+        bool betaIsZero = betaD == 0;
+        threads.For(0, rowChunks * colChunks, t =>
+        {
+            int ri = t / colChunks, ci = t % colChunks;
+            int i0 = (int)((long)rowPanels * ri / rowChunks) * mr, i1 = Math.Min(m, (int)((long)rowPanels * (ri + 1) / rowChunks) * mr);
+            int j0 = (int)((long)colPanels * ci / colChunks) * nr, j1 = Math.Min(n, (int)((long)colPanels * (ci + 1) / colChunks) * nr);
+            Tile(transposeA, transposeB, m, n, k, (T*)pa, (T*)pb, (T*)pc, i0, i1, j0, j1, alpha, beta, betaIsZero);
+        });
+    }
+
+    /// <summary>C[i0:i1, j0:j1] of one GEMM, single-threaded, with this thread's packing buffers.</summary>
+    private static void Tile<T>(bool transposeA, bool transposeB, int m, int n, int k, T* a, T* b, T* c,
+        int i0, int i1, int j0, int j1, T alpha, T beta, bool betaIsZero)
+        where T : unmanaged
+    {
+        int mr = MR, nr = NR<T>(), kcMax = KC<T>(), ncMax = NC<T>();
+        int mcMax = MCRows / mr * mr;
+        // Small problems ask for small buffers: a [10, 40] × [40, 40] product never allocates megabytes.
+        int ncUsed = Math.Min(ncMax, (j1 - j0 + nr - 1) / nr * nr);
+        int kcUsed = Math.Min(kcMax, k);
+        T* packedB = Buffers<T>.B(kcUsed * ncUsed);
+        T* packedA = Buffers<T>.A(Math.Min(mcMax, (i1 - i0 + mr - 1) / mr * mr) * kcUsed);
+        for (int jc = j0; jc < j1; jc += ncMax)
+        {
+            int nc = Math.Min(ncMax, j1 - jc);
+            for (int pc = 0; pc < k; pc += kcMax)
+            {
+                int kc = Math.Min(kcMax, k - pc);
+                PackB(b, transposeB, n, k, pc, kc, jc, nc, nr, packedB);
+                // First KC block: C = alpha·AB + beta·C; later blocks: C += alpha·AB.
+                int mode = pc > 0 ? Accumulate : betaIsZero ? Overwrite : ScaleAndAdd;
+                for (int ic = i0; ic < i1; ic += mcMax)
+                {
+                    int mc = Math.Min(mcMax, i1 - ic);
+                    PackA(a, transposeA, m, k, ic, mc, pc, kc, mr, packedA);
+                    for (int jr = 0; jr < nc; jr += nr)
+                    {
+                        int nrEff = Math.Min(nr, nc - jr);
+                        T* bp = packedB + (long)jr * kc;
+                        for (int ir = 0; ir < mc; ir += mr)
+                        {
+                            int mrEff = Math.Min(mr, mc - ir);
+                            T* cp = c + (long)(ic + ir) * n + jc + jr;
+                            if (Vector512.IsHardwareAccelerated)
+                            {
+                                Kernel512(packedA + (long)ir * kc, bp, kc, cp, n, mrEff, nrEff, alpha, beta, mode);
+                            }
+                            else
+                            {
+                                Kernel256(packedA + (long)ir * kc, bp, kc, cp, n, mrEff, nrEff, alpha, beta, mode);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private const int Overwrite = 0, ScaleAndAdd = 1, Accumulate = 2;
+
+    /// <summary>Packs rows [i0, i0+mc) × k-range [p0, p0+kc) of op(A) as MR-row panels, p-major, zero-padding the last panel.</summary>
+    private static void PackA<T>(T* a, bool transposeA, int m, int k, int i0, int mc, int p0, int kc, int mr, T* dst)
+        where T : unmanaged
+    {
+        for (int ir = 0; ir < mc; ir += mr)
+        {
+            int rows = Math.Min(mr, mc - ir);
+            T* panel = dst + (long)ir * kc;
+            if (transposeA)
+            {
+                // A is stored [k, m]: the MR values of one p are contiguous.
+                CopyRows(a + (long)p0 * m + i0 + ir, m, kc, rows, panel, mr);
+            }
+            else
+            {
+                // A is stored [m, k]: MR rows contiguous in p, to be interleaved.
+                InterleaveRows(a + (long)(i0 + ir) * k + p0, k, rows, kc, panel, mr);
+            }
+        }
+    }
+
+    /// <summary>Packs k-range [p0, p0+kc) × columns [j0, j0+nc) of op(B) as NR-column panels, p-major, zero-padding the last panel.</summary>
+    private static void PackB<T>(T* b, bool transposeB, int n, int k, int p0, int kc, int j0, int nc, int nr, T* dst)
+        where T : unmanaged
+    {
+        for (int jr = 0; jr < nc; jr += nr)
+        {
+            int cols = Math.Min(nr, nc - jr);
+            T* panel = dst + (long)jr * kc;
+            if (transposeB)
+            {
+                // B is stored [n, k]: NR rows contiguous in p, to be interleaved.
+                InterleaveRows(b + (long)(j0 + jr) * k + p0, k, cols, kc, panel, nr);
+            }
+            else
+            {
+                // B is stored [k, n]: the NR values of one p are contiguous.
+                CopyRows(b + (long)p0 * n + j0 + jr, n, kc, cols, panel, nr);
+            }
+        }
+    }
+
+    /// <summary>dst[p·width + r] = src[p·ld + r] for r &lt; count, 0 for count ≤ r &lt; width.</summary>
+    private static void CopyRows<T>(T* src, long ld, int kc, int count, T* dst, int width) where T : unmanaged
+    {
+        // Rows are one or two vectors long: explicit vector moves beat a Span.CopyTo call per row.
+        int w512 = Vector512<T>.Count, w256 = Vector256<T>.Count;
+        for (int p = 0; p < kc; p++)
+        {
+            T* s = src + p * ld;
+            T* d = dst + (long)p * width;
+            int r = 0;
+            if (Vector512.IsHardwareAccelerated)
+            {
+                for (; r + w512 <= count; r += w512)
+                {
+                    Vector512.Load(s + r).Store(d + r);
+                }
+            }
+            for (; r + w256 <= count; r += w256)
+            {
+                Vector256.Load(s + r).Store(d + r);
+            }
+            for (; r < count; r++)
+            {
+                d[r] = s[r];
+            }
+            for (; r < width; r++)
+            {
+                d[r] = default;
+            }
+        }
+    }
+
+    /// <summary>
+    /// dst[p·width + r] = src[r·ld + p] for r &lt; rows, 0 for rows ≤ r &lt; width: a transpose, done in
+    /// 8×8 (float) or 4×4 (double) register blocks where AVX allows, since scalar strided stores
+    /// made packing a fifth of a transposed GEMM's time.
+    /// </summary>
+    private static void InterleaveRows<T>(T* src, long ld, int rows, int kc, T* dst, int width) where T : unmanaged
+    {
+        int block = Avx.IsSupported ? 32 / Unsafe.SizeOf<T>() : int.MaxValue;
+        int r0 = 0;
+        for (; r0 + block <= rows; r0 += block)
+        {
+            int p = 0;
+            for (; p + block <= kc; p += block)
+            {
+                if (typeof(T) == typeof(float))
+                {
+                    Transpose8x8((float*)src + r0 * ld + p, ld, (float*)dst + (long)p * width + r0, width);
+                }
+                else
+                {
+                    Transpose4x4((double*)src + r0 * ld + p, ld, (double*)dst + (long)p * width + r0, width);
+                }
+            }
+            for (; p < kc; p++)
+            {
+                for (int r = r0; r < r0 + block; r++)
+                {
+                    dst[(long)p * width + r] = src[r * ld + p];
+                }
+            }
+        }
+        for (int r = r0; r < width; r++)
+        {
+            if (r < rows)
+            {
+                T* s = src + r * ld;
+                for (int p = 0; p < kc; p++)
+                {
+                    dst[(long)p * width + r] = s[p];
+                }
+            }
+            else
+            {
+                for (int p = 0; p < kc; p++)
+                {
+                    dst[(long)p * width + r] = default;
+                }
+            }
+        }
+    }
+
+    /// <summary>Writes the transpose of the 8×8 float block at src (row stride ld) to dst (row stride ldd).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float* src, long ld, float* dst, long ldd)
+    {
+        var r0 = Avx.LoadVector256(src);
+        var r1 = Avx.LoadVector256(src + ld);
+        var r2 = Avx.LoadVector256(src + 2 * ld);
+        var r3 = Avx.LoadVector256(src + 3 * ld);
+        var r4 = Avx.LoadVector256(src + 4 * ld);
+        var r5 = Avx.LoadVector256(src + 5 * ld);
+        var r6 = Avx.LoadVector256(src + 6 * ld);
+        var r7 = Avx.LoadVector256(src + 7 * ld);
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5);
+        var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7);
+        var t7 = Avx.UnpackHigh(r6, r7);
+        var u0 = Avx.Shuffle(t0, t2, 0x44);
+        var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44);
+        var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44);
+        var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44);
+        var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(dst, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(dst + ldd, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(dst + 2 * ldd, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(dst + 3 * ldd, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(dst + 4 * ldd, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(dst + 5 * ldd, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(dst + 6 * ldd, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(dst + 7 * ldd, Avx.Permute2x128(u3, u7, 0x31));
+    }
+
+    /// <summary>Writes the transpose of the 4×4 double block at src (row stride ld) to dst (row stride ldd).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose4x4(double* src, long ld, double* dst, long ldd)
+    {
+        var r0 = Avx.LoadVector256(src);
+        var r1 = Avx.LoadVector256(src + ld);
+        var r2 = Avx.LoadVector256(src + 2 * ld);
+        var r3 = Avx.LoadVector256(src + 3 * ld);
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+        Avx.Store(dst, Avx.Permute2x128(t0, t2, 0x20));
+        Avx.Store(dst + ldd, Avx.Permute2x128(t1, t3, 0x20));
+        Avx.Store(dst + 2 * ldd, Avx.Permute2x128(t0, t2, 0x31));
+        Avx.Store(dst + 3 * ldd, Avx.Permute2x128(t1, t3, 0x31));
+    }
+
+    private static void ScaleC<T>(T* c, int m, int n, T beta, bool betaIsZero) where T : unmanaged
+    {
+        for (long i = 0; i < (long)m * n; i++)
+        {
+            c[i] = betaIsZero ? default : Mul(beta, c[i]);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<T> Fma512<T>(Vector512<T> a, Vector512<T> b, Vector512<T> c) where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            return Avx512F.FusedMultiplyAdd(a.AsSingle(), b.AsSingle(), c.AsSingle()).As<float, T>();
+        }
+        return Avx512F.FusedMultiplyAdd(a.AsDouble(), b.AsDouble(), c.AsDouble()).As<double, T>();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<T> Fma256<T>(Vector256<T> a, Vector256<T> b, Vector256<T> c) where T : unmanaged
+    {
+        if (Fma.IsSupported)
+        {
+            if (typeof(T) == typeof(float))
+            {
+                return Fma.MultiplyAdd(a.AsSingle(), b.AsSingle(), c.AsSingle()).As<float, T>();
+            }
+            return Fma.MultiplyAdd(a.AsDouble(), b.AsDouble(), c.AsDouble()).As<double, T>();
+        }
+        return a * b + c;
+    }
+
+    /// <summary>8 × (2·Vector512) micro-kernel: C tile (mr×nr valid) op= alpha · Σ_p A[:, p] B[p, :].</summary>
+    private static void Kernel512<T>(T* a, T* b, int kc, T* c, long ldc, int mr, int nr, T alpha, T beta, int mode)
+        where T : unmanaged
+    {
+        int w = Vector512<T>.Count;
+        Vector512<T> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default;
+        Vector512<T> c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Vector512.Load(b);
+            var b1 = Vector512.Load(b + w);
+            var av = Vector512.Create(a[0]);
+            c00 = Fma512(av, b0, c00);
+            c01 = Fma512(av, b1, c01);
+            av = Vector512.Create(a[1]);
+            c10 = Fma512(av, b0, c10);
+            c11 = Fma512(av, b1, c11);
+            av = Vector512.Create(a[2]);
+            c20 = Fma512(av, b0, c20);
+            c21 = Fma512(av, b1, c21);
+            av = Vector512.Create(a[3]);
+            c30 = Fma512(av, b0, c30);
+            c31 = Fma512(av, b1, c31);
+            av = Vector512.Create(a[4]);
+            c40 = Fma512(av, b0, c40);
+            c41 = Fma512(av, b1, c41);
+            av = Vector512.Create(a[5]);
+            c50 = Fma512(av, b0, c50);
+            c51 = Fma512(av, b1, c51);
+            av = Vector512.Create(a[6]);
+            c60 = Fma512(av, b0, c60);
+            c61 = Fma512(av, b1, c61);
+            av = Vector512.Create(a[7]);
+            c70 = Fma512(av, b0, c70);
+            c71 = Fma512(av, b1, c71);
+            a += 8;
+            b += 2 * w;
+        }
+        if (mr == 8 && nr == 2 * w)
+        {
+            Store512(c, w, c00, c01, alpha, beta, mode);
+            Store512(c + ldc, w, c10, c11, alpha, beta, mode);
+            Store512(c + 2 * ldc, w, c20, c21, alpha, beta, mode);
+            Store512(c + 3 * ldc, w, c30, c31, alpha, beta, mode);
+            Store512(c + 4 * ldc, w, c40, c41, alpha, beta, mode);
+            Store512(c + 5 * ldc, w, c50, c51, alpha, beta, mode);
+            Store512(c + 6 * ldc, w, c60, c61, alpha, beta, mode);
+            Store512(c + 7 * ldc, w, c70, c71, alpha, beta, mode);
+            return;
+        }
+        T* tile = stackalloc T[8 * 2 * w];
+        int ld = 2 * w;
+        c00.Store(tile); c01.Store(tile + w);
+        c10.Store(tile + ld); c11.Store(tile + ld + w);
+        c20.Store(tile + 2 * ld); c21.Store(tile + 2 * ld + w);
+        c30.Store(tile + 3 * ld); c31.Store(tile + 3 * ld + w);
+        c40.Store(tile + 4 * ld); c41.Store(tile + 4 * ld + w);
+        c50.Store(tile + 5 * ld); c51.Store(tile + 5 * ld + w);
+        c60.Store(tile + 6 * ld); c61.Store(tile + 6 * ld + w);
+        c70.Store(tile + 7 * ld); c71.Store(tile + 7 * ld + w);
+        StorePartial(tile, ld, c, ldc, mr, nr, alpha, beta, mode);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store512<T>(T* c, int w, Vector512<T> acc0, Vector512<T> acc1, T alpha, T beta, int mode) where T : unmanaged
+    {
+        // Unfused on purpose: the scalar edge path computes the same expression, so a C element's value does not depend on its tile.
+        var va = Vector512.Create(alpha);
+        var r0 = acc0 * va;
+        var r1 = acc1 * va;
+        if (mode == Accumulate)
+        {
+            r0 = Vector512.Load(c) + r0;
+            r1 = Vector512.Load(c + w) + r1;
+        }
+        else if (mode == ScaleAndAdd)
+        {
+            var vb = Vector512.Create(beta);
+            r0 += vb * Vector512.Load(c);
+            r1 += vb * Vector512.Load(c + w);
+        }
+        r0.Store(c);
+        r1.Store(c + w);
+    }
+
+    /// <summary>6 × (2·Vector256) micro-kernel for machines without AVX-512.</summary>
+    private static void Kernel256<T>(T* a, T* b, int kc, T* c, long ldc, int mr, int nr, T alpha, T beta, int mode)
+        where T : unmanaged
+    {
+        int w = Vector256<T>.Count;
+        Vector256<T> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector256<T> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Vector256.Load(b);
+            var b1 = Vector256.Load(b + w);
+            var av = Vector256.Create(a[0]);
+            c00 = Fma256(av, b0, c00);
+            c01 = Fma256(av, b1, c01);
+            av = Vector256.Create(a[1]);
+            c10 = Fma256(av, b0, c10);
+            c11 = Fma256(av, b1, c11);
+            av = Vector256.Create(a[2]);
+            c20 = Fma256(av, b0, c20);
+            c21 = Fma256(av, b1, c21);
+            av = Vector256.Create(a[3]);
+            c30 = Fma256(av, b0, c30);
+            c31 = Fma256(av, b1, c31);
+            av = Vector256.Create(a[4]);
+            c40 = Fma256(av, b0, c40);
+            c41 = Fma256(av, b1, c41);
+            av = Vector256.Create(a[5]);
+            c50 = Fma256(av, b0, c50);
+            c51 = Fma256(av, b1, c51);
+            a += 6;
+            b += 2 * w;
+        }
+        T* tile = stackalloc T[6 * 2 * w];
+        int ld = 2 * w;
+        c00.Store(tile); c01.Store(tile + w);
+        c10.Store(tile + ld); c11.Store(tile + ld + w);
+        c20.Store(tile + 2 * ld); c21.Store(tile + 2 * ld + w);
+        c30.Store(tile + 3 * ld); c31.Store(tile + 3 * ld + w);
+        c40.Store(tile + 4 * ld); c41.Store(tile + 4 * ld + w);
+        c50.Store(tile + 5 * ld); c51.Store(tile + 5 * ld + w);
+        StorePartial(tile, ld, c, ldc, mr, nr, alpha, beta, mode);
+    }
+
+    private static void StorePartial<T>(T* tile, int ld, T* c, long ldc, int mr, int nr, T alpha, T beta, int mode) where T : unmanaged
+    {
+        for (int r = 0; r < mr; r++)
+        {
+            T* row = c + r * ldc;
+            T* t = tile + r * ld;
+            for (int j = 0; j < nr; j++)
+            {
+                T v = Mul(t[j], alpha);
+                row[j] = mode switch
+                {
+                    Accumulate => Add(row[j], v),
+                    ScaleAndAdd => Add(v, Mul(beta, row[j])),
+                    _ => v,
+                };
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T Mul<T>(T x, T y) where T : unmanaged =>
+        typeof(T) == typeof(float) ? (T)(object)((float)(object)x * (float)(object)y) : (T)(object)((double)(object)x * (double)(object)y);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T Add<T>(T x, T y) where T : unmanaged =>
+        typeof(T) == typeof(float) ? (T)(object)((float)(object)x + (float)(object)y) : (T)(object)((double)(object)x + (double)(object)y);
+
+    private static T FromDouble<T>(double v) where T : unmanaged =>
+        typeof(T) == typeof(float) ? (T)(object)(float)v : (T)(object)v;
+
+    /// <summary>Per-thread packing buffers: pinned (the pointers outlive any one statement) and 64-byte aligned.</summary>
+    private static class Buffers<T> where T : unmanaged
+    {
+        [ThreadStatic]
+        private static T[]? s_a;
+
+        [ThreadStatic]
+        private static T[]? s_b;
+
+        public static T* A(int length) => Get(ref s_a, length);
+
+        public static T* B(int length) => Get(ref s_b, length);
+
+        private static T* Get(ref T[]? buffer, int length)
+        {
+            int pad = 64 / Unsafe.SizeOf<T>();
+            if (buffer is null || buffer.Length < length + pad)
+            {
+                // Grow geometrically so a sequence of slightly larger problems does not reallocate each time.
+                int size = Math.Max(length + pad, buffer is null ? 0 : (int)Math.Min(Array.MaxLength, 2L * buffer.Length));
+                buffer = GC.AllocateUninitializedArray<T>(size, pinned: true);
+            }
+            nint address = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
+            nint aligned = (address + 63) & ~(nint)63;
+            return (T*)aligned;
+        }
+    }
+}

@@ -1,0 +1,512 @@
+using System.Buffers;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace Higher.Reference;
+
+/// <summary>
+/// Sum/max/min over an axis set. Adjacent axes with the same reduce flag are merged (size-1 axes
+/// dropped), so one reduced group becomes [outer, R, inner]; several groups take a general
+/// odometer path. Sums accumulate in double (also for float32 input) in a fixed order: pairwise
+/// over 256-element vector blocks along a contiguous axis, two-level blocked (64 rows) across rows.
+/// Split points never depend on the thread count, so neither do results.
+/// </summary>
+internal static class Reduction
+{
+    private const int PairwiseBase = 256;
+    private const int RowBlock = 64;
+    private const long ParallelThreshold = 1 << 18;
+    private const int ColumnChunk = 256;
+
+    public static void Reduce<T>(Parallelism threads, ReduceOp op, ReadOnlySpan<T> x, Shape xShape, ReadOnlySpan<bool> reduceAxes, Span<T> y)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var dims = xShape.Dims;
+        long keptNumel = 1;
+        for (int d = 0; d < dims.Length; d++)
+        {
+            if (!reduceAxes[d])
+            {
+                keptNumel *= dims[d];
+            }
+        }
+        Span<T> output = y[..(int)keptNumel];
+        if (xShape.Numel == 0)
+        {
+            output.Fill(Identity<T>(op));
+            return;
+        }
+
+        // Coalesce into alternating groups of kept / reduced axes.
+        Span<long> sizes = stackalloc long[dims.Length + 1];
+        Span<bool> flags = stackalloc bool[dims.Length + 1];
+        int groups = 0;
+        for (int d = 0; d < dims.Length; d++)
+        {
+            if (dims[d] == 1)
+            {
+                continue;
+            }
+            if (groups > 0 && flags[groups - 1] == reduceAxes[d])
+            {
+                sizes[groups - 1] *= dims[d];
+            }
+            else
+            {
+                sizes[groups] = dims[d];
+                flags[groups] = reduceAxes[d];
+                groups++;
+            }
+        }
+        int reducedGroups = 0;
+        int reducedAt = -1;
+        for (int g = 0; g < groups; g++)
+        {
+            if (flags[g])
+            {
+                reducedGroups++;
+                reducedAt = g;
+            }
+        }
+        if (reducedGroups == 0)
+        {
+            x[..(int)keptNumel].CopyTo(output);
+            return;
+        }
+        if (reducedGroups == 1)
+        {
+            long outer = 1, inner = 1;
+            for (int g = 0; g < reducedAt; g++)
+            {
+                outer *= sizes[g];
+            }
+            for (int g = reducedAt + 1; g < groups; g++)
+            {
+                inner *= sizes[g];
+            }
+            ReduceOuterRInner(threads, op, x, (int)outer, (int)sizes[reducedAt], (int)inner, output);
+            return;
+        }
+        ReduceGeneral(op, x, sizes[..groups], flags[..groups], output);
+    }
+
+    public static T Identity<T>(ReduceOp op) where T : IFloatingPointIeee754<T> => op switch
+    {
+        ReduceOp.Sum => T.Zero,
+        ReduceOp.Max => T.NegativeInfinity,
+        _ => T.PositiveInfinity,
+    };
+
+    private static unsafe void ReduceOuterRInner<T>(Parallelism threads, ReduceOp op, ReadOnlySpan<T> x, int outer, int r, int inner, Span<T> y)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        long total = (long)outer * r * inner;
+        bool parallel = total >= ParallelThreshold && outer >= 2 && threads.Enabled;
+        // Pinned: parallel workers address the buffers through raw pointers.
+        fixed (T* px = x)
+        fixed (T* py = y)
+        {
+            nint xp = (nint)px, yp = (nint)py;
+            if (inner == 1 && outer == 1)
+            {
+                *py = op == ReduceOp.Sum ? T.CreateTruncating(PairwiseSum(ref *px, r, total >= ParallelThreshold && threads.Enabled ? threads : null)) : Extreme(op, ref *px, r);
+                return;
+            }
+            if (parallel)
+            {
+                // Each output row is owned by one iteration: the split cannot change any sum.
+                threads.For(0, outer, o => ReduceRow(op, (T*)xp + (long)o * r * inner, r, inner, inner, (T*)yp + (long)o * inner));
+            }
+            else if (outer < threads.MaxDegree && inner >= 2 * ColumnChunk && total >= ParallelThreshold && threads.Enabled)
+            {
+                // Few rows but wide: split the kept columns instead, again one owner per output.
+                int chunks = (inner + ColumnChunk - 1) / ColumnChunk;
+                threads.For(0, outer * chunks, t =>
+                {
+                    int o = t / chunks, c0 = t % chunks * ColumnChunk;
+                    int width = Math.Min(ColumnChunk, inner - c0);
+                    ReduceRow(op, (T*)xp + (long)o * r * inner + c0, r, width, inner, (T*)yp + (long)o * inner + c0);
+                });
+            }
+            else
+            {
+                for (int o = 0; o < outer; o++)
+                {
+                    ReduceRow(op, (T*)xp + (long)o * r * inner, r, inner, inner, (T*)yp + (long)o * inner);
+                }
+            }
+        }
+    }
+
+    /// <summary>y[i] = op over s of x[s·rowStride + i], for i &lt; inner.</summary>
+    private static unsafe void ReduceRow<T>(ReduceOp op, T* x, int r, int inner, long rowStride, T* y)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (inner == 1)
+        {
+            if (rowStride == 1)
+            {
+                *y = op == ReduceOp.Sum ? T.CreateTruncating(PairwiseSum(ref *x, r, null)) : Extreme(op, ref *x, r);
+                return;
+            }
+        }
+        var yspan = new Span<T>(y, inner);
+        if (op != ReduceOp.Sum)
+        {
+            new ReadOnlySpan<T>(x, inner).CopyTo(yspan);
+            for (int s = 1; s < r; s++)
+            {
+                if (op == ReduceOp.Max)
+                {
+                    ExtremeInto(ref *y, ref *(x + s * rowStride), inner, max: true);
+                }
+                else
+                {
+                    ExtremeInto(ref *y, ref *(x + s * rowStride), inner, max: false);
+                }
+            }
+            return;
+        }
+        double[] total = ArrayPool<double>.Shared.Rent(inner);
+        double[] block = ArrayPool<double>.Shared.Rent(inner);
+        try
+        {
+            var tot = total.AsSpan(0, inner);
+            var blk = block.AsSpan(0, inner);
+            tot.Clear();
+            for (int s0 = 0; s0 < r; s0 += RowBlock)
+            {
+                blk.Clear();
+                int s1 = Math.Min(r, s0 + RowBlock);
+                for (int s = s0; s < s1; s++)
+                {
+                    AccumulateInto(blk, ref *(x + s * rowStride));
+                }
+                AccumulateInto(tot, ref MemoryMarshal.GetReference(blk));
+            }
+            for (int i = 0; i < inner; i++)
+            {
+                y[i] = T.CreateTruncating(tot[i]);
+            }
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(total);
+            ArrayPool<double>.Shared.Return(block);
+        }
+    }
+
+    /// <summary>acc[i] += (double)x[i], vectorized (float lanes widen to double).</summary>
+    private static void AccumulateInto<T>(Span<double> acc, ref T x) where T : unmanaged
+    {
+        int n = acc.Length;
+        ref double a = ref MemoryMarshal.GetReference(acc);
+        int i = 0;
+        if (typeof(T) == typeof(double))
+        {
+            ref double xd = ref Unsafe.As<T, double>(ref x);
+            if (Vector512.IsHardwareAccelerated)
+            {
+                for (; i <= n - 8; i += 8)
+                {
+                    (Vector512.LoadUnsafe(ref a, (nuint)i) + Vector512.LoadUnsafe(ref xd, (nuint)i)).StoreUnsafe(ref a, (nuint)i);
+                }
+            }
+            for (; i < n; i++)
+            {
+                Unsafe.Add(ref a, i) += Unsafe.Add(ref xd, i);
+            }
+        }
+        else
+        {
+            ref float xf = ref Unsafe.As<T, float>(ref x);
+            if (Vector512.IsHardwareAccelerated)
+            {
+                for (; i <= n - 16; i += 16)
+                {
+                    var (lo, hi) = Vector512.Widen(Vector512.LoadUnsafe(ref xf, (nuint)i));
+                    (Vector512.LoadUnsafe(ref a, (nuint)i) + lo).StoreUnsafe(ref a, (nuint)i);
+                    (Vector512.LoadUnsafe(ref a, (nuint)(i + 8)) + hi).StoreUnsafe(ref a, (nuint)(i + 8));
+                }
+            }
+            for (; i < n; i++)
+            {
+                Unsafe.Add(ref a, i) += Unsafe.Add(ref xf, i);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Pairwise sum in double; halves split at multiples of the base block, so the tree depends on n only.
+    /// With a non-null <paramref name="parallel"/> the caller guarantees <paramref name="x"/> is pinned.
+    /// </summary>
+    public static double PairwiseSum<T>(ref T x, int n, Parallelism? parallel) where T : unmanaged
+    {
+        if (n <= PairwiseBase)
+        {
+            return BlockSum(ref x, n);
+        }
+        int half = (n / 2 + PairwiseBase - 1) / PairwiseBase * PairwiseBase;
+        if (parallel is not null && n >= ParallelThreshold)
+        {
+            double left = 0, right = 0;
+            unsafe
+            {
+                T* p = (T*)Unsafe.AsPointer(ref x);
+                nint addr = (nint)p;
+                parallel.Invoke(
+                    () => left = PairwiseSum(ref Unsafe.AsRef<T>((T*)addr), half, parallel),
+                    () => right = PairwiseSum(ref Unsafe.AsRef<T>((T*)addr + half), n - half, parallel));
+            }
+            return left + right;
+        }
+        return PairwiseSum(ref x, half, null) + PairwiseSum(ref Unsafe.Add(ref x, half), n - half, null);
+    }
+
+    /// <summary>Sum of at most <see cref="PairwiseBase"/> elements: 16 double lanes, then lanes added in index order.</summary>
+    private static double BlockSum<T>(ref T x, int n) where T : unmanaged
+    {
+        Span<double> lanes = stackalloc double[16];
+        lanes.Clear();
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var acc0 = Vector512<double>.Zero;
+            var acc1 = Vector512<double>.Zero;
+            if (typeof(T) == typeof(float))
+            {
+                ref float xf = ref Unsafe.As<T, float>(ref x);
+                for (; i <= n - 16; i += 16)
+                {
+                    var (lo, hi) = Vector512.Widen(Vector512.LoadUnsafe(ref xf, (nuint)i));
+                    acc0 += lo;
+                    acc1 += hi;
+                }
+            }
+            else
+            {
+                ref double xd = ref Unsafe.As<T, double>(ref x);
+                for (; i <= n - 16; i += 16)
+                {
+                    acc0 += Vector512.LoadUnsafe(ref xd, (nuint)i);
+                    acc1 += Vector512.LoadUnsafe(ref xd, (nuint)(i + 8));
+                }
+            }
+            acc0.StoreUnsafe(ref lanes[0]);
+            acc1.StoreUnsafe(ref lanes[8]);
+        }
+        for (; i < n; i++)
+        {
+            lanes[i & 15] += typeof(T) == typeof(float) ? Unsafe.As<T, float>(ref Unsafe.Add(ref x, i)) : Unsafe.As<T, double>(ref Unsafe.Add(ref x, i));
+        }
+        double s = 0;
+        for (int l = 0; l < 16; l++)
+        {
+            s += lanes[l];
+        }
+        return s;
+    }
+
+    private static T Extreme<T>(ReduceOp op, ref T x, int n) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        return op == ReduceOp.Max ? Extreme<T, MaxSelector<T>>(ref x, n) : Extreme<T, MinSelector<T>>(ref x, n);
+    }
+
+    /// <summary>Max or min of n elements: four vector accumulators (the NaN-propagating max is a multi-instruction sequence), then lanes in order.</summary>
+    private static T Extreme<T, TSelect>(ref T x, int n)
+        where T : unmanaged, IFloatingPointIeee754<T>
+        where TSelect : struct, ISelector<T>
+    {
+        T best = TSelect.Identity;
+        int i = 0;
+        int w = Vector512<T>.Count;
+        if (Vector512.IsHardwareAccelerated && n >= w)
+        {
+            var a0 = Vector512.Create(best);
+            var a1 = a0;
+            var a2 = a0;
+            var a3 = a0;
+            for (; i <= n - 4 * w; i += 4 * w)
+            {
+                a0 = TSelect.Pick(a0, Vector512.LoadUnsafe(ref x, (nuint)i));
+                a1 = TSelect.Pick(a1, Vector512.LoadUnsafe(ref x, (nuint)(i + w)));
+                a2 = TSelect.Pick(a2, Vector512.LoadUnsafe(ref x, (nuint)(i + 2 * w)));
+                a3 = TSelect.Pick(a3, Vector512.LoadUnsafe(ref x, (nuint)(i + 3 * w)));
+            }
+            for (; i <= n - w; i += w)
+            {
+                a0 = TSelect.Pick(a0, Vector512.LoadUnsafe(ref x, (nuint)i));
+            }
+            var acc = TSelect.Pick(TSelect.Pick(a0, a1), TSelect.Pick(a2, a3));
+            for (int l = 0; l < w; l++)
+            {
+                best = TSelect.Pick(best, acc[l]);
+            }
+        }
+        for (; i < n; i++)
+        {
+            best = TSelect.Pick(best, Unsafe.Add(ref x, i));
+        }
+        return best;
+    }
+
+    private interface ISelector<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        static abstract T Identity { get; }
+
+        static abstract T Pick(T a, T b);
+
+        static abstract Vector512<T> Pick(Vector512<T> a, Vector512<T> b);
+    }
+
+    private readonly struct MaxSelector<T> : ISelector<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static T Identity => T.NegativeInfinity;
+
+        public static T Pick(T a, T b) => T.Max(a, b);
+
+        public static Vector512<T> Pick(Vector512<T> a, Vector512<T> b) => Vector512.Max(a, b);
+    }
+
+    private readonly struct MinSelector<T> : ISelector<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public static T Identity => T.PositiveInfinity;
+
+        public static T Pick(T a, T b) => T.Min(a, b);
+
+        public static Vector512<T> Pick(Vector512<T> a, Vector512<T> b) => Vector512.Min(a, b);
+    }
+
+    private static void ExtremeInto<T>(ref T acc, ref T x, int n, bool max) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i <= n - Vector512<T>.Count; i += Vector512<T>.Count)
+            {
+                var a = Vector512.LoadUnsafe(ref acc, (nuint)i);
+                var v = Vector512.LoadUnsafe(ref x, (nuint)i);
+                (max ? Vector512.Max(a, v) : Vector512.Min(a, v)).StoreUnsafe(ref acc, (nuint)i);
+            }
+        }
+        for (; i < n; i++)
+        {
+            ref T a = ref Unsafe.Add(ref acc, i);
+            a = max ? T.Max(a, Unsafe.Add(ref x, i)) : T.Min(a, Unsafe.Add(ref x, i));
+        }
+    }
+
+    /// <summary>Several reduced groups: for each kept position, walk the reduced positions in row-major order.</summary>
+    private static void ReduceGeneral<T>(ReduceOp op, ReadOnlySpan<T> x, ReadOnlySpan<long> sizes, ReadOnlySpan<bool> flags, Span<T> y)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int g = sizes.Length;
+        Span<long> strides = stackalloc long[g];
+        long s = 1;
+        for (int d = g - 1; d >= 0; d--)
+        {
+            strides[d] = s;
+            s *= sizes[d];
+        }
+        int nk = 0, nr = 0;
+        Span<long> keptSizes = stackalloc long[g];
+        Span<long> keptStrides = stackalloc long[g];
+        Span<long> redSizes = stackalloc long[g];
+        Span<long> redStrides = stackalloc long[g];
+        for (int d = 0; d < g; d++)
+        {
+            if (flags[d])
+            {
+                redSizes[nr] = sizes[d];
+                redStrides[nr++] = strides[d];
+            }
+            else
+            {
+                keptSizes[nk] = sizes[d];
+                keptStrides[nk++] = strides[d];
+            }
+        }
+        Span<long> ki = stackalloc long[Math.Max(nk, 1)];
+        Span<long> ri = stackalloc long[nr];
+        ki.Clear();
+        long keptCount = y.Length;
+        long redCount = 1;
+        for (int d = 0; d < nr; d++)
+        {
+            redCount *= redSizes[d];
+        }
+        long baseOffset = 0;
+        for (long o = 0; o < keptCount; o++)
+        {
+            ri.Clear();
+            long off = baseOffset;
+            double sum = 0;
+            T best = Identity<T>(op);
+            for (long j = 0; j < redCount; j++)
+            {
+                T v = x[(int)off];
+                if (op == ReduceOp.Sum)
+                {
+                    sum += double.CreateTruncating(v);
+                }
+                else
+                {
+                    best = op == ReduceOp.Max ? T.Max(best, v) : T.Min(best, v);
+                }
+                for (int d = nr - 1; d >= 0; d--)
+                {
+                    off += redStrides[d];
+                    if (++ri[d] < redSizes[d])
+                    {
+                        break;
+                    }
+                    off -= redStrides[d] * redSizes[d];
+                    ri[d] = 0;
+                }
+            }
+            y[(int)o] = op == ReduceOp.Sum ? T.CreateTruncating(sum) : best;
+            for (int d = nk - 1; d >= 0; d--)
+            {
+                baseOffset += keptStrides[d];
+                if (++ki[d] < keptSizes[d])
+                {
+                    break;
+                }
+                baseOffset -= keptStrides[d] * keptSizes[d];
+                ki[d] = 0;
+            }
+        }
+    }
+
+    /// <summary>Max/min along the middle axis of [outer, size, inner] with the index of the first extreme; NaN is the extreme.</summary>
+    public static void ArgReduce<T>(ReduceOp op, ReadOnlySpan<T> x, int outer, int size, int inner, Span<T> values, Span<long> indices)
+        where T : unmanaged, INumber<T>
+    {
+        bool max = op == ReduceOp.Max;
+        for (int o = 0; o < outer; o++)
+        {
+            var row = x.Slice(o * size * inner, size * inner);
+            var vals = values.Slice(o * inner, inner);
+            var idx = indices.Slice(o * inner, inner);
+            row[..inner].CopyTo(vals);
+            idx.Clear();
+            for (int s = 1; s < size; s++)
+            {
+                var slice = row.Slice(s * inner, inner);
+                for (int i = 0; i < inner; i++)
+                {
+                    T v = slice[i];
+                    T best = vals[i];
+                    bool better = max ? v > best : v < best;
+                    if (better || (T.IsNaN(v) && !T.IsNaN(best)))
+                    {
+                        vals[i] = v;
+                        idx[i] = s;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,488 @@
+using System.Numerics;
+using Higher.Reference.Elementwise;
+
+namespace Higher.Reference;
+
+/// <summary>
+/// The managed CPU backend: every <see cref="IBackend"/> kernel over <see cref="CpuStorage"/>
+/// arrays, vectorized with Vector256/Vector512, with a cache-blocked FMA GEMM. It is the
+/// numeric oracle of the project: elementwise transcendentals use the C library through
+/// Math/MathF (erf and log1p, which .NET lacks or computes naively, are implemented here to
+/// within one ulp), sums accumulate in double in a fixed order, and work is split across threads
+/// only where each output element is computed by one thread in one order, so results are
+/// bitwise identical whatever the thread count.
+/// </summary>
+public sealed class ReferenceBackend : IBackend
+{
+    private readonly Parallelism _threads;
+
+    /// <summary>
+    /// Creates a backend that uses at most <paramref name="maxDegreeOfParallelism"/> threads per kernel
+    /// (-1: one per processor). The degree changes speed only: results are the same bits for every value.
+    /// </summary>
+    public ReferenceBackend(int maxDegreeOfParallelism = -1)
+    {
+        if (maxDegreeOfParallelism == 0 || maxDegreeOfParallelism < -1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxDegreeOfParallelism), maxDegreeOfParallelism, "Use -1 for one thread per processor or a positive thread count.");
+        }
+        MaxDegreeOfParallelism = maxDegreeOfParallelism == -1 ? Environment.ProcessorCount : maxDegreeOfParallelism;
+        _threads = new Parallelism(MaxDegreeOfParallelism);
+    }
+
+    /// <summary>The shared instance, using one thread per processor (the backend holds no mutable state).</summary>
+    public static ReferenceBackend Instance { get; } = new();
+
+    /// <summary>Most threads one kernel call uses.</summary>
+    public int MaxDegreeOfParallelism { get; }
+
+    /// <inheritdoc/>
+    public string Name => "reference";
+
+    /// <inheritdoc/>
+    public Device Device => Device.Cpu;
+
+    /// <inheritdoc/>
+    public IStorage Allocate(DType dtype, long length) => CpuStorage.Create(dtype, length, zeroed: true);
+
+    /// <inheritdoc/>
+    public IStorage AllocateUninitialized(DType dtype, long length) => CpuStorage.Create(dtype, length, zeroed: false);
+
+    /// <inheritdoc/>
+    public IStorage Upload<T>(ReadOnlySpan<T> data, DType dtype) where T : unmanaged
+    {
+        CheckElementType<T>(dtype, "Upload");
+        var storage = CpuStorage.Create(dtype, data.Length, zeroed: false);
+        data.CopyTo(storage.AsSpan<T>());
+        return storage;
+    }
+
+    /// <inheritdoc/>
+    public void Download<T>(IStorage source, Span<T> destination) where T : unmanaged
+    {
+        var s = Cpu(source);
+        CheckElementType<T>(s.DType, "Download");
+        if (destination.Length != s.Length)
+        {
+            throw new ArgumentException($"Download destination has {destination.Length} elements but the storage has {s.Length}.", nameof(destination));
+        }
+        s.AsSpan<T>().CopyTo(destination);
+    }
+
+    /// <inheritdoc/>
+    public void Fill(IStorage destination, double value) => Copying.Fill(Cpu(destination), value);
+
+    /// <inheritdoc/>
+    public void Cast(IStorage source, IStorage destination)
+    {
+        var s = Cpu(source);
+        var d = Cpu(destination);
+        Guard.Holds("Cast", nameof(destination), d, s.Length);
+        Copying.Cast(s, d);
+    }
+
+    /// <inheritdoc/>
+    public void StridedCopy(IStorage source, long sourceOffset, ReadOnlySpan<long> sourceStrides,
+        IStorage destination, long destinationOffset, ReadOnlySpan<long> destinationStrides, Shape shape)
+    {
+        var s = Cpu(source);
+        var d = Cpu(destination);
+        SameDType("StridedCopy", s, d);
+        Guard.StridedWithin("StridedCopy", nameof(source), s, sourceOffset, sourceStrides, shape);
+        Guard.StridedWithin("StridedCopy", nameof(destination), d, destinationOffset, destinationStrides, shape);
+        switch (s.DType)
+        {
+            case DType.Float32:
+                Copying.StridedCopy<float>(s.AsFloat32(), sourceOffset, sourceStrides, d.AsFloat32(), destinationOffset, destinationStrides, shape);
+                break;
+            case DType.Float64:
+                Copying.StridedCopy<double>(s.AsFloat64(), sourceOffset, sourceStrides, d.AsFloat64(), destinationOffset, destinationStrides, shape);
+                break;
+            case DType.Int64:
+                Copying.StridedCopy<long>(s.AsInt64(), sourceOffset, sourceStrides, d.AsInt64(), destinationOffset, destinationStrides, shape);
+                break;
+            default:
+                Copying.StridedCopy<bool>(s.AsBool(), sourceOffset, sourceStrides, d.AsBool(), destinationOffset, destinationStrides, shape);
+                break;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Unary(UnaryOp op, IStorage x, IStorage y, double alpha = 0, double beta = 0)
+    {
+        var xs = Cpu(x);
+        var ys = Cpu(y);
+        SameDType($"Unary {op}", xs, ys);
+        Guard.Holds($"Unary {op}", nameof(y), ys, xs.Length);
+        switch (xs.DType)
+        {
+            case DType.Float32:
+                UnaryFloat<float>(_threads, op, xs.AsFloat32(), ys.AsFloat32(), alpha, beta);
+                break;
+            case DType.Float64:
+                UnaryFloat<double>(_threads, op, xs.AsFloat64(), ys.AsFloat64(), alpha, beta);
+                break;
+            case DType.Int64 when op == UnaryOp.Affine:
+                if (alpha == Math.Round(alpha) && beta == Math.Round(beta) && Math.Abs(alpha) < 9.2e18 && Math.Abs(beta) < 9.2e18)
+                {
+                    UnaryDriver.Map(_threads, xs.AsInt64(), ys.AsInt64(), new AffineOperator<long>((long)alpha, (long)beta));
+                }
+                else
+                {
+                    UnaryDriver.Map(_threads, xs.AsInt64(), ys.AsInt64(), new AffineTruncatingOperator(alpha, beta));
+                }
+                break;
+            default:
+                throw Unsupported($"Unary {op}", xs.DType);
+        }
+    }
+
+    private static void UnaryFloat<T>(Parallelism threads, UnaryOp op, ReadOnlySpan<T> x, Span<T> y, double alpha, double beta)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T a = T.CreateTruncating(alpha), b = T.CreateTruncating(beta);
+        switch (op)
+        {
+            case UnaryOp.Affine: UnaryDriver.Map(threads, x, y, new AffineOperator<T>(a, b)); break;
+            case UnaryOp.Exp: UnaryDriver.Map(threads, x, y, new ExpOperator<T>()); break;
+            case UnaryOp.Log: UnaryDriver.Map(threads, x, y, new LogOperator<T>()); break;
+            case UnaryOp.Log1p: UnaryDriver.Map(threads, x, y, new Log1pOperator<T>()); break;
+            case UnaryOp.Sqrt: UnaryDriver.Map(threads, x, y, new SqrtOperator<T>()); break;
+            case UnaryOp.Abs: UnaryDriver.Map(threads, x, y, new AbsOperator<T>()); break;
+            case UnaryOp.Sign: UnaryDriver.Map(threads, x, y, new SignOperator<T>()); break;
+            case UnaryOp.Relu: UnaryDriver.Map(threads, x, y, new ReluOperator<T>()); break;
+            case UnaryOp.LeakyRelu: UnaryDriver.Map(threads, x, y, new LeakyReluOperator<T>(a)); break;
+            case UnaryOp.Tanh: UnaryDriver.Map(threads, x, y, new TanhOperator<T>()); break;
+            case UnaryOp.Sigmoid: UnaryDriver.Map(threads, x, y, new SigmoidOperator<T>()); break;
+            case UnaryOp.Softplus: UnaryDriver.Map(threads, x, y, new SoftplusOperator<T>()); break;
+            case UnaryOp.Erf: UnaryDriver.Map(threads, x, y, new ErfOperator<T>()); break;
+            case UnaryOp.Reciprocal: UnaryDriver.Map(threads, x, y, new ReciprocalOperator<T>()); break;
+            case UnaryOp.PowScalar: UnaryDriver.Map(threads, x, y, new PowScalarOperator<T>(a)); break;
+            case UnaryOp.Clamp: UnaryDriver.Map(threads, x, y, new ClampOperator<T>(a, b)); break;
+            case UnaryOp.Sin: UnaryDriver.Map(threads, x, y, new SinOperator<T>()); break;
+            case UnaryOp.Cos: UnaryDriver.Map(threads, x, y, new CosOperator<T>()); break;
+            default: throw Unsupported($"Unary {op}", typeof(T) == typeof(float) ? DType.Float32 : DType.Float64);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Binary(BinaryOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape)
+    {
+        var sa = Cpu(a);
+        var sb = Cpu(b);
+        var sy = Cpu(y);
+        SameDType($"Binary {op}", sa, sb, sy);
+        CheckBroadcast($"Binary {op}", sa, aShape, sb, bShape, sy, yShape);
+        switch (sa.DType)
+        {
+            case DType.Float32:
+                BinaryFloat<float>(op, sa.AsFloat32(), aShape, sb.AsFloat32(), bShape, sy.AsFloat32(), yShape);
+                break;
+            case DType.Float64:
+                BinaryFloat<double>(op, sa.AsFloat64(), aShape, sb.AsFloat64(), bShape, sy.AsFloat64(), yShape);
+                break;
+            case DType.Int64:
+                ReadOnlySpan<long> la = sa.AsInt64(), lb = sb.AsInt64();
+                Span<long> ly = sy.AsInt64();
+                switch (op)
+                {
+                    case BinaryOp.Add: BinaryDriver.Run(la, aShape, lb, bShape, ly, yShape, new AddOperator<long>()); break;
+                    case BinaryOp.Sub: BinaryDriver.Run(la, aShape, lb, bShape, ly, yShape, new SubOperator<long>()); break;
+                    case BinaryOp.Mul: BinaryDriver.Run(la, aShape, lb, bShape, ly, yShape, new MulOperator<long>()); break;
+                    case BinaryOp.Maximum: BinaryDriver.Run(la, aShape, lb, bShape, ly, yShape, new MaximumOperator<long>()); break;
+                    case BinaryOp.Minimum: BinaryDriver.Run(la, aShape, lb, bShape, ly, yShape, new MinimumOperator<long>()); break;
+                    default: throw Unsupported($"Binary {op}", DType.Int64);
+                }
+                break;
+            default:
+                throw Unsupported($"Binary {op}", sa.DType);
+        }
+    }
+
+    private static void BinaryFloat<T>(BinaryOp op, ReadOnlySpan<T> a, Shape aShape, ReadOnlySpan<T> b, Shape bShape, Span<T> y, Shape yShape)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        switch (op)
+        {
+            case BinaryOp.Add: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new AddOperator<T>()); break;
+            case BinaryOp.Sub: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new SubOperator<T>()); break;
+            case BinaryOp.Mul: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new MulOperator<T>()); break;
+            case BinaryOp.Div: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new DivOperator<T>()); break;
+            case BinaryOp.Pow: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new PowOperator<T>()); break;
+            case BinaryOp.Maximum: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new MaximumOperator<T>()); break;
+            case BinaryOp.Minimum: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new MinimumOperator<T>()); break;
+            default: throw Unsupported($"Binary {op}", typeof(T) == typeof(float) ? DType.Float32 : DType.Float64);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Compare(CompareOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape)
+    {
+        var sa = Cpu(a);
+        var sb = Cpu(b);
+        var sy = Cpu(y);
+        SameDType($"Compare {op}", sa, sb);
+        if (sy.DType != DType.Bool)
+        {
+            throw new ArgumentException($"Compare {op} writes a bool storage, got {sy.DType.Name()}.", nameof(y));
+        }
+        CheckBroadcast($"Compare {op}", sa, aShape, sb, bShape, sy, yShape);
+        switch (sa.DType)
+        {
+            case DType.Float32: CompareTyped<float>(op, sa.AsFloat32(), aShape, sb.AsFloat32(), bShape, sy.AsBool(), yShape); break;
+            case DType.Float64: CompareTyped<double>(op, sa.AsFloat64(), aShape, sb.AsFloat64(), bShape, sy.AsBool(), yShape); break;
+            case DType.Int64: CompareTyped<long>(op, sa.AsInt64(), aShape, sb.AsInt64(), bShape, sy.AsBool(), yShape); break;
+            default: throw Unsupported($"Compare {op}", sa.DType);
+        }
+    }
+
+    private static void CompareTyped<T>(CompareOp op, ReadOnlySpan<T> a, Shape aShape, ReadOnlySpan<T> b, Shape bShape, Span<bool> y, Shape yShape)
+        where T : unmanaged, INumber<T>
+    {
+        switch (op)
+        {
+            case CompareOp.Eq: BroadcastWalker.Walk2(a, aShape, b, bShape, y, yShape, new CompareKernel<T, EqOperator<T>>(default)); break;
+            case CompareOp.Ne: BroadcastWalker.Walk2(a, aShape, b, bShape, y, yShape, new CompareKernel<T, NeOperator<T>>(default)); break;
+            case CompareOp.Lt: BroadcastWalker.Walk2(a, aShape, b, bShape, y, yShape, new CompareKernel<T, LtOperator<T>>(default)); break;
+            case CompareOp.Le: BroadcastWalker.Walk2(a, aShape, b, bShape, y, yShape, new CompareKernel<T, LeOperator<T>>(default)); break;
+            case CompareOp.Gt: BroadcastWalker.Walk2(a, aShape, b, bShape, y, yShape, new CompareKernel<T, GtOperator<T>>(default)); break;
+            case CompareOp.Ge: BroadcastWalker.Walk2(a, aShape, b, bShape, y, yShape, new CompareKernel<T, GeOperator<T>>(default)); break;
+            default: throw new NotSupportedException($"Compare {op} is not supported by the reference backend.");
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Where(IStorage condition, Shape conditionShape, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape)
+    {
+        var sc = Cpu(condition);
+        var sa = Cpu(a);
+        var sb = Cpu(b);
+        var sy = Cpu(y);
+        if (sc.DType != DType.Bool)
+        {
+            throw new ArgumentException($"Where needs a bool condition, got {sc.DType.Name()}.", nameof(condition));
+        }
+        SameDType("Where", sa, sb, sy);
+        CheckBroadcast("Where", sa, aShape, sb, bShape, sy, yShape);
+        Guard.Holds("Where", nameof(condition), sc, conditionShape);
+        Guard.BroadcastsTo("Where", nameof(condition), conditionShape, yShape);
+        switch (sa.DType)
+        {
+            case DType.Float32:
+                BroadcastWalker.Walk3(sc.AsBool(), conditionShape, sa.AsFloat32(), aShape, sb.AsFloat32(), bShape, sy.AsFloat32(), yShape, new WhereKernel<float>());
+                break;
+            case DType.Float64:
+                BroadcastWalker.Walk3(sc.AsBool(), conditionShape, sa.AsFloat64(), aShape, sb.AsFloat64(), bShape, sy.AsFloat64(), yShape, new WhereKernel<double>());
+                break;
+            case DType.Int64:
+                BroadcastWalker.Walk3(sc.AsBool(), conditionShape, sa.AsInt64(), aShape, sb.AsInt64(), bShape, sy.AsInt64(), yShape, new WhereKernel<long>());
+                break;
+            default:
+                BroadcastWalker.Walk3(sc.AsBool(), conditionShape, sa.AsBool(), aShape, sb.AsBool(), bShape, sy.AsBool(), yShape, new WhereKernel<bool>());
+                break;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Reduce(ReduceOp op, IStorage x, Shape xShape, ReadOnlySpan<bool> reduceAxes, IStorage y)
+    {
+        var sx = Cpu(x);
+        var sy = Cpu(y);
+        SameDType($"Reduce {op}", sx, sy);
+        if (reduceAxes.Length != xShape.Rank)
+        {
+            throw new ArgumentException($"Reduce {op} got {reduceAxes.Length} axis flags for shape {xShape}.", nameof(reduceAxes));
+        }
+        Guard.Holds($"Reduce {op}", nameof(x), sx, xShape);
+        long kept = 1;
+        for (int d = 0; d < xShape.Rank; d++)
+        {
+            kept *= reduceAxes[d] ? 1 : xShape[d];
+        }
+        Guard.Holds($"Reduce {op}", nameof(y), sy, kept);
+        switch (sx.DType)
+        {
+            case DType.Float32: Reduction.Reduce<float>(_threads, op, sx.AsFloat32(), xShape, reduceAxes, sy.AsFloat32()); break;
+            case DType.Float64: Reduction.Reduce<double>(_threads, op, sx.AsFloat64(), xShape, reduceAxes, sy.AsFloat64()); break;
+            default: throw Unsupported($"Reduce {op}", sx.DType);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void ArgReduce(ReduceOp op, IStorage x, int outer, int size, int inner, IStorage values, IStorage indices)
+    {
+        var sx = Cpu(x);
+        var sv = Cpu(values);
+        var si = Cpu(indices);
+        SameDType($"ArgReduce {op}", sx, sv);
+        if (op == ReduceOp.Sum)
+        {
+            throw new NotSupportedException("ArgReduce supports Max and Min, not Sum.");
+        }
+        switch (sx.DType)
+        {
+            case DType.Float32: Reduction.ArgReduce<float>(op, sx.AsFloat32(), outer, size, inner, sv.AsFloat32(), si.AsInt64()); break;
+            case DType.Float64: Reduction.ArgReduce<double>(op, sx.AsFloat64(), outer, size, inner, sv.AsFloat64(), si.AsInt64()); break;
+            case DType.Int64: Reduction.ArgReduce<long>(op, sx.AsInt64(), outer, size, inner, sv.AsInt64(), si.AsInt64()); break;
+            default: throw Unsupported($"ArgReduce {op}", sx.DType);
+        }
+    }
+
+    /// <inheritdoc/>
+    public unsafe void Gemm(bool transposeA, bool transposeB, int batch, int m, int n, int k, double alpha,
+        IStorage a, long strideA, IStorage b, long strideB, double beta, IStorage c, long strideC)
+    {
+        var sa = Cpu(a);
+        var sb = Cpu(b);
+        var sc = Cpu(c);
+        SameDType("Gemm", sa, sb, sc);
+        Guard.MatricesWithin(nameof(a), sa, batch, strideA, (long)m * k);
+        Guard.MatricesWithin(nameof(b), sb, batch, strideB, (long)k * n);
+        Guard.MatricesWithin(nameof(c), sc, batch, strideC, (long)m * n);
+        switch (sa.DType)
+        {
+            case DType.Float32:
+                fixed (float* pa = sa.AsFloat32(), pb = sb.AsFloat32(), pc = sc.AsFloat32())
+                {
+                    Reference.Gemm.Run(_threads, transposeA, transposeB, batch, m, n, k, alpha, pa, strideA, pb, strideB, beta, pc, strideC);
+                }
+                break;
+            case DType.Float64:
+                fixed (double* pa = sa.AsFloat64(), pb = sb.AsFloat64(), pc = sc.AsFloat64())
+                {
+                    Reference.Gemm.Run(_threads, transposeA, transposeB, batch, m, n, k, alpha, pa, strideA, pb, strideB, beta, pc, strideC);
+                }
+                break;
+            default:
+                throw Unsupported("Gemm", sa.DType);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Gather(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y)
+    {
+        var sx = Cpu(x);
+        var si = Index(index, "Gather");
+        var sy = Cpu(y);
+        SameDType("Gather", sx, sy);
+        switch (sx.DType)
+        {
+            case DType.Float32: Indexing.Gather<float>(sx.AsFloat32(), outer, xSize, inner, si, indexSize, sy.AsFloat32()); break;
+            case DType.Float64: Indexing.Gather<double>(sx.AsFloat64(), outer, xSize, inner, si, indexSize, sy.AsFloat64()); break;
+            case DType.Int64: Indexing.Gather<long>(sx.AsInt64(), outer, xSize, inner, si, indexSize, sy.AsInt64()); break;
+            default: Indexing.Gather<bool>(sx.AsBool(), outer, xSize, inner, si, indexSize, sy.AsBool()); break;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void ScatterAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source)
+    {
+        var sd = Cpu(destination);
+        var si = Index(index, "ScatterAdd");
+        var ss = Cpu(source);
+        SameDType("ScatterAdd", sd, ss);
+        switch (sd.DType)
+        {
+            case DType.Float32: Indexing.ScatterAdd<float>(sd.AsFloat32(), outer, destinationSize, inner, si, indexSize, ss.AsFloat32()); break;
+            case DType.Float64: Indexing.ScatterAdd<double>(sd.AsFloat64(), outer, destinationSize, inner, si, indexSize, ss.AsFloat64()); break;
+            case DType.Int64: Indexing.ScatterAdd<long>(sd.AsInt64(), outer, destinationSize, inner, si, indexSize, ss.AsInt64()); break;
+            default: throw Unsupported("ScatterAdd", sd.DType);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void IndexSelect(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y)
+    {
+        var sx = Cpu(x);
+        var si = Index(index, "IndexSelect");
+        var sy = Cpu(y);
+        SameDType("IndexSelect", sx, sy);
+        switch (sx.DType)
+        {
+            case DType.Float32: Indexing.IndexSelect<float>(sx.AsFloat32(), outer, xSize, inner, si, indexSize, sy.AsFloat32()); break;
+            case DType.Float64: Indexing.IndexSelect<double>(sx.AsFloat64(), outer, xSize, inner, si, indexSize, sy.AsFloat64()); break;
+            case DType.Int64: Indexing.IndexSelect<long>(sx.AsInt64(), outer, xSize, inner, si, indexSize, sy.AsInt64()); break;
+            default: Indexing.IndexSelect<bool>(sx.AsBool(), outer, xSize, inner, si, indexSize, sy.AsBool()); break;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void IndexAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source)
+    {
+        var sd = Cpu(destination);
+        var si = Index(index, "IndexAdd");
+        var ss = Cpu(source);
+        SameDType("IndexAdd", sd, ss);
+        switch (sd.DType)
+        {
+            case DType.Float32: Indexing.IndexAdd<float>(sd.AsFloat32(), outer, destinationSize, inner, si, indexSize, ss.AsFloat32()); break;
+            case DType.Float64: Indexing.IndexAdd<double>(sd.AsFloat64(), outer, destinationSize, inner, si, indexSize, ss.AsFloat64()); break;
+            case DType.Int64: Indexing.IndexAdd<long>(sd.AsInt64(), outer, destinationSize, inner, si, indexSize, ss.AsInt64()); break;
+            default: throw Unsupported("IndexAdd", sd.DType);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Random(IStorage destination, RandomDistribution distribution, ulong seed, ulong offset, double a, double b)
+    {
+        var sd = Cpu(destination);
+        switch (sd.DType)
+        {
+            case DType.Float32: RandomFill.Fill<float>(_threads, sd.AsFloat32(), distribution, seed, offset, a, b); break;
+            case DType.Float64: RandomFill.Fill<double>(_threads, sd.AsFloat64(), distribution, seed, offset, a, b); break;
+            default: throw Unsupported($"Random {distribution}", sd.DType);
+        }
+    }
+
+    private static void CheckBroadcast(string op, CpuStorage a, Shape aShape, CpuStorage b, Shape bShape, CpuStorage y, Shape yShape)
+    {
+        Guard.Holds(op, nameof(a), a, aShape);
+        Guard.Holds(op, nameof(b), b, bShape);
+        Guard.Holds(op, nameof(y), y, yShape);
+        Guard.BroadcastsTo(op, nameof(a), aShape, yShape);
+        Guard.BroadcastsTo(op, nameof(b), bShape, yShape);
+    }
+
+    private static CpuStorage Cpu(IStorage storage) => storage switch
+    {
+        CpuStorage s => s,
+        null => throw new ArgumentNullException(nameof(storage)),
+        _ => throw new ArgumentException($"The reference backend cannot use a storage of {storage.Device} ({storage.GetType().Name}); copy it to the CPU first.", nameof(storage)),
+    };
+
+    private static ReadOnlySpan<long> Index(IStorage storage, string op)
+    {
+        var s = Cpu(storage);
+        return s.DType == DType.Int64 ? s.AsInt64() : throw new ArgumentException($"{op} needs an int64 index, got {s.DType.Name()}.", nameof(storage));
+    }
+
+    private static void SameDType(string op, CpuStorage first, params ReadOnlySpan<CpuStorage> others)
+    {
+        foreach (var o in others)
+        {
+            if (o.DType != first.DType)
+            {
+                throw new ArgumentException($"{op} needs operands of one dtype, got {first.DType.Name()} and {o.DType.Name()}.");
+            }
+        }
+    }
+
+    private static void CheckElementType<T>(DType dtype, string op)
+    {
+        Type expected = dtype switch
+        {
+            DType.Float32 => typeof(float),
+            DType.Float64 => typeof(double),
+            DType.Int64 => typeof(long),
+            DType.Bool => typeof(bool),
+            _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Unknown dtype."),
+        };
+        if (typeof(T) != expected)
+        {
+            throw new ArgumentException($"{op} of a {dtype.Name()} storage needs {expected.Name} elements, got {typeof(T).Name}.");
+        }
+    }
+
+    private static NotSupportedException Unsupported(string op, DType dtype) =>
+        new($"{op} is not supported for {dtype.Name()} by the reference backend.");
+}
