@@ -1,0 +1,1233 @@
+// Hand-written CUDA kernels of Higher's CUDA backend, behind a flat extern "C" ABI.
+//
+// Conventions of the ABI (mirrored by src/Higher.Cuda/CudaNative.cs):
+//  - every exported function returns cudaError_t: a launch returns cudaGetLastError(); nothing
+//    throws and no error string is kept;
+//  - every device function takes the stream it runs on as its last argument;
+//  - dtype codes follow Higher.DType: 0 float32, 1 float64, 2 int64, 3 bool (one byte, 0 or 1);
+//  - op codes follow Higher.UnaryOp / BinaryOp / CompareOp / ReduceOp / RandomDistribution;
+//  - pointers are already offset by the caller; shapes and strides are in elements, and arrive as
+//    host arrays of at most HK_MAX_DIMS entries that are copied into a by-value kernel parameter.
+//
+// Determinism: no kernel uses atomics. Reductions run a fixed sequential or fixed-tree order that
+// depends only on the shapes; scatter-add and index-add give each destination element one thread
+// that walks the source in ascending order. The library is built with --fmad=false so that
+// elementwise arithmetic rounds like the managed reference (no contraction into FMA).
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#define HK_API extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+constexpr int kAbiVersion = 2;
+constexpr int kMaxDims = 8;
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 1 << 20;
+
+enum DTypeCode : int32_t { kF32 = 0, kF64 = 1, kI64 = 2, kBool = 3 };
+
+enum UnaryCode : int32_t {
+    uAffine, uExp, uLog, uLog1p, uSqrt, uAbs, uSign, uRelu, uLeakyRelu, uTanh, uSigmoid,
+    uSoftplus, uErf, uReciprocal, uPowScalar, uClamp, uSin, uCos
+};
+
+enum BinaryCode : int32_t { bAdd, bSub, bMul, bDiv, bPow, bMaximum, bMinimum };
+
+enum CompareCode : int32_t { cEq, cNe, cLt, cLe, cGt, cGe };
+
+enum ReduceCode : int32_t { rSum, rMax, rMin };
+
+enum DistributionCode : int32_t { dUniform, dNormal };
+
+// ---------------------------------------------------------------------------------------------
+// Launch helpers
+
+unsigned BlocksFor(int64_t n) {
+    int64_t blocks = (n + kThreads - 1) / kThreads;
+    return static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
+}
+
+__device__ __forceinline__ int64_t FirstIndex() {
+    return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+
+__device__ __forceinline__ int64_t GridStride() {
+    return static_cast<int64_t>(blockDim.x) * gridDim.x;
+}
+
+#define HK_GRID_LOOP(i, n) for (int64_t i = FirstIndex(); i < (n); i += GridStride())
+
+// Up to four strided operands over one index space of rank <= kMaxDims.
+struct Strided {
+    int32_t rank;
+    int64_t shape[kMaxDims];
+    int64_t stride[4][kMaxDims];
+};
+
+// Decomposes the row-major linear index i over s.shape into one element offset per operand.
+template <int Operands>
+__device__ __forceinline__ void Offsets(const Strided& s, int64_t i, int64_t (&off)[Operands]) {
+#pragma unroll
+    for (int k = 0; k < Operands; ++k) {
+        off[k] = 0;
+    }
+#pragma unroll
+    for (int d = kMaxDims - 1; d >= 0; --d) {
+        if (d < s.rank) {
+            int64_t q = i % s.shape[d];
+            i /= s.shape[d];
+#pragma unroll
+            for (int k = 0; k < Operands; ++k) {
+                off[k] += q * s.stride[k][d];
+            }
+        }
+    }
+}
+
+// Builds the by-value parameter from host arrays; returns false for an unsupported rank.
+bool MakeStrided(int32_t rank, const int64_t* shape, const int64_t* const* strides, int operands,
+                 Strided* out, int64_t* count) {
+    if (rank < 0 || rank > kMaxDims) {
+        return false;
+    }
+    Strided s{};
+    s.rank = rank;
+    int64_t n = 1;
+    for (int d = 0; d < rank; ++d) {
+        s.shape[d] = shape[d];
+        n *= shape[d];
+        for (int k = 0; k < operands; ++k) {
+            s.stride[k][d] = strides[k][d];
+        }
+    }
+    *out = s;
+    *count = n;
+    return true;
+}
+
+bool IsContiguous1D(int32_t rank, const int64_t* const* strides, int operands) {
+    if (rank != 1) {
+        return false;
+    }
+    for (int k = 0; k < operands; ++k) {
+        if (strides[k][0] != 1) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scalar math, overloaded by precision so that float stays in float.
+
+__device__ __forceinline__ float Exp(float x) { return expf(x); }
+__device__ __forceinline__ double Exp(double x) { return exp(x); }
+__device__ __forceinline__ float Log(float x) { return logf(x); }
+__device__ __forceinline__ double Log(double x) { return log(x); }
+__device__ __forceinline__ float Log1p(float x) { return log1pf(x); }
+__device__ __forceinline__ double Log1p(double x) { return log1p(x); }
+__device__ __forceinline__ float Sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double Sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float Abs(float x) { return fabsf(x); }
+__device__ __forceinline__ double Abs(double x) { return fabs(x); }
+__device__ __forceinline__ float Tanh(float x) { return tanhf(x); }
+__device__ __forceinline__ double Tanh(double x) { return tanh(x); }
+__device__ __forceinline__ float Pow(float x, float y) { return powf(x, y); }
+__device__ __forceinline__ double Pow(double x, double y) { return pow(x, y); }
+__device__ __forceinline__ float Sin(float x) { return sinf(x); }
+__device__ __forceinline__ double Sin(double x) { return sin(x); }
+__device__ __forceinline__ float Cos(float x) { return cosf(x); }
+__device__ __forceinline__ double Cos(double x) { return cos(x); }
+
+template <typename T>
+__host__ __device__ __forceinline__ bool IsNaN(T x) {
+    return x != x;  // false for integers
+}
+
+// Saturating float-to-int64 conversion (NaN gives 0), the rule of .NET 9+ casts.
+__host__ __device__ __forceinline__ int64_t SaturateToInt64(double x) {
+    if (x != x) {
+        return 0;
+    }
+    if (x >= 9223372036854775808.0) {
+        return INT64_MAX;
+    }
+    if (x <= -9223372036854775808.0) {
+        return INT64_MIN;
+    }
+    return static_cast<int64_t>(x);
+}
+
+template <typename D>
+struct Convert {
+    template <typename S>
+    __host__ __device__ static D From(S x) { return static_cast<D>(x); }
+};
+
+template <>
+struct Convert<int64_t> {
+    __host__ __device__ static int64_t From(double x) { return SaturateToInt64(x); }
+    __host__ __device__ static int64_t From(float x) { return SaturateToInt64(static_cast<double>(x)); }
+    __host__ __device__ static int64_t From(int64_t x) { return x; }
+    __host__ __device__ static int64_t From(uint8_t x) { return x; }
+};
+
+template <>
+struct Convert<uint8_t> {
+    template <typename S>
+    __host__ __device__ static uint8_t From(S x) { return x != S(0) ? 1 : 0; }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Fill and cast
+
+template <typename T>
+__global__ void FillKernel(T* y, int64_t n, T value) {
+    HK_GRID_LOOP(i, n) { y[i] = value; }
+}
+
+template <typename T>
+cudaError_t LaunchFill(void* y, int64_t n, T value, cudaStream_t stream) {
+    FillKernel<T><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<T*>(y), n, value);
+    return cudaGetLastError();
+}
+
+template <typename S, typename D>
+__global__ void CastKernel(const S* x, D* y, int64_t n) {
+    HK_GRID_LOOP(i, n) { y[i] = Convert<D>::From(x[i]); }
+}
+
+template <typename S>
+cudaError_t LaunchCastFrom(const void* x, int32_t dstType, void* y, int64_t n, cudaStream_t stream) {
+    const S* xs = static_cast<const S*>(x);
+    switch (dstType) {
+        case kF32: CastKernel<S, float><<<BlocksFor(n), kThreads, 0, stream>>>(xs, static_cast<float*>(y), n); break;
+        case kF64: CastKernel<S, double><<<BlocksFor(n), kThreads, 0, stream>>>(xs, static_cast<double*>(y), n); break;
+        case kI64: CastKernel<S, int64_t><<<BlocksFor(n), kThreads, 0, stream>>>(xs, static_cast<int64_t*>(y), n); break;
+        case kBool: CastKernel<S, uint8_t><<<BlocksFor(n), kThreads, 0, stream>>>(xs, static_cast<uint8_t*>(y), n); break;
+        default: return cudaErrorInvalidValue;
+    }
+    return cudaGetLastError();
+}
+
+int ElementSize(int32_t dtype) {
+    switch (dtype) {
+        case kF32: return 4;
+        case kF64: return 8;
+        case kI64: return 8;
+        case kBool: return 1;
+        default: return 0;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strided copy (dtype-agnostic: moves elements of 1, 4 or 8 bytes)
+
+template <typename T>
+__global__ void StridedCopyKernel(const T* src, T* dst, int64_t n, Strided s) {
+    HK_GRID_LOOP(i, n) {
+        int64_t off[2];
+        Offsets<2>(s, i, off);
+        dst[off[1]] = src[off[0]];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unary
+
+template <int Op, typename T>
+__device__ __forceinline__ T UnaryApply(T x, T alpha, T beta) {
+    const T zero = T(0);
+    const T one = T(1);
+    if constexpr (Op == uAffine) {
+        return alpha * x + beta;
+    } else if constexpr (Op == uExp) {
+        return Exp(x);
+    } else if constexpr (Op == uLog) {
+        return Log(x);
+    } else if constexpr (Op == uLog1p) {
+        return Log1p(x);
+    } else if constexpr (Op == uSqrt) {
+        return Sqrt(x);
+    } else if constexpr (Op == uAbs) {
+        return Abs(x);
+    } else if constexpr (Op == uSign) {
+        return x > zero ? one : (x < zero ? -one : x);  // zeros keep their sign, NaN stays NaN
+    } else if constexpr (Op == uRelu) {
+        return (x > zero || IsNaN(x)) ? x : zero;
+    } else if constexpr (Op == uLeakyRelu) {
+        return x > zero ? x : alpha * x;
+    } else if constexpr (Op == uTanh) {
+        return Tanh(x);
+    } else if constexpr (Op == uSigmoid) {
+        if (x >= zero) {
+            return one / (one + Exp(-x));
+        }
+        T e = Exp(x);
+        return e / (one + e);
+    } else if constexpr (Op == uSoftplus) {
+        // Evaluated in double and rounded once, as the reference does for float32.
+        const double xd = static_cast<double>(x);
+        return static_cast<T>((xd > 0.0 ? xd : 0.0) + log1p(exp(-fabs(xd))));
+    } else if constexpr (Op == uErf) {
+        return static_cast<T>(erf(static_cast<double>(x)));
+    } else if constexpr (Op == uReciprocal) {
+        return one / x;
+    } else if constexpr (Op == uPowScalar) {
+        return Pow(x, alpha);
+    } else if constexpr (Op == uClamp) {
+        if (IsNaN(x)) {
+            return x;
+        }
+        T t = x < alpha ? alpha : x;
+        return t > beta ? beta : t;
+    } else if constexpr (Op == uSin) {
+        return Sin(x);
+    } else {
+        static_assert(Op == uCos, "unknown unary op");
+        return Cos(x);
+    }
+}
+
+template <int Op, typename T>
+__global__ void UnaryKernel(const T* x, T* y, int64_t n, T alpha, T beta) {
+    HK_GRID_LOOP(i, n) { y[i] = UnaryApply<Op, T>(x[i], alpha, beta); }
+}
+
+// Integral alpha and beta: wrapping integer arithmetic (unsigned, so that overflow is defined and
+// matches C# unchecked long arithmetic).
+__global__ void AffineInt64Kernel(const int64_t* x, int64_t* y, int64_t n, int64_t alpha, int64_t beta) {
+    HK_GRID_LOOP(i, n) {
+        y[i] = static_cast<int64_t>(static_cast<uint64_t>(alpha) * static_cast<uint64_t>(x[i]) +
+                                    static_cast<uint64_t>(beta));
+    }
+}
+
+// Fractional alpha or beta: y = (long)(alpha * x + beta) in double, truncating and saturating.
+__global__ void AffineTruncatingInt64Kernel(const int64_t* x, int64_t* y, int64_t n, double alpha, double beta) {
+    HK_GRID_LOOP(i, n) { y[i] = SaturateToInt64(alpha * static_cast<double>(x[i]) + beta); }
+}
+
+bool IsSmallIntegral(double v) {
+    return trunc(v) == v && fabs(v) < 9.2e18;
+}
+
+template <typename T>
+cudaError_t LaunchUnary(int32_t op, const void* xv, void* yv, int64_t n, double alpha, double beta,
+                        cudaStream_t stream) {
+    const T* x = static_cast<const T*>(xv);
+    T* y = static_cast<T*>(yv);
+    T a = static_cast<T>(alpha);
+    T b = static_cast<T>(beta);
+    unsigned blocks = BlocksFor(n);
+#define HK_UNARY_CASE(code) \
+    case code: UnaryKernel<code, T><<<blocks, kThreads, 0, stream>>>(x, y, n, a, b); break;
+    switch (op) {
+        HK_UNARY_CASE(uAffine)
+        HK_UNARY_CASE(uExp)
+        HK_UNARY_CASE(uLog)
+        HK_UNARY_CASE(uLog1p)
+        HK_UNARY_CASE(uSqrt)
+        HK_UNARY_CASE(uAbs)
+        HK_UNARY_CASE(uSign)
+        HK_UNARY_CASE(uRelu)
+        HK_UNARY_CASE(uLeakyRelu)
+        HK_UNARY_CASE(uTanh)
+        HK_UNARY_CASE(uSigmoid)
+        HK_UNARY_CASE(uSoftplus)
+        HK_UNARY_CASE(uErf)
+        HK_UNARY_CASE(uReciprocal)
+        HK_UNARY_CASE(uPowScalar)
+        HK_UNARY_CASE(uClamp)
+        HK_UNARY_CASE(uSin)
+        HK_UNARY_CASE(uCos)
+        default: return cudaErrorInvalidValue;
+    }
+#undef HK_UNARY_CASE
+    return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binary, compare and where with broadcasting (y contiguous; a, b strided, stride 0 broadcasts)
+
+template <int Op, typename T>
+__device__ __forceinline__ T BinaryApply(T a, T b) {
+    if constexpr (Op == bAdd) {
+        return a + b;
+    } else if constexpr (Op == bSub) {
+        return a - b;
+    } else if constexpr (Op == bMul) {
+        return a * b;
+    } else if constexpr (Op == bDiv) {
+        return a / b;
+    } else if constexpr (Op == bPow) {
+        return Pow(a, b);
+    } else if constexpr (Op == bMaximum) {
+        if (IsNaN(a) || IsNaN(b)) {
+            return a + b;  // NaN
+        }
+        return a > b ? a : b;
+    } else {
+        static_assert(Op == bMinimum, "unknown binary op");
+        if (IsNaN(a) || IsNaN(b)) {
+            return a + b;
+        }
+        return a < b ? a : b;
+    }
+}
+
+// Int64 add/sub/mul wrap like C# unchecked arithmetic.
+template <int Op>
+__device__ __forceinline__ int64_t BinaryApplyInt64(int64_t a, int64_t b) {
+    const uint64_t ua = static_cast<uint64_t>(a);
+    const uint64_t ub = static_cast<uint64_t>(b);
+    if constexpr (Op == bAdd) {
+        return static_cast<int64_t>(ua + ub);
+    } else if constexpr (Op == bSub) {
+        return static_cast<int64_t>(ua - ub);
+    } else if constexpr (Op == bMul) {
+        return static_cast<int64_t>(ua * ub);
+    } else if constexpr (Op == bMaximum) {
+        return a > b ? a : b;
+    } else {
+        static_assert(Op == bMinimum, "unsupported int64 binary op");
+        return a < b ? a : b;
+    }
+}
+
+template <int Op, typename T>
+struct BinaryFunctor {
+    using Out = T;
+    __device__ __forceinline__ T operator()(T a, T b) const { return BinaryApply<Op, T>(a, b); }
+};
+
+template <int Op>
+struct BinaryInt64Functor {
+    using Out = int64_t;
+    __device__ __forceinline__ int64_t operator()(int64_t a, int64_t b) const {
+        return BinaryApplyInt64<Op>(a, b);
+    }
+};
+
+template <int Op, typename T>
+struct CompareFunctor {
+    using Out = uint8_t;
+    __device__ __forceinline__ uint8_t operator()(T a, T b) const {
+        bool r;
+        if constexpr (Op == cEq) {
+            r = a == b;
+        } else if constexpr (Op == cNe) {
+            r = a != b;
+        } else if constexpr (Op == cLt) {
+            r = a < b;
+        } else if constexpr (Op == cLe) {
+            r = a <= b;
+        } else if constexpr (Op == cGt) {
+            r = a > b;
+        } else {
+            static_assert(Op == cGe, "unknown compare op");
+            r = a >= b;
+        }
+        return r ? 1 : 0;
+    }
+};
+
+template <typename F, typename T>
+__global__ void ElementwiseContiguousKernel(const T* a, const T* b, typename F::Out* y, int64_t n) {
+    F f;
+    HK_GRID_LOOP(i, n) { y[i] = f(a[i], b[i]); }
+}
+
+template <typename F, typename T>
+__global__ void ElementwiseStridedKernel(const T* a, const T* b, typename F::Out* y, int64_t n, Strided s) {
+    F f;
+    HK_GRID_LOOP(i, n) {
+        int64_t off[2];
+        Offsets<2>(s, i, off);
+        y[i] = f(a[off[0]], b[off[1]]);
+    }
+}
+
+template <typename F, typename T>
+cudaError_t LaunchElementwise(const void* av, const void* bv, void* yv, int32_t rank, const int64_t* shape,
+                              const int64_t* aStrides, const int64_t* bStrides, cudaStream_t stream) {
+    const int64_t* strides[2] = {aStrides, bStrides};
+    Strided s;
+    int64_t n;
+    if (!MakeStrided(rank, shape, strides, 2, &s, &n)) {
+        return cudaErrorInvalidValue;
+    }
+    if (n == 0) {
+        return cudaSuccess;
+    }
+    const T* a = static_cast<const T*>(av);
+    const T* b = static_cast<const T*>(bv);
+    auto* y = static_cast<typename F::Out*>(yv);
+    if (IsContiguous1D(rank, strides, 2)) {
+        ElementwiseContiguousKernel<F, T><<<BlocksFor(n), kThreads, 0, stream>>>(a, b, y, n);
+    } else {
+        ElementwiseStridedKernel<F, T><<<BlocksFor(n), kThreads, 0, stream>>>(a, b, y, n, s);
+    }
+    return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t DispatchBinaryFloat(int32_t op, const void* a, const void* b, void* y, int32_t rank,
+                                const int64_t* shape, const int64_t* as, const int64_t* bs, cudaStream_t stream) {
+    switch (op) {
+        case bAdd: return LaunchElementwise<BinaryFunctor<bAdd, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        case bSub: return LaunchElementwise<BinaryFunctor<bSub, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        case bMul: return LaunchElementwise<BinaryFunctor<bMul, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        case bDiv: return LaunchElementwise<BinaryFunctor<bDiv, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        case bPow: return LaunchElementwise<BinaryFunctor<bPow, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        case bMaximum: return LaunchElementwise<BinaryFunctor<bMaximum, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        case bMinimum: return LaunchElementwise<BinaryFunctor<bMinimum, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+cudaError_t DispatchBinaryInt64(int32_t op, const void* a, const void* b, void* y, int32_t rank,
+                                const int64_t* shape, const int64_t* as, const int64_t* bs, cudaStream_t stream) {
+    switch (op) {
+        case bAdd: return LaunchElementwise<BinaryInt64Functor<bAdd>, int64_t>(a, b, y, rank, shape, as, bs, stream);
+        case bSub: return LaunchElementwise<BinaryInt64Functor<bSub>, int64_t>(a, b, y, rank, shape, as, bs, stream);
+        case bMul: return LaunchElementwise<BinaryInt64Functor<bMul>, int64_t>(a, b, y, rank, shape, as, bs, stream);
+        case bMaximum: return LaunchElementwise<BinaryInt64Functor<bMaximum>, int64_t>(a, b, y, rank, shape, as, bs, stream);
+        case bMinimum: return LaunchElementwise<BinaryInt64Functor<bMinimum>, int64_t>(a, b, y, rank, shape, as, bs, stream);
+        default: return cudaErrorNotSupported;
+    }
+}
+
+template <typename T>
+cudaError_t DispatchCompare(int32_t op, const void* a, const void* b, void* y, int32_t rank,
+                            const int64_t* shape, const int64_t* as, const int64_t* bs, cudaStream_t stream) {
+    switch (op) {
+        case cEq: return LaunchElementwise<CompareFunctor<cEq, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        case cNe: return LaunchElementwise<CompareFunctor<cNe, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        case cLt: return LaunchElementwise<CompareFunctor<cLt, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        case cLe: return LaunchElementwise<CompareFunctor<cLe, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        case cGt: return LaunchElementwise<CompareFunctor<cGt, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        case cGe: return LaunchElementwise<CompareFunctor<cGe, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+template <typename T>
+__global__ void WhereKernel(const uint8_t* c, const T* a, const T* b, T* y, int64_t n, Strided s) {
+    HK_GRID_LOOP(i, n) {
+        int64_t off[3];
+        Offsets<3>(s, i, off);
+        y[i] = c[off[0]] != 0 ? a[off[1]] : b[off[2]];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reductions: every output element reduces its own index space in a fixed order.
+
+struct ReduceArgs {
+    int32_t keptRank;
+    int32_t reducedRank;
+    int64_t keptShape[kMaxDims];
+    int64_t keptStride[kMaxDims];
+    int64_t reducedShape[kMaxDims];
+    int64_t reducedStride[kMaxDims];
+    int64_t outputs;
+    int64_t reduced;
+};
+
+// Float32 sums accumulate in float64 (allowed by the contract, and closer to the reference).
+template <typename T> struct Accumulator { using Type = T; };
+template <> struct Accumulator<float> { using Type = double; };
+
+template <typename T> struct Limits;
+template <> struct Limits<float> {
+    __device__ static double Lowest() { return -__longlong_as_double(0x7ff0000000000000LL); }
+    __device__ static double Highest() { return __longlong_as_double(0x7ff0000000000000LL); }
+};
+template <> struct Limits<double> {
+    __device__ static double Lowest() { return -__longlong_as_double(0x7ff0000000000000LL); }
+    __device__ static double Highest() { return __longlong_as_double(0x7ff0000000000000LL); }
+};
+template <> struct Limits<int64_t> {
+    __device__ static int64_t Lowest() { return INT64_MIN; }
+    __device__ static int64_t Highest() { return INT64_MAX; }
+};
+
+template <int Op, typename T>
+struct Reducer {
+    using A = typename Accumulator<T>::Type;
+
+    __device__ static A Init() {
+        if constexpr (Op == rSum) {
+            return A(0);
+        } else if constexpr (Op == rMax) {
+            return Limits<T>::Lowest();
+        } else {
+            return Limits<T>::Highest();
+        }
+    }
+
+    __device__ static A Combine(A acc, A v) {
+        if constexpr (Op == rSum) {
+            if constexpr (std::is_integral<T>::value) {
+                // int64: wrap like C# unchecked arithmetic.
+                return static_cast<A>(static_cast<uint64_t>(acc) + static_cast<uint64_t>(v));
+            } else {
+                return acc + v;
+            }
+        } else {
+            if (IsNaN(acc)) {
+                return acc;
+            }
+            if (IsNaN(v)) {
+                return v;
+            }
+            if constexpr (Op == rMax) {
+                return v > acc ? v : acc;
+            } else {
+                return v < acc ? v : acc;
+            }
+        }
+    }
+};
+
+__device__ __forceinline__ int64_t KeptOffset(const ReduceArgs& r, int64_t o) {
+    int64_t off = 0;
+#pragma unroll
+    for (int d = kMaxDims - 1; d >= 0; --d) {
+        if (d < r.keptRank) {
+            off += (o % r.keptShape[d]) * r.keptStride[d];
+            o /= r.keptShape[d];
+        }
+    }
+    return off;
+}
+
+__device__ __forceinline__ int64_t ReducedOffset(const ReduceArgs& r, int64_t j) {
+    int64_t off = 0;
+#pragma unroll
+    for (int d = kMaxDims - 1; d >= 0; --d) {
+        if (d < r.reducedRank) {
+            off += (j % r.reducedShape[d]) * r.reducedStride[d];
+            j /= r.reducedShape[d];
+        }
+    }
+    return off;
+}
+
+// One thread per output element; the reduced space is walked sequentially in row-major order
+// with an odometer, so each step costs one addition in the common case.
+template <int Op, typename T>
+__global__ void ReduceThreadKernel(const T* x, T* y, ReduceArgs r) {
+    using R = Reducer<Op, T>;
+    using A = typename R::A;
+    const int last = r.reducedRank - 1;
+    HK_GRID_LOOP(o, r.outputs) {
+        int64_t off = KeptOffset(r, o);
+        A acc = R::Init();
+        int64_t idx[kMaxDims] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t j = 0; j < r.reduced; ++j) {
+            acc = R::Combine(acc, static_cast<A>(x[off]));
+            for (int d = last; d >= 0; --d) {
+                if (++idx[d] < r.reducedShape[d]) {
+                    off += r.reducedStride[d];
+                    break;
+                }
+                off -= (r.reducedShape[d] - 1) * r.reducedStride[d];
+                idx[d] = 0;
+            }
+        }
+        y[o] = static_cast<T>(acc);
+    }
+}
+
+// One block of kThreads per output element: thread t folds elements t, t + kThreads, ... in order,
+// then a fixed shared-memory tree combines the partials. The order depends only on the shape.
+template <int Op, typename T>
+__global__ void ReduceBlockKernel(const T* x, T* y, ReduceArgs r) {
+    using R = Reducer<Op, T>;
+    using A = typename R::A;
+    __shared__ A partial[kThreads];
+    const int t = static_cast<int>(threadIdx.x);
+    for (int64_t o = blockIdx.x; o < r.outputs; o += gridDim.x) {
+        const int64_t base = KeptOffset(r, o);
+        A acc = R::Init();
+        for (int64_t j = t; j < r.reduced; j += kThreads) {
+            acc = R::Combine(acc, static_cast<A>(x[base + ReducedOffset(r, j)]));
+        }
+        partial[t] = acc;
+        __syncthreads();
+        for (int width = kThreads / 2; width > 0; width >>= 1) {
+            if (t < width) {
+                partial[t] = R::Combine(partial[t], partial[t + width]);
+            }
+            __syncthreads();
+        }
+        if (t == 0) {
+            y[o] = static_cast<T>(partial[0]);
+        }
+        __syncthreads();
+    }
+}
+
+template <int Op, typename T>
+cudaError_t LaunchReduce(const void* x, void* y, const ReduceArgs& r, cudaStream_t stream) {
+    const T* xs = static_cast<const T*>(x);
+    T* ys = static_cast<T*>(y);
+    // A shape-only choice, so the summation order (and the bits) never depend on the device.
+    const bool innerContiguous = r.reducedRank > 0 && r.reducedStride[r.reducedRank - 1] == 1;
+    const bool useBlock = r.reduced >= 256 && (r.outputs <= 4096 || innerContiguous);
+    if (useBlock) {
+        const int64_t blocks = r.outputs < kMaxBlocks ? r.outputs : kMaxBlocks;
+        ReduceBlockKernel<Op, T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(xs, ys, r);
+    } else {
+        ReduceThreadKernel<Op, T><<<BlocksFor(r.outputs), kThreads, 0, stream>>>(xs, ys, r);
+    }
+    return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t DispatchReduce(int32_t op, const void* x, void* y, const ReduceArgs& r, cudaStream_t stream) {
+    switch (op) {
+        case rSum: return LaunchReduce<rSum, T>(x, y, r, stream);
+        case rMax: return LaunchReduce<rMax, T>(x, y, r, stream);
+        case rMin: return LaunchReduce<rMin, T>(x, y, r, stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arg-reduce along one axis of [outer, size, inner]: first extreme index, NaN counts as extreme.
+
+template <int Op, typename T>
+__global__ void ArgReduceKernel(const T* x, T* values, int64_t* indices, int64_t outer, int64_t size,
+                                int64_t inner) {
+    HK_GRID_LOOP(t, outer * inner) {
+        const int64_t o = t / inner;
+        const int64_t i = t % inner;
+        const T* p = x + o * size * inner + i;
+        T best = p[0];
+        int64_t bestIndex = 0;
+        if (!IsNaN(best)) {
+            for (int64_t j = 1; j < size; ++j) {
+                const T v = p[j * inner];
+                if (IsNaN(v)) {
+                    best = v;
+                    bestIndex = j;
+                    break;
+                }
+                if (Op == rMax ? v > best : v < best) {
+                    best = v;
+                    bestIndex = j;
+                }
+            }
+        }
+        values[t] = best;
+        indices[t] = bestIndex;
+    }
+}
+
+template <typename T>
+cudaError_t LaunchArgReduce(int32_t op, const void* x, void* values, void* indices, int64_t outer,
+                            int64_t size, int64_t inner, cudaStream_t stream) {
+    const T* xs = static_cast<const T*>(x);
+    T* vs = static_cast<T*>(values);
+    int64_t* is = static_cast<int64_t*>(indices);
+    const unsigned blocks = BlocksFor(outer * inner);
+    switch (op) {
+        case rMax: ArgReduceKernel<rMax, T><<<blocks, kThreads, 0, stream>>>(xs, vs, is, outer, size, inner); break;
+        case rMin: ArgReduceKernel<rMin, T><<<blocks, kThreads, 0, stream>>>(xs, vs, is, outer, size, inner); break;
+        default: return cudaErrorInvalidValue;
+    }
+    return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gather / index-select (dtype-agnostic) and scatter-add / index-add (one thread per destination)
+
+template <typename T>
+__global__ void GatherKernel(const T* x, const int64_t* index, T* y, int64_t outer, int64_t xSize,
+                             int64_t inner, int64_t indexSize) {
+    HK_GRID_LOOP(t, outer * indexSize * inner) {
+        const int64_t i = t % inner;
+        const int64_t o = t / inner / indexSize;
+        y[t] = x[(o * xSize + index[t]) * inner + i];
+    }
+}
+
+template <typename T>
+__global__ void IndexSelectKernel(const T* x, const int64_t* index, T* y, int64_t outer, int64_t xSize,
+                                  int64_t inner, int64_t indexSize) {
+    HK_GRID_LOOP(t, outer * indexSize * inner) {
+        const int64_t i = t % inner;
+        const int64_t rest = t / inner;
+        const int64_t j = rest % indexSize;
+        const int64_t o = rest / indexSize;
+        y[t] = x[(o * xSize + index[j]) * inner + i];
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ T AddInOrder(T acc, T v) {
+    return acc + v;
+}
+
+template <>
+__device__ __forceinline__ int64_t AddInOrder<int64_t>(int64_t acc, int64_t v) {
+    return static_cast<int64_t>(static_cast<uint64_t>(acc) + static_cast<uint64_t>(v));
+}
+
+// destination[o, index[o, j, i], i] += source[o, j, i], j ascending, without atomics.
+template <typename T>
+__global__ void ScatterAddKernel(T* dst, const int64_t* index, const T* src, int64_t outer, int64_t dstSize,
+                                 int64_t inner, int64_t indexSize) {
+    HK_GRID_LOOP(t, outer * dstSize * inner) {
+        const int64_t i = t % inner;
+        const int64_t rest = t / inner;
+        const int64_t d = rest % dstSize;
+        const int64_t o = rest / dstSize;
+        T acc = dst[t];
+        for (int64_t j = 0; j < indexSize; ++j) {
+            const int64_t p = (o * indexSize + j) * inner + i;
+            if (index[p] == d) {
+                acc = AddInOrder(acc, src[p]);
+            }
+        }
+        dst[t] = acc;
+    }
+}
+
+// destination[o, index[j], i] += source[o, j, i], j ascending, without atomics.
+template <typename T>
+__global__ void IndexAddKernel(T* dst, const int64_t* index, const T* src, int64_t outer, int64_t dstSize,
+                               int64_t inner, int64_t indexSize) {
+    HK_GRID_LOOP(t, outer * dstSize * inner) {
+        const int64_t i = t % inner;
+        const int64_t rest = t / inner;
+        const int64_t d = rest % dstSize;
+        const int64_t o = rest / dstSize;
+        T acc = dst[t];
+        for (int64_t j = 0; j < indexSize; ++j) {
+            if (index[j] == d) {
+                acc = AddInOrder(acc, src[(o * indexSize + j) * inner + i]);
+            }
+        }
+        dst[t] = acc;
+    }
+}
+
+template <typename T>
+cudaError_t LaunchAccumulate(bool scatter, void* dst, const void* index, const void* src, int64_t outer,
+                             int64_t dstSize, int64_t inner, int64_t indexSize, cudaStream_t stream) {
+    T* d = static_cast<T*>(dst);
+    const int64_t* ix = static_cast<const int64_t*>(index);
+    const T* s = static_cast<const T*>(src);
+    const unsigned blocks = BlocksFor(outer * dstSize * inner);
+    if (scatter) {
+        ScatterAddKernel<T><<<blocks, kThreads, 0, stream>>>(d, ix, s, outer, dstSize, inner, indexSize);
+    } else {
+        IndexAddKernel<T><<<blocks, kThreads, 0, stream>>>(d, ix, s, outer, dstSize, inner, indexSize);
+    }
+    return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Philox4x32-10, word for word the specification in src/Higher.Abstractions/Philox.cs.
+
+struct PhiloxWords {
+    uint32_t x0, x1, x2, x3;
+};
+
+__host__ __device__ __forceinline__ PhiloxWords PhiloxBlock(uint64_t seed, uint64_t counter) {
+    const uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u, w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
+    uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+    for (int round = 0; round < 10; ++round) {
+        const uint64_t p0 = static_cast<uint64_t>(m0) * c0;
+        const uint64_t p1 = static_cast<uint64_t>(m1) * c2;
+        const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
+        const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+        c0 = hi1 ^ c1 ^ k0;
+        c1 = lo1;
+        c2 = hi0 ^ c3 ^ k1;
+        c3 = lo0;
+        k0 += w0;
+        k1 += w1;
+    }
+    return PhiloxWords{c0, c1, c2, c3};
+}
+
+__host__ __device__ __forceinline__ double ToUnit(uint32_t hi, uint32_t lo) {
+    const double twoPow53Inv = 1.0 / 9007199254740992.0;
+    return static_cast<double>(((static_cast<uint64_t>(hi) << 32) | lo) >> 11) * twoPow53Inv;
+}
+
+// The same expressions as Philox.Uniform / Philox.Normal, evaluated in double.
+__host__ __device__ __forceinline__ double PhiloxSample(int32_t distribution, uint64_t seed, uint64_t counter) {
+    const PhiloxWords w = PhiloxBlock(seed, counter);
+    const double u1 = ToUnit(w.x0, w.x1);
+    if (distribution == dUniform) {
+        return u1;
+    }
+    const double u2 = ToUnit(w.x2, w.x3);
+    const double pi = 3.141592653589793238462643383279502884;
+    return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * pi * u2);
+}
+
+template <typename T>
+__global__ void RandomKernel(T* y, int64_t n, int32_t distribution, uint64_t seed, uint64_t offset, double a,
+                             double b) {
+    HK_GRID_LOOP(i, n) {
+        const double s = PhiloxSample(distribution, seed, offset + static_cast<uint64_t>(i));
+        const double v = distribution == dUniform ? a + (b - a) * s : a + b * s;
+        y[i] = static_cast<T>(v);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// C := beta * C for a batch of matrices (GEMM with k == 0, which cuBLAS does not accept).
+
+template <typename T>
+__global__ void ScaleBatchedKernel(T* c, int64_t batch, int64_t count, int64_t stride, T beta) {
+    HK_GRID_LOOP(t, batch * count) {
+        T* p = c + (t / count) * stride + (t % count);
+        *p = beta == T(0) ? T(0) : beta * *p;
+    }
+}
+
+}  // namespace
+
+// =============================================================================================
+// Exported ABI
+
+HK_API cudaError_t hk_abi_version(int32_t* version) {
+    if (version == nullptr) {
+        return cudaErrorInvalidValue;
+    }
+    *version = kAbiVersion;
+    return cudaSuccess;
+}
+
+// The CUDA runtime version this library was compiled against (1000 * major + 10 * minor). It is
+// a build constant, so it answers without a driver; the managed side loads the libcudart soname of
+// the same major version so that the process holds a single runtime.
+HK_API cudaError_t hk_runtime_version(int32_t* version) {
+    if (version == nullptr) {
+        return cudaErrorInvalidValue;
+    }
+    *version = CUDART_VERSION;
+    return cudaSuccess;
+}
+
+// The device's marketing name ("NVIDIA H100 80GB HBM3"), NUL-terminated and cut to capacity bytes.
+// Read here rather than by the managed side because cudaDeviceProp's layout changes between CUDA
+// versions, and this library is always compiled against the headers of the runtime it links.
+HK_API cudaError_t hk_device_name(int32_t device, char* name, int32_t capacity) {
+    if (name == nullptr || capacity <= 0) {
+        return cudaErrorInvalidValue;
+    }
+    cudaDeviceProp prop;
+    const cudaError_t status = cudaGetDeviceProperties(&prop, device);
+    if (status != cudaSuccess) {
+        name[0] = '\0';
+        return status;
+    }
+    const size_t length = strnlen(prop.name, sizeof(prop.name));
+    const size_t n = length < static_cast<size_t>(capacity - 1) ? length : static_cast<size_t>(capacity - 1);
+    memcpy(name, prop.name, n);
+    name[n] = '\0';
+    return cudaSuccess;
+}
+
+HK_API cudaError_t hk_fill(int32_t dtype, void* y, int64_t n, double value, cudaStream_t stream) {
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    switch (dtype) {
+        case kF32: return LaunchFill<float>(y, n, static_cast<float>(value), stream);
+        case kF64: return LaunchFill<double>(y, n, value, stream);
+        case kI64: return LaunchFill<int64_t>(y, n, SaturateToInt64(value), stream);
+        case kBool: return LaunchFill<uint8_t>(y, n, static_cast<uint8_t>(value != 0.0 ? 1 : 0), stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+HK_API cudaError_t hk_cast(int32_t srcType, const void* x, int32_t dstType, void* y, int64_t n,
+                           cudaStream_t stream) {
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    if (srcType == dstType) {
+        const int size = ElementSize(srcType);
+        if (size == 0) {
+            return cudaErrorInvalidValue;
+        }
+        return cudaMemcpyAsync(y, x, static_cast<size_t>(n) * size, cudaMemcpyDeviceToDevice, stream);
+    }
+    switch (srcType) {
+        case kF32: return LaunchCastFrom<float>(x, dstType, y, n, stream);
+        case kF64: return LaunchCastFrom<double>(x, dstType, y, n, stream);
+        case kI64: return LaunchCastFrom<int64_t>(x, dstType, y, n, stream);
+        case kBool: return LaunchCastFrom<uint8_t>(x, dstType, y, n, stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+HK_API cudaError_t hk_strided_copy(int32_t elementSize, const void* src, void* dst, int32_t rank,
+                                   const int64_t* shape, const int64_t* srcStrides, const int64_t* dstStrides,
+                                   cudaStream_t stream) {
+    const int64_t* strides[2] = {srcStrides, dstStrides};
+    Strided s;
+    int64_t n;
+    if (!MakeStrided(rank, shape, strides, 2, &s, &n)) {
+        return cudaErrorInvalidValue;
+    }
+    if (n == 0) {
+        return cudaSuccess;
+    }
+    if (IsContiguous1D(rank, strides, 2) || rank == 0) {
+        return cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * elementSize, cudaMemcpyDeviceToDevice, stream);
+    }
+    const unsigned blocks = BlocksFor(n);
+    switch (elementSize) {
+        case 1: StridedCopyKernel<uint8_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst), n, s); break;
+        case 4: StridedCopyKernel<uint32_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, s); break;
+        case 8: StridedCopyKernel<uint64_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint64_t*>(src), static_cast<uint64_t*>(dst), n, s); break;
+        default: return cudaErrorInvalidValue;
+    }
+    return cudaGetLastError();
+}
+
+HK_API cudaError_t hk_unary(int32_t op, int32_t dtype, const void* x, void* y, int64_t n, double alpha,
+                            double beta, cudaStream_t stream) {
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    switch (dtype) {
+        case kF32: return LaunchUnary<float>(op, x, y, n, alpha, beta, stream);
+        case kF64: return LaunchUnary<double>(op, x, y, n, alpha, beta, stream);
+        case kI64:
+            if (op != uAffine) {
+                return cudaErrorNotSupported;
+            }
+            if (IsSmallIntegral(alpha) && IsSmallIntegral(beta)) {
+                AffineInt64Kernel<<<BlocksFor(n), kThreads, 0, stream>>>(
+                    static_cast<const int64_t*>(x), static_cast<int64_t*>(y), n, static_cast<int64_t>(alpha),
+                    static_cast<int64_t>(beta));
+            } else {
+                AffineTruncatingInt64Kernel<<<BlocksFor(n), kThreads, 0, stream>>>(
+                    static_cast<const int64_t*>(x), static_cast<int64_t*>(y), n, alpha, beta);
+            }
+            return cudaGetLastError();
+        default: return cudaErrorNotSupported;
+    }
+}
+
+HK_API cudaError_t hk_binary(int32_t op, int32_t dtype, const void* a, const void* b, void* y, int32_t rank,
+                             const int64_t* shape, const int64_t* aStrides, const int64_t* bStrides,
+                             cudaStream_t stream) {
+    switch (dtype) {
+        case kF32: return DispatchBinaryFloat<float>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        case kF64: return DispatchBinaryFloat<double>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        case kI64: return DispatchBinaryInt64(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        default: return cudaErrorNotSupported;
+    }
+}
+
+HK_API cudaError_t hk_compare(int32_t op, int32_t dtype, const void* a, const void* b, void* y, int32_t rank,
+                              const int64_t* shape, const int64_t* aStrides, const int64_t* bStrides,
+                              cudaStream_t stream) {
+    switch (dtype) {
+        case kF32: return DispatchCompare<float>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        case kF64: return DispatchCompare<double>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        case kI64: return DispatchCompare<int64_t>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        case kBool: return DispatchCompare<uint8_t>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+HK_API cudaError_t hk_where(int32_t elementSize, const void* condition, const void* a, const void* b, void* y,
+                            int32_t rank, const int64_t* shape, const int64_t* conditionStrides,
+                            const int64_t* aStrides, const int64_t* bStrides, cudaStream_t stream) {
+    const int64_t* strides[3] = {conditionStrides, aStrides, bStrides};
+    Strided s;
+    int64_t n;
+    if (!MakeStrided(rank, shape, strides, 3, &s, &n)) {
+        return cudaErrorInvalidValue;
+    }
+    if (n == 0) {
+        return cudaSuccess;
+    }
+    const uint8_t* c = static_cast<const uint8_t*>(condition);
+    const unsigned blocks = BlocksFor(n);
+    switch (elementSize) {
+        case 1: WhereKernel<uint8_t><<<blocks, kThreads, 0, stream>>>(c, static_cast<const uint8_t*>(a), static_cast<const uint8_t*>(b), static_cast<uint8_t*>(y), n, s); break;
+        case 4: WhereKernel<uint32_t><<<blocks, kThreads, 0, stream>>>(c, static_cast<const uint32_t*>(a), static_cast<const uint32_t*>(b), static_cast<uint32_t*>(y), n, s); break;
+        case 8: WhereKernel<uint64_t><<<blocks, kThreads, 0, stream>>>(c, static_cast<const uint64_t*>(a), static_cast<const uint64_t*>(b), static_cast<uint64_t*>(y), n, s); break;
+        default: return cudaErrorInvalidValue;
+    }
+    return cudaGetLastError();
+}
+
+HK_API cudaError_t hk_reduce(int32_t op, int32_t dtype, const void* x, void* y, int32_t keptRank,
+                             const int64_t* keptShape, const int64_t* keptStrides, int32_t reducedRank,
+                             const int64_t* reducedShape, const int64_t* reducedStrides, cudaStream_t stream) {
+    if (keptRank < 0 || keptRank > kMaxDims || reducedRank < 0 || reducedRank > kMaxDims) {
+        return cudaErrorInvalidValue;
+    }
+    ReduceArgs r{};
+    r.keptRank = keptRank;
+    r.reducedRank = reducedRank;
+    r.outputs = 1;
+    r.reduced = 1;
+    for (int d = 0; d < keptRank; ++d) {
+        r.keptShape[d] = keptShape[d];
+        r.keptStride[d] = keptStrides[d];
+        r.outputs *= keptShape[d];
+    }
+    for (int d = 0; d < reducedRank; ++d) {
+        r.reducedShape[d] = reducedShape[d];
+        r.reducedStride[d] = reducedStrides[d];
+        r.reduced *= reducedShape[d];
+    }
+    if (r.outputs == 0) {
+        return cudaSuccess;
+    }
+    switch (dtype) {
+        case kF32: return DispatchReduce<float>(op, x, y, r, stream);
+        case kF64: return DispatchReduce<double>(op, x, y, r, stream);
+        case kI64: return DispatchReduce<int64_t>(op, x, y, r, stream);
+        default: return cudaErrorNotSupported;
+    }
+}
+
+HK_API cudaError_t hk_argreduce(int32_t op, int32_t dtype, const void* x, void* values, void* indices,
+                                int64_t outer, int64_t size, int64_t inner, cudaStream_t stream) {
+    if (size <= 0) {
+        return cudaErrorInvalidValue;
+    }
+    if (outer * inner == 0) {
+        return cudaSuccess;
+    }
+    switch (dtype) {
+        case kF32: return LaunchArgReduce<float>(op, x, values, indices, outer, size, inner, stream);
+        case kF64: return LaunchArgReduce<double>(op, x, values, indices, outer, size, inner, stream);
+        case kI64: return LaunchArgReduce<int64_t>(op, x, values, indices, outer, size, inner, stream);
+        default: return cudaErrorNotSupported;
+    }
+}
+
+HK_API cudaError_t hk_gather(int32_t elementSize, const void* x, const void* index, void* y, int64_t outer,
+                             int64_t xSize, int64_t inner, int64_t indexSize, cudaStream_t stream) {
+    const int64_t n = outer * indexSize * inner;
+    if (n == 0) {
+        return cudaSuccess;
+    }
+    const int64_t* ix = static_cast<const int64_t*>(index);
+    const unsigned blocks = BlocksFor(n);
+    switch (elementSize) {
+        case 1: GatherKernel<uint8_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint8_t*>(x), ix, static_cast<uint8_t*>(y), outer, xSize, inner, indexSize); break;
+        case 4: GatherKernel<uint32_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint32_t*>(x), ix, static_cast<uint32_t*>(y), outer, xSize, inner, indexSize); break;
+        case 8: GatherKernel<uint64_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint64_t*>(x), ix, static_cast<uint64_t*>(y), outer, xSize, inner, indexSize); break;
+        default: return cudaErrorInvalidValue;
+    }
+    return cudaGetLastError();
+}
+
+HK_API cudaError_t hk_index_select(int32_t elementSize, const void* x, const void* index, void* y,
+                                   int64_t outer, int64_t xSize, int64_t inner, int64_t indexSize,
+                                   cudaStream_t stream) {
+    const int64_t n = outer * indexSize * inner;
+    if (n == 0) {
+        return cudaSuccess;
+    }
+    const int64_t* ix = static_cast<const int64_t*>(index);
+    const unsigned blocks = BlocksFor(n);
+    switch (elementSize) {
+        case 1: IndexSelectKernel<uint8_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint8_t*>(x), ix, static_cast<uint8_t*>(y), outer, xSize, inner, indexSize); break;
+        case 4: IndexSelectKernel<uint32_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint32_t*>(x), ix, static_cast<uint32_t*>(y), outer, xSize, inner, indexSize); break;
+        case 8: IndexSelectKernel<uint64_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint64_t*>(x), ix, static_cast<uint64_t*>(y), outer, xSize, inner, indexSize); break;
+        default: return cudaErrorInvalidValue;
+    }
+    return cudaGetLastError();
+}
+
+static cudaError_t Accumulate(bool scatter, int32_t dtype, void* dst, const void* index, const void* src,
+                              int64_t outer, int64_t dstSize, int64_t inner, int64_t indexSize,
+                              cudaStream_t stream) {
+    if (outer * dstSize * inner == 0) {
+        return cudaSuccess;
+    }
+    switch (dtype) {
+        case kF32: return LaunchAccumulate<float>(scatter, dst, index, src, outer, dstSize, inner, indexSize, stream);
+        case kF64: return LaunchAccumulate<double>(scatter, dst, index, src, outer, dstSize, inner, indexSize, stream);
+        case kI64: return LaunchAccumulate<int64_t>(scatter, dst, index, src, outer, dstSize, inner, indexSize, stream);
+        default: return cudaErrorNotSupported;
+    }
+}
+
+HK_API cudaError_t hk_scatter_add(int32_t dtype, void* dst, const void* index, const void* src, int64_t outer,
+                                  int64_t dstSize, int64_t inner, int64_t indexSize, cudaStream_t stream) {
+    return Accumulate(true, dtype, dst, index, src, outer, dstSize, inner, indexSize, stream);
+}
+
+HK_API cudaError_t hk_index_add(int32_t dtype, void* dst, const void* index, const void* src, int64_t outer,
+                                int64_t dstSize, int64_t inner, int64_t indexSize, cudaStream_t stream) {
+    return Accumulate(false, dtype, dst, index, src, outer, dstSize, inner, indexSize, stream);
+}
+
+HK_API cudaError_t hk_random(int32_t dtype, void* y, int64_t n, int32_t distribution, uint64_t seed,
+                             uint64_t offset, double a, double b, cudaStream_t stream) {
+    if (distribution != dUniform && distribution != dNormal) {
+        return cudaErrorInvalidValue;
+    }
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    switch (dtype) {
+        case kF32: RandomKernel<float><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<float*>(y), n, distribution, seed, offset, a, b); break;
+        case kF64: RandomKernel<double><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<double*>(y), n, distribution, seed, offset, a, b); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+HK_API cudaError_t hk_scale_batched(int32_t dtype, void* c, int64_t batch, int64_t count, int64_t stride,
+                                    double beta, cudaStream_t stream) {
+    if (batch * count <= 0) {
+        return cudaSuccess;
+    }
+    switch (dtype) {
+        case kF32: ScaleBatchedKernel<float><<<BlocksFor(batch * count), kThreads, 0, stream>>>(static_cast<float*>(c), batch, count, stride, static_cast<float>(beta)); break;
+        case kF64: ScaleBatchedKernel<double><<<BlocksFor(batch * count), kThreads, 0, stream>>>(static_cast<double*>(c), batch, count, stride, beta); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+// Host-side evaluation of the generator with the very code the kernels run, so that a machine
+// without a GPU can check the counter words against Philox.cs.
+HK_API cudaError_t hk_philox_host(uint64_t seed, uint64_t counter, uint32_t* words) {
+    if (words == nullptr) {
+        return cudaErrorInvalidValue;
+    }
+    const PhiloxWords w = PhiloxBlock(seed, counter);
+    words[0] = w.x0;
+    words[1] = w.x1;
+    words[2] = w.x2;
+    words[3] = w.x3;
+    return cudaSuccess;
+}
+
+HK_API cudaError_t hk_random_host(int32_t distribution, uint64_t seed, uint64_t counter, double* value) {
+    if (value == nullptr || (distribution != dUniform && distribution != dNormal)) {
+        return cudaErrorInvalidValue;
+    }
+    *value = PhiloxSample(distribution, seed, counter);
+    return cudaSuccess;
+}

@@ -1,0 +1,791 @@
+namespace Higher.Cuda;
+
+/// <summary>
+/// The CUDA implementation of <see cref="IBackend"/>: one device, one non-blocking stream on which
+/// every kernel, copy and cuBLAS call is queued in order, a cuBLAS handle bound to that stream, and a
+/// caching allocator. Kernels never wait for the device; only <see cref="Upload{T}"/>,
+/// <see cref="Download{T}"/> and <see cref="Synchronize"/> do. Create it with <see cref="TryCreate"/>,
+/// which reports why CUDA is unavailable instead of throwing.
+/// </summary>
+public sealed unsafe class CudaBackend : IBackend, IDisposable
+{
+    private static readonly Lock SharedGate = new();
+    private static readonly Dictionary<int, (CudaBackend? Backend, string Reason)> SharedBackends = [];
+
+    private readonly int _deviceIndex;
+    private readonly CudaStreamHandle _stream;
+    private readonly CublasHandle _blas;
+    private int _disposed;
+
+    private CudaBackend(int deviceIndex, CudaStreamHandle stream, CublasHandle blas)
+    {
+        _deviceIndex = deviceIndex;
+        _stream = stream;
+        _blas = blas;
+        Device = Device.Cuda(deviceIndex);
+        Allocator = new CudaAllocator(new CudaDeviceMemory(deviceIndex));
+    }
+
+    /// <inheritdoc/>
+    public string Name => "cuda";
+
+    /// <inheritdoc/>
+    public Device Device { get; }
+
+    /// <summary>The caching allocator of this backend's device memory (statistics, <see cref="CudaAllocator.EmptyCache"/>).</summary>
+    public CudaAllocator Allocator { get; }
+
+    /// <summary>
+    /// Starts an allocation scope on this thread: storages this backend allocates on this thread
+    /// until the scope is disposed are disposed with it, except those passed to
+    /// <see cref="CudaAllocationScope.Keep{T}"/> (see <see cref="CudaAllocationScope"/>).
+    /// </summary>
+    public CudaAllocationScope AllocationScope() => Allocator.BeginScope();
+
+    /// <summary>The device's name as the driver reports it, e.g. "NVIDIA H100 80GB HBM3".</summary>
+    public string DeviceName
+    {
+        get
+        {
+            Enter();
+            byte* name = stackalloc byte[256];
+            Check.ThrowIfFailed(CudaNative.hk_device_name(_deviceIndex, name, 256));
+            return System.Runtime.InteropServices.Marshal.PtrToStringUTF8((nint)name) ?? "";
+        }
+    }
+
+    /// <summary>The loaded CUDA runtime's version (cudaRuntimeGetVersion: 1000·major + 10·minor).</summary>
+    public int RuntimeVersion
+    {
+        get
+        {
+            Enter();
+            Check.ThrowIfFailed(CudaNative.cudaRuntimeGetVersion(out int version));
+            return version;
+        }
+    }
+
+    /// <summary>The newest CUDA version the installed driver supports (cudaDriverGetVersion).</summary>
+    public int DriverVersion
+    {
+        get
+        {
+            Enter();
+            Check.ThrowIfFailed(CudaNative.cudaDriverGetVersion(out int version));
+            return version;
+        }
+    }
+
+    /// <summary>
+    /// The process-wide backend of CUDA device <paramref name="deviceIndex"/>: created by the first
+    /// call (a failure and its reason are remembered too), then returned to every caller, so that the
+    /// parts of a program that register or look up a CUDA backend agree on one (storages of one
+    /// backend cannot be used by another: each has its own stream). Do not dispose it; if it was
+    /// disposed anyway, the next call creates a new one.
+    /// </summary>
+    public static bool TryGetShared(out CudaBackend? backend, out string reason, int deviceIndex = 0)
+    {
+        lock (SharedGate)
+        {
+            if (!SharedBackends.TryGetValue(deviceIndex, out var entry) || entry.Backend is { IsDisposed: true })
+            {
+                entry = TryCreate(out var created, out string why, deviceIndex) ? (created, "") : (null, why);
+                SharedBackends[deviceIndex] = entry;
+            }
+            backend = entry.Backend;
+            reason = entry.Reason;
+            return backend is not null;
+        }
+    }
+
+    private bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    /// <summary>
+    /// Creates a backend on CUDA device <paramref name="deviceIndex"/>. Returns false, with
+    /// <paramref name="reason"/> naming what is missing (runtime, cuBLAS, driver or device, or
+    /// libhigher_kernels), when CUDA cannot be used here. Never throws for a missing installation.
+    /// </summary>
+    public static bool TryCreate(out CudaBackend? backend, out string reason, int deviceIndex = 0)
+    {
+        backend = null;
+        if (deviceIndex < 0)
+        {
+            reason = $"CUDA device index {deviceIndex} is negative";
+            return false;
+        }
+        string? problem;
+        try
+        {
+            problem = NativeLibraries.TryLoadAll();
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or BadImageFormatException)
+        {
+            problem = $"loading the CUDA libraries failed: {e.Message}";
+        }
+        if (problem is not null)
+        {
+            reason = problem;
+            return false;
+        }
+
+        try
+        {
+            problem = CheckVersionsAndDevice(deviceIndex);
+            if (problem is not null)
+            {
+                reason = problem;
+                return false;
+            }
+            backend = Open(deviceIndex);
+            reason = "";
+            return true;
+        }
+        catch (CudaException e)
+        {
+            reason = e.Message;
+            return false;
+        }
+        catch (EntryPointNotFoundException e)
+        {
+            reason = $"{NativeLibraries.KernelsFileName} lacks an entry point ({e.Message}): rebuild native/";
+            return false;
+        }
+    }
+
+    /// <summary>Like <see cref="TryCreate"/>, but throws <see cref="NotSupportedException"/> with the reason when CUDA is unavailable.</summary>
+    public static CudaBackend Create(int deviceIndex = 0) =>
+        TryCreate(out var backend, out string reason, deviceIndex) ? backend! : throw new NotSupportedException($"CUDA backend unavailable: {reason}.");
+
+    private static string? CheckVersionsAndDevice(int deviceIndex)
+    {
+        Check.ThrowIfFailed(CudaNative.hk_abi_version(out int abi));
+        if (abi != CudaNative.KernelsAbiVersion)
+        {
+            return $"{NativeLibraries.KernelsFileName} has ABI version {abi}, this assembly needs {CudaNative.KernelsAbiVersion}: rebuild native/";
+        }
+        Check.ThrowIfFailed(CudaNative.hk_runtime_version(out int kernelsRuntime));
+        Check.ThrowIfFailed(CudaNative.cudaRuntimeGetVersion(out int runtime));
+        if (kernelsRuntime / 1000 != runtime / 1000)
+        {
+            return $"{NativeLibraries.KernelsFileName} was built for CUDA {kernelsRuntime / 1000} but CUDA runtime {runtime / 1000} was loaded: rebuild native/ with this toolkit";
+        }
+        Check.ThrowIfFailed(CudaNative.cudaGetDeviceCount(out int count));
+        if (deviceIndex >= count)
+        {
+            return $"CUDA device {deviceIndex} requested but cudaGetDeviceCount found {count}";
+        }
+        return null;
+    }
+
+    private static CudaBackend Open(int deviceIndex)
+    {
+        CudaContext.MakeCurrent(deviceIndex);
+        CudaStreamHandle? stream = null;
+        CublasHandle? blas = null;
+        try
+        {
+            Check.ThrowIfFailed(CudaNative.cudaStreamCreateWithFlags(out stream, CudaNative.StreamNonBlocking));
+            stream.DeviceIndex = deviceIndex;
+            Check.ThrowIfFailed(CudaNative.cublasCreate_v2(out blas));
+            blas.DeviceIndex = deviceIndex;
+            Check.ThrowIfFailed(CudaNative.cublasSetStream_v2(blas, stream));
+            return new CudaBackend(deviceIndex, stream, blas);
+        }
+        catch
+        {
+            blas?.Dispose();
+            stream?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Blocks until all work queued on this backend's stream has finished; surfaces asynchronous kernel faults.</summary>
+    public void Synchronize()
+    {
+        Enter();
+        Check.ThrowIfFailed(CudaNative.cudaStreamSynchronize(_stream));
+    }
+
+    /// <summary>Free and total bytes of device memory as the driver reports them (cudaMemGetInfo); cached blocks count as used.</summary>
+    public (long FreeBytes, long TotalBytes) GetMemoryInfo()
+    {
+        Enter();
+        Check.ThrowIfFailed(CudaNative.cudaMemGetInfo(out nuint free, out nuint total));
+        return ((long)free, (long)total);
+    }
+
+    /// <summary>Waits for queued work, then frees all device memory (storages become unusable), the cuBLAS handle and the stream.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        if (CudaContext.TryMakeCurrent(_deviceIndex) == CudaError.Success)
+        {
+            // Errors here belong to earlier work; disposal goes on regardless.
+            _ = CudaNative.cudaStreamSynchronize(_stream);
+        }
+        Allocator.Dispose();
+        _blas.Dispose();
+        _stream.Dispose();
+    }
+
+    // ---- Memory --------------------------------------------------------------------------------
+
+    /// <inheritdoc/>
+    public IStorage Allocate(DType dtype, long length)
+    {
+        var storage = AllocateCore(dtype, length);
+        if (length > 0)
+        {
+            Check.ThrowIfFailed(CudaNative.cudaMemsetAsync(storage.Pointer, 0, (nuint)storage.ByteLength, _stream));
+        }
+        return storage;
+    }
+
+    /// <inheritdoc/>
+    public IStorage AllocateUninitialized(DType dtype, long length) => AllocateCore(dtype, length);
+
+    /// <inheritdoc/>
+    public IStorage Upload<T>(ReadOnlySpan<T> data, DType dtype) where T : unmanaged
+    {
+        CheckElementType<T>(dtype, nameof(data));
+        var storage = AllocateCore(dtype, data.Length);
+        if (data.Length == 0)
+        {
+            return storage;
+        }
+        try
+        {
+            fixed (T* source = data)
+            {
+                Check.ThrowIfFailed(CudaNative.cudaMemcpyAsync(storage.Pointer, (nint)source, (nuint)storage.ByteLength, CudaMemcpyKind.HostToDevice, _stream));
+                // The host span is only pinned for this call, so the copy must finish before we return.
+                Check.ThrowIfFailed(CudaNative.cudaStreamSynchronize(_stream));
+            }
+        }
+        catch
+        {
+            storage.Dispose();
+            throw;
+        }
+        return storage;
+    }
+
+    /// <inheritdoc/>
+    public void Download<T>(IStorage source, Span<T> destination) where T : unmanaged
+    {
+        var s = Own(source, nameof(source));
+        CheckElementType<T>(s.DType, nameof(destination));
+        if (destination.Length != s.Length)
+        {
+            throw new ArgumentException($"Download of {s} needs a destination of {s.Length} elements, got {destination.Length}.", nameof(destination));
+        }
+        Enter();
+        if (s.Length == 0)
+        {
+            return;
+        }
+        fixed (T* target = destination)
+        {
+            Check.ThrowIfFailed(CudaNative.cudaMemcpyAsync((nint)target, s.Pointer, (nuint)s.ByteLength, CudaMemcpyKind.DeviceToHost, _stream));
+            Check.ThrowIfFailed(CudaNative.cudaStreamSynchronize(_stream));
+        }
+        GC.KeepAlive(s);
+    }
+
+    // ---- Elementwise ---------------------------------------------------------------------------
+
+    /// <inheritdoc/>
+    public void Fill(IStorage destination, double value)
+    {
+        var d = Own(destination, nameof(destination));
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_fill((int)d.DType, d.Pointer, d.Length, value, _stream));
+        GC.KeepAlive(d);
+    }
+
+    /// <inheritdoc/>
+    public void Cast(IStorage source, IStorage destination)
+    {
+        var s = Own(source, nameof(source));
+        var d = Own(destination, nameof(destination));
+        SameLength("Cast", s, d);
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_cast((int)s.DType, s.Pointer, (int)d.DType, d.Pointer, s.Length, _stream));
+        GC.KeepAlive(s);
+        GC.KeepAlive(d);
+    }
+
+    /// <inheritdoc/>
+    public void StridedCopy(IStorage source, long sourceOffset, ReadOnlySpan<long> sourceStrides,
+        IStorage destination, long destinationOffset, ReadOnlySpan<long> destinationStrides, Shape shape)
+    {
+        var s = Own(source, nameof(source));
+        var d = Own(destination, nameof(destination));
+        SameDType("StridedCopy", s, d);
+        if (sourceStrides.Length != shape.Rank || destinationStrides.Length != shape.Rank)
+        {
+            throw new ArgumentException($"StridedCopy of shape {shape} got {sourceStrides.Length} source and {destinationStrides.Length} destination strides.");
+        }
+        Enter();
+        StridedCopyCore(s, sourceOffset, sourceStrides.ToArray(), d, destinationOffset, destinationStrides.ToArray(), StridedLayout.ToLongs(shape.Dims));
+    }
+
+    private void StridedCopyCore(CudaStorage s, long sourceOffset, long[] sourceStrides, CudaStorage d, long destinationOffset, long[] destinationStrides, long[] shape)
+    {
+        var layout = StridedLayout.Create(shape, sourceStrides, destinationStrides);
+        if (layout.Count == 0)
+        {
+            return;
+        }
+        int size = s.DType.SizeOf();
+        long[] kernelShape = layout.KernelShape, src = layout.KernelStrides(0), dst = layout.KernelStrides(1);
+        fixed (long* pShape = kernelShape, pSrc = src, pDst = dst)
+        {
+            foreach (long[] offsets in layout.SliceOffsets())
+            {
+                Check.ThrowIfFailed(CudaNative.hk_strided_copy(size, At(s, sourceOffset + offsets[0]), At(d, destinationOffset + offsets[1]),
+                    kernelShape.Length, pShape, pSrc, pDst, _stream));
+            }
+        }
+        GC.KeepAlive(s);
+        GC.KeepAlive(d);
+    }
+
+    /// <inheritdoc/>
+    public void Unary(UnaryOp op, IStorage x, IStorage y, double alpha = 0, double beta = 0)
+    {
+        var sx = Own(x, nameof(x));
+        var sy = Own(y, nameof(y));
+        SameDType($"Unary {op}", sx, sy);
+        SameLength($"Unary {op}", sx, sy);
+        if (!sx.DType.IsFloatingPoint() && !(sx.DType == DType.Int64 && op == UnaryOp.Affine))
+        {
+            throw Unsupported($"Unary {op}", sx.DType);
+        }
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_unary((int)op, (int)sx.DType, sx.Pointer, sy.Pointer, sx.Length, alpha, beta, _stream));
+        GC.KeepAlive(sx);
+        GC.KeepAlive(sy);
+    }
+
+    /// <inheritdoc/>
+    public void Binary(BinaryOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape)
+    {
+        var sa = Own(a, nameof(a));
+        var sb = Own(b, nameof(b));
+        var sy = Own(y, nameof(y));
+        SameDType($"Binary {op}", sa, sb);
+        SameDType($"Binary {op}", sa, sy);
+        bool supported = sa.DType.IsFloatingPoint()
+            || (sa.DType == DType.Int64 && op is BinaryOp.Add or BinaryOp.Sub or BinaryOp.Mul or BinaryOp.Maximum or BinaryOp.Minimum);
+        if (!supported)
+        {
+            throw Unsupported($"Binary {op}", sa.DType);
+        }
+        Enter();
+        Broadcast2((int)op, sa, aShape, sb, bShape, sy, yShape, compare: false);
+    }
+
+    /// <inheritdoc/>
+    public void Compare(CompareOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape)
+    {
+        var sa = Own(a, nameof(a));
+        var sb = Own(b, nameof(b));
+        var sy = Own(y, nameof(y));
+        SameDType($"Compare {op}", sa, sb);
+        if (sy.DType != DType.Bool)
+        {
+            throw new ArgumentException($"Compare {op} writes a bool storage, got {sy}.", nameof(y));
+        }
+        Enter();
+        Broadcast2((int)op, sa, aShape, sb, bShape, sy, yShape, compare: true);
+    }
+
+    private void Broadcast2(int op, CudaStorage a, Shape aShape, CudaStorage b, Shape bShape, CudaStorage y, Shape yShape, bool compare)
+    {
+        var dims = StridedLayout.ToLongs(yShape.Dims);
+        var layout = StridedLayout.Create(dims, StridedLayout.ContiguousStrides(dims),
+            StridedLayout.BroadcastStrides(aShape, yShape), StridedLayout.BroadcastStrides(bShape, yShape));
+        if (layout.Count == 0)
+        {
+            return;
+        }
+        long[] shape = layout.KernelShape, aStrides = layout.KernelStrides(1), bStrides = layout.KernelStrides(2);
+        fixed (long* pShape = shape, pA = aStrides, pB = bStrides)
+        {
+            foreach (long[] o in layout.SliceOffsets())
+            {
+                var status = compare
+                    ? CudaNative.hk_compare(op, (int)a.DType, At(a, o[1]), At(b, o[2]), At(y, o[0]), shape.Length, pShape, pA, pB, _stream)
+                    : CudaNative.hk_binary(op, (int)a.DType, At(a, o[1]), At(b, o[2]), At(y, o[0]), shape.Length, pShape, pA, pB, _stream);
+                Check.ThrowIfFailed(status);
+            }
+        }
+        GC.KeepAlive(a);
+        GC.KeepAlive(b);
+        GC.KeepAlive(y);
+    }
+
+    /// <inheritdoc/>
+    public void Where(IStorage condition, Shape conditionShape, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape)
+    {
+        var sc = Own(condition, nameof(condition));
+        var sa = Own(a, nameof(a));
+        var sb = Own(b, nameof(b));
+        var sy = Own(y, nameof(y));
+        if (sc.DType != DType.Bool)
+        {
+            throw new ArgumentException($"Where needs a bool condition, got {sc}.", nameof(condition));
+        }
+        SameDType("Where", sa, sb);
+        SameDType("Where", sa, sy);
+        Enter();
+        var dims = StridedLayout.ToLongs(yShape.Dims);
+        var layout = StridedLayout.Create(dims, StridedLayout.ContiguousStrides(dims),
+            StridedLayout.BroadcastStrides(conditionShape, yShape),
+            StridedLayout.BroadcastStrides(aShape, yShape), StridedLayout.BroadcastStrides(bShape, yShape));
+        if (layout.Count == 0)
+        {
+            return;
+        }
+        long[] shape = layout.KernelShape, cStrides = layout.KernelStrides(1), aStrides = layout.KernelStrides(2), bStrides = layout.KernelStrides(3);
+        fixed (long* pShape = shape, pC = cStrides, pA = aStrides, pB = bStrides)
+        {
+            foreach (long[] o in layout.SliceOffsets())
+            {
+                Check.ThrowIfFailed(CudaNative.hk_where(sa.DType.SizeOf(), At(sc, o[1]), At(sa, o[2]), At(sb, o[3]), At(sy, o[0]),
+                    shape.Length, pShape, pC, pA, pB, _stream));
+            }
+        }
+        GC.KeepAlive(sc);
+        GC.KeepAlive(sa);
+        GC.KeepAlive(sb);
+        GC.KeepAlive(sy);
+    }
+
+    // ---- Reductions ------------------------------------------------------------------------------
+
+    /// <inheritdoc/>
+    public void Reduce(ReduceOp op, IStorage x, Shape xShape, ReadOnlySpan<bool> reduceAxes, IStorage y)
+    {
+        var sx = Own(x, nameof(x));
+        var sy = Own(y, nameof(y));
+        SameDType($"Reduce {op}", sx, sy);
+        if (reduceAxes.Length != xShape.Rank)
+        {
+            throw new ArgumentException($"Reduce {op} got {reduceAxes.Length} axis flags for shape {xShape}.", nameof(reduceAxes));
+        }
+        if (sx.DType == DType.Bool)
+        {
+            throw Unsupported($"Reduce {op}", sx.DType);
+        }
+        Enter();
+
+        var dims = StridedLayout.ToLongs(xShape.Dims);
+        var strides = StridedLayout.ContiguousStrides(dims);
+        var keptShape = new List<long>();
+        var keptStrides = new List<long>();
+        var reducedShape = new List<long>();
+        var reducedStrides = new List<long>();
+        for (int d = 0; d < dims.Length; d++)
+        {
+            (reduceAxes[d] ? reducedShape : keptShape).Add(dims[d]);
+            (reduceAxes[d] ? reducedStrides : keptStrides).Add(strides[d]);
+        }
+        long outputs = Product(keptShape);
+        if (outputs == 0)
+        {
+            return;
+        }
+        if (Product(reducedShape) == 0)
+        {
+            double identity = op switch
+            {
+                ReduceOp.Sum => 0.0,
+                ReduceOp.Max => double.NegativeInfinity,
+                _ => double.PositiveInfinity,
+            };
+            Check.ThrowIfFailed(CudaNative.hk_fill((int)sy.DType, sy.Pointer, outputs, identity, _stream));
+            GC.KeepAlive(sy);
+            return;
+        }
+
+        var kept = StridedLayout.Create(keptShape.ToArray(), keptStrides.ToArray());
+        var reduced = StridedLayout.Create(reducedShape.ToArray(), reducedStrides.ToArray());
+        if (kept.Rank <= StridedLayout.MaxKernelRank && reduced.Rank <= StridedLayout.MaxKernelRank)
+        {
+            ReduceCall(op, sx, sy, kept.Shape, kept.Strides[0], reduced.Shape, reduced.Strides[0]);
+        }
+        else
+        {
+            // Too many interleaved axes for one kernel: gather x into [kept..., reduced...] order
+            // first, which makes both groups a single contiguous dimension.
+            long count = Product(reducedShape);
+            long[] permutedShape = [.. keptShape, .. reducedShape];
+            long[] permutedStrides = [.. keptStrides, .. reducedStrides];
+            using var scratch = AllocateCore(sx.DType, sx.Length);
+            StridedCopyCore(sx, 0, permutedStrides, scratch, 0, StridedLayout.ContiguousStrides(permutedShape), permutedShape);
+            ReduceCall(op, scratch, sy, [outputs], [count], [count], [1]);
+        }
+        GC.KeepAlive(sx);
+        GC.KeepAlive(sy);
+    }
+
+    private void ReduceCall(ReduceOp op, CudaStorage x, CudaStorage y, long[] keptShape, long[] keptStrides, long[] reducedShape, long[] reducedStrides)
+    {
+        fixed (long* pKs = keptShape, pKt = keptStrides, pRs = reducedShape, pRt = reducedStrides)
+        {
+            Check.ThrowIfFailed(CudaNative.hk_reduce((int)op, (int)x.DType, x.Pointer, y.Pointer,
+                keptShape.Length, pKs, pKt, reducedShape.Length, pRs, pRt, _stream));
+        }
+    }
+
+    /// <inheritdoc/>
+    public void ArgReduce(ReduceOp op, IStorage x, int outer, int size, int inner, IStorage values, IStorage indices)
+    {
+        var sx = Own(x, nameof(x));
+        var sv = Own(values, nameof(values));
+        var si = Own(indices, nameof(indices));
+        SameDType($"ArgReduce {op}", sx, sv);
+        if (op == ReduceOp.Sum)
+        {
+            throw new NotSupportedException("ArgReduce supports Max and Min, not Sum.");
+        }
+        if (sx.DType == DType.Bool)
+        {
+            throw Unsupported($"ArgReduce {op}", sx.DType);
+        }
+        RequireIndex(si, $"ArgReduce {op}", nameof(indices));
+        if (size <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(size), size, $"ArgReduce {op} needs a non-empty axis.");
+        }
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_argreduce((int)op, (int)sx.DType, sx.Pointer, sv.Pointer, si.Pointer, outer, size, inner, _stream));
+        GC.KeepAlive(sx);
+        GC.KeepAlive(sv);
+        GC.KeepAlive(si);
+    }
+
+    // ---- Matrix products -------------------------------------------------------------------------
+
+    /// <inheritdoc/>
+    public void Gemm(bool transposeA, bool transposeB, int batch, int m, int n, int k, double alpha,
+        IStorage a, long strideA, IStorage b, long strideB, double beta, IStorage c, long strideC)
+    {
+        var sa = Own(a, nameof(a));
+        var sb = Own(b, nameof(b));
+        var sc = Own(c, nameof(c));
+        SameDType("Gemm", sa, sb);
+        SameDType("Gemm", sa, sc);
+        if (!sa.DType.IsFloatingPoint())
+        {
+            throw Unsupported("Gemm", sa.DType);
+        }
+        Enter();
+        if (batch <= 0 || m <= 0 || n <= 0)
+        {
+            return;
+        }
+        if (k <= 0)
+        {
+            // An empty inner dimension makes the product zero; cuBLAS rejects k = 0 leading dimensions.
+            Check.ThrowIfFailed(CudaNative.hk_scale_batched((int)sc.DType, sc.Pointer, batch, (long)m * n, strideC, beta, _stream));
+            GC.KeepAlive(sc);
+            return;
+        }
+
+        // cuBLAS is column-major. A row-major [r, c] matrix is its column-major transpose, so the
+        // row-major C = op(A)·op(B) is computed as the column-major C^T = op(B)^T·op(A)^T: B first,
+        // A second, m and n swapped, the transpose flags kept as they are.
+        var opA = transposeA ? CublasOperation.Transpose : CublasOperation.None;
+        var opB = transposeB ? CublasOperation.Transpose : CublasOperation.None;
+        int lda = transposeA ? m : k;
+        int ldb = transposeB ? k : n;
+        int ldc = n;
+        if (sa.DType == DType.Float32)
+        {
+            float fAlpha = (float)alpha, fBeta = (float)beta;
+            Check.ThrowIfFailed(CudaNative.cublasSgemmStridedBatched(_blas, opB, opA, n, m, k, &fAlpha,
+                sb.Pointer, ldb, strideB, sa.Pointer, lda, strideA, &fBeta, sc.Pointer, ldc, strideC, batch));
+        }
+        else
+        {
+            Check.ThrowIfFailed(CudaNative.cublasDgemmStridedBatched(_blas, opB, opA, n, m, k, &alpha,
+                sb.Pointer, ldb, strideB, sa.Pointer, lda, strideA, &beta, sc.Pointer, ldc, strideC, batch));
+        }
+        GC.KeepAlive(sa);
+        GC.KeepAlive(sb);
+        GC.KeepAlive(sc);
+    }
+
+    // ---- Indexing --------------------------------------------------------------------------------
+
+    /// <inheritdoc/>
+    public void Gather(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y)
+    {
+        var sx = Own(x, nameof(x));
+        var si = Own(index, nameof(index));
+        var sy = Own(y, nameof(y));
+        SameDType("Gather", sx, sy);
+        RequireIndex(si, "Gather", nameof(index));
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_gather(sx.DType.SizeOf(), sx.Pointer, si.Pointer, sy.Pointer, outer, xSize, inner, indexSize, _stream));
+        GC.KeepAlive(sx);
+        GC.KeepAlive(si);
+        GC.KeepAlive(sy);
+    }
+
+    /// <inheritdoc/>
+    public void ScatterAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source)
+    {
+        var sd = Own(destination, nameof(destination));
+        var si = Own(index, nameof(index));
+        var ss = Own(source, nameof(source));
+        SameDType("ScatterAdd", sd, ss);
+        RequireIndex(si, "ScatterAdd", nameof(index));
+        if (sd.DType == DType.Bool)
+        {
+            throw Unsupported("ScatterAdd", sd.DType);
+        }
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_scatter_add((int)sd.DType, sd.Pointer, si.Pointer, ss.Pointer, outer, destinationSize, inner, indexSize, _stream));
+        GC.KeepAlive(sd);
+        GC.KeepAlive(si);
+        GC.KeepAlive(ss);
+    }
+
+    /// <inheritdoc/>
+    public void IndexSelect(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y)
+    {
+        var sx = Own(x, nameof(x));
+        var si = Own(index, nameof(index));
+        var sy = Own(y, nameof(y));
+        SameDType("IndexSelect", sx, sy);
+        RequireIndex(si, "IndexSelect", nameof(index));
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_index_select(sx.DType.SizeOf(), sx.Pointer, si.Pointer, sy.Pointer, outer, xSize, inner, indexSize, _stream));
+        GC.KeepAlive(sx);
+        GC.KeepAlive(si);
+        GC.KeepAlive(sy);
+    }
+
+    /// <inheritdoc/>
+    public void IndexAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source)
+    {
+        var sd = Own(destination, nameof(destination));
+        var si = Own(index, nameof(index));
+        var ss = Own(source, nameof(source));
+        SameDType("IndexAdd", sd, ss);
+        RequireIndex(si, "IndexAdd", nameof(index));
+        if (sd.DType == DType.Bool)
+        {
+            throw Unsupported("IndexAdd", sd.DType);
+        }
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_index_add((int)sd.DType, sd.Pointer, si.Pointer, ss.Pointer, outer, destinationSize, inner, indexSize, _stream));
+        GC.KeepAlive(sd);
+        GC.KeepAlive(si);
+        GC.KeepAlive(ss);
+    }
+
+    // ---- Random ----------------------------------------------------------------------------------
+
+    /// <inheritdoc/>
+    public void Random(IStorage destination, RandomDistribution distribution, ulong seed, ulong offset, double a, double b)
+    {
+        var d = Own(destination, nameof(destination));
+        if (!d.DType.IsFloatingPoint())
+        {
+            throw Unsupported($"Random {distribution}", d.DType);
+        }
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_random((int)d.DType, d.Pointer, d.Length, (int)distribution, seed, offset, a, b, _stream));
+        GC.KeepAlive(d);
+    }
+
+    // ---- Helpers ---------------------------------------------------------------------------------
+
+    private CudaStorage AllocateCore(DType dtype, long length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        _ = dtype.SizeOf();
+        Enter();
+        return Allocator.NewStorage(dtype, length, Device);
+    }
+
+    /// <summary>Checks the backend is alive and makes its device current on this thread.</summary>
+    private void Enter()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        CudaContext.MakeCurrent(_deviceIndex);
+    }
+
+    private CudaStorage Own(IStorage storage, string name)
+    {
+        ArgumentNullException.ThrowIfNull(storage, name);
+        if (storage is CudaStorage cuda && cuda.Owns(Allocator))
+        {
+            return cuda;
+        }
+        throw new ArgumentException($"{name} is a {storage.DType.Name()} storage on {storage.Device} ({storage.GetType().Name}), not one of this CUDA backend on {Device}.", name);
+    }
+
+    private static nint At(CudaStorage storage, long elementOffset) => storage.Pointer + (nint)(elementOffset * storage.DType.SizeOf());
+
+    private static long Product(List<long> dims)
+    {
+        long p = 1;
+        foreach (long d in dims)
+        {
+            p *= d;
+        }
+        return p;
+    }
+
+    private static void SameDType(string op, CudaStorage a, CudaStorage b)
+    {
+        if (a.DType != b.DType)
+        {
+            throw new ArgumentException($"{op} needs one dtype, got {a} and {b}.");
+        }
+    }
+
+    private static void SameLength(string op, CudaStorage a, CudaStorage b)
+    {
+        if (a.Length != b.Length)
+        {
+            throw new ArgumentException($"{op} needs equal lengths, got {a} and {b}.");
+        }
+    }
+
+    private static void RequireIndex(CudaStorage index, string op, string name)
+    {
+        if (index.DType != DType.Int64)
+        {
+            throw new ArgumentException($"{op} needs an int64 index, got {index}.", name);
+        }
+    }
+
+    private static void CheckElementType<T>(DType dtype, string name) where T : unmanaged
+    {
+        var expected = dtype switch
+        {
+            DType.Float32 => typeof(float),
+            DType.Float64 => typeof(double),
+            DType.Int64 => typeof(long),
+            DType.Bool => typeof(bool),
+            _ => null,
+        };
+        if (expected != typeof(T))
+        {
+            throw new ArgumentException($"Element type {typeof(T).Name} does not match dtype {dtype.Name()}.", name);
+        }
+    }
+
+    private static NotSupportedException Unsupported(string op, DType dtype) =>
+        new($"{op} is not supported for {dtype.Name()} by the CUDA backend.");
+}
