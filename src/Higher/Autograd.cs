@@ -71,6 +71,13 @@ public static class Autograd
                 throw new ArgumentException($"Input {i} ({inputs[i].Describe()}) does not require grad, so no gradient can be taken with respect to it.", nameof(inputs));
             }
         }
+        for (int i = 0; i < outputs.Count; i++)
+        {
+            if (!outputs[i].RequiresGrad)
+            {
+                throw new InvalidOperationException($"Output {i} ({outputs[i].Describe()}) does not require grad and has no grad function, so nothing can be differentiated through it.");
+            }
+        }
         var engine = new Engine(inputs);
         engine.Run(outputs, gradOutputs, createGraph, retainGraph ?? createGraph);
         var result = new Tensor?[inputs.Count];

@@ -62,7 +62,7 @@ public static class F
         };
     }
 
-    private static (Tensor Picked, Tensor Keep, double Count) PickTargets(Tensor logProbs, Tensor target, long ignoreIndex, string op)
+    private static (Tensor Picked, Tensor Keep, Tensor Count) PickTargets(Tensor logProbs, Tensor target, long ignoreIndex, string op)
     {
         if (logProbs.Rank != 2 || target.Rank != 1 || target.Shape[0] != logProbs.Shape[0])
         {
@@ -74,8 +74,21 @@ public static class F
         }
         var keep = target.Ne(ignoreIndex);
         var safeTarget = Tensor.Where(keep, target, 0);
+        int classes = logProbs.Shape[1];
+        if (target.Device.Type == DeviceType.Cpu)
+        {
+            // Checked here (where it costs no device round-trip) so the message names the loss, not the gather inside it.
+            foreach (long t in safeTarget.ToInt64Array())
+            {
+                if (t < 0 || t >= classes)
+                {
+                    throw new ArgumentOutOfRangeException(nameof(target), $"{op}: target class {t} is out of range [0, {classes}) for input {logProbs.Shape}.");
+                }
+            }
+        }
         var picked = logProbs.Gather(1, safeTarget.Unsqueeze(1)).Squeeze(1);
-        double count = keep.Sum().Item();
+        // The count stays a tensor: no host round-trip inside the loss.
+        var count = keep.Cast(logProbs.DType).Sum();
         return (picked, keep, count);
     }
 

@@ -68,8 +68,9 @@ public sealed partial class Tensor
         double step = steps > 1 ? (end - start) / (steps - 1) : 0;
         for (int i = 0; i < steps; i++)
         {
-            // PyTorch fills the second half from the end, so the last value is exactly `end`.
-            values[i] = i < steps / 2 ? start + step * i : end - step * (steps - 1 - i);
+            // PyTorch fills the second half from the end, so the last value is exactly `end`
+            // (and a single step is `start`).
+            values[i] = i < steps / 2 || steps == 1 ? start + step * i : end - step * (steps - 1 - i);
         }
         return FromArray(values, [steps], device).To(dtype);
     }

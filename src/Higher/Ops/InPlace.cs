@@ -52,16 +52,19 @@ public sealed partial class Tensor
     }
 
     /// <summary>this = alpha·this + beta in place.</summary>
-    public Tensor AffineInPlace(double alpha, double beta = 0)
+    public Tensor AffineInPlace(double alpha, double beta = 0) => AffineInPlace("AffineInPlace", alpha, beta);
+
+    /// <summary>this ·= c in place.</summary>
+    public Tensor MulInPlace(double c) => AffineInPlace("MulInPlace", c, 0);
+
+    /// <summary>this = alpha·this + beta, with errors naming the method the caller used.</summary>
+    private Tensor AffineInPlace(string op, double alpha, double beta)
     {
-        RequireFloat("AffineInPlace", allowInt: true);
-        BeginInPlace("AffineInPlace");
+        RequireFloat(op, allowInt: true);
+        BeginInPlace(op);
         Backend.Unary(UnaryOp.Affine, Storage, Storage, alpha, beta);
         return this;
     }
-
-    /// <summary>this ·= c in place.</summary>
-    public Tensor MulInPlace(double c) => AffineInPlace(c, 0);
 
     /// <summary>Sets every element to <paramref name="value"/>.</summary>
     public Tensor FillInPlace(double value)

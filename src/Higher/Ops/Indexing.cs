@@ -134,6 +134,9 @@ public sealed partial class Tensor
         {
             throw new ArgumentException($"OneHot needs int64 class indices; got {Describe()}.");
         }
+        ArgumentOutOfRangeException.ThrowIfNegative(numClasses);
+        // Checked here so that a bad class names OneHot and its indices, not the inner ScatterAdd.
+        CheckIndex("OneHot", this, numClasses);
         var dims = new List<int>(Shape.ToArray()) { numClasses };
         var zeros = ZerosOn(Backend, dtype, Higher.Shape.FromOwned(dims.ToArray()));
         var ones = FullOn(Backend, dtype, Higher.Shape.FromOwned([.. Shape.ToArray(), 1]), 1);

@@ -81,15 +81,32 @@ public sealed partial class Tensor
                 throw new ArgumentException($"MatMul: inner dimensions differ: {a.Describe()} (a) has {k} columns but {b.Describe()} (b) has {b.Shape[0]} rows.");
             }
             var lead = a.Shape.ToArray()[..^1];
-            return MatMulT(a.Reshape(-1, k), b, false, false).Reshape([.. lead, n]);
+            // The row count is spelled out: -1 cannot be inferred when k = 0.
+            return MatMulT(a.Reshape(RowCount(a), k), b, false, false).Reshape([.. lead, n]);
+        }
+        // Checked before the batches are broadcast and folded, so the message names the caller's shapes.
+        if (b.Shape[-2] != k)
+        {
+            throw new ArgumentException($"MatMul: inner dimensions differ: {a.Describe()} (a) has {k} columns but {b.Describe()} (b) has {b.Shape[-2]} rows.");
         }
         var batchA = new Shape(a.Shape.Dims[..^2]);
         var batchB = new Shape(b.Shape.Dims[..^2]);
-        var batchShape = Higher.Shape.Broadcast(batchA, batchB, "a's batch", "b's batch");
+        var batchShape = Higher.Shape.Broadcast(batchA, batchB, $"MatMul batch dimensions of {a.Describe()} (a)", $"MatMul batch dimensions of {b.Describe()} (b)");
         int batch = (int)batchShape.Numel;
         var a3 = a.Rank == 2 ? a : a.Expand([.. batchShape.ToArray(), m, k]).Reshape(batch, m, k);
         var b3 = b.Expand([.. batchShape.ToArray(), b.Shape[-2], n]).Reshape(batch, b.Shape[-2], n);
         return MatMulT(a3, b3, false, false).Reshape([.. batchShape.ToArray(), m, n]);
+    }
+
+    /// <summary>Product of all dimensions but the last: the rows of <paramref name="x"/> viewed as a matrix.</summary>
+    private static int RowCount(Tensor x)
+    {
+        long rows = 1;
+        for (int i = 0; i < x.Rank - 1; i++)
+        {
+            rows *= x.Shape.Dims[i];
+        }
+        return checked((int)rows);
     }
 
     /// <summary>Matrix product this·other (see <see cref="MatMul(Tensor, Tensor)"/>).</summary>
@@ -107,7 +124,7 @@ public sealed partial class Tensor
         {
             throw new ArgumentException($"Linear: bias {bias.Describe()} must be 1-D with {weight.Shape[0]} elements, as weight {weight.Describe()} has rows.");
         }
-        var x2 = x.Rank == 2 ? x : x.Reshape(-1, x.Shape[-1]);
+        var x2 = x.Rank == 2 ? x : x.Reshape(RowCount(x), x.Shape[-1]);
         var y = MatMulT(x2, weight, false, true);
         if (bias is not null)
         {

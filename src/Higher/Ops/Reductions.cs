@@ -56,9 +56,11 @@ public sealed partial class Tensor
     /// <summary>Sum over <paramref name="axes"/> (all when null); keepDim keeps them as size 1. Gradient: broadcast back.</summary>
     public Tensor Sum(int[]? axes, bool keepDim = false)
     {
-        if (DType == DType.Bool)
+        if (!DType.IsFloatingPoint())
         {
-            return Cast(DType.Int64).Sum(axes, keepDim);
+            // Backends reduce floats only (IBackend.Reduce); counts and index sums are exact in
+            // float64 up to 2^53.
+            return Cast(DType.Float64).Sum(axes, keepDim).Cast(DType.Int64);
         }
         var flags = AxisFlags(axes, axes is null);
         var y = RawReduce(ReduceOp.Sum, flags, keepDim);
@@ -134,7 +136,7 @@ public sealed partial class Tensor
         var y = RawReduce(op, flags, keepDim);
         if (Autograd.ShouldRecord(this))
         {
-            y.AttachGradFn(new ExtremeNode(this, y, ReducedShape(Shape, flags, true), flags));
+            y.AttachGradFn(new ExtremeNode(op, this, y, ReducedShape(Shape, flags, true), flags));
         }
         return y;
     }
@@ -168,7 +170,7 @@ public sealed partial class Tensor
         Backend.ArgReduce(op, Storage, outer, size, inner, values.Storage, indices.Storage);
         if (Autograd.ShouldRecord(this))
         {
-            values.AttachGradFn(new ArgExtremeNode(this, indices, a));
+            values.AttachGradFn(new ArgExtremeNode(op, this, indices, a));
         }
         if (keepDim)
         {
@@ -228,19 +230,21 @@ internal sealed class SumNode(Tensor x, Shape keptShape) : Node(x)
 /// <summary>amax/amin: the gradient is shared equally among the elements equal to the extreme.</summary>
 internal sealed class ExtremeNode : Node
 {
+    private readonly ReduceOp _op;
     private readonly Shape _kept;
     private readonly bool[] _flags;
     private Tensor _y;
 
-    public ExtremeNode(Tensor x, Tensor y, Shape kept, bool[] flags) : base(x)
+    public ExtremeNode(ReduceOp op, Tensor x, Tensor y, Shape kept, bool[] flags) : base(x)
     {
+        _op = op;
         _y = y;
         _kept = kept;
         _flags = flags;
         Save(x, y);
     }
 
-    internal override string Name => "AmaxBackward";
+    internal override string Name => _op == ReduceOp.Max ? "AmaxBackward" : "AminBackward";
 
     protected override Tensor?[] Backward(Tensor g)
     {
@@ -266,16 +270,18 @@ internal sealed class ExtremeNode : Node
 /// <summary>max/min along an axis with indices: the gradient is scattered to the chosen index.</summary>
 internal sealed class ArgExtremeNode : Node
 {
+    private readonly ReduceOp _op;
     private readonly int _axis;
     private Tensor _indices;
 
-    public ArgExtremeNode(Tensor x, Tensor indices, int axis) : base(x)
+    public ArgExtremeNode(ReduceOp op, Tensor x, Tensor indices, int axis) : base(x)
     {
+        _op = op;
         _indices = indices;
         _axis = axis;
     }
 
-    internal override string Name => "MaxBackward";
+    internal override string Name => _op == ReduceOp.Max ? "MaxBackward" : "MinBackward";
 
     protected override Tensor?[] Backward(Tensor g)
     {

@@ -498,8 +498,14 @@ internal sealed class SliceScatterNode(Tensor source, int axis, int start, int s
 {
     internal override string Name => "SliceScatterBackward";
 
-    protected override Tensor?[] Backward(Tensor g) =>
-        [g.Slice(axis, start, start + ((Inputs[0].Shape.Dims[axis] - 1) * step) + 1, step)];
+    protected override Tensor?[] Backward(Tensor g)
+    {
+        // An empty source must give end = start: start - step + 1 would be negative for step > 1,
+        // and Slice reads a negative end from the back.
+        int length = Inputs[0].Shape.Dims[axis];
+        int end = length == 0 ? start : start + ((length - 1) * step) + 1;
+        return [g.Slice(axis, start, end, step)];
+    }
 }
 
 internal sealed class CatNode(Tensor[] inputs, int axis) : Node(inputs)
