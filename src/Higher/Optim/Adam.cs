@@ -89,7 +89,7 @@ public class Adam : Optimizer
         var b1 = hyper["beta1"];
         var b2 = hyper["beta2"];
         var m = b1 * state["exp_avg"] + (1 - b1) * g;
-        var v = b2 * state["exp_avg_sq"] + (1 - b2) * (g * g);
+        var v = b2 * state["exp_avg_sq"] + (1 - b2) * g * g;
         state["exp_avg"] = m;
         state["exp_avg_sq"] = v;
         if (hyper.Flag("amsgrad"))
@@ -99,7 +99,7 @@ public class Adam : Optimizer
         }
         var stepSize = lr / (1 - b1.Pow(t));
         var denom = v.SafeSqrt() / (1 - b2.Pow(t)).Sqrt() + hyper["eps"];
-        return param - stepSize * (m / denom);
+        return param - stepSize * m / denom;
     }
 }
 

@@ -75,6 +75,10 @@ public readonly struct HyperValue
     /// <summary>√a.</summary>
     public HyperValue Sqrt() => Tensor is null ? Math.Sqrt(_value) : Tensor.Sqrt();
 
+    /// <summary>a^b for a hyperparameter exponent (b may be a tensor: d/db = a^b·ln a).</summary>
+    public HyperValue Pow(HyperValue exponent) =>
+        Tensor is null && exponent.Tensor is null ? Math.Pow(_value, exponent._value) : Higher.Tensor.Pow(AsTensorLike(exponent), exponent.AsTensorLike(this));
+
     /// <summary>h · x.</summary>
     public static Tensor operator *(HyperValue h, Tensor x) => h.Tensor is null ? x * h._value : h.AsTensor(x) * x;
 
@@ -89,6 +93,15 @@ public readonly struct HyperValue
 
     /// <summary>h - x.</summary>
     public static Tensor operator -(HyperValue h, Tensor x) => h.Tensor is null ? h._value - x : h.AsTensor(x) - x;
+
+    /// <summary>x - h.</summary>
+    public static Tensor operator -(Tensor x, HyperValue h) => h.Tensor is null ? x - h._value : x - h.AsTensor(x);
+
+    /// <summary>h + x.</summary>
+    public static Tensor operator +(HyperValue h, Tensor x) => h.Tensor is null ? h._value + x : h.AsTensor(x) + x;
+
+    /// <summary>h / x.</summary>
+    public static Tensor operator /(HyperValue h, Tensor x) => h.Tensor is null ? h._value / x : h.AsTensor(x) / x;
 
     /// <summary>Shows the number or the tensor.</summary>
     public override string ToString() => Tensor?.ToString() ?? _value.ToString(System.Globalization.CultureInfo.InvariantCulture);

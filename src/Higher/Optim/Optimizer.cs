@@ -6,7 +6,7 @@ namespace Higher.Optim;
 /// (<see cref="Update"/>). <see cref="Step()"/> applies the rule without recording; the
 /// differentiable optimizers of Higher apply the same rule on the tape.
 /// </summary>
-public abstract class Optimizer
+public abstract class Optimizer : IHyperParameterGroups
 {
     private readonly List<ParamGroup> _groups = [];
     private readonly Dictionary<Tensor, ParamState> _state = new(ReferenceEqualityComparer.Instance);
@@ -26,14 +26,25 @@ public abstract class Optimizer
         }
     }
 
-    /// <summary>Wraps a flat parameter list as one group.</summary>
-    protected static IEnumerable<ParamGroup> OneGroup(IEnumerable<Tensor> parameters) => [new ParamGroup(parameters)];
+    /// <summary>Wraps a flat parameter list as one group; an empty list is rejected, as torch rejects it.</summary>
+    protected static IEnumerable<ParamGroup> OneGroup(IEnumerable<Tensor> parameters)
+    {
+        var group = new ParamGroup(parameters);
+        if (group.Params.Count == 0)
+        {
+            throw new ArgumentException("The optimizer got an empty parameter list.", nameof(parameters));
+        }
+        return [group];
+    }
 
     /// <summary>The hyperparameters a new group receives when it does not set them.</summary>
     public IReadOnlyDictionary<string, double> Defaults { get; }
 
     /// <summary>The parameter groups.</summary>
     public IReadOnlyList<ParamGroup> ParamGroups => _groups;
+
+    /// <summary>Each group's hyperparameters (its <see cref="ParamGroup.Options"/>), for learning-rate schedulers.</summary>
+    public IReadOnlyList<IDictionary<string, double>> HyperParameterGroups => _groups.Select(g => (IDictionary<string, double>)g.Options).ToList();
 
     /// <summary>Per-parameter state, keyed by the parameter tensor.</summary>
     public IReadOnlyDictionary<Tensor, ParamState> State => _state;
@@ -211,3 +222,14 @@ public abstract class Optimizer
 public sealed record OptimizerStateDict(
     IReadOnlyList<(Dictionary<string, double> Options, int[] Params)> Groups,
     IReadOnlyDictionary<int, ParamState> State);
+
+/// <summary>
+/// Parameter groups whose hyperparameters are read and written by name ("lr", "momentum", "beta1", ...):
+/// what a learning-rate scheduler drives. <see cref="Optimizer"/> implements it, and so can a
+/// differentiable optimizer that keeps its own copies of the groups.
+/// </summary>
+public interface IHyperParameterGroups
+{
+    /// <summary>One dictionary per group, live: writes change the hyperparameters the next step uses.</summary>
+    IReadOnlyList<IDictionary<string, double>> HyperParameterGroups { get; }
+}

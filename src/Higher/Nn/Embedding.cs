@@ -1,0 +1,75 @@
+namespace Higher.Nn;
+
+/// <summary>
+/// A lookup table (torch.nn.Embedding): int64 indices of any shape [...] give rows of the weight
+/// [num_embeddings, embedding_dim], shaped [..., embedding_dim]. Weights start N(0, 1); the
+/// padding row, when given, starts at zero and receives no gradient.
+/// </summary>
+public sealed class Embedding : Module
+{
+    private Parameter _weight;
+
+    /// <summary>A table of <paramref name="numEmbeddings"/> vectors of size <paramref name="embeddingDim"/>.</summary>
+    public Embedding(int numEmbeddings, int embeddingDim, int? paddingIdx = null, Generator? generator = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numEmbeddings);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(embeddingDim);
+        if (paddingIdx is { } pad)
+        {
+            if (pad < -numEmbeddings || pad >= numEmbeddings)
+            {
+                throw new ArgumentOutOfRangeException(nameof(paddingIdx), pad, $"Padding index must be within the {numEmbeddings} embeddings.");
+            }
+            paddingIdx = pad < 0 ? pad + numEmbeddings : pad;
+        }
+        NumEmbeddings = numEmbeddings;
+        EmbeddingDim = embeddingDim;
+        PaddingIdx = paddingIdx;
+        var w = Tensor.Randn([numEmbeddings, embeddingDim], generator: generator);
+        if (paddingIdx is { } p)
+        {
+            w = Tensor.Where(Tensor.Arange(numEmbeddings).Eq(p).Unsqueeze(1), 0, w);
+        }
+        _weight = RegisterParameter("weight", w)!;
+    }
+
+    /// <summary>Number of rows.</summary>
+    public int NumEmbeddings { get; }
+
+    /// <summary>Size of each row.</summary>
+    public int EmbeddingDim { get; }
+
+    /// <summary>The row that receives no gradient, if any.</summary>
+    public int? PaddingIdx { get; }
+
+    /// <summary>The weight handle.</summary>
+    public Parameter Weight => _weight;
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        if (input.DType != DType.Int64)
+        {
+            throw new ArgumentException($"Embedding expects int64 indices; got {input.DType.Name()} input {input.Shape}.", nameof(input));
+        }
+        var weight = _weight.Value;
+        var rows = weight.IndexSelect(0, input.Reshape(-1));
+        if (PaddingIdx is { } pad)
+        {
+            var padding = input.Reshape(-1).Eq(pad).Unsqueeze(1);
+            rows = Tensor.Where(padding, rows.Detach(), rows);
+        }
+        var dims = input.Shape.ToArray().Append(EmbeddingDim).ToArray();
+        return rows.Reshape(dims);
+    }
+
+    /// <inheritdoc/>
+    protected override void OnParameterReplaced(string name, Parameter? parameter)
+    {
+        if (name == "weight")
+        {
+            _weight = parameter ?? throw new ArgumentNullException(nameof(parameter), "Embedding needs a weight.");
+        }
+    }
+}
