@@ -18,12 +18,26 @@ public sealed record MamlConfig
     public ulong Seed { get; init; } = 1;
     public DType DType { get; init; } = DType.Float32;
     public bool FirstOrder { get; init; }
+
+    /// <summary>Where the model and the task data live (the CPU unless a CUDA backend is registered and chosen).</summary>
+    public Device Device { get; init; } = Device.Cpu;
 }
 
 /// <summary>MAML meta-training, the joint-training baseline, and few-shot evaluation.</summary>
 public static class Maml
 {
     private static Tensor Mse(Tensor a, Tensor b) => F.MseLoss(a, b);
+
+    /// <summary>The 1-40-40-1 network, initialised on the CPU from the seed (the same weights on every device), then moved to the device.</summary>
+    private static Mlp NewModel(MamlConfig c, Generator g)
+    {
+        var model = new Mlp([1, 40, 40, 1], g, c.DType);
+        if (c.Device != Device.Cpu)
+        {
+            model.To(c.Device);
+        }
+        return model;
+    }
 
     /// <summary>
     /// MAML: for each task, adapt a functional copy with differentiable SGD on K support points
@@ -33,7 +47,7 @@ public static class Maml
     public static Mlp MetaTrain(MamlConfig c, Action<int, double>? log = null)
     {
         var g = new Generator(c.Seed);
-        var model = new Mlp([1, 40, 40, 1], g, c.DType);
+        var model = NewModel(c, g);
         var metaOpt = new Adam(model.Parameters(), new AdamOptions { Lr = c.MetaLr });
         var innerOpt = new Sgd(model.Parameters(), new SgdOptions { Lr = c.InnerLr });
         for (int it = 0; it < c.Iterations; it++)
@@ -43,8 +57,8 @@ public static class Maml
             for (int t = 0; t < c.MetaBatch; t++)
             {
                 var task = SinusoidTask.Sample(g);
-                var (xs, ys) = task.Draw(c.K, g, c.DType);
-                var (xq, yq) = task.Draw(c.K, g, c.DType);
+                var (xs, ys) = task.Draw(c.K, g, c.DType, c.Device);
+                var (xq, yq) = task.Draw(c.K, g, c.DType, c.Device);
                 using var ctx = InnerLoop.Create(model, innerOpt, copyInitialWeights: false, firstOrder: c.FirstOrder);
                 var (fmodel, diffopt) = ctx;
                 for (int s = 0; s < c.InnerSteps; s++)
@@ -65,7 +79,7 @@ public static class Maml
     public static Mlp Pretrain(MamlConfig c, Action<int, double>? log = null)
     {
         var g = new Generator(c.Seed);
-        var model = new Mlp([1, 40, 40, 1], g, c.DType);
+        var model = NewModel(c, g);
         var opt = new Adam(model.Parameters(), new AdamOptions { Lr = c.MetaLr });
         for (int it = 0; it < c.Iterations; it++)
         {
@@ -74,7 +88,7 @@ public static class Maml
             for (int t = 0; t < c.MetaBatch; t++)
             {
                 var task = SinusoidTask.Sample(g);
-                var (x, y) = task.Draw(2 * c.K, g, c.DType);
+                var (x, y) = task.Draw(2 * c.K, g, c.DType, c.Device);
                 var loss = Mse(model.Forward(x), y) / c.MetaBatch;
                 loss.Backward();
                 total += loss.Item();
@@ -99,8 +113,8 @@ public static class Maml
         for (int t = 0; t < c.EvalTasks; t++)
         {
             var task = SinusoidTask.Sample(g);
-            var (xs, ys) = task.Draw(c.K, g, c.DType);
-            var (xq, yq) = task.Draw(c.EvalQueryPoints, g, c.DType);
+            var (xs, ys) = task.Draw(c.K, g, c.DType, c.Device);
+            var (xq, yq) = task.Draw(c.EvalQueryPoints, g, c.DType, c.Device);
             using var ctx = InnerLoop.Create(model, innerOpt, trackHigherGrads: false);
             var (fmodel, diffopt) = ctx;
             for (int s = 0; s <= maxSteps; s++)

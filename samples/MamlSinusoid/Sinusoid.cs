@@ -13,8 +13,8 @@ public sealed class SinusoidTask(double amplitude, double phase)
     public static SinusoidTask Sample(Generator g) =>
         new(0.1 + 4.9 * g.NextDouble(), Math.PI * g.NextDouble());
 
-    /// <summary>K points (x [K, 1], y [K, 1]).</summary>
-    public (Tensor X, Tensor Y) Draw(int k, Generator g, DType dtype)
+    /// <summary>K points (x [K, 1], y [K, 1]) on <paramref name="device"/> (the CPU by default); drawn on the host, so the same on every device.</summary>
+    public (Tensor X, Tensor Y) Draw(int k, Generator g, DType dtype, Device? device = null)
     {
         var x = new double[k];
         var y = new double[k];
@@ -23,6 +23,6 @@ public sealed class SinusoidTask(double amplitude, double phase)
             x[i] = -5 + 10 * g.NextDouble();
             y[i] = Amplitude * Math.Sin(x[i] - Phase);
         }
-        return (Tensor.FromArray(x, [k, 1]).To(dtype), Tensor.FromArray(y, [k, 1]).To(dtype));
+        return (Tensor.FromArray(x, [k, 1], device).To(dtype), Tensor.FromArray(y, [k, 1], device).To(dtype));
     }
 }

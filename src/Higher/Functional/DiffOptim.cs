@@ -22,6 +22,14 @@ public static class DiffOptim
         Register<Sgd>((o, r, opt) => new DifferentiableSgd((Sgd)o, r, opt));
         Register<Adam>((o, r, opt) => new DifferentiableAdam((Adam)o, r, opt));
         Register<AdamW>((o, r, opt) => new DifferentiableAdamW((AdamW)o, r, opt));
+        Register<Adagrad>((o, r, opt) => new DifferentiableAdagrad((Adagrad)o, r, opt));
+        Register<Adadelta>((o, r, opt) => new DifferentiableAdadelta((Adadelta)o, r, opt));
+        Register<Adamax>((o, r, opt) => new DifferentiableAdamax((Adamax)o, r, opt));
+        Register<Asgd>((o, r, opt) => new DifferentiableAsgd((Asgd)o, r, opt));
+        Register<RmsProp>((o, r, opt) => new DifferentiableRmsProp((RmsProp)o, r, opt));
+        Register<Rprop>((o, r, opt) => new DifferentiableRprop((Rprop)o, r, opt));
+        Register<NAdam>((o, r, opt) => new DifferentiableNAdam((NAdam)o, r, opt));
+        Register<RAdam>((o, r, opt) => new DifferentiableRAdam((RAdam)o, r, opt));
     }
 
     /// <summary>
@@ -93,14 +101,28 @@ public static class DiffOptim
             ?? (options.FModel is { } f ? [new ParamGroup(f.FastParams)] : throw new ArgumentException("Create needs parameter groups or a functional module (FModel).", nameof(groups)));
         var standIns = new List<Tensor>();
         var standInGroups = new List<ParamGroup>();
+        var standInOf = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
         foreach (var g in source)
         {
             var leaves = g.Params.Select(p => p.Detach().WithRequiresGrad(p.RequiresGrad)).ToList();
+            for (int i = 0; i < leaves.Count; i++)
+            {
+                standInOf[g.Params[i]] = leaves[i];
+            }
             standIns.AddRange(leaves);
             standInGroups.Add(new ParamGroup(leaves, g.Options));
         }
         var opt = construct(standInGroups);
-        return Get(opt, standIns, options);
+        IReadOnlyList<Tensor> reference = standIns;
+        if (options.FModel is { } fmodel && standInOf.Count == standIns.Count
+            && standInOf.Keys.All(p => fmodel.FastParams.Contains(p, ReferenceEqualityComparer.Instance)))
+        {
+            // The groups name the module's own fast weights: line the stand-ins up with them, so each
+            // group's hyperparameters reach its own weights whatever the order of the groups (and fast
+            // weights in no group pass through).
+            reference = fmodel.FastParams.Select(p => standInOf.TryGetValue(p, out var s) ? s : p.Detach()).ToList();
+        }
+        return Get(opt, reference, options);
     }
 
     /// <summary>
@@ -133,7 +155,7 @@ public static class DiffOptim
     {
         ArgumentNullException.ThrowIfNull(opt);
         ArgumentNullException.ThrowIfNull(@override);
-        @override.Validate(opt.ParamGroups.Count);
+        @override.Validate(opt.HyperParameterGroups);
         foreach (var name in @override.Keys)
         {
             for (int i = 0; i < opt.ParamGroups.Count; i++)

@@ -41,7 +41,7 @@ public sealed record DifferentiableOptimizerOptions
 /// graph back to the initial weights, the state and any tensor hyperparameters.
 /// Hyperparameters and state are copied from the existing optimizer (state detached) at construction.
 /// </summary>
-public class DifferentiableOptimizer
+public class DifferentiableOptimizer : IHyperParameterGroups
 {
     private readonly Optimizer _rule;
     private readonly List<Dictionary<string, double>> _groups;
@@ -83,7 +83,7 @@ public class DifferentiableOptimizer
         }
         if (_options.Override is { } o)
         {
-            o.Validate(_groups.Count);
+            o.Validate(_groups);
             _override.Merge(o);
         }
     }
@@ -102,9 +102,13 @@ public class DifferentiableOptimizer
 
     /// <summary>
     /// Each group's numeric hyperparameters, writable (for instance by a learning-rate schedule
-    /// inside the inner loop). Overrides take precedence over these numbers.
+    /// inside the inner loop: any <see cref="Optim.Schedulers.LRScheduler"/> can drive this
+    /// optimizer). Overrides take precedence over these numbers.
     /// </summary>
     public IReadOnlyList<Dictionary<string, double>> ParamGroups => _groups;
+
+    /// <inheritdoc/>
+    public IReadOnlyList<IDictionary<string, double>> HyperParameterGroups => _groups;
 
     /// <summary>The overrides in force (construction and later steps merged).</summary>
     public Override Override => _override;
@@ -129,7 +133,7 @@ public class DifferentiableOptimizer
         }
         if (@override is not null)
         {
-            @override.Validate(_groups.Count);
+            @override.Validate(_groups);
             _override.Merge(@override);
         }
 
@@ -168,7 +172,10 @@ public class DifferentiableOptimizer
         {
             for (int i = 0; i < updated.Length; i++)
             {
-                if (!ReferenceEquals(updated[i], current[i]) || !updated[i].IsLeaf)
+                // Every trainable weight becomes a fresh leaf, an unchanged one too (a weight the loss
+                // does not use would otherwise stay the model's own tensor with copyInitialWeights
+                // false, and test-time gradients would reach the model). Frozen weights pass through.
+                if (current[i].RequiresGrad || !ReferenceEquals(updated[i], current[i]) || !updated[i].IsLeaf)
                 {
                     updated[i] = updated[i].Detach().WithRequiresGrad(current[i].RequiresGrad);
                 }

@@ -36,25 +36,48 @@ public sealed class Override
         }
         if (Pairs.TryGetValue(name, out var pair))
         {
-            var first = new HyperValue[values.Length];
-            var second = new HyperValue[values.Length];
-            for (int i = 0; i < values.Length; i++)
-            {
-                var t = values[i].Tensor ?? throw new ArgumentException($"Override '{name}' takes 2-element tensors; set '{pair.First}' and '{pair.Second}' for numbers.", nameof(values));
-                if (t.Numel != 2)
-                {
-                    throw new ArgumentException($"Override '{name}' takes 2-element tensors; got {t.Shape}.", nameof(values));
-                }
-                var flat = t.Reshape(2);
-                first[i] = flat.Select(0, 0);
-                second[i] = flat.Select(0, 1);
-            }
-            _values[pair.First] = first;
-            _values[pair.Second] = second;
-            return this;
+            return SetPair(name, values.Select(v => v.Tensor ?? throw new ArgumentException($"Override '{name}' takes 2-element tensors; set '{pair.First}' and '{pair.Second}' for numbers.", nameof(values))).ToArray());
         }
         _values[name] = values;
         return this;
+    }
+
+    private Override SetPair(string name, Tensor[] values)
+    {
+        var pair = Pairs[name];
+        if (values.Length == 0)
+        {
+            throw new ArgumentException($"Override '{name}' needs at least one value.", nameof(values));
+        }
+        var first = new HyperValue[values.Length];
+        var second = new HyperValue[values.Length];
+        for (int i = 0; i < values.Length; i++)
+        {
+            var t = values[i] ?? throw new ArgumentNullException(nameof(values));
+            if (t.Numel != 2)
+            {
+                throw new ArgumentException($"Override '{name}' takes 2-element tensors; got {t.Shape}.", nameof(values));
+            }
+            var flat = t.Reshape(2);
+            first[i] = flat.Select(0, 0);
+            second[i] = flat.Select(0, 1);
+        }
+        _values[pair.First] = first;
+        _values[pair.Second] = second;
+        return this;
+    }
+
+    /// <summary>
+    /// Sets <paramref name="name"/> from tensors (one for all groups or one per group): one-element
+    /// tensors, or for "betas", "etas" and "step_sizes" 2-element tensors split into their components.
+    /// Returns this override.
+    /// </summary>
+    public Override Set(string name, params Tensor[] values)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentNullException.ThrowIfNull(values);
+        // A 2-element tensor cannot become a HyperValue, so pairs are split before any conversion.
+        return Pairs.ContainsKey(name) ? SetPair(name, values) : Set(name, values.Select(v => (HyperValue)v).ToArray());
     }
 
     /// <summary>True if <paramref name="name"/> is overridden.</summary>
@@ -70,14 +93,19 @@ public sealed class Override
         }
     }
 
-    /// <summary>Checks that every entry has one value or <paramref name="groups"/> values.</summary>
-    internal void Validate(int groups)
+    /// <summary>Checks that every entry names a hyperparameter of the groups and has one value or one per group.</summary>
+    internal void Validate(IReadOnlyList<IDictionary<string, double>> groups)
     {
         foreach (var (k, v) in _values)
         {
-            if (v.Length != 1 && v.Length != groups)
+            if (groups.Count > 0 && !groups.Any(g => g.ContainsKey(k)))
             {
-                throw new ArgumentException($"Override '{k}' has {v.Length} values, but the optimizer has {groups} parameter groups: give one value or one per group.");
+                // A misspelt name would otherwise be ignored silently.
+                throw new ArgumentException($"Override '{k}' names no hyperparameter of this optimizer; its groups have: {string.Join(", ", groups[0].Keys)}.");
+            }
+            if (v.Length != 1 && v.Length != groups.Count)
+            {
+                throw new ArgumentException($"Override '{k}' has {v.Length} values, but the optimizer has {groups.Count} parameter groups: give one value or one per group.");
             }
         }
     }
