@@ -58,12 +58,7 @@ public sealed class Adadelta : Optimizer
             state["acc_delta"] = Tensor.ZerosLike(param);
         }
         state.Step++;
-        var g = hyper.Flag("maximize") ? grad.Neg() : grad;
-        var wd = hyper["weight_decay"];
-        if (wd.IsTensor || wd.Value != 0)
-        {
-            g = g + wd * param;
-        }
+        var g = DirectedGradient(param, grad, hyper);
         var rho = hyper["rho"];
         var eps = hyper["eps"];
         var squareAvg = rho * state["square_avg"] + (1 - rho) * g * g;

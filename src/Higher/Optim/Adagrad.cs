@@ -61,12 +61,7 @@ public sealed class Adagrad : Optimizer
             state["sum"] = Tensor.ZerosLike(param) + hyper["initial_accumulator_value"];
         }
         long t = ++state.Step;
-        var g = hyper.Flag("maximize") ? grad.Neg() : grad;
-        var wd = hyper["weight_decay"];
-        if (wd.IsTensor || wd.Value != 0)
-        {
-            g = g + wd * param;
-        }
+        var g = DirectedGradient(param, grad, hyper);
         var clr = hyper["lr"] / (1 + (t - 1) * hyper["lr_decay"]);
         var sum = state["sum"] + g * g;
         state["sum"] = sum;

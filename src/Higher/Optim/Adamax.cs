@@ -60,12 +60,7 @@ public sealed class Adamax : Optimizer
             state["exp_inf"] = Tensor.ZerosLike(param);
         }
         long t = ++state.Step;
-        var g = hyper.Flag("maximize") ? grad.Neg() : grad;
-        var wd = hyper["weight_decay"];
-        if (wd.IsTensor || wd.Value != 0)
-        {
-            g = g + wd * param;
-        }
+        var g = DirectedGradient(param, grad, hyper);
         var b1 = hyper["beta1"];
         var m = b1 * state["exp_avg"] + (1 - b1) * g;
         var u = Tensor.Maximum(hyper["beta2"] * state["exp_inf"], g.Abs() + hyper["eps"]);

@@ -63,12 +63,7 @@ public sealed class Asgd : Optimizer
             state["ax"] = Tensor.ZerosLike(param);
         }
         long t = ++state.Step;
-        var g = hyper.Flag("maximize") ? grad.Neg() : grad;
-        var wd = hyper["weight_decay"];
-        if (wd.IsTensor || wd.Value != 0)
-        {
-            g = g + wd * param;
-        }
+        var g = DirectedGradient(param, grad, hyper);
         var lambd = hyper["lambd"];
         HyperValue eta = state["eta"];
         var p = param * (1 - lambd * eta);

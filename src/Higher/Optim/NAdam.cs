@@ -70,12 +70,7 @@ public sealed class NAdam : Optimizer
         var b2 = hyper["beta2"];
         var psi = hyper["momentum_decay"];
         var biasCorrection2 = 1 - b2.Pow(t);
-        var g = hyper.Flag("maximize") ? grad.Neg() : grad;
-        var wd = hyper["weight_decay"];
-        if (wd.IsTensor || wd.Value != 0)
-        {
-            g = g + wd * param;
-        }
+        var g = DirectedGradient(param, grad, hyper);
         HyperValue decay = 0.96;
         var mu = b1 * (1.0 - 0.5 * decay.Pow(t * psi));
         var muNext = b1 * (1.0 - 0.5 * decay.Pow((t + 1) * psi));

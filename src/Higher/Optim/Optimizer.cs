@@ -100,6 +100,19 @@ public abstract class Optimizer : IHyperParameterGroups
     /// </summary>
     public abstract Tensor Update(Tensor param, Tensor grad, ParamState state, IHyperParameters hyper);
 
+    /// <summary>
+    /// The gradient an update rule descends: -∇ when "maximize" is set, plus the L2 term
+    /// weight_decay·p when it is non-zero (torch's coupled weight decay).
+    /// </summary>
+    protected static Tensor DirectedGradient(Tensor param, Tensor grad, IHyperParameters hyper)
+    {
+        ArgumentNullException.ThrowIfNull(grad);
+        ArgumentNullException.ThrowIfNull(hyper);
+        var g = hyper.Flag("maximize") ? grad.Neg() : grad;
+        var wd = hyper["weight_decay"];
+        return wd.IsTensor || wd.Value != 0 ? g + wd * param : g;
+    }
+
     /// <summary>The state of <paramref name="param"/>, created empty on first use.</summary>
     public ParamState StateFor(Tensor param)
     {

@@ -67,12 +67,7 @@ public sealed class RAdam : Optimizer
         var b2 = hyper["beta2"];
         var biasCorrection1 = 1 - b1.Pow(t);
         var biasCorrection2 = 1 - b2.Pow(t);
-        var g = hyper.Flag("maximize") ? grad.Neg() : grad;
-        var wd = hyper["weight_decay"];
-        if (wd.IsTensor || wd.Value != 0)
-        {
-            g = g + wd * param;
-        }
+        var g = DirectedGradient(param, grad, hyper);
         var m = b1 * state["exp_avg"] + (1 - b1) * g;
         var v = b2 * state["exp_avg_sq"] + (1 - b2) * g * g;
         state["exp_avg"] = m;

@@ -75,12 +75,7 @@ public sealed class RmsProp : Optimizer
             state["grad_avg"] = Tensor.ZerosLike(param);
         }
         state.Step++;
-        var g = hyper.Flag("maximize") ? grad.Neg() : grad;
-        var wd = hyper["weight_decay"];
-        if (wd.IsTensor || wd.Value != 0)
-        {
-            g = g + wd * param;
-        }
+        var g = DirectedGradient(param, grad, hyper);
         var alpha = hyper["alpha"];
         var squareAvg = alpha * state["square_avg"] + (1 - alpha) * g * g;
         state["square_avg"] = squareAvg;

@@ -58,12 +58,7 @@ public sealed class Sgd : Optimizer
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(hyper);
         state.Step++;
-        var g = hyper.Flag("maximize") ? grad.Neg() : grad;
-        var wd = hyper["weight_decay"];
-        if (wd.IsTensor || wd.Value != 0)
-        {
-            g = g + wd * param;
-        }
+        var g = DirectedGradient(param, grad, hyper);
         var mu = hyper["momentum"];
         if (mu.IsTensor || mu.Value != 0)
         {
