@@ -2,8 +2,10 @@ namespace Higher.Cuda;
 
 /// <summary>
 /// A contiguous device buffer of the CUDA backend. <see cref="Dispose"/> returns its block to the
-/// backend's caching allocator at once; a storage that is never disposed gives its block back when
-/// finalized (the finalizer only queues it, it makes no CUDA call).
+/// backend's caching allocator at once (so does the end of the <see cref="CudaAllocationScope"/> it
+/// was allocated in, unless kept); a storage that is never disposed gives its block back when
+/// finalized (the finalizer only queues it, it makes no CUDA call; the allocator takes it back on
+/// its next call, and collects garbage itself when device memory runs short).
 /// </summary>
 public sealed class CudaStorage : IStorage
 {
