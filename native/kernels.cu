@@ -879,13 +879,37 @@ __host__ __device__ __forceinline__ double PhiloxSample(int32_t distribution, ui
     return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * pi * u2);
 }
 
+// The largest value below x (x finite or +inf), by stepping the bit pattern, as .NET's BitDecrement.
+__device__ __forceinline__ float NextDown(float x) {
+    if (x == 0.0f) {
+        return __int_as_float(static_cast<int>(0x80000001u));
+    }
+    const int bits = __float_as_int(x);
+    return __int_as_float(x > 0.0f ? bits - 1 : bits + 1);
+}
+__device__ __forceinline__ double NextDown(double x) {
+    if (x == 0.0) {
+        return __longlong_as_double(static_cast<long long>(0x8000000000000001ull));
+    }
+    const long long bits = __double_as_longlong(x);
+    return __longlong_as_double(x > 0.0 ? bits - 1 : bits + 1);
+}
+
+// A uniform draw that rounding carried up to `high` becomes the largest value below it, as in the
+// Reference backend, so draws stay in [low, high).
 template <typename T>
 __global__ void RandomKernel(T* y, int64_t n, int32_t distribution, uint64_t seed, uint64_t offset, double a,
                              double b) {
+    const bool clampHigh = distribution == dUniform && b > a;
+    const T high = static_cast<T>(b);
     HK_GRID_LOOP(i, n) {
         const double s = PhiloxSample(distribution, seed, offset + static_cast<uint64_t>(i));
         const double v = distribution == dUniform ? a + (b - a) * s : a + b * s;
-        y[i] = static_cast<T>(v);
+        T t = static_cast<T>(v);
+        if (clampHigh && t >= high) {
+            t = NextDown(high);
+        }
+        y[i] = t;
     }
 }
 

@@ -111,8 +111,10 @@ public interface IBackend
     /// <summary>
     /// Fills a Float32/Float64 storage from the counter-based generator (see <see cref="Philox"/>):
     /// element i gets <see cref="Philox.Uniform(ulong, ulong)"/> (or <see cref="Philox.Normal(ulong, ulong)"/>)
-    /// of counter <paramref name="offset"/> + i, then y = low + (high - low)·u (or mean + std·n).
-    /// Every backend gives the same numbers for the same seed and offset.
+    /// of counter <paramref name="offset"/> + i, then y = low + (high - low)·u (or mean + std·n),
+    /// computed in double and rounded once to the storage dtype; a uniform value that rounding
+    /// carried up to high is replaced by the largest value of the dtype below high, so uniform draws
+    /// lie in [low, high). Every backend gives the same numbers for the same seed and offset.
     /// </summary>
     void Random(IStorage destination, RandomDistribution distribution, ulong seed, ulong offset, double a, double b);
 }

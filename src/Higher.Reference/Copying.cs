@@ -13,6 +13,7 @@ internal static class Copying
     /// Size-1 dimensions are dropped and dimensions contiguous in both operands merged, so plain
     /// copies and narrow/cat slices run as a few span copies; a broadcast inner dimension is a fill.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void StridedCopy<T>(ReadOnlySpan<T> src, long srcOffset, ReadOnlySpan<long> srcStrides,
         Span<T> dst, long dstOffset, ReadOnlySpan<long> dstStrides, Shape shape)
     {
@@ -180,6 +181,7 @@ internal static class Copying
     }
 
     /// <summary>For every index of the outer dimensions, copies the [rows, cols] slab whose source is column-major.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void TransposeSlabs<T>(ReadOnlySpan<T> src, long srcOffset, Span<T> dst, long dstOffset,
         ReadOnlySpan<long> size, ReadOnlySpan<long> ss, ReadOnlySpan<long> ds)
     {
@@ -244,49 +246,106 @@ internal static class Copying
                 DoubleToFloat(source.AsFloat64(), destination.AsFloat32());
                 break;
             case (DType.Float32, DType.Int64):
-                Convert(source.AsFloat32(), destination.AsInt64(), static v => (long)v);
+                Convert<float, long, FloatToInt64>(source.AsFloat32(), destination.AsInt64());
                 break;
             case (DType.Float64, DType.Int64):
-                Convert(source.AsFloat64(), destination.AsInt64(), static v => (long)v);
+                Convert<double, long, DoubleToInt64>(source.AsFloat64(), destination.AsInt64());
                 break;
             case (DType.Int64, DType.Float32):
-                Convert(source.AsInt64(), destination.AsFloat32(), static v => (float)v);
+                Convert<long, float, Int64ToFloat>(source.AsInt64(), destination.AsFloat32());
                 break;
             case (DType.Int64, DType.Float64):
-                Convert(source.AsInt64(), destination.AsFloat64(), static v => (double)v);
+                Convert<long, double, Int64ToDouble>(source.AsInt64(), destination.AsFloat64());
                 break;
             case (DType.Float32, DType.Bool):
-                Convert(source.AsFloat32(), destination.AsBool(), static v => v != 0);
+                Convert<float, bool, FloatToBool>(source.AsFloat32(), destination.AsBool());
                 break;
             case (DType.Float64, DType.Bool):
-                Convert(source.AsFloat64(), destination.AsBool(), static v => v != 0);
+                Convert<double, bool, DoubleToBool>(source.AsFloat64(), destination.AsBool());
                 break;
             case (DType.Int64, DType.Bool):
-                Convert(source.AsInt64(), destination.AsBool(), static v => v != 0);
+                Convert<long, bool, Int64ToBool>(source.AsInt64(), destination.AsBool());
                 break;
             case (DType.Bool, DType.Float32):
-                Convert(source.AsBool(), destination.AsFloat32(), static v => v ? 1f : 0f);
+                Convert<bool, float, BoolToFloat>(source.AsBool(), destination.AsFloat32());
                 break;
             case (DType.Bool, DType.Float64):
-                Convert(source.AsBool(), destination.AsFloat64(), static v => v ? 1.0 : 0.0);
+                Convert<bool, double, BoolToDouble>(source.AsBool(), destination.AsFloat64());
                 break;
             case (DType.Bool, DType.Int64):
-                Convert(source.AsBool(), destination.AsInt64(), static v => v ? 1L : 0L);
+                Convert<bool, long, BoolToInt64>(source.AsBool(), destination.AsInt64());
                 break;
             default:
                 throw new NotSupportedException($"Cast from {source.DType.Name()} to {destination.DType.Name()} is not supported by the reference backend.");
         }
     }
 
-    // A static lambda is one cached delegate; these conversions are cold next to float<->double.
-    private static void Convert<TFrom, TTo>(ReadOnlySpan<TFrom> src, Span<TTo> dst, Func<TFrom, TTo> convert)
+    /// <summary>One scalar conversion, as a struct so the loop below is specialized and inlined per pair.</summary>
+    private interface IConverter<TFrom, TTo>
+    {
+        static abstract TTo Convert(TFrom value);
+    }
+
+    private readonly struct FloatToInt64 : IConverter<float, long>
+    {
+        public static long Convert(float value) => (long)value;
+    }
+
+    private readonly struct DoubleToInt64 : IConverter<double, long>
+    {
+        public static long Convert(double value) => (long)value;
+    }
+
+    private readonly struct Int64ToFloat : IConverter<long, float>
+    {
+        public static float Convert(long value) => value;
+    }
+
+    private readonly struct Int64ToDouble : IConverter<long, double>
+    {
+        public static double Convert(long value) => value;
+    }
+
+    private readonly struct FloatToBool : IConverter<float, bool>
+    {
+        public static bool Convert(float value) => value != 0;
+    }
+
+    private readonly struct DoubleToBool : IConverter<double, bool>
+    {
+        public static bool Convert(double value) => value != 0;
+    }
+
+    private readonly struct Int64ToBool : IConverter<long, bool>
+    {
+        public static bool Convert(long value) => value != 0;
+    }
+
+    private readonly struct BoolToFloat : IConverter<bool, float>
+    {
+        public static float Convert(bool value) => value ? 1f : 0f;
+    }
+
+    private readonly struct BoolToDouble : IConverter<bool, double>
+    {
+        public static double Convert(bool value) => value ? 1.0 : 0.0;
+    }
+
+    private readonly struct BoolToInt64 : IConverter<bool, long>
+    {
+        public static long Convert(bool value) => value ? 1L : 0L;
+    }
+
+    private static void Convert<TFrom, TTo, TConverter>(ReadOnlySpan<TFrom> src, Span<TTo> dst)
+        where TConverter : struct, IConverter<TFrom, TTo>
     {
         for (int i = 0; i < src.Length; i++)
         {
-            dst[i] = convert(src[i]);
+            dst[i] = TConverter.Convert(src[i]);
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void FloatToDouble(ReadOnlySpan<float> src, Span<double> dst)
     {
         int i = 0;
@@ -307,6 +366,7 @@ internal static class Copying
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DoubleToFloat(ReadOnlySpan<double> src, Span<float> dst)
     {
         int i = 0;

@@ -14,6 +14,10 @@ namespace Higher.Reference;
 /// </summary>
 internal static unsafe class Gemm
 {
+    // The loops below are marked AggressiveOptimization: they are the whole cost of a GEMM, and
+    // tier-0 code (which a short test run or a fresh process would otherwise execute for its first
+    // ~30 calls) is several times slower. Dynamic PGO has nothing to add to them.
+
     // Below this many multiply-adds, Parallel.For costs more than it saves.
     private const long ParallelThreshold = 96L * 96 * 96;
 
@@ -71,72 +75,90 @@ internal static unsafe class Gemm
             ScaleC(c, m, n, beta, betaD == 0);
             return;
         }
-        if (!parallel)
-        {
-            Tile(transposeA, transposeB, m, n, k, a, b, c, 0, m, 0, n, alpha, beta, betaD == 0);
-            return;
-        }
-        // One fork per call over a grid of C tiles; each task packs its own panels and runs the whole
-        // k loop, so there is no barrier per KC block (which stalls badly on a busy machine). A few
-        // tasks per thread balance the load; each element's arithmetic is the same in any tile.
-        int mr = MR, nr = NR<T>();
-        int target = 4 * threads.MaxDegree;
-        int rowPanels = (m + mr - 1) / mr, colPanels = (n + nr - 1) / nr;
-        int rowChunks = Math.Min(target, rowPanels);
-        int colChunks = Math.Max(1, Math.Min(colPanels, target / rowChunks));
-        nint pa = (nint)a, pb = (nint)b, pc = (nint)c;
-        bool betaIsZero = betaD == 0;
-        threads.For(0, rowChunks * colChunks, t =>
-        {
-            int ri = t / colChunks, ci = t % colChunks;
-            int i0 = (int)((long)rowPanels * ri / rowChunks) * mr, i1 = Math.Min(m, (int)((long)rowPanels * (ri + 1) / rowChunks) * mr);
-            int j0 = (int)((long)colPanels * ci / colChunks) * nr, j1 = Math.Min(n, (int)((long)colPanels * (ci + 1) / colChunks) * nr);
-            Tile(transposeA, transposeB, m, n, k, (T*)pa, (T*)pb, (T*)pc, i0, i1, j0, j1, alpha, beta, betaIsZero);
-        });
-    }
-
-    /// <summary>C[i0:i1, j0:j1] of one GEMM, single-threaded, with this thread's packing buffers.</summary>
-    private static void Tile<T>(bool transposeA, bool transposeB, int m, int n, int k, T* a, T* b, T* c,
-        int i0, int i1, int j0, int j1, T alpha, T beta, bool betaIsZero)
-        where T : unmanaged
-    {
         int mr = MR, nr = NR<T>(), kcMax = KC<T>(), ncMax = NC<T>();
         int mcMax = MCRows / mr * mr;
+        int rowPanels = (m + mr - 1) / mr;
+        int rowChunks = 1, colChunks = 1;
+        if (parallel)
+        {
+            // Row chunks of at most MC rows, as many as a multiple of the thread count so that they
+            // balance; columns are split only when there are too few rows to go round. Every chunk
+            // shares one packed B per k block, so packing is never duplicated across rows.
+            int degree = threads.MaxDegree;
+            int wanted = (m + mcMax - 1) / mcMax;
+            wanted = (wanted + degree - 1) / degree * degree;
+            rowChunks = Math.Min(rowPanels, wanted);
+            if (rowChunks < degree)
+            {
+                colChunks = (2 * degree + rowChunks - 1) / rowChunks;
+            }
+        }
         // Small problems ask for small buffers: a [10, 40] × [40, 40] product never allocates megabytes.
-        int ncUsed = Math.Min(ncMax, (j1 - j0 + nr - 1) / nr * nr);
+        int ncUsed = Math.Min(ncMax, (n + nr - 1) / nr * nr);
         int kcUsed = Math.Min(kcMax, k);
         T* packedB = Buffers<T>.B(kcUsed * ncUsed);
-        T* packedA = Buffers<T>.A(Math.Min(mcMax, (i1 - i0 + mr - 1) / mr * mr) * kcUsed);
-        for (int jc = j0; jc < j1; jc += ncMax)
+        bool betaIsZero = betaD == 0;
+        nint pa = (nint)a, pbuf = (nint)packedB, pcc = (nint)c;
+        for (int jc = 0; jc < n; jc += ncMax)
         {
-            int nc = Math.Min(ncMax, j1 - jc);
+            int nc = Math.Min(ncMax, n - jc);
+            int colPanels = (nc + nr - 1) / nr;
+            int splits = Math.Min(colChunks, colPanels);
             for (int pc = 0; pc < k; pc += kcMax)
             {
                 int kc = Math.Min(kcMax, k - pc);
                 PackB(b, transposeB, n, k, pc, kc, jc, nc, nr, packedB);
                 // First KC block: C = alpha·AB + beta·C; later blocks: C += alpha·AB.
                 int mode = pc > 0 ? Accumulate : betaIsZero ? Overwrite : ScaleAndAdd;
-                for (int ic = i0; ic < i1; ic += mcMax)
+                int tasks = rowChunks * splits;
+                if (tasks == 1)
                 {
-                    int mc = Math.Min(mcMax, i1 - ic);
-                    PackA(a, transposeA, m, k, ic, mc, pc, kc, mr, packedA);
-                    for (int jr = 0; jr < nc; jr += nr)
+                    Compute(a, transposeA, m, k, 0, m, pc, kc, packedB, 0, nc, c + jc, n, alpha, beta, mode);
+                    continue;
+                }
+                int jcLocal = jc, pcLocal = pc, kcLocal = kc, ncLocal = nc, chunks = rowChunks;
+                threads.For(0, tasks, t =>
+                {
+                    int ri = t / splits, ci = t % splits;
+                    int i0 = (int)((long)rowPanels * ri / chunks) * mr, i1 = Math.Min(m, (int)((long)rowPanels * (ri + 1) / chunks) * mr);
+                    int j0 = (int)((long)colPanels * ci / splits) * nr, j1 = Math.Min(ncLocal, (int)((long)colPanels * (ci + 1) / splits) * nr);
+                    Compute((T*)pa, transposeA, m, k, i0, i1, pcLocal, kcLocal, (T*)pbuf, j0, j1, (T*)pcc + jcLocal, n, alpha, beta, mode);
+                });
+            }
+        }
+    }
+
+    /// <summary>
+    /// Rows [i0, i1) × packed-B columns [j0, j1) of one (jc, pc) block, on the calling thread with its
+    /// own packed-A buffer; <paramref name="c"/> points at column jc.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Compute<T>(T* a, bool transposeA, int m, int k, int i0, int i1, int pc, int kc,
+        T* packedB, int j0, int j1, T* c, int ldc, T alpha, T beta, int mode)
+        where T : unmanaged
+    {
+        int mr = MR, nr = NR<T>();
+        int mcMax = MCRows / mr * mr;
+        T* packedA = Buffers<T>.A(Math.Min(mcMax, (i1 - i0 + mr - 1) / mr * mr) * kc);
+        for (int ic = i0; ic < i1; ic += mcMax)
+        {
+            int mc = Math.Min(mcMax, i1 - ic);
+            PackA(a, transposeA, m, k, ic, mc, pc, kc, mr, packedA);
+            for (int jr = j0; jr < j1; jr += nr)
+            {
+                int nrEff = Math.Min(nr, j1 - jr);
+                T* bp = packedB + (long)jr * kc;
+                for (int ir = 0; ir < mc; ir += mr)
+                {
+                    int mrEff = Math.Min(mr, mc - ir);
+                    T* cp = c + (long)(ic + ir) * ldc + jr;
+                    if (Vector512.IsHardwareAccelerated)
                     {
-                        int nrEff = Math.Min(nr, nc - jr);
-                        T* bp = packedB + (long)jr * kc;
-                        for (int ir = 0; ir < mc; ir += mr)
-                        {
-                            int mrEff = Math.Min(mr, mc - ir);
-                            T* cp = c + (long)(ic + ir) * n + jc + jr;
-                            if (Vector512.IsHardwareAccelerated)
-                            {
-                                Kernel512(packedA + (long)ir * kc, bp, kc, cp, n, mrEff, nrEff, alpha, beta, mode);
-                            }
-                            else
-                            {
-                                Kernel256(packedA + (long)ir * kc, bp, kc, cp, n, mrEff, nrEff, alpha, beta, mode);
-                            }
-                        }
+                        Kernel512(packedA + (long)ir * kc, bp, kc, cp, ldc, mrEff, nrEff, alpha, beta, mode);
+                    }
+                    else
+                    {
+                        Kernel256(packedA + (long)ir * kc, bp, kc, cp, ldc, mrEff, nrEff, alpha, beta, mode);
                     }
                 }
             }
@@ -146,6 +168,7 @@ internal static unsafe class Gemm
     private const int Overwrite = 0, ScaleAndAdd = 1, Accumulate = 2;
 
     /// <summary>Packs rows [i0, i0+mc) × k-range [p0, p0+kc) of op(A) as MR-row panels, p-major, zero-padding the last panel.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackA<T>(T* a, bool transposeA, int m, int k, int i0, int mc, int p0, int kc, int mr, T* dst)
         where T : unmanaged
     {
@@ -167,6 +190,7 @@ internal static unsafe class Gemm
     }
 
     /// <summary>Packs k-range [p0, p0+kc) × columns [j0, j0+nc) of op(B) as NR-column panels, p-major, zero-padding the last panel.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackB<T>(T* b, bool transposeB, int n, int k, int p0, int kc, int j0, int nc, int nr, T* dst)
         where T : unmanaged
     {
@@ -188,6 +212,7 @@ internal static unsafe class Gemm
     }
 
     /// <summary>dst[p·width + r] = src[p·ld + r] for r &lt; count, 0 for count ≤ r &lt; width.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void CopyRows<T>(T* src, long ld, int kc, int count, T* dst, int width) where T : unmanaged
     {
         // Rows are one or two vectors long: explicit vector moves beat a Span.CopyTo call per row.
@@ -224,6 +249,7 @@ internal static unsafe class Gemm
     /// 8×8 (float) or 4×4 (double) register blocks where AVX allows, since scalar strided stores
     /// made packing a fifth of a transposed GEMM's time.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void InterleaveRows<T>(T* src, long ld, int rows, int kc, T* dst, int width) where T : unmanaged
     {
         int block = Avx.IsSupported ? 32 / Unsafe.SizeOf<T>() : int.MaxValue;
@@ -359,6 +385,7 @@ internal static unsafe class Gemm
     }
 
     /// <summary>8 × (2·Vector512) micro-kernel: C tile (mr×nr valid) op= alpha · Σ_p A[:, p] B[p, :].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Kernel512<T>(T* a, T* b, int kc, T* c, long ldc, int mr, int nr, T alpha, T beta, int mode)
         where T : unmanaged
     {
@@ -444,6 +471,7 @@ internal static unsafe class Gemm
     }
 
     /// <summary>6 × (2·Vector256) micro-kernel for machines without AVX-512.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Kernel256<T>(T* a, T* b, int kc, T* c, long ldc, int mr, int nr, T alpha, T beta, int mode)
         where T : unmanaged
     {
@@ -486,6 +514,7 @@ internal static unsafe class Gemm
         StorePartial(tile, ld, c, ldc, mr, nr, alpha, beta, mode);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void StorePartial<T>(T* tile, int ld, T* c, long ldc, int mr, int nr, T alpha, T beta, int mode) where T : unmanaged
     {
         for (int r = 0; r < mr; r++)

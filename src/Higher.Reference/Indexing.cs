@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Higher.Reference;
@@ -7,6 +8,7 @@ namespace Higher.Reference;
 internal static class Indexing
 {
     /// <summary>y[o, j, i] = x[o, index[o, j, i], i].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Gather<T>(ReadOnlySpan<T> x, int outer, int xSize, int inner, ReadOnlySpan<long> index, int indexSize, Span<T> y)
     {
         for (int o = 0; o < outer; o++)
@@ -25,6 +27,7 @@ internal static class Indexing
     }
 
     /// <summary>destination[o, index[o, j, i], i] += source[o, j, i], j ascending for every (o, i).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ScatterAdd<T>(Span<T> destination, int outer, int destinationSize, int inner, ReadOnlySpan<long> index, int indexSize, ReadOnlySpan<T> source)
         where T : INumber<T>
     {
@@ -56,6 +59,7 @@ internal static class Indexing
     }
 
     /// <summary>destination[o, index[j], :] += source[o, j, :], j ascending (vectorized over the row).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void IndexAdd<T>(Span<T> destination, int outer, int destinationSize, int inner, ReadOnlySpan<long> index, int indexSize, ReadOnlySpan<T> source)
         where T : unmanaged, INumber<T>
     {

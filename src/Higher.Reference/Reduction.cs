@@ -141,6 +141,7 @@ internal static class Reduction
     }
 
     /// <summary>y[i] = op over s of x[s·rowStride + i], for i &lt; inner.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void ReduceRow<T>(ReduceOp op, T* x, int r, int inner, long rowStride, T* y)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -199,6 +200,7 @@ internal static class Reduction
     }
 
     /// <summary>acc[i] += (double)x[i], vectorized (float lanes widen to double).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AccumulateInto<T>(Span<double> acc, ref T x) where T : unmanaged
     {
         int n = acc.Length;
@@ -266,6 +268,7 @@ internal static class Reduction
     }
 
     /// <summary>Sum of at most <see cref="PairwiseBase"/> elements: 16 double lanes, then lanes added in index order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static double BlockSum<T>(ref T x, int n) where T : unmanaged
     {
         Span<double> lanes = stackalloc double[16];
@@ -315,6 +318,7 @@ internal static class Reduction
     }
 
     /// <summary>Max or min of n elements: four vector accumulators (the NaN-propagating max is a multi-instruction sequence), then lanes in order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static T Extreme<T, TSelect>(ref T x, int n)
         where T : unmanaged, IFloatingPointIeee754<T>
         where TSelect : struct, ISelector<T>
@@ -379,6 +383,7 @@ internal static class Reduction
         public static Vector512<T> Pick(Vector512<T> a, Vector512<T> b) => Vector512.Min(a, b);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ExtremeInto<T>(ref T acc, ref T x, int n, bool max) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int i = 0;
@@ -481,6 +486,7 @@ internal static class Reduction
     }
 
     /// <summary>Max/min along the middle axis of [outer, size, inner] with the index of the first extreme; NaN is the extreme.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ArgReduce<T>(ReduceOp op, ReadOnlySpan<T> x, int outer, int size, int inner, Span<T> values, Span<long> indices)
         where T : unmanaged, INumber<T>
     {

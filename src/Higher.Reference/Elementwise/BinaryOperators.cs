@@ -109,6 +109,7 @@ internal readonly struct BinaryKernel<T, TOp>(TOp op) : IInnerKernel2<T, T, T>
     where T : unmanaged
     where TOp : struct, IBinaryOperator<T>
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Run(ref T a, nint strideA, ref T b, nint strideB, ref T y, int n)
     {
         if (strideA == 1 && strideB == 1)
@@ -299,6 +300,7 @@ internal readonly struct CompareKernel<T, TOp>(TOp op) : IInnerKernel2<T, T, boo
     where T : unmanaged
     where TOp : struct, ICompareOperator<T>
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Run(ref T a, nint strideA, ref T b, nint strideB, ref bool y, int n)
     {
         int i = 0;
@@ -351,6 +353,7 @@ internal readonly struct CompareKernel<T, TOp>(TOp op) : IInnerKernel2<T, T, boo
 /// <summary>Inner loop of a broadcast where(condition, a, b).</summary>
 internal readonly struct WhereKernel<T> : IInnerKernel3<bool, T, T, T>
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Run(ref bool c, nint strideC, ref T a, nint strideA, ref T b, nint strideB, ref T y, int n)
     {
         if (strideC == 1 && strideA == 1 && strideB == 1)

@@ -322,7 +322,7 @@ internal static class UnaryDriver
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
     public static void MapRange<T, TOp>(ref T x, ref T y, int n, TOp op)
         where T : unmanaged
         where TOp : struct, IUnaryOperator<T>

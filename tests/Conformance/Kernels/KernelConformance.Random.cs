@@ -28,6 +28,24 @@ public abstract partial class KernelConformance
         AssertClose(Round(expected, dtype), Down(y), dtype == DType.Float32 ? Ulps(dtype, 1) : 1e-14, Ulps(dtype, 2));
     }
 
+    /// <summary>
+    /// Uniform draws stay below high even when rounding to the dtype would carry them up to it: with
+    /// high one ulp above low, about half the unclamped draws would round to high.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(FloatTypes))]
+    public void Random_UniformNeverReachesHigh(DType dtype)
+    {
+        RequireBackend();
+        double low = 1;
+        double high = dtype == DType.Float32 ? MathF.BitIncrement(1f) : Math.BitIncrement(1.0);
+        var y = Backend.AllocateUninitialized(dtype, 4096);
+        Backend.Random(y, RandomDistribution.Uniform, 11, 0, low, high);
+        var values = Down(y);
+        Assert.All(values, v => Assert.True(v >= low && v < high, $"draw {v:R} is outside [{low:R}, {high:R})"));
+        Assert.Contains(values, v => v == low);
+    }
+
     [Theory]
     [MemberData(nameof(FloatTypes))]
     public void Random_OffsetsCompose_AndSeedsDiffer(DType dtype)
