@@ -32,7 +32,7 @@ CudaBackend? cuda = null;
 if (options.SelfTest)
 {
     candidate = new Device(DeviceType.Cpu, 1);
-    Backends.Register(new DelegatingBackend(new ReferenceBackend(), candidate));
+    Backends.Register(new Higher.GradCheck.ForwardingBackend(new ReferenceBackend(), candidate));
     environment.Add(("candidate", "cpu:1 = the Reference backend again (--self-test: checks the harness, not a GPU)"));
 }
 else

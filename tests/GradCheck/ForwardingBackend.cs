@@ -1,11 +1,11 @@
-namespace Higher.DeviceCheck;
+namespace Higher.GradCheck;
 
 /// <summary>
-/// Runs every kernel on another backend but claims a different device. The self-test binds the
-/// Reference backend to cpu:1 with it, so the whole check runs on a machine without a GPU: every
-/// comparison must then agree exactly, and any op that strays from the candidate device shows.
+/// An <see cref="IBackend"/> that runs every kernel on another backend but claims a different
+/// device: the cross-backend tests and the device check's self-test bind the Reference backend to
+/// cpu:1 with it, so any op that strays from the candidate device shows, with no GPU needed.
 /// </summary>
-internal sealed class DelegatingBackend(IBackend target, Device device) : IBackend
+public sealed class ForwardingBackend(IBackend target, Device device) : IBackend
 {
     public string Name => target.Name + "@" + device;
 
@@ -32,8 +32,7 @@ internal sealed class DelegatingBackend(IBackend target, Device device) : IBacke
 
     public void Compare(CompareOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Compare(op, a, aShape, b, bShape, y, yShape);
 
-    public void Where(IStorage condition, Shape conditionShape, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) =>
-        target.Where(condition, conditionShape, a, aShape, b, bShape, y, yShape);
+    public void Where(IStorage condition, Shape conditionShape, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Where(condition, conditionShape, a, aShape, b, bShape, y, yShape);
 
     public void Reduce(ReduceOp op, IStorage x, Shape xShape, ReadOnlySpan<bool> reduceAxes, IStorage y) => target.Reduce(op, x, xShape, reduceAxes, y);
 
@@ -44,13 +43,11 @@ internal sealed class DelegatingBackend(IBackend target, Device device) : IBacke
 
     public void Gather(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y) => target.Gather(x, outer, xSize, inner, index, indexSize, y);
 
-    public void ScatterAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) =>
-        target.ScatterAdd(destination, outer, destinationSize, inner, index, indexSize, source);
+    public void ScatterAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) => target.ScatterAdd(destination, outer, destinationSize, inner, index, indexSize, source);
 
     public void IndexSelect(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y) => target.IndexSelect(x, outer, xSize, inner, index, indexSize, y);
 
-    public void IndexAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) =>
-        target.IndexAdd(destination, outer, destinationSize, inner, index, indexSize, source);
+    public void IndexAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) => target.IndexAdd(destination, outer, destinationSize, inner, index, indexSize, source);
 
     public void Random(IStorage destination, RandomDistribution distribution, ulong seed, ulong offset, double a, double b) => target.Random(destination, distribution, seed, offset, a, b);
 }
