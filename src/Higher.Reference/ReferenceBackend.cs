@@ -112,8 +112,8 @@ public sealed class ReferenceBackend : IBackend
     {
         var xs = Cpu(x);
         var ys = Cpu(y);
-        SameDType($"Unary {op}", xs, ys);
-        Guard.Holds($"Unary {op}", nameof(y), ys, xs.Length);
+        SameDType(Names.Unary[(int)op], xs, ys);
+        Guard.Holds(Names.Unary[(int)op], nameof(y), ys, xs.Length);
         switch (xs.DType)
         {
             case DType.Float32:
@@ -133,7 +133,7 @@ public sealed class ReferenceBackend : IBackend
                 }
                 break;
             default:
-                throw Unsupported($"Unary {op}", xs.DType);
+                throw Unsupported(Names.Unary[(int)op], xs.DType);
         }
     }
 
@@ -161,7 +161,7 @@ public sealed class ReferenceBackend : IBackend
             case UnaryOp.Clamp: UnaryDriver.Map(threads, x, y, new ClampOperator<T>(a, b)); break;
             case UnaryOp.Sin: UnaryDriver.Map(threads, x, y, new SinOperator<T>()); break;
             case UnaryOp.Cos: UnaryDriver.Map(threads, x, y, new CosOperator<T>()); break;
-            default: throw Unsupported($"Unary {op}", typeof(T) == typeof(float) ? DType.Float32 : DType.Float64);
+            default: throw Unsupported(Names.Unary[(int)op], typeof(T) == typeof(float) ? DType.Float32 : DType.Float64);
         }
     }
 
@@ -171,8 +171,8 @@ public sealed class ReferenceBackend : IBackend
         var sa = Cpu(a);
         var sb = Cpu(b);
         var sy = Cpu(y);
-        SameDType($"Binary {op}", sa, sb, sy);
-        CheckBroadcast($"Binary {op}", sa, aShape, sb, bShape, sy, yShape);
+        SameDType(Names.Binary[(int)op], sa, sb, sy);
+        CheckBroadcast(Names.Binary[(int)op], sa, aShape, sb, bShape, sy, yShape);
         switch (sa.DType)
         {
             case DType.Float32:
@@ -191,11 +191,11 @@ public sealed class ReferenceBackend : IBackend
                     case BinaryOp.Mul: BinaryDriver.Run(la, aShape, lb, bShape, ly, yShape, new MulOperator<long>()); break;
                     case BinaryOp.Maximum: BinaryDriver.Run(la, aShape, lb, bShape, ly, yShape, new MaximumOperator<long>()); break;
                     case BinaryOp.Minimum: BinaryDriver.Run(la, aShape, lb, bShape, ly, yShape, new MinimumOperator<long>()); break;
-                    default: throw Unsupported($"Binary {op}", DType.Int64);
+                    default: throw Unsupported(Names.Binary[(int)op], DType.Int64);
                 }
                 break;
             default:
-                throw Unsupported($"Binary {op}", sa.DType);
+                throw Unsupported(Names.Binary[(int)op], sa.DType);
         }
     }
 
@@ -211,7 +211,7 @@ public sealed class ReferenceBackend : IBackend
             case BinaryOp.Pow: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new PowOperator<T>()); break;
             case BinaryOp.Maximum: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new MaximumOperator<T>()); break;
             case BinaryOp.Minimum: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new MinimumOperator<T>()); break;
-            default: throw Unsupported($"Binary {op}", typeof(T) == typeof(float) ? DType.Float32 : DType.Float64);
+            default: throw Unsupported(Names.Binary[(int)op], typeof(T) == typeof(float) ? DType.Float32 : DType.Float64);
         }
     }
 
@@ -221,18 +221,18 @@ public sealed class ReferenceBackend : IBackend
         var sa = Cpu(a);
         var sb = Cpu(b);
         var sy = Cpu(y);
-        SameDType($"Compare {op}", sa, sb);
+        SameDType(Names.Compare[(int)op], sa, sb);
         if (sy.DType != DType.Bool)
         {
             throw new ArgumentException($"Compare {op} writes a bool storage, got {sy.DType.Name()}.", nameof(y));
         }
-        CheckBroadcast($"Compare {op}", sa, aShape, sb, bShape, sy, yShape);
+        CheckBroadcast(Names.Compare[(int)op], sa, aShape, sb, bShape, sy, yShape);
         switch (sa.DType)
         {
             case DType.Float32: CompareTyped<float>(op, sa.AsFloat32(), aShape, sb.AsFloat32(), bShape, sy.AsBool(), yShape); break;
             case DType.Float64: CompareTyped<double>(op, sa.AsFloat64(), aShape, sb.AsFloat64(), bShape, sy.AsBool(), yShape); break;
             case DType.Int64: CompareTyped<long>(op, sa.AsInt64(), aShape, sb.AsInt64(), bShape, sy.AsBool(), yShape); break;
-            default: throw Unsupported($"Compare {op}", sa.DType);
+            default: throw Unsupported(Names.Compare[(int)op], sa.DType);
         }
     }
 
@@ -288,23 +288,23 @@ public sealed class ReferenceBackend : IBackend
     {
         var sx = Cpu(x);
         var sy = Cpu(y);
-        SameDType($"Reduce {op}", sx, sy);
+        SameDType(Names.Reduce[(int)op], sx, sy);
         if (reduceAxes.Length != xShape.Rank)
         {
             throw new ArgumentException($"Reduce {op} got {reduceAxes.Length} axis flags for shape {xShape}.", nameof(reduceAxes));
         }
-        Guard.Holds($"Reduce {op}", nameof(x), sx, xShape);
+        Guard.Holds(Names.Reduce[(int)op], nameof(x), sx, xShape);
         long kept = 1;
         for (int d = 0; d < xShape.Rank; d++)
         {
             kept *= reduceAxes[d] ? 1 : xShape[d];
         }
-        Guard.Holds($"Reduce {op}", nameof(y), sy, kept);
+        Guard.Holds(Names.Reduce[(int)op], nameof(y), sy, kept);
         switch (sx.DType)
         {
             case DType.Float32: Reduction.Reduce<float>(_threads, op, sx.AsFloat32(), xShape, reduceAxes, sy.AsFloat32()); break;
             case DType.Float64: Reduction.Reduce<double>(_threads, op, sx.AsFloat64(), xShape, reduceAxes, sy.AsFloat64()); break;
-            default: throw Unsupported($"Reduce {op}", sx.DType);
+            default: throw Unsupported(Names.Reduce[(int)op], sx.DType);
         }
     }
 
@@ -314,7 +314,7 @@ public sealed class ReferenceBackend : IBackend
         var sx = Cpu(x);
         var sv = Cpu(values);
         var si = Cpu(indices);
-        SameDType($"ArgReduce {op}", sx, sv);
+        SameDType(Names.ArgReduce[(int)op], sx, sv);
         if (op == ReduceOp.Sum)
         {
             throw new NotSupportedException("ArgReduce supports Max and Min, not Sum.");
@@ -324,7 +324,7 @@ public sealed class ReferenceBackend : IBackend
             case DType.Float32: Reduction.ArgReduce<float>(op, sx.AsFloat32(), outer, size, inner, sv.AsFloat32(), si.AsInt64()); break;
             case DType.Float64: Reduction.ArgReduce<double>(op, sx.AsFloat64(), outer, size, inner, sv.AsFloat64(), si.AsInt64()); break;
             case DType.Int64: Reduction.ArgReduce<long>(op, sx.AsInt64(), outer, size, inner, sv.AsInt64(), si.AsInt64()); break;
-            default: throw Unsupported($"ArgReduce {op}", sx.DType);
+            default: throw Unsupported(Names.ArgReduce[(int)op], sx.DType);
         }
     }
 
@@ -485,4 +485,20 @@ public sealed class ReferenceBackend : IBackend
 
     private static NotSupportedException Unsupported(string op, DType dtype) =>
         new($"{op} is not supported for {dtype.Name()} by the reference backend.");
+
+    /// <summary>
+    /// Operation names for messages, built once: the checks run on every kernel call, and formatting
+    /// an enum into a new string each time cost more than adding two [10, 40] tensors.
+    /// </summary>
+    private static class Names
+    {
+        public static readonly string[] Unary = Build<UnaryOp>("Unary");
+        public static readonly string[] Binary = Build<BinaryOp>("Binary");
+        public static readonly string[] Compare = Build<CompareOp>("Compare");
+        public static readonly string[] Reduce = Build<ReduceOp>("Reduce");
+        public static readonly string[] ArgReduce = Build<ReduceOp>("ArgReduce");
+
+        private static string[] Build<TEnum>(string kind) where TEnum : struct, Enum =>
+            Enum.GetNames<TEnum>().Select(n => kind + " " + n).ToArray();
+    }
 }

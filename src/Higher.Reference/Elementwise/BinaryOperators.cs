@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
@@ -141,6 +142,18 @@ internal static class BinaryDriver
         where T : unmanaged
         where TOp : struct, IBinaryOperator<T>
     {
+        // Same-shape and scalar operands skip the broadcast plan: they are most calls of an inner loop.
+        long n = yShape.Numel;
+        if (n > 0 && n <= int.MaxValue && a.Length >= n && b.Length >= n && aShape.Numel == n && bShape.Numel == n)
+        {
+            VectorVector(ref MemoryMarshal.GetReference(a), ref MemoryMarshal.GetReference(b), ref MemoryMarshal.GetReference(y), (int)n, op);
+            return;
+        }
+        if (n > 0 && n <= int.MaxValue && a.Length >= n && aShape.Numel == n && bShape.Numel == 1)
+        {
+            VectorScalar(ref MemoryMarshal.GetReference(a), b[0], ref MemoryMarshal.GetReference(y), (int)n, op);
+            return;
+        }
         BroadcastWalker.Walk2(a, aShape, b, bShape, y, yShape, new BinaryKernel<T, TOp>(op));
     }
 

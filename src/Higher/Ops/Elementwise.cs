@@ -8,7 +8,10 @@ public sealed partial class Tensor
 
     private Tensor RawUnary(UnaryOp op, double alpha = 0, double beta = 0)
     {
-        RequireFloat(op.ToString(), op == UnaryOp.Affine);
+        if (!DType.IsFloatingPoint())
+        {
+            RequireFloat(op.ToString(), op == UnaryOp.Affine);
+        }
         var y = Empty(Backend, DType, Shape);
         Backend.Unary(op, Storage, y.Storage, alpha, beta);
         return y;
@@ -143,8 +146,12 @@ public sealed partial class Tensor
 
     private static Tensor Binary(BinaryOp op, Tensor a, Tensor b)
     {
-        CheckSameDeviceAndDType(op.ToString(), a, b);
-        if (op is BinaryOp.Div or BinaryOp.Pow or BinaryOp.Maximum or BinaryOp.Minimum)
+        // The op's name is formatted only on the failure path: this runs for every elementwise op.
+        if (a.DType != b.DType || a.Device != b.Device)
+        {
+            CheckSameDeviceAndDType(op.ToString(), a, b);
+        }
+        if (op is (BinaryOp.Div or BinaryOp.Pow or BinaryOp.Maximum or BinaryOp.Minimum) && !a.DType.IsFloatingPoint())
         {
             a.RequireFloat(op.ToString());
         }
@@ -241,7 +248,10 @@ public sealed partial class Tensor
 
     private static Tensor Compare(CompareOp op, Tensor a, Tensor b)
     {
-        CheckSameDeviceAndDType(op.ToString(), a, b);
+        if (a.DType != b.DType || a.Device != b.Device)
+        {
+            CheckSameDeviceAndDType(op.ToString(), a, b);
+        }
         var shape = Higher.Shape.Broadcast(a.Shape, b.Shape, a.Name ?? "a", b.Name ?? "b");
         var y = Empty(a.Backend, DType.Bool, shape);
         a.Backend.Compare(op, a.Storage, a.Shape, b.Storage, b.Shape, y.Storage, shape);

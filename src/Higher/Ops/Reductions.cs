@@ -127,7 +127,10 @@ public sealed partial class Tensor
 
     private Tensor Extreme(ReduceOp op, int[]? axes, bool keepDim)
     {
-        RequireFloat(op.ToString());
+        if (!DType.IsFloatingPoint())
+        {
+            RequireFloat(op.ToString());
+        }
         var flags = AxisFlags(axes, axes is null);
         if (CountOver(flags) == 0)
         {
@@ -155,7 +158,10 @@ public sealed partial class Tensor
 
     private (Tensor Values, Tensor Indices) ArgExtreme(ReduceOp op, int axis, bool keepDim)
     {
-        RequireFloat(op.ToString());
+        if (!DType.IsFloatingPoint())
+        {
+            RequireFloat(op.ToString());
+        }
         int a = Shape.NormalizeAxis(axis);
         var (outer, size, inner) = Split(a);
         if (size == 0)
