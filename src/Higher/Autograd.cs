@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Higher.Tape;
 
 namespace Higher;
@@ -117,8 +118,25 @@ public static class Autograd
         foreach (var (leaf, g) in engine.LeafGrads())
         {
             var grad = createGraph ? g : g.Detach();
-            leaf.Grad = leaf.Grad is null ? grad : leaf.Grad + grad;
+            // Backward passes on several threads (a meta-batch split across threads or devices) may
+            // accumulate into the same leaf: the read-add-write is serialized per leaf.
+            lock (GradLocks[(RuntimeHelpers.GetHashCode(leaf) & int.MaxValue) % GradLocks.Length])
+            {
+                leaf.Grad = leaf.Grad is null ? grad : leaf.Grad + grad;
+            }
         }
+    }
+
+    private static readonly Lock[] GradLocks = CreateLocks(64);
+
+    private static Lock[] CreateLocks(int count)
+    {
+        var locks = new Lock[count];
+        for (int i = 0; i < count; i++)
+        {
+            locks[i] = new Lock();
+        }
+        return locks;
     }
 }
 
