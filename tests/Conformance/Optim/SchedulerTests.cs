@@ -15,6 +15,48 @@ public sealed class SchedulerTests
         public IReadOnlyList<IDictionary<string, double>> HyperParameterGroups { get; } = groups;
     }
 
+    /// <summary>Saving optimizer and scheduler halfway and loading both into fresh ones continues the schedule exactly.</summary>
+    [Fact]
+    public void StateDicts_ResumeTheScheduleExactly()
+    {
+        static (Sgd Opt, LRScheduler[] Schedulers) Build()
+        {
+            var opt = Sgd(0.2);
+            opt.AddParamGroup(new ParamGroup([Tensor.Zeros([1], DType.Float64).WithRequiresGrad()], new Dictionary<string, double> { ["lr"] = 0.05 }));
+            return (opt, [new CosineAnnealingLR(opt, tMax: 7, etaMin: 0.01)]);
+        }
+
+        var (whole, wholeSchedulers) = Build();
+        var expected = new List<double[]>();
+        for (int i = 0; i < 10; i++)
+        {
+            wholeSchedulers[0].Step();
+            expected.Add(wholeSchedulers[0].GetLastLr().ToArray());
+        }
+
+        var (first, firstSchedulers) = Build();
+        for (int i = 0; i < 4; i++)
+        {
+            firstSchedulers[0].Step();
+        }
+        var optState = first.StateDict();
+        var schedulerState = firstSchedulers[0].StateDict();
+
+        var (resumed, resumedSchedulers) = Build();
+        resumed.LoadStateDict(optState);
+        resumedSchedulers[0].LoadStateDict(schedulerState);
+        Assert.Equal(4, resumedSchedulers[0].LastEpoch);
+        for (int i = 4; i < 10; i++)
+        {
+            resumedSchedulers[0].Step();
+            Assert.Equal(expected[i], resumedSchedulers[0].GetLastLr().ToArray());
+        }
+        Assert.Equal(whole.ParamGroups.Select(g => g["lr"]), resumed.ParamGroups.Select(g => g["lr"]));
+
+        var bad = schedulerState with { BaseLrs = [0.2] };
+        Assert.Contains("2 parameter groups", Assert.Throws<ArgumentException>(() => resumedSchedulers[0].LoadStateDict(bad)).Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Schedulers_DriveAnyHyperParameterGroups()
     {

@@ -89,6 +89,34 @@ public abstract class LRScheduler
         _lastLr = groups.Select(g => g["lr"]).ToArray();
     }
 
+    /// <summary>
+    /// The scheduler's progress (torch's state_dict): last epoch, step count, base and last learning
+    /// rates. The groups' current learning rates belong to the optimizer's state dictionary.
+    /// </summary>
+    public SchedulerState StateDict() => new(LastEpoch, StepCount, _baseLrs.ToArray(), _lastLr.ToArray());
+
+    /// <summary>
+    /// Restores progress saved by <see cref="StateDict"/> from a scheduler of the same kind over as
+    /// many groups; throws naming the mismatch and changes nothing. Load the optimizer's state too.
+    /// </summary>
+    public void LoadStateDict(SchedulerState state)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        int groups = Groups.Count;
+        if (state.BaseLrs.Count != groups || state.LastLr.Count != groups)
+        {
+            throw new ArgumentException($"{GetType().Name}.LoadStateDict: the state has {state.BaseLrs.Count} base and {state.LastLr.Count} last learning rates, but there are {groups} parameter groups.", nameof(state));
+        }
+        if (state.LastEpoch < -1 || state.StepCount < 0)
+        {
+            throw new ArgumentException($"{GetType().Name}.LoadStateDict: invalid progress (last epoch {state.LastEpoch}, step count {state.StepCount}).", nameof(state));
+        }
+        LastEpoch = state.LastEpoch;
+        StepCount = state.StepCount;
+        _baseLrs = state.BaseLrs.ToArray();
+        _lastLr = state.LastLr.ToArray();
+    }
+
     /// <summary>The learning rates for <see cref="LastEpoch"/> (torch's chainable get_lr), one per group.</summary>
     protected abstract IReadOnlyList<double> ComputeLr();
 
@@ -117,3 +145,10 @@ public abstract class LRScheduler
         return values.ToArray();
     }
 }
+
+/// <summary>A scheduler's progress, as saved by <see cref="LRScheduler.StateDict"/>.</summary>
+/// <param name="LastEpoch">The last epoch taken.</param>
+/// <param name="StepCount">How many steps were taken, the constructor's included.</param>
+/// <param name="BaseLrs">Each group's initial learning rate.</param>
+/// <param name="LastLr">The learning rates the last step wrote.</param>
+public sealed record SchedulerState(int LastEpoch, int StepCount, IReadOnlyList<double> BaseLrs, IReadOnlyList<double> LastLr);
