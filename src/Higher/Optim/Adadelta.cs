@@ -42,8 +42,6 @@ public sealed class Adadelta : Optimizer
     {
         base.Validate(group);
         Require(group, "rho", v => v is >= 0 and <= 1, "must lie in [0, 1]");
-        Require(group, "eps", v => v >= 0, "must be ≥ 0");
-        Require(group, "weight_decay", v => v >= 0, "must be ≥ 0");
     }
 
     /// <inheritdoc/>

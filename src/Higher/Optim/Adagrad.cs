@@ -41,16 +41,6 @@ public sealed class Adagrad : Optimizer
     }
 
     /// <inheritdoc/>
-    protected override void Validate(ParamGroup group)
-    {
-        base.Validate(group);
-        Require(group, "lr_decay", v => v >= 0, "must be ≥ 0");
-        Require(group, "weight_decay", v => v >= 0, "must be ≥ 0");
-        Require(group, "initial_accumulator_value", v => v >= 0, "must be ≥ 0");
-        Require(group, "eps", v => v >= 0, "must be ≥ 0");
-    }
-
-    /// <inheritdoc/>
     public override Tensor Update(Tensor param, Tensor grad, ParamState state, IHyperParameters hyper)
     {
         ArgumentNullException.ThrowIfNull(param);

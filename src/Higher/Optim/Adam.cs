@@ -50,16 +50,6 @@ public class Adam : Optimizer
     protected virtual bool DecoupledWeightDecay => false;
 
     /// <inheritdoc/>
-    protected override void Validate(ParamGroup group)
-    {
-        base.Validate(group);
-        Require(group, "eps", v => v >= 0, "must be ≥ 0");
-        Require(group, "beta1", v => v is >= 0 and < 1, "must lie in [0, 1)");
-        Require(group, "beta2", v => v is >= 0 and < 1, "must lie in [0, 1)");
-        Require(group, "weight_decay", v => v >= 0, "must be ≥ 0");
-    }
-
-    /// <inheritdoc/>
     public override Tensor Update(Tensor param, Tensor grad, ParamState state, IHyperParameters hyper)
     {
         ArgumentNullException.ThrowIfNull(state);

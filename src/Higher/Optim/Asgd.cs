@@ -43,13 +43,6 @@ public sealed class Asgd : Optimizer
     }
 
     /// <inheritdoc/>
-    protected override void Validate(ParamGroup group)
-    {
-        base.Validate(group);
-        Require(group, "weight_decay", v => v >= 0, "must be ≥ 0");
-    }
-
-    /// <inheritdoc/>
     public override Tensor Update(Tensor param, Tensor grad, ParamState state, IHyperParameters hyper)
     {
         ArgumentNullException.ThrowIfNull(param);

@@ -75,11 +75,26 @@ public abstract class Optimizer : IHyperParameterGroups
         _groups.Add(group);
     }
 
-    /// <summary>Rejects invalid hyperparameters with a message naming the value.</summary>
+    // Hyperparameters whose meaning is the same in every optimizer that has them, checked once here.
+    private static readonly string[] NonNegative = ["lr", "eps", "weight_decay", "momentum", "lr_decay", "initial_accumulator_value", "momentum_decay"];
+    private static readonly string[] Betas = ["beta1", "beta2"];
+
+    /// <summary>
+    /// Rejects invalid hyperparameters with a message naming the value. The base checks those that
+    /// mean the same everywhere (lr, eps, weight decay, momentum... ≥ 0; betas in [0, 1)); subclasses
+    /// add their own.
+    /// </summary>
     protected virtual void Validate(ParamGroup group)
     {
         ArgumentNullException.ThrowIfNull(group);
-        Require(group, "lr", v => v >= 0, "must be ≥ 0");
+        foreach (var name in NonNegative)
+        {
+            Require(group, name, v => v >= 0, "must be ≥ 0");
+        }
+        foreach (var name in Betas)
+        {
+            Require(group, name, v => v is >= 0 and < 1, "must lie in [0, 1)");
+        }
     }
 
     /// <summary>Throws unless <paramref name="check"/> holds for the group's hyperparameter <paramref name="name"/>.</summary>

@@ -47,9 +47,6 @@ public sealed class RmsProp : Optimizer
     protected override void Validate(ParamGroup group)
     {
         base.Validate(group);
-        Require(group, "eps", v => v >= 0, "must be ≥ 0");
-        Require(group, "momentum", v => v >= 0, "must be ≥ 0");
-        Require(group, "weight_decay", v => v >= 0, "must be ≥ 0");
         Require(group, "alpha", v => v >= 0, "must be ≥ 0");
     }
 

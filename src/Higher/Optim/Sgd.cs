@@ -44,8 +44,6 @@ public sealed class Sgd : Optimizer
     protected override void Validate(ParamGroup group)
     {
         base.Validate(group);
-        Require(group, "momentum", v => v >= 0, "must be ≥ 0");
-        Require(group, "weight_decay", v => v >= 0, "must be ≥ 0");
         if (group.Flag("nesterov") && (group["momentum"] <= 0 || group["dampening"] != 0))
         {
             throw new ArgumentException($"Nesterov momentum requires a momentum > 0 and zero dampening; got momentum {group["momentum"]} and dampening {group["dampening"]}.");
