@@ -8,7 +8,7 @@ using FsCheck.Xunit;
 namespace Higher.GradCheck;
 
 /// <summary>First and second derivatives of <see cref="Tensor.Conv2d"/>, the poolings and <see cref="Tensor.BatchNorm(Tensor, Tensor?, Tensor?, Tensor?, Tensor?, bool, double)"/> on <see cref="Device"/>.</summary>
-[Properties(MaxTest = 15, Arbitrary = [typeof(Arbitraries)])]
+[Properties(MaxTest = 15, Arbitrary = [typeof(Arbitraries)], Replay = GradCheckSeeds.Replay)]
 public abstract class ConvGradCheckTests
 {
     /// <summary>Device the cases are created on.</summary>

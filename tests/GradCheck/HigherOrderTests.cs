@@ -7,7 +7,7 @@ namespace Higher.GradCheck;
 /// createGraph against closed forms, and gradcheck/gradgradcheck of functions that are themselves
 /// second derivatives (so finite differences check orders three and four).
 /// </summary>
-[Properties(MaxTest = 20, Arbitrary = [typeof(Arbitraries)])]
+[Properties(MaxTest = 20, Arbitrary = [typeof(Arbitraries)], Replay = GradCheckSeeds.Replay)]
 public sealed class HigherOrderTests
 {
     private const double Tolerance = 1e-12;

@@ -10,7 +10,7 @@ using Higher.Nn;
 namespace Higher.GradCheck;
 
 /// <summary>First and second derivatives of every layer with parameters, the recurrent ones included, on <see cref="Device"/>.</summary>
-[Properties(MaxTest = 6, Arbitrary = [typeof(Arbitraries)])]
+[Properties(MaxTest = 6, Arbitrary = [typeof(Arbitraries)], Replay = GradCheckSeeds.Replay)]
 public abstract class LayerGradCheckTests
 {
     /// <summary>Device the cases are created on.</summary>

@@ -14,6 +14,8 @@
 //     public void Slice(CaseSeed seed) => Check(OpCatalog.Slice, seed);
 // or check the one case in a [Fact]: Check(OpCatalog.Slice, new CaseSeed(399491945965314329)).
 // Case seeds do not shrink (a smaller seed is not a simpler case).
+// Every property class runs from the fixed seeds in GradCheckSeeds.cs, so CI draws the same cases on
+// every run; change them there to explore new cases.
 //
 // The device is a parameter: OpProperties is bound to the CPU by CpuOpProperties; another backend
 // binds it with one more sealed subclass carrying the same [Properties] attribute (see
@@ -271,7 +273,7 @@ public abstract class OpProperties
 }
 
 /// <summary>The properties on the managed CPU backend.</summary>
-[Properties(MaxTest = 40, Arbitrary = [typeof(Arbitraries)])]
+[Properties(MaxTest = 40, Arbitrary = [typeof(Arbitraries)], Replay = GradCheckSeeds.Replay)]
 public sealed class CpuOpProperties : OpProperties
 {
     protected override Device Device => Device.Cpu;
