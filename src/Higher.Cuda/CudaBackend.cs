@@ -625,68 +625,52 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
     // ---- Indexing --------------------------------------------------------------------------------
 
     /// <inheritdoc/>
-    public void Gather(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y)
+    public void Gather(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y) =>
+        Select("Gather", "hk_gather", x, outer, xSize, inner, index, indexSize, y, &CudaNative.hk_gather);
+
+    /// <inheritdoc/>
+    public void ScatterAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) =>
+        Accumulate("ScatterAdd", "hk_scatter_add", destination, outer, destinationSize, inner, index, indexSize, source, &CudaNative.hk_scatter_add);
+
+    /// <inheritdoc/>
+    public void IndexSelect(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y) =>
+        Select("IndexSelect", "hk_index_select", x, outer, xSize, inner, index, indexSize, y, &CudaNative.hk_index_select);
+
+    /// <inheritdoc/>
+    public void IndexAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) =>
+        Accumulate("IndexAdd", "hk_index_add", destination, outer, destinationSize, inner, index, indexSize, source, &CudaNative.hk_index_add);
+
+    /// <summary>Gather and IndexSelect: y[o, j, i] read from x through the index (the kernels differ only in how they index).</summary>
+    private void Select(string op, string native, IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y,
+        delegate*<int, nint, nint, nint, long, long, long, long, CudaStreamHandle, CudaError> kernel)
     {
         var sx = Own(x, nameof(x));
         var si = Own(index, nameof(index));
         var sy = Own(y, nameof(y));
-        SameDType("Gather", sx, sy);
-        RequireIndex(si, "Gather", nameof(index));
+        SameDType(op, sx, sy);
+        RequireIndex(si, op, nameof(index));
         Enter();
-        Check.ThrowIfFailed(CudaNative.hk_gather(sx.DType.SizeOf(), sx.Pointer, si.Pointer, sy.Pointer, outer, xSize, inner, indexSize, _stream));
+        Check.ThrowIfFailed(kernel(sx.DType.SizeOf(), sx.Pointer, si.Pointer, sy.Pointer, outer, xSize, inner, indexSize, _stream), native);
         GC.KeepAlive(sx);
         GC.KeepAlive(si);
         GC.KeepAlive(sy);
     }
 
-    /// <inheritdoc/>
-    public void ScatterAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source)
+    /// <summary>ScatterAdd and IndexAdd: source added into the destination through the index, in place.</summary>
+    private void Accumulate(string op, string native, IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source,
+        delegate*<int, nint, nint, nint, long, long, long, long, CudaStreamHandle, CudaError> kernel)
     {
         var sd = Own(destination, nameof(destination));
         var si = Own(index, nameof(index));
         var ss = Own(source, nameof(source));
-        SameDType("ScatterAdd", sd, ss);
-        RequireIndex(si, "ScatterAdd", nameof(index));
+        SameDType(op, sd, ss);
+        RequireIndex(si, op, nameof(index));
         if (sd.DType == DType.Bool)
         {
-            throw Unsupported("ScatterAdd", sd.DType);
+            throw Unsupported(op, sd.DType);
         }
         Enter();
-        Check.ThrowIfFailed(CudaNative.hk_scatter_add((int)sd.DType, sd.Pointer, si.Pointer, ss.Pointer, outer, destinationSize, inner, indexSize, _stream));
-        GC.KeepAlive(sd);
-        GC.KeepAlive(si);
-        GC.KeepAlive(ss);
-    }
-
-    /// <inheritdoc/>
-    public void IndexSelect(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y)
-    {
-        var sx = Own(x, nameof(x));
-        var si = Own(index, nameof(index));
-        var sy = Own(y, nameof(y));
-        SameDType("IndexSelect", sx, sy);
-        RequireIndex(si, "IndexSelect", nameof(index));
-        Enter();
-        Check.ThrowIfFailed(CudaNative.hk_index_select(sx.DType.SizeOf(), sx.Pointer, si.Pointer, sy.Pointer, outer, xSize, inner, indexSize, _stream));
-        GC.KeepAlive(sx);
-        GC.KeepAlive(si);
-        GC.KeepAlive(sy);
-    }
-
-    /// <inheritdoc/>
-    public void IndexAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source)
-    {
-        var sd = Own(destination, nameof(destination));
-        var si = Own(index, nameof(index));
-        var ss = Own(source, nameof(source));
-        SameDType("IndexAdd", sd, ss);
-        RequireIndex(si, "IndexAdd", nameof(index));
-        if (sd.DType == DType.Bool)
-        {
-            throw Unsupported("IndexAdd", sd.DType);
-        }
-        Enter();
-        Check.ThrowIfFailed(CudaNative.hk_index_add((int)sd.DType, sd.Pointer, si.Pointer, ss.Pointer, outer, destinationSize, inner, indexSize, _stream));
+        Check.ThrowIfFailed(kernel((int)sd.DType, sd.Pointer, si.Pointer, ss.Pointer, outer, destinationSize, inner, indexSize, _stream), native);
         GC.KeepAlive(sd);
         GC.KeepAlive(si);
         GC.KeepAlive(ss);
