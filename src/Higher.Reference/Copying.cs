@@ -122,9 +122,12 @@ internal static class Copying
         }
     }
 
-    /// <summary>Transposes one 32-byte-wide square block of 4- or 8-byte elements with AVX shuffles.</summary>
+    /// <summary>
+    /// Transposes one 32-byte-wide square block of 4- or 8-byte elements with AVX shuffles: 8×8 floats
+    /// or 4×4 doubles from src (row stride ld) to dst (row stride ldd). Shared with the GEMM's packing.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void TransposeBlock<T>(ref T src, long ld, ref T dst, long ldd)
+    internal static void TransposeBlock<T>(ref T src, long ld, ref T dst, long ldd)
     {
         if (Unsafe.SizeOf<T>() == 4)
         {

@@ -259,14 +259,7 @@ internal static unsafe class Gemm
             int p = 0;
             for (; p + block <= kc; p += block)
             {
-                if (typeof(T) == typeof(float))
-                {
-                    Transpose8x8((float*)src + r0 * ld + p, ld, (float*)dst + (long)p * width + r0, width);
-                }
-                else
-                {
-                    Transpose4x4((double*)src + r0 * ld + p, ld, (double*)dst + (long)p * width + r0, width);
-                }
+                Copying.TransposeBlock(ref Unsafe.AsRef<T>(src + r0 * ld + p), ld, ref Unsafe.AsRef<T>(dst + (long)p * width + r0), width);
             }
             for (; p < kc; p++)
             {
@@ -294,62 +287,6 @@ internal static unsafe class Gemm
                 }
             }
         }
-    }
-
-    /// <summary>Writes the transpose of the 8×8 float block at src (row stride ld) to dst (row stride ldd).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(float* src, long ld, float* dst, long ldd)
-    {
-        var r0 = Avx.LoadVector256(src);
-        var r1 = Avx.LoadVector256(src + ld);
-        var r2 = Avx.LoadVector256(src + 2 * ld);
-        var r3 = Avx.LoadVector256(src + 3 * ld);
-        var r4 = Avx.LoadVector256(src + 4 * ld);
-        var r5 = Avx.LoadVector256(src + 5 * ld);
-        var r6 = Avx.LoadVector256(src + 6 * ld);
-        var r7 = Avx.LoadVector256(src + 7 * ld);
-        var t0 = Avx.UnpackLow(r0, r1);
-        var t1 = Avx.UnpackHigh(r0, r1);
-        var t2 = Avx.UnpackLow(r2, r3);
-        var t3 = Avx.UnpackHigh(r2, r3);
-        var t4 = Avx.UnpackLow(r4, r5);
-        var t5 = Avx.UnpackHigh(r4, r5);
-        var t6 = Avx.UnpackLow(r6, r7);
-        var t7 = Avx.UnpackHigh(r6, r7);
-        var u0 = Avx.Shuffle(t0, t2, 0x44);
-        var u1 = Avx.Shuffle(t0, t2, 0xEE);
-        var u2 = Avx.Shuffle(t1, t3, 0x44);
-        var u3 = Avx.Shuffle(t1, t3, 0xEE);
-        var u4 = Avx.Shuffle(t4, t6, 0x44);
-        var u5 = Avx.Shuffle(t4, t6, 0xEE);
-        var u6 = Avx.Shuffle(t5, t7, 0x44);
-        var u7 = Avx.Shuffle(t5, t7, 0xEE);
-        Avx.Store(dst, Avx.Permute2x128(u0, u4, 0x20));
-        Avx.Store(dst + ldd, Avx.Permute2x128(u1, u5, 0x20));
-        Avx.Store(dst + 2 * ldd, Avx.Permute2x128(u2, u6, 0x20));
-        Avx.Store(dst + 3 * ldd, Avx.Permute2x128(u3, u7, 0x20));
-        Avx.Store(dst + 4 * ldd, Avx.Permute2x128(u0, u4, 0x31));
-        Avx.Store(dst + 5 * ldd, Avx.Permute2x128(u1, u5, 0x31));
-        Avx.Store(dst + 6 * ldd, Avx.Permute2x128(u2, u6, 0x31));
-        Avx.Store(dst + 7 * ldd, Avx.Permute2x128(u3, u7, 0x31));
-    }
-
-    /// <summary>Writes the transpose of the 4×4 double block at src (row stride ld) to dst (row stride ldd).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose4x4(double* src, long ld, double* dst, long ldd)
-    {
-        var r0 = Avx.LoadVector256(src);
-        var r1 = Avx.LoadVector256(src + ld);
-        var r2 = Avx.LoadVector256(src + 2 * ld);
-        var r3 = Avx.LoadVector256(src + 3 * ld);
-        var t0 = Avx.UnpackLow(r0, r1);
-        var t1 = Avx.UnpackHigh(r0, r1);
-        var t2 = Avx.UnpackLow(r2, r3);
-        var t3 = Avx.UnpackHigh(r2, r3);
-        Avx.Store(dst, Avx.Permute2x128(t0, t2, 0x20));
-        Avx.Store(dst + ldd, Avx.Permute2x128(t1, t3, 0x20));
-        Avx.Store(dst + 2 * ldd, Avx.Permute2x128(t0, t2, 0x31));
-        Avx.Store(dst + 3 * ldd, Avx.Permute2x128(t1, t3, 0x31));
     }
 
     private static void ScaleC<T>(T* c, int m, int n, T beta, bool betaIsZero) where T : unmanaged
