@@ -1146,8 +1146,21 @@ HK_API cudaError_t hk_argreduce(int32_t op, int32_t dtype, const void* x, void* 
     }
 }
 
-HK_API cudaError_t hk_gather(int32_t elementSize, const void* x, const void* index, void* y, int64_t outer,
-                             int64_t xSize, int64_t inner, int64_t indexSize, cudaStream_t stream) {
+template <typename T>
+static void LaunchSelect(bool gather, unsigned blocks, cudaStream_t stream, const void* x, const int64_t* ix, void* y,
+                         int64_t outer, int64_t xSize, int64_t inner, int64_t indexSize) {
+    const T* xs = static_cast<const T*>(x);
+    T* ys = static_cast<T*>(y);
+    if (gather) {
+        GatherKernel<T><<<blocks, kThreads, 0, stream>>>(xs, ix, ys, outer, xSize, inner, indexSize);
+    } else {
+        IndexSelectKernel<T><<<blocks, kThreads, 0, stream>>>(xs, ix, ys, outer, xSize, inner, indexSize);
+    }
+}
+
+// Gather and index-select move elements without arithmetic, so they dispatch on the element size only.
+static cudaError_t Select(bool gather, int32_t elementSize, const void* x, const void* index, void* y, int64_t outer,
+                          int64_t xSize, int64_t inner, int64_t indexSize, cudaStream_t stream) {
     const int64_t n = outer * indexSize * inner;
     if (n == 0) {
         return cudaSuccess;
@@ -1155,30 +1168,23 @@ HK_API cudaError_t hk_gather(int32_t elementSize, const void* x, const void* ind
     const int64_t* ix = static_cast<const int64_t*>(index);
     const unsigned blocks = BlocksFor(n);
     switch (elementSize) {
-        case 1: GatherKernel<uint8_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint8_t*>(x), ix, static_cast<uint8_t*>(y), outer, xSize, inner, indexSize); break;
-        case 4: GatherKernel<uint32_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint32_t*>(x), ix, static_cast<uint32_t*>(y), outer, xSize, inner, indexSize); break;
-        case 8: GatherKernel<uint64_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint64_t*>(x), ix, static_cast<uint64_t*>(y), outer, xSize, inner, indexSize); break;
+        case 1: LaunchSelect<uint8_t>(gather, blocks, stream, x, ix, y, outer, xSize, inner, indexSize); break;
+        case 4: LaunchSelect<uint32_t>(gather, blocks, stream, x, ix, y, outer, xSize, inner, indexSize); break;
+        case 8: LaunchSelect<uint64_t>(gather, blocks, stream, x, ix, y, outer, xSize, inner, indexSize); break;
         default: return cudaErrorInvalidValue;
     }
     return cudaGetLastError();
 }
 
+HK_API cudaError_t hk_gather(int32_t elementSize, const void* x, const void* index, void* y, int64_t outer,
+                             int64_t xSize, int64_t inner, int64_t indexSize, cudaStream_t stream) {
+    return Select(true, elementSize, x, index, y, outer, xSize, inner, indexSize, stream);
+}
+
 HK_API cudaError_t hk_index_select(int32_t elementSize, const void* x, const void* index, void* y,
                                    int64_t outer, int64_t xSize, int64_t inner, int64_t indexSize,
                                    cudaStream_t stream) {
-    const int64_t n = outer * indexSize * inner;
-    if (n == 0) {
-        return cudaSuccess;
-    }
-    const int64_t* ix = static_cast<const int64_t*>(index);
-    const unsigned blocks = BlocksFor(n);
-    switch (elementSize) {
-        case 1: IndexSelectKernel<uint8_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint8_t*>(x), ix, static_cast<uint8_t*>(y), outer, xSize, inner, indexSize); break;
-        case 4: IndexSelectKernel<uint32_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint32_t*>(x), ix, static_cast<uint32_t*>(y), outer, xSize, inner, indexSize); break;
-        case 8: IndexSelectKernel<uint64_t><<<blocks, kThreads, 0, stream>>>(static_cast<const uint64_t*>(x), ix, static_cast<uint64_t*>(y), outer, xSize, inner, indexSize); break;
-        default: return cudaErrorInvalidValue;
-    }
-    return cudaGetLastError();
+    return Select(false, elementSize, x, index, y, outer, xSize, inner, indexSize, stream);
 }
 
 static cudaError_t Accumulate(bool scatter, int32_t dtype, void* dst, const void* index, const void* src,
