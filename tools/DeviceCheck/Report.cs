@@ -165,34 +165,16 @@ internal static class Errors
     /// max_i |c_i - r_i| / max(|r_i|, tiny): the relative error of the worst element. Non-finite
     /// values must match exactly (NaN by NaN, infinities by sign).
     /// </summary>
-    public static double Relative(double[] reference, double[] candidate)
-    {
-        if (reference.Length != candidate.Length)
-        {
-            return double.PositiveInfinity;
-        }
-        double worst = 0;
-        for (int i = 0; i < reference.Length; i++)
-        {
-            double r = reference[i], c = candidate[i];
-            if (r.Equals(c))
-            {
-                continue;
-            }
-            if (!double.IsFinite(r) || !double.IsFinite(c))
-            {
-                return double.PositiveInfinity;
-            }
-            worst = Math.Max(worst, Math.Abs(c - r) / Math.Max(Math.Abs(r), 1e-300));
-        }
-        return worst;
-    }
+    public static double Relative(double[] reference, double[] candidate) => Worst(reference, candidate, 1e-300);
 
     /// <summary>
     /// max_i |c_i - r_i| / max(1, |r_i|): the elementwise measure of GradCheck's cross-backend
     /// properties (relative for large values, absolute below 1). Non-finite values must match exactly.
     /// </summary>
-    public static double Elementwise(double[] reference, double[] candidate)
+    public static double Elementwise(double[] reference, double[] candidate) => Worst(reference, candidate, 1);
+
+    /// <summary>max_i |c_i - r_i| / max(floor, |r_i|); non-finite values must match exactly, lengths too.</summary>
+    private static double Worst(double[] reference, double[] candidate, double floor)
     {
         if (reference.Length != candidate.Length)
         {
@@ -210,7 +192,7 @@ internal static class Errors
             {
                 return double.PositiveInfinity;
             }
-            worst = Math.Max(worst, Math.Abs(c - r) / Math.Max(1, Math.Abs(r)));
+            worst = Math.Max(worst, Math.Abs(c - r) / Math.Max(floor, Math.Abs(r)));
         }
         return worst;
     }
