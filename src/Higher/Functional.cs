@@ -75,10 +75,10 @@ public static class F
         var keep = target.Ne(ignoreIndex);
         var safeTarget = Tensor.Where(keep, target, 0);
         int classes = logProbs.Shape[1];
-        if (target.Device.Type == DeviceType.Cpu)
+        // Checked here (where it costs no device round-trip) so the message names the loss, not the gather inside it.
+        if (safeTarget.TryReadHostInt64(out var classesOf))
         {
-            // Checked here (where it costs no device round-trip) so the message names the loss, not the gather inside it.
-            foreach (long t in safeTarget.ToInt64Array())
+            foreach (long t in classesOf)
             {
                 if (t < 0 || t >= classes)
                 {

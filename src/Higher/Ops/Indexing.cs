@@ -14,10 +14,10 @@ public sealed partial class Tensor
         {
             throw new ArgumentException($"{op}: index is on {index.Device} but {Describe()} is on {Device}.");
         }
-        // Bounds are checked where it costs no device round-trip; other backends rely on their kernels.
-        if (Device.Type == DeviceType.Cpu)
+        // Bounds are checked where it costs no device round-trip (nor a copy); other backends rely on their kernels.
+        if (index.TryReadHostInt64(out var values))
         {
-            foreach (long i in index.ToInt64Array())
+            foreach (long i in values)
             {
                 if (i < 0 || i >= bound)
                 {
@@ -25,6 +25,18 @@ public sealed partial class Tensor
                 }
             }
         }
+    }
+
+    /// <summary>The elements of an int64 tensor held in host memory, read in place; false on other devices.</summary>
+    internal bool TryReadHostInt64(out ReadOnlySpan<long> values)
+    {
+        if (DType == DType.Int64 && Storage is Higher.Reference.CpuStorage host)
+        {
+            values = host.AsInt64()[..checked((int)Numel)];
+            return true;
+        }
+        values = default;
+        return false;
     }
 
     private void CheckSameExceptAxis(string op, Tensor other, int axis, string otherName)
