@@ -302,8 +302,8 @@ public sealed class ReferenceBackend : IBackend
         Guard.Holds(Names.Reduce[(int)op], nameof(y), sy, kept);
         switch (sx.DType)
         {
-            case DType.Float32: Reduction.Reduce<float>(_threads, op, sx.AsFloat32(), xShape, reduceAxes, sy.AsFloat32()); break;
-            case DType.Float64: Reduction.Reduce<double>(_threads, op, sx.AsFloat64(), xShape, reduceAxes, sy.AsFloat64()); break;
+            case DType.Float32: Reducers.Reduce<float>(_threads, op, sx.AsFloat32(), xShape, reduceAxes, sy.AsFloat32()); break;
+            case DType.Float64: Reducers.Reduce<double>(_threads, op, sx.AsFloat64(), xShape, reduceAxes, sy.AsFloat64()); break;
             default: throw Unsupported(Names.Reduce[(int)op], sx.DType);
         }
     }
@@ -321,9 +321,9 @@ public sealed class ReferenceBackend : IBackend
         }
         switch (sx.DType)
         {
-            case DType.Float32: Reduction.ArgReduce<float>(op, sx.AsFloat32(), outer, size, inner, sv.AsFloat32(), si.AsInt64()); break;
-            case DType.Float64: Reduction.ArgReduce<double>(op, sx.AsFloat64(), outer, size, inner, sv.AsFloat64(), si.AsInt64()); break;
-            case DType.Int64: Reduction.ArgReduce<long>(op, sx.AsInt64(), outer, size, inner, sv.AsInt64(), si.AsInt64()); break;
+            case DType.Float32: Reducers.ArgReduce<float>(op, sx.AsFloat32(), outer, size, inner, sv.AsFloat32(), si.AsInt64()); break;
+            case DType.Float64: Reducers.ArgReduce<double>(op, sx.AsFloat64(), outer, size, inner, sv.AsFloat64(), si.AsInt64()); break;
+            case DType.Int64: Reducers.ArgReduce<long>(op, sx.AsInt64(), outer, size, inner, sv.AsInt64(), si.AsInt64()); break;
             default: throw Unsupported(Names.ArgReduce[(int)op], sx.DType);
         }
     }

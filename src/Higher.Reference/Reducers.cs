@@ -13,7 +13,7 @@ namespace Higher.Reference;
 /// over 256-element vector blocks along a contiguous axis, two-level blocked (64 rows) across rows.
 /// Split points never depend on the thread count, so neither do results.
 /// </summary>
-internal static class Reduction
+internal static class Reducers
 {
     private const int PairwiseBase = 256;
     private const int RowBlock = 64;

@@ -1,0 +1,69 @@
+using Higher.Nn;
+using Higher.Optim;
+
+namespace Higher.Functional;
+
+/// <summary>
+/// The inner-loop context (higher's innerloop_ctx): a functional view of the model and a
+/// differentiable version of the optimizer. Deconstructs into both:
+/// <code>using var ctx = InnerLoop.Create(model, opt); var (fmodel, diffopt) = ctx;</code>
+/// Disposing frees the fast-weight history.
+/// </summary>
+public sealed class InnerLoopContext : IDisposable
+{
+    internal InnerLoopContext(FunctionalModule fmodel, DifferentiableOptimizer diffopt)
+    {
+        FModel = fmodel;
+        DiffOpt = diffopt;
+    }
+
+    /// <summary>The functional model.</summary>
+    public FunctionalModule FModel { get; }
+
+    /// <summary>The differentiable optimizer, bound to <see cref="FModel"/>.</summary>
+    public DifferentiableOptimizer DiffOpt { get; }
+
+    /// <summary>Deconstructs into (fmodel, diffopt).</summary>
+    public void Deconstruct(out FunctionalModule fmodel, out DifferentiableOptimizer diffopt)
+    {
+        fmodel = FModel;
+        diffopt = DiffOpt;
+    }
+
+    /// <summary>Drops the intermediate fast weights (and the graphs they hold).</summary>
+    public void Dispose() => FModel.ClearHistory();
+}
+
+/// <summary>Entry point of the inner-loop API.</summary>
+public static class InnerLoop
+{
+    /// <summary>
+    /// A functional model (see <see cref="Patch.Monkeypatch"/>) and a differentiable version of
+    /// <paramref name="opt"/> over it.
+    /// </summary>
+    /// <param name="model">The model.</param>
+    /// <param name="opt">An optimizer over (a subset of) the model's parameters, of a registered type.</param>
+    /// <param name="device">Device to cast fast weights and state to.</param>
+    /// <param name="copyInitialWeights">True: time-0 weights are detached copies. False: they are the model's parameters (MAML: the outer backward fills model grads).</param>
+    /// <param name="override">Hyperparameter overrides, possibly tensors that require grad.</param>
+    /// <param name="trackHigherGrads">False for test time: no graph is kept across steps.</param>
+    /// <param name="firstOrder">First-order MAML: gradients without graphs, updates recorded.</param>
+    /// <param name="truncateEvery">Cut the graph every this many steps.</param>
+    public static InnerLoopContext Create(Module model, Optimizer opt, Device? device = null, bool copyInitialWeights = true,
+        Override? @override = null, bool trackHigherGrads = true, bool firstOrder = false, int? truncateEvery = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(opt);
+        var fmodel = Patch.Monkeypatch(model, device, copyInitialWeights, trackHigherGrads);
+        var diffopt = DiffOptim.Get(opt, model.Parameters(), new DifferentiableOptimizerOptions
+        {
+            FModel = fmodel,
+            Device = device,
+            Override = @override,
+            TrackHigherGrads = trackHigherGrads,
+            FirstOrder = firstOrder,
+            TruncateEvery = truncateEvery,
+        });
+        return new InnerLoopContext(fmodel, diffopt);
+    }
+}
