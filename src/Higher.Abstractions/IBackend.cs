@@ -109,6 +109,56 @@ public interface IBackend
     void IndexAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source);
 
     /// <summary>
+    /// 2-D convolution (cross-correlation) y = ∂T/∂dy of <see cref="ConvGeometry"/>'s trilinear form:
+    /// y[n, o, i, j] = Σ W[o, c', p, q] · x[n, g·Cg + c', i·sh + p·dh - padTop, j·sw + q·dw - padLeft].
+    /// x, weight and y share one floating dtype; y is fully written. Sums in a fixed order.
+    /// </summary>
+    void Conv2d(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage y);
+
+    /// <summary>
+    /// The input gradient of <see cref="Conv2d"/>, i.e. the transposed convolution: gradX = ∂T/∂x,
+    /// gradX[n, c, h, w] = Σ over (o, i, j, p, q) reaching (h, w) of W[o, c', p, q] · gradY[n, o, i, j].
+    /// gradX is [N, C, H, W] and fully written (0 where no window reaches). Sums in a fixed order.
+    /// </summary>
+    void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX);
+
+    /// <summary>
+    /// The weight gradient of <see cref="Conv2d"/>: gradW = ∂T/∂W,
+    /// gradW[o, c', p, q] = Σ_{n, i, j} gradY[n, o, i, j] · x[n, g·Cg + c', i·sh + p·dh - padTop, j·sw + q·dw - padLeft].
+    /// gradW is fully written. Sums in a fixed order (independent of the thread count).
+    /// </summary>
+    void Conv2dWeightGrad(in ConvGeometry geometry, IStorage x, IStorage gradY, IStorage gradWeight);
+
+    /// <summary>
+    /// Max pooling with indices: y[plane, i, j] = the maximum of the window (padding never wins;
+    /// NaN counts as the maximum), indices (Int64) = the flat position h·W + w within the plane of
+    /// the first maximal element, PyTorch's convention. Every window holds at least one input element.
+    /// </summary>
+    void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices);
+
+    /// <summary>
+    /// Average pooling: y = the window's sum divided by <paramref name="divisorOverride"/> when it is
+    /// positive, else by the window's size clipped to the padded input when
+    /// <paramref name="countIncludePad"/>, else by the count of input elements it covers (PyTorch's rules).
+    /// </summary>
+    void AvgPool2d(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage x, IStorage y);
+
+    /// <summary>
+    /// The adjoint of <see cref="AvgPool2d"/> (its input gradient): gradX[plane, h, w] = Σ over windows
+    /// covering (h, w) of gradY / divisor. Fully written. Linear, so its own gradient is <see cref="AvgPool2d"/>.
+    /// </summary>
+    void AvgPool2dGrad(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage gradY, IStorage gradX);
+
+    /// <summary>
+    /// Adaptive average pooling of [planes, H, W] to [planes, OH, OW]: output row i averages input rows
+    /// ⌊i·H/OH⌋ to ⌈(i+1)·H/OH⌉ - 1, likewise for columns (PyTorch's windows).
+    /// </summary>
+    void AdaptiveAvgPool2d(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage x, IStorage y);
+
+    /// <summary>The adjoint of <see cref="AdaptiveAvgPool2d"/>: gradX is [planes, H, W], fully written.</summary>
+    void AdaptiveAvgPool2dGrad(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage gradY, IStorage gradX);
+
+    /// <summary>
     /// Fills a Float32/Float64 storage from the counter-based generator (see <see cref="Philox"/>):
     /// element i gets <see cref="Philox.Uniform(ulong, ulong)"/> (or <see cref="Philox.Normal(ulong, ulong)"/>)
     /// of counter <paramref name="offset"/> + i, then y = low + (high - low)·u (or mean + std·n),

@@ -423,6 +423,30 @@ public sealed class ReferenceBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void Conv2d(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage y) => throw new NotSupportedException("Conv2d is not implemented yet.");
+
+    /// <inheritdoc/>
+    public void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX) => throw new NotSupportedException("Conv2dInputGrad is not implemented yet.");
+
+    /// <inheritdoc/>
+    public void Conv2dWeightGrad(in ConvGeometry geometry, IStorage x, IStorage gradY, IStorage gradWeight) => throw new NotSupportedException("Conv2dWeightGrad is not implemented yet.");
+
+    /// <inheritdoc/>
+    public void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices) => throw new NotSupportedException("MaxPool2d is not implemented yet.");
+
+    /// <inheritdoc/>
+    public void AvgPool2d(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage x, IStorage y) => throw new NotSupportedException("AvgPool2d is not implemented yet.");
+
+    /// <inheritdoc/>
+    public void AvgPool2dGrad(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage gradY, IStorage gradX) => throw new NotSupportedException("AvgPool2dGrad is not implemented yet.");
+
+    /// <inheritdoc/>
+    public void AdaptiveAvgPool2d(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage x, IStorage y) => throw new NotSupportedException("AdaptiveAvgPool2d is not implemented yet.");
+
+    /// <inheritdoc/>
+    public void AdaptiveAvgPool2dGrad(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage gradY, IStorage gradX) => throw new NotSupportedException("AdaptiveAvgPool2dGrad is not implemented yet.");
+
+    /// <inheritdoc/>
     public void Random(IStorage destination, RandomDistribution distribution, ulong seed, ulong offset, double a, double b)
     {
         var sd = Cpu(destination);

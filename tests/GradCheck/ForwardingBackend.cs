@@ -49,5 +49,21 @@ public sealed class ForwardingBackend(IBackend target, Device device) : IBackend
 
     public void IndexAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) => target.IndexAdd(destination, outer, destinationSize, inner, index, indexSize, source);
 
+    public void Conv2d(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage y) => target.Conv2d(geometry, x, weight, y);
+
+    public void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX) => target.Conv2dInputGrad(geometry, gradY, weight, gradX);
+
+    public void Conv2dWeightGrad(in ConvGeometry geometry, IStorage x, IStorage gradY, IStorage gradWeight) => target.Conv2dWeightGrad(geometry, x, gradY, gradWeight);
+
+    public void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices) => target.MaxPool2d(geometry, x, y, indices);
+
+    public void AvgPool2d(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage x, IStorage y) => target.AvgPool2d(geometry, countIncludePad, divisorOverride, x, y);
+
+    public void AvgPool2dGrad(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage gradY, IStorage gradX) => target.AvgPool2dGrad(geometry, countIncludePad, divisorOverride, gradY, gradX);
+
+    public void AdaptiveAvgPool2d(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage x, IStorage y) => target.AdaptiveAvgPool2d(planes, inHeight, inWidth, outHeight, outWidth, x, y);
+
+    public void AdaptiveAvgPool2dGrad(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage gradY, IStorage gradX) => target.AdaptiveAvgPool2dGrad(planes, inHeight, inWidth, outHeight, outWidth, gradY, gradX);
+
     public void Random(IStorage destination, RandomDistribution distribution, ulong seed, ulong offset, double a, double b) => target.Random(destination, distribution, seed, offset, a, b);
 }
