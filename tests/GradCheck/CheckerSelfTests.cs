@@ -8,29 +8,16 @@ namespace Higher.GradCheck;
 /// </summary>
 public sealed class CheckerSelfTests
 {
-    /// <summary>exp whose backward is scaled by <c>factor</c>; with <c>detach</c> the backward is not itself differentiable.</summary>
-    private sealed class FaultyExpNode(Tensor x, Tensor y, double factor, bool detach) : Node(x)
-    {
-        internal override string Name => "FaultyExpBackward";
+    /// <summary>exp whose backward is scaled by the factor; with detach the backward is not itself differentiable.</summary>
+    private static readonly Derivative<(double Factor, bool Detach)> FaultyExpRow = new("FaultyExp", Saves.Output,
+        static (Node n, in (double Factor, bool Detach) a, Tensor g) => [g * (a.Detach ? n.Output.Detach() : n.Output) * a.Factor]);
 
-        protected override Tensor?[] Backward(Tensor gradOutput) => [gradOutput * (detach ? y.Detach() : y) * factor];
-    }
-
-    /// <summary>y = x·Σx whose backward forgets the coupling term Σ(g·x): right on the diagonal only for a one-element x.</summary>
-    private sealed class DiagonalOnlyNode(Tensor x, Tensor sum) : Node(x)
-    {
-        internal override string Name => "DiagonalOnlyBackward";
-
-        protected override Tensor?[] Backward(Tensor gradOutput) => [gradOutput * sum + gradOutput * x];
-    }
+    /// <summary>y = x·Σx whose backward forgets the coupling term Σ(g·x): right on the diagonal only for a one-element x (auxiliary: Σx).</summary>
+    private static readonly Derivative<NoAttr> DiagonalOnlyRow = new("DiagonalOnly", Saves.Input0,
+        static (Node n, in NoAttr _, Tensor g) => [g * n.Aux(0) + g * n.Input(0)]);
 
     /// <summary>An op whose backward returns NaN.</summary>
-    private sealed class NaNNode(Tensor x) : Node(x)
-    {
-        internal override string Name => "NaNBackward";
-
-        protected override Tensor?[] Backward(Tensor gradOutput) => [gradOutput * double.NaN];
-    }
+    private static readonly Derivative<NoAttr> NaNRow = new("NaN", Saves.None, static (Node n, in NoAttr _, Tensor g) => [g * double.NaN]);
 
     private static Tensor FaultyExp(Tensor x, double factor, bool detach = false)
     {
@@ -41,7 +28,7 @@ public sealed class CheckerSelfTests
         }
         if (Autograd.IsGradEnabled && x.RequiresGrad)
         {
-            y.AttachGradFn(new FaultyExpNode(x, y, factor, detach));
+            FaultyExpRow.Record(y, (factor, detach), [x]);
         }
         return y;
     }
@@ -56,7 +43,7 @@ public sealed class CheckerSelfTests
         }
         if (Autograd.IsGradEnabled && x.RequiresGrad)
         {
-            y.AttachGradFn(new DiagonalOnlyNode(x, sum.Detach()));
+            DiagonalOnlyRow.Record(y, default, [x], [sum.Detach()]);
         }
         return y;
     }
@@ -70,7 +57,7 @@ public sealed class CheckerSelfTests
         }
         if (Autograd.IsGradEnabled && x.RequiresGrad)
         {
-            y.AttachGradFn(new NaNNode(x));
+            NaNRow.Record(y, default, [x]);
         }
         return y;
     }

@@ -22,7 +22,7 @@ public sealed partial class Tensor
         var y = RawUnary(op, alpha, beta);
         if (Autograd.ShouldRecord(this))
         {
-            y.AttachGradFn(new UnaryNode(op, alpha, beta, this, y));
+            Derivatives.Unary(op).Record(y, new Scalars(alpha, beta), [this]);
         }
         return y;
     }
@@ -62,7 +62,7 @@ public sealed partial class Tensor
         var y = RawUnary(UnaryOp.Sqrt);
         if (Autograd.ShouldRecord(this))
         {
-            y.AttachGradFn(new SafeSqrtNode(this, y));
+            Derivatives.SafeSqrt.Record(y, default, [this]);
         }
         return y;
     }
@@ -164,7 +164,7 @@ public sealed partial class Tensor
         a.Backend.Binary(op, a.Storage, a.Shape, b.Storage, b.Shape, y.Storage, shape);
         if (Autograd.ShouldRecord(a, b))
         {
-            y.AttachGradFn(new BinaryNode(op, a, b, y));
+            Derivatives.Binary(op).Record(y, default, [a, b]);
         }
         return y;
     }
@@ -342,7 +342,7 @@ public sealed partial class Tensor
         a.Backend.Where(condition.Storage, condition.Shape, a.Storage, a.Shape, b.Storage, b.Shape, y.Storage, shape);
         if (Autograd.ShouldRecord(a, b))
         {
-            y.AttachGradFn(new WhereNode(condition, a, b));
+            Derivatives.Where.Record(y, default, [a, b], [condition]);
         }
         return y;
     }
@@ -364,7 +364,7 @@ public sealed partial class Tensor
         Backend.Cast(Storage, y.Storage);
         if (dtype.IsFloatingPoint() && Autograd.ShouldRecord(this))
         {
-            y.AttachGradFn(new CastNode(this));
+            Derivatives.Cast.Record(y, default, [this]);
         }
         return y;
     }
@@ -387,222 +387,4 @@ public sealed partial class Tensor
         }
         return Sum(axes.ToArray(), keepDim: true).Reshape(shape.ToArray());
     }
-}
-
-/// <summary>Derivatives of the unary kernels, each written in differentiable ops.</summary>
-internal sealed class UnaryNode : Node
-{
-    private readonly UnaryOp _op;
-    private readonly double _alpha, _beta;
-    private Tensor _x, _y;
-
-    public UnaryNode(UnaryOp op, double alpha, double beta, Tensor x, Tensor y) : base(x)
-    {
-        _op = op;
-        _alpha = alpha;
-        _beta = beta;
-        _x = x;
-        _y = y;
-        switch (op)
-        {
-            case UnaryOp.Affine:
-            case UnaryOp.Sign:
-                break;
-            case UnaryOp.Exp:
-            case UnaryOp.Sqrt:
-            case UnaryOp.Tanh:
-            case UnaryOp.Sigmoid:
-            case UnaryOp.Reciprocal:
-            case UnaryOp.Relu:
-                Save(y);
-                break;
-            default:
-                Save(x);
-                break;
-        }
-    }
-
-    internal override string Name => _op + "Backward";
-
-    protected override Tensor?[] Backward(Tensor g)
-    {
-        var x = _x;
-        var y = _y;
-        Tensor gx = _op switch
-        {
-            UnaryOp.Affine => g * _alpha,
-            UnaryOp.Exp => g * y,
-            UnaryOp.Log => g / x,
-            UnaryOp.Log1p => g / (x + 1),
-            UnaryOp.Sqrt => g / (y * 2),
-            UnaryOp.Abs => g * x.Sign(),
-            UnaryOp.Sign => Tensor.ZerosLike(g),
-            UnaryOp.Relu => Tensor.Where(y > 0, g, 0),
-            UnaryOp.LeakyRelu => Tensor.Where(x > 0, g, g * _alpha),
-            UnaryOp.Tanh => g * (1 - y * y),
-            UnaryOp.Sigmoid => g * (y * (1 - y)),
-            UnaryOp.Softplus => g * x.Sigmoid(),
-            UnaryOp.Erf => g * ((x * x).Neg().Exp() * (2 / Math.Sqrt(Math.PI))),
-            UnaryOp.Reciprocal => g * (y * y).Neg(),
-            UnaryOp.PowScalar => _alpha == 0 ? Tensor.ZerosLike(g) : g * (x.Pow(_alpha - 1) * _alpha),
-            UnaryOp.Clamp => Tensor.Where((x >= _alpha).LogicalAnd(x <= _beta), g, 0),
-            UnaryOp.Sin => g * x.Cos(),
-            UnaryOp.Cos => g * x.Sin().Neg(),
-            _ => throw new NotSupportedException($"The derivative of {_op} is not implemented."),
-        };
-        return [gx];
-    }
-
-    protected override void OnRelease()
-    {
-        _x = null!;
-        _y = null!;
-    }
-}
-
-/// <summary>√x whose derivative is 0 wherever x ≤ 0; the masked branch divides by 1, never by 0.</summary>
-internal sealed class SafeSqrtNode : Node
-{
-    private Tensor _x, _y;
-
-    public SafeSqrtNode(Tensor x, Tensor y) : base(x)
-    {
-        _x = x;
-        _y = y;
-        Save(x, y);
-    }
-
-    internal override string Name => "SafeSqrtBackward";
-
-    protected override Tensor?[] Backward(Tensor g)
-    {
-        var positive = _x > 0;
-        var denominator = Tensor.Where(positive, _y, 1) * 2;
-        return [Tensor.Where(positive, g / denominator, 0)];
-    }
-
-    protected override void OnRelease()
-    {
-        _x = null!;
-        _y = null!;
-    }
-}
-
-/// <summary>Derivatives of the binary kernels, summed back over broadcast dimensions.</summary>
-internal sealed class BinaryNode : Node
-{
-    private readonly BinaryOp _op;
-    private Tensor _a, _b, _y;
-
-    public BinaryNode(BinaryOp op, Tensor a, Tensor b, Tensor y) : base(a, b)
-    {
-        _op = op;
-        _a = a;
-        _b = b;
-        _y = y;
-        switch (op)
-        {
-            case BinaryOp.Add:
-            case BinaryOp.Sub:
-                break;
-            case BinaryOp.Pow:
-                Save(a, b, y);
-                break;
-            default:
-                Save(a, b);
-                break;
-        }
-    }
-
-    internal override string Name => _op + "Backward";
-
-    protected override Tensor?[] Backward(Tensor g)
-    {
-        var a = _a;
-        var b = _b;
-        Tensor? ga = null, gb = null;
-        bool needA = NeedsGrad(0), needB = NeedsGrad(1);
-        switch (_op)
-        {
-            case BinaryOp.Add:
-                ga = g;
-                gb = g;
-                break;
-            case BinaryOp.Sub:
-                ga = g;
-                gb = needB ? g.Neg() : null;
-                break;
-            case BinaryOp.Mul:
-                ga = needA ? g * b : null;
-                gb = needB ? g * a : null;
-                break;
-            case BinaryOp.Div:
-                ga = needA ? g / b : null;
-                gb = needB ? (g * a / (b * b)).Neg() : null;
-                break;
-            case BinaryOp.Pow:
-                ga = needA ? g * b * Tensor.Pow(a, b - 1) : null;
-                if (needB)
-                {
-                    var zero = a.Eq(0);
-                    gb = Tensor.Where(zero, 0, g * _y * Tensor.Where(zero, 1, a).Log());
-                }
-                break;
-            case BinaryOp.Maximum:
-            case BinaryOp.Minimum:
-                {
-                    var tie = a.Eq(b);
-                    var aWins = _op == BinaryOp.Maximum ? a > b : a < b;
-                    var half = g * 0.5;
-                    ga = needA ? Tensor.Where(tie, half, Tensor.Where(aWins, g, 0)) : null;
-                    gb = needB ? Tensor.Where(tie, half, Tensor.Where(aWins, 0, g)) : null;
-                    break;
-                }
-            default:
-                throw new NotSupportedException($"The derivative of {_op} is not implemented.");
-        }
-        return [needA ? ga?.SumTo(a.Shape) : null, needB ? gb?.SumTo(b.Shape) : null];
-    }
-
-    protected override void OnRelease()
-    {
-        _a = null!;
-        _b = null!;
-        _y = null!;
-    }
-}
-
-/// <summary>where(c, a, b): the gradient goes to a where c holds and to b elsewhere.</summary>
-internal sealed class WhereNode : Node
-{
-    private Tensor _condition;
-
-    public WhereNode(Tensor condition, Tensor a, Tensor b) : base(a, b)
-    {
-        _condition = condition;
-        Save(condition);
-    }
-
-    internal override string Name => "WhereBackward";
-
-    protected override Tensor?[] Backward(Tensor g)
-    {
-        var a = Inputs[0];
-        var b = Inputs[1];
-        return
-        [
-            NeedsGrad(0) ? Tensor.Where(_condition, g, 0).SumTo(a.Shape) : null,
-            NeedsGrad(1) ? Tensor.Where(_condition, 0, g).SumTo(b.Shape) : null,
-        ];
-    }
-
-    protected override void OnRelease() => _condition = null!;
-}
-
-/// <summary>Conversion between float dtypes: the gradient converts back.</summary>
-internal sealed class CastNode(Tensor x) : Node(x)
-{
-    internal override string Name => "CastBackward";
-
-    protected override Tensor?[] Backward(Tensor g) => [g.Cast(Inputs[0].DType)];
 }

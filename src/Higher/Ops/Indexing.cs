@@ -66,7 +66,7 @@ public sealed partial class Tensor
         Backend.Gather(Storage, outer, size, inner, index.Storage, index.Shape.Dims[a], y.Storage);
         if (Autograd.ShouldRecord(this))
         {
-            y.AttachGradFn(new GatherNode(this, a, index));
+            Derivatives.Gather.Record(y, a, [this], [index]);
         }
         return y;
     }
@@ -91,7 +91,7 @@ public sealed partial class Tensor
         Backend.ScatterAdd(y.Storage, outer, size, inner, index.Storage, index.Shape.Dims[a], source.Storage);
         if (Autograd.ShouldRecord(this, source))
         {
-            y.AttachGradFn(new ScatterAddNode(this, source, a, index));
+            Derivatives.ScatterAdd.Record(y, a, [this, source], [index]);
         }
         return y;
     }
@@ -112,7 +112,7 @@ public sealed partial class Tensor
         Backend.IndexSelect(Storage, outer, size, inner, index.Storage, dims[a], y.Storage);
         if (Autograd.ShouldRecord(this))
         {
-            y.AttachGradFn(new IndexSelectNode(this, a, index));
+            Derivatives.IndexSelect.Record(y, a, [this], [index]);
         }
         return y;
     }
@@ -134,7 +134,7 @@ public sealed partial class Tensor
         Backend.IndexAdd(y.Storage, outer, size, inner, index.Storage, index.Shape.Dims[0], source.Storage);
         if (Autograd.ShouldRecord(this, source))
         {
-            y.AttachGradFn(new IndexAddNode(this, source, a, index));
+            Derivatives.IndexAdd.Record(y, a, [this, source], [index]);
         }
         return y;
     }
@@ -154,80 +154,4 @@ public sealed partial class Tensor
         var ones = FullOn(Backend, dtype, Higher.Shape.FromOwned([.. Shape.ToArray(), 1]), 1);
         return zeros.ScatterAdd(-1, Unsqueeze(-1), ones);
     }
-}
-
-internal sealed class GatherNode : Node
-{
-    private readonly int _axis;
-    private Tensor _index;
-
-    public GatherNode(Tensor x, int axis, Tensor index) : base(x)
-    {
-        _axis = axis;
-        _index = index;
-        Save(index);
-    }
-
-    internal override string Name => "GatherBackward";
-
-    protected override Tensor?[] Backward(Tensor g) => [Tensor.ZerosLike(Inputs[0]).ScatterAdd(_axis, _index, g)];
-
-    protected override void OnRelease() => _index = null!;
-}
-
-internal sealed class ScatterAddNode : Node
-{
-    private readonly int _axis;
-    private Tensor _index;
-
-    public ScatterAddNode(Tensor self, Tensor source, int axis, Tensor index) : base(self, source)
-    {
-        _axis = axis;
-        _index = index;
-        Save(index);
-    }
-
-    internal override string Name => "ScatterAddBackward";
-
-    protected override Tensor?[] Backward(Tensor g) => [g, NeedsGrad(1) ? g.Gather(_axis, _index) : null];
-
-    protected override void OnRelease() => _index = null!;
-}
-
-internal sealed class IndexSelectNode : Node
-{
-    private readonly int _axis;
-    private Tensor _index;
-
-    public IndexSelectNode(Tensor x, int axis, Tensor index) : base(x)
-    {
-        _axis = axis;
-        _index = index;
-        Save(index);
-    }
-
-    internal override string Name => "IndexSelectBackward";
-
-    protected override Tensor?[] Backward(Tensor g) => [Tensor.ZerosLike(Inputs[0]).IndexAdd(_axis, _index, g)];
-
-    protected override void OnRelease() => _index = null!;
-}
-
-internal sealed class IndexAddNode : Node
-{
-    private readonly int _axis;
-    private Tensor _index;
-
-    public IndexAddNode(Tensor self, Tensor source, int axis, Tensor index) : base(self, source)
-    {
-        _axis = axis;
-        _index = index;
-        Save(index);
-    }
-
-    internal override string Name => "IndexAddBackward";
-
-    protected override Tensor?[] Backward(Tensor g) => [g, NeedsGrad(1) ? g.IndexSelect(_axis, _index) : null];
-
-    protected override void OnRelease() => _index = null!;
 }

@@ -33,7 +33,7 @@ public sealed partial class Tensor
             0.0, y.Storage, (long)m * n);
         if (Autograd.ShouldRecord(a, b))
         {
-            y.AttachGradFn(new MatMulNode(a, b, transposeA, transposeB));
+            Derivatives.MatMul.Record(y, new Transposes(transposeA, transposeB), [a, b]);
         }
         return y;
     }
@@ -147,46 +147,5 @@ public sealed partial class Tensor
             throw new ArgumentException($"Dot needs two 1-D tensors; got {a.Describe()} (a) and {b.Describe()} (b).");
         }
         return MatMul(a, b);
-    }
-}
-
-/// <summary>C = op(A)·op(B): each gradient is one more GEMM with transpose flags.</summary>
-internal sealed class MatMulNode : Node
-{
-    private readonly bool _ta, _tb;
-
-    public MatMulNode(Tensor a, Tensor b, bool transposeA, bool transposeB) : base(a, b)
-    {
-        _ta = transposeA;
-        _tb = transposeB;
-        Save(a, b);
-    }
-
-    internal override string Name => "MatMulBackward";
-
-    protected override Tensor?[] Backward(Tensor g)
-    {
-        var a = Inputs[0];
-        var b = Inputs[1];
-        Tensor? ga = null, gb = null;
-        if (NeedsGrad(0))
-        {
-            // dop(A) = G·op(B)ᵀ; A = op(A)ᵀ when transposed.
-            ga = _ta ? Tensor.MatMulT(b, g, _tb, true) : Tensor.MatMulT(g, b, false, !_tb);
-            if (a.Rank == 2 && ga.Rank == 3)
-            {
-                ga = ga.Sum(0);
-            }
-        }
-        if (NeedsGrad(1))
-        {
-            // dop(B) = op(A)ᵀ·G.
-            gb = _tb ? Tensor.MatMulT(g, a, true, _ta) : Tensor.MatMulT(a, g, !_ta, false);
-            if (b.Rank == 2 && gb.Rank == 3)
-            {
-                gb = gb.Sum(0);
-            }
-        }
-        return [ga, gb];
     }
 }

@@ -66,7 +66,7 @@ public sealed partial class Tensor
         var y = RawReduce(ReduceOp.Sum, flags, keepDim);
         if (Autograd.ShouldRecord(this))
         {
-            y.AttachGradFn(new SumNode(this, ReducedShape(Shape, flags, true)));
+            Derivatives.Sum.Record(y, new Reduced(ReducedShape(Shape, flags, true), flags), [this]);
         }
         return y;
     }
@@ -139,7 +139,7 @@ public sealed partial class Tensor
         var y = RawReduce(op, flags, keepDim);
         if (Autograd.ShouldRecord(this))
         {
-            y.AttachGradFn(new ExtremeNode(op, this, y, ReducedShape(Shape, flags, true), flags));
+            (op == ReduceOp.Max ? Derivatives.Amax : Derivatives.Amin).Record(y, new Reduced(ReducedShape(Shape, flags, true), flags), [this]);
         }
         return y;
     }
@@ -176,7 +176,7 @@ public sealed partial class Tensor
         Backend.ArgReduce(op, Storage, outer, size, inner, values.Storage, indices.Storage);
         if (Autograd.ShouldRecord(this))
         {
-            values.AttachGradFn(new ArgExtremeNode(op, this, indices, a));
+            (op == ReduceOp.Max ? Derivatives.MaxAlong : Derivatives.MinAlong).Record(values, a, [this], [indices]);
         }
         if (keepDim)
         {
@@ -223,77 +223,4 @@ public sealed partial class Tensor
 
     /// <summary>Log-softmax along <paramref name="axis"/>: x - logsumexp(x).</summary>
     public Tensor LogSoftmax(int axis) => this - LogSumExp([axis], keepDim: true);
-}
-
-/// <summary>Sum: the gradient is broadcast back over the reduced axes.</summary>
-internal sealed class SumNode(Tensor x, Shape keptShape) : Node(x)
-{
-    internal override string Name => "SumBackward";
-
-    protected override Tensor?[] Backward(Tensor g) => [g.Reshape(keptShape.ToArray()).Expand(Inputs[0].Shape.ToArray())];
-}
-
-/// <summary>amax/amin: the gradient is shared equally among the elements equal to the extreme.</summary>
-internal sealed class ExtremeNode : Node
-{
-    private readonly ReduceOp _op;
-    private readonly Shape _kept;
-    private readonly bool[] _flags;
-    private Tensor _y;
-
-    public ExtremeNode(ReduceOp op, Tensor x, Tensor y, Shape kept, bool[] flags) : base(x)
-    {
-        _op = op;
-        _y = y;
-        _kept = kept;
-        _flags = flags;
-        Save(x, y);
-    }
-
-    internal override string Name => _op == ReduceOp.Max ? "AmaxBackward" : "AminBackward";
-
-    protected override Tensor?[] Backward(Tensor g)
-    {
-        var x = Inputs[0];
-        var y = _y.Detach().Reshape(_kept.ToArray());
-        var mask = x.Eq(y);
-        var axes = new List<int>();
-        for (int i = 0; i < _flags.Length; i++)
-        {
-            if (_flags[i])
-            {
-                axes.Add(i);
-            }
-        }
-        var count = mask.Cast(x.DType).Sum(axes.ToArray(), keepDim: true);
-        var share = g.Reshape(_kept.ToArray()) / count;
-        return [Tensor.Where(mask, share, 0)];
-    }
-
-    protected override void OnRelease() => _y = null!;
-}
-
-/// <summary>max/min along an axis with indices: the gradient is scattered to the chosen index.</summary>
-internal sealed class ArgExtremeNode : Node
-{
-    private readonly ReduceOp _op;
-    private readonly int _axis;
-    private Tensor _indices;
-
-    public ArgExtremeNode(ReduceOp op, Tensor x, Tensor indices, int axis) : base(x)
-    {
-        _op = op;
-        _indices = indices;
-        _axis = axis;
-    }
-
-    internal override string Name => _op == ReduceOp.Max ? "MaxBackward" : "MinBackward";
-
-    protected override Tensor?[] Backward(Tensor g)
-    {
-        var x = Inputs[0];
-        return [Tensor.ZerosLike(x).ScatterAdd(_axis, _indices, g.Reshape(_indices.Shape.ToArray()))];
-    }
-
-    protected override void OnRelease() => _indices = null!;
 }

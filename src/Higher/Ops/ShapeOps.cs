@@ -19,7 +19,7 @@ public sealed partial class Tensor
         var y = new Tensor(Storage, shape, Backend, null, Version);
         if (Autograd.ShouldRecord(this))
         {
-            y.AttachGradFn(new ReshapeNode(this));
+            Derivatives.Reshape.Record(y, default, [this]);
         }
         return y;
     }
@@ -177,7 +177,7 @@ public sealed partial class Tensor
         Backend.StridedCopy(Storage, 0, srcStrides, y.Storage, 0, outShape.ContiguousStrides(), outShape);
         if (Autograd.ShouldRecord(this))
         {
-            y.AttachGradFn(new PermuteNode(this, p));
+            Derivatives.Permute.Record(y, p, [this]);
         }
         return y;
     }
@@ -238,7 +238,7 @@ public sealed partial class Tensor
         Backend.StridedCopy(Storage, 0, BroadcastStrides(Shape, targetShape), y.Storage, 0, targetShape.ContiguousStrides(), targetShape);
         if (Autograd.ShouldRecord(this))
         {
-            y.AttachGradFn(new ExpandNode(this));
+            Derivatives.Expand.Record(y, default, [this]);
         }
         return y;
     }
@@ -295,7 +295,7 @@ public sealed partial class Tensor
         Backend.StridedCopy(Storage, offset, srcStrides, y.Storage, 0, outShape.ContiguousStrides(), outShape);
         if (Autograd.ShouldRecord(this))
         {
-            y.AttachGradFn(new SliceNode(this, a, start, step));
+            Derivatives.Slice.Record(y, new AxisSlice(a, start, step), [this]);
         }
         return y;
     }
@@ -313,7 +313,7 @@ public sealed partial class Tensor
         source.Backend.StridedCopy(source.Storage, 0, source.Shape.ContiguousStrides(), y.Storage, offset, dstStrides, source.Shape);
         if (Autograd.ShouldRecord(source))
         {
-            y.AttachGradFn(new SliceScatterNode(source, axis, start, step));
+            Derivatives.SliceScatter.Record(y, new AxisSlice(axis, start, step), [source]);
         }
         return y;
     }
@@ -396,7 +396,7 @@ public sealed partial class Tensor
         var inputs = tensors.ToArray();
         if (Autograd.ShouldRecord(inputs))
         {
-            y.AttachGradFn(new CatNode(inputs, a));
+            Derivatives.Cat.Record(y, a, inputs);
         }
         return y;
     }
@@ -447,7 +447,7 @@ public sealed partial class Tensor
         };
         if (Autograd.ShouldRecord(x))
         {
-            y.AttachGradFn(new ToDeviceNode(x));
+            Derivatives.ToDevice.Record(y, default, [x]);
         }
         return y;
     }
@@ -456,82 +456,4 @@ public sealed partial class Tensor
 internal static class Functions
 {
     public static Tensor ToDevice(Tensor x, IBackend backend) => Tensor.ToBackend(x, backend);
-}
-
-internal sealed class ReshapeNode(Tensor x) : Node(x)
-{
-    internal override string Name => "ReshapeBackward";
-
-    protected override Tensor?[] Backward(Tensor g) => [g.Reshape(Inputs[0].Shape.ToArray())];
-}
-
-internal sealed class PermuteNode(Tensor x, int[] perm) : Node(x)
-{
-    internal override string Name => "PermuteBackward";
-
-    protected override Tensor?[] Backward(Tensor g)
-    {
-        var inverse = new int[perm.Length];
-        for (int i = 0; i < perm.Length; i++)
-        {
-            inverse[perm[i]] = i;
-        }
-        return [g.Permute(inverse)];
-    }
-}
-
-internal sealed class ExpandNode(Tensor x) : Node(x)
-{
-    internal override string Name => "ExpandBackward";
-
-    protected override Tensor?[] Backward(Tensor g) => [g.SumTo(Inputs[0].Shape)];
-}
-
-internal sealed class SliceNode(Tensor x, int axis, int start, int step) : Node(x)
-{
-    internal override string Name => "SliceBackward";
-
-    protected override Tensor?[] Backward(Tensor g) => [Tensor.SliceScatter(g, Inputs[0].Shape, axis, start, step)];
-}
-
-internal sealed class SliceScatterNode(Tensor source, int axis, int start, int step) : Node(source)
-{
-    internal override string Name => "SliceScatterBackward";
-
-    protected override Tensor?[] Backward(Tensor g)
-    {
-        // An empty source must give end = start: start - step + 1 would be negative for step > 1,
-        // and Slice reads a negative end from the back.
-        int length = Inputs[0].Shape.Dims[axis];
-        int end = length == 0 ? start : start + ((length - 1) * step) + 1;
-        return [g.Slice(axis, start, end, step)];
-    }
-}
-
-internal sealed class CatNode(Tensor[] inputs, int axis) : Node(inputs)
-{
-    internal override string Name => "CatBackward";
-
-    protected override Tensor?[] Backward(Tensor g)
-    {
-        var grads = new Tensor?[Inputs.Length];
-        int offset = 0;
-        for (int i = 0; i < Inputs.Length; i++)
-        {
-            int n = Inputs[i].Shape.Dims[axis];
-            if (NeedsGrad(i))
-            {
-                grads[i] = g.Narrow(axis, offset, n);
-            }
-            offset += n;
-        }
-        return grads;
-    }
-}
-
-internal sealed class ToDeviceNode(Tensor x) : Node(x)
-{
-    internal override string Name => "ToDeviceBackward";
-
-    protected override Tensor?[] Backward(Tensor g) => [g.To(Inputs[0].Device)];
 }

@@ -1,37 +1,155 @@
+using System.Numerics;
+
 namespace Higher.Tape;
+
+/// <summary>
+/// Which tensors a backward reads: inputs by position and the op's output. A node keeps exactly
+/// these (plus its auxiliary tensors, such as indices and masks, which are always kept), checks
+/// their versions before the backward runs, and drops them when the graph is freed. A backward can
+/// read no other values: <see cref="Node.Input"/> and <see cref="Node.Output"/> refuse what was not
+/// declared, so what is saved and what is read cannot drift apart.
+/// </summary>
+[Flags]
+internal enum Saves : byte
+{
+    /// <summary>The backward reads only the incoming gradient (and shapes).</summary>
+    None = 0,
+    /// <summary>Input 0.</summary>
+    Input0 = 1 << 0,
+    /// <summary>Input 1.</summary>
+    Input1 = 1 << 1,
+    /// <summary>Input 2.</summary>
+    Input2 = 1 << 2,
+    /// <summary>Inputs 0 and 1.</summary>
+    Inputs01 = Input0 | Input1,
+    /// <summary>The op's output.</summary>
+    Output = 1 << 7,
+}
+
+/// <summary>The gradients of an op's inputs given its output's gradient, written in differentiable ops (null: no gradient needed).</summary>
+internal delegate Tensor?[] BackwardFn<TAttr>(Node node, in TAttr attr, Tensor grad);
+
+/// <summary>
+/// One row of the derivatives table (see <see cref="Derivatives"/>): an op's name, what its backward
+/// saves, and the backward itself. <typeparamref name="TAttr"/> holds the op's non-tensor arguments
+/// (scalars, axes, shapes).
+/// </summary>
+internal sealed class Derivative<TAttr>(string name, Saves saves, BackwardFn<TAttr> backward)
+{
+    /// <summary>The node name users see in <see cref="Tensor.GradFnName"/> and messages ("ExpBackward").</summary>
+    public string NodeName { get; } = name + "Backward";
+
+    /// <summary>What the backward reads.</summary>
+    public Saves Saves { get; } = saves;
+
+    /// <summary>The backward.</summary>
+    public BackwardFn<TAttr> Backward { get; } = backward;
+
+    /// <summary>Records <paramref name="output"/> as produced by this op from <paramref name="inputs"/>.</summary>
+    public void Record(Tensor output, in TAttr attr, Tensor[] inputs, Tensor[]? aux = null) =>
+        output.AttachGradFn(new Node<TAttr>(this, attr, inputs, output, aux));
+}
 
 /// <summary>
 /// One recorded op on the tape. Its backward is written in differentiable <see cref="Tensor"/> ops
 /// only, so running it with grad mode on records the gradient's own graph: higher derivatives
-/// come by construction.
+/// come by construction. The node holds the tensors its <see cref="Saves"/> declare, with the
+/// versions they had when saved.
 /// </summary>
 internal abstract class Node
 {
-    private Tensor[]? _saved;
+    private Tensor?[]? _saved;
     private int[]? _savedVersions;
+    private readonly Saves _saves;
     private bool _released;
 
-    protected Node(params Tensor[] inputs) => Inputs = inputs;
+    protected Node(Saves saves, Tensor[] inputs, Tensor output, Tensor[]? aux)
+    {
+        Inputs = inputs;
+        _saves = saves;
+        int declared = BitOperations.PopCount((uint)saves);
+        int count = declared + (aux?.Length ?? 0);
+        if (count == 0)
+        {
+            return;
+        }
+        var saved = new Tensor?[count];
+        int k = 0;
+        for (int i = 0; i < inputs.Length && i < 7; i++)
+        {
+            if (((int)saves & (1 << i)) != 0)
+            {
+                saved[k++] = inputs[i];
+            }
+        }
+        if ((saves & Saves.Output) != 0)
+        {
+            saved[k++] = output;
+        }
+        if (aux is not null)
+        {
+            foreach (var t in aux)
+            {
+                saved[k++] = t;
+            }
+        }
+        var versions = new int[count];
+        for (int i = 0; i < count; i++)
+        {
+            versions[i] = saved[i]!.Version.Value;
+        }
+        _saved = saved;
+        _savedVersions = versions;
+    }
 
     /// <summary>Inputs of the op, in order; gradients are returned in the same order.</summary>
-    internal Tensor[] Inputs { get; private set; }
+    internal Tensor[] Inputs { get; }
 
-    /// <summary>Op name for messages and <see cref="Tensor.GradFnName"/>.</summary>
+    /// <summary>Node name for messages and <see cref="Tensor.GradFnName"/>.</summary>
     internal abstract string Name { get; }
 
     /// <summary>True if input <paramref name="i"/> needs a gradient.</summary>
-    protected bool NeedsGrad(int i) => Inputs[i].RequiresGrad;
+    internal bool NeedsGrad(int i) => Inputs[i].RequiresGrad;
 
-    /// <summary>Records tensors the backward reads, with their versions, so an in-place change is caught.</summary>
-    protected void Save(params Tensor[] tensors)
+    /// <summary>Shape of input <paramref name="i"/> (always available: shapes are not values).</summary>
+    internal Shape InputShape(int i) => Inputs[i].Shape;
+
+    /// <summary>Dtype of input <paramref name="i"/>.</summary>
+    internal DType InputDType(int i) => Inputs[i].DType;
+
+    /// <summary>Device of input <paramref name="i"/>.</summary>
+    internal Device InputDevice(int i) => Inputs[i].Device;
+
+    /// <summary>Zeros of input <paramref name="i"/>'s shape, dtype and device (reads no values).</summary>
+    internal Tensor ZerosLikeInput(int i) => Tensor.ZerosLike(Inputs[i]);
+
+    /// <summary>The saved value of input <paramref name="i"/>; throws unless the op's row declares it saved.</summary>
+    internal Tensor Input(int i)
     {
-        _saved = tensors;
-        _savedVersions = new int[tensors.Length];
-        for (int i = 0; i < tensors.Length; i++)
+        if (i >= 7 || ((int)_saves & (1 << i)) == 0)
         {
-            _savedVersions[i] = tensors[i].Version.Value;
+            throw new InvalidOperationException($"Internal error: the backward of {Name} reads input {i}, which its row of the derivatives table does not save.");
+        }
+        return SavedAt(BitOperations.PopCount((uint)_saves & ((1u << i) - 1)));
+    }
+
+    /// <summary>The saved output; throws unless the op's row declares it saved.</summary>
+    internal Tensor Output
+    {
+        get
+        {
+            if ((_saves & Saves.Output) == 0)
+            {
+                throw new InvalidOperationException($"Internal error: the backward of {Name} reads its output, which its row of the derivatives table does not save.");
+            }
+            return SavedAt(BitOperations.PopCount((uint)_saves & 0x7F));
         }
     }
+
+    /// <summary>Auxiliary tensor <paramref name="i"/> (indices, masks) given when the op was recorded.</summary>
+    internal Tensor Aux(int i) => SavedAt(BitOperations.PopCount((uint)_saves) + i);
+
+    private Tensor SavedAt(int k) => _saved![k]!;
 
     /// <summary>Gradients of the op's inputs given the gradient of its output (null where none is needed).</summary>
     protected abstract Tensor?[] Backward(Tensor gradOutput);
@@ -47,10 +165,11 @@ internal abstract class Node
         {
             for (int i = 0; i < _saved.Length; i++)
             {
-                if (_saved[i].Version.Value != _savedVersions![i])
+                var t = _saved[i]!;
+                if (t.Version.Value != _savedVersions![i])
                 {
                     throw new InvalidOperationException(
-                        $"A {_saved[i].Describe()} tensor needed by {Name} for its gradient was modified by an in-place operation (version {_saved[i].Version.Value}, saved at version {_savedVersions[i]}).");
+                        $"A {t.Describe()} tensor needed by {Name} for its gradient was modified by an in-place operation (version {t.Version.Value}, saved at version {_savedVersions[i]}).");
                 }
             }
         }
@@ -62,11 +181,23 @@ internal abstract class Node
     {
         _released = true;
         _saved = null;
-        OnRelease();
+        _savedVersions = null;
+    }
+}
+
+/// <summary>A node of one row of the derivatives table, with the op's arguments.</summary>
+internal sealed class Node<TAttr> : Node
+{
+    private readonly Derivative<TAttr> _op;
+    private readonly TAttr _attr;
+
+    public Node(Derivative<TAttr> op, in TAttr attr, Tensor[] inputs, Tensor output, Tensor[]? aux) : base(op.Saves, inputs, output, aux)
+    {
+        _op = op;
+        _attr = attr;
     }
 
-    /// <summary>Drops op-specific saved state.</summary>
-    protected virtual void OnRelease()
-    {
-    }
+    internal override string Name => _op.NodeName;
+
+    protected override Tensor?[] Backward(Tensor gradOutput) => _op.Backward(this, _attr, gradOutput);
 }

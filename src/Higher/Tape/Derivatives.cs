@@ -1,0 +1,284 @@
+namespace Higher.Tape;
+
+/// <summary>Scalar arguments of a unary kernel (<see cref="IBackend.Unary"/>'s alpha and beta).</summary>
+internal readonly record struct Scalars(double Alpha, double Beta);
+
+/// <summary>No arguments beyond the tensors.</summary>
+internal readonly record struct NoAttr;
+
+/// <summary>An axis with a start and a step (slices).</summary>
+internal readonly record struct AxisSlice(int Axis, int Start, int Step);
+
+/// <summary>Transpose flags of a GEMM.</summary>
+internal readonly record struct Transposes(bool A, bool B);
+
+/// <summary>The shape of a reduction with its axes kept as size 1, and which axes were reduced.</summary>
+internal readonly record struct Reduced(Shape Kept, bool[] Axes);
+
+/// <summary>
+/// The derivatives table: one row per differentiable primitive, saying what its backward saves
+/// and giving the backward in differentiable tensor ops (so every derivative has derivatives of
+/// its own). Composite ops (softmax, losses, layers) have no row: their derivatives come from
+/// the primitives they are made of. Modelled on PyTorch's derivatives.yaml and tinygrad's
+/// gradient rules; a row's backward reads only what its <see cref="Saves"/> declare.
+/// <para>Adding a unary primitive: a <see cref="UnaryOp"/> member, its row in <see cref="Unary"/>,
+/// the kernels, and the public method (docs/ARCHITECTURE.md lists the files).</para>
+/// </summary>
+internal static class Derivatives
+{
+    // ------------------------------------------------------------------ unary kernels: y = f(x; alpha, beta)
+
+    private static readonly Derivative<Scalars>?[] UnaryRows = Rows<UnaryOp, Scalars>(
+        (UnaryOp.Affine, Saves.None, static (Node n, in Scalars s, Tensor g) => [g * s.Alpha]),
+        (UnaryOp.Exp, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * n.Output]),
+        (UnaryOp.Log, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g / n.Input(0)]),
+        (UnaryOp.Log1p, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g / (n.Input(0) + 1)]),
+        (UnaryOp.Sqrt, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g / (n.Output * 2)]),
+        (UnaryOp.Abs, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Sign()]),
+        (UnaryOp.Sign, Saves.None, static (Node n, in Scalars s, Tensor g) => [Tensor.ZerosLike(g)]),
+        (UnaryOp.Relu, Saves.Output, static (Node n, in Scalars s, Tensor g) => [Tensor.Where(n.Output > 0, g, 0)]),
+        (UnaryOp.LeakyRelu, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [Tensor.Where(n.Input(0) > 0, g, g * s.Alpha)]),
+        (UnaryOp.Tanh, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * (1 - n.Output * n.Output)]),
+        (UnaryOp.Sigmoid, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * (n.Output * (1 - n.Output))]),
+        (UnaryOp.Softplus, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Sigmoid()]),
+        (UnaryOp.Erf, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * ((n.Input(0) * n.Input(0)).Neg().Exp() * (2 / Math.Sqrt(Math.PI)))]),
+        (UnaryOp.Reciprocal, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * (n.Output * n.Output).Neg()]),
+        (UnaryOp.PowScalar, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [s.Alpha == 0 ? Tensor.ZerosLike(g) : g * (n.Input(0).Pow(s.Alpha - 1) * s.Alpha)]),
+        (UnaryOp.Clamp, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [Tensor.Where((n.Input(0) >= s.Alpha).LogicalAnd(n.Input(0) <= s.Beta), g, 0)]),
+        (UnaryOp.Sin, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Cos()]),
+        (UnaryOp.Cos, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Sin().Neg()]));
+
+    /// <summary>The row of a unary kernel; throws naming the op when it has none (never a silent zero).</summary>
+    public static Derivative<Scalars> Unary(UnaryOp op) =>
+        (uint)op < (uint)UnaryRows.Length && UnaryRows[(int)op] is { } row
+            ? row
+            : throw new NotSupportedException($"The derivative of {op} is not implemented: add its row to Derivatives.Unary.");
+
+    /// <summary>√x whose derivative is 0 wherever x ≤ 0; the masked branch divides by 1, never by 0.</summary>
+    public static readonly Derivative<NoAttr> SafeSqrt = new("SafeSqrt", Saves.Input0 | Saves.Output, static (Node n, in NoAttr _, Tensor g) =>
+    {
+        var positive = n.Input(0) > 0;
+        var denominator = Tensor.Where(positive, n.Output, 1) * 2;
+        return [Tensor.Where(positive, g / denominator, 0)];
+    });
+
+    // ------------------------------------------------------------------ binary kernels: y = f(a, b), broadcast
+
+    private static readonly Derivative<NoAttr>?[] BinaryRows = Rows<BinaryOp, NoAttr>(
+        (BinaryOp.Add, Saves.None, static (Node n, in NoAttr _, Tensor g) => [Back(n, 0, g), Back(n, 1, g)]),
+        (BinaryOp.Sub, Saves.None, static (Node n, in NoAttr _, Tensor g) => [Back(n, 0, g), n.NeedsGrad(1) ? Back(n, 1, g.Neg()) : null]),
+        (BinaryOp.Mul, Saves.Inputs01, static (Node n, in NoAttr _, Tensor g) =>
+            [n.NeedsGrad(0) ? Back(n, 0, g * n.Input(1)) : null, n.NeedsGrad(1) ? Back(n, 1, g * n.Input(0)) : null]),
+        (BinaryOp.Div, Saves.Inputs01, static (Node n, in NoAttr _, Tensor g) =>
+            [n.NeedsGrad(0) ? Back(n, 0, g / n.Input(1)) : null,
+             n.NeedsGrad(1) ? Back(n, 1, (g * n.Input(0) / (n.Input(1) * n.Input(1))).Neg()) : null]),
+        (BinaryOp.Pow, Saves.Inputs01 | Saves.Output, static (Node n, in NoAttr _, Tensor g) =>
+        {
+            var a = n.Input(0);
+            var b = n.Input(1);
+            Tensor? gb = null;
+            if (n.NeedsGrad(1))
+            {
+                // d/db a^b = a^b·ln a, taken as 0 where a = 0 (the masked log reads 1, never 0).
+                var zero = a.Eq(0);
+                gb = Back(n, 1, Tensor.Where(zero, 0, g * n.Output * Tensor.Where(zero, 1, a).Log()));
+            }
+            return [n.NeedsGrad(0) ? Back(n, 0, g * b * Tensor.Pow(a, b - 1)) : null, gb];
+        }),
+        (BinaryOp.Maximum, Saves.Inputs01, static (Node n, in NoAttr _, Tensor g) => Extremum(n, g, max: true)),
+        (BinaryOp.Minimum, Saves.Inputs01, static (Node n, in NoAttr _, Tensor g) => Extremum(n, g, max: false)));
+
+    /// <summary>The row of a binary kernel; throws naming the op when it has none.</summary>
+    public static Derivative<NoAttr> Binary(BinaryOp op) =>
+        (uint)op < (uint)BinaryRows.Length && BinaryRows[(int)op] is { } row
+            ? row
+            : throw new NotSupportedException($"The derivative of {op} is not implemented: add its row to Derivatives.Binary.");
+
+    /// <summary>max/min of two tensors: the winner takes the gradient, ties split it equally (PyTorch's convention).</summary>
+    private static Tensor?[] Extremum(Node n, Tensor g, bool max)
+    {
+        var a = n.Input(0);
+        var b = n.Input(1);
+        var tie = a.Eq(b);
+        var aWins = max ? a > b : a < b;
+        var half = g * 0.5;
+        return
+        [
+            n.NeedsGrad(0) ? Back(n, 0, Tensor.Where(tie, half, Tensor.Where(aWins, g, 0))) : null,
+            n.NeedsGrad(1) ? Back(n, 1, Tensor.Where(tie, half, Tensor.Where(aWins, 0, g))) : null,
+        ];
+    }
+
+    /// <summary>A gradient summed back over the dimensions input <paramref name="i"/> was broadcast along.</summary>
+    private static Tensor Back(Node n, int i, Tensor g) => g.SumTo(n.InputShape(i));
+
+    /// <summary>where(c, a, b), c the auxiliary mask: the gradient goes to a where c holds and to b elsewhere.</summary>
+    public static readonly Derivative<NoAttr> Where = new("Where", Saves.None, static (Node n, in NoAttr _, Tensor g) =>
+    [
+        n.NeedsGrad(0) ? Back(n, 0, Tensor.Where(n.Aux(0), g, 0)) : null,
+        n.NeedsGrad(1) ? Back(n, 1, Tensor.Where(n.Aux(0), 0, g)) : null,
+    ]);
+
+    /// <summary>Conversion between float dtypes: the gradient converts back.</summary>
+    public static readonly Derivative<NoAttr> Cast = new("Cast", Saves.None, static (Node n, in NoAttr _, Tensor g) => [g.Cast(n.InputDType(0))]);
+
+    // ------------------------------------------------------------------ linear algebra
+
+    /// <summary>C = op(A)·op(B): dop(A) = G·op(B)ᵀ and dop(B) = op(A)ᵀ·G, each one more GEMM with transpose flags; a 2-D operand shared by a batch sums its batch gradients.</summary>
+    public static readonly Derivative<Transposes> MatMul = new("MatMul", Saves.Inputs01, static (Node n, in Transposes t, Tensor g) =>
+    {
+        var a = n.Input(0);
+        var b = n.Input(1);
+        Tensor? ga = null, gb = null;
+        if (n.NeedsGrad(0))
+        {
+            ga = t.A ? Tensor.MatMulT(b, g, t.B, true) : Tensor.MatMulT(g, b, false, !t.B);
+            if (a.Rank == 2 && ga.Rank == 3)
+            {
+                ga = ga.Sum(0);
+            }
+        }
+        if (n.NeedsGrad(1))
+        {
+            gb = t.B ? Tensor.MatMulT(g, a, true, t.A) : Tensor.MatMulT(a, g, !t.A, false);
+            if (b.Rank == 2 && gb.Rank == 3)
+            {
+                gb = gb.Sum(0);
+            }
+        }
+        return [ga, gb];
+    });
+
+    // ------------------------------------------------------------------ reductions
+
+    /// <summary>Sum: the gradient is broadcast back over the reduced axes.</summary>
+    public static readonly Derivative<Reduced> Sum = new("Sum", Saves.None, static (Node n, in Reduced r, Tensor g) =>
+        [g.Reshape(r.Kept.ToArray()).Expand(n.InputShape(0).ToArray())]);
+
+    /// <summary>amax: the gradient is shared equally among the elements equal to the maximum.</summary>
+    public static readonly Derivative<Reduced> Amax = new("Amax", Saves.Input0 | Saves.Output, static (Node n, in Reduced r, Tensor g) => ShareExtreme(n, r, g));
+
+    /// <summary>amin: the gradient is shared equally among the elements equal to the minimum.</summary>
+    public static readonly Derivative<Reduced> Amin = new("Amin", Saves.Input0 | Saves.Output, static (Node n, in Reduced r, Tensor g) => ShareExtreme(n, r, g));
+
+    private static Tensor?[] ShareExtreme(Node n, in Reduced r, Tensor g)
+    {
+        var x = n.Input(0);
+        var kept = r.Kept.ToArray();
+        var mask = x.Eq(n.Output.Detach().Reshape(kept));
+        var axes = new List<int>();
+        for (int i = 0; i < r.Axes.Length; i++)
+        {
+            if (r.Axes[i])
+            {
+                axes.Add(i);
+            }
+        }
+        var count = mask.Cast(x.DType).Sum(axes.ToArray(), keepDim: true);
+        return [Tensor.Where(mask, g.Reshape(kept) / count, 0)];
+    }
+
+    /// <summary>max along an axis (auxiliary: the Int64 indices): the gradient is scattered to the chosen index.</summary>
+    public static readonly Derivative<int> MaxAlong = new("Max", Saves.None, static (Node n, in int axis, Tensor g) => ScatterToIndex(n, axis, g));
+
+    /// <summary>min along an axis (auxiliary: the Int64 indices): the gradient is scattered to the chosen index.</summary>
+    public static readonly Derivative<int> MinAlong = new("Min", Saves.None, static (Node n, in int axis, Tensor g) => ScatterToIndex(n, axis, g));
+
+    private static Tensor?[] ScatterToIndex(Node n, int axis, Tensor g)
+    {
+        var indices = n.Aux(0);
+        return [n.ZerosLikeInput(0).ScatterAdd(axis, indices, g.Reshape(indices.Shape.ToArray()))];
+    }
+
+    // ------------------------------------------------------------------ shape and movement
+
+    /// <summary>Reshape: the gradient takes the input's shape back.</summary>
+    public static readonly Derivative<NoAttr> Reshape = new("Reshape", Saves.None, static (Node n, in NoAttr _, Tensor g) => [g.Reshape(n.InputShape(0).ToArray())]);
+
+    /// <summary>Permute: the gradient is permuted by the inverse permutation.</summary>
+    public static readonly Derivative<int[]> Permute = new("Permute", Saves.None, static (Node n, in int[] perm, Tensor g) =>
+    {
+        var inverse = new int[perm.Length];
+        for (int i = 0; i < perm.Length; i++)
+        {
+            inverse[perm[i]] = i;
+        }
+        return [g.Permute(inverse)];
+    });
+
+    /// <summary>Expand: the gradient is summed over the expanded dimensions.</summary>
+    public static readonly Derivative<NoAttr> Expand = new("Expand", Saves.None, static (Node n, in NoAttr _, Tensor g) => [g.SumTo(n.InputShape(0))]);
+
+    /// <summary>Slice: the gradient is scattered into zeros of the input's shape.</summary>
+    public static readonly Derivative<AxisSlice> Slice = new("Slice", Saves.None, static (Node n, in AxisSlice s, Tensor g) =>
+        [Tensor.SliceScatter(g, n.InputShape(0), s.Axis, s.Start, s.Step)]);
+
+    /// <summary>SliceScatter into zeros: the gradient is the slice it was scattered to.</summary>
+    public static readonly Derivative<AxisSlice> SliceScatter = new("SliceScatter", Saves.None, static (Node n, in AxisSlice s, Tensor g) =>
+    {
+        // An empty source must give end = start: start - step + 1 would be negative for step > 1,
+        // and Slice reads a negative end from the back.
+        int length = n.InputShape(0).Dims[s.Axis];
+        int end = length == 0 ? s.Start : s.Start + ((length - 1) * s.Step) + 1;
+        return [g.Slice(s.Axis, s.Start, end, s.Step)];
+    });
+
+    /// <summary>Cat along an axis: each input gets its stretch of the gradient.</summary>
+    public static readonly Derivative<int> Cat = new("Cat", Saves.None, static (Node n, in int axis, Tensor g) =>
+    {
+        var grads = new Tensor?[n.Inputs.Length];
+        int offset = 0;
+        for (int i = 0; i < grads.Length; i++)
+        {
+            int size = n.InputShape(i).Dims[axis];
+            if (n.NeedsGrad(i))
+            {
+                grads[i] = g.Narrow(axis, offset, size);
+            }
+            offset += size;
+        }
+        return grads;
+    });
+
+    /// <summary>A copy to another device: the gradient is copied back.</summary>
+    public static readonly Derivative<NoAttr> ToDevice = new("ToDevice", Saves.None, static (Node n, in NoAttr _, Tensor g) => [g.To(n.InputDevice(0))]);
+
+    // ------------------------------------------------------------------ indexing (auxiliary: the Int64 index)
+
+    /// <summary>gather: the gradient is scatter-added back by the same index.</summary>
+    public static readonly Derivative<int> Gather = new("Gather", Saves.None, static (Node n, in int axis, Tensor g) =>
+        [n.ZerosLikeInput(0).ScatterAdd(axis, n.Aux(0), g)]);
+
+    /// <summary>scatter_add(self, source): self's gradient passes through, source's is gathered by the index.</summary>
+    public static readonly Derivative<int> ScatterAdd = new("ScatterAdd", Saves.None, static (Node n, in int axis, Tensor g) =>
+        [g, n.NeedsGrad(1) ? g.Gather(axis, n.Aux(0)) : null]);
+
+    /// <summary>index_select: the gradient is index-added back.</summary>
+    public static readonly Derivative<int> IndexSelect = new("IndexSelect", Saves.None, static (Node n, in int axis, Tensor g) =>
+        [n.ZerosLikeInput(0).IndexAdd(axis, n.Aux(0), g)]);
+
+    /// <summary>index_add(self, source): self's gradient passes through, source's is index-selected.</summary>
+    public static readonly Derivative<int> IndexAdd = new("IndexAdd", Saves.None, static (Node n, in int axis, Tensor g) =>
+        [g, n.NeedsGrad(1) ? g.IndexSelect(axis, n.Aux(0)) : null]);
+
+    /// <summary>A table indexed by an op enum's values, from (op, saves, backward) rows.</summary>
+    private static Derivative<TAttr>?[] Rows<TOp, TAttr>(params (TOp Op, Saves Saves, BackwardFn<TAttr> Backward)[] rows) where TOp : struct, Enum
+    {
+        int size = 0;
+        foreach (var value in Enum.GetValues<TOp>())
+        {
+            size = Math.Max(size, Convert.ToInt32(value, System.Globalization.CultureInfo.InvariantCulture) + 1);
+        }
+        var table = new Derivative<TAttr>?[size];
+        foreach (var (op, saves, backward) in rows)
+        {
+            int i = Convert.ToInt32(op, System.Globalization.CultureInfo.InvariantCulture);
+            if (table[i] is not null)
+            {
+                throw new InvalidOperationException($"The derivatives table has two rows for {op}.");
+            }
+            table[i] = new Derivative<TAttr>(op.ToString()!, saves, backward);
+        }
+        return table;
+    }
+}
