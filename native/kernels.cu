@@ -24,25 +24,61 @@
 
 namespace {
 
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = 3;
 constexpr int kMaxDims = 8;
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 20;
 
-enum DTypeCode : int32_t { kF32 = 0, kF64 = 1, kI64 = 2, kBool = 3 };
+// The op codes of the ABI, one list per contract enum of src/Higher.Abstractions (DType, UnaryOp,
+// BinaryOp, CompareOp, ReduceOp, RandomDistribution), with the same names and explicit values.
+// They are the native side's only copy: the enums below, the unary dispatch and the op-set hash
+// are generated from them, a managed test checks them against the C# enums, and the managed
+// loader refuses a library whose hk_opset_hash differs from KernelOpSet.Hash.
+#define HK_DTYPES(X) X(DType, Float32, 0) X(DType, Float64, 1) X(DType, Int64, 2) X(DType, Bool, 3)
+#define HK_UNARY_OPS(X)                                                                            \
+    X(UnaryOp, Affine, 0) X(UnaryOp, Exp, 1) X(UnaryOp, Log, 2) X(UnaryOp, Log1p, 3)              \
+    X(UnaryOp, Sqrt, 4) X(UnaryOp, Abs, 5) X(UnaryOp, Sign, 6) X(UnaryOp, Relu, 7)                \
+    X(UnaryOp, LeakyRelu, 8) X(UnaryOp, Tanh, 9) X(UnaryOp, Sigmoid, 10) X(UnaryOp, Softplus, 11) \
+    X(UnaryOp, Erf, 12) X(UnaryOp, Reciprocal, 13) X(UnaryOp, PowScalar, 14) X(UnaryOp, Clamp, 15) \
+    X(UnaryOp, Sin, 16) X(UnaryOp, Cos, 17)
+#define HK_BINARY_OPS(X)                                                                   \
+    X(BinaryOp, Add, 0) X(BinaryOp, Sub, 1) X(BinaryOp, Mul, 2) X(BinaryOp, Div, 3)       \
+    X(BinaryOp, Pow, 4) X(BinaryOp, Maximum, 5) X(BinaryOp, Minimum, 6)
+#define HK_COMPARE_OPS(X)                                                                 \
+    X(CompareOp, Eq, 0) X(CompareOp, Ne, 1) X(CompareOp, Lt, 2) X(CompareOp, Le, 3)      \
+    X(CompareOp, Gt, 4) X(CompareOp, Ge, 5)
+#define HK_REDUCE_OPS(X) X(ReduceOp, Sum, 0) X(ReduceOp, Max, 1) X(ReduceOp, Min, 2)
+#define HK_DISTRIBUTIONS(X) X(RandomDistribution, Uniform, 0) X(RandomDistribution, Normal, 1)
 
-enum UnaryCode : int32_t {
-    uAffine, uExp, uLog, uLog1p, uSqrt, uAbs, uSign, uRelu, uLeakyRelu, uTanh, uSigmoid,
-    uSoftplus, uErf, uReciprocal, uPowScalar, uClamp, uSin, uCos
-};
+#define HK_CODE(prefix, name, value) prefix##name = value,
+#define HK_DTYPE_CODE(kind, name, value) HK_CODE(k, name, value)
+#define HK_UNARY_CODE(kind, name, value) HK_CODE(u, name, value)
+#define HK_BINARY_CODE(kind, name, value) HK_CODE(b, name, value)
+#define HK_COMPARE_CODE(kind, name, value) HK_CODE(c, name, value)
+#define HK_REDUCE_CODE(kind, name, value) HK_CODE(r, name, value)
+#define HK_DISTRIBUTION_CODE(kind, name, value) HK_CODE(d, name, value)
 
-enum BinaryCode : int32_t { bAdd, bSub, bMul, bDiv, bPow, bMaximum, bMinimum };
+enum DTypeCode : int32_t { HK_DTYPES(HK_DTYPE_CODE) };
+enum UnaryCode : int32_t { HK_UNARY_OPS(HK_UNARY_CODE) };
+enum BinaryCode : int32_t { HK_BINARY_OPS(HK_BINARY_CODE) };
+enum CompareCode : int32_t { HK_COMPARE_OPS(HK_COMPARE_CODE) };
+enum ReduceCode : int32_t { HK_REDUCE_OPS(HK_REDUCE_CODE) };
+enum DistributionCode : int32_t { HK_DISTRIBUTIONS(HK_DISTRIBUTION_CODE) };
 
-enum CompareCode : int32_t { cEq, cNe, cLt, cLe, cGt, cGe };
+// "DType.Float32=0;...;UnaryOp.Affine=0;...", exactly Higher.KernelOpSet.Text, and its FNV-1a hash.
+#define HK_OPSET_ENTRY(kind, name, value) #kind "." #name "=" #value ";"
+constexpr char kOpSet[] = HK_DTYPES(HK_OPSET_ENTRY) HK_UNARY_OPS(HK_OPSET_ENTRY) HK_BINARY_OPS(HK_OPSET_ENTRY)
+    HK_COMPARE_OPS(HK_OPSET_ENTRY) HK_REDUCE_OPS(HK_OPSET_ENTRY) HK_DISTRIBUTIONS(HK_OPSET_ENTRY);
 
-enum ReduceCode : int32_t { rSum, rMax, rMin };
+constexpr uint64_t Fnv1a(const char* s) {
+    uint64_t h = 14695981039346656037ull;
+    for (; *s != 0; ++s) {
+        h = (h ^ static_cast<uint8_t>(*s)) * 1099511628211ull;
+    }
+    return h;
+}
 
-enum DistributionCode : int32_t { dUniform, dNormal };
+constexpr uint64_t kOpSetHash = Fnv1a(kOpSet);
 
 // ---------------------------------------------------------------------------------------------
 // Launch helpers
@@ -206,9 +242,9 @@ template <typename S>
 cudaError_t LaunchCastFrom(const void* x, int32_t dstType, void* y, int64_t n, cudaStream_t stream) {
     const S* xs = static_cast<const S*>(x);
     switch (dstType) {
-        case kF32: CastKernel<S, float><<<BlocksFor(n), kThreads, 0, stream>>>(xs, static_cast<float*>(y), n); break;
-        case kF64: CastKernel<S, double><<<BlocksFor(n), kThreads, 0, stream>>>(xs, static_cast<double*>(y), n); break;
-        case kI64: CastKernel<S, int64_t><<<BlocksFor(n), kThreads, 0, stream>>>(xs, static_cast<int64_t*>(y), n); break;
+        case kFloat32: CastKernel<S, float><<<BlocksFor(n), kThreads, 0, stream>>>(xs, static_cast<float*>(y), n); break;
+        case kFloat64: CastKernel<S, double><<<BlocksFor(n), kThreads, 0, stream>>>(xs, static_cast<double*>(y), n); break;
+        case kInt64: CastKernel<S, int64_t><<<BlocksFor(n), kThreads, 0, stream>>>(xs, static_cast<int64_t*>(y), n); break;
         case kBool: CastKernel<S, uint8_t><<<BlocksFor(n), kThreads, 0, stream>>>(xs, static_cast<uint8_t*>(y), n); break;
         default: return cudaErrorInvalidValue;
     }
@@ -217,9 +253,9 @@ cudaError_t LaunchCastFrom(const void* x, int32_t dstType, void* y, int64_t n, c
 
 int ElementSize(int32_t dtype) {
     switch (dtype) {
-        case kF32: return 4;
-        case kF64: return 8;
-        case kI64: return 8;
+        case kFloat32: return 4;
+        case kFloat64: return 8;
+        case kInt64: return 8;
         case kBool: return 1;
         default: return 0;
     }
@@ -288,9 +324,11 @@ __device__ __forceinline__ T UnaryApply(T x, T alpha, T beta) {
         return t > beta ? beta : t;
     } else if constexpr (Op == uSin) {
         return Sin(x);
-    } else {
-        static_assert(Op == uCos, "unknown unary op");
+    } else if constexpr (Op == uCos) {
         return Cos(x);
+    } else {
+        static_assert(Op < 0, "a unary op of HK_UNARY_OPS has no body in UnaryApply");
+        return x;
     }
 }
 
@@ -325,27 +363,10 @@ cudaError_t LaunchUnary(int32_t op, const void* xv, void* yv, int64_t n, double 
     T a = static_cast<T>(alpha);
     T b = static_cast<T>(beta);
     unsigned blocks = BlocksFor(n);
-#define HK_UNARY_CASE(code) \
-    case code: UnaryKernel<code, T><<<blocks, kThreads, 0, stream>>>(x, y, n, a, b); break;
+#define HK_UNARY_CASE(kind, name, value) \
+    case u##name: UnaryKernel<u##name, T><<<blocks, kThreads, 0, stream>>>(x, y, n, a, b); break;
     switch (op) {
-        HK_UNARY_CASE(uAffine)
-        HK_UNARY_CASE(uExp)
-        HK_UNARY_CASE(uLog)
-        HK_UNARY_CASE(uLog1p)
-        HK_UNARY_CASE(uSqrt)
-        HK_UNARY_CASE(uAbs)
-        HK_UNARY_CASE(uSign)
-        HK_UNARY_CASE(uRelu)
-        HK_UNARY_CASE(uLeakyRelu)
-        HK_UNARY_CASE(uTanh)
-        HK_UNARY_CASE(uSigmoid)
-        HK_UNARY_CASE(uSoftplus)
-        HK_UNARY_CASE(uErf)
-        HK_UNARY_CASE(uReciprocal)
-        HK_UNARY_CASE(uPowScalar)
-        HK_UNARY_CASE(uClamp)
-        HK_UNARY_CASE(uSin)
-        HK_UNARY_CASE(uCos)
+        HK_UNARY_OPS(HK_UNARY_CASE)
         default: return cudaErrorInvalidValue;
     }
 #undef HK_UNARY_CASE
@@ -937,6 +958,16 @@ HK_API cudaError_t hk_abi_version(int32_t* version) {
     return cudaSuccess;
 }
 
+// The hash of the op codes this library was compiled with (Higher.KernelOpSet.Hash on the
+// managed side): a library built before an op was added or renumbered is refused, not misused.
+HK_API cudaError_t hk_opset_hash(uint64_t* hash) {
+    if (hash == nullptr) {
+        return cudaErrorInvalidValue;
+    }
+    *hash = kOpSetHash;
+    return cudaSuccess;
+}
+
 // The CUDA runtime version this library was compiled against (1000 * major + 10 * minor). It is
 // a build constant, so it answers without a driver; the managed side loads the libcudart soname of
 // the same major version so that the process holds a single runtime.
@@ -973,9 +1004,9 @@ HK_API cudaError_t hk_fill(int32_t dtype, void* y, int64_t n, double value, cuda
         return cudaSuccess;
     }
     switch (dtype) {
-        case kF32: return LaunchFill<float>(y, n, static_cast<float>(value), stream);
-        case kF64: return LaunchFill<double>(y, n, value, stream);
-        case kI64: return LaunchFill<int64_t>(y, n, SaturateToInt64(value), stream);
+        case kFloat32: return LaunchFill<float>(y, n, static_cast<float>(value), stream);
+        case kFloat64: return LaunchFill<double>(y, n, value, stream);
+        case kInt64: return LaunchFill<int64_t>(y, n, SaturateToInt64(value), stream);
         case kBool: return LaunchFill<uint8_t>(y, n, static_cast<uint8_t>(value != 0.0 ? 1 : 0), stream);
         default: return cudaErrorInvalidValue;
     }
@@ -994,9 +1025,9 @@ HK_API cudaError_t hk_cast(int32_t srcType, const void* x, int32_t dstType, void
         return cudaMemcpyAsync(y, x, static_cast<size_t>(n) * size, cudaMemcpyDeviceToDevice, stream);
     }
     switch (srcType) {
-        case kF32: return LaunchCastFrom<float>(x, dstType, y, n, stream);
-        case kF64: return LaunchCastFrom<double>(x, dstType, y, n, stream);
-        case kI64: return LaunchCastFrom<int64_t>(x, dstType, y, n, stream);
+        case kFloat32: return LaunchCastFrom<float>(x, dstType, y, n, stream);
+        case kFloat64: return LaunchCastFrom<double>(x, dstType, y, n, stream);
+        case kInt64: return LaunchCastFrom<int64_t>(x, dstType, y, n, stream);
         case kBool: return LaunchCastFrom<uint8_t>(x, dstType, y, n, stream);
         default: return cudaErrorInvalidValue;
     }
@@ -1033,9 +1064,9 @@ HK_API cudaError_t hk_unary(int32_t op, int32_t dtype, const void* x, void* y, i
         return cudaSuccess;
     }
     switch (dtype) {
-        case kF32: return LaunchUnary<float>(op, x, y, n, alpha, beta, stream);
-        case kF64: return LaunchUnary<double>(op, x, y, n, alpha, beta, stream);
-        case kI64:
+        case kFloat32: return LaunchUnary<float>(op, x, y, n, alpha, beta, stream);
+        case kFloat64: return LaunchUnary<double>(op, x, y, n, alpha, beta, stream);
+        case kInt64:
             if (op != uAffine) {
                 return cudaErrorNotSupported;
             }
@@ -1056,9 +1087,9 @@ HK_API cudaError_t hk_binary(int32_t op, int32_t dtype, const void* a, const voi
                              const int64_t* shape, const int64_t* aStrides, const int64_t* bStrides,
                              cudaStream_t stream) {
     switch (dtype) {
-        case kF32: return DispatchBinaryFloat<float>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
-        case kF64: return DispatchBinaryFloat<double>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
-        case kI64: return DispatchBinaryInt64(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        case kFloat32: return DispatchBinaryFloat<float>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        case kFloat64: return DispatchBinaryFloat<double>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        case kInt64: return DispatchBinaryInt64(op, a, b, y, rank, shape, aStrides, bStrides, stream);
         default: return cudaErrorNotSupported;
     }
 }
@@ -1067,9 +1098,9 @@ HK_API cudaError_t hk_compare(int32_t op, int32_t dtype, const void* a, const vo
                               const int64_t* shape, const int64_t* aStrides, const int64_t* bStrides,
                               cudaStream_t stream) {
     switch (dtype) {
-        case kF32: return DispatchCompare<float>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
-        case kF64: return DispatchCompare<double>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
-        case kI64: return DispatchCompare<int64_t>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        case kFloat32: return DispatchCompare<float>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        case kFloat64: return DispatchCompare<double>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
+        case kInt64: return DispatchCompare<int64_t>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
         case kBool: return DispatchCompare<uint8_t>(op, a, b, y, rank, shape, aStrides, bStrides, stream);
         default: return cudaErrorInvalidValue;
     }
@@ -1123,9 +1154,9 @@ HK_API cudaError_t hk_reduce(int32_t op, int32_t dtype, const void* x, void* y, 
         return cudaSuccess;
     }
     switch (dtype) {
-        case kF32: return DispatchReduce<float>(op, x, y, r, stream);
-        case kF64: return DispatchReduce<double>(op, x, y, r, stream);
-        case kI64: return DispatchReduce<int64_t>(op, x, y, r, stream);
+        case kFloat32: return DispatchReduce<float>(op, x, y, r, stream);
+        case kFloat64: return DispatchReduce<double>(op, x, y, r, stream);
+        case kInt64: return DispatchReduce<int64_t>(op, x, y, r, stream);
         default: return cudaErrorNotSupported;
     }
 }
@@ -1139,9 +1170,9 @@ HK_API cudaError_t hk_argreduce(int32_t op, int32_t dtype, const void* x, void* 
         return cudaSuccess;
     }
     switch (dtype) {
-        case kF32: return LaunchArgReduce<float>(op, x, values, indices, outer, size, inner, stream);
-        case kF64: return LaunchArgReduce<double>(op, x, values, indices, outer, size, inner, stream);
-        case kI64: return LaunchArgReduce<int64_t>(op, x, values, indices, outer, size, inner, stream);
+        case kFloat32: return LaunchArgReduce<float>(op, x, values, indices, outer, size, inner, stream);
+        case kFloat64: return LaunchArgReduce<double>(op, x, values, indices, outer, size, inner, stream);
+        case kInt64: return LaunchArgReduce<int64_t>(op, x, values, indices, outer, size, inner, stream);
         default: return cudaErrorNotSupported;
     }
 }
@@ -1194,9 +1225,9 @@ static cudaError_t Accumulate(bool scatter, int32_t dtype, void* dst, const void
         return cudaSuccess;
     }
     switch (dtype) {
-        case kF32: return LaunchAccumulate<float>(scatter, dst, index, src, outer, dstSize, inner, indexSize, stream);
-        case kF64: return LaunchAccumulate<double>(scatter, dst, index, src, outer, dstSize, inner, indexSize, stream);
-        case kI64: return LaunchAccumulate<int64_t>(scatter, dst, index, src, outer, dstSize, inner, indexSize, stream);
+        case kFloat32: return LaunchAccumulate<float>(scatter, dst, index, src, outer, dstSize, inner, indexSize, stream);
+        case kFloat64: return LaunchAccumulate<double>(scatter, dst, index, src, outer, dstSize, inner, indexSize, stream);
+        case kInt64: return LaunchAccumulate<int64_t>(scatter, dst, index, src, outer, dstSize, inner, indexSize, stream);
         default: return cudaErrorNotSupported;
     }
 }
@@ -1220,8 +1251,8 @@ HK_API cudaError_t hk_random(int32_t dtype, void* y, int64_t n, int32_t distribu
         return cudaSuccess;
     }
     switch (dtype) {
-        case kF32: RandomKernel<float><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<float*>(y), n, distribution, seed, offset, a, b); break;
-        case kF64: RandomKernel<double><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<double*>(y), n, distribution, seed, offset, a, b); break;
+        case kFloat32: RandomKernel<float><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<float*>(y), n, distribution, seed, offset, a, b); break;
+        case kFloat64: RandomKernel<double><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<double*>(y), n, distribution, seed, offset, a, b); break;
         default: return cudaErrorNotSupported;
     }
     return cudaGetLastError();
@@ -1233,8 +1264,8 @@ HK_API cudaError_t hk_scale_batched(int32_t dtype, void* c, int64_t batch, int64
         return cudaSuccess;
     }
     switch (dtype) {
-        case kF32: ScaleBatchedKernel<float><<<BlocksFor(batch * count), kThreads, 0, stream>>>(static_cast<float*>(c), batch, count, stride, static_cast<float>(beta)); break;
-        case kF64: ScaleBatchedKernel<double><<<BlocksFor(batch * count), kThreads, 0, stream>>>(static_cast<double*>(c), batch, count, stride, beta); break;
+        case kFloat32: ScaleBatchedKernel<float><<<BlocksFor(batch * count), kThreads, 0, stream>>>(static_cast<float*>(c), batch, count, stride, static_cast<float>(beta)); break;
+        case kFloat64: ScaleBatchedKernel<double><<<BlocksFor(batch * count), kThreads, 0, stream>>>(static_cast<double*>(c), batch, count, stride, beta); break;
         default: return cudaErrorNotSupported;
     }
     return cudaGetLastError();

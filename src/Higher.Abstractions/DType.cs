@@ -4,13 +4,13 @@ namespace Higher;
 public enum DType
 {
     /// <summary>IEEE 754 binary32.</summary>
-    Float32,
+    Float32 = 0,
     /// <summary>IEEE 754 binary64.</summary>
-    Float64,
+    Float64 = 1,
     /// <summary>Signed 64-bit integer, used for indices.</summary>
-    Int64,
+    Int64 = 2,
     /// <summary>Boolean mask stored as one byte per element (0 or 1).</summary>
-    Bool,
+    Bool = 3,
 }
 
 /// <summary>Facts about <see cref="DType"/> values.</summary>

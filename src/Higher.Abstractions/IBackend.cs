@@ -173,7 +173,7 @@ public interface IBackend
 public enum RandomDistribution
 {
     /// <summary>Uniform on [a, b).</summary>
-    Uniform,
+    Uniform = 0,
     /// <summary>Normal with mean a and standard deviation b.</summary>
-    Normal,
+    Normal = 1,
 }

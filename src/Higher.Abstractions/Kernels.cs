@@ -1,5 +1,9 @@
 namespace Higher;
 
+// Every kernel enum has explicit values: they cross the native ABI (native/kernels.cu lists the
+// same names and values, a test checks the two lists, and KernelOpSet.Hash, which both sides
+// compute, is the ABI's op-set check). Never renumber; append.
+
 /// <summary>
 /// Elementwise unary kernels, y = f(x) with optional scalar parameters <c>alpha</c> and <c>beta</c>.
 /// Inputs and output have the same dtype (floating point unless stated).
@@ -7,41 +11,41 @@ namespace Higher;
 public enum UnaryOp
 {
     /// <summary>y = alpha * x + beta (also for Int64).</summary>
-    Affine,
+    Affine = 0,
     /// <summary>y = exp(x).</summary>
-    Exp,
+    Exp = 1,
     /// <summary>y = ln(x).</summary>
-    Log,
+    Log = 2,
     /// <summary>y = ln(1 + x), accurate near 0.</summary>
-    Log1p,
+    Log1p = 3,
     /// <summary>y = sqrt(x).</summary>
-    Sqrt,
+    Sqrt = 4,
     /// <summary>y = |x|.</summary>
-    Abs,
+    Abs = 5,
     /// <summary>y = sign(x) in {-1, 0, 1}; NaN stays NaN.</summary>
-    Sign,
+    Sign = 6,
     /// <summary>y = max(x, 0).</summary>
-    Relu,
+    Relu = 7,
     /// <summary>y = x if x &gt; 0 else alpha * x.</summary>
-    LeakyRelu,
+    LeakyRelu = 8,
     /// <summary>y = tanh(x).</summary>
-    Tanh,
+    Tanh = 9,
     /// <summary>y = 1 / (1 + exp(-x)), computed without overflow for large |x|.</summary>
-    Sigmoid,
+    Sigmoid = 10,
     /// <summary>y = log(1 + exp(x)) computed stably as max(x, 0) + log1p(exp(-|x|)).</summary>
-    Softplus,
+    Softplus = 11,
     /// <summary>y = erf(x).</summary>
-    Erf,
+    Erf = 12,
     /// <summary>y = 1 / x.</summary>
-    Reciprocal,
+    Reciprocal = 13,
     /// <summary>y = x ^ alpha (alpha a real scalar; pow semantics of the C library).</summary>
-    PowScalar,
+    PowScalar = 14,
     /// <summary>y = min(max(x, alpha), beta).</summary>
-    Clamp,
+    Clamp = 15,
     /// <summary>y = sin(x).</summary>
-    Sin,
+    Sin = 16,
     /// <summary>y = cos(x).</summary>
-    Cos,
+    Cos = 17,
 }
 
 /// <summary>
@@ -50,45 +54,45 @@ public enum UnaryOp
 public enum BinaryOp
 {
     /// <summary>y = a + b (also Int64).</summary>
-    Add,
+    Add = 0,
     /// <summary>y = a - b (also Int64).</summary>
-    Sub,
+    Sub = 1,
     /// <summary>y = a * b (also Int64).</summary>
-    Mul,
+    Mul = 2,
     /// <summary>y = a / b.</summary>
-    Div,
+    Div = 3,
     /// <summary>y = a ^ b (pow of the C library).</summary>
-    Pow,
+    Pow = 4,
     /// <summary>y = max(a, b); NaN if either is NaN.</summary>
-    Maximum,
+    Maximum = 5,
     /// <summary>y = min(a, b); NaN if either is NaN.</summary>
-    Minimum,
+    Minimum = 6,
 }
 
 /// <summary>Elementwise comparisons with broadcasting; the output is a Bool storage.</summary>
 public enum CompareOp
 {
     /// <summary>a == b.</summary>
-    Eq,
+    Eq = 0,
     /// <summary>a != b.</summary>
-    Ne,
+    Ne = 1,
     /// <summary>a &lt; b.</summary>
-    Lt,
+    Lt = 2,
     /// <summary>a &lt;= b.</summary>
-    Le,
+    Le = 3,
     /// <summary>a &gt; b.</summary>
-    Gt,
+    Gt = 4,
     /// <summary>a &gt;= b.</summary>
-    Ge,
+    Ge = 5,
 }
 
 /// <summary>Reductions over a set of axes.</summary>
 public enum ReduceOp
 {
     /// <summary>Sum (0 over an empty set).</summary>
-    Sum,
+    Sum = 0,
     /// <summary>Maximum (-inf over an empty set); NaN propagates.</summary>
-    Max,
+    Max = 1,
     /// <summary>Minimum (+inf over an empty set); NaN propagates.</summary>
-    Min,
+    Min = 2,
 }

@@ -156,12 +156,36 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
     public static CudaBackend Create(int deviceIndex = 0) =>
         TryCreate(out var backend, out string reason, deviceIndex) ? backend! : throw new NotSupportedException($"CUDA backend unavailable: {reason}.");
 
+    /// <summary>
+    /// Why a kernel library that reports ABI revision <paramref name="abi"/> and op-set hash
+    /// <paramref name="opSetHash"/> cannot be used by this assembly, or null when it can. A library
+    /// built from an older kernels.cu (another revision, or another op list) is refused with a
+    /// message that says to rebuild it.
+    /// </summary>
+    internal static string? KernelAbiRefusal(int abi, ulong opSetHash)
+    {
+        if (abi != CudaNative.KernelsAbiVersion)
+        {
+            return $"{NativeLibraries.KernelsFileName} has ABI revision {abi}, this assembly needs {CudaNative.KernelsAbiVersion}: it is stale, rebuild it with native/build.sh";
+        }
+        if (opSetHash != KernelOpSet.Hash)
+        {
+            return $"{NativeLibraries.KernelsFileName} was compiled for op set 0x{opSetHash:x16}, this assembly's op set (KernelOpSet.Hash) is 0x{KernelOpSet.Hash:x16}: an op was added or renumbered since it was built; rebuild it with native/build.sh";
+        }
+        return null;
+    }
+
     private static string? CheckVersionsAndDevice(int deviceIndex)
     {
         Check.ThrowIfFailed(CudaNative.hk_abi_version(out int abi));
-        if (abi != CudaNative.KernelsAbiVersion)
+        ulong opSet = 0;
+        if (abi == CudaNative.KernelsAbiVersion)
         {
-            return $"{NativeLibraries.KernelsFileName} has ABI version {abi}, this assembly needs {CudaNative.KernelsAbiVersion}: rebuild native/";
+            Check.ThrowIfFailed(CudaNative.hk_opset_hash(out opSet));
+        }
+        if (KernelAbiRefusal(abi, opSet) is { } refusal)
+        {
+            return refusal;
         }
         Check.ThrowIfFailed(CudaNative.hk_runtime_version(out int kernelsRuntime));
         Check.ThrowIfFailed(CudaNative.cudaRuntimeGetVersion(out int runtime));

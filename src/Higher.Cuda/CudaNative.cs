@@ -114,11 +114,18 @@ internal static unsafe partial class CudaNative
 
     // ---- libhigher_kernels (native/kernels.cu) --------------------------------------------------
 
-    /// <summary>The ABI version this assembly was written against; libhigher_kernels reports its own.</summary>
-    internal const int KernelsAbiVersion = 2;
+    /// <summary>
+    /// The revision of the ABI's calling conventions this assembly was written against (bumped when a
+    /// signature changes); the op codes are checked separately through <see cref="hk_opset_hash"/>.
+    /// </summary>
+    internal const int KernelsAbiVersion = 3;
 
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_abi_version(out int version);
+
+    /// <summary>The <see cref="KernelOpSet.Hash"/> the kernels were compiled with (ABI 3).</summary>
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_opset_hash(out ulong hash);
 
     /// <summary>CUDART_VERSION the kernels were compiled against (a constant: answers without a driver).</summary>
     [LibraryImport(NativeLibraries.Kernels)]

@@ -145,19 +145,61 @@ public sealed class CudaBackendNoGpuTests
     }
 
     [Fact]
-    public void NativeCodes_MatchTheContractEnums()
+    public void NativeOpCodeLists_AreTheContractEnums()
     {
-        // kernels.cu switches on these integers; a reordered contract enum must fail here first.
-        Assert.Equal([0, 1, 2, 3], new[] { DType.Float32, DType.Float64, DType.Int64, DType.Bool }.Select(d => (int)d));
-        Assert.Equal(18, Enum.GetValues<UnaryOp>().Length);
-        Assert.Equal(0, (int)UnaryOp.Affine);
-        Assert.Equal(11, (int)UnaryOp.Softplus);
-        Assert.Equal(17, (int)UnaryOp.Cos);
-        Assert.Equal(7, Enum.GetValues<BinaryOp>().Length);
-        Assert.Equal(6, (int)BinaryOp.Minimum);
-        Assert.Equal(5, (int)CompareOp.Ge);
-        Assert.Equal(2, (int)ReduceOp.Min);
-        Assert.Equal(1, (int)RandomDistribution.Normal);
+        // kernels.cu declares every op code once, as X-macro lists; they must be the C# enums,
+        // name for name and value for value (KernelOpSet.Text is built from the enums).
+        var source = File.ReadAllText(RepositoryFile("native", "kernels.cu"));
+        var entries = System.Text.RegularExpressions.Regex.Matches(
+            source, @"X\((DType|UnaryOp|BinaryOp|CompareOp|ReduceOp|RandomDistribution), (\w+), (\d+)\)");
+        var native = string.Concat(entries.Select(m => $"{m.Groups[1].Value}.{m.Groups[2].Value}={m.Groups[3].Value};"));
+        Assert.Equal(KernelOpSet.Text, native);
+    }
+
+    [Fact]
+    public void KernelOpSetHash_IsFnv1aOfItsText()
+    {
+        // Known answers of 64-bit FNV-1a, the function kernels.cu evaluates at compile time.
+        Assert.Equal(0xcbf29ce484222325UL, KernelOpSet.Fnv1a(""));
+        Assert.Equal(0xaf63dc4c8601ec8cUL, KernelOpSet.Fnv1a("a"));
+        Assert.Equal(0x85944171f73967e8UL, KernelOpSet.Fnv1a("foobar"));
+        Assert.Equal(KernelOpSet.Fnv1a(KernelOpSet.Text), KernelOpSet.Hash);
+        Assert.StartsWith("DType.Float32=0;DType.Float64=1;DType.Int64=2;DType.Bool=3;UnaryOp.Affine=0;", KernelOpSet.Text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void KernelLibrary_OfTheCurrentAbiAndOpSet_IsAccepted() =>
+        Assert.Null(CudaBackend.KernelAbiRefusal(CudaNative.KernelsAbiVersion, KernelOpSet.Hash));
+
+    [Fact]
+    public void KernelLibrary_OfAnotherOpSet_IsRefusedWithRebuildMessage()
+    {
+        string? refusal = CudaBackend.KernelAbiRefusal(CudaNative.KernelsAbiVersion, KernelOpSet.Hash ^ 1);
+        Assert.NotNull(refusal);
+        Assert.Contains("libhigher_kernels.so was compiled for op set", refusal, StringComparison.Ordinal);
+        Assert.Contains($"0x{KernelOpSet.Hash:x16}", refusal, StringComparison.Ordinal);
+        Assert.Contains("rebuild it with native/build.sh", refusal, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void KernelLibrary_OfAnotherAbiRevision_IsRefusedWithRebuildMessage()
+    {
+        string? refusal = CudaBackend.KernelAbiRefusal(CudaNative.KernelsAbiVersion - 1, KernelOpSet.Hash);
+        Assert.NotNull(refusal);
+        Assert.Contains($"has ABI revision {CudaNative.KernelsAbiVersion - 1}, this assembly needs {CudaNative.KernelsAbiVersion}", refusal, StringComparison.Ordinal);
+        Assert.Contains("rebuild it with native/build.sh", refusal, StringComparison.Ordinal);
+    }
+
+    private static string RepositoryFile(params string[] parts)
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Higher.sln")))
+            {
+                return Path.Combine([dir.FullName, .. parts]);
+            }
+        }
+        throw new InvalidOperationException($"Higher.sln not found above {AppContext.BaseDirectory}.");
     }
 
     [Fact]
@@ -239,6 +281,8 @@ public sealed class CudaBackendNoGpuTests
         RequireKernels();
         Check.ThrowIfFailed(CudaNative.hk_abi_version(out int abi));
         Assert.Equal(CudaNative.KernelsAbiVersion, abi);
+        Check.ThrowIfFailed(CudaNative.hk_opset_hash(out ulong opSet));
+        Assert.Equal(KernelOpSet.Hash, opSet);
         Check.ThrowIfFailed(CudaNative.hk_runtime_version(out int built));
         Assert.InRange(built, 11000, 99999);
         Assert.Equal(NativeLibraries.RuntimeSoname(built / 1000), NativeLibraries.RuntimeCandidates(built / 1000)[0]);
