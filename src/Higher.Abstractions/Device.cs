@@ -24,6 +24,6 @@ public readonly record struct Device(DeviceType Type, int Index)
         return new Device(DeviceType.Cuda, index);
     }
 
-    /// <summary>"cpu" or "cuda:N", as PyTorch prints devices.</summary>
-    public override string ToString() => Type == DeviceType.Cpu ? "cpu" : $"cuda:{Index}";
+    /// <summary>"cpu" or "cuda:N", as PyTorch prints devices ("cpu:N" for a second host device, which only test doubles use).</summary>
+    public override string ToString() => Type == DeviceType.Cpu ? (Index == 0 ? "cpu" : $"cpu:{Index}") : $"cuda:{Index}";
 }

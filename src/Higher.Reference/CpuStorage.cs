@@ -6,15 +6,18 @@ namespace Higher.Reference;
 /// A host buffer of the <see cref="ReferenceBackend"/>: one managed array whose element type
 /// matches <see cref="DType"/> (float[] for Float32, double[] for Float64, long[] for Int64,
 /// bool[] for Bool). The garbage collector owns the memory, so <see cref="Dispose"/> does nothing;
-/// the engine may read and write <see cref="Data"/> directly through the typed span accessors.
+/// the engine reads it only through <see cref="IHostStorage"/>.
 /// </summary>
-public sealed class CpuStorage : IStorage
+public sealed class CpuStorage : IHostStorage
 {
     private CpuStorage(Array data, DType dtype)
     {
         Data = data;
         DType = dtype;
     }
+
+    /// <inheritdoc/>
+    public ReadOnlySpan<T> Read<T>() where T : unmanaged => AsSpan<T>();
 
     /// <summary>The backing array; its element type follows <see cref="DType"/>.</summary>
     public Array Data { get; }

@@ -7,63 +7,83 @@ namespace Higher.GradCheck;
 /// </summary>
 public sealed class ForwardingBackend(IBackend target, Device device) : IBackend
 {
+    /// <summary>A storage of the target backend that claims this backend's device, as storages of a real second device would.</summary>
+    private sealed class ForwardedStorage(IStorage inner, Device device) : IStorage
+    {
+        public IStorage Inner => inner;
+
+        public DType DType => inner.DType;
+
+        public long Length => inner.Length;
+
+        public Device Device => device;
+
+        public void Dispose() => inner.Dispose();
+    }
+
+    private ForwardedStorage W(IStorage storage) => new(storage, device);
+
+    private IStorage U(IStorage storage) => storage is ForwardedStorage f && f.Device == device
+        ? f.Inner
+        : throw new ArgumentException($"{Name}: a storage of {storage.Device} was passed to the backend of {device}.");
+
     public string Name => target.Name + "@" + device;
 
     public Device Device => device;
 
-    public IStorage Allocate(DType dtype, long length) => target.Allocate(dtype, length);
+    public IStorage Allocate(DType dtype, long length) => W(target.Allocate(dtype, length));
 
-    public IStorage AllocateUninitialized(DType dtype, long length) => target.AllocateUninitialized(dtype, length);
+    public IStorage AllocateUninitialized(DType dtype, long length) => W(target.AllocateUninitialized(dtype, length));
 
-    public IStorage Upload<T>(ReadOnlySpan<T> data, DType dtype) where T : unmanaged => target.Upload(data, dtype);
+    public IStorage Upload<T>(ReadOnlySpan<T> data, DType dtype) where T : unmanaged => W(target.Upload(data, dtype));
 
-    public void Download<T>(IStorage source, Span<T> destination) where T : unmanaged => target.Download(source, destination);
+    public void Download<T>(IStorage source, Span<T> destination) where T : unmanaged => target.Download(U(source), destination);
 
-    public void Fill(IStorage destination, double value) => target.Fill(destination, value);
+    public void Fill(IStorage destination, double value) => target.Fill(U(destination), value);
 
-    public void Cast(IStorage source, IStorage destination) => target.Cast(source, destination);
+    public void Cast(IStorage source, IStorage destination) => target.Cast(U(source), U(destination));
 
     public void StridedCopy(IStorage source, long sourceOffset, ReadOnlySpan<long> sourceStrides, IStorage destination, long destinationOffset,
-        ReadOnlySpan<long> destinationStrides, Shape shape) => target.StridedCopy(source, sourceOffset, sourceStrides, destination, destinationOffset, destinationStrides, shape);
+        ReadOnlySpan<long> destinationStrides, Shape shape) => target.StridedCopy(U(source), sourceOffset, sourceStrides, U(destination), destinationOffset, destinationStrides, shape);
 
-    public void Unary(UnaryOp op, IStorage x, IStorage y, double alpha = 0, double beta = 0) => target.Unary(op, x, y, alpha, beta);
+    public void Unary(UnaryOp op, IStorage x, IStorage y, double alpha = 0, double beta = 0) => target.Unary(op, U(x), U(y), alpha, beta);
 
-    public void Binary(BinaryOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Binary(op, a, aShape, b, bShape, y, yShape);
+    public void Binary(BinaryOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Binary(op, U(a), aShape, U(b), bShape, U(y), yShape);
 
-    public void Compare(CompareOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Compare(op, a, aShape, b, bShape, y, yShape);
+    public void Compare(CompareOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Compare(op, U(a), aShape, U(b), bShape, U(y), yShape);
 
-    public void Where(IStorage condition, Shape conditionShape, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Where(condition, conditionShape, a, aShape, b, bShape, y, yShape);
+    public void Where(IStorage condition, Shape conditionShape, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Where(U(condition), conditionShape, U(a), aShape, U(b), bShape, U(y), yShape);
 
-    public void Reduce(ReduceOp op, IStorage x, Shape xShape, ReadOnlySpan<bool> reduceAxes, IStorage y) => target.Reduce(op, x, xShape, reduceAxes, y);
+    public void Reduce(ReduceOp op, IStorage x, Shape xShape, ReadOnlySpan<bool> reduceAxes, IStorage y) => target.Reduce(op, U(x), xShape, reduceAxes, U(y));
 
-    public void ArgReduce(ReduceOp op, IStorage x, int outer, int size, int inner, IStorage values, IStorage indices) => target.ArgReduce(op, x, outer, size, inner, values, indices);
+    public void ArgReduce(ReduceOp op, IStorage x, int outer, int size, int inner, IStorage values, IStorage indices) => target.ArgReduce(op, U(x), outer, size, inner, U(values), U(indices));
 
     public void Gemm(bool transposeA, bool transposeB, int batch, int m, int n, int k, double alpha, IStorage a, long strideA, IStorage b, long strideB,
-        double beta, IStorage c, long strideC) => target.Gemm(transposeA, transposeB, batch, m, n, k, alpha, a, strideA, b, strideB, beta, c, strideC);
+        double beta, IStorage c, long strideC) => target.Gemm(transposeA, transposeB, batch, m, n, k, alpha, U(a), strideA, U(b), strideB, beta, U(c), strideC);
 
-    public void Gather(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y) => target.Gather(x, outer, xSize, inner, index, indexSize, y);
+    public void Gather(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y) => target.Gather(U(x), outer, xSize, inner, U(index), indexSize, U(y));
 
-    public void ScatterAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) => target.ScatterAdd(destination, outer, destinationSize, inner, index, indexSize, source);
+    public void ScatterAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) => target.ScatterAdd(U(destination), outer, destinationSize, inner, U(index), indexSize, U(source));
 
-    public void IndexSelect(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y) => target.IndexSelect(x, outer, xSize, inner, index, indexSize, y);
+    public void IndexSelect(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y) => target.IndexSelect(U(x), outer, xSize, inner, U(index), indexSize, U(y));
 
-    public void IndexAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) => target.IndexAdd(destination, outer, destinationSize, inner, index, indexSize, source);
+    public void IndexAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) => target.IndexAdd(U(destination), outer, destinationSize, inner, U(index), indexSize, U(source));
 
-    public void Conv2d(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage y) => target.Conv2d(geometry, x, weight, y);
+    public void Conv2d(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage y) => target.Conv2d(geometry, U(x), U(weight), U(y));
 
-    public void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX) => target.Conv2dInputGrad(geometry, gradY, weight, gradX);
+    public void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX) => target.Conv2dInputGrad(geometry, U(gradY), U(weight), U(gradX));
 
-    public void Conv2dWeightGrad(in ConvGeometry geometry, IStorage x, IStorage gradY, IStorage gradWeight) => target.Conv2dWeightGrad(geometry, x, gradY, gradWeight);
+    public void Conv2dWeightGrad(in ConvGeometry geometry, IStorage x, IStorage gradY, IStorage gradWeight) => target.Conv2dWeightGrad(geometry, U(x), U(gradY), U(gradWeight));
 
-    public void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices) => target.MaxPool2d(geometry, x, y, indices);
+    public void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices) => target.MaxPool2d(geometry, U(x), U(y), U(indices));
 
-    public void AvgPool2d(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage x, IStorage y) => target.AvgPool2d(geometry, countIncludePad, divisorOverride, x, y);
+    public void AvgPool2d(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage x, IStorage y) => target.AvgPool2d(geometry, countIncludePad, divisorOverride, U(x), U(y));
 
-    public void AvgPool2dGrad(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage gradY, IStorage gradX) => target.AvgPool2dGrad(geometry, countIncludePad, divisorOverride, gradY, gradX);
+    public void AvgPool2dGrad(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage gradY, IStorage gradX) => target.AvgPool2dGrad(geometry, countIncludePad, divisorOverride, U(gradY), U(gradX));
 
-    public void AdaptiveAvgPool2d(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage x, IStorage y) => target.AdaptiveAvgPool2d(planes, inHeight, inWidth, outHeight, outWidth, x, y);
+    public void AdaptiveAvgPool2d(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage x, IStorage y) => target.AdaptiveAvgPool2d(planes, inHeight, inWidth, outHeight, outWidth, U(x), U(y));
 
-    public void AdaptiveAvgPool2dGrad(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage gradY, IStorage gradX) => target.AdaptiveAvgPool2dGrad(planes, inHeight, inWidth, outHeight, outWidth, gradY, gradX);
+    public void AdaptiveAvgPool2dGrad(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage gradY, IStorage gradX) => target.AdaptiveAvgPool2dGrad(planes, inHeight, inWidth, outHeight, outWidth, U(gradY), U(gradX));
 
-    public void Random(IStorage destination, RandomDistribution distribution, ulong seed, ulong offset, double a, double b) => target.Random(destination, distribution, seed, offset, a, b);
+    public void Random(IStorage destination, RandomDistribution distribution, ulong seed, ulong offset, double a, double b) => target.Random(U(destination), distribution, seed, offset, a, b);
 }

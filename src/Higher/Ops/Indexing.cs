@@ -14,7 +14,8 @@ public sealed partial class Tensor
         {
             throw new ArgumentException($"{op}: index is on {index.Device} but {Describe()} is on {Device}.");
         }
-        // Bounds are checked where it costs no device round-trip (nor a copy); other backends rely on their kernels.
+        // Bounds are checked where it costs no device round-trip (nor a copy): host storages; elsewhere the
+        // kernels and, in tests and Debug builds, CheckedBackend check them.
         if (index.TryReadHostInt64(out var values))
         {
             foreach (long i in values)
@@ -30,9 +31,9 @@ public sealed partial class Tensor
     /// <summary>The elements of an int64 tensor held in host memory, read in place; false on other devices.</summary>
     internal bool TryReadHostInt64(out ReadOnlySpan<long> values)
     {
-        if (DType == DType.Int64 && Storage is Higher.Reference.CpuStorage host)
+        if (DType == DType.Int64 && Storage is IHostStorage host)
         {
-            values = host.AsInt64()[..checked((int)Numel)];
+            values = host.Read<long>()[..checked((int)Numel)];
             return true;
         }
         values = default;
