@@ -77,73 +77,9 @@ public abstract class CrossBackendTests
     private void Agree(string op, DType dtype, double tolerance)
     {
         SkipIfUnavailable();
-        var build = OpCatalog.All[op];
-        for (ulong s = 0; s < (ulong)CasesPerOp; s++)
-        {
-            ulong seed = 1000 + s;
-            var reference = build(new CaseGen(seed, Reference));
-            var candidate = build(new CaseGen(seed, Candidate));
-            string name = $"{reference.Describe()} in {dtype.Name()} [case seed {seed}]";
-            Assert.Equal(reference.Name, candidate.Name);
-            var xr = reference.Inputs.Select(t => t.To(dtype).Detach().WithRequiresGrad()).ToArray();
-            var xc = xr.Select(t => t.Detach().To(Candidate).WithRequiresGrad()).ToArray();
-            var rr = Evaluate(reference.F, xr, seed, dtype);
-            var rc = Evaluate(candidate.F, xc, seed, dtype);
-            Assert.Equal(rr.Count, rc.Count);
-            for (int i = 0; i < rr.Count; i++)
-            {
-                Compare(name, rr[i].What, rr[i].Value, rc[i].Value, tolerance);
-            }
-        }
-    }
-
-    /// <summary>y = f(x), g = vjp(x, v) and h = ∇ₓ⟨g, w⟩ for v and w drawn from the seed on the reference device.</summary>
-    private List<(string What, Tensor Value)> Evaluate(Func<Tensor[], Tensor> f, Tensor[] x, ulong seed, DType dtype)
-    {
-        var device = x.Length > 0 ? x[0].Device : Reference;
-        var rng = new Generator(seed ^ 0x5DEECE66DUL);
-        var results = new List<(string, Tensor)>();
-        var y = f(x);
-        results.Add(("forward", y));
-        if (!y.RequiresGrad)
-        {
-            return results;
-        }
-        var v = Tensor.Randn(y.Shape, DType.Float64, rng, Reference).To(y.DType).To(device);
-        var g = Autograd.Grad([y], x, [v], createGraph: true, allowUnused: true);
-        Tensor? inner = null;
-        for (int i = 0; i < x.Length; i++)
-        {
-            var gi = g[i] ?? Tensor.ZerosLike(x[i]);
-            results.Add(($"vjp x{i}", gi));
-            var w = Tensor.Randn(x[i].Shape, DType.Float64, rng, Reference).To(dtype).To(device);
-            var term = (gi * w).Sum();
-            inner = inner is null ? term : inner + term;
-        }
-        if (inner is null || !inner.RequiresGrad)
-        {
-            return results;
-        }
-        var h = Autograd.Grad([inner], x, allowUnused: true);
-        for (int i = 0; i < x.Length; i++)
-        {
-            results.Add(($"second-order x{i}", h[i] ?? Tensor.ZerosLike(x[i])));
-        }
-        return results;
-    }
-
-    private void Compare(string name, string what, Tensor reference, Tensor candidate, double tolerance)
-    {
-        Assert.True(reference.Shape == candidate.Shape, $"{name}: {what} has shape {candidate.Shape} on {Candidate} but {reference.Shape} on {Reference}.");
-        Assert.True(reference.DType == candidate.DType, $"{name}: {what} is {candidate.DType.Name()} on {Candidate} but {reference.DType.Name()} on {Reference}.");
-        Assert.Equal(Candidate, candidate.Device);
-        var r = reference.ToDoubleArray();
-        var c = candidate.ToDoubleArray();
-        for (int i = 0; i < r.Length; i++)
-        {
-            bool same = r[i].Equals(c[i]) || Math.Abs(r[i] - c[i]) <= tolerance * Math.Max(1, Math.Abs(r[i]));
-            Assert.True(same, $"{name}: {what}{GradChecker.Index(reference.Shape, i)} is {c[i]:R} on {Candidate} but {r[i]:R} on {Reference}.");
-        }
+        var outcome = Agreement.Measure(OpCatalog.All[op], dtype, Reference, Candidate, CasesPerOp);
+        Assert.True(outcome.Failure is null, outcome.Failure);
+        Assert.True(outcome.Worst <= tolerance, $"{outcome.Detail} (scaled deviation {outcome.Worst:R} > {tolerance:R}).");
     }
 }
 

@@ -362,17 +362,7 @@ public static class GradChecker
     }
 
     /// <summary>Formats flat index <paramref name="flat"/> of <paramref name="shape"/> as "[i, j, k]".</summary>
-    internal static string Index(Shape shape, long flat)
-    {
-        var dims = shape.Dims;
-        var idx = new long[dims.Length];
-        for (int d = dims.Length - 1; d >= 0; d--)
-        {
-            idx[d] = flat % dims[d];
-            flat /= dims[d];
-        }
-        return "[" + string.Join(", ", idx) + "]";
-    }
+    internal static string Index(Shape shape, long flat) => Agreement.Index(shape, flat);
 
     private static string FormatValues(Tensor t)
     {

@@ -1,366 +1,45 @@
+using Higher.Conformance.Kernels;
+
 namespace Higher.DeviceCheck;
 
 /// <summary>
-/// Every <see cref="IBackend"/> kernel, run on the Reference backend and on the candidate with the
-/// same inputs and compared: float64 within 1e-10, float32 within 1e-5, relative to each element
-/// for elementwise kernels and to the largest element (max-norm) for kernels that accumulate
-/// (reductions, GEMM, scatter-add), whose summation order may differ; non-finite values and
-/// integer outputs must match exactly. A case is one small function of a backend and a dtype that
-/// uploads deterministic inputs, runs the kernel and downloads every output as doubles, so the
-/// table below is the whole harness.
+/// Every kernel case of <see cref="KernelCases"/> (the table the conformance suite runs, compiled from
+/// its source), on the Reference backend and on the candidate with the same inputs: float64 within
+/// 1e-10, float32 within 1e-5.
 /// </summary>
 internal static class KernelChecks
 {
-    private delegate double[][] KernelCase(IBackend backend, DType dtype);
-
-    // Kernels whose summation order may differ between backends: compared in max-norm.
-    private static readonly string[] Accumulating = ["Reduce", "Gemm", "ScatterAdd", "IndexAdd"];
-
-    private static readonly double[] Specials = [0.0, -0.0, 1, -1, 0.5, -0.5, 1e-30, 30, -30, double.NaN, double.PositiveInfinity, double.NegativeInfinity];
-
     /// <summary>Runs every case in float32 and float64.</summary>
     public static void Run(IBackend reference, IBackend candidate, Report report)
     {
-        foreach (var (name, run) in Cases())
+        foreach (var (name, run) in KernelCases.All())
         {
-            bool accumulates = Accumulating.Any(prefix => name.StartsWith(prefix, StringComparison.Ordinal));
             foreach (var dtype in new[] { DType.Float32, DType.Float64 })
             {
-                report.Add(Compare(name, run, dtype, accumulates, reference, candidate));
+                report.Add(Check(name, run, dtype, reference, candidate));
             }
         }
     }
 
-    private static CheckResult Compare(string name, KernelCase run, DType dtype, bool accumulates, IBackend reference, IBackend candidate)
+    private static CheckResult Check(string name, KernelCases.KernelCase run, DType dtype, IBackend reference, IBackend candidate)
     {
         double tolerance = dtype == DType.Float32 ? 1e-5 : 1e-10;
-        double[][] expected;
         try
         {
-            expected = run(reference, dtype);
+            run(reference, dtype);
         }
         catch (NotSupportedException e)
         {
             return new CheckResult("kernels", name, dtype.Name(), true, 0, tolerance, "not supported by the Reference backend either: " + e.Message);
         }
-        double[][] actual;
         try
         {
-            actual = run(candidate, dtype);
+            var (worst, detail) = KernelCases.Compare(run, name, dtype, reference, candidate);
+            return new CheckResult("kernels", name, dtype.Name(), worst <= tolerance, worst, tolerance, worst <= tolerance ? "" : detail);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             return new CheckResult("kernels", name, dtype.Name(), false, double.PositiveInfinity, tolerance, $"{e.GetType().Name}: {e.Message}");
         }
-        double worst = 0;
-        string detail = "";
-        for (int o = 0; o < expected.Length; o++)
-        {
-            double error = accumulates ? Errors.MaxNormRelative(expected[o], actual[o]) : Errors.Relative(expected[o], actual[o]);
-            if (error > worst || double.IsNaN(error))
-            {
-                worst = error;
-                detail = $"output {o}";
-            }
-        }
-        return new CheckResult("kernels", name, dtype.Name(), worst <= tolerance, worst, tolerance, worst <= tolerance ? "" : detail);
     }
-
-    // ---- Inputs and outputs ----------------------------------------------------------------------
-
-    private static double[] Values(int seed, int n, double lo = -2, double hi = 2)
-    {
-        var rng = new Random(seed);
-        var v = new double[n];
-        for (int i = 0; i < n; i++)
-        {
-            v[i] = lo + (hi - lo) * rng.NextDouble();
-        }
-        return v;
-    }
-
-    private static long[] Indices(int seed, int n, int size)
-    {
-        var rng = new Random(seed);
-        var v = new long[n];
-        for (int i = 0; i < n; i++)
-        {
-            v[i] = rng.Next(size);
-        }
-        return v;
-    }
-
-    private static IStorage Up(IBackend b, double[] values, DType dtype) => dtype switch
-    {
-        DType.Float32 => b.Upload<float>(Array.ConvertAll(values, v => (float)v), DType.Float32),
-        DType.Float64 => b.Upload<double>(values, DType.Float64),
-        DType.Int64 => b.Upload<long>(Array.ConvertAll(values, v => (long)v), DType.Int64),
-        _ => b.Upload<bool>(Array.ConvertAll(values, v => v != 0), DType.Bool),
-    };
-
-    private static IStorage UpLong(IBackend b, long[] values) => b.Upload<long>(values, DType.Int64);
-
-    private static double[] Down(IBackend b, IStorage s)
-    {
-        switch (s.DType)
-        {
-            case DType.Float32:
-                var f = new float[s.Length];
-                b.Download<float>(s, f);
-                return Array.ConvertAll(f, v => (double)v);
-            case DType.Float64:
-                var d = new double[s.Length];
-                b.Download<double>(s, d);
-                return d;
-            case DType.Int64:
-                var l = new long[s.Length];
-                b.Download<long>(s, l);
-                return Array.ConvertAll(l, v => (double)v);
-            default:
-                var o = new bool[s.Length];
-                b.Download<bool>(s, o);
-                return Array.ConvertAll(o, v => v ? 1.0 : 0.0);
-        }
-    }
-
-    // ---- The cases -------------------------------------------------------------------------------
-
-    private static IEnumerable<(string Name, KernelCase Run)> Cases()
-    {
-        yield return ("Upload/Download", (b, t) => [Down(b, Up(b, Values(1, 1037), t))]);
-        yield return ("Allocate (zeroed)", (b, t) => [Down(b, b.Allocate(t, 1037))]);
-        yield return ("Fill", (b, t) =>
-        {
-            var y = b.AllocateUninitialized(t, 1037);
-            b.Fill(y, -3.25);
-            return [Down(b, y)];
-        });
-
-        double[] castInputs = [.. Specials[..9], 2.5, -2.5, 3.75, -7.99, 1e6, 123456.789, .. Values(2, 100, -50, 50)];
-        foreach (var target in new[] { DType.Float32, DType.Float64, DType.Int64, DType.Bool })
-        {
-            yield return ($"Cast to {target.Name()}", (b, t) =>
-            {
-                var y = b.Allocate(target, castInputs.Length);
-                b.Cast(Up(b, castInputs, t), y);
-                return [Down(b, y)];
-            });
-        }
-        yield return ("Cast from int64 and bool", (b, t) =>
-        {
-            long[] ints = [0, 1, -1, 7, -123456789, 1L << 40];
-            var fromInt = b.Allocate(t, ints.Length);
-            b.Cast(UpLong(b, ints), fromInt);
-            var fromBool = b.Allocate(t, 3);
-            b.Cast(b.Upload<bool>([true, false, true], DType.Bool), fromBool);
-            return [Down(b, fromInt), Down(b, fromBool)];
-        });
-
-        yield return ("StridedCopy (permuted view into an offset)", (b, t) =>
-        {
-            // x is [4, 5, 6]; copy its permute(2, 0, 1) view, starting one element in, into y[3..].
-            var x = Up(b, Values(3, 4 * 5 * 6 + 1), t);
-            var y = b.Allocate(t, 3 + 6 * 4 * 5);
-            b.StridedCopy(x, 1, [1, 30, 6], y, 3, [20, 5, 1], new Shape(6, 4, 5));
-            return [Down(b, y)];
-        });
-
-        foreach (var op in Enum.GetValues<UnaryOp>())
-        {
-            var (lo, hi, alpha, beta) = UnaryRange(op);
-            yield return ($"Unary {op}", (b, t) =>
-            {
-                double[] x = [.. Specials, .. Values(10 + (int)op, 1037, lo, hi)];
-                var y = b.AllocateUninitialized(t, x.Length);
-                b.Unary(op, Up(b, x, t), y, alpha, beta);
-                return [Down(b, y)];
-            });
-        }
-        yield return ("Unary Affine (int64)", (b, _) =>
-        {
-            var y = b.AllocateUninitialized(DType.Int64, 100);
-            b.Unary(UnaryOp.Affine, UpLong(b, Indices(4, 100, 1000)), y, 3, -7);
-            return [Down(b, y)];
-        });
-
-        foreach (var op in Enum.GetValues<BinaryOp>())
-        {
-            yield return ($"Binary {op} (broadcast [4, 1, 5] with [3, 1])", (b, t) =>
-            {
-                var a = Values(20 + (int)op, 20, op == BinaryOp.Pow ? 0.1 : -2, 2);
-                var c = Values(30 + (int)op, 3, -2, 2);
-                if (op == BinaryOp.Div)
-                {
-                    c = Array.ConvertAll(c, v => v + Math.CopySign(0.5, v));
-                }
-                var y = b.AllocateUninitialized(t, 60);
-                b.Binary(op, Up(b, a, t), new Shape(4, 1, 5), Up(b, c, t), new Shape(3, 1), y, new Shape(4, 3, 5));
-                return [Down(b, y)];
-            });
-        }
-        yield return ("Binary Mul (int64, broadcast)", (b, _) =>
-        {
-            var y = b.AllocateUninitialized(DType.Int64, 12);
-            b.Binary(BinaryOp.Mul, UpLong(b, [1, -2, 3, 4]), new Shape(4, 1), UpLong(b, [5, 6, -7]), new Shape(3), y, new Shape(4, 3));
-            return [Down(b, y)];
-        });
-        yield return ("Binary Add (same shape, 100003 elements)", (b, t) =>
-        {
-            var y = b.AllocateUninitialized(t, 100_003);
-            var s = new Shape(100_003);
-            b.Binary(BinaryOp.Add, Up(b, Values(5, 100_003), t), s, Up(b, Values(6, 100_003), t), s, y, s);
-            return [Down(b, y)];
-        });
-
-        foreach (var op in Enum.GetValues<CompareOp>())
-        {
-            yield return ($"Compare {op} (broadcast)", (b, t) =>
-            {
-                // Small integers, so that equal pairs occur; NaN compares false (Ne true).
-                double[] a = [.. Array.ConvertAll(Values(40, 19, -3, 3), Math.Round), double.NaN];
-                double[] c = Array.ConvertAll(Values(41, 5, -3, 3), Math.Round);
-                var y = b.Allocate(DType.Bool, 100);
-                b.Compare(op, Up(b, a, t), new Shape(4, 5, 1), Up(b, c, t), new Shape(5), y, new Shape(4, 5, 5));
-                return [Down(b, y)];
-            });
-        }
-
-        yield return ("Where (broadcast condition and operands)", (b, t) =>
-        {
-            var condition = b.Upload<bool>(Array.ConvertAll(Values(50, 20), v => v > 0), DType.Bool);
-            var y = b.AllocateUninitialized(t, 60);
-            b.Where(condition, new Shape(4, 1, 5), Up(b, Values(51, 15), t), new Shape(3, 5), Up(b, Values(52, 12), t), new Shape(4, 3, 1), y, new Shape(4, 3, 5));
-            return [Down(b, y)];
-        });
-
-        bool[][] axisSets = [[true, false, false], [false, true, false], [false, false, true], [true, false, true], [true, true, true]];
-        foreach (var op in Enum.GetValues<ReduceOp>())
-        {
-            yield return ($"Reduce {op} over [6, 5, 4] (5 axis sets)", (b, t) =>
-            {
-                var x = Up(b, Values(60 + (int)op, 120), t);
-                return [.. axisSets.Select(axes =>
-                {
-                    int kept = (axes[0] ? 1 : 6) * (axes[1] ? 1 : 5) * (axes[2] ? 1 : 4);
-                    var y = b.AllocateUninitialized(t, kept);
-                    b.Reduce(op, x, new Shape(6, 5, 4), axes, y);
-                    return Down(b, y);
-                })];
-            });
-        }
-        yield return ("Reduce Sum of [300, 1000] (rows, columns, all)", (b, t) =>
-        {
-            var x = Up(b, Values(70, 300_000), t);
-            var rows = b.AllocateUninitialized(t, 300);
-            b.Reduce(ReduceOp.Sum, x, new Shape(300, 1000), [false, true], rows);
-            var cols = b.AllocateUninitialized(t, 1000);
-            b.Reduce(ReduceOp.Sum, x, new Shape(300, 1000), [true, false], cols);
-            var all = b.AllocateUninitialized(t, 1);
-            b.Reduce(ReduceOp.Sum, x, new Shape(300, 1000), [true, true], all);
-            return [Down(b, rows), Down(b, cols), Down(b, all)];
-        });
-        yield return ("Reduce over an empty axis (identities)", (b, t) =>
-        {
-            var x = b.Allocate(t, 0);
-            return [.. Enum.GetValues<ReduceOp>().Select(op =>
-            {
-                var y = b.AllocateUninitialized(t, 3);
-                b.Reduce(op, x, new Shape(3, 0), [false, true], y);
-                return Down(b, y);
-            })];
-        });
-
-        foreach (var op in new[] { ReduceOp.Max, ReduceOp.Min })
-        {
-            yield return ($"ArgReduce {op} ([6, 7, 5] along 7, ties and NaN)", (b, t) =>
-            {
-                var v = Array.ConvertAll(Values(80 + (int)op, 210, -4, 4), x => Math.Round(x * 2) / 2);
-                v[17] = double.NaN;
-                var values = b.AllocateUninitialized(t, 30);
-                var indices = b.Allocate(DType.Int64, 30);
-                b.ArgReduce(op, Up(b, v, t), 6, 7, 5, values, indices);
-                return [Down(b, values), Down(b, indices)];
-            });
-        }
-
-        foreach (var (ta, tb) in new[] { (false, false), (true, false), (false, true), (true, true) })
-        {
-            yield return ($"Gemm batch 3, 17x13x29, transposes ({ta}, {tb}), alpha 1.5, beta 0.5", (b, t) =>
-            {
-                const int M = 17, N = 13, K = 29, Batch = 3;
-                var c = Up(b, Values(92, Batch * M * N), t);
-                b.Gemm(ta, tb, Batch, M, N, K, 1.5, Up(b, Values(90, Batch * M * K), t), M * K, Up(b, Values(91, Batch * K * N), t), K * N, 0.5, c, M * N);
-                return [Down(b, c)];
-            });
-        }
-        yield return ("Gemm 256x256x256 and a shared B (stride 0)", (b, t) =>
-        {
-            var c = b.AllocateUninitialized(t, 256 * 256);
-            b.Gemm(false, false, 1, 256, 256, 256, 1, Up(b, Values(93, 65536), t), 0, Up(b, Values(94, 65536), t), 0, 0, c, 0);
-            var batched = b.AllocateUninitialized(t, 2 * 8 * 8);
-            b.Gemm(false, true, 2, 8, 8, 8, 1, Up(b, Values(95, 128), t), 64, Up(b, Values(96, 64), t), 0, 0, batched, 64);
-            return [Down(b, c), Down(b, batched)];
-        });
-        yield return ("Gemm with k = 0 (beta scales C)", (b, t) =>
-        {
-            var c = Up(b, Values(97, 12), t);
-            var empty = b.Allocate(t, 0);
-            b.Gemm(false, false, 1, 3, 4, 0, 1, empty, 0, empty, 0, 0.5, c, 0);
-            return [Down(b, c)];
-        });
-
-        yield return ("Gather ([3, 7, 4] by [3, 9, 4])", (b, t) =>
-        {
-            var y = b.AllocateUninitialized(t, 3 * 9 * 4);
-            b.Gather(Up(b, Values(100, 84), t), 3, 7, 4, UpLong(b, Indices(101, 108, 7)), 9, y);
-            return [Down(b, y)];
-        });
-        yield return ("IndexSelect ([3, 7, 4] by 9 indices)", (b, t) =>
-        {
-            var y = b.AllocateUninitialized(t, 3 * 9 * 4);
-            b.IndexSelect(Up(b, Values(102, 84), t), 3, 7, 4, UpLong(b, Indices(103, 9, 7)), 9, y);
-            return [Down(b, y)];
-        });
-        yield return ("ScatterAdd (duplicate indices)", (b, t) =>
-        {
-            var d = Up(b, Values(104, 84), t);
-            b.ScatterAdd(d, 3, 7, 4, UpLong(b, Indices(105, 108, 7)), 9, Up(b, Values(106, 108), t));
-            return [Down(b, d)];
-        });
-        yield return ("IndexAdd (duplicate indices)", (b, t) =>
-        {
-            var d = Up(b, Values(107, 84), t);
-            b.IndexAdd(d, 3, 7, 4, UpLong(b, Indices(108, 9, 7)), 9, Up(b, Values(109, 108), t));
-            return [Down(b, d)];
-        });
-
-        foreach (var distribution in new[] { RandomDistribution.Uniform, RandomDistribution.Normal })
-        {
-            yield return ($"Random {distribution} (counter across 2^32)", (b, t) =>
-            {
-                var y = b.AllocateUninitialized(t, 10_007);
-                b.Random(y, distribution, 0x1234_5678_9abc_def0, (1UL << 32) - 70, distribution == RandomDistribution.Uniform ? -3 : 0.5, 2);
-                return [Down(b, y)];
-            });
-        }
-    }
-
-    /// <summary>Input range and parameters per unary op (the conformance suite's, trimmed).</summary>
-    private static (double Lo, double Hi, double Alpha, double Beta) UnaryRange(UnaryOp op) => op switch
-    {
-        UnaryOp.Affine => (-10, 10, 1.75, -0.5),
-        UnaryOp.Exp => (-80, 80, 0, 0),
-        UnaryOp.Log => (1e-6, 1e6, 0, 0),
-        UnaryOp.Log1p => (-0.999, 10, 0, 0),
-        UnaryOp.Sqrt => (0, 1e4, 0, 0),
-        UnaryOp.LeakyRelu => (-5, 5, 0.01, 0),
-        UnaryOp.Tanh => (-10, 10, 0, 0),
-        UnaryOp.Sigmoid or UnaryOp.Softplus => (-40, 40, 0, 0),
-        UnaryOp.Erf => (-4.5, 4.5, 0, 0),
-        UnaryOp.Reciprocal => (-10, 10, 0, 0),
-        UnaryOp.PowScalar => (0, 10, 2.5, 0),
-        UnaryOp.Clamp => (-5, 5, -1.5, 2),
-        UnaryOp.Sin or UnaryOp.Cos => (-20, 20, 0, 0),
-        _ => (-5, 5, 0, 0),
-    };
 }
