@@ -11,7 +11,7 @@ namespace Higher.GradCheck;
 public static class OpCatalog
 {
     /// <summary>All cases by name (the names of the builder methods).</summary>
-    public static IReadOnlyDictionary<string, Func<CaseGen, OpCase>> All { get; } = new Dictionary<string, Func<CaseGen, OpCase>>(StringComparer.Ordinal)
+    public static IReadOnlyDictionary<string, Func<CaseGen, OpCase>> All { get; } = WithEveryUnaryKernel(new Dictionary<string, Func<CaseGen, OpCase>>(StringComparer.Ordinal)
     {
         [nameof(Affine)] = Affine,
         [nameof(Neg)] = Neg,
@@ -85,7 +85,23 @@ public static class OpCatalog
         [nameof(NllLoss)] = NllLoss,
         [nameof(BceWithLogits)] = BceWithLogits,
         [nameof(MlpLoss)] = MlpLoss,
-    };
+    });
+
+    /// <summary>
+    /// Adds a case "Unary kernel X" for every <see cref="UnaryOp"/>, drawn from the smooth interval of
+    /// its row in the shared test table (UnarySpecs), so a new unary primitive is gradchecked (first and
+    /// second order, and across backends) with no case of its own here.
+    /// </summary>
+    private static Dictionary<string, Func<CaseGen, OpCase>> WithEveryUnaryKernel(Dictionary<string, Func<CaseGen, OpCase>> cases)
+    {
+        foreach (var op in Enum.GetValues<UnaryOp>())
+        {
+            var spec = Higher.Conformance.Kernels.UnarySpecs.For(op);
+            cases[$"Unary kernel {op}"] = g => Unary($"unary kernel {op}", g.Uniform(g.Shape(allowEmpty: true), spec.GradLo, spec.GradHi),
+                x => x.Unary(op, spec.Alpha, spec.Beta));
+        }
+        return cases;
+    }
 
     private static OpCase Unary(string name, Tensor x, Func<Tensor, Tensor> f) => new(name, xs => f(xs[0]), [x]);
 

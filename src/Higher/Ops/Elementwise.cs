@@ -17,7 +17,8 @@ public sealed partial class Tensor
         return y;
     }
 
-    private Tensor Unary(UnaryOp op, double alpha = 0, double beta = 0)
+    /// <summary>The unary kernel <paramref name="op"/> recorded with its row of the derivatives table (the gradcheck catalog reaches every kernel through it).</summary>
+    internal Tensor Unary(UnaryOp op, double alpha = 0, double beta = 0)
     {
         var y = RawUnary(op, alpha, beta);
         if (Autograd.ShouldRecord(this))
