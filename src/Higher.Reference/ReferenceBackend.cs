@@ -117,10 +117,16 @@ public sealed class ReferenceBackend : IBackend
         switch (xs.DType)
         {
             case DType.Float32:
-                UnaryFloat<float>(_threads, op, xs.AsFloat32(), ys.AsFloat32(), alpha, beta);
+                if (!UnaryKernels.Map<float>(_threads, op, xs.AsFloat32(), ys.AsFloat32(), alpha, beta))
+                {
+                    throw Unsupported(Names.Unary[(int)op], xs.DType);
+                }
                 break;
             case DType.Float64:
-                UnaryFloat<double>(_threads, op, xs.AsFloat64(), ys.AsFloat64(), alpha, beta);
+                if (!UnaryKernels.Map<double>(_threads, op, xs.AsFloat64(), ys.AsFloat64(), alpha, beta))
+                {
+                    throw Unsupported(Names.Unary[(int)op], xs.DType);
+                }
                 break;
             case DType.Int64 when op == UnaryOp.Affine:
                 if (alpha == Math.Round(alpha) && beta == Math.Round(beta) && Math.Abs(alpha) < 9.2e18 && Math.Abs(beta) < 9.2e18)
@@ -134,34 +140,6 @@ public sealed class ReferenceBackend : IBackend
                 break;
             default:
                 throw Unsupported(Names.Unary[(int)op], xs.DType);
-        }
-    }
-
-    private static void UnaryFloat<T>(Parallelism threads, UnaryOp op, ReadOnlySpan<T> x, Span<T> y, double alpha, double beta)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        T a = T.CreateTruncating(alpha), b = T.CreateTruncating(beta);
-        switch (op)
-        {
-            case UnaryOp.Affine: UnaryDriver.Map(threads, x, y, new AffineOperator<T>(a, b)); break;
-            case UnaryOp.Exp: UnaryDriver.Map(threads, x, y, new ExpOperator<T>()); break;
-            case UnaryOp.Log: UnaryDriver.Map(threads, x, y, new LogOperator<T>()); break;
-            case UnaryOp.Log1p: UnaryDriver.Map(threads, x, y, new Log1pOperator<T>()); break;
-            case UnaryOp.Sqrt: UnaryDriver.Map(threads, x, y, new SqrtOperator<T>()); break;
-            case UnaryOp.Abs: UnaryDriver.Map(threads, x, y, new AbsOperator<T>()); break;
-            case UnaryOp.Sign: UnaryDriver.Map(threads, x, y, new SignOperator<T>()); break;
-            case UnaryOp.Relu: UnaryDriver.Map(threads, x, y, new ReluOperator<T>()); break;
-            case UnaryOp.LeakyRelu: UnaryDriver.Map(threads, x, y, new LeakyReluOperator<T>(a)); break;
-            case UnaryOp.Tanh: UnaryDriver.Map(threads, x, y, new TanhOperator<T>()); break;
-            case UnaryOp.Sigmoid: UnaryDriver.Map(threads, x, y, new SigmoidOperator<T>()); break;
-            case UnaryOp.Softplus: UnaryDriver.Map(threads, x, y, new SoftplusOperator<T>()); break;
-            case UnaryOp.Erf: UnaryDriver.Map(threads, x, y, new ErfOperator<T>()); break;
-            case UnaryOp.Reciprocal: UnaryDriver.Map(threads, x, y, new ReciprocalOperator<T>()); break;
-            case UnaryOp.PowScalar: UnaryDriver.Map(threads, x, y, new PowScalarOperator<T>(a)); break;
-            case UnaryOp.Clamp: UnaryDriver.Map(threads, x, y, new ClampOperator<T>(a, b)); break;
-            case UnaryOp.Sin: UnaryDriver.Map(threads, x, y, new SinOperator<T>()); break;
-            case UnaryOp.Cos: UnaryDriver.Map(threads, x, y, new CosOperator<T>()); break;
-            default: throw Unsupported(Names.Unary[(int)op], typeof(T) == typeof(float) ? DType.Float32 : DType.Float64);
         }
     }
 

@@ -23,6 +23,40 @@ internal interface IUnaryOperator<T> where T : unmanaged
     Vector512<T> Invoke(Vector512<T> x);
 }
 
+/// <summary>The dispatch from <see cref="UnaryOp"/> to its operator: one line per op, beside the operators.</summary>
+internal static class UnaryKernels
+{
+    /// <summary>y = op(x; alpha, beta) over float32 or float64; false when the op has no floating-point operator here.</summary>
+    public static bool Map<T>(Parallelism threads, UnaryOp op, ReadOnlySpan<T> x, Span<T> y, double alpha, double beta)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T a = T.CreateTruncating(alpha), b = T.CreateTruncating(beta);
+        switch (op)
+        {
+            case UnaryOp.Affine: UnaryDriver.Map(threads, x, y, new AffineOperator<T>(a, b)); break;
+            case UnaryOp.Exp: UnaryDriver.Map(threads, x, y, new ExpOperator<T>()); break;
+            case UnaryOp.Log: UnaryDriver.Map(threads, x, y, new LogOperator<T>()); break;
+            case UnaryOp.Log1p: UnaryDriver.Map(threads, x, y, new Log1pOperator<T>()); break;
+            case UnaryOp.Sqrt: UnaryDriver.Map(threads, x, y, new SqrtOperator<T>()); break;
+            case UnaryOp.Abs: UnaryDriver.Map(threads, x, y, new AbsOperator<T>()); break;
+            case UnaryOp.Sign: UnaryDriver.Map(threads, x, y, new SignOperator<T>()); break;
+            case UnaryOp.Relu: UnaryDriver.Map(threads, x, y, new ReluOperator<T>()); break;
+            case UnaryOp.LeakyRelu: UnaryDriver.Map(threads, x, y, new LeakyReluOperator<T>(a)); break;
+            case UnaryOp.Tanh: UnaryDriver.Map(threads, x, y, new TanhOperator<T>()); break;
+            case UnaryOp.Sigmoid: UnaryDriver.Map(threads, x, y, new SigmoidOperator<T>()); break;
+            case UnaryOp.Softplus: UnaryDriver.Map(threads, x, y, new SoftplusOperator<T>()); break;
+            case UnaryOp.Erf: UnaryDriver.Map(threads, x, y, new ErfOperator<T>()); break;
+            case UnaryOp.Reciprocal: UnaryDriver.Map(threads, x, y, new ReciprocalOperator<T>()); break;
+            case UnaryOp.PowScalar: UnaryDriver.Map(threads, x, y, new PowScalarOperator<T>(a)); break;
+            case UnaryOp.Clamp: UnaryDriver.Map(threads, x, y, new ClampOperator<T>(a, b)); break;
+            case UnaryOp.Sin: UnaryDriver.Map(threads, x, y, new SinOperator<T>()); break;
+            case UnaryOp.Cos: UnaryDriver.Map(threads, x, y, new CosOperator<T>()); break;
+            default: return false;
+        }
+        return true;
+    }
+}
+
 // Transcendentals (exp, log, sin, cos, tanh, pow) deliberately run the scalar Math/MathF path: the
 // .NET 10 Vector512.Exp/Log/Sin/Cos differ from the C library by up to 3 ulp and Vector512.Exp(0f)
 // returns 1.0000001f, which an oracle cannot afford. Their vector bodies are never called.
