@@ -40,7 +40,7 @@ constexpr int64_t kMaxBlocks = 1 << 20;
     X(UnaryOp, Sqrt, 4) X(UnaryOp, Abs, 5) X(UnaryOp, Sign, 6) X(UnaryOp, Relu, 7)                \
     X(UnaryOp, LeakyRelu, 8) X(UnaryOp, Tanh, 9) X(UnaryOp, Sigmoid, 10) X(UnaryOp, Softplus, 11) \
     X(UnaryOp, Erf, 12) X(UnaryOp, Reciprocal, 13) X(UnaryOp, PowScalar, 14) X(UnaryOp, Clamp, 15) \
-    X(UnaryOp, Sin, 16) X(UnaryOp, Cos, 17)
+    X(UnaryOp, Sin, 16) X(UnaryOp, Cos, 17) X(UnaryOp, Expm1, 18)
 #define HK_BINARY_OPS(X)                                                                   \
     X(BinaryOp, Add, 0) X(BinaryOp, Sub, 1) X(BinaryOp, Mul, 2) X(BinaryOp, Div, 3)       \
     X(BinaryOp, Pow, 4) X(BinaryOp, Maximum, 5) X(BinaryOp, Minimum, 6)
@@ -326,6 +326,9 @@ __device__ __forceinline__ T UnaryApply(T x, T alpha, T beta) {
         return Sin(x);
     } else if constexpr (Op == uCos) {
         return Cos(x);
+    } else if constexpr (Op == uExpm1) {
+        // Evaluated in double and rounded once, as the reference does for float32.
+        return static_cast<T>(expm1(static_cast<double>(x)));
     } else {
         static_assert(Op < 0, "a unary op of HK_UNARY_OPS has no body in UnaryApply");
         return x;

@@ -46,6 +46,8 @@ public enum UnaryOp
     Sin = 16,
     /// <summary>y = cos(x).</summary>
     Cos = 17,
+    /// <summary>y = exp(x) - 1, accurate near 0.</summary>
+    Expm1 = 18,
 }
 
 /// <summary>

@@ -51,6 +51,7 @@ internal static class UnaryKernels
             case UnaryOp.Clamp: UnaryDriver.Map(threads, x, y, new ClampOperator<T>(a, b)); break;
             case UnaryOp.Sin: UnaryDriver.Map(threads, x, y, new SinOperator<T>()); break;
             case UnaryOp.Cos: UnaryDriver.Map(threads, x, y, new CosOperator<T>()); break;
+            case UnaryOp.Expm1: UnaryDriver.Map(threads, x, y, new Expm1Operator<T>()); break;
             default: return false;
         }
         return true;
@@ -123,6 +124,32 @@ internal readonly struct Log1pOperator<T> : IUnaryOperator<T> where T : unmanage
     public static bool Vectorizable => false;
 
     public T Invoke(T x) => T.CreateTruncating(SpecialFunctions.Log1p(double.CreateTruncating(x)));
+
+    public Vector256<T> Invoke(Vector256<T> x) => ScalarOnly.Unreachable256<T>();
+
+    public Vector512<T> Invoke(Vector512<T> x) => ScalarOnly.Unreachable512<T>();
+}
+
+/// <summary>
+/// y = exp(x) - 1 by Kahan's identity (u - 1)·x / ln u with u = eˣ, which cancels the rounding of u
+/// (a few ulps; exp(x) - 1 loses every digit near 0); evaluated in double, rounded once.
+/// </summary>
+internal readonly struct Expm1Operator<T> : IUnaryOperator<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    public static bool Vectorizable => false;
+
+    public T Invoke(T x) => T.CreateTruncating(Expm1(double.CreateTruncating(x)));
+
+    private static double Expm1(double x)
+    {
+        double u = Math.Exp(x);
+        if (u == 1.0)
+        {
+            return x;
+        }
+        double um1 = u - 1.0;
+        return um1 == -1.0 || double.IsPositiveInfinity(u) ? um1 : um1 * x / Math.Log(u);
+    }
 
     public Vector256<T> Invoke(Vector256<T> x) => ScalarOnly.Unreachable256<T>();
 

@@ -48,6 +48,9 @@ public sealed partial class Tensor
     /// <summary>y = ln x; dy/dx = 1/x.</summary>
     public Tensor Log() => Unary(UnaryOp.Log);
 
+    /// <summary>y = eˣ - 1, accurate near 0 (where Exp() - 1 cancels); dy/dx = y + 1.</summary>
+    public Tensor Expm1() => Unary(UnaryOp.Expm1);
+
     /// <summary>y = ln(1 + x); dy/dx = 1/(1 + x).</summary>
     public Tensor Log1p() => Unary(UnaryOp.Log1p);
 

@@ -46,7 +46,8 @@ internal static class Derivatives
         (UnaryOp.PowScalar, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [s.Alpha == 0 ? Tensor.ZerosLike(g) : g * (n.Input(0).Pow(s.Alpha - 1) * s.Alpha)]),
         (UnaryOp.Clamp, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [Tensor.Where((n.Input(0) >= s.Alpha).LogicalAnd(n.Input(0) <= s.Beta), g, 0)]),
         (UnaryOp.Sin, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Cos()]),
-        (UnaryOp.Cos, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Sin().Neg()]));
+        (UnaryOp.Cos, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Sin().Neg()]),
+        (UnaryOp.Expm1, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * (n.Output + 1)]));
 
     /// <summary>The row of a unary kernel; throws naming the op when it has none (never a silent zero).</summary>
     public static Derivative<Scalars> Unary(UnaryOp op) =>

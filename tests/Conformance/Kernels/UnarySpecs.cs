@@ -42,6 +42,29 @@ internal static class UnarySpecs
         UnaryOp.Clamp => new(x => double.IsNaN(x) ? x : Math.Min(Math.Max(x, -1.5), 2), -5, 5, 0, -1.5, 2, -1.3, 1.8),
         UnaryOp.Sin => new(Math.Sin, -20, 20, 4, 0, 0, -3, 3),
         UnaryOp.Cos => new(Math.Cos, -20, 20, 4, 0, 0, -3, 3),
+        UnaryOp.Expm1 => new(Expm1, -40, 40, 4, 0, 0, -2, 2),
         _ => throw new ArgumentOutOfRangeException(nameof(op), op, "No oracle."),
     };
+
+    /// <summary>eˣ - 1 from its Taylor series Σ_{k≥1} xᵏ/k! (summed smallest term first) for |x| &lt; 0.5; elsewhere exp(x) - 1 cancels at most a bit or two.</summary>
+    private static double Expm1(double x)
+    {
+        if (double.IsNaN(x) || Math.Abs(x) >= 0.5)
+        {
+            return Math.Exp(x) - 1;
+        }
+        var terms = new double[30];
+        double term = 1;
+        for (int k = 1; k <= terms.Length; k++)
+        {
+            term *= x / k;
+            terms[k - 1] = term;
+        }
+        double sum = 0;
+        for (int k = terms.Length - 1; k >= 0; k--)
+        {
+            sum += terms[k];
+        }
+        return sum;
+    }
 }
