@@ -80,6 +80,27 @@ public abstract class ConvPrimitiveFixtureTests : EngineTestBase
         CheckCase(c, t => Tensor.ConvTranspose2d(t[0], t[1], t.Length > 2 ? t[2] : null, stride, padding, outputPadding, groups, dilation), name);
     }
 
+    /// <summary>The layers: Nn.ConvTranspose2d (weight [in, out/groups, kh, kw], torch's fan-in bound) and Nn.AdaptiveAvgPool2d with torch's values loaded.</summary>
+    [Fact]
+    public void ConvTranspose2dAndAdaptiveAvgPool2dLayers_MatchTorch()
+    {
+        RequireDevice();
+        var c = ConvFixture.Case("conv_transpose2d", "stride2_padding1_output_padding1");
+        var inputs = c.GetProperty("inputs").EnumerateArray().Select(e => Load(FixtureArray.Parse(e))).ToArray();
+        var layer = new global::Higher.Nn.ConvTranspose2d(2, 3, 3, stride: 2, padding: 1, outputPadding: 1);
+        Assert.Equal([2, 3, 3, 3], layer.Weight.Data.Shape.ToArray());
+        double bound = 1 / Math.Sqrt(3 * 3 * 3);
+        Assert.All(layer.Bias!.Data.ToDoubleArray(), b => Assert.InRange(Math.Abs(b), 0, bound));
+        layer.To(DType.Float64).To(Device);
+        layer.Weight.Data = inputs[1];
+        layer.Bias!.Data = inputs[2];
+        AssertClose(ConvFixture.Array(c, "output")!, layer.Forward(inputs[0]), "Nn.ConvTranspose2d output");
+
+        var a = ConvFixture.Case("adaptive_avg_pool2d", "7x5_to_3x2");
+        var x = Load(FixtureArray.Parse(a.GetProperty("inputs")[0]));
+        AssertClose(ConvFixture.Array(a, "output")!, new global::Higher.Nn.AdaptiveAvgPool2d((3, 2)).Forward(x), "Nn.AdaptiveAvgPool2d output");
+    }
+
     [Theory]
     [MemberData(nameof(Conv1dCases))]
     public void Conv1dAndConvTranspose1d_MatchTorch(string name)
