@@ -115,7 +115,7 @@ internal static unsafe partial class CudaNative
     // ---- libhigher_kernels (native/kernels.cu) --------------------------------------------------
 
     /// <summary>The ABI version this assembly was written against; libhigher_kernels reports its own.</summary>
-    internal const int KernelsAbiVersion = 2;
+    internal const int KernelsAbiVersion = 3;
 
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_abi_version(out int version);
@@ -184,6 +184,39 @@ internal static unsafe partial class CudaNative
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_scale_batched(int dtype, nint c, long batch, long count, long stride, double beta,
         CudaStreamHandle stream);
+
+    /// <summary>Column matrices of images [n0, n0 + count): entry (t, r, pix) at t·imageStride + r·rowStride + pix (ABI 3).</summary>
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_im2col(int dtype, nint x, nint cols, int* geometry, long n0, long count, long imageStride, long rowStride,
+        CudaStreamHandle stream);
+
+    /// <summary>gradX of images [n0, n0 + count) gathered from per-image column matrices (ABI 3).</summary>
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_col2im(int dtype, nint cols, nint gradX, int* geometry, long n0, long count, CudaStreamHandle stream);
+
+    /// <summary>dst[o, t·pixels + pix] = y[n0 + t, o, pix] (ABI 3).</summary>
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_gather_images(int dtype, nint y, nint destination, long channels, long pixels, long n0, long count,
+        CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_max_pool2d(int dtype, nint x, nint y, nint indices, int* geometry, CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_avg_pool2d(int dtype, nint x, nint y, int* geometry, int countIncludePad, int divisorOverride,
+        CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_avg_pool2d_grad(int dtype, nint gradY, nint gradX, int* geometry, int countIncludePad, int divisorOverride,
+        CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_adaptive_avg_pool2d(int dtype, nint x, nint y, long planes, int inHeight, int inWidth, int outHeight, int outWidth,
+        CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_adaptive_avg_pool2d_grad(int dtype, nint gradY, nint gradX, long planes, int inHeight, int inWidth,
+        int outHeight, int outWidth, CudaStreamHandle stream);
 
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_philox_host(ulong seed, ulong counter, uint* words);

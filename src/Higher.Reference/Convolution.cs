@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 
 namespace Higher.Reference;
 
@@ -363,6 +364,7 @@ internal static unsafe class Convolution
     /// row (c·kh + p)·kw + q, column i·OW + j holds x[c, i·sh + p·dh - padTop, j·sw + q·dw - padLeft] or 0 outside.
     /// Rows are <paramref name="ld"/> apart.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Im2Col<T>(in ConvGeometry g, T* x, int cg, T* cols, long ld)
         where T : unmanaged
     {
@@ -392,10 +394,22 @@ internal static unsafe class Convolution
                             continue;
                         }
                         T* src = xc + (long)hi * wIn + w0;
-                        new Span<T>(dst, jLo).Clear();
-                        if (sw == 1)
+                        // Rows are short (OW is 26, 11 or 3 in a small conv net): plain loops beat
+                        // a memmove call per row.
+                        for (int j = 0; j < jLo; j++)
+                        {
+                            dst[j] = default;
+                        }
+                        if (sw == 1 && jHi - jLo >= 64)
                         {
                             new ReadOnlySpan<T>(src + jLo, jHi - jLo).CopyTo(new Span<T>(dst + jLo, jHi - jLo));
+                        }
+                        else if (sw == 1)
+                        {
+                            for (int j = jLo; j < jHi; j++)
+                            {
+                                dst[j] = src[j];
+                            }
                         }
                         else
                         {
@@ -404,7 +418,10 @@ internal static unsafe class Convolution
                                 dst[j] = src[(long)j * sw];
                             }
                         }
-                        new Span<T>(dst + jHi, ow - jHi).Clear();
+                        for (int j = jHi; j < ow; j++)
+                        {
+                            dst[j] = default;
+                        }
                     }
                 }
             }
@@ -415,6 +432,7 @@ internal static unsafe class Convolution
     /// Adds a column matrix back onto one image's channels (which the caller zeroed): the adjoint of
     /// <see cref="Im2Col"/>. Each input element receives its terms in ascending (p, q) order.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Col2Im<T>(in ConvGeometry g, T* cols, long ld, int cg, T* x)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
