@@ -24,7 +24,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 3;
+constexpr int kAbiVersion = 4;
 constexpr int kMaxDims = 8;
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 20;
@@ -948,6 +948,239 @@ __global__ void ScaleBatchedKernel(T* c, int64_t batch, int64_t count, int64_t s
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Convolution and pooling. Geometries arrive as int32 arrays in the field order of
+// Higher.ConvGeometry / Higher.PoolGeometry and are copied into by-value kernel parameters.
+// Convolutions are im2col + cuBLAS (driven by the managed side); the column matrix of an image has
+// row r = (c·kh + p)·kw + q over all C input channels (so group g's rows are one contiguous range)
+// and column i·OW + j. The adjoints gather: each output element is summed by one thread in a fixed
+// order, so nothing needs atomics.
+
+struct ConvGeo {
+    int32_t n, c, h, w, o, kh, kw, oh, ow, sh, sw, pt, pl, dh, dw, groups;
+};
+
+struct PoolGeo {
+    int32_t planes, h, w, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw;
+};
+
+// cols[t·imageStride + r·rowStride + pix] for images n0 .. n0 + count - 1 (0 outside the input).
+template <typename T>
+__global__ void Im2ColKernel(const T* x, T* cols, ConvGeo g, int64_t n0, int64_t count, int64_t imageStride,
+                             int64_t rowStride) {
+    const int64_t pixels = static_cast<int64_t>(g.oh) * g.ow;
+    const int64_t rows = static_cast<int64_t>(g.c) * g.kh * g.kw;
+    HK_GRID_LOOP(e, count * rows * pixels) {
+        const int64_t pix = e % pixels;
+        const int64_t r = (e / pixels) % rows;
+        const int64_t t = e / (pixels * rows);
+        const int j = static_cast<int>(pix % g.ow), i = static_cast<int>(pix / g.ow);
+        const int q = static_cast<int>(r % g.kw), p = static_cast<int>((r / g.kw) % g.kh);
+        const int64_t c = r / (static_cast<int64_t>(g.kw) * g.kh);
+        const int hh = i * g.sh + p * g.dh - g.pt, ww = j * g.sw + q * g.dw - g.pl;
+        T v = T(0);
+        if (hh >= 0 && hh < g.h && ww >= 0 && ww < g.w) {
+            v = x[(((n0 + t) * g.c + c) * g.h + hh) * g.w + ww];
+        }
+        cols[t * imageStride + r * rowStride + pix] = v;
+    }
+}
+
+// gradX[n0 + t, c, h, w] = Σ over (p, q) ascending of the column entries that read (h, w); the
+// column matrices are per image ([rows, pixels] each, imageStride = rows·pixels apart).
+template <typename T>
+__global__ void Col2ImKernel(const T* cols, T* dx, ConvGeo g, int64_t n0, int64_t count) {
+    const int64_t pixels = static_cast<int64_t>(g.oh) * g.ow;
+    const int64_t imageStride = static_cast<int64_t>(g.c) * g.kh * g.kw * pixels;
+    const int64_t plane = static_cast<int64_t>(g.h) * g.w;
+    HK_GRID_LOOP(e, count * g.c * plane) {
+        const int ww = static_cast<int>(e % g.w), hh = static_cast<int>((e / g.w) % g.h);
+        const int64_t c = (e / plane) % g.c, t = e / (plane * g.c);
+        const T* image = cols + t * imageStride;
+        T acc = T(0);
+        for (int p = 0; p < g.kh; ++p) {
+            const int a = hh + g.pt - p * g.dh;
+            if (a < 0 || a % g.sh != 0 || a / g.sh >= g.oh) {
+                continue;
+            }
+            const int i = a / g.sh;
+            for (int q = 0; q < g.kw; ++q) {
+                const int b = ww + g.pl - q * g.dw;
+                if (b < 0 || b % g.sw != 0 || b / g.sw >= g.ow) {
+                    continue;
+                }
+                acc += image[((c * g.kh + p) * g.kw + q) * pixels + static_cast<int64_t>(i) * g.ow + b / g.sw];
+            }
+        }
+        dx[(n0 + t) * g.c * plane + c * plane + static_cast<int64_t>(hh) * g.w + ww] = acc;
+    }
+}
+
+// dst[o, t·pixels + pix] = y[n0 + t, o, pix]: images side by side, so one GEMM sums over all of them.
+template <typename T>
+__global__ void GatherImagesKernel(const T* y, T* dst, int64_t channels, int64_t pixels, int64_t n0, int64_t count) {
+    HK_GRID_LOOP(e, channels * count * pixels) {
+        const int64_t pix = e % pixels, t = (e / pixels) % count, o = e / (pixels * count);
+        dst[e] = y[((n0 + t) * channels + o) * pixels + pix];
+    }
+}
+
+// The first NaN of the window wins; otherwise the first strictly greater element.
+template <typename T>
+__global__ void MaxPoolKernel(const T* x, T* y, int64_t* indices, PoolGeo g) {
+    const int64_t outPlane = static_cast<int64_t>(g.oh) * g.ow;
+    HK_GRID_LOOP(e, g.planes * outPlane) {
+        const int j = static_cast<int>(e % g.ow), i = static_cast<int>((e / g.ow) % g.oh);
+        const T* xp = x + (e / outPlane) * g.h * g.w;
+        T best = T(0);
+        int64_t at = -1;
+        for (int p = 0; p < g.kh; ++p) {
+            const int hh = i * g.sh + p * g.dh - g.pt;
+            if (hh < 0 || hh >= g.h) {
+                continue;
+            }
+            for (int q = 0; q < g.kw; ++q) {
+                const int ww = j * g.sw + q * g.dw - g.pl;
+                if (ww < 0 || ww >= g.w) {
+                    continue;
+                }
+                const int64_t k = static_cast<int64_t>(hh) * g.w + ww;
+                const T v = xp[k];
+                if (at < 0 || (!isnan(best) && (v > best || isnan(v)))) {
+                    best = v;
+                    at = k;
+                }
+            }
+        }
+        y[e] = best;
+        indices[e] = at;
+    }
+}
+
+// One axis of an average-pooling window: its size clipped to the padded input, and the input range.
+struct AvgAxis {
+    int padded, lo, hi;
+};
+
+__device__ __forceinline__ AvgAxis AvgWindow(int start, int size, int k, int pad) {
+    const int end = min(start + k, size + pad);
+    return AvgAxis{end - start, max(start, 0), min(end, size)};
+}
+
+__device__ __forceinline__ double AvgDivisor(bool includePad, int32_t divisorOverride, AvgAxis r, AvgAxis c) {
+    if (divisorOverride > 0) {
+        return static_cast<double>(divisorOverride);
+    }
+    return includePad ? static_cast<double>(r.padded) * c.padded
+                      : static_cast<double>(max(0, r.hi - r.lo)) * max(0, c.hi - c.lo);
+}
+
+template <typename T>
+__global__ void AvgPoolKernel(const T* x, T* y, PoolGeo g, bool includePad, int32_t divisorOverride) {
+    const int64_t outPlane = static_cast<int64_t>(g.oh) * g.ow;
+    HK_GRID_LOOP(e, g.planes * outPlane) {
+        const int j = static_cast<int>(e % g.ow), i = static_cast<int>((e / g.ow) % g.oh);
+        const T* xp = x + (e / outPlane) * g.h * g.w;
+        const AvgAxis r = AvgWindow(i * g.sh - g.pt, g.h, g.kh, g.pt);
+        const AvgAxis c = AvgWindow(j * g.sw - g.pl, g.w, g.kw, g.pl);
+        if (r.hi <= r.lo || c.hi <= c.lo) {
+            y[e] = T(0);
+            continue;
+        }
+        double sum = 0;
+        for (int hh = r.lo; hh < r.hi; ++hh) {
+            for (int ww = c.lo; ww < c.hi; ++ww) {
+                sum += static_cast<double>(xp[static_cast<int64_t>(hh) * g.w + ww]);
+            }
+        }
+        y[e] = static_cast<T>(sum / AvgDivisor(includePad, divisorOverride, r, c));
+    }
+}
+
+// gradX[h, w] = Σ over the windows (i, j) covering (h, w), ascending, of gradY[i, j] / divisor(i, j).
+template <typename T>
+__global__ void AvgPoolGradKernel(const T* dy, T* dx, PoolGeo g, bool includePad, int32_t divisorOverride) {
+    const int64_t plane = static_cast<int64_t>(g.h) * g.w;
+    HK_GRID_LOOP(e, g.planes * plane) {
+        const int ww = static_cast<int>(e % g.w), hh = static_cast<int>((e / g.w) % g.h);
+        const T* gy = dy + (e / plane) * g.oh * g.ow;
+        const int iLo = hh + g.pt - g.kh + 1 <= 0 ? 0 : (hh + g.pt - g.kh + g.sh) / g.sh;
+        const int iHi = min(g.oh - 1, (hh + g.pt) / g.sh);
+        const int jLo = ww + g.pl - g.kw + 1 <= 0 ? 0 : (ww + g.pl - g.kw + g.sw) / g.sw;
+        const int jHi = min(g.ow - 1, (ww + g.pl) / g.sw);
+        double sum = 0;
+        for (int i = iLo; i <= iHi; ++i) {
+            const AvgAxis r = AvgWindow(i * g.sh - g.pt, g.h, g.kh, g.pt);
+            for (int j = jLo; j <= jHi; ++j) {
+                const AvgAxis c = AvgWindow(j * g.sw - g.pl, g.w, g.kw, g.pl);
+                sum += static_cast<double>(gy[static_cast<int64_t>(i) * g.ow + j]) / AvgDivisor(includePad, divisorOverride, r, c);
+            }
+        }
+        dx[e] = static_cast<T>(sum);
+    }
+}
+
+__device__ __forceinline__ int AdaptiveStart(int i, int size, int outSize) {
+    return static_cast<int>(static_cast<int64_t>(i) * size / outSize);
+}
+
+__device__ __forceinline__ int AdaptiveEnd(int i, int size, int outSize) {
+    return static_cast<int>((static_cast<int64_t>(i + 1) * size + outSize - 1) / outSize);
+}
+
+template <typename T>
+__global__ void AdaptiveAvgPoolKernel(const T* x, T* y, int64_t planes, int h, int w, int oh, int ow) {
+    const int64_t outPlane = static_cast<int64_t>(oh) * ow;
+    HK_GRID_LOOP(e, planes * outPlane) {
+        const int j = static_cast<int>(e % ow), i = static_cast<int>((e / ow) % oh);
+        const T* xp = x + (e / outPlane) * h * w;
+        const int r0 = AdaptiveStart(i, h, oh), r1 = AdaptiveEnd(i, h, oh);
+        const int c0 = AdaptiveStart(j, w, ow), c1 = AdaptiveEnd(j, w, ow);
+        double sum = 0;
+        for (int r = r0; r < r1; ++r) {
+            for (int c = c0; c < c1; ++c) {
+                sum += static_cast<double>(xp[static_cast<int64_t>(r) * w + c]);
+            }
+        }
+        y[e] = static_cast<T>(sum / (static_cast<double>(r1 - r0) * (c1 - c0)));
+    }
+}
+
+// Windows i with start(i) <= r < end(i) are i in [r·OH / H, ((r + 1)·OH - 1) / H].
+template <typename T>
+__global__ void AdaptiveAvgPoolGradKernel(const T* dy, T* dx, int64_t planes, int h, int w, int oh, int ow) {
+    const int64_t plane = static_cast<int64_t>(h) * w;
+    HK_GRID_LOOP(e, planes * plane) {
+        const int c = static_cast<int>(e % w), r = static_cast<int>((e / w) % h);
+        const T* gy = dy + (e / plane) * oh * ow;
+        const int iLo = static_cast<int>(static_cast<int64_t>(r) * oh / h);
+        const int iHi = static_cast<int>((static_cast<int64_t>(r + 1) * oh - 1) / h);
+        const int jLo = static_cast<int>(static_cast<int64_t>(c) * ow / w);
+        const int jHi = static_cast<int>((static_cast<int64_t>(c + 1) * ow - 1) / w);
+        double sum = 0;
+        for (int i = iLo; i <= iHi; ++i) {
+            const double rows = AdaptiveEnd(i, h, oh) - AdaptiveStart(i, h, oh);
+            for (int j = jLo; j <= jHi; ++j) {
+                sum += static_cast<double>(gy[static_cast<int64_t>(i) * ow + j]) / (rows * (AdaptiveEnd(j, w, ow) - AdaptiveStart(j, w, ow)));
+            }
+        }
+        dx[e] = static_cast<T>(sum);
+    }
+}
+
+ConvGeo ReadConv(const int32_t* v) {
+    ConvGeo g;
+    memcpy(&g, v, sizeof(g));
+    return g;
+}
+
+PoolGeo ReadPool(const int32_t* v) {
+    PoolGeo g;
+    memcpy(&g, v, sizeof(g));
+    return g;
+}
+
+
 }  // namespace
 
 // =============================================================================================
@@ -1269,6 +1502,149 @@ HK_API cudaError_t hk_scale_batched(int32_t dtype, void* c, int64_t batch, int64
     switch (dtype) {
         case kFloat32: ScaleBatchedKernel<float><<<BlocksFor(batch * count), kThreads, 0, stream>>>(static_cast<float*>(c), batch, count, stride, static_cast<float>(beta)); break;
         case kFloat64: ScaleBatchedKernel<double><<<BlocksFor(batch * count), kThreads, 0, stream>>>(static_cast<double*>(c), batch, count, stride, beta); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+// ---- Convolution and pooling (ABI 3) -----------------------------------------------------------
+
+// Column matrices of images n0 .. n0 + count - 1: entry (t, r, pix) at t·imageStride + r·rowStride + pix.
+HK_API cudaError_t hk_im2col(int32_t dtype, const void* x, void* cols, const int32_t* geometry, int64_t n0,
+                             int64_t count, int64_t imageStride, int64_t rowStride, cudaStream_t stream) {
+    if (geometry == nullptr) {
+        return cudaErrorInvalidValue;
+    }
+    const ConvGeo g = ReadConv(geometry);
+    const int64_t n = count * g.c * g.kh * g.kw * g.oh * g.ow;
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    switch (dtype) {
+        case kFloat32: Im2ColKernel<float><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const float*>(x), static_cast<float*>(cols), g, n0, count, imageStride, rowStride); break;
+        case kFloat64: Im2ColKernel<double><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const double*>(x), static_cast<double*>(cols), g, n0, count, imageStride, rowStride); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+// gradX of images n0 .. n0 + count - 1 from their per-image column matrices (fully written).
+HK_API cudaError_t hk_col2im(int32_t dtype, const void* cols, void* dx, const int32_t* geometry, int64_t n0,
+                             int64_t count, cudaStream_t stream) {
+    if (geometry == nullptr) {
+        return cudaErrorInvalidValue;
+    }
+    const ConvGeo g = ReadConv(geometry);
+    const int64_t n = count * g.c * g.h * g.w;
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    switch (dtype) {
+        case kFloat32: Col2ImKernel<float><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const float*>(cols), static_cast<float*>(dx), g, n0, count); break;
+        case kFloat64: Col2ImKernel<double><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const double*>(cols), static_cast<double*>(dx), g, n0, count); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+// dst[o, t·pixels + pix] = y[n0 + t, o, pix] for an [N, channels, pixels] tensor y.
+HK_API cudaError_t hk_gather_images(int32_t dtype, const void* y, void* dst, int64_t channels, int64_t pixels, int64_t n0,
+                                    int64_t count, cudaStream_t stream) {
+    const int64_t n = channels * pixels * count;
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    switch (dtype) {
+        case kFloat32: GatherImagesKernel<float><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const float*>(y), static_cast<float*>(dst), channels, pixels, n0, count); break;
+        case kFloat64: GatherImagesKernel<double><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const double*>(y), static_cast<double*>(dst), channels, pixels, n0, count); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+HK_API cudaError_t hk_max_pool2d(int32_t dtype, const void* x, void* y, void* indices, const int32_t* geometry,
+                                 cudaStream_t stream) {
+    if (geometry == nullptr) {
+        return cudaErrorInvalidValue;
+    }
+    const PoolGeo g = ReadPool(geometry);
+    const int64_t n = static_cast<int64_t>(g.planes) * g.oh * g.ow;
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    switch (dtype) {
+        case kFloat32: MaxPoolKernel<float><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const float*>(x), static_cast<float*>(y), static_cast<int64_t*>(indices), g); break;
+        case kFloat64: MaxPoolKernel<double><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const double*>(x), static_cast<double*>(y), static_cast<int64_t*>(indices), g); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+HK_API cudaError_t hk_avg_pool2d(int32_t dtype, const void* x, void* y, const int32_t* geometry, int32_t countIncludePad,
+                                 int32_t divisorOverride, cudaStream_t stream) {
+    if (geometry == nullptr) {
+        return cudaErrorInvalidValue;
+    }
+    const PoolGeo g = ReadPool(geometry);
+    const int64_t n = static_cast<int64_t>(g.planes) * g.oh * g.ow;
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    const bool include = countIncludePad != 0;
+    switch (dtype) {
+        case kFloat32: AvgPoolKernel<float><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const float*>(x), static_cast<float*>(y), g, include, divisorOverride); break;
+        case kFloat64: AvgPoolKernel<double><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const double*>(x), static_cast<double*>(y), g, include, divisorOverride); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+HK_API cudaError_t hk_avg_pool2d_grad(int32_t dtype, const void* dy, void* dx, const int32_t* geometry,
+                                      int32_t countIncludePad, int32_t divisorOverride, cudaStream_t stream) {
+    if (geometry == nullptr) {
+        return cudaErrorInvalidValue;
+    }
+    const PoolGeo g = ReadPool(geometry);
+    const int64_t n = static_cast<int64_t>(g.planes) * g.h * g.w;
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    const bool include = countIncludePad != 0;
+    switch (dtype) {
+        case kFloat32: AvgPoolGradKernel<float><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const float*>(dy), static_cast<float*>(dx), g, include, divisorOverride); break;
+        case kFloat64: AvgPoolGradKernel<double><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const double*>(dy), static_cast<double*>(dx), g, include, divisorOverride); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+HK_API cudaError_t hk_adaptive_avg_pool2d(int32_t dtype, const void* x, void* y, int64_t planes, int32_t h, int32_t w,
+                                          int32_t oh, int32_t ow, cudaStream_t stream) {
+    const int64_t n = planes * oh * ow;
+    if (n <= 0 || h <= 0 || w <= 0) {
+        return n <= 0 ? cudaSuccess : cudaErrorInvalidValue;
+    }
+    switch (dtype) {
+        case kFloat32: AdaptiveAvgPoolKernel<float><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const float*>(x), static_cast<float*>(y), planes, h, w, oh, ow); break;
+        case kFloat64: AdaptiveAvgPoolKernel<double><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const double*>(x), static_cast<double*>(y), planes, h, w, oh, ow); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+// Needs oh, ow >= 1 (the managed side fills zeros otherwise).
+HK_API cudaError_t hk_adaptive_avg_pool2d_grad(int32_t dtype, const void* dy, void* dx, int64_t planes, int32_t h, int32_t w,
+                                               int32_t oh, int32_t ow, cudaStream_t stream) {
+    const int64_t n = planes * h * w;
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    if (oh <= 0 || ow <= 0) {
+        return cudaErrorInvalidValue;
+    }
+    switch (dtype) {
+        case kFloat32: AdaptiveAvgPoolGradKernel<float><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const float*>(dy), static_cast<float*>(dx), planes, h, w, oh, ow); break;
+        case kFloat64: AdaptiveAvgPoolGradKernel<double><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const double*>(dy), static_cast<double*>(dx), planes, h, w, oh, ow); break;
         default: return cudaErrorNotSupported;
     }
     return cudaGetLastError();

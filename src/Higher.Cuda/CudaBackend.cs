@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Higher.Cuda;
 
 /// <summary>
@@ -700,31 +702,340 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
         GC.KeepAlive(ss);
     }
 
+    // ---- Convolution and pooling -----------------------------------------------------------------
+
+    /// <summary>Column-matrix elements one chunk of images may use (128 MiB of float32); more images loop in chunks.</summary>
+    private const long ConvScratchElements = 1L << 25;
+
+    /// <inheritdoc/>
+    public void Conv2d(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage y)
+    {
+        var g = geometry;
+        var (sx, sw, sy) = ConvOperands("Conv2d", g, x, g.InputLength, weight, g.WeightLength, y, g.OutputLength);
+        Enter();
+        if (g.OutputLength == 0)
+        {
+            return;
+        }
+        int cg = g.InChannels / g.Groups, og = g.OutChannels / g.Groups, kg = cg * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
+        if (kg == 0)
+        {
+            Check.ThrowIfFailed(CudaNative.hk_fill((int)sy.DType, sy.Pointer, g.OutputLength, 0, _stream));
+            return;
+        }
+        int* geo = stackalloc int[16];
+        Pack(g, geo);
+        long rows = (long)g.InChannels * g.KernelHeight * g.KernelWidth, plane = (long)g.InHeight * g.InWidth;
+        bool pointwise = IsPointwise(g);
+        int per = pointwise ? g.Batch : ImagesPerChunk(g.Batch, rows * pixels);
+        using var cols = pointwise ? null : Allocator.NewStorage(sx.DType, per * rows * pixels, Device);
+        for (int n0 = 0; n0 < g.Batch; n0 += per)
+        {
+            int count = Math.Min(per, g.Batch - n0);
+            nint b;
+            long strideB;
+            if (pointwise)
+            {
+                // 1×1, stride 1, unpadded: each image's channels are its column matrix.
+                b = At(sx, n0 * g.InChannels * plane);
+                strideB = g.InChannels * plane;
+            }
+            else
+            {
+                Check.ThrowIfFailed(CudaNative.hk_im2col((int)sx.DType, sx.Pointer, cols!.Pointer, geo, n0, count, rows * pixels, pixels, _stream));
+                b = cols.Pointer;
+                strideB = rows * pixels;
+            }
+            for (int gi = 0; gi < g.Groups; gi++)
+            {
+                // y[n, group rows] = W_g [og, kg] · cols_n [kg, pixels], one batched GEMM over the chunk's images.
+                RowMajorGemm(sx.DType, false, false, og, pixels, kg, At(sw, (long)gi * og * kg), kg, 0,
+                    b + (nint)((long)gi * kg * pixels * sx.DType.SizeOf()), pixels, strideB, 0,
+                    At(sy, ((long)n0 * g.OutChannels + (long)gi * og) * pixels), pixels, (long)g.OutChannels * pixels, count);
+            }
+        }
+        GC.KeepAlive(sx);
+        GC.KeepAlive(sw);
+        GC.KeepAlive(sy);
+    }
+
+    /// <inheritdoc/>
+    public void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX)
+    {
+        var g = geometry;
+        var (sdy, sw, sdx) = ConvOperands("Conv2dInputGrad", g, gradY, g.OutputLength, weight, g.WeightLength, gradX, g.InputLength);
+        Enter();
+        if (g.InputLength == 0)
+        {
+            return;
+        }
+        int cg = g.InChannels / g.Groups, og = g.OutChannels / g.Groups, kg = cg * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
+        if (kg == 0 || og == 0 || pixels == 0)
+        {
+            Check.ThrowIfFailed(CudaNative.hk_fill((int)sdx.DType, sdx.Pointer, g.InputLength, 0, _stream));
+            return;
+        }
+        int* geo = stackalloc int[16];
+        Pack(g, geo);
+        long rows = (long)g.InChannels * g.KernelHeight * g.KernelWidth, plane = (long)g.InHeight * g.InWidth;
+        bool pointwise = IsPointwise(g);
+        int per = pointwise ? g.Batch : ImagesPerChunk(g.Batch, rows * pixels);
+        using var cols = pointwise ? null : Allocator.NewStorage(sdy.DType, per * rows * pixels, Device);
+        for (int n0 = 0; n0 < g.Batch; n0 += per)
+        {
+            int count = Math.Min(per, g.Batch - n0);
+            // cols_n [kg, pixels] = W_gᵀ · dy_n [og, pixels]; a 1×1 unit-stride kernel writes gradX directly.
+            nint c = pointwise ? At(sdx, n0 * g.InChannels * plane) : cols!.Pointer;
+            long strideC = pointwise ? g.InChannels * plane : rows * pixels;
+            for (int gi = 0; gi < g.Groups; gi++)
+            {
+                RowMajorGemm(sdy.DType, true, false, kg, pixels, og, At(sw, (long)gi * og * kg), kg, 0,
+                    At(sdy, ((long)n0 * g.OutChannels + (long)gi * og) * pixels), pixels, (long)g.OutChannels * pixels, 0,
+                    c + (nint)((long)gi * kg * pixels * sdy.DType.SizeOf()), pixels, strideC, count);
+            }
+            if (!pointwise)
+            {
+                Check.ThrowIfFailed(CudaNative.hk_col2im((int)sdy.DType, cols!.Pointer, sdx.Pointer, geo, n0, count, _stream));
+            }
+        }
+        GC.KeepAlive(sdy);
+        GC.KeepAlive(sw);
+        GC.KeepAlive(sdx);
+    }
+
+    /// <inheritdoc/>
+    public void Conv2dWeightGrad(in ConvGeometry geometry, IStorage x, IStorage gradY, IStorage gradWeight)
+    {
+        var g = geometry;
+        var (sx, sdy, sdw) = ConvOperands("Conv2dWeightGrad", g, x, g.InputLength, gradY, g.OutputLength, gradWeight, g.WeightLength);
+        Enter();
+        if (g.WeightLength == 0)
+        {
+            return;
+        }
+        int cg = g.InChannels / g.Groups, og = g.OutChannels / g.Groups, kg = cg * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
+        if (g.Batch == 0 || pixels == 0)
+        {
+            Check.ThrowIfFailed(CudaNative.hk_fill((int)sdw.DType, sdw.Pointer, g.WeightLength, 0, _stream));
+            return;
+        }
+        int* geo = stackalloc int[16];
+        Pack(g, geo);
+        long rows = (long)g.InChannels * g.KernelHeight * g.KernelWidth;
+        int per = ImagesPerChunk(g.Batch, Math.Max(rows, g.OutChannels) * pixels);
+        using var cols = Allocator.NewStorage(sx.DType, per * rows * pixels, Device);
+        using var dyBlock = Allocator.NewStorage(sx.DType, per * (long)g.OutChannels * pixels, Device);
+        int size = sx.DType.SizeOf();
+        for (int n0 = 0; n0 < g.Batch; n0 += per)
+        {
+            int count = Math.Min(per, g.Batch - n0);
+            long width = (long)count * pixels;
+            // The chunk's images side by side, so one GEMM sums over all of them; chunks accumulate
+            // with beta = 1 in ascending order on the one stream.
+            Check.ThrowIfFailed(CudaNative.hk_im2col((int)sx.DType, sx.Pointer, cols.Pointer, geo, n0, count, pixels, width, _stream));
+            Check.ThrowIfFailed(CudaNative.hk_gather_images((int)sx.DType, sdy.Pointer, dyBlock.Pointer, g.OutChannels, pixels, n0, count, _stream));
+            for (int gi = 0; gi < g.Groups; gi++)
+            {
+                // gradW_g [og, kg] (+)= dy_g [og, width] · cols_gᵀ [width, kg].
+                RowMajorGemm(sx.DType, false, true, og, kg, checked((int)width), dyBlock.Pointer + (nint)((long)gi * og * width * size), width, 0,
+                    cols.Pointer + (nint)((long)gi * kg * width * size), width, 0, n0 == 0 ? 0 : 1,
+                    At(sdw, (long)gi * og * kg), kg, 0, 1);
+            }
+        }
+        GC.KeepAlive(sx);
+        GC.KeepAlive(sdy);
+        GC.KeepAlive(sdw);
+    }
+
+    /// <inheritdoc/>
+    public void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices)
+    {
+        const string op = "MaxPool2d";
+        var sx = Own(x, nameof(x));
+        var sy = Own(y, nameof(y));
+        var si = Own(indices, nameof(indices));
+        SameDType(op, sx, sy);
+        RequireFloat(op, sx);
+        RequireIndex(si, op, nameof(indices));
+        WindowChecks.Validate(op, geometry, average: false);
+        Holds(op, nameof(x), sx, geometry.InputLength);
+        Holds(op, nameof(y), sy, geometry.OutputLength);
+        Holds(op, nameof(indices), si, geometry.OutputLength);
+        Enter();
+        int* geo = stackalloc int[13];
+        Pack(geometry, geo);
+        Check.ThrowIfFailed(CudaNative.hk_max_pool2d((int)sx.DType, sx.Pointer, sy.Pointer, si.Pointer, geo, _stream));
+        GC.KeepAlive(sx);
+        GC.KeepAlive(sy);
+        GC.KeepAlive(si);
+    }
+
+    /// <inheritdoc/>
+    public void AvgPool2d(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage x, IStorage y)
+    {
+        var (sx, sy) = PoolOperands("AvgPool2d", geometry, x, geometry.InputLength, y, geometry.OutputLength);
+        Enter();
+        int* geo = stackalloc int[13];
+        Pack(geometry, geo);
+        Check.ThrowIfFailed(CudaNative.hk_avg_pool2d((int)sx.DType, sx.Pointer, sy.Pointer, geo, countIncludePad ? 1 : 0, divisorOverride, _stream));
+        GC.KeepAlive(sx);
+        GC.KeepAlive(sy);
+    }
+
+    /// <inheritdoc/>
+    public void AvgPool2dGrad(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage gradY, IStorage gradX)
+    {
+        var (sdy, sdx) = PoolOperands("AvgPool2dGrad", geometry, gradY, geometry.OutputLength, gradX, geometry.InputLength);
+        Enter();
+        int* geo = stackalloc int[13];
+        Pack(geometry, geo);
+        Check.ThrowIfFailed(CudaNative.hk_avg_pool2d_grad((int)sdy.DType, sdy.Pointer, sdx.Pointer, geo, countIncludePad ? 1 : 0, divisorOverride, _stream));
+        GC.KeepAlive(sdy);
+        GC.KeepAlive(sdx);
+    }
+
+    /// <inheritdoc/>
+    public void AdaptiveAvgPool2d(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage x, IStorage y)
+    {
+        var (sx, sy) = AdaptiveOperands("AdaptiveAvgPool2d", planes, inHeight, inWidth, outHeight, outWidth, x, (long)inHeight * inWidth, y, (long)outHeight * outWidth);
+        Enter();
+        if ((long)planes * outHeight * outWidth == 0)
+        {
+            return;
+        }
+        Check.ThrowIfFailed(CudaNative.hk_adaptive_avg_pool2d((int)sx.DType, sx.Pointer, sy.Pointer, planes, inHeight, inWidth, outHeight, outWidth, _stream));
+        GC.KeepAlive(sx);
+        GC.KeepAlive(sy);
+    }
+
+    /// <inheritdoc/>
+    public void AdaptiveAvgPool2dGrad(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage gradY, IStorage gradX)
+    {
+        var (sdy, sdx) = AdaptiveOperands("AdaptiveAvgPool2dGrad", planes, inHeight, inWidth, outHeight, outWidth, gradY, (long)outHeight * outWidth, gradX, (long)inHeight * inWidth);
+        Enter();
+        long inputs = (long)planes * inHeight * inWidth;
+        if (inputs == 0)
+        {
+            return;
+        }
+        if (outHeight == 0 || outWidth == 0)
+        {
+            Check.ThrowIfFailed(CudaNative.hk_fill((int)sdx.DType, sdx.Pointer, inputs, 0, _stream));
+        }
+        else
+        {
+            Check.ThrowIfFailed(CudaNative.hk_adaptive_avg_pool2d_grad((int)sdy.DType, sdy.Pointer, sdx.Pointer, planes, inHeight, inWidth, outHeight, outWidth, _stream));
+        }
+        GC.KeepAlive(sdy);
+        GC.KeepAlive(sdx);
+    }
+
+    /// <summary>
+    /// Row-major C_t = alpha·op(A_t)·op(B_t) + beta·C_t with explicit leading dimensions (a column
+    /// matrix's image may be a column range of a wider matrix), as the column-major Cᵀ = op(B)ᵀ·op(A)ᵀ.
+    /// </summary>
+    private void RowMajorGemm(DType dtype, bool transposeA, bool transposeB, int m, int n, int k,
+        nint a, long lda, long strideA, nint b, long ldb, long strideB, double beta, nint c, long ldc, long strideC, int batch)
+    {
+        var opA = transposeA ? CublasOperation.Transpose : CublasOperation.None;
+        var opB = transposeB ? CublasOperation.Transpose : CublasOperation.None;
+        int la = checked((int)lda), lb = checked((int)ldb), lc = checked((int)ldc);
+        if (dtype == DType.Float32)
+        {
+            float fAlpha = 1, fBeta = (float)beta;
+            Check.ThrowIfFailed(CudaNative.cublasSgemmStridedBatched(_blas, opB, opA, n, m, k, &fAlpha, b, lb, strideB, a, la, strideA, &fBeta, c, lc, strideC, batch));
+        }
+        else
+        {
+            double dAlpha = 1;
+            Check.ThrowIfFailed(CudaNative.cublasDgemmStridedBatched(_blas, opB, opA, n, m, k, &dAlpha, b, lb, strideB, a, la, strideA, &beta, c, lc, strideC, batch));
+        }
+    }
+
+    private static bool IsPointwise(in ConvGeometry g) =>
+        g.KernelHeight == 1 && g.KernelWidth == 1 && g.StrideHeight == 1 && g.StrideWidth == 1 && g.PadTop == 0 && g.PadLeft == 0
+        && g.OutHeight == g.InHeight && g.OutWidth == g.InWidth;
+
+    private static int ImagesPerChunk(int batch, long perImage) =>
+        (int)Math.Max(1, Math.Min(batch, ConvScratchElements / Math.Max(1, perImage)));
+
+    /// <summary>The geometry as the int32 array of the native ABI, in <see cref="ConvGeometry"/>'s field order.</summary>
+    private static void Pack(in ConvGeometry g, int* v)
+    {
+        v[0] = g.Batch; v[1] = g.InChannels; v[2] = g.InHeight; v[3] = g.InWidth; v[4] = g.OutChannels; v[5] = g.KernelHeight;
+        v[6] = g.KernelWidth; v[7] = g.OutHeight; v[8] = g.OutWidth; v[9] = g.StrideHeight; v[10] = g.StrideWidth; v[11] = g.PadTop;
+        v[12] = g.PadLeft; v[13] = g.DilationHeight; v[14] = g.DilationWidth; v[15] = g.Groups;
+    }
+
+    /// <summary>The geometry as the int32 array of the native ABI, in <see cref="PoolGeometry"/>'s field order.</summary>
+    private static void Pack(in PoolGeometry g, int* v)
+    {
+        v[0] = g.Planes; v[1] = g.InHeight; v[2] = g.InWidth; v[3] = g.OutHeight; v[4] = g.OutWidth; v[5] = g.KernelHeight;
+        v[6] = g.KernelWidth; v[7] = g.StrideHeight; v[8] = g.StrideWidth; v[9] = g.PadTop; v[10] = g.PadLeft;
+        v[11] = g.DilationHeight; v[12] = g.DilationWidth;
+    }
+
+    private (CudaStorage A, CudaStorage B, CudaStorage C) ConvOperands(string op, in ConvGeometry geometry,
+        IStorage a, long aLength, IStorage b, long bLength, IStorage c, long cLength, [CallerArgumentExpression(nameof(a))] string aName = "",
+        [CallerArgumentExpression(nameof(b))] string bName = "", [CallerArgumentExpression(nameof(c))] string cName = "")
+    {
+        var sa = Own(a, aName);
+        var sb = Own(b, bName);
+        var sc = Own(c, cName);
+        SameDType(op, sa, sb);
+        SameDType(op, sa, sc);
+        RequireFloat(op, sa);
+        WindowChecks.Validate(op, geometry);
+        Holds(op, aName, sa, aLength);
+        Holds(op, bName, sb, bLength);
+        Holds(op, cName, sc, cLength);
+        return (sa, sb, sc);
+    }
+
+    private (CudaStorage A, CudaStorage B) PoolOperands(string op, in PoolGeometry geometry, IStorage a, long aLength, IStorage b, long bLength,
+        [CallerArgumentExpression(nameof(a))] string aName = "", [CallerArgumentExpression(nameof(b))] string bName = "")
+    {
+        var sa = Own(a, aName);
+        var sb = Own(b, bName);
+        SameDType(op, sa, sb);
+        RequireFloat(op, sa);
+        WindowChecks.Validate(op, geometry, average: true);
+        Holds(op, aName, sa, aLength);
+        Holds(op, bName, sb, bLength);
+        return (sa, sb);
+    }
+
+    private (CudaStorage A, CudaStorage B) AdaptiveOperands(string op, int planes, int inHeight, int inWidth, int outHeight, int outWidth,
+        IStorage a, long aPlane, IStorage b, long bPlane,
+        [CallerArgumentExpression(nameof(a))] string aName = "", [CallerArgumentExpression(nameof(b))] string bName = "")
+    {
+        var sa = Own(a, aName);
+        var sb = Own(b, bName);
+        SameDType(op, sa, sb);
+        RequireFloat(op, sa);
+        WindowChecks.ValidateAdaptive(op, planes, inHeight, inWidth, outHeight, outWidth);
+        Holds(op, aName, sa, planes * aPlane);
+        Holds(op, bName, sb, planes * bPlane);
+        return (sa, sb);
+    }
+
+    private static void RequireFloat(string op, CudaStorage s)
+    {
+        if (!s.DType.IsFloatingPoint())
+        {
+            throw Unsupported(op, s.DType);
+        }
+    }
+
+    private static void Holds(string op, string name, CudaStorage s, long count)
+    {
+        if (count > s.Length)
+        {
+            throw new ArgumentException($"{op}: {name} needs {count} elements but is {s}.", name);
+        }
+    }
+
     // ---- Random ----------------------------------------------------------------------------------
-
-    /// <inheritdoc/>
-    public void Conv2d(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage y) => throw new NotSupportedException("Conv2d is not implemented yet.");
-
-    /// <inheritdoc/>
-    public void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX) => throw new NotSupportedException("Conv2dInputGrad is not implemented yet.");
-
-    /// <inheritdoc/>
-    public void Conv2dWeightGrad(in ConvGeometry geometry, IStorage x, IStorage gradY, IStorage gradWeight) => throw new NotSupportedException("Conv2dWeightGrad is not implemented yet.");
-
-    /// <inheritdoc/>
-    public void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices) => throw new NotSupportedException("MaxPool2d is not implemented yet.");
-
-    /// <inheritdoc/>
-    public void AvgPool2d(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage x, IStorage y) => throw new NotSupportedException("AvgPool2d is not implemented yet.");
-
-    /// <inheritdoc/>
-    public void AvgPool2dGrad(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage gradY, IStorage gradX) => throw new NotSupportedException("AvgPool2dGrad is not implemented yet.");
-
-    /// <inheritdoc/>
-    public void AdaptiveAvgPool2d(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage x, IStorage y) => throw new NotSupportedException("AdaptiveAvgPool2d is not implemented yet.");
-
-    /// <inheritdoc/>
-    public void AdaptiveAvgPool2dGrad(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage gradY, IStorage gradX) => throw new NotSupportedException("AdaptiveAvgPool2dGrad is not implemented yet.");
 
     /// <inheritdoc/>
     public void Random(IStorage destination, RandomDistribution distribution, ulong seed, ulong offset, double a, double b)

@@ -118,12 +118,12 @@ internal static unsafe partial class CudaNative
     /// The revision of the ABI's calling conventions this assembly was written against (bumped when a
     /// signature changes); the op codes are checked separately through <see cref="hk_opset_hash"/>.
     /// </summary>
-    internal const int KernelsAbiVersion = 3;
+    internal const int KernelsAbiVersion = 4;
 
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_abi_version(out int version);
 
-    /// <summary>The <see cref="KernelOpSet.Hash"/> the kernels were compiled with (ABI 3).</summary>
+    /// <summary>The <see cref="KernelOpSet.Hash"/> the kernels were compiled with (ABI 4).</summary>
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_opset_hash(out ulong hash);
 
@@ -191,6 +191,39 @@ internal static unsafe partial class CudaNative
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_scale_batched(int dtype, nint c, long batch, long count, long stride, double beta,
         CudaStreamHandle stream);
+
+    /// <summary>Column matrices of images [n0, n0 + count): entry (t, r, pix) at t·imageStride + r·rowStride + pix (ABI 4).</summary>
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_im2col(int dtype, nint x, nint cols, int* geometry, long n0, long count, long imageStride, long rowStride,
+        CudaStreamHandle stream);
+
+    /// <summary>gradX of images [n0, n0 + count) gathered from per-image column matrices (ABI 4).</summary>
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_col2im(int dtype, nint cols, nint gradX, int* geometry, long n0, long count, CudaStreamHandle stream);
+
+    /// <summary>dst[o, t·pixels + pix] = y[n0 + t, o, pix] (ABI 4).</summary>
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_gather_images(int dtype, nint y, nint destination, long channels, long pixels, long n0, long count,
+        CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_max_pool2d(int dtype, nint x, nint y, nint indices, int* geometry, CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_avg_pool2d(int dtype, nint x, nint y, int* geometry, int countIncludePad, int divisorOverride,
+        CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_avg_pool2d_grad(int dtype, nint gradY, nint gradX, int* geometry, int countIncludePad, int divisorOverride,
+        CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_adaptive_avg_pool2d(int dtype, nint x, nint y, long planes, int inHeight, int inWidth, int outHeight, int outWidth,
+        CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_adaptive_avg_pool2d_grad(int dtype, nint gradY, nint gradX, long planes, int inHeight, int inWidth,
+        int outHeight, int outWidth, CudaStreamHandle stream);
 
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_philox_host(ulong seed, ulong counter, uint* words);

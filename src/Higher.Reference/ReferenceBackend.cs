@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using Higher.Reference.Elementwise;
 
 namespace Higher.Reference;
@@ -401,28 +402,253 @@ public sealed class ReferenceBackend : IBackend
     }
 
     /// <inheritdoc/>
-    public void Conv2d(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage y) => throw new NotSupportedException("Conv2d is not implemented yet.");
+    public unsafe void Conv2d(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage y)
+    {
+        var (sx, sw, sy) = ConvOperands("Conv2d", geometry, x, geometry.InputLength, weight, geometry.WeightLength, y, geometry.OutputLength);
+        switch (sx.DType)
+        {
+            case DType.Float32:
+                fixed (float* px = sx.AsFloat32(), pw = sw.AsFloat32(), py = sy.AsFloat32())
+                {
+                    Convolution.Forward(_threads, geometry, px, pw, py);
+                }
+                break;
+            default:
+                fixed (double* px = sx.AsFloat64(), pw = sw.AsFloat64(), py = sy.AsFloat64())
+                {
+                    Convolution.Forward(_threads, geometry, px, pw, py);
+                }
+                break;
+        }
+    }
 
     /// <inheritdoc/>
-    public void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX) => throw new NotSupportedException("Conv2dInputGrad is not implemented yet.");
+    public unsafe void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX)
+    {
+        var (sdy, sw, sdx) = ConvOperands("Conv2dInputGrad", geometry, gradY, geometry.OutputLength, weight, geometry.WeightLength, gradX, geometry.InputLength);
+        switch (sdy.DType)
+        {
+            case DType.Float32:
+                fixed (float* pdy = sdy.AsFloat32(), pw = sw.AsFloat32(), pdx = sdx.AsFloat32())
+                {
+                    Convolution.InputGrad(_threads, geometry, pdy, pw, pdx);
+                }
+                break;
+            default:
+                fixed (double* pdy = sdy.AsFloat64(), pw = sw.AsFloat64(), pdx = sdx.AsFloat64())
+                {
+                    Convolution.InputGrad(_threads, geometry, pdy, pw, pdx);
+                }
+                break;
+        }
+    }
 
     /// <inheritdoc/>
-    public void Conv2dWeightGrad(in ConvGeometry geometry, IStorage x, IStorage gradY, IStorage gradWeight) => throw new NotSupportedException("Conv2dWeightGrad is not implemented yet.");
+    public unsafe void Conv2dWeightGrad(in ConvGeometry geometry, IStorage x, IStorage gradY, IStorage gradWeight)
+    {
+        var (sx, sdy, sdw) = ConvOperands("Conv2dWeightGrad", geometry, x, geometry.InputLength, gradY, geometry.OutputLength, gradWeight, geometry.WeightLength);
+        switch (sx.DType)
+        {
+            case DType.Float32:
+                fixed (float* px = sx.AsFloat32(), pdy = sdy.AsFloat32(), pdw = sdw.AsFloat32())
+                {
+                    Convolution.WeightGrad(_threads, geometry, px, pdy, pdw);
+                }
+                break;
+            default:
+                fixed (double* px = sx.AsFloat64(), pdy = sdy.AsFloat64(), pdw = sdw.AsFloat64())
+                {
+                    Convolution.WeightGrad(_threads, geometry, px, pdy, pdw);
+                }
+                break;
+        }
+    }
 
     /// <inheritdoc/>
-    public void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices) => throw new NotSupportedException("MaxPool2d is not implemented yet.");
+    public unsafe void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices)
+    {
+        const string op = "MaxPool2d";
+        var sx = Cpu(x);
+        var sy = Cpu(y);
+        var si = Cpu(indices);
+        SameDType(op, sx, sy);
+        RequireFloat(op, sx);
+        if (si.DType != DType.Int64)
+        {
+            throw new ArgumentException($"{op} writes int64 indices, got {si.DType.Name()}.", nameof(indices));
+        }
+        Pooling.Validate(op, geometry, average: false);
+        Guard.Holds(op, nameof(x), sx, geometry.InputLength);
+        Guard.Holds(op, nameof(y), sy, geometry.OutputLength);
+        Guard.Holds(op, nameof(indices), si, geometry.OutputLength);
+        fixed (long* pi = si.AsInt64())
+        {
+            switch (sx.DType)
+            {
+                case DType.Float32:
+                    fixed (float* px = sx.AsFloat32(), py = sy.AsFloat32())
+                    {
+                        Pooling.MaxPool(_threads, geometry, px, py, pi);
+                    }
+                    break;
+                default:
+                    fixed (double* px = sx.AsFloat64(), py = sy.AsFloat64())
+                    {
+                        Pooling.MaxPool(_threads, geometry, px, py, pi);
+                    }
+                    break;
+            }
+        }
+    }
 
     /// <inheritdoc/>
-    public void AvgPool2d(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage x, IStorage y) => throw new NotSupportedException("AvgPool2d is not implemented yet.");
+    public unsafe void AvgPool2d(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage x, IStorage y)
+    {
+        var (sx, sy) = PoolOperands("AvgPool2d", geometry, x, geometry.InputLength, y, geometry.OutputLength);
+        switch (sx.DType)
+        {
+            case DType.Float32:
+                fixed (float* px = sx.AsFloat32(), py = sy.AsFloat32())
+                {
+                    Pooling.AvgPool(_threads, geometry, countIncludePad, divisorOverride, px, py);
+                }
+                break;
+            default:
+                fixed (double* px = sx.AsFloat64(), py = sy.AsFloat64())
+                {
+                    Pooling.AvgPool(_threads, geometry, countIncludePad, divisorOverride, px, py);
+                }
+                break;
+        }
+    }
 
     /// <inheritdoc/>
-    public void AvgPool2dGrad(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage gradY, IStorage gradX) => throw new NotSupportedException("AvgPool2dGrad is not implemented yet.");
+    public unsafe void AvgPool2dGrad(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage gradY, IStorage gradX)
+    {
+        var (sdy, sdx) = PoolOperands("AvgPool2dGrad", geometry, gradY, geometry.OutputLength, gradX, geometry.InputLength);
+        switch (sdy.DType)
+        {
+            case DType.Float32:
+                fixed (float* pdy = sdy.AsFloat32(), pdx = sdx.AsFloat32())
+                {
+                    Pooling.AvgPoolGrad(_threads, geometry, countIncludePad, divisorOverride, pdy, pdx);
+                }
+                break;
+            default:
+                fixed (double* pdy = sdy.AsFloat64(), pdx = sdx.AsFloat64())
+                {
+                    Pooling.AvgPoolGrad(_threads, geometry, countIncludePad, divisorOverride, pdy, pdx);
+                }
+                break;
+        }
+    }
 
     /// <inheritdoc/>
-    public void AdaptiveAvgPool2d(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage x, IStorage y) => throw new NotSupportedException("AdaptiveAvgPool2d is not implemented yet.");
+    public unsafe void AdaptiveAvgPool2d(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage x, IStorage y)
+    {
+        var (sx, sy) = AdaptiveOperands("AdaptiveAvgPool2d", planes, inHeight, inWidth, outHeight, outWidth, x, (long)inHeight * inWidth, y, (long)outHeight * outWidth);
+        if ((long)planes * outHeight * outWidth == 0)
+        {
+            return;
+        }
+        switch (sx.DType)
+        {
+            case DType.Float32:
+                fixed (float* px = sx.AsFloat32(), py = sy.AsFloat32())
+                {
+                    Pooling.AdaptiveAvgPool(_threads, planes, inHeight, inWidth, outHeight, outWidth, px, py);
+                }
+                break;
+            default:
+                fixed (double* px = sx.AsFloat64(), py = sy.AsFloat64())
+                {
+                    Pooling.AdaptiveAvgPool(_threads, planes, inHeight, inWidth, outHeight, outWidth, px, py);
+                }
+                break;
+        }
+    }
 
     /// <inheritdoc/>
-    public void AdaptiveAvgPool2dGrad(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage gradY, IStorage gradX) => throw new NotSupportedException("AdaptiveAvgPool2dGrad is not implemented yet.");
+    public unsafe void AdaptiveAvgPool2dGrad(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage gradY, IStorage gradX)
+    {
+        var (sdy, sdx) = AdaptiveOperands("AdaptiveAvgPool2dGrad", planes, inHeight, inWidth, outHeight, outWidth, gradY, (long)outHeight * outWidth, gradX, (long)inHeight * inWidth);
+        long inputs = (long)planes * inHeight * inWidth;
+        if (inputs == 0)
+        {
+            return;
+        }
+        if (outHeight == 0 || outWidth == 0)
+        {
+            Copying.Fill(sdx, 0);
+            return;
+        }
+        switch (sdy.DType)
+        {
+            case DType.Float32:
+                fixed (float* pdy = sdy.AsFloat32(), pdx = sdx.AsFloat32())
+                {
+                    Pooling.AdaptiveAvgPoolGrad(_threads, planes, inHeight, inWidth, outHeight, outWidth, pdy, pdx);
+                }
+                break;
+            default:
+                fixed (double* pdy = sdy.AsFloat64(), pdx = sdx.AsFloat64())
+                {
+                    Pooling.AdaptiveAvgPoolGrad(_threads, planes, inHeight, inWidth, outHeight, outWidth, pdy, pdx);
+                }
+                break;
+        }
+    }
+
+    private static (CpuStorage A, CpuStorage B, CpuStorage C) ConvOperands(string op, in ConvGeometry geometry,
+        IStorage a, long aLength, IStorage b, long bLength, IStorage c, long cLength, [CallerArgumentExpression(nameof(a))] string aName = "",
+        [CallerArgumentExpression(nameof(b))] string bName = "", [CallerArgumentExpression(nameof(c))] string cName = "")
+    {
+        var sa = Cpu(a);
+        var sb = Cpu(b);
+        var sc = Cpu(c);
+        SameDType(op, sa, sb, sc);
+        RequireFloat(op, sa);
+        Convolution.Validate(op, geometry);
+        Guard.Holds(op, aName, sa, aLength);
+        Guard.Holds(op, bName, sb, bLength);
+        Guard.Holds(op, cName, sc, cLength);
+        return (sa, sb, sc);
+    }
+
+    private static (CpuStorage A, CpuStorage B) PoolOperands(string op, in PoolGeometry geometry, IStorage a, long aLength, IStorage b, long bLength,
+        [CallerArgumentExpression(nameof(a))] string aName = "", [CallerArgumentExpression(nameof(b))] string bName = "")
+    {
+        var sa = Cpu(a);
+        var sb = Cpu(b);
+        SameDType(op, sa, sb);
+        RequireFloat(op, sa);
+        Pooling.Validate(op, geometry, average: true);
+        Guard.Holds(op, aName, sa, aLength);
+        Guard.Holds(op, bName, sb, bLength);
+        return (sa, sb);
+    }
+
+    private static (CpuStorage A, CpuStorage B) AdaptiveOperands(string op, int planes, int inHeight, int inWidth, int outHeight, int outWidth,
+        IStorage a, long aPlane, IStorage b, long bPlane,
+        [CallerArgumentExpression(nameof(a))] string aName = "", [CallerArgumentExpression(nameof(b))] string bName = "")
+    {
+        var sa = Cpu(a);
+        var sb = Cpu(b);
+        SameDType(op, sa, sb);
+        RequireFloat(op, sa);
+        Pooling.ValidateAdaptive(op, planes, inHeight, inWidth, outHeight, outWidth);
+        Guard.Holds(op, aName, sa, planes * aPlane);
+        Guard.Holds(op, bName, sb, planes * bPlane);
+        return (sa, sb);
+    }
+
+    private static void RequireFloat(string op, CpuStorage s)
+    {
+        if (s.DType != DType.Float32 && s.DType != DType.Float64)
+        {
+            throw Unsupported(op, s.DType);
+        }
+    }
 
     /// <inheritdoc/>
     public void Random(IStorage destination, RandomDistribution distribution, ulong seed, ulong offset, double a, double b)

@@ -140,4 +140,14 @@ public static class F
 
     /// <summary>Rectifier.</summary>
     public static Tensor Relu(Tensor x) => x.Relu();
+
+    /// <summary>
+    /// Pads the trailing axes of <paramref name="x"/> (torch.nn.functional.pad): <paramref name="pads"/> is
+    /// (left, right, top, bottom, ...) from the last axis; see <see cref="Tensor.Pad"/>.
+    /// </summary>
+    public static Tensor Pad(Tensor x, IReadOnlyList<int> pads, PadMode mode = PadMode.Constant, double value = 0)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        return x.Pad(pads, mode, value);
+    }
 }

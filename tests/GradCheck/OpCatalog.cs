@@ -85,6 +85,17 @@ public static class OpCatalog
         [nameof(NllLoss)] = NllLoss,
         [nameof(BceWithLogits)] = BceWithLogits,
         [nameof(MlpLoss)] = MlpLoss,
+        [nameof(ConvCatalog.Conv2d)] = ConvCatalog.Conv2d,
+        [nameof(ConvCatalog.Conv2dSame)] = ConvCatalog.Conv2dSame,
+        [nameof(ConvCatalog.ConvTranspose2d)] = ConvCatalog.ConvTranspose2d,
+        [nameof(ConvCatalog.Conv1dAndTranspose)] = ConvCatalog.Conv1dAndTranspose,
+        [nameof(ConvCatalog.MaxPool2d)] = ConvCatalog.MaxPool2d,
+        [nameof(ConvCatalog.AvgPool2d)] = ConvCatalog.AvgPool2d,
+        [nameof(ConvCatalog.AvgPool2dDivisorOverride)] = ConvCatalog.AvgPool2dDivisorOverride,
+        [nameof(ConvCatalog.AdaptiveAvgPool2d)] = ConvCatalog.AdaptiveAvgPool2d,
+        [nameof(ConvCatalog.Pad)] = ConvCatalog.Pad,
+        [nameof(ConvCatalog.BatchNormTraining)] = ConvCatalog.BatchNormTraining,
+        [nameof(ConvCatalog.BatchNormEvaluation)] = ConvCatalog.BatchNormEvaluation,
     });
 
     /// <summary>

@@ -16,12 +16,12 @@ public sealed class Conv2d : Module
     /// <param name="outChannels">O of the output [N, O, OH, OW].</param>
     /// <param name="kernelSize">(kh, kw), or one size for both.</param>
     /// <param name="stride">Step between output positions (default 1).</param>
-    /// <param name="padding">Zeros added on both sides of each spatial axis (default 0).</param>
+    /// <param name="padding">Zeros added on both sides of each spatial axis, or "same" / "valid" (default 0).</param>
     /// <param name="dilation">Spacing between kernel taps (default 1).</param>
     /// <param name="groups">Channel groups; must divide both channel counts.</param>
     /// <param name="bias">Whether to learn an additive bias per output channel.</param>
     /// <param name="generator">Source of the initial weights (default <see cref="Generator.Default"/>).</param>
-    public Conv2d(int inChannels, int outChannels, Size2d kernelSize, Size2d? stride = null, Size2d? padding = null, Size2d? dilation = null,
+    public Conv2d(int inChannels, int outChannels, Size2d kernelSize, Size2d? stride = null, ConvPadding? padding = null, Size2d? dilation = null,
         int groups = 1, bool bias = true, Generator? generator = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(inChannels);
@@ -42,6 +42,10 @@ public sealed class Conv2d : Module
         Padding = padding ?? 0;
         Dilation = dilation ?? 1;
         Groups = groups;
+        if (Padding.IsSame && Stride != new Size2d(1, 1))
+        {
+            throw new ArgumentException($"Conv2d: padding \"same\" needs stride 1 (as in PyTorch); got stride {Stride}.", nameof(padding));
+        }
         var w = Tensor.Zeros([outChannels, inChannels / groups, kernelSize.Height, kernelSize.Width]);
         Init.KaimingUniform(w, Math.Sqrt(5), generator: generator);
         _weight = RegisterParameter("weight", w)!;
@@ -68,8 +72,8 @@ public sealed class Conv2d : Module
     /// <summary>Step between output positions.</summary>
     public Size2d Stride { get; }
 
-    /// <summary>Zero padding on both sides of each spatial axis.</summary>
-    public Size2d Padding { get; }
+    /// <summary>Zero padding on both sides of each spatial axis, or "same".</summary>
+    public ConvPadding Padding { get; }
 
     /// <summary>Spacing between kernel taps.</summary>
     public Size2d Dilation { get; }

@@ -61,3 +61,17 @@ public sealed class AvgPool2d(Size2d kernelSize, Size2d? stride = null, Size2d? 
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input) => Tensor.AvgPool2d(input, KernelSize, Stride, Padding, CeilMode, CountIncludePad, DivisorOverride);
 }
+
+/// <summary>
+/// Adaptive average pooling (torch.nn.AdaptiveAvgPool2d): <see cref="Tensor.AdaptiveAvgPool2d"/> of each
+/// channel to a fixed output size, whatever the input's. No parameters.
+/// </summary>
+/// <param name="outputSize">(OH, OW), or one size for both.</param>
+public sealed class AdaptiveAvgPool2d(Size2d outputSize) : Module
+{
+    /// <summary>(OH, OW).</summary>
+    public Size2d OutputSize { get; } = outputSize;
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor input) => Tensor.AdaptiveAvgPool2d(input, OutputSize);
+}

@@ -1,4 +1,4 @@
-using System.Collections.Concurrent;
+using Higher.Tape;
 
 namespace Higher;
 
@@ -20,29 +20,69 @@ public readonly record struct Size2d(int Height, int Width)
     public override string ToString() => Height == Width ? $"{Height}" : $"({Height}, {Width})";
 }
 
+/// <summary>
+/// The padding of a convolution, as PyTorch's <c>padding</c> argument: explicit zeros on both sides
+/// of each spatial axis (an int, a (h, w) pair or a <see cref="Size2d"/>), or "same" (the output
+/// has the input's size; stride 1 only; an even total d·(k - 1) puts the extra row and column at
+/// the bottom and right, as torch does), or "valid" (no padding).
+/// </summary>
+/// <param name="Size">The explicit padding (ignored when <paramref name="IsSame"/>).</param>
+/// <param name="IsSame">Pad so that the output keeps the input's spatial size.</param>
+public readonly record struct ConvPadding(Size2d Size, bool IsSame)
+{
+    /// <summary>Pad so that the output has the input's size (stride 1).</summary>
+    public static ConvPadding Same => new(0, true);
+
+    /// <summary>No padding.</summary>
+    public static ConvPadding Valid => new(0, false);
+
+    /// <summary>(n, n) zeros.</summary>
+    public static implicit operator ConvPadding(int value) => new(value, false);
+
+    /// <summary>(h, w) zeros.</summary>
+    public static implicit operator ConvPadding((int Height, int Width) value) => new(value, false);
+
+    /// <summary>Explicit zeros.</summary>
+    public static implicit operator ConvPadding(Size2d value) => new(value, false);
+
+    /// <summary>"same" or "valid" (PyTorch's strings); anything else throws.</summary>
+    public static implicit operator ConvPadding(string mode) => Parse(mode);
+
+    /// <summary>"same" → <see cref="Same"/>, "valid" → <see cref="Valid"/>.</summary>
+    public static ConvPadding Parse(string mode) => mode switch
+    {
+        "same" => Same,
+        "valid" => Valid,
+        _ => throw new ArgumentException($"Convolution padding must be an int, a (height, width) pair, \"same\" or \"valid\"; got \"{mode}\".", nameof(mode)),
+    };
+
+    /// <summary>"same", or the explicit size as <see cref="Size2d.ToString"/> writes it.</summary>
+    public override string ToString() => IsSame ? "same" : Size.ToString();
+}
+
 public sealed partial class Tensor
 {
     /// <summary>
     /// 2-D cross-correlation (torch.nn.functional.conv2d): for input x [N, C, H, W] (or unbatched
     /// [C, H, W]) and weight W [O, C/groups, kh, kw],
     /// y[n, o, i, j] = b[o] + Σ_{c ∈ group(o), p, q} W[o, c, p, q] · x̃[n, c, i·sh + p·dh, j·sw + q·dw],
-    /// where x̃ is x zero-padded by <paramref name="padding"/> on each side. Output size per axis:
-    /// ⌊(H + 2p - d(k - 1) - 1)/s⌋ + 1.
+    /// where x̃ is x zero-padded by <paramref name="padding"/> (explicit, or "same"). Output size per
+    /// axis: ⌊(H + pad_before + pad_after - d(k - 1) - 1)/s⌋ + 1.
     /// <para>
-    /// Built as im2col from differentiable primitives: the (channels-last) input is unfolded into
-    /// patches with <see cref="IndexSelect"/> by a precomputed index (padding positions read one
-    /// appended zero row), then multiplied by the weight in one GEMM (one batched GEMM over groups).
-    /// Its gradients are the primitives' (index-add, GEMM), so derivatives of every order exist.
+    /// One backend primitive; the tape saves x and W only. With T(x, W, dy) the trilinear form of
+    /// <see cref="ConvGeometry"/>: dx = ConvInputGrad(dy, W) and dW = ConvWeightGrad(x, dy), each a
+    /// differentiable op whose own gradients are again these three, so derivatives of every order exist.
+    /// db = Σ_{n, i, j} dy.
     /// </para>
     /// </summary>
     /// <param name="input">x: [N, C, H, W] or [C, H, W].</param>
     /// <param name="weight">W: [O, C/groups, kh, kw].</param>
     /// <param name="bias">b: [O], or null.</param>
     /// <param name="stride">Step between output positions (default 1).</param>
-    /// <param name="padding">Zeros added on both sides of each spatial axis (default 0).</param>
+    /// <param name="padding">Zeros added on both sides of each spatial axis, or "same" / "valid" (default 0).</param>
     /// <param name="dilation">Spacing between kernel taps (default 1).</param>
     /// <param name="groups">Channel groups: input and output channels split into this many independent convolutions.</param>
-    public static Tensor Conv2d(Tensor input, Tensor weight, Tensor? bias = null, Size2d? stride = null, Size2d? padding = null,
+    public static Tensor Conv2d(Tensor input, Tensor weight, Tensor? bias = null, Size2d? stride = null, ConvPadding? padding = null,
         Size2d? dilation = null, int groups = 1)
     {
         ArgumentNullException.ThrowIfNull(input);
@@ -50,102 +90,281 @@ public sealed partial class Tensor
         var s = stride ?? 1;
         var p = padding ?? 0;
         var d = dilation ?? 1;
-        CheckConvOperands(input, weight, bias, s, p, d, groups);
+        CheckConvOperands("Conv2d", input, weight, bias, s, p, d, groups);
         bool unbatched = input.Rank == 3;
         var x = unbatched ? input.Unsqueeze(0) : input;
-        int n = x.Shape.Dims[0], c = x.Shape.Dims[1], h = x.Shape.Dims[2], w = x.Shape.Dims[3];
-        int o = weight.Shape.Dims[0], cg = weight.Shape.Dims[1];
-        var kernel = new Size2d(weight.Shape.Dims[2], weight.Shape.Dims[3]);
-        var geometry = WindowGeometry.Create(x.Device, h, w, kernel, s, p, d, ceilMode: false, PaddingRead.ExtraRow, tapMajor: false);
-        int l = geometry.OutputHeight * geometry.OutputWidth;
-        int kk = kernel.Height * kernel.Width;
-
-        // Rows of the channels-last input [N, H·W (+1 zero row), C]: one patch tap is one contiguous row.
-        var rows = x.PermuteOrView(0, 2, 3, 1).Reshape(n, h * w, c);
-        if (geometry.ReadsPadding)
-        {
-            rows = Cat([rows, ZerosOn(x.Backend, x.DType, new Shape(n, 1, c))], 1);
-        }
-        var patches = rows.IndexSelect(1, geometry.Index);
-        // The weight enters as a [kh·kw·C/groups, O/groups] matrix (a small copy), so that all three
-        // GEMMs (y, d patches, d weight) have a long first dimension: N·L, N·L and kh·kw·C/groups.
-        Tensor y;
-        if (groups == 1)
-        {
-            var wt = weight.PermuteOrView(2, 3, 1, 0).Reshape(kk * c, o);
-            y = MatMulT(patches.Reshape(n * l, kk * c), wt, false, false);
-        }
-        else
-        {
-            int og = o / groups;
-            var cols = patches.Reshape(n * l, kk, groups, cg).PermuteOrView(2, 0, 1, 3).Reshape(groups, n * l, kk * cg);
-            var wt = weight.Reshape(groups, og, cg, kernel.Height, kernel.Width).PermuteOrView(0, 3, 4, 2, 1).Reshape(groups, kk * cg, og);
-            y = MatMulT(cols, wt, false, false).PermuteOrView(1, 0, 2).Reshape(n * l, o);
-        }
+        var geometry = ConvForwardGeometry(x.Shape, weight.Shape, s, p, d, groups);
+        var y = ConvPrimitive(x, weight, geometry);
         if (bias is not null)
         {
-            y += bias;
+            y += bias.Reshape(1, geometry.OutChannels, 1, 1);
         }
-        y = y.Reshape(n, l, o).PermuteOrView(0, 2, 1).Reshape(n, o, geometry.OutputHeight, geometry.OutputWidth);
         return unbatched ? y.Squeeze(0) : y;
     }
 
-    private static void CheckConvOperands(Tensor input, Tensor weight, Tensor? bias, Size2d stride, Size2d padding, Size2d dilation, int groups)
+    /// <summary>
+    /// 1-D cross-correlation (torch.nn.functional.conv1d) of x [N, C, L] (or [C, L]) with W [O, C/groups, k]:
+    /// <see cref="Conv2d"/> with height 1.
+    /// </summary>
+    /// <param name="input">x: [N, C, L] or [C, L].</param>
+    /// <param name="weight">W: [O, C/groups, k].</param>
+    /// <param name="bias">b: [O], or null.</param>
+    /// <param name="stride">Step between output positions.</param>
+    /// <param name="padding">Zeros added on both ends (or "same" / "valid" through <paramref name="paddingMode"/>).</param>
+    /// <param name="dilation">Spacing between kernel taps.</param>
+    /// <param name="groups">Channel groups.</param>
+    /// <param name="paddingMode">"same" or "valid" instead of <paramref name="padding"/>, or null.</param>
+    public static Tensor Conv1d(Tensor input, Tensor weight, Tensor? bias = null, int stride = 1, int padding = 0, int dilation = 1, int groups = 1,
+        string? paddingMode = null)
     {
-        if (input.DType != weight.DType || input.Device != weight.Device)
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(weight);
+        Check1dOperands("Conv1d", input, weight);
+        var p = paddingMode is null ? new ConvPadding((0, padding), false) : ConvPadding.Parse(paddingMode);
+        var y = Conv2d(input.Unsqueeze(-2), weight.Unsqueeze(-2), bias, (1, stride), p, (1, dilation), groups);
+        return y.Squeeze(-2);
+    }
+
+    /// <summary>
+    /// 2-D transposed convolution (torch.nn.functional.conv_transpose2d) of x [N, C_in, H, W] (or
+    /// [C_in, H, W]) with weight W [C_in, C_out/groups, kh, kw]: the adjoint (input gradient) of the
+    /// convolution from [N, C_out, OH, OW] to x's shape whose weight is W, where
+    /// OH = (H - 1)·sh - 2·ph + dh·(kh - 1) + output_padding_h + 1 (likewise OW). So it is the
+    /// ConvInputGrad primitive: d x = Conv(g, W), dW = ConvWeightGrad(g, x), db = Σ g.
+    /// </summary>
+    /// <param name="input">x: [N, C_in, H, W] or [C_in, H, W].</param>
+    /// <param name="weight">W: [C_in, C_out/groups, kh, kw].</param>
+    /// <param name="bias">b: [C_out], or null.</param>
+    /// <param name="stride">Stride of the adjoint convolution (default 1).</param>
+    /// <param name="padding">Padding of the adjoint convolution, removed from both sides of the output (default 0).</param>
+    /// <param name="outputPadding">Rows and columns added at the bottom and right of the output; smaller than the stride or the dilation (default 0).</param>
+    /// <param name="groups">Channel groups.</param>
+    /// <param name="dilation">Spacing between kernel taps (default 1).</param>
+    public static Tensor ConvTranspose2d(Tensor input, Tensor weight, Tensor? bias = null, Size2d? stride = null, Size2d? padding = null,
+        Size2d? outputPadding = null, int groups = 1, Size2d? dilation = null)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(weight);
+        var s = stride ?? 1;
+        var p = padding ?? 0;
+        var op = outputPadding ?? 0;
+        var d = dilation ?? 1;
+        CheckConvTransposeOperands(input, weight, bias, s, p, op, d, groups);
+        bool unbatched = input.Rank == 3;
+        var x = unbatched ? input.Unsqueeze(0) : input;
+        int n = x.Shape.Dims[0], cin = x.Shape.Dims[1], h = x.Shape.Dims[2], w = x.Shape.Dims[3];
+        int coutg = weight.Shape.Dims[1], kh = weight.Shape.Dims[2], kw = weight.Shape.Dims[3];
+        int oh = ((h - 1) * s.Height) - (2 * p.Height) + (d.Height * (kh - 1)) + op.Height + 1;
+        int ow = ((w - 1) * s.Width) - (2 * p.Width) + (d.Width * (kw - 1)) + op.Width + 1;
+        if (oh <= 0 || ow <= 0)
         {
             throw new ArgumentException(
-                $"Conv2d: input {input.Describe()} on {input.Device} (x) and weight {weight.Describe()} on {weight.Device} (W) must have the same dtype and device.");
+                $"ConvTranspose2d: input {input.Describe()} (x) with weight {weight.Describe()} (W), stride {s}, padding {p}, output padding {op} and dilation {d} gives an empty output {oh}×{ow}.");
         }
-        input.RequireFloat("Conv2d");
-        if (input.Rank is not (3 or 4))
+        // The adjoint convolution maps [N, C_out, OH, OW] to x's [N, C_in, H, W] with W as its weight.
+        var geometry = new ConvGeometry(n, coutg * groups, oh, ow, cin, kh, kw, h, w, s.Height, s.Width, p.Height, p.Width, d.Height, d.Width, groups);
+        var y = ConvInputGradPrimitive(x, weight, geometry);
+        if (bias is not null)
         {
-            throw new ArgumentException($"Conv2d: input {input.Describe()} (x) must be [N, C, H, W] or unbatched [C, H, W].");
+            y += bias.Reshape(1, geometry.InChannels, 1, 1);
         }
-        if (weight.Rank != 4)
+        return unbatched ? y.Squeeze(0) : y;
+    }
+
+    /// <summary>
+    /// 1-D transposed convolution (torch.nn.functional.conv_transpose1d) of x [N, C_in, L] (or [C_in, L])
+    /// with W [C_in, C_out/groups, k]: <see cref="ConvTranspose2d"/> with height 1.
+    /// </summary>
+    /// <param name="input">x: [N, C_in, L] or [C_in, L].</param>
+    /// <param name="weight">W: [C_in, C_out/groups, k].</param>
+    /// <param name="bias">b: [C_out], or null.</param>
+    /// <param name="stride">Stride of the adjoint convolution.</param>
+    /// <param name="padding">Padding of the adjoint convolution.</param>
+    /// <param name="outputPadding">Elements added at the end of the output.</param>
+    /// <param name="groups">Channel groups.</param>
+    /// <param name="dilation">Spacing between kernel taps.</param>
+    public static Tensor ConvTranspose1d(Tensor input, Tensor weight, Tensor? bias = null, int stride = 1, int padding = 0, int outputPadding = 0,
+        int groups = 1, int dilation = 1)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(weight);
+        Check1dOperands("ConvTranspose1d", input, weight);
+        var y = ConvTranspose2d(input.Unsqueeze(-2), weight.Unsqueeze(-2), bias, (1, stride), (0, padding), (0, outputPadding), groups, (1, dilation));
+        return y.Squeeze(-2);
+    }
+
+    private static void Check1dOperands(string op, Tensor input, Tensor weight)
+    {
+        if (input.Rank is not (2 or 3))
         {
-            throw new ArgumentException($"Conv2d: weight {weight.Describe()} (W) must be [out channels, in channels / groups, kh, kw].");
+            throw new ArgumentException($"{op}: input {input.Describe()} (x) must be [N, C, L] or unbatched [C, L].");
         }
-        if (groups <= 0)
+        if (weight.Rank != 3)
         {
-            throw new ArgumentException($"Conv2d: groups must be positive; got {groups}.", nameof(groups));
+            throw new ArgumentException($"{op}: weight {weight.Describe()} (W) must be 3-D [channels, channels / groups, k].");
         }
-        CheckWindowParameters("Conv2d", stride, padding, dilation);
+    }
+
+    /// <summary>The geometry of y = conv(x, W) for batched x [N, C, H, W]; "same" pads d·(k - 1) in total, the odd one at the bottom/right.</summary>
+    private static ConvGeometry ConvForwardGeometry(Shape x, Shape weight, Size2d stride, ConvPadding padding, Size2d dilation, int groups)
+    {
+        int n = x.Dims[0], c = x.Dims[1], h = x.Dims[2], w = x.Dims[3];
+        int o = weight.Dims[0], kh = weight.Dims[2], kw = weight.Dims[3];
+        int top, left, heightPad, widthPad;
+        if (padding.IsSame)
+        {
+            heightPad = dilation.Height * (kh - 1);
+            widthPad = dilation.Width * (kw - 1);
+            top = heightPad / 2;
+            left = widthPad / 2;
+        }
+        else
+        {
+            top = padding.Size.Height;
+            left = padding.Size.Width;
+            heightPad = 2 * top;
+            widthPad = 2 * left;
+        }
+        int oh = ((h + heightPad - (dilation.Height * (kh - 1)) - 1) / stride.Height) + 1;
+        int ow = ((w + widthPad - (dilation.Width * (kw - 1)) - 1) / stride.Width) + 1;
+        return new ConvGeometry(n, c, h, w, o, kh, kw, oh, ow, stride.Height, stride.Width, top, left, dilation.Height, dilation.Width, groups);
+    }
+
+    /// <summary>y = ∂T/∂dy: [N, O, OH, OW] from x [N, C, H, W] and W [O, C/G, kh, kw]. Saves x and W.</summary>
+    internal static Tensor ConvPrimitive(Tensor x, Tensor weight, in ConvGeometry geometry)
+    {
+        var y = Empty(x.Backend, x.DType, new Shape(geometry.Batch, geometry.OutChannels, geometry.OutHeight, geometry.OutWidth));
+        x.Backend.Conv2d(geometry, x.Storage, weight.Storage, y.Storage);
+        if (Autograd.ShouldRecord(x, weight))
+        {
+            Derivatives.Conv2d.Record(y, geometry, [x, weight]);
+        }
+        return y;
+    }
+
+    /// <summary>dx = ∂T/∂x: [N, C, H, W] from dy [N, O, OH, OW] and W. Saves dy and W.</summary>
+    internal static Tensor ConvInputGradPrimitive(Tensor gradY, Tensor weight, in ConvGeometry geometry)
+    {
+        var gx = Empty(gradY.Backend, gradY.DType, new Shape(geometry.Batch, geometry.InChannels, geometry.InHeight, geometry.InWidth));
+        gradY.Backend.Conv2dInputGrad(geometry, gradY.Storage, weight.Storage, gx.Storage);
+        if (Autograd.ShouldRecord(gradY, weight))
+        {
+            Derivatives.Conv2dInputGrad.Record(gx, geometry, [gradY, weight]);
+        }
+        return gx;
+    }
+
+    /// <summary>dW = ∂T/∂W: [O, C/G, kh, kw] from x and dy. Saves x and dy.</summary>
+    internal static Tensor ConvWeightGradPrimitive(Tensor x, Tensor gradY, in ConvGeometry geometry)
+    {
+        var gw = Empty(x.Backend, x.DType, new Shape(geometry.OutChannels, geometry.InChannels / geometry.Groups, geometry.KernelHeight, geometry.KernelWidth));
+        x.Backend.Conv2dWeightGrad(geometry, x.Storage, gradY.Storage, gw.Storage);
+        if (Autograd.ShouldRecord(x, gradY))
+        {
+            Derivatives.Conv2dWeightGrad.Record(gw, geometry, [x, gradY]);
+        }
+        return gw;
+    }
+
+    private static void CheckConvOperands(string op, Tensor input, Tensor weight, Tensor? bias, Size2d stride, ConvPadding padding, Size2d dilation, int groups)
+    {
+        CheckConvCommon(op, input, weight, bias, groups, weight.Shape.Dims.Length == 4 ? weight.Shape.Dims[0] : 0);
+        if (padding.IsSame && (stride.Height != 1 || stride.Width != 1))
+        {
+            throw new ArgumentException($"{op}: padding \"same\" needs stride 1 (as in PyTorch); got stride {stride} for input {input.Describe()} (x).", nameof(padding));
+        }
+        CheckWindowParameters(op, stride, padding.Size, dilation);
         int c = input.Shape[-3];
         int o = weight.Shape.Dims[0], cg = weight.Shape.Dims[1];
         if (c % groups != 0)
         {
-            throw new ArgumentException($"Conv2d: groups = {groups} does not divide the {c} input channels of input {input.Describe()} (x).");
+            throw new ArgumentException($"{op}: groups = {groups} does not divide the {c} input channels of input {input.Describe()} (x).");
         }
         if (o % groups != 0)
         {
-            throw new ArgumentException($"Conv2d: groups = {groups} does not divide the {o} output channels of weight {weight.Describe()} (W).");
+            throw new ArgumentException($"{op}: groups = {groups} does not divide the {o} output channels of weight {weight.Describe()} (W).");
         }
         if (cg * groups != c)
         {
             throw new ArgumentException(
-                $"Conv2d: input {input.Describe()} (x) has {c} channels, but weight {weight.Describe()} (W) expects {cg} per group × {groups} group{(groups == 1 ? "" : "s")} = {cg * groups}.");
+                $"{op}: input {input.Describe()} (x) has {c} channels, but weight {weight.Describe()} (W) expects {cg} per group × {groups} group{(groups == 1 ? "" : "s")} = {cg * groups}.");
+        }
+        int h = input.Shape[-2], w = input.Shape[-1];
+        int kh = weight.Shape.Dims[2], kw = weight.Shape.Dims[3];
+        int effH = (dilation.Height * (kh - 1)) + 1, effW = (dilation.Width * (kw - 1)) + 1;
+        int paddedH = padding.IsSame ? h + effH - 1 : h + (2 * padding.Size.Height);
+        int paddedW = padding.IsSame ? w + effW - 1 : w + (2 * padding.Size.Width);
+        if (kh == 0 || kw == 0 || effH > paddedH || effW > paddedW)
+        {
+            throw new ArgumentException(
+                $"{op}: the kernel of weight {weight.Describe()} (W) ({kh}×{kw}, dilation {dilation}: {effH}×{effW} effective) does not fit the padded input " +
+                $"{paddedH}×{paddedW} (input {input.Describe()} (x) with padding {padding}).");
+        }
+    }
+
+    private static void CheckConvTransposeOperands(Tensor input, Tensor weight, Tensor? bias, Size2d stride, Size2d padding, Size2d outputPadding, Size2d dilation,
+        int groups)
+    {
+        const string Op = "ConvTranspose2d";
+        int outChannels = weight.Rank == 4 ? weight.Shape.Dims[1] * Math.Max(groups, 1) : 0;
+        CheckConvCommon(Op, input, weight, bias, groups, outChannels);
+        CheckWindowParameters(Op, stride, padding, dilation);
+        int c = input.Shape[-3], cin = weight.Shape.Dims[0];
+        if (cin != c)
+        {
+            throw new ArgumentException($"{Op}: input {input.Describe()} (x) has {c} channels, but weight {weight.Describe()} (W) [in channels, out channels / groups, kh, kw] expects {cin}.");
+        }
+        if (cin % groups != 0)
+        {
+            throw new ArgumentException($"{Op}: groups = {groups} does not divide the {cin} input channels of weight {weight.Describe()} (W).");
+        }
+        if (weight.Shape.Dims[2] == 0 || weight.Shape.Dims[3] == 0)
+        {
+            throw new ArgumentException($"{Op}: weight {weight.Describe()} (W) has an empty kernel.");
+        }
+        if (outputPadding.Height < 0 || outputPadding.Width < 0
+            || (outputPadding.Height >= stride.Height && outputPadding.Height >= dilation.Height)
+            || (outputPadding.Width >= stride.Width && outputPadding.Width >= dilation.Width))
+        {
+            throw new ArgumentException(
+                $"{Op}: output padding {outputPadding} must be non-negative and smaller than either the stride {stride} or the dilation {dilation} (as in PyTorch).",
+                nameof(outputPadding));
+        }
+    }
+
+    /// <summary>Dtypes, devices, ranks, groups and bias: what convolution and its transpose check alike.</summary>
+    private static void CheckConvCommon(string op, Tensor input, Tensor weight, Tensor? bias, int groups, int outChannels)
+    {
+        if (input.DType != weight.DType || input.Device != weight.Device)
+        {
+            throw new ArgumentException(
+                $"{op}: input {input.Describe()} on {input.Device} (x) and weight {weight.Describe()} on {weight.Device} (W) must have the same dtype and device.");
+        }
+        input.RequireFloat(op);
+        if (input.Rank is not (3 or 4))
+        {
+            throw new ArgumentException($"{op}: input {input.Describe()} (x) must be [N, C, H, W] or unbatched [C, H, W].");
+        }
+        if (weight.Rank != 4)
+        {
+            throw new ArgumentException(op == "Conv2d"
+                ? $"{op}: weight {weight.Describe()} (W) must be [out channels, in channels / groups, kh, kw]."
+                : $"{op}: weight {weight.Describe()} (W) must be [in channels, out channels / groups, kh, kw].");
+        }
+        if (groups <= 0)
+        {
+            throw new ArgumentException($"{op}: groups must be positive; got {groups}.", nameof(groups));
         }
         if (bias is not null)
         {
             if (bias.DType != weight.DType || bias.Device != weight.Device)
             {
-                throw new ArgumentException($"Conv2d: bias {bias.Describe()} on {bias.Device} (b) must have the dtype and device of weight {weight.Describe()} on {weight.Device} (W).");
+                throw new ArgumentException($"{op}: bias {bias.Describe()} on {bias.Device} (b) must have the dtype and device of weight {weight.Describe()} on {weight.Device} (W).");
             }
-            if (bias.Rank != 1 || bias.Shape.Dims[0] != o)
+            if (bias.Rank != 1 || bias.Shape.Dims[0] != outChannels)
             {
-                throw new ArgumentException($"Conv2d: bias {bias.Describe()} (b) must be 1-D with {o} elements, one per output channel of weight {weight.Describe()} (W).");
+                throw new ArgumentException($"{op}: bias {bias.Describe()} (b) must be 1-D with {outChannels} elements, one per output channel of weight {weight.Describe()} (W).");
             }
-        }
-        int h = input.Shape[-2], w = input.Shape[-1];
-        int kh = weight.Shape.Dims[2], kw = weight.Shape.Dims[3];
-        int effH = (dilation.Height * (kh - 1)) + 1, effW = (dilation.Width * (kw - 1)) + 1;
-        int paddedH = h + (2 * padding.Height), paddedW = w + (2 * padding.Width);
-        if (kh == 0 || kw == 0 || effH > paddedH || effW > paddedW)
-        {
-            throw new ArgumentException(
-                $"Conv2d: the kernel of weight {weight.Describe()} (W) ({kh}×{kw}, dilation {dilation}: {effH}×{effW} effective) does not fit the padded input " +
-                $"{paddedH}×{paddedW} (input {input.Describe()} (x) with padding {padding}).");
         }
     }
 
@@ -164,287 +383,4 @@ public sealed partial class Tensor
             throw new ArgumentException($"{op}: dilation must be positive; got {dilation}.", nameof(dilation));
         }
     }
-
-    /// <summary>
-    /// 2-D max pooling (torch.nn.functional.max_pool2d) over windows of <paramref name="kernelSize"/>
-    /// of each channel of x [N, C, H, W] (or [C, H, W]); padding counts as -∞. The gradient goes to
-    /// the first maximal element of each window in row-major order, as PyTorch routes it: the
-    /// windows are unfolded with <see cref="IndexSelect"/> (a padding tap reads the window's first
-    /// in-bounds element, which never changes the maximum nor which element is first) and reduced
-    /// with <see cref="Max(int, bool)"/>, whose gradient goes to the first maximum.
-    /// </summary>
-    /// <param name="input">x: [N, C, H, W] or [C, H, W].</param>
-    /// <param name="kernelSize">Window size.</param>
-    /// <param name="stride">Step between windows (default: the kernel size).</param>
-    /// <param name="padding">Implicit -∞ padding on both sides, at most half the kernel (default 0).</param>
-    /// <param name="dilation">Spacing between window taps (default 1).</param>
-    /// <param name="ceilMode">Round the output size up, so partial windows at the end count (a window must still start inside the input or the left padding).</param>
-    public static Tensor MaxPool2d(Tensor input, Size2d kernelSize, Size2d? stride = null, Size2d? padding = null, Size2d? dilation = null, bool ceilMode = false)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        var x = PoolInput("MaxPool2d", input, out bool unbatched);
-        var geometry = PoolGeometry("MaxPool2d", x, kernelSize, stride ?? kernelSize, padding ?? 0, dilation ?? 1, ceilMode, PaddingRead.FirstInWindow);
-        int n = x.Shape.Dims[0], c = x.Shape.Dims[1];
-        var y = TapMajorWindows(x, geometry).Max(1).Values.Reshape(n, c, geometry.OutputHeight, geometry.OutputWidth);
-        return unbatched ? y.Squeeze(0) : y;
-    }
-
-    /// <summary>
-    /// 2-D average pooling (torch.nn.functional.avg_pool2d): the sum of each window (zero padding)
-    /// divided by <paramref name="divisorOverride"/> if given, else by the window's size clipped to
-    /// the padded input (<paramref name="countIncludePad"/>) or by its number of input elements.
-    /// </summary>
-    /// <param name="input">x: [N, C, H, W] or [C, H, W].</param>
-    /// <param name="kernelSize">Window size.</param>
-    /// <param name="stride">Step between windows (default: the kernel size).</param>
-    /// <param name="padding">Implicit zero padding on both sides, at most half the kernel (default 0).</param>
-    /// <param name="ceilMode">Round the output size up (see <see cref="MaxPool2d"/>).</param>
-    /// <param name="countIncludePad">Whether padding positions count in the divisor.</param>
-    /// <param name="divisorOverride">A fixed divisor for every window.</param>
-    public static Tensor AvgPool2d(Tensor input, Size2d kernelSize, Size2d? stride = null, Size2d? padding = null, bool ceilMode = false,
-        bool countIncludePad = true, int? divisorOverride = null)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        if (divisorOverride is <= 0)
-        {
-            throw new ArgumentException($"AvgPool2d: divisorOverride must be positive; got {divisorOverride}.", nameof(divisorOverride));
-        }
-        var x = PoolInput("AvgPool2d", input, out bool unbatched);
-        var geometry = PoolGeometry("AvgPool2d", x, kernelSize, stride ?? kernelSize, padding ?? 0, 1, ceilMode, PaddingRead.ExtraRow);
-        int n = x.Shape.Dims[0], c = x.Shape.Dims[1];
-        var sums = TapMajorWindows(x, geometry).Sum(1);
-        var y = (sums / geometry.AverageDivisors(x.DType, countIncludePad, divisorOverride)).Reshape(n, c, geometry.OutputHeight, geometry.OutputWidth);
-        return unbatched ? y.Squeeze(0) : y;
-    }
-
-    /// <summary>
-    /// The pooling windows of x [N, C, H, W] as [N·C, kh·kw, OH·OW], taps in row-major order. Tiling
-    /// windows (stride = kernel, no padding or dilation) are a reshape and a permute; others are
-    /// gathered by the geometry's index, padding taps reading an appended zero row (average) or
-    /// the window's first element (max).
-    /// </summary>
-    private static Tensor TapMajorWindows(Tensor x, WindowGeometry geometry)
-    {
-        int n = x.Shape.Dims[0], c = x.Shape.Dims[1], h = x.Shape.Dims[2], w = x.Shape.Dims[3];
-        int oh = geometry.OutputHeight, ow = geometry.OutputWidth;
-        var k = geometry.Kernel;
-        if (geometry.Tiles)
-        {
-            var planes = x.Reshape(n * c, h, w).Slice(1, 0, oh * k.Height).Slice(2, 0, ow * k.Width);
-            return planes.Reshape(n * c, oh, k.Height, ow, k.Width).PermuteOrView(0, 2, 4, 1, 3).Reshape(n * c, k.Height * k.Width, oh * ow);
-        }
-        var rows = x.Reshape(n * c, h * w);
-        if (geometry.ReadsPadding && geometry.Read == PaddingRead.ExtraRow)
-        {
-            rows = Cat([rows, ZerosOn(x.Backend, x.DType, new Shape(n * c, 1))], 1);
-        }
-        return rows.IndexSelect(1, geometry.Index).Reshape(n * c, k.Height * k.Width, oh * ow);
-    }
-
-    private static Tensor PoolInput(string op, Tensor input, out bool unbatched)
-    {
-        input.RequireFloat(op);
-        if (input.Rank is not (3 or 4))
-        {
-            throw new ArgumentException($"{op}: input {input.Describe()} (x) must be [N, C, H, W] or unbatched [C, H, W].");
-        }
-        unbatched = input.Rank == 3;
-        return unbatched ? input.Unsqueeze(0) : input;
-    }
-
-    private static WindowGeometry PoolGeometry(string op, Tensor x, Size2d kernel, Size2d stride, Size2d padding, Size2d dilation, bool ceilMode, PaddingRead read)
-    {
-        if (kernel.Height <= 0 || kernel.Width <= 0)
-        {
-            throw new ArgumentException($"{op}: kernel size must be positive; got {kernel}.", nameof(kernel));
-        }
-        CheckWindowParameters(op, stride, padding, dilation);
-        if (padding.Height > kernel.Height / 2 || padding.Width > kernel.Width / 2)
-        {
-            throw new ArgumentException($"{op}: padding {padding} must be at most half of the kernel size {kernel}.", nameof(padding));
-        }
-        int h = x.Shape.Dims[2], w = x.Shape.Dims[3];
-        int effH = (dilation.Height * (kernel.Height - 1)) + 1, effW = (dilation.Width * (kernel.Width - 1)) + 1;
-        int paddedH = h + (2 * padding.Height), paddedW = w + (2 * padding.Width);
-        if (effH > paddedH || effW > paddedW)
-        {
-            throw new ArgumentException(
-                $"{op}: the window ({kernel.Height}×{kernel.Width}, dilation {dilation}: {effH}×{effW} effective) does not fit the padded input " +
-                $"{paddedH}×{paddedW} (input {x.Describe()} (x) with padding {padding}).");
-        }
-        return WindowGeometry.Create(x.Device, h, w, kernel, stride, padding, dilation, ceilMode, read, tapMajor: true);
-    }
-
-    /// <summary>
-    /// <see cref="Permute"/>, or a free <see cref="Reshape"/> when the permutation only moves size-1
-    /// axes (the element order is then unchanged), as for one channel or a 1×1 kernel.
-    /// </summary>
-    internal Tensor PermuteOrView(params int[] perm)
-    {
-        int last = -1;
-        bool ordered = true;
-        var dims = new int[perm.Length];
-        for (int i = 0; i < perm.Length; i++)
-        {
-            dims[i] = Shape.Dims[perm[i]];
-            if (dims[i] != 1)
-            {
-                ordered &= perm[i] > last;
-                last = perm[i];
-            }
-        }
-        return ordered ? Reshape(dims) : Permute(perm);
-    }
-}
-
-/// <summary>What a window tap outside the input reads.</summary>
-internal enum PaddingRead
-{
-    /// <summary>Index H·W: a row appended to the input (zeros for convolution and average pooling).</summary>
-    ExtraRow,
-
-    /// <summary>The window's first in-bounds element (max pooling: the maximum and first-max routing are unchanged).</summary>
-    FirstInWindow,
-}
-
-/// <summary>
-/// The geometry of a sliding window over an H×W plane and its unfold index: the entry for output
-/// position l = i·OW + j and tap (p, q) is the flat input position h·W + w that the tap reads,
-/// ordered (l, p, q) (position-major: one patch per row, for the convolution's GEMM) or (p, q, l)
-/// (tap-major: for pooling's reduction over taps). Index tensors are built once per geometry and
-/// device and then shared: they are never written, and the tape only reads them.
-/// </summary>
-internal sealed class WindowGeometry
-{
-    private static readonly ConcurrentDictionary<Key, WindowGeometry> Cache = new();
-
-    private readonly ConcurrentDictionary<(DType, bool, int?), Tensor> _divisors = new();
-    private readonly Key _key;
-
-    private readonly record struct Key(Device Device, int Height, int Width, Size2d Kernel, Size2d Stride, Size2d Padding, Size2d Dilation,
-        bool CeilMode, PaddingRead Read, bool TapMajor);
-
-    private WindowGeometry(Key key)
-    {
-        _key = key;
-        OutputHeight = OutputSize(key.Height, key.Kernel.Height, key.Stride.Height, key.Padding.Height, key.Dilation.Height, key.CeilMode);
-        OutputWidth = OutputSize(key.Width, key.Kernel.Width, key.Stride.Width, key.Padding.Width, key.Dilation.Width, key.CeilMode);
-        var index = BuildIndex(out bool readsPadding);
-        ReadsPadding = readsPadding;
-        Index = Tensor.FromArray(index, new Shape(index.Length), key.Device);
-    }
-
-    public int OutputHeight { get; }
-
-    public int OutputWidth { get; }
-
-    /// <summary>True when some tap falls outside the input (only then is the extra row needed).</summary>
-    public bool ReadsPadding { get; }
-
-    /// <summary>The window size.</summary>
-    public Size2d Kernel => _key.Kernel;
-
-    /// <summary>What a padding tap reads.</summary>
-    public PaddingRead Read => _key.Read;
-
-    /// <summary>
-    /// True when the windows tile the input without overlap, gaps or padding (stride = kernel,
-    /// dilation 1, every window inside): then they are a reshape of the input, no gather needed.
-    /// </summary>
-    public bool Tiles => _key.Stride == _key.Kernel && _key.Dilation == new Size2d(1, 1) && !ReadsPadding;
-
-    /// <summary>Int64 [OH·OW·kh·kw] on the geometry's device, position-major or tap-major.</summary>
-    public Tensor Index { get; }
-
-    public static WindowGeometry Create(Device device, int height, int width, Size2d kernel, Size2d stride, Size2d padding, Size2d dilation,
-        bool ceilMode, PaddingRead read, bool tapMajor) =>
-        Cache.GetOrAdd(new Key(device, height, width, kernel, stride, padding, dilation, ceilMode, read, tapMajor), static k => new WindowGeometry(k));
-
-    /// <summary>PyTorch's pooling_output_shape (with ceil mode off, the convolution output size).</summary>
-    private static int OutputSize(int input, int kernel, int stride, int padding, int dilation, bool ceilMode)
-    {
-        int span = input + (2 * padding) - (dilation * (kernel - 1)) - 1;
-        int size = ((ceilMode ? span + stride - 1 : span) / stride) + 1;
-        if (ceilMode && (size - 1) * stride >= input + padding)
-        {
-            size--;
-        }
-        return size;
-    }
-
-    private long[] BuildIndex(out bool readsPadding)
-    {
-        var k = _key;
-        int kh = k.Kernel.Height, kw = k.Kernel.Width;
-        int positions = OutputHeight * OutputWidth, taps = kh * kw;
-        var index = new long[(long)positions * taps];
-        long extraRow = (long)k.Height * k.Width;
-        readsPadding = false;
-        for (int i = 0; i < OutputHeight; i++)
-        {
-            int top = (i * k.Stride.Height) - k.Padding.Height;
-            for (int j = 0; j < OutputWidth; j++)
-            {
-                int left = (j * k.Stride.Width) - k.Padding.Width;
-                long first = FirstInBounds(top, k.Dilation.Height, kh, k.Height) * (long)k.Width + FirstInBounds(left, k.Dilation.Width, kw, k.Width);
-                for (int p = 0; p < kh; p++)
-                {
-                    int row = top + (p * k.Dilation.Height);
-                    for (int q = 0; q < kw; q++)
-                    {
-                        int col = left + (q * k.Dilation.Width);
-                        int position = (i * OutputWidth) + j, tap = (p * kw) + q;
-                        long e = k.TapMajor ? ((long)tap * positions) + position : ((long)position * taps) + tap;
-                        if (row >= 0 && row < k.Height && col >= 0 && col < k.Width)
-                        {
-                            index[e] = ((long)row * k.Width) + col;
-                        }
-                        else
-                        {
-                            readsPadding = true;
-                            index[e] = k.Read == PaddingRead.ExtraRow ? extraRow : first;
-                        }
-                    }
-                }
-            }
-        }
-        return index;
-    }
-
-    /// <summary>The first tap start + t·dilation inside [0, size); pooling geometry guarantees one exists.</summary>
-    private static int FirstInBounds(int start, int dilation, int taps, int size)
-    {
-        for (int t = 0; t < taps; t++)
-        {
-            int v = start + (t * dilation);
-            if (v >= 0 && v < size)
-            {
-                return v;
-            }
-        }
-        return 0;
-    }
-
-    /// <summary>Average pooling's divisor per output position [OH·OW], as PyTorch's avg_pool2d computes it.</summary>
-    public Tensor AverageDivisors(DType dtype, bool countIncludePad, int? divisorOverride) =>
-        _divisors.GetOrAdd((dtype, countIncludePad, divisorOverride), key =>
-        {
-            var (type, includePad, fixedDivisor) = key;
-            var k = _key;
-            var values = new double[OutputHeight * OutputWidth];
-            for (int i = 0; i < OutputHeight; i++)
-            {
-                int top = (i * k.Stride.Height) - k.Padding.Height;
-                int bottom = Math.Min(top + k.Kernel.Height, k.Height + k.Padding.Height);
-                for (int j = 0; j < OutputWidth; j++)
-                {
-                    int left = (j * k.Stride.Width) - k.Padding.Width;
-                    int right = Math.Min(left + k.Kernel.Width, k.Width + k.Padding.Width);
-                    int withPadding = (bottom - top) * (right - left);
-                    int inside = (Math.Min(bottom, k.Height) - Math.Max(top, 0)) * (Math.Min(right, k.Width) - Math.Max(left, 0));
-                    values[(i * OutputWidth) + j] = fixedDivisor ?? (includePad ? withPadding : inside);
-                }
-            }
-            return Tensor.FromArray(values, new Shape(values.Length), k.Device).To(type);
-        });
 }

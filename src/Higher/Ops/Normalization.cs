@@ -46,6 +46,7 @@ public sealed partial class Tensor
         var axes = Enumerable.Range(0, input.Rank).Where(a => a != 1).ToArray();
 
         Tensor mean, variance;
+        Tensor? centered = null;
         if (training)
         {
             if (input.Numel / Math.Max(c, 1) <= 1)
@@ -53,7 +54,7 @@ public sealed partial class Tensor
                 throw new ArgumentException($"BatchNorm: expected more than 1 value per channel when training; got input {input.Describe()} (x).");
             }
             mean = input.Mean(axes, keepDim: true);
-            var centered = input - mean;
+            centered = input - mean;
             variance = (centered * centered).Mean(axes, keepDim: true);
             batchMean = mean.Reshape(c);
             batchVar = variance.Reshape(c);
@@ -69,15 +70,28 @@ public sealed partial class Tensor
             batchMean = null;
             batchVar = null;
         }
-        // As PyTorch's kernel: y = x·α + β with per-channel α = γ/√(σ² + eps) and β = b - μ·α, so
-        // only two full-size ops (and their backwards) touch the input.
+        // y = x·α + β with per-channel α = γ/√(σ² + eps) and β = b - μ·α (PyTorch's kernel), or in
+        // training (x - μ)·α + b: the tape then keeps one full-size tensor, x - μ (read by the square
+        // and by this product), and not the input as well.
         var alpha = (variance + eps).Sqrt().Reciprocal();
         if (weight is not null)
         {
             alpha *= weight.Reshape(statShape);
         }
-        var beta = bias is null ? -(mean * alpha) : bias.Reshape(statShape) - (mean * alpha);
-        var y = (input * alpha) + beta;
+        Tensor y;
+        if (centered is not null)
+        {
+            y = centered * alpha;
+            if (bias is not null)
+            {
+                y += bias.Reshape(statShape);
+            }
+        }
+        else
+        {
+            var beta = bias is null ? -(mean * alpha) : bias.Reshape(statShape) - (mean * alpha);
+            y = (input * alpha) + beta;
+        }
         return y;
     }
 

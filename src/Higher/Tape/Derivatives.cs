@@ -262,6 +262,52 @@ internal static class Derivatives
     public static readonly Derivative<int> IndexAdd = new("IndexAdd", Saves.None, static (Node n, in int axis, Tensor g) =>
         [g, n.NeedsGrad(1) ? g.IndexSelect(axis, n.Aux(0)) : null]);
 
+    // ------------------------------------------------------------------ convolution and pooling
+    // Conv2d, its input gradient and its weight gradient are the partial derivatives of one
+    // trilinear form T(x, W, dy) (see ConvGeometry), so each one's derivatives are the other two.
+
+    /// <summary>y = Conv(x, W) = ∂T/∂dy: dx = ConvInputGrad(g, W), dW = ConvWeightGrad(x, g).</summary>
+    public static readonly Derivative<ConvGeometry> Conv2d = new("Conv2d", Saves.Inputs01, static (Node n, in ConvGeometry c, Tensor g) =>
+    [
+        n.NeedsGrad(0) ? Tensor.ConvInputGradPrimitive(g, n.Input(1), c) : null,
+        n.NeedsGrad(1) ? Tensor.ConvWeightGradPrimitive(n.Input(0), g, c) : null,
+    ]);
+
+    /// <summary>gx = ConvInputGrad(dy, W) = ∂T/∂x (the transposed convolution): d dy = Conv(g, W), dW = ConvWeightGrad(g, dy).</summary>
+    public static readonly Derivative<ConvGeometry> Conv2dInputGrad = new("Conv2dInputGrad", Saves.Inputs01, static (Node n, in ConvGeometry c, Tensor g) =>
+    [
+        n.NeedsGrad(0) ? Tensor.ConvPrimitive(g, n.Input(1), c) : null,
+        n.NeedsGrad(1) ? Tensor.ConvWeightGradPrimitive(g, n.Input(0), c) : null,
+    ]);
+
+    /// <summary>gW = ConvWeightGrad(x, dy) = ∂T/∂W: dx = ConvInputGrad(dy, g), d dy = Conv(x, g).</summary>
+    public static readonly Derivative<ConvGeometry> Conv2dWeightGrad = new("Conv2dWeightGrad", Saves.Inputs01, static (Node n, in ConvGeometry c, Tensor g) =>
+    [
+        n.NeedsGrad(0) ? Tensor.ConvInputGradPrimitive(n.Input(1), g, c) : null,
+        n.NeedsGrad(1) ? Tensor.ConvPrimitive(n.Input(0), g, c) : null,
+    ]);
+
+    /// <summary>Max pooling (auxiliary: the Int64 indices of the maxima): dx = zeros[N·C, H·W].ScatterAdd(1, indices, g), whose own derivative gathers.</summary>
+    public static readonly Derivative<PoolGeometry> MaxPool2d = new("MaxPool2d", Saves.None, static (Node n, in PoolGeometry p, Tensor g) =>
+    {
+        int planes = p.Planes, positions = p.OutHeight * p.OutWidth;
+        var zeros = n.ZerosLikeInput(0).Reshape(planes, p.InHeight * p.InWidth);
+        var gx = zeros.ScatterAdd(1, n.Aux(0).Reshape(planes, positions), g.Reshape(planes, positions));
+        return [gx.Reshape(n.InputShape(0).ToArray())];
+    });
+
+    /// <summary>y = AvgPool(x), linear: dx = AvgPoolGrad(g).</summary>
+    public static readonly Derivative<AvgPoolSpec> AvgPool2d = new("AvgPool2d", Saves.None, static (Node n, in AvgPoolSpec s, Tensor g) => [Tensor.AvgPoolGradPrimitive(g, s)]);
+
+    /// <summary>gx = AvgPoolGrad(dy), the adjoint of AvgPool, linear: d dy = AvgPool(g).</summary>
+    public static readonly Derivative<AvgPoolSpec> AvgPool2dGrad = new("AvgPool2dGrad", Saves.None, static (Node n, in AvgPoolSpec s, Tensor g) => [Tensor.AvgPoolPrimitive(g, s)]);
+
+    /// <summary>y = AdaptiveAvgPool(x), linear: dx = AdaptiveAvgPoolGrad(g).</summary>
+    public static readonly Derivative<AdaptiveSpec> AdaptiveAvgPool2d = new("AdaptiveAvgPool2d", Saves.None, static (Node n, in AdaptiveSpec s, Tensor g) => [Tensor.AdaptivePoolGradPrimitive(g, s)]);
+
+    /// <summary>gx = AdaptiveAvgPoolGrad(dy), linear: d dy = AdaptiveAvgPool(g).</summary>
+    public static readonly Derivative<AdaptiveSpec> AdaptiveAvgPool2dGrad = new("AdaptiveAvgPool2dGrad", Saves.None, static (Node n, in AdaptiveSpec s, Tensor g) => [Tensor.AdaptivePoolPrimitive(g, s)]);
+
     /// <summary>A table indexed by an op enum's values, from (op, saves, backward) rows.</summary>
     private static Derivative<TAttr>?[] Rows<TOp, TAttr>(params (TOp Op, Saves Saves, BackwardFn<TAttr> Backward)[] rows) where TOp : struct, Enum
     {

@@ -87,6 +87,26 @@ public abstract class ConvErrorTests : EngineTestBase
     }
 
     [Fact]
+    public void ConvTransposeSamePaddingAndPad_ThrowForBadOperands()
+    {
+        RequireDevice();
+        AssertMentions(Assert.Throws<ArgumentException>(() => Tensor.ConvTranspose2d(Ones(1, 3, 4, 4), Ones(2, 3, 3, 3))),
+            "ConvTranspose2d", "[1, 3, 4, 4]", "3 channels", "[2, 3, 3, 3]", "expects 2");
+        AssertMentions(Assert.Throws<ArgumentException>(() => Tensor.ConvTranspose2d(Ones(1, 2, 4, 4), Ones(2, 3, 3, 3), stride: 2, outputPadding: 2)),
+            "ConvTranspose2d", "output padding 2", "stride 2");
+        AssertMentions(Assert.Throws<ArgumentException>(() => Tensor.ConvTranspose2d(Ones(1, 2, 4, 4), Ones(2, 3, 3, 3), Ones(4))),
+            "ConvTranspose2d", "[4]", "3 elements");
+        AssertMentions(Assert.Throws<ArgumentException>(() => Tensor.Conv2d(Ones(1, 1, 5, 5), Ones(1, 1, 3, 3), stride: 2, padding: "same")),
+            "Conv2d", "same", "stride 2", "[1, 1, 5, 5]");
+        AssertMentions(Assert.Throws<ArgumentException>(() => Tensor.Conv2d(Ones(1, 1, 5, 5), Ones(1, 1, 3, 3), padding: "full")), "\"full\"", "same");
+        AssertMentions(Assert.Throws<ArgumentException>(() => Tensor.Conv1d(Ones(1, 2, 5, 5), Ones(1, 2, 3))), "Conv1d", "[1, 2, 5, 5]", "[N, C, L]");
+        AssertMentions(Assert.Throws<ArgumentException>(() => F.Pad(Ones(1, 1, 3, 3), [3, 0], PadMode.Reflect)), "Reflect", "(3, 0)", "size 3", "[1, 1, 3, 3]");
+        AssertMentions(Assert.Throws<ArgumentException>(() => F.Pad(Ones(1, 1, 3, 3), [1, 0, 1])), "[1, 0, 1]", "pairs", "[1, 1, 3, 3]");
+        AssertMentions(Assert.Throws<ArgumentException>(() => F.Pad(Ones(3, 3), [-4, 0])), "(-4, 0)", "crop", "[3, 3]");
+        AssertMentions(Assert.Throws<ArgumentException>(() => Tensor.AdaptiveAvgPool2d(Ones(1, 2, 4, 4), (0, 2))), "AdaptiveAvgPool2d", "(0, 2)", "[1, 2, 4, 4]");
+    }
+
+    [Fact]
     public void Conv2dLayer_ThrowsForGroupsNotDividingChannels()
     {
         RequireDevice();

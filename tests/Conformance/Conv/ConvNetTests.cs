@@ -145,6 +145,73 @@ public abstract class ConvNetTests : EngineTestBase
         Assert.All(model.NamedBuffers(), b => Assert.Equal(b.Name.EndsWith("running_var", StringComparison.Ordinal) ? 1.0 : 0.0, b.Value.ToDoubleArray().Max()));
     }
 
+    /// <summary>
+    /// The generator's LCG (gen_conv_fixtures.py): s = s·a + c mod 2⁶⁴, u = ((s ≫ 40) - 2²³)/2²³,
+    /// value = u·scale + offset. Dyadic rationals, so both sides compute the same bits.
+    /// </summary>
+    private Tensor LcgTensor(JsonElement lcg, int[] shape, ulong seed, double scale, double offset)
+    {
+        ulong multiplier = lcg.GetProperty("multiplier").GetUInt64(), increment = lcg.GetProperty("increment").GetUInt64();
+        int n = shape.Aggregate(1, (a, b) => a * b);
+        var values = new double[n];
+        ulong s = seed;
+        for (int i = 0; i < n; i++)
+        {
+            s = unchecked((s * multiplier) + increment);
+            values[i] = (((long)(s >> 40) - (1L << 23)) / (double)(1 << 23) * scale) + offset;
+        }
+        return Tensor.FromArray(values, new Shape(shape), Device);
+    }
+
+    private Tensor LcgInput(JsonElement lcg, JsonElement spec) =>
+        LcgTensor(lcg, spec.GetProperty("shape").EnumerateArray().Select(e => e.GetInt32()).ToArray(), spec.GetProperty("seed").GetUInt64(),
+            spec.GetProperty("scale").GetDouble(), spec.GetProperty("offset").GetDouble());
+
+    /// <summary>
+    /// higher's Omniglot net at its real width (64 channels), 5-way 1-shot, float64: the support losses
+    /// of 2 differentiable SGD steps (lr 0.1), the query loss and the meta-gradient w.r.t. every
+    /// time-0 parameter (second order through both steps) match PyTorch's at 1e-10.
+    /// </summary>
+    [Fact]
+    public void ConvNet_TwoStepMamlMetaGradientAt64ChannelsMatchesTorch()
+    {
+        RequireDevice();
+        var f = ConvFixture.Root.GetProperty("maml_omniglot");
+        var lcg = f.GetProperty("lcg");
+        var model = BuildConvNet(f.GetProperty("channels").GetInt32());
+        model.To(DType.Float64).To(Device);
+        var names = f.GetProperty("parameter_names").EnumerateArray().Select(e => e.GetString()!).ToArray();
+        var handles = model.NamedParameterHandles();
+        Assert.Equal(names, handles.Select(h => h.Name).ToArray());
+        foreach (var (name, handle) in handles)
+        {
+            var init = f.GetProperty("parameter_init").GetProperty(name);
+            handle.Data = LcgTensor(lcg, handle.Data.Shape.ToArray(), init.GetProperty("seed").GetUInt64(), init.GetProperty("scale").GetDouble(),
+                init.GetProperty("offset").GetDouble());
+        }
+        var x = LcgInput(lcg, f.GetProperty("support_x"));
+        var xq = LcgInput(lcg, f.GetProperty("query_x"));
+        var y = Load(FixtureArray.Parse(f.GetProperty("y")));
+        var yq = Load(FixtureArray.Parse(f.GetProperty("y_query")));
+        var opt = new Sgd(model.Parameters(), new SgdOptions { Lr = f.GetProperty("lr").GetDouble() });
+
+        using var context = InnerLoop.Create(model, opt, copyInitialWeights: false);
+        var (fmodel, diffopt) = context;
+        int step = 0;
+        foreach (var expectedLoss in f.GetProperty("support_losses").EnumerateArray())
+        {
+            var loss = F.CrossEntropy(fmodel.Forward(x), y);
+            AssertClose(expectedLoss.GetDouble(), loss, DType.Float64, $"support loss at step {step++}");
+            diffopt.Step(loss);
+        }
+        Assert.Equal(f.GetProperty("steps").GetInt32(), step);
+        var queryLoss = F.CrossEntropy(fmodel.Forward(xq), yq);
+        AssertClose(f.GetProperty("query_loss").GetDouble(), queryLoss, DType.Float64, "query loss");
+        queryLoss.Backward();
+        AssertGradientsClose(names, names.Select(n => FixtureArray.Parse(f.GetProperty("meta_grads").GetProperty(n)).Values).ToArray(),
+            handles.Select(h => h.Parameter.Grad!.ToDoubleArray()).ToArray(), Float64Tolerance, "2-step meta-gradient of");
+    }
+
     [Theory]
     [InlineData(DType.Float32)]
     [InlineData(DType.Float64)]

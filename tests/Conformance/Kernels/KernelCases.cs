@@ -324,6 +324,45 @@ internal static class KernelCases
                 return [Down(b, y)];
             });
         }
+
+        foreach (var (label, g) in new[] { ("groups 2, stride 2, padding 1", new ConvGeometry(3, 4, 9, 8, 6, 3, 3, 5, 4, 2, 2, 1, 1, 1, 1, 2)),
+            ("Omniglot layer 2", new ConvGeometry(25, 64, 13, 13, 64, 3, 3, 11, 11, 1, 1, 0, 0, 1, 1, 1)) })
+        {
+            yield return ($"Conv2d and its input/weight gradients ({label})", (b, t) =>
+            {
+                var y = b.AllocateUninitialized(t, g.OutputLength);
+                var gx = b.AllocateUninitialized(t, g.InputLength);
+                var gw = b.AllocateUninitialized(t, g.WeightLength);
+                b.Conv2d(g, Up(b, Values(110, (int)g.InputLength), t), Up(b, Values(111, (int)g.WeightLength), t), y);
+                b.Conv2dInputGrad(g, Up(b, Values(112, (int)g.OutputLength), t), Up(b, Values(111, (int)g.WeightLength), t), gx);
+                b.Conv2dWeightGrad(g, Up(b, Values(110, (int)g.InputLength), t), Up(b, Values(112, (int)g.OutputLength), t), gw);
+                return [Down(b, y), Down(b, gx), Down(b, gw)];
+            });
+        }
+        var pool = new PoolGeometry(6, 9, 9, 5, 5, 3, 3, 2, 2, 1, 1, 1, 1);
+        yield return ("MaxPool2d 3x3, stride 2, padding 1, with indices", (b, t) =>
+        {
+            var y = b.AllocateUninitialized(t, pool.OutputLength);
+            var indices = b.Allocate(DType.Int64, pool.OutputLength);
+            b.MaxPool2d(pool, Up(b, Values(113, (int)pool.InputLength), t), y, indices);
+            return [Down(b, y), Down(b, indices)];
+        });
+        yield return ("AvgPool2d (count_include_pad) and its adjoint", (b, t) =>
+        {
+            var y = b.AllocateUninitialized(t, pool.OutputLength);
+            var gx = b.AllocateUninitialized(t, pool.InputLength);
+            b.AvgPool2d(pool, true, 0, Up(b, Values(114, (int)pool.InputLength), t), y);
+            b.AvgPool2dGrad(pool, false, 0, Up(b, Values(115, (int)pool.OutputLength), t), gx);
+            return [Down(b, y), Down(b, gx)];
+        });
+        yield return ("AdaptiveAvgPool2d 9x9 to 4x3 and its adjoint", (b, t) =>
+        {
+            var y = b.AllocateUninitialized(t, 6 * 12);
+            var gx = b.AllocateUninitialized(t, 6 * 81);
+            b.AdaptiveAvgPool2d(6, 9, 9, 4, 3, Up(b, Values(116, 6 * 81), t), y);
+            b.AdaptiveAvgPool2dGrad(6, 9, 9, 4, 3, Up(b, Values(117, 6 * 12), t), gx);
+            return [Down(b, y), Down(b, gx)];
+        });
     }
 
     /// <summary>Input range and parameters per unary op (the conformance suite's, trimmed).</summary>

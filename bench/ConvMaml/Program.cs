@@ -1,0 +1,257 @@
+// Conv MAML benchmark: higher's Omniglot MAML (3 x [Conv2d(·, 64, 3), BatchNorm2d(64, momentum 1),
+// ReLU, MaxPool2d(2)] + Flatten + Linear(64, 5)), 5-way 5-shot with 15 queries per class, 5 inner
+// SGD steps (lr 0.1) with second-order meta-gradients, meta-batch 2, meta Adam (lr 1e-3), random
+// 28x28 float32 inputs, 2 threads. Prints ms per task and peak RSS for Higher beside the same
+// computation in PyTorch (conv_maml_torch.py, run with /usr/bin/python3 as a subprocess).
+//
+//   dotnet run -c Release --project bench/ConvMaml -- [--iterations 6] [--warmup 2] [--threads 2] [--python /usr/bin/python3]
+//
+// The two runs are separate processes, each measuring its own peak RSS (VmHWM / ru_maxrss).
+
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Higher;
+using Higher.Functional;
+using Higher.Nn;
+using Higher.Optim;
+using Higher.Reference;
+
+var options = BenchOptions.Parse(args);
+if (options.Kernels)
+{
+    KernelTimes.Run(options.Threads);
+    return 0;
+}
+if (options.HigherOnly)
+{
+    // The Higher half, in its own process so its peak RSS is its own.
+    var result = HigherRun.Run(options);
+    Console.WriteLine(JsonSerializer.Serialize(result));
+    return 0;
+}
+
+Console.WriteLine($"Conv MAML (higher's Omniglot net, 5-way {Workload.Shots}-shot, {Workload.Queries} queries/class, {Workload.InnerSteps} inner SGD steps lr {Workload.InnerLr}, second order, meta-batch {Workload.MetaBatch}, float32, {options.Threads} threads)");
+Console.WriteLine($"{options.Warmup} warm-up + {options.Iterations} timed meta-iterations each; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores; .NET {Environment.Version}");
+var higher = RunChild(Environment.ProcessPath!, BuildChildArgs(options, "--higher-only"), "Higher");
+// The same run with the GC told to trade time for a smaller heap (DOTNET_GCConserveMemory=9): large
+// tensors live in the large-object heap, which the default GC collects late, so the default RSS
+// is mostly garbage not yet collected.
+var conserving = RunChild(Environment.ProcessPath!, BuildChildArgs(options, "--higher-only"), "Higher (GCConserveMemory=9)",
+    ("DOTNET_GCConserveMemory", "9"));
+var torch = RunTorch(options);
+Console.WriteLine();
+// CPU time (user + system, all threads) beside wall time: on a shared machine the wall time
+// includes waiting for a core, the CPU time much less so.
+Console.WriteLine("| implementation | ms per task (wall) | CPU ms per task | peak RSS |");
+Console.WriteLine("|---|---:|---:|---:|");
+Console.WriteLine(Row("Higher (Reference backend)", higher));
+Console.WriteLine(Row("Higher, DOTNET_GCConserveMemory=9", conserving));
+Console.WriteLine(Row(torch?.Name ?? "PyTorch + autograd.grad(create_graph=True)", torch));
+return 0;
+
+static string Row(string name, RunResult? r) => r is null
+    ? $"| {name} | absent | absent | absent |"
+    : string.Create(CultureInfo.InvariantCulture, $"| {name} | {r.MsPerTask:F1} | {r.CpuMsPerTask:F1} | {r.PeakRssMiB:F0} MiB |");
+
+static string BuildChildArgs(BenchOptions o, string mode) =>
+    string.Create(CultureInfo.InvariantCulture, $"{mode} --iterations {o.Iterations} --warmup {o.Warmup} --threads {o.Threads}");
+
+static RunResult? RunChild(string file, string arguments, string what, params (string Name, string Value)[] environment)
+{
+    var psi = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
+    foreach (var (name, value) in environment)
+    {
+        psi.Environment[name] = value;
+    }
+    if (file.EndsWith("dotnet", StringComparison.Ordinal))
+    {
+        psi.Arguments = $"{Environment.GetCommandLineArgs()[0]} {arguments}";
+    }
+    using var p = Process.Start(psi)!;
+    string stdout = p.StandardOutput.ReadToEnd();
+    string stderr = p.StandardError.ReadToEnd();
+    p.WaitForExit();
+    if (p.ExitCode != 0)
+    {
+        Console.Error.WriteLine($"{what} run failed (exit {p.ExitCode}): {stderr}");
+        return null;
+    }
+    var last = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1];
+    return JsonSerializer.Deserialize<RunResult>(last);
+}
+
+static RunResult? RunTorch(BenchOptions o)
+{
+    string script = Path.Combine(AppContext.BaseDirectory, "conv_maml_torch.py");
+    if (!File.Exists(o.Python))
+    {
+        Console.Error.WriteLine($"PyTorch column absent: {o.Python} not found.");
+        return null;
+    }
+    var r = RunChild(o.Python, $"{script} {BuildChildArgs(o, "--json")}", "PyTorch");
+    if (r is null)
+    {
+        Console.Error.WriteLine("PyTorch column absent (is torch installed for that interpreter?).");
+    }
+    return r;
+}
+
+/// <summary>The workload both implementations run.</summary>
+internal static class Workload
+{
+    public const int Ways = 5, Shots = 5, Queries = 15, InnerSteps = 5, MetaBatch = 2, Channels = 64;
+    public const double InnerLr = 0.1, MetaLr = 1e-3;
+}
+
+/// <summary>Command-line options.</summary>
+internal sealed record BenchOptions(int Iterations, int Warmup, int Threads, string Python, bool HigherOnly, bool Kernels = false)
+{
+    public static BenchOptions Parse(string[] args)
+    {
+        var o = new BenchOptions(6, 2, 2, "/usr/bin/python3", false);
+        for (int i = 0; i < args.Length; i++)
+        {
+            o = args[i] switch
+            {
+                "--iterations" => o with { Iterations = int.Parse(args[++i], CultureInfo.InvariantCulture) },
+                "--warmup" => o with { Warmup = int.Parse(args[++i], CultureInfo.InvariantCulture) },
+                "--threads" => o with { Threads = int.Parse(args[++i], CultureInfo.InvariantCulture) },
+                "--python" => o with { Python = args[++i] },
+                "--higher-only" => o with { HigherOnly = true },
+                "--kernels" => o with { Kernels = true },
+                _ => throw new ArgumentException($"Unknown option {args[i]}; use --iterations N, --warmup N, --threads N, --python PATH."),
+            };
+        }
+        return o;
+    }
+}
+
+/// <summary>One implementation's figures.</summary>
+internal sealed record RunResult(string Name, double MsPerTask, double PeakRssMiB, double CpuMsPerTask);
+
+/// <summary>The Higher half of the benchmark.</summary>
+internal static class HigherRun
+{
+    public static RunResult Run(BenchOptions o)
+    {
+        Backends.Register(new ReferenceBackend(o.Threads));
+        var g = new Generator(1);
+        var model = BuildNet(g);
+        var meta = new Adam(model.Parameters(), new AdamOptions { Lr = Workload.MetaLr });
+        var inner = new Sgd(model.Parameters(), new SgdOptions { Lr = Workload.InnerLr });
+        var ySupport = Labels(Workload.Shots);
+        var yQuery = Labels(Workload.Queries);
+        var watch = new Stopwatch();
+        var cpuStart = TimeSpan.Zero;
+        for (int it = 0; it < o.Warmup + o.Iterations; it++)
+        {
+            if (it == o.Warmup)
+            {
+                watch.Start();
+                cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
+            }
+            meta.ZeroGrad();
+            for (int t = 0; t < Workload.MetaBatch; t++)
+            {
+                RunTask(model, inner, g, ySupport, yQuery);
+            }
+            meta.Step();
+        }
+        watch.Stop();
+        int tasks = o.Iterations * Workload.MetaBatch;
+        double cpuMs = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalMilliseconds;
+        return new RunResult("Higher", watch.Elapsed.TotalMilliseconds / tasks, PeakRssMiB(), cpuMs / tasks);
+    }
+
+    /// <summary>
+    /// One task: 5 differentiable SGD steps on the support set, then the query loss's meta-gradient
+    /// accumulated into the model's parameters. A method of its own, so nothing of the task's graph
+    /// stays reachable from the caller's frame once it returns.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void RunTask(Sequential model, Sgd inner, Generator g, Tensor ySupport, Tensor yQuery)
+    {
+        var xs = Tensor.Rand([Workload.Ways * Workload.Shots, 1, 28, 28], DType.Float32, g);
+        var xq = Tensor.Rand([Workload.Ways * Workload.Queries, 1, 28, 28], DType.Float32, g);
+        using var context = InnerLoop.Create(model, inner, copyInitialWeights: false);
+        var (fmodel, diffopt) = context;
+        for (int s = 0; s < Workload.InnerSteps; s++)
+        {
+            diffopt.Step(F.CrossEntropy(fmodel.Forward(xs), ySupport));
+        }
+        var queryLoss = F.CrossEntropy(fmodel.Forward(xq), yQuery);
+        if (Environment.GetEnvironmentVariable("CONV_MAML_LIVE") == "1")
+        {
+            Console.Error.WriteLine($"live managed heap before the meta-backward: {GC.GetTotalMemory(forceFullCollection: true) / (1 << 20)} MiB");
+        }
+        (queryLoss / Workload.MetaBatch).Backward();
+    }
+
+    private static Sequential BuildNet(Generator g)
+    {
+        var layers = new List<Module>();
+        for (int i = 0; i < 3; i++)
+        {
+            layers.Add(new Conv2d(i == 0 ? 1 : Workload.Channels, Workload.Channels, 3, generator: g));
+            layers.Add(new BatchNorm2d(Workload.Channels, momentum: 1));
+            layers.Add(new Relu());
+            layers.Add(new MaxPool2d(2, 2));
+        }
+        layers.Add(new Flatten());
+        layers.Add(new Linear(Workload.Channels, Workload.Ways, generator: g));
+        return new Sequential(layers);
+    }
+
+    private static Tensor Labels(int perClass) =>
+        Tensor.FromArray(Enumerable.Range(0, Workload.Ways * perClass).Select(i => (long)(i / perClass)).ToArray());
+
+    /// <summary>VmHWM of /proc/self/status (the peak resident set), in MiB.</summary>
+    private static double PeakRssMiB()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+        {
+            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+            {
+                var kb = line["VmHWM:".Length..].Trim().Split(' ')[0];
+                return double.Parse(kb, CultureInfo.InvariantCulture) / 1024;
+            }
+        }
+        return double.NaN;
+    }
+}
+
+/// <summary>--kernels: the time of each convolution primitive at the net's shapes (batch 25), to see where a task's time goes.</summary>
+internal static class KernelTimes
+{
+    public static void Run(int threads)
+    {
+        Backends.Register(new ReferenceBackend(threads));
+        var g = new Generator(2);
+        foreach (var (c, h) in new[] { (1, 28), (64, 13), (64, 5) })
+        {
+            var x = Tensor.Rand([25, c, h, h], DType.Float32, g).WithRequiresGrad();
+            var w = Tensor.Rand([64, c, 3, 3], DType.Float32, g).WithRequiresGrad();
+            var y = Tensor.Conv2d(x, w);
+            var dy = Tensor.Rand(y.Shape, DType.Float32, g);
+            double flops = 2.0 * y.Numel * c * 9;
+            Time($"conv   x[25,{c},{h},{h}]", flops, () => Tensor.Conv2d(x, w));
+            Time($"d x    x[25,{c},{h},{h}]", flops, () => Autograd.Grad([y], [x], [dy], retainGraph: true)[0]!);
+            Time($"d W    x[25,{c},{h},{h}]", flops, () => Autograd.Grad([y], [w], [dy], retainGraph: true)[0]!);
+        }
+    }
+
+    private static void Time(string what, double flops, Func<Tensor> f)
+    {
+        f();
+        var watch = Stopwatch.StartNew();
+        int n = 0;
+        while (watch.ElapsedMilliseconds < 500)
+        {
+            f();
+            n++;
+        }
+        double ms = watch.Elapsed.TotalMilliseconds / n;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{what}: {ms:F3} ms, {flops / ms / 1e6:F1} GFLOP/s"));
+    }
+}

@@ -1,0 +1,478 @@
+using System.Buffers;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+
+namespace Higher.Reference;
+
+/// <summary>
+/// Convolution kernels as im2col + the packed <see cref="Gemm"/>. Images are processed in blocks
+/// whose column matrices sit side by side ([Cg·kh·kw, images·OH·OW]), so a layer with few output
+/// pixels (3×3 maps in a deep layer) still gives the GEMM a wide right-hand side. The block size
+/// depends on the geometry only, never on the thread count: the forward and input gradient compute
+/// every output element by one GEMM column (its k terms in the GEMM's fixed order), and the weight
+/// gradient sums one partial per block in ascending block order, so results are the same bits for
+/// any degree of parallelism. Blocks run in parallel when there are several; a lone block lets the
+/// GEMM split itself instead. Scratch comes from <see cref="ArrayPool{T}.Shared"/>.
+/// </summary>
+internal static unsafe class Convolution
+{
+    /// <summary>Columns of a block's GEMM the block size aims for (a few micro-panels wide, and deep enough k for the weight gradient).</summary>
+    private const int TargetColumns = 512;
+
+    /// <summary>Largest column matrix a block builds, in elements (4 MiB of float).</summary>
+    private const long MaxScratch = 1 << 20;
+
+    /// <summary>At most this many weight-gradient partials; more images per block beyond that.</summary>
+    private const int MaxPartials = 16;
+
+    private static readonly Parallelism Serial = new(1);
+
+    /// <summary>Throws unless the geometry is a well-formed convolution (sizes ≥ 0, strides, dilations and groups ≥ 1, channels divisible by groups).</summary>
+    public static void Validate(string op, in ConvGeometry geometry)
+    {
+        if (geometry.Batch < 0 || geometry.InChannels < 0 || geometry.InHeight < 0 || geometry.InWidth < 0 || geometry.OutChannels < 0 || geometry.KernelHeight < 0
+            || geometry.KernelWidth < 0 || geometry.OutHeight < 0 || geometry.OutWidth < 0)
+        {
+            throw new ArgumentException($"{op}: negative size in {geometry}.", nameof(geometry));
+        }
+        if (geometry.Groups < 1 || geometry.StrideHeight < 1 || geometry.StrideWidth < 1 || geometry.DilationHeight < 1 || geometry.DilationWidth < 1)
+        {
+            throw new ArgumentException($"{op}: groups, strides and dilations must be at least 1 in {geometry}.", nameof(geometry));
+        }
+        if (geometry.InChannels % geometry.Groups != 0 || geometry.OutChannels % geometry.Groups != 0)
+        {
+            throw new ArgumentException($"{op}: {geometry.InChannels} input and {geometry.OutChannels} output channels must both be multiples of {geometry.Groups} groups ({geometry}).", nameof(geometry));
+        }
+        long cols = (long)geometry.InChannels / geometry.Groups * geometry.KernelHeight * geometry.KernelWidth;
+        if (cols > int.MaxValue || (long)geometry.OutHeight * geometry.OutWidth > int.MaxValue || (long)geometry.InHeight * geometry.InWidth > int.MaxValue)
+        {
+            throw new ArgumentException($"{op}: {geometry} is too large for the reference backend.", nameof(geometry));
+        }
+    }
+
+    /// <summary>1×1, stride 1, no padding, output the size of the input: x itself is the column matrix.</summary>
+    private static bool IsPointwise(in ConvGeometry g) =>
+        g.KernelHeight == 1 && g.KernelWidth == 1 && g.StrideHeight == 1 && g.StrideWidth == 1 && g.PadTop == 0 && g.PadLeft == 0
+        && g.OutHeight == g.InHeight && g.OutWidth == g.InWidth;
+
+    private static int ImagesPerBlock(in ConvGeometry g, int kg, int pixels, bool weightGrad)
+    {
+        if (IsPointwise(g))
+        {
+            return 1;
+        }
+        long wanted = Math.Max(1, (TargetColumns + pixels - 1) / Math.Max(1, pixels));
+        if (weightGrad)
+        {
+            wanted = Math.Max(wanted, (g.Batch + MaxPartials - 1) / MaxPartials);
+        }
+        long byScratch = Math.Max(1, MaxScratch / Math.Max(1, (long)kg * pixels));
+        return (int)Math.Max(1, Math.Min(Math.Min(wanted, byScratch), g.Batch));
+    }
+
+    /// <summary>y = conv(x, w), see <see cref="IBackend.Conv2d"/>.</summary>
+    public static void Forward<T>(Parallelism threads, ConvGeometry g, T* x, T* w, T* y)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int kg = g.InChannels / g.Groups * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
+        if (g.OutputLength == 0)
+        {
+            return;
+        }
+        if (kg == 0)
+        {
+            new Span<T>(y, checked((int)g.OutputLength)).Clear();
+            return;
+        }
+        int per = ImagesPerBlock(g, kg, pixels, weightGrad: false);
+        int blocks = (g.Batch + per - 1) / per;
+        if (blocks > 1 && threads.Enabled)
+        {
+            nint px = (nint)x, pw = (nint)w, py = (nint)y;
+            threads.For(0, blocks, b => ForwardBlock<T>(Serial, g, b * per, Math.Min(per, g.Batch - b * per), (T*)px, (T*)pw, (T*)py));
+            return;
+        }
+        for (int b = 0; b < blocks; b++)
+        {
+            ForwardBlock<T>(threads, g, b * per, Math.Min(per, g.Batch - b * per), x, w, y);
+        }
+    }
+
+    private static void ForwardBlock<T>(Parallelism inner, in ConvGeometry g, int n0, int count, T* x, T* w, T* y)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int groups = g.Groups, cg = g.InChannels / groups, og = g.OutChannels / groups;
+        int kg = cg * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
+        long plane = (long)g.InHeight * g.InWidth;
+        long inImage = g.InChannels * plane, outImage = (long)g.OutChannels * pixels;
+        int width = count * pixels;
+        if (IsPointwise(g))
+        {
+            for (int gi = 0; gi < groups; gi++)
+            {
+                Gemm.Run(inner, false, false, 1, og, pixels, kg, 1, w + (long)gi * og * kg, 0,
+                    x + n0 * inImage + gi * cg * plane, 0, 0, y + n0 * outImage + (long)gi * og * pixels, 0);
+            }
+            return;
+        }
+        T[] colsArray = ArrayPool<T>.Shared.Rent(checked(kg * width));
+        T[]? outArray = count > 1 ? ArrayPool<T>.Shared.Rent(checked(og * width)) : null;
+        try
+        {
+            fixed (T* cols = colsArray)
+            fixed (T* scratch = outArray)
+            {
+                for (int gi = 0; gi < groups; gi++)
+                {
+                    for (int t = 0; t < count; t++)
+                    {
+                        Im2Col(g, x + (n0 + t) * inImage + gi * cg * plane, cg, cols + (long)t * pixels, width);
+                    }
+                    T* wg = w + (long)gi * og * kg;
+                    if (count == 1)
+                    {
+                        Gemm.Run(inner, false, false, 1, og, pixels, kg, 1, wg, 0, cols, 0, 0, y + n0 * outImage + (long)gi * og * pixels, 0);
+                        continue;
+                    }
+                    Gemm.Run(inner, false, false, 1, og, width, kg, 1, wg, 0, cols, 0, 0, scratch, 0);
+                    for (int t = 0; t < count; t++)
+                    {
+                        T* dst = y + (n0 + t) * outImage + (long)gi * og * pixels;
+                        for (int o = 0; o < og; o++)
+                        {
+                            new ReadOnlySpan<T>(scratch + (long)o * width + (long)t * pixels, pixels).CopyTo(new Span<T>(dst + (long)o * pixels, pixels));
+                        }
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(colsArray);
+            if (outArray is not null)
+            {
+                ArrayPool<T>.Shared.Return(outArray);
+            }
+        }
+    }
+
+    /// <summary>gradX = the transposed convolution of gradY, see <see cref="IBackend.Conv2dInputGrad"/>.</summary>
+    public static void InputGrad<T>(Parallelism threads, ConvGeometry g, T* dy, T* w, T* dx)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int cg = g.InChannels / g.Groups;
+        int kg = cg * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
+        if (g.InputLength == 0)
+        {
+            return;
+        }
+        if (kg == 0 || pixels == 0 || g.OutChannels == 0)
+        {
+            new Span<T>(dx, checked((int)g.InputLength)).Clear();
+            return;
+        }
+        int per = ImagesPerBlock(g, kg, pixels, weightGrad: false);
+        int blocks = (g.Batch + per - 1) / per;
+        if (blocks > 1 && threads.Enabled)
+        {
+            nint pdy = (nint)dy, pw = (nint)w, pdx = (nint)dx;
+            threads.For(0, blocks, b => InputGradBlock<T>(Serial, g, b * per, Math.Min(per, g.Batch - b * per), (T*)pdy, (T*)pw, (T*)pdx));
+            return;
+        }
+        for (int b = 0; b < blocks; b++)
+        {
+            InputGradBlock<T>(threads, g, b * per, Math.Min(per, g.Batch - b * per), dy, w, dx);
+        }
+    }
+
+    private static void InputGradBlock<T>(Parallelism inner, in ConvGeometry g, int n0, int count, T* dy, T* w, T* dx)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int groups = g.Groups, cg = g.InChannels / groups, og = g.OutChannels / groups;
+        int kg = cg * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
+        long plane = (long)g.InHeight * g.InWidth;
+        long inImage = g.InChannels * plane, outImage = (long)g.OutChannels * pixels;
+        int width = count * pixels;
+        if (IsPointwise(g))
+        {
+            for (int gi = 0; gi < groups; gi++)
+            {
+                Gemm.Run(inner, true, false, 1, kg, pixels, og, 1, w + (long)gi * og * kg, 0,
+                    dy + n0 * outImage + (long)gi * og * pixels, 0, 0, dx + n0 * inImage + gi * cg * plane, 0);
+            }
+            return;
+        }
+        T[] colsArray = ArrayPool<T>.Shared.Rent(checked(kg * width));
+        T[]? dyArray = count > 1 ? ArrayPool<T>.Shared.Rent(checked(og * width)) : null;
+        try
+        {
+            fixed (T* cols = colsArray)
+            fixed (T* dyBlock = dyArray)
+            {
+                for (int gi = 0; gi < groups; gi++)
+                {
+                    T* rhs = count == 1 ? dy + n0 * outImage + (long)gi * og * pixels : GatherRows(dy, n0, count, outImage, gi * og, og, pixels, dyBlock);
+                    Gemm.Run(inner, true, false, 1, kg, width, og, 1, w + (long)gi * og * kg, 0, rhs, 0, 0, cols, 0);
+                    for (int t = 0; t < count; t++)
+                    {
+                        T* image = dx + (n0 + t) * inImage + gi * cg * plane;
+                        new Span<T>(image, checked((int)(cg * plane))).Clear();
+                        Col2Im(g, cols + (long)t * pixels, width, cg, image);
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(colsArray);
+            if (dyArray is not null)
+            {
+                ArrayPool<T>.Shared.Return(dyArray);
+            }
+        }
+    }
+
+    /// <summary>gradW = Σ over images of gradY·colsᵀ, see <see cref="IBackend.Conv2dWeightGrad"/>.</summary>
+    public static void WeightGrad<T>(Parallelism threads, ConvGeometry g, T* x, T* dy, T* dw)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int cg = g.InChannels / g.Groups;
+        int kg = cg * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
+        long weights = g.WeightLength;
+        if (weights == 0)
+        {
+            return;
+        }
+        if (g.Batch == 0 || pixels == 0)
+        {
+            new Span<T>(dw, checked((int)weights)).Clear();
+            return;
+        }
+        int per = ImagesPerBlock(g, kg, pixels, weightGrad: true);
+        int blocks = (g.Batch + per - 1) / per;
+        if (blocks == 1)
+        {
+            WeightGradBlock<T>(threads, g, 0, g.Batch, x, dy, dw);
+            return;
+        }
+        // Block 0 writes gradW itself, block b > 0 its own partial; the partials are then added in
+        // ascending block order, whichever thread computed them.
+        T[] partialArray = ArrayPool<T>.Shared.Rent(checked((int)((blocks - 1) * weights)));
+        try
+        {
+            fixed (T* partials = partialArray)
+            {
+                bool parallelBlocks = threads.Enabled;
+                var inner = parallelBlocks ? Serial : threads;
+                nint px = (nint)x, pdy = (nint)dy, pdw = (nint)dw, pp = (nint)partials;
+                threads.For(0, blocks, b => WeightGradBlock<T>(inner, g, b * per, Math.Min(per, g.Batch - b * per), (T*)px, (T*)pdy,
+                    b == 0 ? (T*)pdw : (T*)pp + (b - 1) * weights));
+                for (int b = 1; b < blocks; b++)
+                {
+                    AddInPlace(dw, partials + (b - 1) * weights, (int)weights);
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(partialArray);
+        }
+    }
+
+    private static void WeightGradBlock<T>(Parallelism inner, in ConvGeometry g, int n0, int count, T* x, T* dy, T* dw)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int groups = g.Groups, cg = g.InChannels / groups, og = g.OutChannels / groups;
+        int kg = cg * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
+        long plane = (long)g.InHeight * g.InWidth;
+        long inImage = g.InChannels * plane, outImage = (long)g.OutChannels * pixels;
+        int width = count * pixels;
+        if (IsPointwise(g))
+        {
+            // One image per block: x's channels are the column matrix as they lie.
+            for (int gi = 0; gi < groups; gi++)
+            {
+                Gemm.Run(inner, false, true, 1, og, kg, pixels, 1, dy + n0 * outImage + (long)gi * og * pixels, 0,
+                    x + n0 * inImage + gi * cg * plane, 0, 0, dw + (long)gi * og * kg, 0);
+            }
+            return;
+        }
+        T[] colsArray = ArrayPool<T>.Shared.Rent(checked(kg * width));
+        T[]? dyArray = count > 1 ? ArrayPool<T>.Shared.Rent(checked(og * width)) : null;
+        try
+        {
+            fixed (T* cols = colsArray)
+            fixed (T* dyBlock = dyArray)
+            {
+                for (int gi = 0; gi < groups; gi++)
+                {
+                    for (int t = 0; t < count; t++)
+                    {
+                        Im2Col(g, x + (n0 + t) * inImage + gi * cg * plane, cg, cols + (long)t * pixels, width);
+                    }
+                    T* lhs = count == 1 ? dy + n0 * outImage + (long)gi * og * pixels : GatherRows(dy, n0, count, outImage, gi * og, og, pixels, dyBlock);
+                    Gemm.Run(inner, false, true, 1, og, kg, width, 1, lhs, 0, cols, 0, 0, dw + (long)gi * og * kg, 0);
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(colsArray);
+            if (dyArray is not null)
+            {
+                ArrayPool<T>.Shared.Return(dyArray);
+            }
+        }
+    }
+
+    /// <summary>dst[i] += src[i] for i &lt; n; each element is one rounding, so vector width does not change bits.</summary>
+    private static void AddInPlace<T>(T* dst, T* src, int n)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int i = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            for (; i <= n - Vector<T>.Count; i += Vector<T>.Count)
+            {
+                Vector.Store(Vector.Load(dst + i) + Vector.Load(src + i), dst + i);
+            }
+        }
+        for (; i < n; i++)
+        {
+            dst[i] += src[i];
+        }
+    }
+
+    /// <summary>Copies channels [o0, o0 + og) of images [n0, n0 + count) of y side by side into [og, count·pixels].</summary>
+    private static T* GatherRows<T>(T* y, int n0, int count, long outImage, int o0, int og, int pixels, T* dst)
+        where T : unmanaged
+    {
+        long width = (long)count * pixels;
+        for (int t = 0; t < count; t++)
+        {
+            T* src = y + (n0 + t) * outImage + (long)o0 * pixels;
+            for (int o = 0; o < og; o++)
+            {
+                new ReadOnlySpan<T>(src + (long)o * pixels, pixels).CopyTo(new Span<T>(dst + o * width + (long)t * pixels, pixels));
+            }
+        }
+        return dst;
+    }
+
+    /// <summary>
+    /// Writes the column matrix of one image's <paramref name="cg"/> channels (starting at <paramref name="x"/>):
+    /// row (c·kh + p)·kw + q, column i·OW + j holds x[c, i·sh + p·dh - padTop, j·sw + q·dw - padLeft] or 0 outside.
+    /// Rows are <paramref name="ld"/> apart.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Im2Col<T>(in ConvGeometry g, T* x, int cg, T* cols, long ld)
+        where T : unmanaged
+    {
+        int h = g.InHeight, wIn = g.InWidth, oh = g.OutHeight, ow = g.OutWidth, kh = g.KernelHeight, kw = g.KernelWidth;
+        int sh = g.StrideHeight, sw = g.StrideWidth, dh = g.DilationHeight, dw = g.DilationWidth;
+        long plane = (long)h * wIn;
+        for (int c = 0; c < cg; c++)
+        {
+            T* xc = x + c * plane;
+            for (int p = 0; p < kh; p++)
+            {
+                for (int q = 0; q < kw; q++)
+                {
+                    T* row = cols + ((long)(c * kh + p) * kw + q) * ld;
+                    int w0 = q * dw - g.PadLeft;
+                    // Output columns j whose input column j·sw + w0 lies in [0, W).
+                    int jLo = w0 >= 0 ? 0 : Math.Min(ow, (-w0 + sw - 1) / sw);
+                    int jHi = wIn - w0 <= 0 ? 0 : Math.Min(ow, (wIn - w0 + sw - 1) / sw);
+                    jHi = Math.Max(jHi, jLo);
+                    for (int i = 0; i < oh; i++)
+                    {
+                        T* dst = row + (long)i * ow;
+                        int hi = i * sh + p * dh - g.PadTop;
+                        if ((uint)hi >= (uint)h)
+                        {
+                            new Span<T>(dst, ow).Clear();
+                            continue;
+                        }
+                        T* src = xc + (long)hi * wIn + w0;
+                        // Rows are short (OW is 26, 11 or 3 in a small conv net): plain loops beat
+                        // a memmove call per row.
+                        for (int j = 0; j < jLo; j++)
+                        {
+                            dst[j] = default;
+                        }
+                        if (sw == 1 && jHi - jLo >= 64)
+                        {
+                            new ReadOnlySpan<T>(src + jLo, jHi - jLo).CopyTo(new Span<T>(dst + jLo, jHi - jLo));
+                        }
+                        else if (sw == 1)
+                        {
+                            for (int j = jLo; j < jHi; j++)
+                            {
+                                dst[j] = src[j];
+                            }
+                        }
+                        else
+                        {
+                            for (int j = jLo; j < jHi; j++)
+                            {
+                                dst[j] = src[(long)j * sw];
+                            }
+                        }
+                        for (int j = jHi; j < ow; j++)
+                        {
+                            dst[j] = default;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Adds a column matrix back onto one image's channels (which the caller zeroed): the adjoint of
+    /// <see cref="Im2Col"/>. Each input element receives its terms in ascending (p, q) order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Col2Im<T>(in ConvGeometry g, T* cols, long ld, int cg, T* x)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int h = g.InHeight, wIn = g.InWidth, oh = g.OutHeight, ow = g.OutWidth, kh = g.KernelHeight, kw = g.KernelWidth;
+        int sh = g.StrideHeight, sw = g.StrideWidth, dh = g.DilationHeight, dw = g.DilationWidth;
+        long plane = (long)h * wIn;
+        for (int c = 0; c < cg; c++)
+        {
+            T* xc = x + c * plane;
+            for (int p = 0; p < kh; p++)
+            {
+                for (int q = 0; q < kw; q++)
+                {
+                    T* row = cols + ((long)(c * kh + p) * kw + q) * ld;
+                    int w0 = q * dw - g.PadLeft;
+                    int jLo = w0 >= 0 ? 0 : Math.Min(ow, (-w0 + sw - 1) / sw);
+                    int jHi = wIn - w0 <= 0 ? 0 : Math.Min(ow, (wIn - w0 + sw - 1) / sw);
+                    for (int i = 0; i < oh; i++)
+                    {
+                        int hi = i * sh + p * dh - g.PadTop;
+                        if ((uint)hi >= (uint)h)
+                        {
+                            continue;
+                        }
+                        T* src = row + (long)i * ow;
+                        T* dst = xc + (long)hi * wIn + w0;
+                        if (sw == 1)
+                        {
+                            AddInPlace(dst + jLo, src + jLo, jHi - jLo);
+                        }
+                        else
+                        {
+                            for (int j = jLo; j < jHi; j++)
+                            {
+                                dst[(long)j * sw] += src[j];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

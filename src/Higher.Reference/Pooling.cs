@@ -1,0 +1,316 @@
+using System.Numerics;
+
+namespace Higher.Reference;
+
+/// <summary>
+/// Pooling kernels: plain loops over output elements (the adjoints gather over the windows that
+/// cover each input element, in ascending window order), split across threads by whole planes,
+/// so the thread count never changes a result. Window sums accumulate in double.
+/// </summary>
+internal static unsafe class Pooling
+{
+    /// <summary>Below this many window taps a call runs on one thread.</summary>
+    private const long ParallelThreshold = 1 << 15;
+
+    /// <summary>
+    /// Throws unless the geometry is well formed: sizes ≥ 0, kernel, stride and dilation ≥ 1, padding ≥ 0,
+    /// dilation 1 for average pooling, and (for max pooling) every window reaching at least one input element.
+    /// </summary>
+    public static void Validate(string op, in PoolGeometry geometry, bool average)
+    {
+        if (geometry.Planes < 0 || geometry.InHeight < 0 || geometry.InWidth < 0 || geometry.OutHeight < 0 || geometry.OutWidth < 0 || geometry.PadTop < 0 || geometry.PadLeft < 0)
+        {
+            throw new ArgumentException($"{op}: negative size or padding in {geometry}.", nameof(geometry));
+        }
+        if (geometry.KernelHeight < 1 || geometry.KernelWidth < 1 || geometry.StrideHeight < 1 || geometry.StrideWidth < 1 || geometry.DilationHeight < 1 || geometry.DilationWidth < 1)
+        {
+            throw new ArgumentException($"{op}: kernel, strides and dilations must be at least 1 in {geometry}.", nameof(geometry));
+        }
+        if (average && (geometry.DilationHeight != 1 || geometry.DilationWidth != 1))
+        {
+            throw new ArgumentException($"{op}: average pooling has no dilation, got {geometry}.", nameof(geometry));
+        }
+        if ((long)geometry.InHeight * geometry.InWidth > int.MaxValue || (long)geometry.OutHeight * geometry.OutWidth > int.MaxValue)
+        {
+            throw new ArgumentException($"{op}: {geometry} is too large for the reference backend.", nameof(geometry));
+        }
+        if (!average && geometry.Planes > 0)
+        {
+            for (int i = 0; i < geometry.OutHeight; i++)
+            {
+                var (lo, hi) = Taps(i * geometry.StrideHeight - geometry.PadTop, geometry.InHeight, geometry.KernelHeight, geometry.DilationHeight);
+                if (lo >= hi)
+                {
+                    throw new ArgumentException($"{op}: output row {i} of {geometry} covers no input row.", nameof(geometry));
+                }
+            }
+            for (int j = 0; j < geometry.OutWidth; j++)
+            {
+                var (lo, hi) = Taps(j * geometry.StrideWidth - geometry.PadLeft, geometry.InWidth, geometry.KernelWidth, geometry.DilationWidth);
+                if (lo >= hi)
+                {
+                    throw new ArgumentException($"{op}: output column {j} of {geometry} covers no input column.", nameof(geometry));
+                }
+            }
+        }
+    }
+
+    /// <summary>Throws unless the adaptive pool sizes are usable (input ≥ 1 where output ≥ 1).</summary>
+    public static void ValidateAdaptive(string op, int planes, int inHeight, int inWidth, int outHeight, int outWidth)
+    {
+        if (planes < 0 || inHeight < 0 || inWidth < 0 || outHeight < 0 || outWidth < 0)
+        {
+            throw new ArgumentException($"{op}: negative size in planes {planes}, input {inHeight}x{inWidth}, output {outHeight}x{outWidth}.");
+        }
+        if ((outHeight > 0 && inHeight == 0) || (outWidth > 0 && inWidth == 0))
+        {
+            throw new ArgumentException($"{op}: an empty {inHeight}x{inWidth} input cannot be pooled to {outHeight}x{outWidth}.");
+        }
+        if ((long)inHeight * inWidth > int.MaxValue || (long)outHeight * outWidth > int.MaxValue)
+        {
+            throw new ArgumentException($"{op}: {inHeight}x{inWidth} to {outHeight}x{outWidth} is too large for the reference backend.");
+        }
+    }
+
+    /// <summary>The taps [lo, hi) of a window starting at <paramref name="start"/> with <paramref name="k"/> taps <paramref name="d"/> apart that fall in [0, size).</summary>
+    private static (int Lo, int Hi) Taps(int start, int size, int k, int d)
+    {
+        int lo = start >= 0 ? 0 : (-start + d - 1) / d;
+        int hi = size - start <= 0 ? 0 : Math.Min(k, (size - start + d - 1) / d);
+        return (Math.Min(lo, k), hi);
+    }
+
+    /// <summary>Runs body(p0, p1) over plane ranges: in parallel when the work is large enough, always split on whole planes.</summary>
+    private static void ForPlanes(Parallelism threads, int planes, long workPerPlane, Action<int, int> body)
+    {
+        if (!threads.Enabled || planes < 2 || workPerPlane * planes < ParallelThreshold)
+        {
+            body(0, planes);
+            return;
+        }
+        int chunks = Math.Min(planes, 4 * threads.MaxDegree);
+        threads.For(0, chunks, c => body((int)((long)planes * c / chunks), (int)((long)planes * (c + 1) / chunks)));
+    }
+
+    /// <summary>Max pooling with flat indices, see <see cref="IBackend.MaxPool2d"/>.</summary>
+    public static void MaxPool<T>(Parallelism threads, PoolGeometry g, T* x, T* y, long* indices)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        nint px = (nint)x, py = (nint)y, pi = (nint)indices;
+        ForPlanes(threads, g.Planes, (long)g.OutHeight * g.OutWidth * g.KernelHeight * g.KernelWidth, (p0, p1) =>
+        {
+            T* xs = (T*)px;
+            T* ys = (T*)py;
+            long* ids = (long*)pi;
+            int h = g.InHeight, w = g.InWidth, oh = g.OutHeight, ow = g.OutWidth;
+            for (long plane = p0; plane < p1; plane++)
+            {
+                T* xp = xs + plane * h * w;
+                long o = plane * oh * ow;
+                for (int i = 0; i < oh; i++)
+                {
+                    int hs = i * g.StrideHeight - g.PadTop;
+                    var (plo, phi) = Taps(hs, h, g.KernelHeight, g.DilationHeight);
+                    for (int j = 0; j < ow; j++, o++)
+                    {
+                        int ws = j * g.StrideWidth - g.PadLeft;
+                        var (qlo, qhi) = Taps(ws, w, g.KernelWidth, g.DilationWidth);
+                        long best = (long)(hs + plo * g.DilationHeight) * w + ws + qlo * g.DilationWidth;
+                        T max = xp[best];
+                        for (int p = plo; p < phi && !T.IsNaN(max); p++)
+                        {
+                            long row = (long)(hs + p * g.DilationHeight) * w;
+                            for (int q = qlo; q < qhi; q++)
+                            {
+                                long at = row + ws + q * g.DilationWidth;
+                                T v = xp[at];
+                                // Strictly greater keeps the first maximum; the first NaN wins and ends the scan.
+                                if (v > max || T.IsNaN(v))
+                                {
+                                    max = v;
+                                    best = at;
+                                    if (T.IsNaN(v))
+                                    {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        ys[o] = max;
+                        ids[o] = best;
+                    }
+                }
+            }
+        });
+    }
+
+    /// <summary>The window sizes of average pooling: (clipped to the padded input, clipped to the input) for one axis.</summary>
+    private static (int Padded, int Inside, int Lo, int Hi) AvgWindow(int start, int size, int k, int pad)
+    {
+        int end = Math.Min(start + k, size + pad);
+        int padded = end - start;
+        int lo = Math.Max(start, 0), hi = Math.Min(end, size);
+        return (padded, Math.Max(0, hi - lo), lo, hi);
+    }
+
+    private static double Divisor(bool countIncludePad, int divisorOverride, int paddedH, int paddedW, int insideH, int insideW) =>
+        divisorOverride > 0 ? divisorOverride : countIncludePad ? (double)paddedH * paddedW : (double)insideH * insideW;
+
+    /// <summary>Average pooling, see <see cref="IBackend.AvgPool2d"/>.</summary>
+    public static void AvgPool<T>(Parallelism threads, PoolGeometry g, bool countIncludePad, int divisorOverride, T* x, T* y)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        nint px = (nint)x, py = (nint)y;
+        ForPlanes(threads, g.Planes, (long)g.OutHeight * g.OutWidth * g.KernelHeight * g.KernelWidth, (p0, p1) =>
+        {
+            T* xs = (T*)px;
+            T* ys = (T*)py;
+            int h = g.InHeight, w = g.InWidth, oh = g.OutHeight, ow = g.OutWidth;
+            for (long plane = p0; plane < p1; plane++)
+            {
+                T* xp = xs + plane * h * w;
+                long o = plane * oh * ow;
+                for (int i = 0; i < oh; i++)
+                {
+                    var rows = AvgWindow(i * g.StrideHeight - g.PadTop, h, g.KernelHeight, g.PadTop);
+                    for (int j = 0; j < ow; j++, o++)
+                    {
+                        var cols = AvgWindow(j * g.StrideWidth - g.PadLeft, w, g.KernelWidth, g.PadLeft);
+                        if (rows.Inside == 0 || cols.Inside == 0)
+                        {
+                            ys[o] = T.Zero;
+                            continue;
+                        }
+                        double sum = 0;
+                        for (int r = rows.Lo; r < rows.Hi; r++)
+                        {
+                            T* xr = xp + (long)r * w;
+                            for (int c = cols.Lo; c < cols.Hi; c++)
+                            {
+                                sum += double.CreateTruncating(xr[c]);
+                            }
+                        }
+                        ys[o] = T.CreateTruncating(sum / Divisor(countIncludePad, divisorOverride, rows.Padded, cols.Padded, rows.Inside, cols.Inside));
+                    }
+                }
+            }
+        });
+    }
+
+    /// <summary>The adjoint of average pooling, gathered: see <see cref="IBackend.AvgPool2dGrad"/>.</summary>
+    public static void AvgPoolGrad<T>(Parallelism threads, PoolGeometry g, bool countIncludePad, int divisorOverride, T* dy, T* dx)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        nint pdy = (nint)dy, pdx = (nint)dx;
+        int kh = g.KernelHeight, kw = g.KernelWidth, sh = g.StrideHeight, sw = g.StrideWidth;
+        long windowsPerInput = (long)((kh + sh - 1) / sh) * ((kw + sw - 1) / sw);
+        ForPlanes(threads, g.Planes, (long)g.InHeight * g.InWidth * windowsPerInput, (p0, p1) =>
+        {
+            T* dys = (T*)pdy;
+            T* dxs = (T*)pdx;
+            int h = g.InHeight, w = g.InWidth, oh = g.OutHeight, ow = g.OutWidth;
+            for (long plane = p0; plane < p1; plane++)
+            {
+                T* gy = dys + plane * oh * ow;
+                T* gx = dxs + plane * h * w;
+                for (int r = 0; r < h; r++)
+                {
+                    // Windows i with i·sh - padTop ≤ r < i·sh - padTop + kh.
+                    int iLo = r + g.PadTop - kh + 1 <= 0 ? 0 : (r + g.PadTop - kh + 1 + sh - 1) / sh;
+                    int iHi = Math.Min(oh - 1, (r + g.PadTop) / sh);
+                    for (int c = 0; c < w; c++)
+                    {
+                        int jLo = c + g.PadLeft - kw + 1 <= 0 ? 0 : (c + g.PadLeft - kw + 1 + sw - 1) / sw;
+                        int jHi = Math.Min(ow - 1, (c + g.PadLeft) / sw);
+                        double sum = 0;
+                        for (int i = iLo; i <= iHi; i++)
+                        {
+                            var rows = AvgWindow(i * sh - g.PadTop, h, kh, g.PadTop);
+                            for (int j = jLo; j <= jHi; j++)
+                            {
+                                var cols = AvgWindow(j * sw - g.PadLeft, w, kw, g.PadLeft);
+                                sum += double.CreateTruncating(gy[(long)i * ow + j]) / Divisor(countIncludePad, divisorOverride, rows.Padded, cols.Padded, rows.Inside, cols.Inside);
+                            }
+                        }
+                        gx[(long)r * w + c] = T.CreateTruncating(sum);
+                    }
+                }
+            }
+        });
+    }
+
+    /// <summary>Adaptive average pooling, see <see cref="IBackend.AdaptiveAvgPool2d"/>.</summary>
+    public static void AdaptiveAvgPool<T>(Parallelism threads, int planes, int h, int w, int oh, int ow, T* x, T* y)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        nint px = (nint)x, py = (nint)y;
+        ForPlanes(threads, planes, (long)h * w, (p0, p1) =>
+        {
+            T* xs = (T*)px;
+            T* ys = (T*)py;
+            for (long plane = p0; plane < p1; plane++)
+            {
+                T* xp = xs + plane * h * w;
+                long o = plane * oh * ow;
+                for (int i = 0; i < oh; i++)
+                {
+                    int r0 = Start(i, h, oh), r1 = End(i, h, oh);
+                    for (int j = 0; j < ow; j++, o++)
+                    {
+                        int c0 = Start(j, w, ow), c1 = End(j, w, ow);
+                        double sum = 0;
+                        for (int r = r0; r < r1; r++)
+                        {
+                            for (int c = c0; c < c1; c++)
+                            {
+                                sum += double.CreateTruncating(xp[(long)r * w + c]);
+                            }
+                        }
+                        ys[o] = T.CreateTruncating(sum / ((double)(r1 - r0) * (c1 - c0)));
+                    }
+                }
+            }
+        });
+    }
+
+    /// <summary>The adjoint of adaptive average pooling, gathered: see <see cref="IBackend.AdaptiveAvgPool2dGrad"/>.</summary>
+    public static void AdaptiveAvgPoolGrad<T>(Parallelism threads, int planes, int h, int w, int oh, int ow, T* dy, T* dx)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        nint pdy = (nint)dy, pdx = (nint)dx;
+        long perInput = (long)((oh + Math.Max(h, 1) - 1) / Math.Max(h, 1) + 1) * ((ow + Math.Max(w, 1) - 1) / Math.Max(w, 1) + 1);
+        ForPlanes(threads, planes, (long)h * w * perInput, (p0, p1) =>
+        {
+            T* dys = (T*)pdy;
+            T* dxs = (T*)pdx;
+            for (long plane = p0; plane < p1; plane++)
+            {
+                T* gy = dys + plane * oh * ow;
+                T* gx = dxs + plane * h * w;
+                for (int r = 0; r < h; r++)
+                {
+                    // Windows i with ⌊i·H/OH⌋ ≤ r < ⌈(i+1)·H/OH⌉.
+                    int iLo = (int)((long)r * oh / h), iHi = (int)(((long)(r + 1) * oh - 1) / h);
+                    for (int c = 0; c < w; c++)
+                    {
+                        int jLo = (int)((long)c * ow / w), jHi = (int)(((long)(c + 1) * ow - 1) / w);
+                        double sum = 0;
+                        for (int i = iLo; i <= iHi; i++)
+                        {
+                            double rows = End(i, h, oh) - Start(i, h, oh);
+                            for (int j = jLo; j <= jHi; j++)
+                            {
+                                sum += double.CreateTruncating(gy[(long)i * ow + j]) / (rows * (End(j, w, ow) - Start(j, w, ow)));
+                            }
+                        }
+                        gx[(long)r * w + c] = T.CreateTruncating(sum);
+                    }
+                }
+            }
+        });
+    }
+
+    private static int Start(int i, int size, int outSize) => (int)((long)i * size / outSize);
+
+    private static int End(int i, int size, int outSize) => (int)(((long)(i + 1) * size + outSize - 1) / outSize);
+}
