@@ -165,6 +165,10 @@ public abstract class RecurrentBase : Module
         }
         var x = batched ? (BatchFirst ? input.Transpose(0, 1) : input) : input.Unsqueeze(1);
         int steps = x.Shape[0], batch = x.Shape[1];
+        if (steps == 0)
+        {
+            throw new ArgumentException($"{GetType().Name}: input {input.Shape} is a sequence of length 0; a recurrent layer needs at least one step.", nameof(input));
+        }
         h0 = InitialState(h0, batched, batch, x, "h0");
         c0 = Mode == RecurrentMode.Lstm ? InitialState(c0, batched, batch, x, "c0") : null;
         var finalH = new List<Tensor>();
