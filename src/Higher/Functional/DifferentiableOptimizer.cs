@@ -161,6 +161,10 @@ public class DifferentiableOptimizer : IHyperParameterGroups
         var current = parameters ?? fmodel?.FastParams
             ?? throw new InvalidOperationException("Step needs the fast weights: pass parameters, or build the optimizer with a functional module (FModel).");
         CheckParameters(current);
+        for (int gi = 0; gi < _groups.Count; gi++)
+        {
+            _rule.CheckHyperParameters(_groups[gi], $"{GetType().Name}.Step", gi);
+        }
         var overrides = _override;
         if (@override is not null)
         {
@@ -348,18 +352,34 @@ public class DifferentiableOptimizer : IHyperParameterGroups
         {
             throw new ArgumentException($"CopyStateTo got {list.Length} parameters, but the optimizer has {_state.Length}.", nameof(targetParams));
         }
+        var owned = new HashSet<Tensor>(target.ParamGroups.SelectMany(g => g.Params), ReferenceEqualityComparer.Instance);
         for (int i = 0; i < list.Length; i++)
         {
-            if (_state[i] is { } s)
+            var p = list[i] ?? throw new ArgumentNullException(nameof(targetParams), $"CopyStateTo: parameter {i} is null.");
+            if (_state[i] is null)
             {
-                var copy = s.DetachedCopy(list[i].Device);
-                var dst = target.StateFor(list[i]);
-                dst.Step = copy.Step;
-                dst.Tensors.Clear();
-                foreach (var (k, v) in copy.Tensors)
-                {
-                    dst.Tensors[k] = v;
-                }
+                continue;
+            }
+            if (p.Shape != _reference[i].Shape)
+            {
+                throw new ArgumentException($"CopyStateTo: parameter {i}{NameOf(i)} is {p.Describe()}, but the state is for {_reference[i].Shape}.", nameof(targetParams));
+            }
+            if (!owned.Contains(p))
+            {
+                throw new ArgumentException($"CopyStateTo: parameter {i}{NameOf(i)} ({p.Describe()}) is not optimized by the target {target.GetType().Name}, so its state would never be read.", nameof(targetParams));
+            }
+        }
+        // Copied (and moved) first, written after: a move that fails leaves the target as it was.
+        var copies = new ParamState?[list.Length];
+        for (int i = 0; i < list.Length; i++)
+        {
+            copies[i] = _state[i]?.DetachedCopy(list[i].Device);
+        }
+        for (int i = 0; i < list.Length; i++)
+        {
+            if (copies[i] is { } copy)
+            {
+                target.StateFor(list[i]).Assign(copy);
             }
         }
     }

@@ -237,6 +237,14 @@ public sealed class FunctionalModule
     {
         ThrowIfDisposed("SyncBuffers");
         ArgumentNullException.ThrowIfNull(module);
+        var own = new HashSet<ModuleBuffer>(Module.NamedBufferHandles().Select(b => b.Buffer), ReferenceEqualityComparer.Instance);
+        var foreign = module.NamedBufferHandles().Where(b => !own.Contains(b.Buffer)).Select(b => b.Name).ToList();
+        if (foreign.Count > 0)
+        {
+            // Another module's buffers would be stored here and never read: the sync would do nothing.
+            throw new ArgumentException(
+                $"SyncBuffers: buffers [{string.Join(", ", foreign)}] of the given {module.GetType().Name} are not buffers of this view's {Module.GetType().Name}; pass the module this view was made from.", nameof(module));
+        }
         using var _ = Autograd.NoGrad();
         // Copied first, stored after: a move to a device that fails leaves the buffers as they were.
         var copies = new List<(ModuleBuffer, Tensor)>();

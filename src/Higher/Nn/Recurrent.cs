@@ -214,7 +214,16 @@ public abstract class RecurrentBase : Module
         {
             throw new ArgumentException($"{GetType().Name}: expected {name} of shape {expected}; got {state.Shape}.", name);
         }
+        CheckStateLike(state, like, name);
         return batched ? state : state.Unsqueeze(1);
+    }
+
+    private void CheckStateLike(Tensor state, Tensor like, string name)
+    {
+        if (state.DType != like.DType || state.Device != like.Device)
+        {
+            throw new ArgumentException($"{GetType().Name}: {name} ({state.Describe()} on {state.Device}) must have the input's dtype and device ({like.DType.Name()} on {like.Device}).", name);
+        }
     }
 
     private (Tensor Sequence, Tensor H, Tensor? C) RunDirection(Tensor x, int slot, bool reverse, Tensor h, Tensor? c, int steps)
@@ -377,6 +386,10 @@ public abstract class RecurrentCellBase : Module
         if (state.Shape != expected)
         {
             throw new ArgumentException($"{GetType().Name}: expected {name} of shape {expected}; got {state.Shape}.", name);
+        }
+        if (state.DType != input.DType || state.Device != input.Device)
+        {
+            throw new ArgumentException($"{GetType().Name}: {name} ({state.Describe()} on {state.Device}) must have the input's dtype and device ({input.DType.Name()} on {input.Device}).", name);
         }
         return batched ? state : state.Unsqueeze(0);
     }

@@ -107,6 +107,23 @@ public abstract class Optimizer : IHyperParameterGroups
         }
     }
 
+    /// <summary>
+    /// Validates hyperparameters written after construction (by hand, a scheduler, or an override
+    /// applied back), naming the call and the group: the same rules as <see cref="AddParamGroup"/>.
+    /// </summary>
+    internal void CheckHyperParameters(IEnumerable<KeyValuePair<string, double>> options, string call, int groupIndex)
+    {
+        var group = new ParamGroup([], options.ToDictionary(kv => kv.Key, kv => kv.Value));
+        try
+        {
+            Validate(group);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"{call}: parameter group {groupIndex}: {e.Message}", e);
+        }
+    }
+
     /// <summary>Throws unless <paramref name="check"/> holds for the group's hyperparameter <paramref name="name"/>.</summary>
     protected void Require(ParamGroup group, string name, Func<double, bool> check, string rule)
     {
@@ -160,6 +177,11 @@ public abstract class Optimizer : IHyperParameterGroups
     public virtual void Step()
     {
         using var _ = Autograd.NoGrad();
+        for (int gi = 0; gi < _groups.Count; gi++)
+        {
+            // Hyperparameters may have been written since the group was added (a NaN lr from a schedule).
+            CheckHyperParameters(_groups[gi].Options, $"{GetType().Name}.Step", gi);
+        }
         var pending = new List<(Tensor Param, Tensor Value, ParamState State)>();
         int index = -1;
         for (int gi = 0; gi < _groups.Count; gi++)
