@@ -65,6 +65,18 @@ public abstract class Optimizer : IHyperParameterGroups
         for (int i = 0; i < group.Params.Count; i++)
         {
             var p = group.Params[i] ?? throw new ArgumentNullException(nameof(group), $"{GetType().Name}: parameter {i} of the group is null.");
+            if (!p.DType.IsFloatingPoint())
+            {
+                throw new ArgumentException($"{GetType().Name} can only optimize floating-point tensors; parameter {i} of the group is {p.Describe()}.", nameof(group));
+            }
+            for (int j = 0; j < i; j++)
+            {
+                if (ReferenceEquals(group.Params[j], p))
+                {
+                    // It would be stepped twice per Step, through one shared state.
+                    throw new ArgumentException($"{GetType().Name}: parameter {i} of the group ({p.Describe()}) is the same tensor as parameter {j}; list each parameter once.", nameof(group));
+                }
+            }
             if (!p.IsLeaf)
             {
                 throw new ArgumentException($"{GetType().Name} can only optimize leaf tensors; a {p.Describe()} parameter was produced by {p.GradFnName}.");

@@ -264,8 +264,21 @@ public sealed class InnerLoopFaultTests
         var expected = ctx.FModel.Forward(X).ToDoubleArray();
         var own = ctx.FModel.Module.Forward(X).ToDoubleArray();
         Assert.NotEqual(own, expected);
-        var viaTask = ctx.FModel.Call(m => Task.Run(() => m.Forward(X)).Result).ToDoubleArray();
-        Assert.Equal(expected, viaTask);
+        int caller = Environment.CurrentManagedThreadId;
+        var (viaTask, worker) = ctx.FModel.Call(m =>
+        {
+            // The task is seen running before the call waits for it, so it cannot be inlined on this thread.
+            using var running = new ManualResetEventSlim();
+            var task = Task.Run(() =>
+            {
+                running.Set();
+                return (m.Forward(X), Environment.CurrentManagedThreadId);
+            });
+            running.Wait();
+            return task.Result;
+        });
+        Assert.NotEqual(caller, worker);
+        Assert.Equal(expected, viaTask.ToDoubleArray());
     }
 
     [Fact]

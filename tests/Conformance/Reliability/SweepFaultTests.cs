@@ -124,4 +124,32 @@ public sealed class SweepFaultTests
         Assert.Contains("LstmCell", e.Message, StringComparison.Ordinal);
         Assert.Contains("float64", e.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Optimizer_TheSameTensorTwiceInAGroup_IsRefused()
+    {
+        var w = Tensor.Zeros([2]).WithRequiresGrad();
+        var e = Assert.Throws<ArgumentException>(() => new Sgd([w, w]));
+        Assert.Contains("parameter 1", e.Message, StringComparison.Ordinal);
+        Assert.Contains("parameter 0", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Optimizer_AnIntegerTensor_IsRefused()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new Sgd([Tensor.Zeros([2], DType.Int64)]));
+        Assert.Contains("int64", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ClipGradNorm_NaNBound_IsRefused_AndTheGradientsAreKept()
+    {
+        var model = Mlp();
+        F.MseLoss(model.Forward(X), Y).Backward();
+        var before = Of(model);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => GradClipping.ClipGradNorm(model.Parameters(), double.NaN));
+        Assert.Contains("maxNorm", e.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentOutOfRangeException>(() => GradClipping.ClipGradValue(model.Parameters(), double.NaN));
+        Assert.Equal(before, Of(model));
+    }
 }
