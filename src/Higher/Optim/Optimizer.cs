@@ -123,9 +123,11 @@ public abstract class Optimizer : IHyperParameterGroups
     /// Validates hyperparameters written after construction (by hand, a scheduler, or an override
     /// applied back), naming the call and the group: the same rules as <see cref="AddParamGroup"/>.
     /// </summary>
-    internal void CheckHyperParameters(IEnumerable<KeyValuePair<string, double>> options, string call, int groupIndex)
+    internal void CheckHyperParameters(IEnumerable<KeyValuePair<string, double>> options, string call, int groupIndex) =>
+        CheckGroup(new ParamGroup([], options.ToDictionary(kv => kv.Key, kv => kv.Value)), call, groupIndex);
+
+    private void CheckGroup(ParamGroup group, string call, int groupIndex)
     {
-        var group = new ParamGroup([], options.ToDictionary(kv => kv.Key, kv => kv.Value));
         try
         {
             Validate(group);
@@ -192,7 +194,7 @@ public abstract class Optimizer : IHyperParameterGroups
         for (int gi = 0; gi < _groups.Count; gi++)
         {
             // Hyperparameters may have been written since the group was added (a NaN lr from a schedule).
-            CheckHyperParameters(_groups[gi].Options, $"{GetType().Name}.Step", gi);
+            CheckGroup(_groups[gi], $"{GetType().Name}.Step", gi);
         }
         var pending = new List<(Tensor Param, Tensor Value, ParamState State)>();
         int index = -1;
