@@ -1,4 +1,10 @@
 using BenchmarkDotNet.Running;
 
 // dotnet run -c Release --project bench/Higher.Benchmarks -- --filter '*'
+// dotnet run -c Release --project bench/Higher.Benchmarks -- memory   (retained bytes of long unrolls)
+if (args.Length > 0 && args[0] == "memory")
+{
+    Higher.Benchmarks.MemoryBenchmark.Run();
+    return;
+}
 BenchmarkSwitcher.FromAssembly(typeof(Higher.Benchmarks.SmallOpBenchmarks).Assembly).Run(args);

@@ -5,7 +5,8 @@ namespace Higher;
 
 /// <summary>
 /// Immutable dimensions of a tensor in row-major order. Rank 0 is a scalar; zero-size dimensions
-/// are allowed. Element count is the product of the dimensions (1 for a scalar).
+/// are allowed. Element count is the product of the dimensions (1 for a scalar); every way of making
+/// a shape refuses one whose element count does not fit in a <see cref="long"/>, so no count wraps.
 /// </summary>
 [CollectionBuilder(typeof(Shape), nameof(Create))]
 public readonly struct Shape : IEquatable<Shape>
@@ -13,7 +14,10 @@ public readonly struct Shape : IEquatable<Shape>
     private static readonly int[] EmptyDims = [];
     private readonly int[]? _dims;
 
-    /// <summary>Creates a shape from its dimensions (copied). Throws if a dimension is negative.</summary>
+    /// <summary>
+    /// Creates a shape from its dimensions (copied). Throws if a dimension is negative or the element
+    /// count overflows a 64-bit integer.
+    /// </summary>
     public Shape(params ReadOnlySpan<int> dims)
     {
         for (int i = 0; i < dims.Length; i++)
@@ -23,10 +27,37 @@ public readonly struct Shape : IEquatable<Shape>
                 throw new ArgumentException($"Shape [{string.Join(", ", dims.ToArray())}] has negative dimension {i} ({dims[i]}).", nameof(dims));
             }
         }
+        CheckCount(dims);
         _dims = dims.Length == 0 ? EmptyDims : dims.ToArray();
     }
 
-    private Shape(int[] owned, bool _) => _dims = owned;
+    private Shape(int[] owned, bool _)
+    {
+        CheckCount(owned);
+        _dims = owned;
+    }
+
+    /// <summary>
+    /// Throws when the product of <paramref name="dims"/> does not fit in a long. A zero dimension
+    /// anywhere makes the count 0, which always fits, so the product is only checked without one.
+    /// </summary>
+    private static void CheckCount(ReadOnlySpan<int> dims)
+    {
+        if (dims.Contains(0))
+        {
+            return;
+        }
+        long n = 1;
+        for (int i = 0; i < dims.Length; i++)
+        {
+            if (dims[i] != 0 && n > long.MaxValue / dims[i])
+            {
+                throw new ArgumentException(
+                    $"Shape [{string.Join(", ", dims.ToArray())}] has too many elements: the product of dimensions 0..{i} exceeds {long.MaxValue} (2^63 - 1).", nameof(dims));
+            }
+            n *= dims[i];
+        }
+    }
 
     /// <summary>Builds a shape from a collection expression such as <c>[2, 3]</c>.</summary>
     public static Shape Create(ReadOnlySpan<int> dims) => new(dims);
@@ -34,7 +65,10 @@ public readonly struct Shape : IEquatable<Shape>
     /// <summary>Enumerates the dimensions (enables collection expressions).</summary>
     public ReadOnlySpan<int>.Enumerator GetEnumerator() => Dims.GetEnumerator();
 
-    /// <summary>Wraps an array the caller promises never to mutate again (no copy, no validation).</summary>
+    /// <summary>
+    /// Wraps an array the caller promises never to mutate again (no copy, no check of the signs);
+    /// an element count that overflows a long is still refused.
+    /// </summary>
     public static Shape FromOwned(int[] dims) => new(dims, true);
 
     /// <summary>The scalar shape [].</summary>

@@ -20,10 +20,7 @@ public static class F
     /// <summary>Mean (or sum) of (input - target)².</summary>
     public static Tensor MseLoss(Tensor input, Tensor target, Reduction reduction = Reduction.Mean)
     {
-        if (input.Shape != target.Shape)
-        {
-            throw new ArgumentException($"MseLoss: input {input.Shape} and target {target.Shape} must have the same shape.");
-        }
+        CheckPair("MseLoss", "input", input, target);
         var d = input - target;
         return Reduce(d * d, reduction);
     }
@@ -31,11 +28,41 @@ public static class F
     /// <summary>Mean absolute error.</summary>
     public static Tensor L1Loss(Tensor input, Tensor target, Reduction reduction = Reduction.Mean)
     {
+        CheckPair("L1Loss", "input", input, target);
+        return Reduce((input - target).Abs(), reduction);
+    }
+
+    /// <summary>
+    /// The checks of an elementwise loss, made before any op runs so that the message names the
+    /// loss: same shape, floating-point, same dtype and device.
+    /// </summary>
+    private static void CheckPair(string loss, string inputName, Tensor input, Tensor target)
+    {
+        ArgumentNullException.ThrowIfNull(input, inputName);
+        ArgumentNullException.ThrowIfNull(target);
         if (input.Shape != target.Shape)
         {
-            throw new ArgumentException($"L1Loss: input {input.Shape} and target {target.Shape} must have the same shape.");
+            throw new ArgumentException($"{loss}: {inputName} {input.Shape} and target {target.Shape} must have the same shape.");
         }
-        return Reduce((input - target).Abs(), reduction);
+        if (!input.DType.IsFloatingPoint() || input.DType != target.DType || input.Device != target.Device)
+        {
+            throw new ArgumentException(
+                $"{loss}: {inputName} ({input.Describe()} on {input.Device}) and target ({target.Describe()} on {target.Device}) must be floating-point tensors of one dtype on one device.");
+        }
+    }
+
+    private static void CheckScores(string loss, string inputName, Tensor input, Tensor target)
+    {
+        ArgumentNullException.ThrowIfNull(input, inputName);
+        ArgumentNullException.ThrowIfNull(target);
+        if (!input.DType.IsFloatingPoint())
+        {
+            throw new ArgumentException($"{loss}: {inputName} must be floating-point; got {input.Describe()}.");
+        }
+        if (input.Device != target.Device)
+        {
+            throw new ArgumentException($"{loss}: {inputName} ({input.Describe()} on {input.Device}) and target ({target.Describe()} on {target.Device}) must be on one device.");
+        }
     }
 
     private static Tensor Reduce(Tensor losses, Reduction reduction) => reduction switch
@@ -52,6 +79,7 @@ public static class F
     /// </summary>
     public static Tensor NllLoss(Tensor logProbs, Tensor target, Reduction reduction = Reduction.Mean, long ignoreIndex = -100)
     {
+        CheckScores("NllLoss", "logProbs", logProbs, target);
         var (picked, keep, count) = PickTargets(logProbs, target, ignoreIndex, "NllLoss");
         var losses = Tensor.Where(keep, picked.Neg(), 0);
         return reduction switch
@@ -102,6 +130,11 @@ public static class F
         {
             throw new ArgumentOutOfRangeException(nameof(labelSmoothing), labelSmoothing, "Label smoothing must lie in [0, 1].");
         }
+        CheckScores("CrossEntropy", "logits", logits, target);
+        if (logits.Rank != 2 || target.Rank != 1 || target.Shape[0] != logits.Shape[0])
+        {
+            throw new ArgumentException($"CrossEntropy: expected logits [N, C] and target [N]; got logits {logits.Shape} and target {target.Shape}.");
+        }
         var logp = logits.LogSoftmax(-1);
         var (picked, keep, count) = PickTargets(logp, target, ignoreIndex, "CrossEntropy");
         var losses = picked.Neg();
@@ -122,10 +155,7 @@ public static class F
     /// <summary>Binary cross entropy on logits, stably: softplus(x) - x·y.</summary>
     public static Tensor BinaryCrossEntropyWithLogits(Tensor logits, Tensor target, Reduction reduction = Reduction.Mean)
     {
-        if (logits.Shape != target.Shape)
-        {
-            throw new ArgumentException($"BinaryCrossEntropyWithLogits: logits {logits.Shape} and target {target.Shape} must have the same shape.");
-        }
+        CheckPair("BinaryCrossEntropyWithLogits", "logits", logits, target);
         return Reduce(logits.Softplus() - logits * target, reduction);
     }
 

@@ -84,8 +84,26 @@ public sealed partial class Tensor
         }
     }
 
-    /// <summary>Accumulated gradient of a leaf after <see cref="Backward"/>; null until then.</summary>
-    public Tensor? Grad { get; set; }
+    /// <summary>
+    /// Accumulated gradient of a leaf after <see cref="Backward"/>; null until then. A gradient set
+    /// by hand must have this tensor's shape, dtype and device (Backward adds into it, and an
+    /// optimizer reads it as the gradient of exactly this tensor).
+    /// </summary>
+    public Tensor? Grad
+    {
+        get => _grad;
+        set
+        {
+            if (value is not null && (value.Shape != Shape || value.DType != DType || value.Device != Device))
+            {
+                throw new ArgumentException(
+                    $"Grad: the gradient assigned to a {Describe()} tensor on {Device} must match it; got {value.Describe()} on {value.Device}.", nameof(value));
+            }
+            _grad = value;
+        }
+    }
+
+    private Tensor? _grad;
 
     /// <summary>Optional name shown by <see cref="ToString"/> and in error messages.</summary>
     public string? Name { get; set; }

@@ -156,12 +156,25 @@ public static class DiffOptim
         ArgumentNullException.ThrowIfNull(opt);
         ArgumentNullException.ThrowIfNull(@override);
         @override.Validate(opt.HyperParameterGroups);
+        // Every group's new numbers are computed and validated before the first is written.
+        var next = opt.ParamGroups.Select(g => new Dictionary<string, double>(g.Options)).ToList();
         foreach (var name in @override.Keys)
         {
-            for (int i = 0; i < opt.ParamGroups.Count; i++)
+            for (int i = 0; i < next.Count; i++)
             {
                 @override.TryGet(name, i, out var v);
-                opt.ParamGroups[i][name] = v.Value;
+                next[i][name] = v.Value;
+            }
+        }
+        for (int i = 0; i < next.Count; i++)
+        {
+            opt.CheckHyperParameters(next[i], "ApplyTrainableOptParams", i);
+        }
+        for (int i = 0; i < next.Count; i++)
+        {
+            foreach (var (k, v) in next[i])
+            {
+                opt.ParamGroups[i][k] = v;
             }
         }
     }

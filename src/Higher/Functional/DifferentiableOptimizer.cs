@@ -30,7 +30,10 @@ public sealed record DifferentiableOptimizerOptions
     /// <summary>Default gradient transform for every step.</summary>
     public GradCallback? GradCallback { get; init; }
 
-    /// <summary>Cut the graph of fast weights and state every this many steps (truncated backpropagation); null: never.</summary>
+    /// <summary>
+    /// Cut the graph of fast weights and state every this many steps (truncated backpropagation); null:
+    /// never; at least 1. This is what bounds the memory of a long tracked unroll (bench/RESULTS.md).
+    /// </summary>
     public int? TruncateEvery { get; init; }
 }
 
@@ -49,7 +52,9 @@ public class DifferentiableOptimizer : IHyperParameterGroups
     private readonly ParamState?[] _state;
     private readonly Override _override = new();
     private readonly DifferentiableOptimizerOptions _options;
+    private readonly Tensor[] _reference;
     private long _steps;
+    private string? _disposedBy;
 
     /// <summary>
     /// Wraps <paramref name="other"/>, which optimizes (a subset of) <paramref name="referenceParams"/>:
@@ -62,6 +67,15 @@ public class DifferentiableOptimizer : IHyperParameterGroups
         _rule = other;
         _options = options ?? new DifferentiableOptimizerOptions();
         var reference = referenceParams.ToArray();
+        if (_options.TruncateEvery is < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), _options.TruncateEvery, $"{GetType().Name}: TruncateEvery must be at least 1 (or null for never); got {_options.TruncateEvery}.");
+        }
+        for (int i = 0; i < reference.Length; i++)
+        {
+            ArgumentNullException.ThrowIfNull(reference[i], $"{nameof(referenceParams)}[{i}]");
+        }
+        _reference = reference;
         _groups = other.ParamGroups.Select(g => new Dictionary<string, double>(g.Options)).ToList();
         _groupOf = new int[reference.Length];
         _state = new ParamState?[reference.Length];
@@ -81,12 +95,21 @@ public class DifferentiableOptimizer : IHyperParameterGroups
                 _state[i] = s.DetachedCopy(_options.Device);
             }
         }
+        if (reference.Length > 0 && Array.TrueForAll(_groupOf, g => g < 0))
+        {
+            throw new ArgumentException(
+                $"{GetType().Name}: none of the {reference.Length} reference parameters is optimized by the {other.GetType().Name} ({other.ParamGroups.Sum(g => g.Params.Count)} parameters of its own), so every step would update nothing. " +
+                "Build the optimizer over the model's parameters (after any model.To(...), which replaces the parameter tensors).", nameof(referenceParams));
+        }
         if (_options.Override is { } o)
         {
             o.Validate(_groups);
             _override.Merge(o);
         }
     }
+
+    /// <summary>Retires the optimizer (its inner-loop context was disposed): later steps throw.</summary>
+    internal void MarkDisposed(string by) => _disposedBy ??= by;
 
     /// <summary>The wrapped optimizer whose update rule this one applies.</summary>
     public Optimizer Rule => _rule;
@@ -121,34 +144,60 @@ public class DifferentiableOptimizer : IHyperParameterGroups
     /// given, they are used instead (and, with a functional module, become its new weights).
     /// <paramref name="override"/> entries persist for later steps. Returns the new fast weights.
     /// </summary>
+    /// <remarks>
+    /// Everything is checked before anything changes: the parameters (count, shape, dtype, device),
+    /// the override, that the loss has a graph to differentiate, and the gradients the callback
+    /// returns. The update runs on copies of the state; a step that throws leaves the state, the
+    /// overrides, the step count and the fast weights exactly as they were.
+    /// </remarks>
     public IReadOnlyList<Tensor> Step(Tensor loss, IReadOnlyList<Tensor>? parameters = null, Override? @override = null, GradCallback? gradCallback = null)
     {
+        if (_disposedBy is not null)
+        {
+            throw new ObjectDisposedException(GetType().Name, $"{GetType().Name}.Step: this optimizer belongs to an {_disposedBy} that was disposed; create a new context.");
+        }
         ArgumentNullException.ThrowIfNull(loss);
         var fmodel = _options.FModel;
         var current = parameters ?? fmodel?.FastParams
             ?? throw new InvalidOperationException("Step needs the fast weights: pass parameters, or build the optimizer with a functional module (FModel).");
-        if (current.Count != _groupOf.Length)
+        CheckParameters(current);
+        for (int gi = 0; gi < _groups.Count; gi++)
         {
-            throw new ArgumentException($"Step got {current.Count} parameters, but the optimizer was built for {_groupOf.Length}.", nameof(parameters));
+            _rule.CheckHyperParameters(_groups[gi], $"{GetType().Name}.Step", gi);
         }
+        var overrides = _override;
         if (@override is not null)
         {
             @override.Validate(_groups);
-            _override.Merge(@override);
+            overrides = new Override();
+            overrides.Merge(_override);
+            overrides.Merge(@override);
         }
 
         IReadOnlyList<Tensor?> grads = Gradients(loss, current);
         var callback = gradCallback ?? _options.GradCallback;
         if (callback is not null)
         {
-            grads = callback(grads);
+            grads = callback(grads) ?? throw new InvalidOperationException($"{GetType().Name}.Step: the gradient callback returned null.");
             if (grads.Count != current.Count)
             {
-                throw new InvalidOperationException($"The gradient callback returned {grads.Count} gradients for {current.Count} parameters.");
+                throw new InvalidOperationException($"{GetType().Name}.Step: the gradient callback returned {grads.Count} gradients for {current.Count} parameters.");
+            }
+            for (int i = 0; i < grads.Count; i++)
+            {
+                if (grads[i] is { } g && (g.Shape != current[i].Shape || g.DType != current[i].DType || g.Device != current[i].Device))
+                {
+                    throw new ArgumentException(
+                        $"{GetType().Name}.Step: the gradient callback returned for parameter {i}{NameOf(i)} a {g.Shape} {g.DType.Name()} gradient on {g.Device}; the parameter is {current[i].Shape} {current[i].DType.Name()} on {current[i].Device}.",
+                        nameof(gradCallback));
+                }
             }
         }
 
+        // The rule replaces state tensors and advances the step count: it works on copies, which
+        // replace the state only once every parameter has been updated.
         var updated = new Tensor[current.Count];
+        var newState = new ParamState?[current.Count];
         bool track = _options.TrackHigherGrads;
         using (track ? Autograd.EnableGrad() : Autograd.NoGrad())
         {
@@ -162,12 +211,12 @@ public class DifferentiableOptimizer : IHyperParameterGroups
                     updated[i] = p;
                     continue;
                 }
-                hypers[gi] ??= new OverriddenHyperParameters(_groups[gi], _override, gi);
-                var state = _state[i] ??= new ParamState();
+                hypers[gi] ??= new OverriddenHyperParameters(_groups[gi], overrides, gi);
+                var state = _state[i]?.ShallowCopy() ?? new ParamState();
                 updated[i] = _rule.Update(p, g, state, hypers[gi]);
+                newState[i] = state;
             }
         }
-        _steps++;
         if (!track)
         {
             for (int i = 0; i < updated.Length; i++)
@@ -181,13 +230,55 @@ public class DifferentiableOptimizer : IHyperParameterGroups
                 }
             }
         }
-        else if (_options.TruncateEvery is int k && k > 0 && _steps % k == 0)
+        bool truncate = track && _options.TruncateEvery is int k && (_steps + 1) % k == 0;
+        if (truncate)
         {
             updated = updated.Select(t => t.RequiresGrad ? t.Detach().WithRequiresGrad() : t).ToArray();
+        }
+
+        // Commit: nothing below can fail on valid input.
+        fmodel?.UpdateParams(updated);
+        for (int i = 0; i < newState.Length; i++)
+        {
+            if (newState[i] is { } ns)
+            {
+                _state[i] = ns;
+            }
+        }
+        if (@override is not null)
+        {
+            _override.Merge(@override);
+        }
+        _steps++;
+        if (truncate)
+        {
             DetachState();
         }
-        fmodel?.UpdateParams(updated);
         return updated;
+    }
+
+    private string NameOf(int i) =>
+        _options.FModel is { } f && i < f.ParameterNames.Count ? $" ('{f.ParameterNames[i]}')" : "";
+
+    /// <summary>Checks the weights a step is given against the parameters the optimizer was built for.</summary>
+    private void CheckParameters(IReadOnlyList<Tensor> parameters)
+    {
+        if (parameters.Count != _groupOf.Length)
+        {
+            throw new ArgumentException($"{GetType().Name}.Step got {parameters.Count} parameters, but the optimizer was built for {_groupOf.Length}.", nameof(parameters));
+        }
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            var p = parameters[i] ?? throw new ArgumentNullException(nameof(parameters), $"{GetType().Name}.Step: parameter {i}{NameOf(i)} is null.");
+            var r = _reference[i];
+            var device = _options.Device ?? _options.FModel?.InitFastParams[i].Device ?? r.Device;
+            if (p.Shape != r.Shape || p.DType != r.DType || p.Device != device)
+            {
+                throw new ArgumentException(
+                    $"{GetType().Name}.Step: parameter {i}{NameOf(i)} is {p.Shape} {p.DType.Name()} on {p.Device}, but the optimizer was built for {r.Shape} {r.DType.Name()} on {device}.",
+                    nameof(parameters));
+            }
+        }
     }
 
     private Tensor?[] Gradients(Tensor loss, IReadOnlyList<Tensor> current)
@@ -204,9 +295,15 @@ public class DifferentiableOptimizer : IHyperParameterGroups
             }
         }
         var grads = new Tensor?[current.Count];
-        if (wanted.Count == 0 || !loss.RequiresGrad)
+        if (wanted.Count == 0)
         {
             return grads;
+        }
+        if (!loss.RequiresGrad)
+        {
+            throw new ArgumentException(
+                $"{GetType().Name}.Step: the loss ({loss.Describe()}) has no graph back to the fast weights, so the step would update nothing. " +
+                "It was computed under Autograd.NoGrad(), from detached tensors, or without the fast weights (use fmodel.Forward).", nameof(loss));
         }
         bool createGraph = _options.TrackHigherGrads && !_options.FirstOrder;
         var found = Autograd.Grad([loss], wanted, createGraph: createGraph, allowUnused: true, retainGraph: true);
@@ -255,18 +352,34 @@ public class DifferentiableOptimizer : IHyperParameterGroups
         {
             throw new ArgumentException($"CopyStateTo got {list.Length} parameters, but the optimizer has {_state.Length}.", nameof(targetParams));
         }
+        var owned = new HashSet<Tensor>(target.ParamGroups.SelectMany(g => g.Params), ReferenceEqualityComparer.Instance);
         for (int i = 0; i < list.Length; i++)
         {
-            if (_state[i] is { } s)
+            var p = list[i] ?? throw new ArgumentNullException(nameof(targetParams), $"CopyStateTo: parameter {i} is null.");
+            if (_state[i] is null)
             {
-                var copy = s.DetachedCopy(list[i].Device);
-                var dst = target.StateFor(list[i]);
-                dst.Step = copy.Step;
-                dst.Tensors.Clear();
-                foreach (var (k, v) in copy.Tensors)
-                {
-                    dst.Tensors[k] = v;
-                }
+                continue;
+            }
+            if (p.Shape != _reference[i].Shape)
+            {
+                throw new ArgumentException($"CopyStateTo: parameter {i}{NameOf(i)} is {p.Describe()}, but the state is for {_reference[i].Shape}.", nameof(targetParams));
+            }
+            if (!owned.Contains(p))
+            {
+                throw new ArgumentException($"CopyStateTo: parameter {i}{NameOf(i)} ({p.Describe()}) is not optimized by the target {target.GetType().Name}, so its state would never be read.", nameof(targetParams));
+            }
+        }
+        // Copied (and moved) first, written after: a move that fails leaves the target as it was.
+        var copies = new ParamState?[list.Length];
+        for (int i = 0; i < list.Length; i++)
+        {
+            copies[i] = _state[i]?.DetachedCopy(list[i].Device);
+        }
+        for (int i = 0; i < list.Length; i++)
+        {
+            if (copies[i] is { } copy)
+            {
+                target.StateFor(list[i]).Assign(copy);
             }
         }
     }

@@ -7,8 +7,10 @@ namespace Higher.Functional;
 /// weights to use, and the module itself is never mutated. Keeps the history of fast weights:
 /// time 0 is the initial weights; every optimizer step, explicit <c>params</c> or assignment appends
 /// one entry. Buffers (BatchNorm statistics) are copies owned by this view; training updates them
-/// here, never in the original. Functional calls bind weights thread-locally, so two views of one
-/// model can run on two threads at once.
+/// here, never in the original. Functional calls bind weights to the logical flow of the call
+/// (see <see cref="Binding"/>): tasks and awaits inside a call see its weights, and two views of one
+/// model can run on two threads at once. Every call validates its arguments first and changes
+/// nothing when it throws.
 /// </summary>
 public sealed class FunctionalModule
 {
@@ -17,6 +19,8 @@ public sealed class FunctionalModule
     private readonly string[] _names;
     private readonly Dictionary<ModuleBuffer, Tensor?> _buffers = new(ReferenceEqualityComparer.Instance);
     private int _dropped;
+    private int? _maxHistory;
+    private string? _disposedBy;
 
     internal FunctionalModule(Module module, IReadOnlyList<Tensor> initial, bool trackHigherGrads, Device? device)
     {
@@ -26,7 +30,7 @@ public sealed class FunctionalModule
         _names = handles.Select(h => h.Name).ToArray();
         TrackHigherGrads = trackHigherGrads;
         Device = device;
-        CheckParams(initial, nameof(initial));
+        CheckParams(initial, nameof(initial), "Monkeypatch", initial: true);
         _history.Add(initial.ToArray());
         SyncBuffers(module, device);
     }
@@ -44,10 +48,27 @@ public sealed class FunctionalModule
     public bool TrackHigherGrads { get; set; }
 
     /// <summary>
-    /// How many past fast-weight sets to keep besides time 0 (null: all, as higher does). A bound
-    /// keeps memory flat in long unrolls; asking for a dropped time is an error that says so.
+    /// How many fast-weight sets to keep besides time 0, the latest included (null: all, as higher
+    /// does); at least 1. Asking for a dropped time is an error that says so. This bounds the history
+    /// list only: while tracking, the latest fast weights still reach every earlier step through their
+    /// graph, so the memory of a tracked unroll keeps growing with it. To bound that, cut the graph
+    /// (<see cref="DifferentiableOptimizerOptions.TruncateEvery"/>, <see cref="DifferentiableOptimizer.Truncate"/>)
+    /// or turn tracking off (bench/RESULTS.md measures each).
     /// </summary>
-    public int? MaxHistory { get; set; }
+    public int? MaxHistory
+    {
+        get => _maxHistory;
+        set
+        {
+            if (value is < 1)
+            {
+                throw new ArgumentOutOfRangeException(nameof(value), value,
+                    $"MaxHistory must be at least 1 (the latest fast weights are always kept besides time 0), or null to keep every step; got {value}.");
+            }
+            _maxHistory = value;
+            Trim();
+        }
+    }
 
     /// <summary>Dotted parameter names, in the order of every weight list.</summary>
     public IReadOnlyList<string> ParameterNames => _names;
@@ -101,8 +122,13 @@ public sealed class FunctionalModule
     /// <summary>Makes <paramref name="parameters"/> the latest fast weights (a new history entry).</summary>
     public void UpdateParams(IReadOnlyList<Tensor> parameters)
     {
-        CheckParams(parameters, nameof(parameters));
-        var copy = parameters.ToArray();
+        ThrowIfDisposed("UpdateParams");
+        CheckParams(parameters, nameof(parameters), "UpdateParams");
+        Append(parameters.ToArray());
+    }
+
+    private void Append(Tensor[] copy)
+    {
         if (!TrackHigherGrads)
         {
             // higher keeps a single slot in test-time mode: times 0 and -1 both name it.
@@ -112,7 +138,12 @@ public sealed class FunctionalModule
             return;
         }
         _history.Add(copy);
-        if (MaxHistory is int max && _history.Count - 1 > max)
+        Trim();
+    }
+
+    private void Trim()
+    {
+        if (_maxHistory is int max && _history.Count - 1 > max)
         {
             int remove = _history.Count - 1 - max;
             _history.RemoveRange(1, remove);
@@ -123,6 +154,7 @@ public sealed class FunctionalModule
     /// <summary>Replaces one named fast weight (a new history entry with that weight changed).</summary>
     public void SetFastWeight(string name, Tensor value)
     {
+        ThrowIfDisposed("SetFastWeight");
         ArgumentNullException.ThrowIfNull(value);
         int i = Array.IndexOf(_names, name);
         if (i < 0)
@@ -131,7 +163,8 @@ public sealed class FunctionalModule
         }
         var next = _history[^1].ToArray();
         next[i] = value;
-        UpdateParams(next);
+        CheckParams(next, nameof(value), "SetFastWeight");
+        Append(next);
     }
 
     /// <summary>The latest fast weight called <paramref name="name"/>.</summary>
@@ -147,6 +180,7 @@ public sealed class FunctionalModule
     /// </summary>
     public IReadOnlyList<Tensor> DetachFastParams()
     {
+        ThrowIfDisposed("DetachFastParams");
         var detached = _history[^1].Select(p => p.RequiresGrad ? p.Detach().WithRequiresGrad() : p).ToArray();
         UpdateParams(detached);
         return detached;
@@ -159,21 +193,39 @@ public sealed class FunctionalModule
     /// Runs any code against the module with the fast weights bound: direct submodule calls and
     /// multi-input forwards (recurrent layers) see the current weights, never stale ones.
     /// </summary>
+    /// <remarks>
+    /// The binding follows the logical flow of the call: <c>Task.Run</c>, <c>Parallel.For</c> and code
+    /// after an <c>await</c> inside <paramref name="forward"/> see the same weights. Given
+    /// <paramref name="parameters"/> are checked first (count, shape, dtype, device) and become the
+    /// latest fast weights only when <paramref name="forward"/> returns; a forward that throws leaves
+    /// the history as it was.
+    /// </remarks>
     public T Call<T>(Func<Module, T> forward, IReadOnlyList<Tensor>? parameters = null)
     {
+        ThrowIfDisposed("Call");
         ArgumentNullException.ThrowIfNull(forward);
+        Tensor[]? given = null;
         if (parameters is not null)
         {
-            UpdateParams(parameters);
+            CheckParams(parameters, nameof(parameters), "Forward");
+            given = parameters.ToArray();
         }
-        var current = _history[^1];
+        var current = given ?? _history[^1];
         var map = new Dictionary<Parameter, Tensor>(_handles.Length, ReferenceEqualityComparer.Instance);
         for (int i = 0; i < _handles.Length; i++)
         {
             map[_handles[i]] = current[i];
         }
-        using var scope = Binding.Bind(map, _buffers);
-        return forward(Module);
+        T result;
+        using (Binding.Bind(map, _buffers))
+        {
+            result = forward(Module);
+        }
+        if (given is not null)
+        {
+            Append(given);
+        }
+        return result;
     }
 
     /// <summary>The buffers owned by this view, by dotted name.</summary>
@@ -183,12 +235,27 @@ public sealed class FunctionalModule
     /// <summary>Copies the module's buffers into this view (higher's buffer_sync).</summary>
     public void SyncBuffers(Module module, Device? device = null)
     {
+        ThrowIfDisposed("SyncBuffers");
         ArgumentNullException.ThrowIfNull(module);
+        var own = new HashSet<ModuleBuffer>(Module.NamedBufferHandles().Select(b => b.Buffer), ReferenceEqualityComparer.Instance);
+        var foreign = module.NamedBufferHandles().Where(b => !own.Contains(b.Buffer)).Select(b => b.Name).ToList();
+        if (foreign.Count > 0)
+        {
+            // Another module's buffers would be stored here and never read: the sync would do nothing.
+            throw new ArgumentException(
+                $"SyncBuffers: buffers [{string.Join(", ", foreign)}] of the given {module.GetType().Name} are not buffers of this view's {Module.GetType().Name}; pass the module this view was made from.", nameof(module));
+        }
         using var _ = Autograd.NoGrad();
+        // Copied first, stored after: a move to a device that fails leaves the buffers as they were.
+        var copies = new List<(ModuleBuffer, Tensor)>();
         foreach (var (_, b) in module.NamedBufferHandles())
         {
             var data = b.Data!.Detach();
-            _buffers[b] = device is { } d ? data.To(d).Clone() : data.Clone();
+            copies.Add((b, device is { } d ? data.To(d).Clone() : data.Clone()));
+        }
+        foreach (var (b, copy) in copies)
+        {
+            _buffers[b] = copy;
         }
     }
 
@@ -202,18 +269,47 @@ public sealed class FunctionalModule
         }
     }
 
-    private void CheckParams(IReadOnlyList<Tensor> parameters, string argument)
+    /// <summary>
+    /// Marks the view as disposed (its inner-loop context was): later calls that use it throw, and the
+    /// history it kept can still be read.
+    /// </summary>
+    internal void MarkDisposed(string by) => _disposedBy ??= by;
+
+    /// <summary>True once the inner-loop context that owns this view was disposed.</summary>
+    public bool IsDisposed => _disposedBy is not null;
+
+    private void ThrowIfDisposed(string call)
+    {
+        if (_disposedBy is not null)
+        {
+            throw new ObjectDisposedException(nameof(FunctionalModule),
+                $"FunctionalModule.{call}: this functional view of {Module.GetType().Name} belongs to an {_disposedBy} that was disposed; create a new context.");
+        }
+    }
+
+    /// <summary>
+    /// Checks a weight list against the module: the count, and each weight's shape (against the
+    /// parameter), dtype and device (against time 0), naming the call, the index and the name.
+    /// </summary>
+    private void CheckParams(IReadOnlyList<Tensor> parameters, string argument, string call, bool initial = false)
     {
         ArgumentNullException.ThrowIfNull(parameters, argument);
         if (parameters.Count != _handles.Length)
         {
-            throw new ArgumentException($"Expected {_handles.Length} fast weights ({string.Join(", ", _names)}), got {parameters.Count}.", argument);
+            throw new ArgumentException($"{call}: expected {_handles.Length} fast weights ({string.Join(", ", _names)}), got {parameters.Count}.", argument);
         }
         for (int i = 0; i < _handles.Length; i++)
         {
-            if (parameters[i].Shape != _handles[i].Shape)
+            var p = parameters[i] ?? throw new ArgumentNullException(argument, $"{call}: fast weight {i} ('{_names[i]}') is null.");
+            if (p.Shape != _handles[i].Shape)
             {
-                throw new ArgumentException($"Fast weight {i} ('{_names[i]}') has shape {parameters[i].Shape} but the parameter has {_handles[i].Shape}.", argument);
+                throw new ArgumentException($"{call}: fast weight {i} ('{_names[i]}') has shape {p.Shape} but the parameter has {_handles[i].Shape}.", argument);
+            }
+            var like = initial ? _handles[i].Data : _history[0][i];
+            if (p.DType != like.DType || (!initial && p.Device != like.Device))
+            {
+                throw new ArgumentException(
+                    $"{call}: fast weight {i} ('{_names[i]}') is {p.Shape} {p.DType.Name()} on {p.Device}, but the module's weights are {like.DType.Name()} on {(initial ? p.Device : like.Device)}.", argument);
             }
         }
     }

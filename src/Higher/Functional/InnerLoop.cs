@@ -7,7 +7,8 @@ namespace Higher.Functional;
 /// The inner-loop context (higher's innerloop_ctx): a functional view of the model and a
 /// differentiable version of the optimizer. Deconstructs into both:
 /// <code>using var ctx = InnerLoop.Create(model, opt); var (fmodel, diffopt) = ctx;</code>
-/// Disposing frees the fast-weight history.
+/// Disposing frees the fast-weight history and retires both: later forwards, steps and updates
+/// through them throw <see cref="ObjectDisposedException"/> (their history can still be read).
 /// </summary>
 public sealed class InnerLoopContext : IDisposable
 {
@@ -30,8 +31,17 @@ public sealed class InnerLoopContext : IDisposable
         diffopt = DiffOpt;
     }
 
-    /// <summary>Drops the intermediate fast weights (and the graphs they hold).</summary>
-    public void Dispose() => FModel.ClearHistory();
+    /// <summary>Drops the intermediate fast weights (and the graphs they hold) and retires the context. Idempotent.</summary>
+    public void Dispose()
+    {
+        if (FModel.IsDisposed)
+        {
+            return;
+        }
+        FModel.ClearHistory();
+        FModel.MarkDisposed("inner-loop context");
+        DiffOpt.MarkDisposed("inner-loop context");
+    }
 }
 
 /// <summary>Entry point of the inner-loop API.</summary>
@@ -54,6 +64,19 @@ public static class InnerLoop
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(opt);
+        if (truncateEvery is < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(truncateEvery), truncateEvery, $"InnerLoop.Create: truncateEvery must be at least 1 (or null for never); got {truncateEvery}.");
+        }
+        var modelParams = new HashSet<Tensor>(model.Parameters(), ReferenceEqualityComparer.Instance);
+        int optimized = opt.ParamGroups.Sum(g => g.Params.Count);
+        if (!opt.ParamGroups.Any(g => g.Params.Any(modelParams.Contains)))
+        {
+            // Every fast weight would pass through unchanged, step after step, without a word.
+            throw new ArgumentException(
+                $"InnerLoop.Create: none of the {optimized} parameters of the {opt.GetType().Name} is a parameter of the {model.GetType().Name} ({modelParams.Count} parameters), so the inner loop would update nothing. " +
+                "Build the optimizer over model.Parameters() (after any model.To(...), which replaces the parameter tensors).", nameof(opt));
+        }
         var fmodel = Patch.Monkeypatch(model, device, copyInitialWeights, trackHigherGrads);
         var diffopt = DiffOptim.Get(opt, model.Parameters(), new DifferentiableOptimizerOptions
         {

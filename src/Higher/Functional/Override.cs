@@ -38,6 +38,14 @@ public sealed class Override
         {
             return SetPair(name, values.Select(v => v.Tensor ?? throw new ArgumentException($"Override '{name}' takes 2-element tensors; set '{pair.First}' and '{pair.Second}' for numbers.", nameof(values))).ToArray());
         }
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (!values[i].IsTensor && !double.IsFinite(values[i].Value))
+            {
+                // A NaN or infinite hyperparameter would poison every weight it touches, silently.
+                throw new ArgumentException($"Override '{name}': value {i} is {values[i]}; a hyperparameter must be finite.", nameof(values));
+            }
+        }
         _values[name] = values;
         return this;
     }

@@ -72,24 +72,36 @@ public abstract class BatchNorm : Module
         // momentum) weighs the k-th batch by 1/k.
         bool training = Training;
         double factor = Momentum ?? 0;
+        Tensor? nextCount = null;
         if (training && TrackRunningStats && NumBatchesTracked.Value is { } count)
         {
             using var noGrad = Autograd.NoGrad();
-            var next = count + 1;
-            NumBatchesTracked.Value = next;
-            factor = Momentum ?? 1.0 / next.Item();
+            nextCount = count + 1;
+            factor = Momentum ?? 1.0 / nextCount.Item();
         }
         var runningMean = !training || TrackRunningStats ? RunningMean.Value : null;
         var runningVar = !training || TrackRunningStats ? RunningVar.Value : null;
         bool useBatchStats = training || (runningMean is null && runningVar is null);
         var y = Tensor.BatchNorm(input, runningMean, runningVar, Weight?.Value, Bias?.Value, useBatchStats, Eps, out var batchMean, out var batchVar);
+        // The buffers are written only once the forward has succeeded: a forward that throws (an
+        // input of another dtype, say) leaves the count and the statistics as they were.
+        Tensor? newMean = null, newVar = null;
         if (useBatchStats && runningMean is not null && runningVar is not null)
         {
             using var noGrad = Autograd.NoGrad();
             long n = input.Numel / input.Shape[1];
             var unbiased = batchVar!.Detach() * ((double)n / (n - 1));
-            RunningMean.Value = (batchMean!.Detach() * factor) + (runningMean * (1 - factor));
-            RunningVar.Value = (unbiased * factor) + (runningVar * (1 - factor));
+            newMean = (batchMean!.Detach() * factor) + (runningMean * (1 - factor));
+            newVar = (unbiased * factor) + (runningVar * (1 - factor));
+        }
+        if (nextCount is not null)
+        {
+            NumBatchesTracked.Value = nextCount;
+        }
+        if (newMean is not null)
+        {
+            RunningMean.Value = newMean;
+            RunningVar.Value = newVar;
         }
         return y;
     }

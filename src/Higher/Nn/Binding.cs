@@ -1,13 +1,17 @@
 namespace Higher.Nn;
 
 /// <summary>
-/// The thread-local table that maps parameters and buffers to the tensors a functional call
-/// supplies. Bindings nest: an inner binding hides an outer one for the handles it maps.
+/// The table that maps parameters and buffers to the tensors a functional call supplies. It follows
+/// the logical flow of the call (an <see cref="AsyncLocal{T}"/>), not the thread: tasks started
+/// inside the call (<c>Task.Run</c>, <c>Parallel.For</c>) and code after an <c>await</c> see the same
+/// weights, while unrelated calls on other threads or tasks see their own. Bindings nest: an inner
+/// binding hides an outer one for the handles it maps. Work queued with the execution context
+/// suppressed (<c>ExecutionContext.SuppressFlow</c>, <c>ThreadPool.UnsafeQueueUserWorkItem</c>) or on a
+/// thread created outside the call does not inherit the binding and runs on the module's own weights.
 /// </summary>
 public static class Binding
 {
-    [ThreadStatic]
-    private static Frame? t_top;
+    private static readonly AsyncLocal<Frame?> Top = new();
 
     internal sealed class Frame(IReadOnlyDictionary<Parameter, Tensor> parameters, Dictionary<ModuleBuffer, Tensor?>? buffers, Frame? parent)
     {
@@ -16,24 +20,26 @@ public static class Binding
         public Frame? Parent { get; } = parent;
     }
 
-    /// <summary>True when a functional call is in progress on this thread.</summary>
-    public static bool IsActive => t_top is not null;
+    /// <summary>True when a functional call is in progress in this logical flow (thread, task or async method).</summary>
+    public static bool IsActive => Current is not null;
+
+    private static Frame? Current => Top.Value;
 
     /// <summary>
     /// Binds <paramref name="parameters"/> (and, when given, <paramref name="buffers"/>, whose entries
-    /// receive the writes) on this thread until the returned scope is disposed.
+    /// receive the writes) in this logical flow until the returned scope is disposed.
     /// </summary>
     public static Scope Bind(IReadOnlyDictionary<Parameter, Tensor> parameters, Dictionary<ModuleBuffer, Tensor?>? buffers = null)
     {
         ArgumentNullException.ThrowIfNull(parameters);
-        var previous = t_top;
-        t_top = new Frame(parameters, buffers, previous);
+        var previous = Top.Value;
+        Top.Value = new Frame(parameters, buffers, previous);
         return new Scope(previous);
     }
 
     internal static bool TryResolve(Parameter p, out Tensor value)
     {
-        for (var f = t_top; f is not null; f = f.Parent)
+        for (var f = Current; f is not null; f = f.Parent)
         {
             if (f.Parameters.TryGetValue(p, out value!))
             {
@@ -46,7 +52,7 @@ public static class Binding
 
     internal static bool TryResolve(ModuleBuffer b, out Tensor? value)
     {
-        for (var f = t_top; f is not null; f = f.Parent)
+        for (var f = Current; f is not null; f = f.Parent)
         {
             if (f.Buffers is not null && f.Buffers.TryGetValue(b, out value))
             {
@@ -59,7 +65,7 @@ public static class Binding
 
     internal static bool TrySet(ModuleBuffer b, Tensor? value)
     {
-        for (var f = t_top; f is not null; f = f.Parent)
+        for (var f = Current; f is not null; f = f.Parent)
         {
             if (f.Buffers is not null && f.Buffers.ContainsKey(b))
             {
@@ -71,13 +77,25 @@ public static class Binding
     }
 
     /// <summary>Restores the bindings in force before <see cref="Bind"/>.</summary>
-    public readonly struct Scope : IDisposable
+    public struct Scope : IDisposable
     {
         private readonly Frame? _previous;
+        private bool _active;
 
-        internal Scope(Frame? previous) => _previous = previous;
+        internal Scope(Frame? previous)
+        {
+            _previous = previous;
+            _active = true;
+        }
 
-        /// <summary>Unbinds.</summary>
-        public void Dispose() => t_top = _previous;
+        /// <summary>Unbinds (once; a second dispose does nothing).</summary>
+        public void Dispose()
+        {
+            if (_active)
+            {
+                _active = false;
+                Top.Value = _previous;
+            }
+        }
     }
 }

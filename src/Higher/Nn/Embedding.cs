@@ -54,6 +54,20 @@ public sealed class Embedding : Module
             throw new ArgumentException($"Embedding expects int64 indices; got {input.DType.Name()} input {input.Shape}.", nameof(input));
         }
         var weight = _weight.Value;
+        // Checked here (on the host, where that costs no device round-trip) so that the message names
+        // the layer and its table rather than the IndexSelect inside it.
+        if (input.TryReadHostInt64(out var indices))
+        {
+            int rowCount = weight.Shape[0];
+            for (int i = 0; i < indices.Length; i++)
+            {
+                if (indices[i] < 0 || indices[i] >= rowCount)
+                {
+                    throw new ArgumentOutOfRangeException(nameof(input),
+                        $"Embedding: index {indices[i]} (element {i} of input {input.Shape}) is out of range for num_embeddings {rowCount} (valid: 0..{rowCount - 1}).");
+                }
+            }
+        }
         var rows = weight.IndexSelect(0, input.Reshape(-1));
         if (PaddingIdx is { } pad)
         {

@@ -196,18 +196,36 @@ public abstract class Module
     /// <summary>Converts floating-point parameters and buffers to <paramref name="dtype"/>.</summary>
     public Module To(DType dtype) => Apply(t => t.DType.IsFloatingPoint() ? t.To(dtype) : t);
 
+    /// <remarks>
+    /// Every tensor is converted before the first is replaced, so a conversion that fails (a device
+    /// that is not available) leaves the whole module where it was. The parameters become new
+    /// tensors when their device or dtype changes: an optimizer built before the move still holds
+    /// the old ones, so build optimizers after moving the model.
+    /// </remarks>
     private Module Apply(Func<Tensor, Tensor> convert)
     {
+        var parameters = NamedParameterHandles();
+        var buffers = NamedBufferHandles();
+        var newParams = new Tensor[parameters.Count];
+        var newBuffers = new Tensor[buffers.Count];
         using (Autograd.NoGrad())
         {
-            foreach (var (_, p) in NamedParameterHandles())
+            for (int i = 0; i < parameters.Count; i++)
             {
-                p.Data = convert(p.Data);
+                newParams[i] = convert(parameters[i].Parameter.Data);
             }
-            foreach (var (_, b) in NamedBufferHandles())
+            for (int i = 0; i < buffers.Count; i++)
             {
-                b.Data = convert(b.Data!);
+                newBuffers[i] = convert(buffers[i].Buffer.Data!);
             }
+        }
+        for (int i = 0; i < parameters.Count; i++)
+        {
+            parameters[i].Parameter.Data = newParams[i];
+        }
+        for (int i = 0; i < buffers.Count; i++)
+        {
+            buffers[i].Buffer.Data = newBuffers[i];
         }
         return this;
     }
@@ -237,8 +255,10 @@ public abstract class Module
     }
 
     /// <summary>
-    /// Copies values into the parameters and persistent buffers. Strict (the default): a missing or
-    /// unexpected key, or a shape mismatch, throws naming the key and both shapes, and nothing is changed.
+    /// Copies values into the parameters and persistent buffers (float32 and float64 convert into each
+    /// other, as torch's copy_ does). Strict (the default): a missing or unexpected key throws. In
+    /// every mode a shape mismatch, or an integer or bool value for a floating-point entry (or the
+    /// reverse), throws naming the key, both shapes and dtypes, and nothing is changed.
     /// </summary>
     public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, bool strict = true)
     {
@@ -272,19 +292,37 @@ public abstract class Module
         }
         foreach (var (key, target) in targets)
         {
-            if (state.TryGetValue(key, out var value) && value.Shape != target.Shape)
+            if (!state.TryGetValue(key, out var value))
+            {
+                continue;
+            }
+            if (value is null)
+            {
+                throw new ArgumentException($"LoadStateDict for {GetType().Name}: '{key}' is null in the state.", nameof(state));
+            }
+            if (value.Shape != target.Shape)
             {
                 throw new ArgumentException($"LoadStateDict for {GetType().Name}: '{key}' has shape {value.Shape} in the state but {target.Shape} in the module.", nameof(state));
+            }
+            if (value.DType.IsFloatingPoint() != target.DType.IsFloatingPoint())
+            {
+                throw new ArgumentException($"LoadStateDict for {GetType().Name}: '{key}' is {value.Shape} {value.DType.Name()} in the state but {target.Shape} {target.DType.Name()} in the module.", nameof(state));
             }
         }
         using (Autograd.NoGrad())
         {
+            // Converted and moved first, copied after: a move that fails changes nothing.
+            var sources = new List<(Tensor Target, Tensor Source)>();
             foreach (var (key, target) in targets)
             {
                 if (state.TryGetValue(key, out var value))
                 {
-                    target.CopyFrom(value);
+                    sources.Add((target, value.To(target.Device).To(target.DType)));
                 }
+            }
+            foreach (var (target, source) in sources)
+            {
+                target.CopyFrom(source);
             }
         }
     }

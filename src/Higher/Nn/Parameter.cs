@@ -17,14 +17,22 @@ public sealed class Parameter
         _data = Leaf(data, requiresGrad);
     }
 
-    /// <summary>The module's own tensor: a leaf.</summary>
+    /// <summary>
+    /// The module's own tensor: a leaf. Setting it (as <see cref="Module.To(DType)"/> does) puts a new
+    /// tensor in its place; an optimizer still holding the old one refuses to step it.
+    /// </summary>
     public Tensor Data
     {
         get => _data;
         set
         {
             ArgumentNullException.ThrowIfNull(value);
-            _data = Leaf(value, _data.RequiresGrad);
+            var next = Leaf(value, _data.RequiresGrad);
+            if (!ReferenceEquals(next, _data))
+            {
+                ReplacedTensors.Mark(_data, next);
+            }
+            _data = next;
         }
     }
 
@@ -97,4 +105,21 @@ public sealed class ModuleBuffer
             }
         }
     }
+}
+
+/// <summary>
+/// Tensors that were a parameter's data until <see cref="Parameter.Data"/> was set to another tensor
+/// (a module moved with To(...), or weights replaced by hand). An optimizer built before the
+/// replacement holds the old tensor and would step it, silently, while the model trains on the new
+/// one; it asks here and refuses instead. Weak keys: nothing is kept alive.
+/// </summary>
+internal static class ReplacedTensors
+{
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Tensor, string> Table = [];
+
+    public static void Mark(Tensor old, Tensor replacement) =>
+        Table.AddOrUpdate(old, $"{replacement.Shape} {replacement.DType.Name()} on {replacement.Device}");
+
+    /// <summary>True (with a description of the replacement) when <paramref name="t"/> is no longer any parameter's data.</summary>
+    public static bool TryGet(Tensor t, out string replacement) => Table.TryGetValue(t, out replacement!);
 }

@@ -165,6 +165,10 @@ public abstract class RecurrentBase : Module
         }
         var x = batched ? (BatchFirst ? input.Transpose(0, 1) : input) : input.Unsqueeze(1);
         int steps = x.Shape[0], batch = x.Shape[1];
+        if (steps == 0)
+        {
+            throw new ArgumentException($"{GetType().Name}: input {input.Shape} is a sequence of length 0; a recurrent layer needs at least one step.", nameof(input));
+        }
         h0 = InitialState(h0, batched, batch, x, "h0");
         c0 = Mode == RecurrentMode.Lstm ? InitialState(c0, batched, batch, x, "c0") : null;
         var finalH = new List<Tensor>();
@@ -210,7 +214,16 @@ public abstract class RecurrentBase : Module
         {
             throw new ArgumentException($"{GetType().Name}: expected {name} of shape {expected}; got {state.Shape}.", name);
         }
+        CheckStateLike(state, like, name);
         return batched ? state : state.Unsqueeze(1);
+    }
+
+    private void CheckStateLike(Tensor state, Tensor like, string name)
+    {
+        if (state.DType != like.DType || state.Device != like.Device)
+        {
+            throw new ArgumentException($"{GetType().Name}: {name} ({state.Describe()} on {state.Device}) must have the input's dtype and device ({like.DType.Name()} on {like.Device}).", name);
+        }
     }
 
     private (Tensor Sequence, Tensor H, Tensor? C) RunDirection(Tensor x, int slot, bool reverse, Tensor h, Tensor? c, int steps)
@@ -373,6 +386,10 @@ public abstract class RecurrentCellBase : Module
         if (state.Shape != expected)
         {
             throw new ArgumentException($"{GetType().Name}: expected {name} of shape {expected}; got {state.Shape}.", name);
+        }
+        if (state.DType != input.DType || state.Device != input.Device)
+        {
+            throw new ArgumentException($"{GetType().Name}: {name} ({state.Describe()} on {state.Device}) must have the input's dtype and device ({input.DType.Name()} on {input.Device}).", name);
         }
         return batched ? state : state.Unsqueeze(0);
     }

@@ -124,6 +124,10 @@ public sealed partial class Tensor
         {
             throw new ArgumentException($"Linear: bias {bias.Describe()} must be 1-D with {weight.Shape[0]} elements, as weight {weight.Describe()} has rows.");
         }
+        if (bias is not null && (bias.DType != weight.DType || bias.Device != weight.Device))
+        {
+            throw new ArgumentException($"Linear: bias {bias.Describe()} on {bias.Device} does not match weight {weight.Describe()} on {weight.Device}: bias {bias.DType.Name()} vs weight {weight.DType.Name()}.");
+        }
         var x2 = x.Rank == 2 ? x : x.Reshape(RowCount(x), x.Shape[-1]);
         var y = MatMulT(x2, weight, false, true);
         if (bias is not null)

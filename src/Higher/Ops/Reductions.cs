@@ -219,8 +219,16 @@ public sealed partial class Tensor
     public Tensor LogSumExp(int axis, bool keepDim = false) => LogSumExp([axis], keepDim);
 
     /// <summary>Softmax along <paramref name="axis"/>: exp(x - logsumexp(x)).</summary>
-    public Tensor Softmax(int axis) => LogSoftmax(axis).Exp();
+    public Tensor Softmax(int axis)
+    {
+        RequireFloat("Softmax");
+        return LogSoftmax(axis).Exp();
+    }
 
     /// <summary>Log-softmax along <paramref name="axis"/>: x - logsumexp(x).</summary>
-    public Tensor LogSoftmax(int axis) => this - LogSumExp([axis], keepDim: true);
+    public Tensor LogSoftmax(int axis)
+    {
+        RequireFloat("LogSoftmax");
+        return this - LogSumExp([axis], keepDim: true);
+    }
 }

@@ -19,6 +19,11 @@ public static class GradClipping
         {
             throw new ArgumentOutOfRangeException(nameof(normType), normType, "The norm type must be positive (or infinity).");
         }
+        if (!(maxNorm >= 0))
+        {
+            // A NaN or negative bound would scale every gradient by NaN or flip it, silently.
+            throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, "ClipGradNorm: maxNorm must be ≥ 0 (or infinity).");
+        }
         var grads = parameters.Select(p => p.Grad).OfType<Tensor>().ToList();
         if (grads.Count == 0)
         {
@@ -47,9 +52,11 @@ public static class GradClipping
             }
         }
         var coefficient = (maxNorm / (total + 1e-6)).Clamp(max: 1.0);
-        foreach (var g in grads)
+        // Moved and converted for every gradient before the first is scaled.
+        var factors = grads.Select(g => coefficient.To(g.Device).To(g.DType)).ToList();
+        for (int i = 0; i < grads.Count; i++)
         {
-            g.MulInPlace(coefficient.To(g.Device).To(g.DType));
+            grads[i].MulInPlace(factors[i]);
         }
         return total;
     }
@@ -58,7 +65,10 @@ public static class GradClipping
     public static void ClipGradValue(IEnumerable<Tensor> parameters, double clipValue)
     {
         ArgumentNullException.ThrowIfNull(parameters);
-        ArgumentOutOfRangeException.ThrowIfNegative(clipValue);
+        if (!(clipValue >= 0))
+        {
+            throw new ArgumentOutOfRangeException(nameof(clipValue), clipValue, "ClipGradValue: clipValue must be ≥ 0.");
+        }
         using var noGrad = Autograd.NoGrad();
         foreach (var p in parameters)
         {

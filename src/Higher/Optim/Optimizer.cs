@@ -49,16 +49,34 @@ public abstract class Optimizer : IHyperParameterGroups
     /// <summary>Per-parameter state, keyed by the parameter tensor.</summary>
     public IReadOnlyDictionary<Tensor, ParamState> State => _state;
 
-    /// <summary>Adds a group, filling missing hyperparameters from <see cref="Defaults"/> and validating them.</summary>
+    /// <summary>
+    /// Adds a group, filling missing hyperparameters from <see cref="Defaults"/> and validating them.
+    /// An invalid group is refused before anything changes: neither the optimizer nor the group's
+    /// options are touched.
+    /// </summary>
     public void AddParamGroup(ParamGroup group)
     {
         ArgumentNullException.ThrowIfNull(group);
+        var filled = new ParamGroup(group.Params, group.Options);
         foreach (var (k, v) in Defaults)
         {
-            group.Options.TryAdd(k, v);
+            filled.Options.TryAdd(k, v);
         }
-        foreach (var p in group.Params)
+        for (int i = 0; i < group.Params.Count; i++)
         {
+            var p = group.Params[i] ?? throw new ArgumentNullException(nameof(group), $"{GetType().Name}: parameter {i} of the group is null.");
+            if (!p.DType.IsFloatingPoint())
+            {
+                throw new ArgumentException($"{GetType().Name} can only optimize floating-point tensors; parameter {i} of the group is {p.Describe()}.", nameof(group));
+            }
+            for (int j = 0; j < i; j++)
+            {
+                if (ReferenceEquals(group.Params[j], p))
+                {
+                    // It would be stepped twice per Step, through one shared state.
+                    throw new ArgumentException($"{GetType().Name}: parameter {i} of the group ({p.Describe()}) is the same tensor as parameter {j}; list each parameter once.", nameof(group));
+                }
+            }
             if (!p.IsLeaf)
             {
                 throw new ArgumentException($"{GetType().Name} can only optimize leaf tensors; a {p.Describe()} parameter was produced by {p.GradFnName}.");
@@ -71,7 +89,11 @@ public abstract class Optimizer : IHyperParameterGroups
                 }
             }
         }
-        Validate(group);
+        Validate(filled);
+        foreach (var (k, v) in Defaults)
+        {
+            group.Options.TryAdd(k, v);
+        }
         _groups.Add(group);
     }
 
@@ -94,6 +116,25 @@ public abstract class Optimizer : IHyperParameterGroups
         foreach (var name in Betas)
         {
             Require(group, name, v => v is >= 0 and < 1, "must lie in [0, 1)");
+        }
+    }
+
+    /// <summary>
+    /// Validates hyperparameters written after construction (by hand, a scheduler, or an override
+    /// applied back), naming the call and the group: the same rules as <see cref="AddParamGroup"/>.
+    /// </summary>
+    internal void CheckHyperParameters(IEnumerable<KeyValuePair<string, double>> options, string call, int groupIndex) =>
+        CheckGroup(new ParamGroup([], options.ToDictionary(kv => kv.Key, kv => kv.Value)), call, groupIndex);
+
+    private void CheckGroup(ParamGroup group, string call, int groupIndex)
+    {
+        try
+        {
+            Validate(group);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"{call}: parameter group {groupIndex}: {e.Message}", e);
         }
     }
 
@@ -139,22 +180,63 @@ public abstract class Optimizer : IHyperParameterGroups
         return s;
     }
 
-    /// <summary>Applies one update to every parameter that has a gradient.</summary>
+    /// <summary>
+    /// Applies one update to every parameter that has a gradient (a step where none has one changes
+    /// nothing, as in torch). All updates are computed (on copies of the state) before the first
+    /// parameter changes: a rule that fails on one parameter throws naming it and leaves every
+    /// parameter and every state as it was. A parameter that a module no longer uses (its
+    /// <see cref="Nn.Parameter.Data"/> was replaced, as Module.To(...) does) is refused: the
+    /// gradients go to the new tensor, and the step would update the old one, silently.
+    /// </summary>
     public virtual void Step()
     {
         using var _ = Autograd.NoGrad();
-        foreach (var group in _groups)
+        for (int gi = 0; gi < _groups.Count; gi++)
         {
+            // Hyperparameters may have been written since the group was added (a NaN lr from a schedule).
+            CheckGroup(_groups[gi], $"{GetType().Name}.Step", gi);
+        }
+        var pending = new List<(Tensor Param, Tensor Value, ParamState State)>();
+        int index = -1;
+        for (int gi = 0; gi < _groups.Count; gi++)
+        {
+            var group = _groups[gi];
             var hyper = new GroupHyperParameters(group);
             foreach (var p in group.Params)
             {
+                index++;
+                if (Nn.ReplacedTensors.TryGet(p, out var replacement))
+                {
+                    throw new InvalidOperationException(
+                        $"{GetType().Name}.Step: parameter {index} (group {gi}, {p.Describe()} on {p.Device}) is no longer its module's parameter: it was replaced by a {replacement} tensor " +
+                        "(Module.To(...) or Parameter.Data = ...), so the model's gradients go elsewhere and the step would update a tensor nothing uses. Build the optimizer over model.Parameters() after the move.");
+                }
                 if (p.Grad is not { } g)
                 {
                     continue;
                 }
-                var updated = Update(p.Detach(), g.Detach(), StateFor(p), hyper);
-                p.CopyFrom(updated);
+                var state = _state.TryGetValue(p, out var s) ? s.ShallowCopy() : new ParamState();
+                Tensor updated;
+                try
+                {
+                    updated = Update(p.Detach(), g.Detach(), state, hyper);
+                    if (updated.Shape != p.Shape)
+                    {
+                        throw new InvalidOperationException($"the update rule returned {updated.Shape} for a {p.Shape} parameter.");
+                    }
+                }
+                catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException or KeyNotFoundException)
+                {
+                    string message = $"{GetType().Name}.Step: parameter {index} (group {gi}, {p.Describe()} on {p.Device}) failed, and no parameter was updated: {e.Message}";
+                    throw e is ArgumentException ? new ArgumentException(message, e) : new InvalidOperationException(message, e);
+                }
+                pending.Add((p, updated, state));
             }
+        }
+        foreach (var (p, value, state) in pending)
+        {
+            p.CopyFrom(value);
+            StateFor(p).Assign(state);
         }
     }
 
@@ -221,6 +303,24 @@ public abstract class Optimizer : IHyperParameterGroups
             if (stateDict.Groups[i].Params.Length != _groups[i].Params.Count)
             {
                 throw new ArgumentException($"LoadStateDict: group {i} has {stateDict.Groups[i].Params.Length} parameters in the state but {_groups[i].Params.Count} here.", nameof(stateDict));
+            }
+            var ids = stateDict.Groups[i].Params;
+            for (int j = 0; j < ids.Length; j++)
+            {
+                if (!stateDict.State.TryGetValue(ids[j], out var s))
+                {
+                    continue;
+                }
+                var p = _groups[i].Params[j];
+                foreach (var (key, t) in s.Tensors)
+                {
+                    // Per-element state has the parameter's shape; scalar state (a step size, a count) has one element.
+                    if (t is null || (t.Shape != p.Shape && t.Numel != 1) || t.DType != p.DType)
+                    {
+                        throw new ArgumentException(
+                            $"LoadStateDict for {GetType().Name}: state '{key}' of parameter {ids[j]} (group {i}) is {(t is null ? "null" : $"{t.Shape} {t.DType.Name()}")}, but the parameter is {p.Describe()}.", nameof(stateDict));
+                    }
+                }
             }
         }
         _state.Clear();

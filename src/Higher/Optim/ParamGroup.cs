@@ -56,6 +56,28 @@ public sealed class ParamState
     /// <summary>True if the state has <paramref name="name"/>.</summary>
     public bool Has(string name) => Tensors.ContainsKey(name);
 
+    /// <summary>A copy sharing the tensors (an update rule replaces them, never mutates them): the working state of a step that may still fail.</summary>
+    internal ParamState ShallowCopy()
+    {
+        var copy = new ParamState { Step = Step };
+        foreach (var (k, v) in Tensors)
+        {
+            copy.Tensors[k] = v;
+        }
+        return copy;
+    }
+
+    /// <summary>Replaces this state's step count and tensors with <paramref name="source"/>'s.</summary>
+    internal void Assign(ParamState source)
+    {
+        Step = source.Step;
+        Tensors.Clear();
+        foreach (var (k, v) in source.Tensors)
+        {
+            Tensors[k] = v;
+        }
+    }
+
     /// <summary>A copy whose tensors are detached from any graph (optionally moved to a device).</summary>
     public ParamState DetachedCopy(Device? device = null)
     {

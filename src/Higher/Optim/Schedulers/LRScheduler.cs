@@ -54,11 +54,12 @@ public abstract class LRScheduler
     protected void InitialStep()
     {
         var groups = Groups;
+        // Every group is checked before any is written: a refused scheduler leaves the groups as they were.
         for (int i = 0; i < groups.Count; i++)
         {
             if (_resumeEpoch == -1)
             {
-                groups[i].TryAdd("initial_lr", Read(groups[i], "lr", i));
+                Read(groups[i], "lr", i);
             }
             else if (!groups[i].ContainsKey("initial_lr"))
             {
@@ -66,27 +67,57 @@ public abstract class LRScheduler
                     $"{GetType().Name}: parameter group {i} has no 'initial_lr', which resuming at lastEpoch {_resumeEpoch} needs. Create the scheduler with lastEpoch -1 first.");
             }
         }
+        if (_resumeEpoch == -1)
+        {
+            for (int i = 0; i < groups.Count; i++)
+            {
+                groups[i].TryAdd("initial_lr", groups[i]["lr"]);
+            }
+        }
         _baseLrs = groups.Select(g => g["initial_lr"]).ToArray();
         StepCount = 0;
         Step();
     }
 
-    /// <summary>Advances one epoch and writes the new learning rate of every group.</summary>
+    /// <summary>
+    /// Advances one epoch and writes the new learning rate of every group. The rates are computed
+    /// and checked (one per group, finite, ≥ 0) before anything changes: a step that throws leaves
+    /// the epoch, the step count and every group's lr as they were.
+    /// </summary>
     public void Step()
     {
         StepCount++;
         LastEpoch++;
-        var values = ComputeLr();
-        var groups = Groups;
-        if (values.Count != groups.Count)
+        IReadOnlyList<double> values;
+        try
         {
-            throw new InvalidOperationException($"{GetType().Name} computed {values.Count} learning rates for {groups.Count} parameter groups.");
+            values = ComputeLr();
+            var groups = Groups;
+            if (values.Count != groups.Count)
+            {
+                throw new InvalidOperationException($"{GetType().Name} computed {values.Count} learning rates for {groups.Count} parameter groups.");
+            }
+            for (int i = 0; i < values.Count; i++)
+            {
+                if (!double.IsFinite(values[i]) || values[i] < 0)
+                {
+                    throw new InvalidOperationException(
+                        $"{GetType().Name}.Step: epoch {LastEpoch} would set the lr of parameter group {i} to {values[i].ToString(System.Globalization.CultureInfo.InvariantCulture)}; a learning rate must be finite and ≥ 0.");
+                }
+            }
         }
-        for (int i = 0; i < groups.Count; i++)
+        catch
         {
-            groups[i]["lr"] = values[i];
+            StepCount--;
+            LastEpoch--;
+            throw;
         }
-        _lastLr = groups.Select(g => g["lr"]).ToArray();
+        var g2 = Groups;
+        for (int i = 0; i < g2.Count; i++)
+        {
+            g2[i]["lr"] = values[i];
+        }
+        _lastLr = g2.Select(g => g["lr"]).ToArray();
     }
 
     /// <summary>
