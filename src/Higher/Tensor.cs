@@ -11,19 +11,39 @@ namespace Higher;
 /// </summary>
 public sealed partial class Tensor
 {
+    private readonly IStorage _storage;
     private bool _requiresGrad;
+    private Tensor? _grad;
 
     internal Tensor(IStorage storage, Shape shape, IBackend backend, Node? gradFn = null, VersionCounter? version = null)
     {
-        Storage = storage;
+        _storage = storage;
         Shape = shape;
         Backend = backend;
         GradFn = gradFn;
-        Version = version ?? new VersionCounter();
+        // A new storage starts a family (shared by every view of it); the current scope, if any, governs it.
+        Version = version ?? TensorScope.Adopt(storage);
     }
 
-    /// <summary>The device buffer (contiguous, row-major). Views made by <see cref="Reshape(int[])"/> share it.</summary>
-    public IStorage Storage { get; }
+    /// <summary>
+    /// The device buffer (contiguous, row-major). Views made by <see cref="Reshape(int[])"/> share it.
+    /// Throws <see cref="ObjectDisposedException"/>, naming this tensor, once a <see cref="TensorScope"/>
+    /// released the storage: every read of the data goes through here.
+    /// </summary>
+    public IStorage Storage
+    {
+        get
+        {
+            if (Version.ReleasedBy is not null)
+            {
+                throw ReleasedError();
+            }
+            return _storage;
+        }
+    }
+
+    /// <summary>True once a <see cref="TensorScope"/> released this tensor's storage (this tensor or a view of the same storage can no longer be used).</summary>
+    public bool IsReleased => Version.ReleasedBy is not null;
 
     /// <summary>The backend that owns <see cref="Storage"/>.</summary>
     public IBackend Backend { get; }
@@ -32,7 +52,7 @@ public sealed partial class Tensor
     public Shape Shape { get; }
 
     /// <summary>Element type.</summary>
-    public DType DType => Storage.DType;
+    public DType DType => _storage.DType;
 
     /// <summary>Device of the storage.</summary>
     public Device Device => Backend.Device;
@@ -84,8 +104,22 @@ public sealed partial class Tensor
         }
     }
 
-    /// <summary>Accumulated gradient of a leaf after <see cref="Backward"/>; null until then.</summary>
-    public Tensor? Grad { get; set; }
+    /// <summary>
+    /// Accumulated gradient of a leaf after <see cref="Backward"/>; null until then. A gradient assigned
+    /// to a tensor that outlives the scope the gradient was made in survives that scope with it.
+    /// </summary>
+    public Tensor? Grad
+    {
+        get => _grad;
+        set
+        {
+            _grad = value;
+            if (value is not null)
+            {
+                TensorScope.OnGradAssigned(this, value);
+            }
+        }
+    }
 
     /// <summary>Optional name shown by <see cref="ToString"/> and in error messages.</summary>
     public string? Name { get; set; }
@@ -94,6 +128,23 @@ public sealed partial class Tensor
     public Tensor WithRequiresGrad(bool value = true)
     {
         RequiresGrad = value;
+        return this;
+    }
+
+    /// <summary>
+    /// Opens a <see cref="TensorScope"/>: until it is disposed, the storages of tensors created on this
+    /// thread and async flow are released at its end unless they escape it (see <see cref="TensorScope"/>).
+    /// <code>using var scope = Tensor.NewScope();</code>
+    /// </summary>
+    public static TensorScope NewScope(string? name = null) => TensorScope.Begin(name);
+
+    /// <summary>
+    /// Hands this tensor's storage (shared with its views) to <paramref name="scope"/>, which releases it at its end;
+    /// null hands it to the garbage collector. Returns this tensor.
+    /// </summary>
+    public Tensor MoveTo(TensorScope? scope)
+    {
+        TensorScope.MoveFamily(Version, scope);
         return this;
     }
 
@@ -107,6 +158,10 @@ public sealed partial class Tensor
     internal static Tensor Make(IStorage storage, Shape shape, IBackend backend) => new(storage, shape, backend);
 
     internal void AttachGradFn(Node node) => GradFn = node;
+
+    private ObjectDisposedException ReleasedError() => new(nameof(Tensor),
+        $"This {Describe()} tensor on {Backend.Device} was released by {Version.ReleasedBy} when the scope ended (its memory was reused): " +
+        "keep it with scope.Keep(tensor) or tensor.MoveTo(outerScope) to use it after the scope.");
 
     internal string Describe() => Name is null ? $"{Shape} {DType.Name()}" : $"'{Name}' {Shape} {DType.Name()}";
 
@@ -222,8 +277,20 @@ public sealed partial class Tensor
     };
 }
 
-/// <summary>Counts in-place changes of a storage; shared by a tensor and its views.</summary>
+/// <summary>
+/// The family of tensors over one storage (a tensor and its views): counts in-place changes, and
+/// records which <see cref="TensorScope"/> governs the storage and whether it was released.
+/// </summary>
 internal sealed class VersionCounter
 {
     public int Value;
+
+    /// <summary>The storage the family views (null for families made without one).</summary>
+    public IStorage? Storage;
+
+    /// <summary>The scope that releases the storage when it ends; null: the garbage collector owns it.</summary>
+    public TensorScope? Scope;
+
+    /// <summary>Null while usable; once released, the scope's description (for the error message).</summary>
+    public volatile string? ReleasedBy;
 }

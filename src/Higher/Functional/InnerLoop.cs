@@ -7,15 +7,28 @@ namespace Higher.Functional;
 /// The inner-loop context (higher's innerloop_ctx): a functional view of the model and a
 /// differentiable version of the optimizer. Deconstructs into both:
 /// <code>using var ctx = InnerLoop.Create(model, opt); var (fmodel, diffopt) = ctx;</code>
-/// Disposing frees the fast-weight history.
+/// The context is a <see cref="TensorScope"/> (<see cref="Scope"/>): disposing it frees the fast-weight
+/// history and releases the storage of every tensor created since <see cref="InnerLoop.Create"/> on its
+/// flow that did not escape. Survivors: the model's parameters, their Grad (the meta-gradient the query
+/// loss's Backward fills), its buffers and the optimizer's state; and the context's results: the
+/// time-0 and the latest fast weights (with their Grad), the functional buffers and the differentiable
+/// optimizer's state. The intermediate fast weights, activations, losses and gradients are released;
+/// keep anything else you need afterwards (a query loss) with <see cref="Keep"/>, or read it (Item) inside.
 /// </summary>
 public sealed class InnerLoopContext : IDisposable
 {
-    internal InnerLoopContext(FunctionalModule fmodel, DifferentiableOptimizer diffopt)
+    internal InnerLoopContext(FunctionalModule fmodel, DifferentiableOptimizer diffopt, TensorScope scope)
     {
         FModel = fmodel;
         DiffOpt = diffopt;
+        Scope = scope;
     }
+
+    /// <summary>The scope of the context's tensors, released at <see cref="Dispose"/>.</summary>
+    public TensorScope Scope { get; }
+
+    /// <summary>Keeps <paramref name="tensor"/> (its values and Grad) beyond the context; see <see cref="TensorScope.Keep(Tensor)"/>.</summary>
+    public Tensor Keep(Tensor tensor) => Scope.Keep(tensor);
 
     /// <summary>The functional model.</summary>
     public FunctionalModule FModel { get; }
@@ -30,8 +43,32 @@ public sealed class InnerLoopContext : IDisposable
         diffopt = DiffOpt;
     }
 
-    /// <summary>Drops the intermediate fast weights (and the graphs they hold).</summary>
-    public void Dispose() => FModel.ClearHistory();
+    /// <summary>Drops the intermediate fast weights (and the graphs they hold) and releases the context's scope.</summary>
+    public void Dispose()
+    {
+        if (Scope.IsDisposed)
+        {
+            return;
+        }
+        Scope.Keep(FModel.InitFastParams);
+        Scope.Keep(FModel.FastParams);
+        foreach (var (_, value) in FModel.Buffers())
+        {
+            if (value is not null)
+            {
+                Scope.Keep(value);
+            }
+        }
+        for (int i = 0; i < FModel.FastParams.Count; i++)
+        {
+            if (DiffOpt.StateOf(i) is { } state)
+            {
+                Scope.Keep(state.Tensors.Values);
+            }
+        }
+        FModel.ClearHistory();
+        Scope.Dispose();
+    }
 }
 
 /// <summary>Entry point of the inner-loop API.</summary>
@@ -54,16 +91,27 @@ public static class InnerLoop
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(opt);
-        var fmodel = Patch.Monkeypatch(model, device, copyInitialWeights, trackHigherGrads);
-        var diffopt = DiffOptim.Get(opt, model.Parameters(), new DifferentiableOptimizerOptions
+        var scope = TensorScope.Begin("the inner-loop context");
+        try
         {
-            FModel = fmodel,
-            Device = device,
-            Override = @override,
-            TrackHigherGrads = trackHigherGrads,
-            FirstOrder = firstOrder,
-            TruncateEvery = truncateEvery,
-        });
-        return new InnerLoopContext(fmodel, diffopt);
+            scope.Keep(model);
+            scope.Keep(opt);
+            var fmodel = Patch.Monkeypatch(model, device, copyInitialWeights, trackHigherGrads);
+            var diffopt = DiffOptim.Get(opt, model.Parameters(), new DifferentiableOptimizerOptions
+            {
+                FModel = fmodel,
+                Device = device,
+                Override = @override,
+                TrackHigherGrads = trackHigherGrads,
+                FirstOrder = firstOrder,
+                TruncateEvery = truncateEvery,
+            });
+            return new InnerLoopContext(fmodel, diffopt, scope);
+        }
+        catch
+        {
+            scope.Dispose();
+            throw;
+        }
     }
 }
