@@ -168,16 +168,34 @@ public sealed partial class Tensor
     // ------------------------------------------------------------------ host transfer
 
     /// <summary>Copies the elements to a new float array (converting from any dtype), row-major.</summary>
-    public float[] ToFloatArray() => DType == DType.Float32 ? Download<float>() : Cast(DType.Float32).Download<float>();
+    public float[] ToFloatArray() => DType == DType.Float32 ? Download<float>() : DownloadAs<float>(DType.Float32);
 
     /// <summary>Copies the elements to a new double array (converting from any dtype), row-major.</summary>
-    public double[] ToDoubleArray() => DType == DType.Float64 ? Download<double>() : Cast(DType.Float64).Download<double>();
+    public double[] ToDoubleArray() => DType == DType.Float64 ? Download<double>() : DownloadAs<double>(DType.Float64);
 
     /// <summary>Copies the elements to a new long array (converting from any dtype; floats truncate), row-major.</summary>
-    public long[] ToInt64Array() => DType == DType.Int64 ? Download<long>() : Cast(DType.Int64).Download<long>();
+    public long[] ToInt64Array() => DType == DType.Int64 ? Download<long>() : DownloadAs<long>(DType.Int64);
 
     /// <summary>Copies the elements to a new bool array (x != 0), row-major.</summary>
-    public bool[] ToBoolArray() => DType == DType.Bool ? Download<bool>() : Cast(DType.Bool).Download<bool>();
+    public bool[] ToBoolArray() => DType == DType.Bool ? Download<bool>() : DownloadAs<bool>(DType.Bool);
+
+    // The converted copy is a temporary nobody else sees: its storage goes back at once.
+    private T[] DownloadAs<T>(DType dtype) where T : unmanaged
+    {
+        Tensor converted;
+        using (Autograd.NoGrad())
+        {
+            converted = Cast(dtype);
+        }
+        try
+        {
+            return converted.Download<T>();
+        }
+        finally
+        {
+            TensorScope.ReleaseNow(converted.Version, "the host copy it was made for");
+        }
+    }
 
     private T[] Download<T>() where T : unmanaged
     {

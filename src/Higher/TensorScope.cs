@@ -259,6 +259,13 @@ public sealed class TensorScope : IDisposable
     /// <summary>A scope for the engine's own temporaries (the intermediate gradients of a backward pass).</summary>
     internal static TensorScope BeginInternal(string name) => Begin(name);
 
+    /// <summary>Releases a temporary the engine made and alone holds (its scope, if any, then skips it).</summary>
+    internal static void ReleaseNow(VersionCounter family, string by)
+    {
+        family.ReleasedBy = by;
+        family.Storage?.Dispose();
+    }
+
     /// <summary>Starts the family of a new storage, governed by the current scope.</summary>
     internal static VersionCounter Adopt(IStorage storage)
     {
