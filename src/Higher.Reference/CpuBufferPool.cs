@@ -5,8 +5,8 @@ namespace Higher.Reference;
 /// <summary>A snapshot of a <see cref="CpuBufferPool"/>'s counters (bytes are size-class bytes, not requested bytes).</summary>
 /// <param name="BytesInUse">Bytes of arrays handed out and not yet returned. A storage that is never released (left to the garbage collector) stays counted: outside scopes this is an upper bound.</param>
 /// <param name="BytesCached">Bytes of returned arrays kept for reuse.</param>
-/// <param name="PeakBytesInUse">Largest <paramref name="BytesInUse"/> seen so far.</param>
-/// <param name="PeakBytesHeld">Largest <paramref name="BytesInUse"/> + <paramref name="BytesCached"/> seen so far.</param>
+/// <param name="PeakBytesInUse">Largest <paramref name="BytesInUse"/> seen so far (exact on one thread; under concurrent rents it may miss the last bytes of a simultaneous rise).</param>
+/// <param name="PeakBytesHeld">Largest <paramref name="BytesInUse"/> + <paramref name="BytesCached"/> seen so far (same caveat).</param>
 /// <param name="Rents">Arrays handed out (hits plus fresh allocations).</param>
 /// <param name="Hits">Rents served from the cache.</param>
 /// <param name="Returns">Arrays taken back.</param>
@@ -22,8 +22,8 @@ public readonly record struct CpuBufferPoolStatistics(
 
 /// <summary>
 /// Host buffer pool of the <see cref="ReferenceBackend"/>, the host twin of the CUDA caching
-/// allocator: a request is rounded up to a size class (powers of two from 64 bytes to 4 KiB, then
-/// four classes per octave: 1, 1.25, 1.5 and 1.75 times a power of two, so at most 25% is wasted),
+/// allocator: a request is rounded up to a size class (64, 128 and 256 bytes, then four classes per
+/// octave: 1.25, 1.5, 1.75 and 2 times a power of two, so above 256 bytes at most 25% is wasted),
 /// and an array given back by <see cref="CpuStorage.Dispose"/> waits in its class's bin for the
 /// next request of that class and dtype instead of going to the garbage collector. A hot loop whose
 /// tensors die in a scope thus reuses the same arrays and allocates nothing.
@@ -37,19 +37,18 @@ public readonly record struct CpuBufferPoolStatistics(
 public sealed class CpuBufferPool
 {
     /// <summary>Number of size classes (the largest holds 2^35 bytes).</summary>
-    public const int ClassCount = 7 + ((35 - 12) * 4);
+    public const int ClassCount = 3 + ((35 - OctaveShift) * 4);
 
-    private const int MinShift = 6;     // 64 bytes
-    private const int OctaveShift = 12; // 4 KiB: four classes per octave above
+    private const int MinShift = 6;    // 64 bytes
+    private const int OctaveShift = 8; // 256 bytes: four classes per octave above
 
     private readonly Bin[] _bins = new Bin[4 * ClassCount];
+    // Bytes in use and held are global (the peaks need them); the other counters live in the bins,
+    // updated under the bin's lock, and are summed on demand.
     private long _bytesInUse;
-    private long _bytesCached;
+    private long _bytesHeld;
     private long _peakInUse;
     private long _peakHeld;
-    private long _rents;
-    private long _hits;
-    private long _returns;
 
     /// <summary>Creates an empty pool.</summary>
     public CpuBufferPool()
@@ -64,9 +63,25 @@ public sealed class CpuBufferPool
     public static CpuBufferPool Shared { get; } = new();
 
     /// <summary>Current counters.</summary>
-    public CpuBufferPoolStatistics Statistics => new(
-        Interlocked.Read(ref _bytesInUse), Interlocked.Read(ref _bytesCached), Interlocked.Read(ref _peakInUse), Interlocked.Read(ref _peakHeld),
-        Interlocked.Read(ref _rents), Interlocked.Read(ref _hits), Interlocked.Read(ref _returns));
+    public CpuBufferPoolStatistics Statistics
+    {
+        get
+        {
+            long rents = 0, hits = 0, returns = 0;
+            foreach (var bin in _bins)
+            {
+                lock (bin.Gate)
+                {
+                    rents += bin.Hits + Interlocked.Read(ref bin.Misses);
+                    hits += bin.Hits;
+                    returns += bin.Returns;
+                }
+            }
+            long inUse = Interlocked.Read(ref _bytesInUse);
+            return new(inUse, Interlocked.Read(ref _bytesHeld) - inUse, Interlocked.Read(ref _peakInUse), Interlocked.Read(ref _peakHeld),
+                rents, hits, returns);
+        }
+    }
 
     /// <summary>The size class (in bytes) a request of <paramref name="bytes"/> is served from.</summary>
     public static long SizeClass(long bytes) => ClassBytes(ClassIndex(bytes));
@@ -87,7 +102,7 @@ public sealed class CpuBufferPool
         int k = BitOperations.Log2((ulong)(bytes - 1));
         long step = 1L << (k - 2);
         long j = (bytes - (1L << k) + step - 1) / step;
-        int index = 6 + ((k - OctaveShift) * 4) + (int)j;
+        int index = 2 + ((k - OctaveShift) * 4) + (int)j;
         if (index >= ClassCount)
         {
             throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "The request is larger than the largest size class.");
@@ -100,12 +115,12 @@ public sealed class CpuBufferPool
     {
         ArgumentOutOfRangeException.ThrowIfNegative(index);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, ClassCount);
-        if (index <= 6)
+        if (index <= 2)
         {
             return 1L << (index + MinShift);
         }
-        int k = OctaveShift + ((index - 7) / 4);
-        int j = ((index - 7) % 4) + 1;
+        int k = OctaveShift + ((index - 3) / 4);
+        int j = ((index - 3) % 4) + 1;
         return (1L << k) + (j * (1L << (k - 2)));
     }
 
@@ -124,7 +139,7 @@ public sealed class CpuBufferPool
                 }
                 bin.Count = 0;
             }
-            Interlocked.Add(ref _bytesCached, -freed);
+            Interlocked.Add(ref _bytesHeld, -freed);
         }
     }
 
@@ -149,31 +164,40 @@ public sealed class CpuBufferPool
         }
         var bin = _bins[((int)dtype * ClassCount) + cls];
         T[]? array = null;
-        lock (bin.Gate)
+        // An empty bin is a miss without taking its lock (a stale read only turns a hit into a miss).
+        if (Volatile.Read(ref bin.Count) > 0)
         {
-            if (bin.Count > 0)
+            lock (bin.Gate)
             {
-                array = (T[])bin.Items[--bin.Count];
-                bin.Items[bin.Count] = null!;
+                if (bin.Count > 0)
+                {
+                    array = (T[])bin.Items[--bin.Count];
+                    bin.Items[bin.Count] = null!;
+                    bin.Hits++;
+                }
             }
         }
-        Interlocked.Increment(ref _rents);
+        long held;
+        if (array is null)
+        {
+            Interlocked.Increment(ref bin.Misses);
+        }
         if (array is not null)
         {
-            Interlocked.Increment(ref _hits);
-            Interlocked.Add(ref _bytesCached, -classBytes);
             if (zeroed)
             {
                 Array.Clear(array, 0, length);
             }
+            held = Interlocked.Read(ref _bytesHeld);
         }
         else
         {
             array = zeroed ? new T[capacity] : GC.AllocateUninitializedArray<T>((int)capacity);
+            held = Interlocked.Add(ref _bytesHeld, classBytes);
         }
         long inUse = Interlocked.Add(ref _bytesInUse, classBytes);
         UpdatePeak(ref _peakInUse, inUse);
-        UpdatePeak(ref _peakHeld, inUse + Interlocked.Read(ref _bytesCached));
+        UpdatePeak(ref _peakHeld, held);
         return array;
     }
 
@@ -195,23 +219,19 @@ public sealed class CpuBufferPool
                 Array.Resize(ref bin.Items, Math.Max(4, bin.Items.Length * 2));
             }
             bin.Items[bin.Count++] = array;
+            bin.Returns++;
         }
-        Interlocked.Increment(ref _returns);
         Interlocked.Add(ref _bytesInUse, -classBytes);
-        Interlocked.Add(ref _bytesCached, classBytes);
     }
 
+    // A plain compare-and-store, not a CAS loop: in a loop whose storages are never returned the bytes
+    // in use grow on every rent, and an atomic per rent costs more than the statistic is worth. Under
+    // concurrent rents a peak may thus miss the last few bytes of a simultaneous rise.
     private static void UpdatePeak(ref long peak, long value)
     {
-        long seen = Interlocked.Read(ref peak);
-        while (value > seen)
+        if (value > Volatile.Read(ref peak))
         {
-            long previous = Interlocked.CompareExchange(ref peak, value, seen);
-            if (previous == seen)
-            {
-                return;
-            }
-            seen = previous;
+            Volatile.Write(ref peak, value);
         }
     }
 
@@ -221,5 +241,8 @@ public sealed class CpuBufferPool
         public Array[] Items = [];
         public int Count;
         public long ClassBytes;
+        public long Misses;
+        public long Hits;
+        public long Returns;
     }
 }

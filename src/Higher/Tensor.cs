@@ -225,10 +225,14 @@ public sealed partial class Tensor
 
     /// <summary>
     /// PyTorch-like text: values (summarised beyond 1000 elements), then dtype when not float32,
-    /// the device when not the CPU, and the grad function or requires_grad.
+    /// the device when not the CPU, and the grad function or requires_grad; a released tensor says so instead.
     /// </summary>
     public override string ToString()
     {
+        if (Version.ReleasedBy is { } by)
+        {
+            return $"tensor(<{Describe()}, released by {by}>)";
+        }
         var sb = new StringBuilder("tensor(");
         if (Numel <= 1000)
         {

@@ -65,6 +65,7 @@ public sealed class TensorScopeTests
         Assert.Throws<ObjectDisposedException>(() => t + t);
         Assert.Throws<ObjectDisposedException>(() => t.Reshape(6).Sum());
         Assert.Throws<ObjectDisposedException>(() => Tensor.Zeros([2, 3], DType.Float64, dev).AddInPlace(t));
+        Assert.Equal("tensor(<'w' [2, 3] float64, released by scope 'inner loop'>)", t.ToString());
         // Metadata stays readable for messages.
         Assert.Equal(DType.Float64, t.DType);
         Assert.Equal(new Shape(2, 3), t.Shape);
