@@ -26,14 +26,16 @@ public readonly record struct CudaAllocatorStatistics(
 /// device). Reuse is safe without events because the backend runs all work on one stream, so a
 /// block's earlier work is ordered before its next owner's. Thread-safe.
 /// <para>
-/// The engine never disposes intermediate tensors, so most blocks come back through finalizers,
-/// which run only when the garbage collector notices that their storages are unreachable; it does
-/// not see device memory. Two measures keep device memory bounded all the same: when a cache miss
-/// would take the bytes in use above <see cref="CollectionThreshold"/>, the allocator runs a full
-/// collection, waits for finalizers and takes their blocks back before it asks the device
-/// (the threshold then becomes twice the bytes still in use, at least <see cref="MinimumCollectionThreshold"/>);
-/// and when cudaMalloc reports out of memory, it frees the cache, collects, and retries.
-/// <see cref="BeginScope"/> releases the storages of a region deterministically.
+/// In steady state blocks come back deterministically: a storage's Dispose returns its block, and the
+/// engine disposes storages when a <c>Higher.TensorScope</c> (an inner-loop context is one) ends and
+/// when a backward pass without createGraph finishes with its intermediate gradients; so does
+/// <see cref="BeginScope"/> at this level. Finalizers are a backstop for storages left to the garbage
+/// collector (which does not see device memory): when a cache miss would take the bytes in use above
+/// <see cref="CollectionThreshold"/>, the allocator runs a full collection, waits for finalizers and
+/// takes their blocks back before it asks the device (the threshold then becomes twice the bytes
+/// still in use, at least <see cref="MinimumCollectionThreshold"/>); and when cudaMalloc reports out
+/// of memory, it frees the cache, collects, and retries. A collection never runs under the
+/// allocator's lock: other threads keep returning and renting meanwhile.
 /// </para>
 /// </summary>
 public sealed class CudaAllocator : IDisposable
@@ -190,20 +192,45 @@ public sealed class CudaAllocator : IDisposable
         return storage;
     }
 
-    /// <summary>A block of at least <paramref name="bytes"/> bytes (bytes &gt; 0).</summary>
+    /// <summary>
+    /// A block of at least <paramref name="bytes"/> bytes (bytes &gt; 0). A garbage collection, when one is
+    /// needed (the threshold is crossed, or the device is out of memory), runs with the lock released,
+    /// so finalizers and other threads never wait on a collection held under it.
+    /// </summary>
     internal DeviceMemoryHandle Rent(long bytes)
     {
         long size = SizeClass(bytes);
-        lock (_gate)
+        bool collected = false;
+        bool counted = false;
+        while (true)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            DrainAbandoned();
-            _requests++;
-            var block = Obtain(size);
-            _inUse.Add(block);
-            _bytesInUse += size;
-            _peak = Math.Max(_peak, _bytesInUse);
-            return block;
+            lock (_gate)
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                DrainAbandoned();
+                if (!counted)
+                {
+                    _requests++;
+                    counted = true;
+                }
+                if (collected)
+                {
+                    _collections++;
+                    _threshold = Math.Max(_minimumThreshold, 2 * _bytesInUse);
+                }
+                var block = TryObtain(size, mayCollect: !collected);
+                if (block is not null)
+                {
+                    _inUse.Add(block);
+                    _bytesInUse += size;
+                    _peak = Math.Max(_peak, _bytesInUse);
+                    return block;
+                }
+            }
+            // Outside the lock: a full blocking collection, then the finalizers, whose blocks the next pass takes back.
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            collected = true;
         }
     }
 
@@ -241,37 +268,28 @@ public sealed class CudaAllocator : IDisposable
         t_innermostScope = scope.Outer;
     }
 
-    private DeviceMemoryHandle Obtain(long size)
+    /// <summary>A block from the cache or the device; null when a collection should run first (only when <paramref name="mayCollect"/>).</summary>
+    private DeviceMemoryHandle? TryObtain(long size, bool mayCollect)
     {
         if (TryTakeCached(size, out var block))
         {
             return block;
         }
-        if (_bytesInUse + size > _threshold)
+        if (mayCollect && _bytesInUse + size > _threshold)
         {
-            CollectAbandoned();
-            if (TryTakeCached(size, out block))
-            {
-                return block;
-            }
+            return null;
         }
 
         var status = _memory.Malloc(size, out nint pointer);
         if (status == CudaError.MemoryAllocation)
         {
-            // Out of memory: give the cached blocks of other sizes back to the device and retry;
-            // then also take back what unreachable storages hold, and retry once more.
+            // Out of memory: give the cached blocks of other sizes back to the device and retry; then
+            // (once) have the caller collect what unreachable storages hold, and come back.
             FreeCached();
             status = _memory.Malloc(size, out pointer);
-            if (status == CudaError.MemoryAllocation)
+            if (status == CudaError.MemoryAllocation && mayCollect)
             {
-                CollectAbandoned();
-                if (TryTakeCached(size, out block))
-                {
-                    return block;
-                }
-                FreeCached();
-                status = _memory.Malloc(size, out pointer);
+                return null;
             }
         }
         Check.ThrowIfFailed(status, $"cudaMalloc({size} bytes) with {_bytesInUse} bytes in use on cuda:{_memory.DeviceIndex}");
@@ -289,19 +307,6 @@ public sealed class CudaAllocator : IDisposable
         }
         block = null!;
         return false;
-    }
-
-    /// <summary>
-    /// A full blocking collection, then the finalizers, then their blocks back into the cache. Safe
-    /// under the lock: a storage's finalizer only queues its block and takes no lock.
-    /// </summary>
-    private void CollectAbandoned()
-    {
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        DrainAbandoned();
-        _collections++;
-        _threshold = Math.Max(_minimumThreshold, 2 * _bytesInUse);
     }
 
     private void ReturnLocked(DeviceMemoryHandle block)

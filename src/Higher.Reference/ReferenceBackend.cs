@@ -20,9 +20,11 @@ public sealed class ReferenceBackend : IBackend
     /// <summary>
     /// Creates a backend that uses at most <paramref name="maxDegreeOfParallelism"/> threads per kernel
     /// (-1: one per processor). The degree changes speed only: results are the same bits for every value.
+    /// Its storages rent their arrays from <paramref name="pool"/> (default <see cref="CpuBufferPool.Shared"/>).
     /// </summary>
-    public ReferenceBackend(int maxDegreeOfParallelism = -1)
+    public ReferenceBackend(int maxDegreeOfParallelism = -1, CpuBufferPool? pool = null)
     {
+        Pool = pool ?? CpuBufferPool.Shared;
         if (maxDegreeOfParallelism == 0 || maxDegreeOfParallelism < -1)
         {
             throw new ArgumentOutOfRangeException(nameof(maxDegreeOfParallelism), maxDegreeOfParallelism, "Use -1 for one thread per processor or a positive thread count.");
@@ -34,6 +36,9 @@ public sealed class ReferenceBackend : IBackend
     /// <summary>The shared instance, using one thread per processor (the backend holds no mutable state).</summary>
     public static ReferenceBackend Instance { get; } = new();
 
+    /// <summary>The pool this backend's storages rent their arrays from.</summary>
+    public CpuBufferPool Pool { get; }
+
     /// <summary>Most threads one kernel call uses.</summary>
     public int MaxDegreeOfParallelism { get; }
 
@@ -44,16 +49,16 @@ public sealed class ReferenceBackend : IBackend
     public Device Device => Device.Cpu;
 
     /// <inheritdoc/>
-    public IStorage Allocate(DType dtype, long length) => CpuStorage.Create(dtype, length, zeroed: true);
+    public IStorage Allocate(DType dtype, long length) => CpuStorage.Create(dtype, length, zeroed: true, Pool);
 
     /// <inheritdoc/>
-    public IStorage AllocateUninitialized(DType dtype, long length) => CpuStorage.Create(dtype, length, zeroed: false);
+    public IStorage AllocateUninitialized(DType dtype, long length) => CpuStorage.Create(dtype, length, zeroed: false, Pool);
 
     /// <inheritdoc/>
     public IStorage Upload<T>(ReadOnlySpan<T> data, DType dtype) where T : unmanaged
     {
         CheckElementType<T>(dtype, "Upload");
-        var storage = CpuStorage.Create(dtype, data.Length, zeroed: false);
+        var storage = CpuStorage.Create(dtype, data.Length, zeroed: false, Pool);
         data.CopyTo(storage.AsSpan<T>());
         return storage;
     }

@@ -79,12 +79,14 @@ public static class Autograd
                 throw new InvalidOperationException($"Output {i} ({outputs[i].Describe()}) does not require grad and has no grad function, so nothing can be differentiated through it.");
             }
         }
+        // Without createGraph the intermediate gradients are the engine's alone: they die with this scope.
+        using var temporaries = createGraph ? null : TensorScope.BeginInternal("the backward pass of Autograd.Grad");
         var engine = new Engine(inputs);
         engine.Run(outputs, gradOutputs, createGraph, retainGraph ?? createGraph);
         var result = new Tensor?[inputs.Count];
         for (int i = 0; i < inputs.Count; i++)
         {
-            result[i] = engine.InputGrad(i);
+            result[i] = engine.InputGrad(i) is { } g ? temporaries?.Keep(g) ?? g : null;
             if (result[i] is null && !allowUnused)
             {
                 throw new InvalidOperationException(
@@ -112,6 +114,9 @@ public static class Autograd
                 throw new InvalidOperationException($"Backward of a {o.Describe()} tensor that does not require grad and has no grad function.");
             }
         }
+        // Without createGraph the intermediate gradients are the engine's alone: they die with this scope
+        // (the leaves' new Grad survive it, as gradients of tensors that outlive it).
+        using var temporaries = createGraph ? null : TensorScope.BeginInternal("the backward pass of Autograd.Backward");
         var engine = new Engine(null);
         engine.Run(outputs, gradOutputs, createGraph, retainGraph ?? createGraph);
         using var scope = createGraph ? default : NoGrad();

@@ -11,19 +11,39 @@ namespace Higher;
 /// </summary>
 public sealed partial class Tensor
 {
+    private readonly IStorage _storage;
     private bool _requiresGrad;
+    private Tensor? _grad;
 
     internal Tensor(IStorage storage, Shape shape, IBackend backend, Node? gradFn = null, VersionCounter? version = null)
     {
-        Storage = storage;
+        _storage = storage;
         Shape = shape;
         Backend = backend;
         GradFn = gradFn;
-        Version = version ?? new VersionCounter();
+        // A new storage starts a family (shared by every view of it); the current scope, if any, governs it.
+        Version = version ?? TensorScope.Adopt(storage);
     }
 
-    /// <summary>The device buffer (contiguous, row-major). Views made by <see cref="Reshape(int[])"/> share it.</summary>
-    public IStorage Storage { get; }
+    /// <summary>
+    /// The device buffer (contiguous, row-major). Views made by <see cref="Reshape(int[])"/> share it.
+    /// Throws <see cref="ObjectDisposedException"/>, naming this tensor, once a <see cref="TensorScope"/>
+    /// released the storage: every read of the data goes through here.
+    /// </summary>
+    public IStorage Storage
+    {
+        get
+        {
+            if (Version.ReleasedBy is not null)
+            {
+                throw ReleasedError();
+            }
+            return _storage;
+        }
+    }
+
+    /// <summary>True once a <see cref="TensorScope"/> released this tensor's storage (this tensor or a view of the same storage can no longer be used).</summary>
+    public bool IsReleased => Version.ReleasedBy is not null;
 
     /// <summary>The backend that owns <see cref="Storage"/>.</summary>
     public IBackend Backend { get; }
@@ -32,7 +52,7 @@ public sealed partial class Tensor
     public Shape Shape { get; }
 
     /// <summary>Element type.</summary>
-    public DType DType => Storage.DType;
+    public DType DType => _storage.DType;
 
     /// <summary>Device of the storage.</summary>
     public Device Device => Backend.Device;
@@ -87,7 +107,8 @@ public sealed partial class Tensor
     /// <summary>
     /// Accumulated gradient of a leaf after <see cref="Backward"/>; null until then. A gradient set
     /// by hand must have this tensor's shape, dtype and device (Backward adds into it, and an
-    /// optimizer reads it as the gradient of exactly this tensor).
+    /// optimizer reads it as the gradient of exactly this tensor). A gradient assigned to a tensor
+    /// that outlives the scope the gradient was made in survives that scope with it.
     /// </summary>
     public Tensor? Grad
     {
@@ -100,10 +121,12 @@ public sealed partial class Tensor
                     $"Grad: the gradient assigned to a {Describe()} tensor on {Device} must match it; got {value.Describe()} on {value.Device}.", nameof(value));
             }
             _grad = value;
+            if (value is not null)
+            {
+                TensorScope.OnGradAssigned(this, value);
+            }
         }
     }
-
-    private Tensor? _grad;
 
     /// <summary>Optional name shown by <see cref="ToString"/> and in error messages.</summary>
     public string? Name { get; set; }
@@ -112,6 +135,23 @@ public sealed partial class Tensor
     public Tensor WithRequiresGrad(bool value = true)
     {
         RequiresGrad = value;
+        return this;
+    }
+
+    /// <summary>
+    /// Opens a <see cref="TensorScope"/>: until it is disposed, the storages of tensors created on this
+    /// thread and async flow are released at its end unless they escape it (see <see cref="TensorScope"/>).
+    /// <code>using var scope = Tensor.NewScope();</code>
+    /// </summary>
+    public static TensorScope NewScope(string? name = null) => TensorScope.Begin(name);
+
+    /// <summary>
+    /// Hands this tensor's storage (shared with its views) to <paramref name="scope"/>, which releases it at its end;
+    /// null hands it to the garbage collector. Returns this tensor.
+    /// </summary>
+    public Tensor MoveTo(TensorScope? scope)
+    {
+        TensorScope.MoveFamily(Version, scope);
         return this;
     }
 
@@ -126,21 +166,43 @@ public sealed partial class Tensor
 
     internal void AttachGradFn(Node node) => GradFn = node;
 
+    private ObjectDisposedException ReleasedError() => new(nameof(Tensor),
+        $"This {Describe()} tensor on {Backend.Device} was released by {Version.ReleasedBy} when the scope ended (its memory was reused): " +
+        "keep it with scope.Keep(tensor) or tensor.MoveTo(outerScope) to use it after the scope.");
+
     internal string Describe() => Name is null ? $"{Shape} {DType.Name()}" : $"'{Name}' {Shape} {DType.Name()}";
 
     // ------------------------------------------------------------------ host transfer
 
     /// <summary>Copies the elements to a new float array (converting from any dtype), row-major.</summary>
-    public float[] ToFloatArray() => DType == DType.Float32 ? Download<float>() : Cast(DType.Float32).Download<float>();
+    public float[] ToFloatArray() => DType == DType.Float32 ? Download<float>() : DownloadAs<float>(DType.Float32);
 
     /// <summary>Copies the elements to a new double array (converting from any dtype), row-major.</summary>
-    public double[] ToDoubleArray() => DType == DType.Float64 ? Download<double>() : Cast(DType.Float64).Download<double>();
+    public double[] ToDoubleArray() => DType == DType.Float64 ? Download<double>() : DownloadAs<double>(DType.Float64);
 
     /// <summary>Copies the elements to a new long array (converting from any dtype; floats truncate), row-major.</summary>
-    public long[] ToInt64Array() => DType == DType.Int64 ? Download<long>() : Cast(DType.Int64).Download<long>();
+    public long[] ToInt64Array() => DType == DType.Int64 ? Download<long>() : DownloadAs<long>(DType.Int64);
 
     /// <summary>Copies the elements to a new bool array (x != 0), row-major.</summary>
-    public bool[] ToBoolArray() => DType == DType.Bool ? Download<bool>() : Cast(DType.Bool).Download<bool>();
+    public bool[] ToBoolArray() => DType == DType.Bool ? Download<bool>() : DownloadAs<bool>(DType.Bool);
+
+    // The converted copy is a temporary nobody else sees: its storage goes back at once.
+    private T[] DownloadAs<T>(DType dtype) where T : unmanaged
+    {
+        Tensor converted;
+        using (Autograd.NoGrad())
+        {
+            converted = Cast(dtype);
+        }
+        try
+        {
+            return converted.Download<T>();
+        }
+        finally
+        {
+            TensorScope.ReleaseNow(converted.Version, "the host copy it was made for");
+        }
+    }
 
     private T[] Download<T>() where T : unmanaged
     {
@@ -170,10 +232,14 @@ public sealed partial class Tensor
 
     /// <summary>
     /// PyTorch-like text: values (summarised beyond 1000 elements), then dtype when not float32,
-    /// the device when not the CPU, and the grad function or requires_grad.
+    /// the device when not the CPU, and the grad function or requires_grad; a released tensor says so instead.
     /// </summary>
     public override string ToString()
     {
+        if (Version.ReleasedBy is { } by)
+        {
+            return $"tensor(<{Describe()}, released by {by}>)";
+        }
         var sb = new StringBuilder("tensor(");
         if (Numel <= 1000)
         {
@@ -240,8 +306,20 @@ public sealed partial class Tensor
     };
 }
 
-/// <summary>Counts in-place changes of a storage; shared by a tensor and its views.</summary>
+/// <summary>
+/// The family of tensors over one storage (a tensor and its views): counts in-place changes, and
+/// records which <see cref="TensorScope"/> governs the storage and whether it was released.
+/// </summary>
 internal sealed class VersionCounter
 {
     public int Value;
+
+    /// <summary>The storage the family views (null for families made without one).</summary>
+    public IStorage? Storage;
+
+    /// <summary>The scope that releases the storage when it ends; null: the garbage collector owns it.</summary>
+    public TensorScope? Scope;
+
+    /// <summary>Null while usable; once released, the scope's description (for the error message).</summary>
+    public volatile string? ReleasedBy;
 }

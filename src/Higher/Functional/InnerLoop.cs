@@ -9,14 +9,31 @@ namespace Higher.Functional;
 /// <code>using var ctx = InnerLoop.Create(model, opt); var (fmodel, diffopt) = ctx;</code>
 /// Disposing frees the fast-weight history and retires both: later forwards, steps and updates
 /// through them throw <see cref="ObjectDisposedException"/> (their history can still be read).
+/// With <c>releaseOnDispose: true</c> it is also a <see cref="TensorScope"/> (<see cref="Scope"/>): disposing it frees the fast-weight
+/// history and releases the storage of every tensor created since <see cref="InnerLoop.Create"/> on its
+/// flow that did not escape. Survivors: the model's parameters, their Grad (the meta-gradient the query
+/// loss's Backward fills), its buffers and the optimizer's state; and the context's results: the
+/// time-0 and the latest fast weights (with their Grad), the functional buffers and the differentiable
+/// optimizer's state. The intermediate fast weights, activations, losses and gradients are released;
+/// keep anything else you need afterwards (a query loss) with <see cref="Keep"/>, or read it (Item) inside.
 /// </summary>
 public sealed class InnerLoopContext : IDisposable
 {
-    internal InnerLoopContext(FunctionalModule fmodel, DifferentiableOptimizer diffopt)
+    internal InnerLoopContext(FunctionalModule fmodel, DifferentiableOptimizer diffopt, TensorScope? scope)
     {
         FModel = fmodel;
         DiffOpt = diffopt;
+        Scope = scope;
     }
+
+    /// <summary>
+    /// The scope of the context's tensors, released at <see cref="Dispose"/>, when the context was
+    /// created with <c>releaseOnDispose: true</c>; null otherwise.
+    /// </summary>
+    public TensorScope? Scope { get; }
+
+    /// <summary>Keeps <paramref name="tensor"/> (its values and Grad) beyond the context; see <see cref="TensorScope.Keep(Tensor)"/>. Without a scope it returns the tensor unchanged.</summary>
+    public Tensor Keep(Tensor tensor) => Scope is null ? tensor : Scope.Keep(tensor);
 
     /// <summary>The functional model.</summary>
     public FunctionalModule FModel { get; }
@@ -31,16 +48,40 @@ public sealed class InnerLoopContext : IDisposable
         diffopt = DiffOpt;
     }
 
-    /// <summary>Drops the intermediate fast weights (and the graphs they hold) and retires the context. Idempotent.</summary>
+    /// <summary>Drops the intermediate fast weights (and the graphs they hold), releases the context's scope and retires the context. Idempotent.</summary>
     public void Dispose()
     {
         if (FModel.IsDisposed)
         {
             return;
         }
+        if (Scope is null)
+        {
+            FModel.ClearHistory();
+            FModel.MarkDisposed("inner-loop context");
+            DiffOpt.MarkDisposed("inner-loop context");
+            return;
+        }
+        Scope.Keep(FModel.InitFastParams);
+        Scope.Keep(FModel.FastParams);
+        foreach (var (_, value) in FModel.Buffers())
+        {
+            if (value is not null)
+            {
+                Scope.Keep(value);
+            }
+        }
+        for (int i = 0; i < FModel.FastParams.Count; i++)
+        {
+            if (DiffOpt.StateOf(i) is { } state)
+            {
+                Scope.Keep(state.Tensors.Values);
+            }
+        }
         FModel.ClearHistory();
         FModel.MarkDisposed("inner-loop context");
         DiffOpt.MarkDisposed("inner-loop context");
+        Scope.Dispose();
     }
 }
 
@@ -59,8 +100,15 @@ public static class InnerLoop
     /// <param name="trackHigherGrads">False for test time: no graph is kept across steps.</param>
     /// <param name="firstOrder">First-order MAML: gradients without graphs, updates recorded.</param>
     /// <param name="truncateEvery">Cut the graph every this many steps.</param>
+    /// <param name="releaseOnDispose">
+    /// Make the context a <see cref="TensorScope"/>: every tensor created on this flow from now until
+    /// Dispose that did not escape is released then (see the class summary). Off by default, because a
+    /// scope follows the flow, not the context: two contexts open at once on one flow (a twin, tasks
+    /// interleaved step by step) would release each other's tensors. Use it for one context at a time,
+    /// or wrap each meta-iteration in <see cref="Tensor.NewScope"/>.
+    /// </param>
     public static InnerLoopContext Create(Module model, Optimizer opt, Device? device = null, bool copyInitialWeights = true,
-        Override? @override = null, bool trackHigherGrads = true, bool firstOrder = false, int? truncateEvery = null)
+        Override? @override = null, bool trackHigherGrads = true, bool firstOrder = false, int? truncateEvery = null, bool releaseOnDispose = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(opt);
@@ -77,16 +125,27 @@ public static class InnerLoop
                 $"InnerLoop.Create: none of the {optimized} parameters of the {opt.GetType().Name} is a parameter of the {model.GetType().Name} ({modelParams.Count} parameters), so the inner loop would update nothing. " +
                 "Build the optimizer over model.Parameters() (after any model.To(...), which replaces the parameter tensors).", nameof(opt));
         }
-        var fmodel = Patch.Monkeypatch(model, device, copyInitialWeights, trackHigherGrads);
-        var diffopt = DiffOptim.Get(opt, model.Parameters(), new DifferentiableOptimizerOptions
+        var scope = releaseOnDispose ? TensorScope.Begin("the inner-loop context") : null;
+        try
         {
-            FModel = fmodel,
-            Device = device,
-            Override = @override,
-            TrackHigherGrads = trackHigherGrads,
-            FirstOrder = firstOrder,
-            TruncateEvery = truncateEvery,
-        });
-        return new InnerLoopContext(fmodel, diffopt);
+            scope?.Keep(model);
+            scope?.Keep(opt);
+            var fmodel = Patch.Monkeypatch(model, device, copyInitialWeights, trackHigherGrads);
+            var diffopt = DiffOptim.Get(opt, model.Parameters(), new DifferentiableOptimizerOptions
+            {
+                FModel = fmodel,
+                Device = device,
+                Override = @override,
+                TrackHigherGrads = trackHigherGrads,
+                FirstOrder = firstOrder,
+                TruncateEvery = truncateEvery,
+            });
+            return new InnerLoopContext(fmodel, diffopt, scope);
+        }
+        catch
+        {
+            scope?.Dispose();
+            throw;
+        }
     }
 }

@@ -333,7 +333,7 @@ public sealed class BeyondHigherTests
             }
             Assert.Throws<ArgumentOutOfRangeException>(() => fmodel.Parameters(7));
             var query = Mse(fmodel.Forward(batches[0].XQuery), batches[0].YQuery);
-            results.Add(Autograd.Grad([query], fmodel.Parameters(0)));
+            results.Add(Autograd.Grad([query], fmodel.Parameters(0)).Select(t => ctx.Keep(t!)).ToArray());
         }
         Check.Same(results[0].Select(t => t!).ToList(), results[1], "meta-gradient with and without MaxHistory");
     }
@@ -360,7 +360,7 @@ public sealed class BeyondHigherTests
                 diffopt.Step(Mse(fmodel.Forward(t.XSupport), t.YSupport));
                 barrier?.SignalAndWait();
             }
-            var meta = Autograd.Grad([Mse(fmodel.Forward(t.XQuery), t.YQuery)], fmodel.Parameters(0));
+            var meta = Autograd.Grad([Mse(fmodel.Forward(t.XQuery), t.YQuery)], fmodel.Parameters(0)).Select(g => ctx.Keep(g!)).ToArray();
             return (fmodel.Parameters(), fmodel.Buffers().Select(b => b.Value!).ToArray(), meta);
         }
 

@@ -108,7 +108,7 @@ public sealed class GoldenTests(ITestOutputHelper output)
                         diffopt.Step(loss);
                     }
                     final = fmodel.Parameters();
-                    query = F.MseLoss(fmodel.Forward(s.XQuery), s.YQuery);
+                    query = ctx.Keep(F.MseLoss(fmodel.Forward(s.XQuery), s.YQuery));
                     var time0 = fmodel.Parameters(0);
                     query.Backward();
                     metaWeights = time0.Select(p => p.Grad).ToArray();

@@ -406,6 +406,8 @@ public sealed class HigherOptimTests
         {
             using var ctx = InnerLoop.Create(model, opt);
             var (fmodel, diffopt) = ctx;
+            // The plain optimizer steps inside the context: its state must outlive it.
+            ctx.Scope?.Keep(referenceOpt);
             for (int j = 0; j < 3; j++)
             {
                 var x = TestModels.Rand(g, 10, 4);

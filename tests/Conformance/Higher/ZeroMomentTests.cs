@@ -92,7 +92,7 @@ public sealed class ZeroMomentTests
             }
             var query = F.MseLoss(fmodel.Forward(TestModels.Rand(g, 5, 3)), TestModels.Rand(g, 5, 2));
             var time0 = fmodel.Parameters(0).Where(p => p.RequiresGrad).ToList();
-            var grads = Autograd.Grad([query], [.. time0, .. tensors], allowUnused: true);
+            var grads = Autograd.Grad([query], [.. time0, .. tensors], allowUnused: true).Select(t => t is null ? null : ctx.Keep(t)).ToArray();
             var weightGrads = grads[..time0.Count];
             if (!frozen)
             {

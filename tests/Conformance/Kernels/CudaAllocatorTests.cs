@@ -16,7 +16,7 @@ public sealed class CudaAllocatorTests
     private static readonly Device Gpu = Device.Cuda(0);
 
     /// <summary>Fake device memory: addresses from a counter, cudaErrorMemoryAllocation past the capacity.</summary>
-    private sealed class FakeDeviceMemory(long capacity) : IDeviceMemory
+    internal sealed class FakeDeviceMemory(long capacity) : IDeviceMemory
     {
         private readonly Lock _gate = new();
         private readonly Dictionary<nint, long> _live = [];

@@ -15,8 +15,8 @@ public sealed class SweepFaultTests
     private static Sequential Mlp(ulong seed = 7) =>
         new(new Linear(2, 3, generator: new Generator(seed)), new Tanh(), new Linear(3, 1, generator: new Generator(seed + 1)));
 
-    private static readonly Tensor X = Tensor.FromArray(new double[] { 0.5, -1, 1.5, 2, -0.25, 0.75 }, [3, 2]).To(DType.Float32);
-    private static readonly Tensor Y = Tensor.FromArray(new double[] { 1, -1, 0.5 }, [3, 1]).To(DType.Float32);
+    private static readonly Tensor X = Tensor.FromArray(new double[] { 0.5, -1, 1.5, 2, -0.25, 0.75 }, [3, 2]).To(DType.Float32).MoveTo(null); // shared by tests: owned by no inner-loop scope
+    private static readonly Tensor Y = Tensor.FromArray(new double[] { 1, -1, 0.5 }, [3, 1]).To(DType.Float32).MoveTo(null); // shared by tests: owned by no inner-loop scope
 
     [Fact]
     public void BatchNormForward_ThatThrows_LeavesTheRunningStatisticsAndCount()
