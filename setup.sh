@@ -4,8 +4,21 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 if ! command -v dotnet >/dev/null 2>&1; then
-  echo "The .NET 10 SDK is required (dotnet not found on PATH)." >&2
-  exit 1
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get install -y dotnet-sdk-10.0
+  else
+    echo "The .NET 10 SDK is required (dotnet not found on PATH): https://dot.net/download" >&2
+    exit 1
+  fi
+fi
+# The samples' plots need a font; the package check unpacks .nupkg files.
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  missing=""
+  command -v fc-list >/dev/null 2>&1 && [ -n "$(fc-list 2>/dev/null | head -1)" ] || missing+=" fonts-dejavu-core fontconfig"
+  command -v unzip >/dev/null 2>&1 || missing+=" unzip"
+  if [ -n "$missing" ]; then
+    apt-get install -y $missing || echo "Could not install$missing (the plots or the package check may fail)." >&2
+  fi
 fi
 dotnet --version
 dotnet restore Higher.sln

@@ -101,6 +101,19 @@ public static class Autograd
         Grad([output], [input], gradOutput is null ? null : [gradOutput], createGraph)[0]!;
 
     /// <summary>
+    /// Gradients of one output with respect to any sequence of inputs, as
+    /// <c>torch.autograd.grad(loss, model.parameters())</c>: one entry per input, in order
+    /// (null for an unused input when <paramref name="allowUnused"/> is true).
+    /// </summary>
+    public static Tensor?[] Grad(Tensor output, IEnumerable<Tensor> inputs, Tensor? gradOutput = null, bool createGraph = false,
+        bool allowUnused = false, bool? retainGraph = null)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(inputs);
+        return Grad([output], inputs as IReadOnlyList<Tensor> ?? [.. inputs], gradOutput is null ? null : [gradOutput], createGraph, allowUnused, retainGraph);
+    }
+
+    /// <summary>
     /// Accumulates d(Σ ⟨outputs_i, gradOutputs_i⟩)/d(leaf) into <see cref="Tensor.Grad"/> of every leaf
     /// that requires grad and that the outputs depend on.
     /// </summary>

@@ -1,4 +1,5 @@
 using Higher.Cuda;
+using Higher.Tests.Shared;
 
 namespace Higher.GradCheck;
 
@@ -8,6 +9,7 @@ namespace Higher.GradCheck;
 /// float32 within 1e-5, relative). Without a GPU every case reports skipped with
 /// <see cref="CudaBackend.TryCreate"/>'s reason, never passed.
 /// </summary>
+[SkipGroupWhen(typeof(CudaCrossBackendTests), nameof(Reason))]
 public sealed class CudaCrossBackendTests : CrossBackendTests
 {
     // The process-wide backend, registered once: tensors of one CUDA backend cannot be used by another.
@@ -24,6 +26,12 @@ public sealed class CudaCrossBackendTests : CrossBackendTests
     protected override Device Candidate => Device.Cuda(0);
 
     protected override string? SkipReason => Unavailable.Value;
+
+    /// <summary>Why CUDA cannot be used here (read at discovery by <see cref="SkipGroupWhenAttribute"/>), or null.</summary>
+    internal static string? Reason => Unavailable.Value;
+
+    [Fact]
+    public void WholeGroup_RunsOnlyWhereItsDeviceExists() => SkippedGroups.Report(GetType(), SkipReason);
 
     protected override double Float64Tolerance => 1e-10;
 

@@ -5,7 +5,7 @@ using Higher.Samples.MamlSinusoid;
 
 namespace Higher.DeviceCheck;
 
-/// <summary>The MAML sinusoid sample (samples/MamlSinusoid) timed on both devices, and the allocator's counters over a long run.</summary>
+/// <summary>The MAML sinusoid sample (samples/Higher.Samples/MamlSinusoid, the maml-sine command) timed on both devices, and the allocator's counters over a long run.</summary>
 internal static class MamlChecks
 {
     /// <summary>Seconds per meta-iteration of second-order MAML on each device (after a two-iteration warm-up), and how closely the loss curves agree.</summary>

@@ -18,6 +18,9 @@ public sealed class LeakyRelu(double negativeSlope = 0.01) : Module
     public double NegativeSlope { get; } = negativeSlope;
 
     /// <inheritdoc/>
+    protected override string ExtraRepr() => $"negative_slope={Py(NegativeSlope)}";
+
+    /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
     {
         ArgumentNullException.ThrowIfNull(input);
@@ -98,6 +101,9 @@ public sealed class Dropout : Module
 
     /// <summary>Probability of zeroing an element.</summary>
     public double P { get; }
+
+    /// <inheritdoc/>
+    protected override string ExtraRepr() => $"p={Py(P)}, inplace=False";
 
     /// <summary>The mask generator; null uses <see cref="Higher.Generator.Default"/>.</summary>
     public Generator? Generator { get; }

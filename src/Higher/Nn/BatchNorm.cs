@@ -60,6 +60,10 @@ public abstract class BatchNorm : Module
     /// <summary>The batch-count buffer handle, an int64 scalar (its value is null without tracking).</summary>
     public ModuleBuffer NumBatchesTracked { get; }
 
+    /// <inheritdoc/>
+    protected override string ExtraRepr() =>
+        $"{NumFeatures}, eps={Py(Eps)}, momentum={(Momentum is { } m ? Py(m) : "None")}, affine={Py(Weight is not null)}, track_running_stats={Py(TrackRunningStats)}";
+
     /// <summary>Throws naming the expected shape unless <paramref name="input"/> suits this layer.</summary>
     protected abstract void CheckInput(Tensor input);
 

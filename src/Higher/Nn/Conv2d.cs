@@ -81,6 +81,29 @@ public sealed class Conv2d : Module
     /// <summary>Channel groups.</summary>
     public int Groups { get; }
 
+    /// <inheritdoc/>
+    protected override string ExtraRepr()
+    {
+        var s = $"{InChannels}, {OutChannels}, kernel_size={Py(KernelSize)}, stride={Py(Stride)}";
+        if (Padding.IsSame)
+        {
+            s += ", padding=same";
+        }
+        else if (Padding.Size != new Size2d(0, 0))
+        {
+            s += $", padding={Py(Padding.Size)}";
+        }
+        if (Dilation != new Size2d(1, 1))
+        {
+            s += $", dilation={Py(Dilation)}";
+        }
+        if (Groups != 1)
+        {
+            s += $", groups={Groups}";
+        }
+        return _bias is null ? s + ", bias=False" : s;
+    }
+
     /// <summary>The weight handle [out, in/groups, kh, kw].</summary>
     public Parameter Weight => _weight;
 

@@ -42,6 +42,9 @@ public sealed class Embedding : Module
     /// <summary>The row that receives no gradient, if any.</summary>
     public int? PaddingIdx { get; }
 
+    /// <inheritdoc/>
+    protected override string ExtraRepr() => $"{NumEmbeddings}, {EmbeddingDim}{(PaddingIdx is { } p ? $", padding_idx={p}" : "")}";
+
     /// <summary>The weight handle.</summary>
     public Parameter Weight => _weight;
 

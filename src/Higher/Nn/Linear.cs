@@ -33,6 +33,9 @@ public sealed class Linear : Module
         }
     }
 
+    /// <inheritdoc/>
+    protected override string ExtraRepr() => $"in_features={InFeatures}, out_features={OutFeatures}, bias={Py(_bias is not null)}";
+
     /// <summary>Size of each input sample.</summary>
     public int InFeatures { get; }
 

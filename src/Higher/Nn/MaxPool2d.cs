@@ -27,6 +27,10 @@ public sealed class MaxPool2d(Size2d kernelSize, Size2d? stride = null, Size2d? 
     public bool CeilMode { get; } = ceilMode;
 
     /// <inheritdoc/>
+    protected override string ExtraRepr() =>
+        $"kernel_size={KernelSize}, stride={Stride}, padding={Padding}, dilation={Dilation}, ceil_mode={Py(CeilMode)}";
+
+    /// <inheritdoc/>
     public override Tensor Forward(Tensor input) => Tensor.MaxPool2d(input, KernelSize, Stride, Padding, Dilation, CeilMode);
 }
 

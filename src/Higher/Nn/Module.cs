@@ -138,8 +138,8 @@ public abstract class Module
         return list;
     }
 
-    /// <summary>The parameters' tensors (leaves), each once.</summary>
-    public IEnumerable<Tensor> Parameters() => NamedParameterHandles().Select(p => p.Parameter.Data);
+    /// <summary>The parameters' tensors (leaves), each once, as a list (<c>model.Parameters()[0].Grad</c>); a snapshot of the current tensors.</summary>
+    public IReadOnlyList<Tensor> Parameters() => [.. NamedParameterHandles().Select(p => p.Parameter.Data)];
 
     /// <summary>The parameters' tensors with dotted names.</summary>
     public IEnumerable<(string Name, Tensor Value)> NamedParameters() => NamedParameterHandles().Select(p => (p.Name, p.Parameter.Data));
@@ -326,6 +326,53 @@ public abstract class Module
             }
         }
     }
+
+    /// <summary>
+    /// The layer's settings for <see cref="ToString"/>, as torch's <c>extra_repr</c>
+    /// (<c>in_features=1, out_features=40, bias=True</c>); empty by default.
+    /// </summary>
+    protected virtual string ExtraRepr() => "";
+
+    /// <summary>
+    /// The architecture as torch prints it: the type name, the layer's settings, and each submodule
+    /// as <c>(name): ...</c> on its own line, indented by nesting.
+    /// </summary>
+    public override string ToString()
+    {
+        string extra = ExtraRepr();
+        var lines = new List<string>();
+        if (extra.Length > 0)
+        {
+            lines.AddRange(extra.Split('\n'));
+        }
+        foreach (var (name, child) in _modules)
+        {
+            lines.Add($"({name}): {child.ToString().Replace("\n", "\n  ", StringComparison.Ordinal)}");
+        }
+        var sb = new System.Text.StringBuilder(GetType().Name).Append('(');
+        if (lines.Count == 1 && _modules.Count == 0)
+        {
+            sb.Append(lines[0]);
+        }
+        else if (lines.Count > 0)
+        {
+            sb.Append("\n  ").AppendJoin("\n  ", lines).Append('\n');
+        }
+        return sb.Append(')').ToString();
+    }
+
+    /// <summary>Formats a number as Python's <c>repr</c> of a float does (<c>0.1</c>, <c>1e-05</c>, <c>1.0</c>).</summary>
+    protected static string Py(double value)
+    {
+        string s = value.ToString("R", System.Globalization.CultureInfo.InvariantCulture).Replace("E", "e", StringComparison.Ordinal);
+        return s.Contains('.', StringComparison.Ordinal) || s.Contains('e', StringComparison.Ordinal) || !double.IsFinite(value) ? s : s + ".0";
+    }
+
+    /// <summary>Formats a pair as a Python tuple, <c>(3, 3)</c>.</summary>
+    protected static string Py(Size2d value) => $"({value.Height}, {value.Width})";
+
+    /// <summary>Formats a flag as torch prints Python booleans.</summary>
+    protected static string Py(bool value) => value ? "True" : "False";
 
     private static string Join(string prefix, string name) => prefix.Length == 0 ? name : prefix + "." + name;
 }

@@ -35,6 +35,10 @@ public sealed class LayerNorm : Module
     /// <summary>ε added to the variance.</summary>
     public double Eps { get; }
 
+    /// <inheritdoc/>
+    protected override string ExtraRepr() =>
+        $"({string.Join(", ", _normalizedShape)}{(_normalizedShape.Length == 1 ? "," : "")}), eps={Py(Eps)}, elementwise_affine={Py(_weight is not null)}";
+
     /// <summary>γ, or null without elementwise affine.</summary>
     public Parameter? Weight => _weight;
 

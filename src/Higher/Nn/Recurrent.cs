@@ -148,6 +148,33 @@ public abstract class RecurrentBase : Module
     /// <summary>Generator of the inter-layer dropout masks (null: <see cref="Higher.Generator.Default"/>).</summary>
     public Generator? Generator { get; }
 
+    /// <inheritdoc/>
+    protected override string ExtraRepr()
+    {
+        var s = $"{InputSize}, {HiddenSize}";
+        if (NumLayers != 1)
+        {
+            s += $", num_layers={NumLayers}";
+        }
+        if (!HasBias)
+        {
+            s += ", bias=False";
+        }
+        if (BatchFirst)
+        {
+            s += ", batch_first=True";
+        }
+        if (Dropout != 0)
+        {
+            s += $", dropout={Py(Dropout)}";
+        }
+        if (Bidirectional)
+        {
+            s += ", bidirectional=True";
+        }
+        return s;
+    }
+
     /// <summary>1, or 2 when bidirectional.</summary>
     public int Directions => Bidirectional ? 2 : 1;
 

@@ -12,6 +12,27 @@ public sealed partial class Tensor
     public static Tensor Zeros(Shape shape, DType dtype = DType.Float32, Device? device = null) =>
         ZerosOn(Backends.For(device ?? Higher.Device.Cpu), dtype, shape);
 
+    /// <summary>A float32 CPU tensor of zeros with dimensions given as integers, as <c>torch.zeros(2, 3)</c>.</summary>
+    public static Tensor Zeros(int size0, params int[] sizes) => Zeros(Dims(size0, sizes));
+
+    /// <summary>A float32 CPU tensor of ones with dimensions given as integers, as <c>torch.ones(2, 3)</c>.</summary>
+    public static Tensor Ones(int size0, params int[] sizes) => Ones(Dims(size0, sizes));
+
+    /// <summary>Float32 CPU uniform samples on [0, 1) from <see cref="Generator.Default"/>, dimensions as integers (<c>torch.rand(2, 3)</c>).</summary>
+    public static Tensor Rand(int size0, params int[] sizes) => Rand(Dims(size0, sizes));
+
+    /// <summary>Float32 CPU standard normal samples from <see cref="Generator.Default"/>, dimensions as integers (<c>torch.randn(10, 1)</c>).</summary>
+    public static Tensor Randn(int size0, params int[] sizes) => Randn(Dims(size0, sizes));
+
+    private static Shape Dims(int size0, int[] sizes)
+    {
+        ArgumentNullException.ThrowIfNull(sizes);
+        var dims = new int[sizes.Length + 1];
+        dims[0] = size0;
+        sizes.CopyTo(dims, 1);
+        return new Shape(dims);
+    }
+
     /// <summary>A tensor of ones.</summary>
     public static Tensor Ones(Shape shape, DType dtype = DType.Float32, Device? device = null) => Full(shape, 1.0, dtype, device);
 

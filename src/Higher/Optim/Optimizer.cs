@@ -315,7 +315,8 @@ public abstract class Optimizer : IHyperParameterGroups
                 foreach (var (key, t) in s.Tensors)
                 {
                     // Per-element state has the parameter's shape; scalar state (a step size, a count) has one element.
-                    if (t is null || (t.Shape != p.Shape && t.Numel != 1) || t.DType != p.DType)
+                    // A floating-point state of another float dtype is converted to the parameter's, as torch does.
+                    if (t is null || (t.Shape != p.Shape && t.Numel != 1) || (t.DType != p.DType && !(t.DType.IsFloatingPoint() && p.DType.IsFloatingPoint())))
                     {
                         throw new ArgumentException(
                             $"LoadStateDict for {GetType().Name}: state '{key}' of parameter {ids[j]} (group {i}) is {(t is null ? "null" : $"{t.Shape} {t.DType.Name()}")}, but the parameter is {p.Describe()}.", nameof(stateDict));
@@ -337,7 +338,12 @@ public abstract class Optimizer : IHyperParameterGroups
                 if (stateDict.State.TryGetValue(ids[j], out var s))
                 {
                     var p = _groups[i].Params[j];
-                    _state[p] = s.DetachedCopy(p.Device);
+                    var copy = s.DetachedCopy(p.Device);
+                    foreach (var key in copy.Tensors.Keys.ToArray())
+                    {
+                        copy.Tensors[key] = copy.Tensors[key].To(p.DType);
+                    }
+                    _state[p] = copy;
                 }
             }
         }

@@ -242,7 +242,7 @@ public sealed class BeyondHigherTests
             }
             else
             {
-                Assert.False(Check.Equal(uninterrupted[0], model.Parameters().First()), $"{optimizer}: without the state the trajectory should differ");
+                Assert.False(Check.Equal(uninterrupted[0], model.Parameters()[0]), $"{optimizer}: without the state the trajectory should differ");
             }
         }
     }
@@ -451,7 +451,7 @@ public sealed class BeyondHigherTests
         var output = fmodel.Forward(x);
         Check.Same(expected, output, "forward with the assigned weight");
         Assert.NotNull(Autograd.Grad(output.Sum(), w));
-        Assert.False(Check.Equal(w, model.Parameters().First()));
+        Assert.False(Check.Equal(w, model.Parameters()[0]));
         Assert.Same(fmodel.InitFastParams, fmodel.Parameters(0));
 
         // Weights given to Forward become the latest fast weights (higher's forward(x, params=...)).

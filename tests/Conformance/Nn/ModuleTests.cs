@@ -139,7 +139,7 @@ public sealed class ModuleTests
 
         Assert.Same(first.Weight, second.Weight);
         Assert.Equal(["0.weight", "0.bias", "2.bias"], net.NamedParameters().Select(p => p.Name));
-        Assert.Equal(3, net.Parameters().Count());
+        Assert.Equal(3, net.Parameters().Count);
         Assert.Equal(4, state.Count);
 
         var x = Randn(4, 5, 3);

@@ -135,4 +135,33 @@ public static class Maml
         }
         return sums.Select(s => s / c.EvalTasks).ToArray();
     }
+
+    /// <summary>
+    /// The model's predictions on <paramref name="grid"/> after each number of SGD steps in
+    /// <paramref name="steps"/> on the support set (xs, ys), as <see cref="Evaluate"/> adapts: one row per entry of <paramref name="steps"/>.
+    /// </summary>
+    public static double[][] AdaptedCurves(Mlp model, MamlConfig c, Tensor xs, Tensor ys, Tensor grid, int[] steps)
+    {
+        var innerOpt = new Sgd(model.Parameters(), new SgdOptions { Lr = c.InnerLr });
+        var rows = new double[steps.Length][];
+        using var ctx = InnerLoop.Create(model, innerOpt, trackHigherGrads: false);
+        var (fmodel, diffopt) = ctx;
+        int maxSteps = steps.Max();
+        for (int s = 0; s <= maxSteps; s++)
+        {
+            int slot = Array.IndexOf(steps, s);
+            if (slot >= 0)
+            {
+                using (Autograd.NoGrad())
+                {
+                    rows[slot] = fmodel.Forward(grid).ToDoubleArray();
+                }
+            }
+            if (s < maxSteps)
+            {
+                diffopt.Step(Mse(fmodel.Forward(xs), ys));
+            }
+        }
+        return rows;
+    }
 }
