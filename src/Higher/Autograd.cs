@@ -16,6 +16,14 @@ public static class Autograd
     /// <summary>True when ops on this thread are recorded on the tape.</summary>
     public static bool IsGradEnabled => t_noGradDepth == 0;
 
+    /// <summary>
+    /// Turns on anomaly detection for this flow (it follows awaits and tasks started inside) until the
+    /// returned scope is disposed: the first NaN or infinity produced by a recorded forward op, a
+    /// backward or an optimizer update throws <see cref="AnomalyException"/> naming the op and, for a
+    /// backward, where its forward was called. See <see cref="AnomalyException"/>.
+    /// </summary>
+    public static AnomalyScope DetectAnomaly() => new();
+
     /// <summary>Disables recording on this thread until the returned scope is disposed. Scopes nest.</summary>
     public static GradModeScope NoGrad() => new(false);
 

@@ -230,6 +230,11 @@ public abstract class Optimizer : IHyperParameterGroups
                     string message = $"{GetType().Name}.Step: parameter {index} (group {gi}, {p.Describe()} on {p.Device}) failed, and no parameter was updated: {e.Message}";
                     throw e is ArgumentException ? new ArgumentException(message, e) : new InvalidOperationException(message, e);
                 }
+                if (AnomalyScope.On && AnomalyScope.FirstNonFinite(updated) is var bad and >= 0)
+                {
+                    throw new AnomalyException(
+                        $"Anomaly: {GetType().Name}.Step would write {updated.ToDoubleArray()[bad]} at element {bad} of parameter {index} (group {gi}, {p.Describe()} on {p.Device}); no parameter was updated.");
+                }
                 pending.Add((p, updated, state));
             }
         }

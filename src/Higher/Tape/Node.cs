@@ -46,8 +46,21 @@ internal sealed class Derivative<TAttr>(string name, Saves saves, BackwardFn<TAt
     public BackwardFn<TAttr> Backward { get; } = backward;
 
     /// <summary>Records <paramref name="output"/> as produced by this op from <paramref name="inputs"/>.</summary>
-    public void Record(Tensor output, in TAttr attr, Tensor[] inputs, Tensor[]? aux = null) =>
-        output.AttachGradFn(new Node<TAttr>(this, attr, inputs, output, aux));
+    public void Record(Tensor output, in TAttr attr, Tensor[] inputs, Tensor[]? aux = null)
+    {
+        var node = new Node<TAttr>(this, attr, inputs, output, aux);
+        if (AnomalyScope.On)
+        {
+            node.ForwardStack = Environment.StackTrace;
+            long bad = AnomalyScope.FirstNonFinite(output);
+            if (bad >= 0)
+            {
+                throw new AnomalyException(
+                    $"Anomaly: the forward of {NodeName[..^"Backward".Length]} produced {output.ToDoubleArray()[bad]} at element {bad} of its {output.Describe()} output, from {AnomalyScope.Operands(inputs)}.");
+            }
+        }
+        output.AttachGradFn(node);
+    }
 }
 
 /// <summary>
@@ -104,6 +117,9 @@ internal abstract class Node
 
     /// <summary>Inputs of the op, in order; gradients are returned in the same order.</summary>
     internal Tensor[] Inputs { get; }
+
+    /// <summary>Where the forward was called, kept only under anomaly detection.</summary>
+    internal string? ForwardStack { get; set; }
 
     /// <summary>Node name for messages and <see cref="Tensor.GradFnName"/>.</summary>
     internal abstract string Name { get; }
@@ -173,7 +189,20 @@ internal abstract class Node
                 }
             }
         }
-        return Backward(gradOutput);
+        var grads = Backward(gradOutput);
+        if (AnomalyScope.On)
+        {
+            for (int i = 0; i < grads.Length; i++)
+            {
+                if (grads[i] is { } gi && AnomalyScope.FirstNonFinite(gi) is var bad and >= 0)
+                {
+                    throw new AnomalyException(
+                        $"Anomaly: {Name} returned {gi.ToDoubleArray()[bad]} at element {bad} of the {gi.Describe()} gradient of input {i} ({Inputs[i].Describe()}), " +
+                        $"from an incoming gradient {gradOutput.Describe()}. Its forward was called at:\n{ForwardStack ?? "(recorded before anomaly detection was on)"}");
+                }
+            }
+        }
+        return grads;
     }
 
     /// <summary>Frees what the backward needed, so the graph can be collected; a later backward fails clearly.</summary>
