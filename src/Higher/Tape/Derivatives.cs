@@ -227,7 +227,7 @@ internal static class Derivatives
     /// <summary>Cat along an axis: each input gets its stretch of the gradient.</summary>
     public static readonly Derivative<int> Cat = new("Cat", Saves.None, static (Node n, in int axis, Tensor g) =>
     {
-        var grads = new Tensor?[n.Inputs.Length];
+        var grads = new Tensor?[n.InputCount];
         int offset = 0;
         for (int i = 0; i < grads.Length; i++)
         {

@@ -8,6 +8,8 @@ namespace Higher.Tape;
 internal sealed class Engine
 {
     private readonly Dictionary<Tensor, int>? _targets;
+    // Non-leaf targets by the node that produced them: nodes keep edges, not their input tensors.
+    private readonly Dictionary<Node, int>? _targetNodes;
     private readonly Tensor?[] _targetGrads;
     private readonly Dictionary<Node, Tensor> _nodeGrads = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<Tensor, Tensor> _leafGrads = new(ReferenceEqualityComparer.Instance);
@@ -21,9 +23,13 @@ internal sealed class Engine
             return;
         }
         _targets = new Dictionary<Tensor, int>(ReferenceEqualityComparer.Instance);
+        _targetNodes = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
         for (int i = 0; i < targets.Count; i++)
         {
-            _targets.TryAdd(targets[i], i);
+            if (_targets.TryAdd(targets[i], i) && targets[i].GradFn is { } fn)
+            {
+                _targetNodes.TryAdd(fn, i);
+            }
         }
         _targetGrads = new Tensor?[targets.Count];
         _targetList = targets;
@@ -93,7 +99,7 @@ internal sealed class Engine
                 {
                     continue;
                 }
-                var x = inputs[k];
+                ref readonly var x = ref inputs[k];
                 if (!x.RequiresGrad)
                 {
                     continue;
@@ -102,9 +108,26 @@ internal sealed class Engine
                 {
                     throw new InvalidOperationException($"Internal error: {node.Name} returned a gradient of shape {g.Shape} for input {k} of shape {x.Shape}.");
                 }
-                Accumulate(x, g);
+                if (x.Leaf is { } leaf)
+                {
+                    Accumulate(leaf, g);
+                }
+                else if (x.Fn is { } fn)
+                {
+                    AccumulateNode(fn, g);
+                }
             }
         }
+    }
+
+    /// <summary>Adds g to the gradient of the output of <paramref name="fn"/> (a non-leaf), and to that output's target slot if it is one.</summary>
+    private void AccumulateNode(Node fn, Tensor g)
+    {
+        if (_targetNodes is not null && _targetNodes.TryGetValue(fn, out int ti))
+        {
+            _targetGrads[ti] = _targetGrads[ti] is { } prev ? prev + g : g;
+        }
+        _nodeGrads[fn] = _nodeGrads.TryGetValue(fn, out var p) ? p + g : g;
     }
 
     private void Accumulate(Tensor x, Tensor g)
@@ -152,7 +175,7 @@ internal sealed class Engine
                 if (next < inputs.Length)
                 {
                     stack.Push((node, next + 1));
-                    var child = inputs[next].GradFn;
+                    var child = inputs[next].Fn;
                     if (child is not null && visited.Add(child))
                     {
                         stack.Push((child, 0));
@@ -165,7 +188,7 @@ internal sealed class Engine
                 {
                     foreach (var x in inputs)
                     {
-                        if (_targets!.ContainsKey(x) || (x.GradFn is { } f && needed.Contains(f)))
+                        if ((x.Leaf is { } leaf && _targets!.ContainsKey(leaf)) || (x.Fn is { } f && (_targetNodes!.ContainsKey(f) || needed.Contains(f))))
                         {
                             need = true;
                             break;

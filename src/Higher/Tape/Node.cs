@@ -26,6 +26,50 @@ internal enum Saves : byte
     Output = 1 << 7,
 }
 
+/// <summary>
+/// What a node keeps of one input: the node that produced it (the graph's edge), the tensor itself
+/// only when it is a leaf that requires grad (its gradient is accumulated by identity), and its
+/// metadata. Not the input's values: an intermediate that no backward saves can die as soon as the
+/// forward is done with it, as in PyTorch, instead of living until the backward.
+/// </summary>
+internal readonly struct Edge
+{
+    public Edge(Tensor x)
+    {
+        Fn = x.GradFn;
+        Leaf = x.GradFn is null && x.RequiresGrad ? x : null;
+        Shape = x.Shape;
+        DType = x.DType;
+        Backend = x.Backend;
+        RequiresGrad = x.RequiresGrad;
+        Name = x.Name;
+    }
+
+    /// <summary>The node that produced the input; null for a leaf.</summary>
+    public Node? Fn { get; }
+
+    /// <summary>The input itself when it is a leaf that requires grad; null otherwise.</summary>
+    public Tensor? Leaf { get; }
+
+    /// <summary>The input's shape.</summary>
+    public Shape Shape { get; }
+
+    /// <summary>The input's dtype.</summary>
+    public DType DType { get; }
+
+    /// <summary>The input's backend (and so its device).</summary>
+    public IBackend Backend { get; }
+
+    /// <summary>Whether the input required grad when the op was recorded.</summary>
+    public bool RequiresGrad { get; }
+
+    /// <summary>The input's name, for messages.</summary>
+    public string? Name { get; }
+
+    /// <summary>"'name' [2, 3] float32" as <see cref="Tensor"/> describes itself.</summary>
+    public string Describe() => Name is null ? $"{Shape} {DType.Name()}" : $"'{Name}' {Shape} {DType.Name()}";
+}
+
 /// <summary>The gradients of an op's inputs given its output's gradient, written in differentiable ops (null: no gradient needed).</summary>
 internal delegate Tensor?[] BackwardFn<TAttr>(Node node, in TAttr attr, Tensor grad);
 
@@ -78,7 +122,12 @@ internal abstract class Node
 
     protected Node(Saves saves, Tensor[] inputs, Tensor output, Tensor[]? aux)
     {
-        Inputs = inputs;
+        var edges = new Edge[inputs.Length];
+        for (int i = 0; i < inputs.Length; i++)
+        {
+            edges[i] = new Edge(inputs[i]);
+        }
+        Inputs = edges;
         _saves = saves;
         int declared = BitOperations.PopCount((uint)saves);
         int count = declared + (aux?.Length ?? 0);
@@ -115,8 +164,11 @@ internal abstract class Node
         _savedVersions = versions;
     }
 
-    /// <summary>Inputs of the op, in order; gradients are returned in the same order.</summary>
-    internal Tensor[] Inputs { get; }
+    /// <summary>The op's inputs as edges, in order; gradients are returned in the same order.</summary>
+    internal Edge[] Inputs { get; }
+
+    /// <summary>Number of inputs.</summary>
+    internal int InputCount => Inputs.Length;
 
     /// <summary>Where the forward was called, kept only under anomaly detection.</summary>
     internal string? ForwardStack { get; set; }
@@ -134,10 +186,10 @@ internal abstract class Node
     internal DType InputDType(int i) => Inputs[i].DType;
 
     /// <summary>Device of input <paramref name="i"/>.</summary>
-    internal Device InputDevice(int i) => Inputs[i].Device;
+    internal Device InputDevice(int i) => Inputs[i].Backend.Device;
 
     /// <summary>Zeros of input <paramref name="i"/>'s shape, dtype and device (reads no values).</summary>
-    internal Tensor ZerosLikeInput(int i) => Tensor.ZerosLike(Inputs[i]);
+    internal Tensor ZerosLikeInput(int i) => Tensor.ZerosOn(Inputs[i].Backend, Inputs[i].DType, Inputs[i].Shape);
 
     /// <summary>The saved value of input <paramref name="i"/>; throws unless the op's row declares it saved.</summary>
     internal Tensor Input(int i)
