@@ -27,29 +27,6 @@ internal static unsafe class Convolution
 
     private static readonly Parallelism Serial = new(1);
 
-    /// <summary>Throws unless the geometry is a well-formed convolution (sizes ≥ 0, strides, dilations and groups ≥ 1, channels divisible by groups).</summary>
-    public static void Validate(string op, in ConvGeometry geometry)
-    {
-        if (geometry.Batch < 0 || geometry.InChannels < 0 || geometry.InHeight < 0 || geometry.InWidth < 0 || geometry.OutChannels < 0 || geometry.KernelHeight < 0
-            || geometry.KernelWidth < 0 || geometry.OutHeight < 0 || geometry.OutWidth < 0)
-        {
-            throw new ArgumentException($"{op}: negative size in {geometry}.", nameof(geometry));
-        }
-        if (geometry.Groups < 1 || geometry.StrideHeight < 1 || geometry.StrideWidth < 1 || geometry.DilationHeight < 1 || geometry.DilationWidth < 1)
-        {
-            throw new ArgumentException($"{op}: groups, strides and dilations must be at least 1 in {geometry}.", nameof(geometry));
-        }
-        if (geometry.InChannels % geometry.Groups != 0 || geometry.OutChannels % geometry.Groups != 0)
-        {
-            throw new ArgumentException($"{op}: {geometry.InChannels} input and {geometry.OutChannels} output channels must both be multiples of {geometry.Groups} groups ({geometry}).", nameof(geometry));
-        }
-        long cols = (long)geometry.InChannels / geometry.Groups * geometry.KernelHeight * geometry.KernelWidth;
-        if (cols > int.MaxValue || (long)geometry.OutHeight * geometry.OutWidth > int.MaxValue || (long)geometry.InHeight * geometry.InWidth > int.MaxValue)
-        {
-            throw new ArgumentException($"{op}: {geometry} is too large for the reference backend.", nameof(geometry));
-        }
-    }
-
     /// <summary>1×1, stride 1, no padding, output the size of the input: x itself is the column matrix.</summary>
     private static bool IsPointwise(in ConvGeometry g) =>
         g.KernelHeight == 1 && g.KernelWidth == 1 && g.StrideHeight == 1 && g.StrideWidth == 1 && g.PadTop == 0 && g.PadLeft == 0

@@ -482,7 +482,7 @@ public sealed class ReferenceBackend : IBackend
         {
             throw new ArgumentException($"{op} writes int64 indices, got {si.DType.Name()}.", nameof(indices));
         }
-        Pooling.Validate(op, geometry, average: false);
+        WindowChecks.Validate(op, geometry, average: false);
         Guard.Holds(op, nameof(x), sx, geometry.InputLength);
         Guard.Holds(op, nameof(y), sy, geometry.OutputLength);
         Guard.Holds(op, nameof(indices), si, geometry.OutputLength);
@@ -613,7 +613,7 @@ public sealed class ReferenceBackend : IBackend
         var sc = Cpu(c);
         SameDType(op, sa, sb, sc);
         RequireFloat(op, sa);
-        Convolution.Validate(op, geometry);
+        WindowChecks.Validate(op, geometry);
         Guard.Holds(op, aName, sa, aLength);
         Guard.Holds(op, bName, sb, bLength);
         Guard.Holds(op, cName, sc, cLength);
@@ -627,7 +627,7 @@ public sealed class ReferenceBackend : IBackend
         var sb = Cpu(b);
         SameDType(op, sa, sb);
         RequireFloat(op, sa);
-        Pooling.Validate(op, geometry, average: true);
+        WindowChecks.Validate(op, geometry, average: true);
         Guard.Holds(op, aName, sa, aLength);
         Guard.Holds(op, bName, sb, bLength);
         return (sa, sb);
@@ -641,7 +641,7 @@ public sealed class ReferenceBackend : IBackend
         var sb = Cpu(b);
         SameDType(op, sa, sb);
         RequireFloat(op, sa);
-        Pooling.ValidateAdaptive(op, planes, inHeight, inWidth, outHeight, outWidth);
+        WindowChecks.ValidateAdaptive(op, planes, inHeight, inWidth, outHeight, outWidth);
         Guard.Holds(op, aName, sa, planes * aPlane);
         Guard.Holds(op, bName, sb, planes * bPlane);
         return (sa, sb);

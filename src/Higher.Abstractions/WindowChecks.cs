@@ -1,10 +1,11 @@
-namespace Higher.Cuda;
+namespace Higher;
 
 /// <summary>
-/// Host-side checks of convolution and pooling geometries, run before anything is queued (the same
-/// rules as the reference backend's): a bad geometry throws ArgumentException naming the call.
+/// The well-formedness rules of <see cref="ConvGeometry"/> and <see cref="PoolGeometry"/>, in one place:
+/// every backend runs them on the host before a convolution or pooling kernel starts (nothing is
+/// queued or written first); a bad geometry throws <see cref="ArgumentException"/> naming the call.
 /// </summary>
-internal static class WindowChecks
+public static class WindowChecks
 {
     /// <summary>Throws unless the geometry is a well-formed convolution (sizes ≥ 0, strides, dilations and groups ≥ 1, channels divisible by groups).</summary>
     public static void Validate(string op, in ConvGeometry geometry)
@@ -25,7 +26,7 @@ internal static class WindowChecks
         long cols = (long)geometry.InChannels / geometry.Groups * geometry.KernelHeight * geometry.KernelWidth;
         if (cols > int.MaxValue || (long)geometry.OutHeight * geometry.OutWidth > int.MaxValue || (long)geometry.InHeight * geometry.InWidth > int.MaxValue)
         {
-            throw new ArgumentException($"{op}: {geometry} is too large for this backend.", nameof(geometry));
+            throw new ArgumentException($"{op}: {geometry} is too large for a backend (an axis product above 2^31 - 1).", nameof(geometry));
         }
     }
 
@@ -49,7 +50,7 @@ internal static class WindowChecks
         }
         if ((long)geometry.InHeight * geometry.InWidth > int.MaxValue || (long)geometry.OutHeight * geometry.OutWidth > int.MaxValue)
         {
-            throw new ArgumentException($"{op}: {geometry} is too large for this backend.", nameof(geometry));
+            throw new ArgumentException($"{op}: {geometry} is too large for a backend (an axis product above 2^31 - 1).", nameof(geometry));
         }
         if (!average && geometry.Planes > 0)
         {
@@ -85,12 +86,12 @@ internal static class WindowChecks
         }
         if ((long)inHeight * inWidth > int.MaxValue || (long)outHeight * outWidth > int.MaxValue)
         {
-            throw new ArgumentException($"{op}: {inHeight}x{inWidth} to {outHeight}x{outWidth} is too large for this backend.");
+            throw new ArgumentException($"{op}: {inHeight}x{inWidth} to {outHeight}x{outWidth} is too large for a backend (an axis product above 2^31 - 1).");
         }
     }
 
     /// <summary>The taps [lo, hi) of a window starting at <paramref name="start"/> with <paramref name="k"/> taps <paramref name="d"/> apart that fall in [0, size).</summary>
-    private static (int Lo, int Hi) Taps(int start, int size, int k, int d)
+    public static (int Lo, int Hi) Taps(int start, int size, int k, int d)
     {
         int lo = start >= 0 ? 0 : (-start + d - 1) / d;
         int hi = size - start <= 0 ? 0 : Math.Min(k, (size - start + d - 1) / d);
