@@ -407,65 +407,41 @@ public sealed class ReferenceBackend : IBackend
     }
 
     /// <inheritdoc/>
-    public unsafe void Conv2d(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage y)
-    {
-        var (sx, sw, sy) = ConvOperands("Conv2d", geometry, x, geometry.InputLength, weight, geometry.WeightLength, y, geometry.OutputLength);
-        switch (sx.DType)
-        {
-            case DType.Float32:
-                fixed (float* px = sx.AsFloat32(), pw = sw.AsFloat32(), py = sy.AsFloat32())
-                {
-                    Convolution.Forward(_threads, geometry, px, pw, py);
-                }
-                break;
-            default:
-                fixed (double* px = sx.AsFloat64(), pw = sw.AsFloat64(), py = sy.AsFloat64())
-                {
-                    Convolution.Forward(_threads, geometry, px, pw, py);
-                }
-                break;
-        }
-    }
+    public unsafe void Conv2d(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage y) =>
+        Conv("Conv2d", geometry, x, geometry.InputLength, weight, geometry.WeightLength, y, geometry.OutputLength,
+            &Convolution.Forward<float>, &Convolution.Forward<double>);
 
     /// <inheritdoc/>
-    public unsafe void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX)
-    {
-        var (sdy, sw, sdx) = ConvOperands("Conv2dInputGrad", geometry, gradY, geometry.OutputLength, weight, geometry.WeightLength, gradX, geometry.InputLength);
-        switch (sdy.DType)
-        {
-            case DType.Float32:
-                fixed (float* pdy = sdy.AsFloat32(), pw = sw.AsFloat32(), pdx = sdx.AsFloat32())
-                {
-                    Convolution.InputGrad(_threads, geometry, pdy, pw, pdx);
-                }
-                break;
-            default:
-                fixed (double* pdy = sdy.AsFloat64(), pw = sw.AsFloat64(), pdx = sdx.AsFloat64())
-                {
-                    Convolution.InputGrad(_threads, geometry, pdy, pw, pdx);
-                }
-                break;
-        }
-    }
+    public unsafe void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX) =>
+        Conv("Conv2dInputGrad", geometry, gradY, geometry.OutputLength, weight, geometry.WeightLength, gradX, geometry.InputLength,
+            &Convolution.InputGrad<float>, &Convolution.InputGrad<double>);
 
     /// <inheritdoc/>
-    public unsafe void Conv2dWeightGrad(in ConvGeometry geometry, IStorage x, IStorage gradY, IStorage gradWeight)
+    public unsafe void Conv2dWeightGrad(in ConvGeometry geometry, IStorage x, IStorage gradY, IStorage gradWeight) =>
+        Conv("Conv2dWeightGrad", geometry, x, geometry.InputLength, gradY, geometry.OutputLength, gradWeight, geometry.WeightLength,
+            &Convolution.WeightGrad<float>, &Convolution.WeightGrad<double>);
+
+    /// <summary>The three convolution kernels: checked operands a, b and output c, then the float32 or float64 kernel on their arrays.</summary>
+    private unsafe void Conv(string op, in ConvGeometry geometry, IStorage a, long aLength, IStorage b, long bLength, IStorage c, long cLength,
+        delegate*<Parallelism, ConvGeometry, float*, float*, float*, void> kernel32,
+        delegate*<Parallelism, ConvGeometry, double*, double*, double*, void> kernel64,
+        [CallerArgumentExpression(nameof(a))] string aName = "", [CallerArgumentExpression(nameof(b))] string bName = "",
+        [CallerArgumentExpression(nameof(c))] string cName = "")
     {
-        var (sx, sdy, sdw) = ConvOperands("Conv2dWeightGrad", geometry, x, geometry.InputLength, gradY, geometry.OutputLength, gradWeight, geometry.WeightLength);
-        switch (sx.DType)
+        var (sa, sb, sc) = ConvOperands(op, geometry, a, aLength, b, bLength, c, cLength, aName, bName, cName);
+        if (sa.DType == DType.Float32)
         {
-            case DType.Float32:
-                fixed (float* px = sx.AsFloat32(), pdy = sdy.AsFloat32(), pdw = sdw.AsFloat32())
-                {
-                    Convolution.WeightGrad(_threads, geometry, px, pdy, pdw);
-                }
-                break;
-            default:
-                fixed (double* px = sx.AsFloat64(), pdy = sdy.AsFloat64(), pdw = sdw.AsFloat64())
-                {
-                    Convolution.WeightGrad(_threads, geometry, px, pdy, pdw);
-                }
-                break;
+            fixed (float* pa = sa.AsFloat32(), pb = sb.AsFloat32(), pc = sc.AsFloat32())
+            {
+                kernel32(_threads, geometry, pa, pb, pc);
+            }
+        }
+        else
+        {
+            fixed (double* pa = sa.AsFloat64(), pb = sb.AsFloat64(), pc = sc.AsFloat64())
+            {
+                kernel64(_threads, geometry, pa, pb, pc);
+            }
         }
     }
 
