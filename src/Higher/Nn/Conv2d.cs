@@ -47,17 +47,7 @@ public sealed class Conv2d : Module
             throw new ArgumentException($"Conv2d: padding \"same\" needs stride 1 (as in PyTorch); got stride {Stride}.", nameof(padding));
         }
         var w = Tensor.Zeros([outChannels, inChannels / groups, kernelSize.Height, kernelSize.Width]);
-        Init.KaimingUniform(w, Math.Sqrt(5), generator: generator);
-        _weight = RegisterParameter("weight", w)!;
-        if (bias)
-        {
-            double bound = 1 / Math.Sqrt(Init.CalculateFanInAndFanOut(w).FanIn);
-            _bias = RegisterParameter("bias", Tensor.Uniform([outChannels], -bound, bound, generator: generator));
-        }
-        else
-        {
-            _bias = RegisterParameter("bias", (Parameter?)null);
-        }
+        (_weight, _bias) = RegisterConvParameters(w, outChannels, bias, generator);
     }
 
     /// <summary>Channels of the input.</summary>

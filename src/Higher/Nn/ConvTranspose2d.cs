@@ -45,17 +45,7 @@ public sealed class ConvTranspose2d : Module
         Dilation = dilation ?? 1;
         Groups = groups;
         var w = Tensor.Zeros([inChannels, outChannels / groups, kernelSize.Height, kernelSize.Width]);
-        Init.KaimingUniform(w, Math.Sqrt(5), generator: generator);
-        _weight = RegisterParameter("weight", w)!;
-        if (bias)
-        {
-            double bound = 1 / Math.Sqrt(Init.CalculateFanInAndFanOut(w).FanIn);
-            _bias = RegisterParameter("bias", Tensor.Uniform([outChannels], -bound, bound, generator: generator));
-        }
-        else
-        {
-            _bias = RegisterParameter("bias", (Parameter?)null);
-        }
+        (_weight, _bias) = RegisterConvParameters(w, outChannels, bias, generator);
     }
 
     /// <summary>Channels of the input.</summary>

@@ -22,6 +22,24 @@ public abstract class Module
     /// <summary>Calls <see cref="Forward(Tensor)"/>.</summary>
     public Tensor Call(Tensor input) => Forward(input);
 
+    /// <summary>
+    /// torch's reset_parameters of a convolution: <paramref name="weight"/> Kaiming-uniform with a = √5,
+    /// the bias (when <paramref name="bias"/>) uniform in ±1/√fan_in of the weight; registers both as
+    /// "weight" and "bias".
+    /// </summary>
+    protected (Parameter Weight, Parameter? Bias) RegisterConvParameters(Tensor weight, int outChannels, bool bias, Generator? generator)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        Init.KaimingUniform(weight, Math.Sqrt(5), generator: generator);
+        var w = RegisterParameter("weight", weight)!;
+        if (!bias)
+        {
+            return (w, RegisterParameter("bias", (Parameter?)null));
+        }
+        double bound = 1 / Math.Sqrt(Init.CalculateFanInAndFanOut(weight).FanIn);
+        return (w, RegisterParameter("bias", Tensor.Uniform([outChannels], -bound, bound, generator: generator)));
+    }
+
     /// <summary>Registers a parameter (null registers an absent one, e.g. a disabled bias) and returns its handle.</summary>
     protected Parameter? RegisterParameter(string name, Tensor? data, bool requiresGrad = true) =>
         RegisterParameter(name, data is null ? null : new Parameter(data, requiresGrad));
