@@ -89,7 +89,7 @@ internal static class Reducers
             ReduceOuterRInner(threads, op, x, (int)outer, (int)sizes[reducedAt], (int)inner, output);
             return;
         }
-        ReduceGeneral(op, x, sizes[..groups], flags[..groups], output);
+        ReduceGeneral(threads, op, x, sizes[..groups], flags[..groups], output);
     }
 
     public static T Identity<T>(ReduceOp op) where T : IFloatingPointIeee754<T> => op switch
@@ -403,86 +403,196 @@ internal static class Reducers
         }
     }
 
-    /// <summary>Several reduced groups: for each kept position, walk the reduced positions in row-major order.</summary>
-    private static void ReduceGeneral<T>(ReduceOp op, ReadOnlySpan<T> x, ReadOnlySpan<long> sizes, ReadOnlySpan<bool> flags, Span<T> y)
+    /// <summary>
+    /// Several reduced groups (the groups alternate kept / reduced). When the innermost group is
+    /// reduced, each contiguous row of it is reduced first (pairwise, vectorized) into a partial, and
+    /// the partials are then reduced over the remaining groups; with the innermost group kept, every
+    /// output row accumulates the input rows of its reduced positions in row-major order (vectorized
+    /// along the kept row). Each output, and each partial, has one owner and a fixed order, so the
+    /// thread count never changes a bit.
+    /// </summary>
+    private static unsafe void ReduceGeneral<T>(Parallelism threads, ReduceOp op, ReadOnlySpan<T> x, ReadOnlySpan<long> sizes, ReadOnlySpan<bool> flags, Span<T> y)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int g = sizes.Length;
-        Span<long> strides = stackalloc long[g];
-        long s = 1;
-        for (int d = g - 1; d >= 0; d--)
-        {
-            strides[d] = s;
-            s *= sizes[d];
-        }
-        int nk = 0, nr = 0;
-        Span<long> keptSizes = stackalloc long[g];
-        Span<long> keptStrides = stackalloc long[g];
-        Span<long> redSizes = stackalloc long[g];
-        Span<long> redStrides = stackalloc long[g];
+        long total = 1;
         for (int d = 0; d < g; d++)
         {
-            if (flags[d])
-            {
-                redSizes[nr] = sizes[d];
-                redStrides[nr++] = strides[d];
-            }
-            else
-            {
-                keptSizes[nk] = sizes[d];
-                keptStrides[nk++] = strides[d];
-            }
+            total *= sizes[d];
         }
-        Span<long> ki = stackalloc long[Math.Max(nk, 1)];
-        Span<long> ri = stackalloc long[nr];
-        ki.Clear();
-        long keptCount = y.Length;
-        long redCount = 1;
-        for (int d = 0; d < nr; d++)
+        bool parallel = total >= ParallelThreshold && threads.Enabled;
+        fixed (T* px = x)
+        fixed (T* py = y)
         {
-            redCount *= redSizes[d];
-        }
-        long baseOffset = 0;
-        for (long o = 0; o < keptCount; o++)
-        {
-            ri.Clear();
-            long off = baseOffset;
-            double sum = 0;
-            T best = Identity<T>(op);
-            for (long j = 0; j < redCount; j++)
+            if (!flags[g - 1])
             {
-                T v = x[(int)off];
-                if (op == ReduceOp.Sum)
+                ReduceKeptLast(parallel ? threads : null, op, px, sizes, flags, py);
+                return;
+            }
+            int length = (int)sizes[g - 1];
+            long rows = total / length;
+            if (op == ReduceOp.Sum)
+            {
+                double[] partialArray = ArrayPool<double>.Shared.Rent(checked((int)rows));
+                try
                 {
-                    sum += double.CreateTruncating(v);
-                }
-                else
-                {
-                    best = op == ReduceOp.Max ? T.Max(best, v) : T.Min(best, v);
-                }
-                for (int d = nr - 1; d >= 0; d--)
-                {
-                    off += redStrides[d];
-                    if (++ri[d] < redSizes[d])
+                    fixed (double* partial = partialArray)
                     {
-                        break;
+                        nint xp = (nint)px, pp = (nint)partial;
+                        RowsInChunks(parallel ? threads : null, rows, (r0, r1) =>
+                        {
+                            for (long r = r0; r < r1; r++)
+                            {
+                                ((double*)pp)[r] = PairwiseSum(ref *((T*)xp + r * length), length, null);
+                            }
+                        });
+                        ReduceKeptLast(null, op, partial, sizes[..(g - 1)], flags[..(g - 1)], py);
                     }
-                    off -= redStrides[d] * redSizes[d];
-                    ri[d] = 0;
+                }
+                finally
+                {
+                    ArrayPool<double>.Shared.Return(partialArray);
+                }
+                return;
+            }
+            T[] extremeArray = ArrayPool<T>.Shared.Rent(checked((int)rows));
+            try
+            {
+                fixed (T* partial = extremeArray)
+                {
+                    nint xp = (nint)px, pp = (nint)partial;
+                    RowsInChunks(parallel ? threads : null, rows, (r0, r1) =>
+                    {
+                        for (long r = r0; r < r1; r++)
+                        {
+                            ((T*)pp)[r] = Extreme(op, ref *((T*)xp + r * length), length);
+                        }
+                    });
+                    ReduceKeptLast(null, op, partial, sizes[..(g - 1)], flags[..(g - 1)], py);
                 }
             }
-            y[(int)o] = op == ReduceOp.Sum ? T.CreateTruncating(sum) : best;
-            for (int d = nk - 1; d >= 0; d--)
+            finally
             {
-                baseOffset += keptStrides[d];
-                if (++ki[d] < keptSizes[d])
-                {
-                    break;
-                }
-                baseOffset -= keptStrides[d] * keptSizes[d];
-                ki[d] = 0;
+                ArrayPool<T>.Shared.Return(extremeArray);
             }
         }
+    }
+
+    /// <summary>Runs body over [0, rows) in chunks whose bounds depend on rows only; in parallel when <paramref name="threads"/> is given.</summary>
+    private static void RowsInChunks(Parallelism? threads, long rows, Action<long, long> body)
+    {
+        const int Chunks = 64;
+        if (threads is null || rows < 2)
+        {
+            body(0, rows);
+            return;
+        }
+        int chunks = (int)Math.Min(Chunks, rows);
+        threads.For(0, chunks, c => body(rows * c / chunks, rows * (c + 1) / chunks));
+    }
+
+    /// <summary>
+    /// Groups whose innermost one is kept (length K), with at least one reduced group before it:
+    /// output row p (the p-th position of the kept groups before K, in row-major order) is the
+    /// reduction over the reduced positions, in row-major order, of the K-long input rows at them.
+    /// Sums accumulate in double; <typeparamref name="TIn"/> is T or (for partial sums) double, and
+    /// for max/min it is T.
+    /// </summary>
+    private static unsafe void ReduceKeptLast<TIn, T>(Parallelism? threads, ReduceOp op, TIn* x, ReadOnlySpan<long> sizes, ReadOnlySpan<bool> flags, T* y)
+        where TIn : unmanaged
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int g = sizes.Length;
+        int width = (int)sizes[g - 1];
+        // Strides of the groups before K, split into kept (outputs) and reduced (terms).
+        var keptSizes = new List<long>(g);
+        var keptStrides = new List<long>(g);
+        var redSizes = new List<long>(g);
+        var redStrides = new List<long>(g);
+        long stride = width;
+        for (int d = g - 2; d >= 0; d--)
+        {
+            (flags[d] ? redSizes : keptSizes).Insert(0, sizes[d]);
+            (flags[d] ? redStrides : keptStrides).Insert(0, stride);
+            stride *= sizes[d];
+        }
+        long outRows = 1, terms = 1;
+        foreach (long size in keptSizes)
+        {
+            outRows *= size;
+        }
+        foreach (long size in redSizes)
+        {
+            terms *= size;
+        }
+        long[] ks = [.. keptSizes], kst = [.. keptStrides], rs = [.. redSizes], rst = [.. redStrides];
+        nint xp = (nint)x, yp = (nint)y;
+        RowsInChunks(threads, outRows, (p0, p1) =>
+        {
+            double[]? accArray = op == ReduceOp.Sum ? ArrayPool<double>.Shared.Rent(width) : null;
+            Span<long> index = stackalloc long[Math.Max(rs.Length, 1)];
+            try
+            {
+                for (long p = p0; p < p1; p++)
+                {
+                    // The kept positions of output row p, as an input offset.
+                    long baseOffset = 0, rest = p;
+                    for (int d = ks.Length - 1; d >= 0; d--)
+                    {
+                        baseOffset += rest % ks[d] * kst[d];
+                        rest /= ks[d];
+                    }
+                    T* dst = (T*)yp + p * width;
+                    index.Clear();
+                    long offset = baseOffset;
+                    if (accArray is not null)
+                    {
+                        var acc = accArray.AsSpan(0, width);
+                        acc.Clear();
+                        for (long t = 0; t < terms; t++)
+                        {
+                            AccumulateInto(acc, ref *((TIn*)xp + offset));
+                            offset = Next(index, rs, rst, offset);
+                        }
+                        for (int i = 0; i < width; i++)
+                        {
+                            dst[i] = T.CreateTruncating(acc[i]);
+                        }
+                        continue;
+                    }
+                    T* src = (T*)xp;
+                    new ReadOnlySpan<T>(src + offset, width).CopyTo(new Span<T>(dst, width));
+                    for (long t = 1; t < terms; t++)
+                    {
+                        offset = Next(index, rs, rst, offset);
+                        ExtremeInto(ref *dst, ref *(src + offset), width, op == ReduceOp.Max);
+                    }
+                }
+            }
+            finally
+            {
+                if (accArray is not null)
+                {
+                    ArrayPool<double>.Shared.Return(accArray);
+                }
+            }
+        });
+    }
+
+    /// <summary>Advances a row-major odometer over the reduced groups and returns the new input offset.</summary>
+    private static long Next(Span<long> index, long[] sizes, long[] strides, long offset)
+    {
+        for (int d = sizes.Length - 1; d >= 0; d--)
+        {
+            offset += strides[d];
+            if (++index[d] < sizes[d])
+            {
+                return offset;
+            }
+            offset -= strides[d] * sizes[d];
+            index[d] = 0;
+        }
+        return offset;
     }
 
     /// <summary>Max/min along the middle axis of [outer, size, inner] with the index of the first extreme; NaN is the extreme.</summary>

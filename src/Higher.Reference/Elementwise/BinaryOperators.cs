@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Higher.Reference.Elementwise;
 
@@ -369,6 +370,20 @@ internal readonly struct WhereKernel<T> : IInnerKernel3<bool, T, T, T>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Run(ref bool c, nint strideC, ref T a, nint strideA, ref T b, nint strideB, ref T y, int n)
     {
+        int start = 0;
+        if (strideC == 1 && (strideA | strideB) is 0 or 1 && Avx512F.IsSupported && (typeof(T) == typeof(float) || typeof(T) == typeof(double)))
+        {
+            start = RunVector(ref Unsafe.As<bool, byte>(ref c), ref a, strideA, ref b, strideB, ref y, n);
+            if (start == n)
+            {
+                return;
+            }
+            c = ref Unsafe.Add(ref c, start);
+            a = ref Unsafe.Add(ref a, start * strideA);
+            b = ref Unsafe.Add(ref b, start * strideB);
+            y = ref Unsafe.Add(ref y, start);
+            n -= start;
+        }
         if (strideC == 1 && strideA == 1 && strideB == 1)
         {
             for (int i = 0; i < n; i++)
@@ -383,5 +398,44 @@ internal readonly struct WhereKernel<T> : IInnerKernel3<bool, T, T, T>
                 Unsafe.Add(ref y, i) = Unsafe.Add(ref c, i * strideC) ? Unsafe.Add(ref a, i * strideA) : Unsafe.Add(ref b, i * strideB);
             }
         }
+    }
+
+    /// <summary>
+    /// Float and double lanes under a byte mask (a bool is one byte, 0 or 1), for a contiguous
+    /// condition and operands that are contiguous or broadcast scalars; returns how many elements it did.
+    /// A select copies one operand's bits, so the lanes equal the scalar loop's.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int RunVector(ref byte c, ref T a, nint strideA, ref T b, nint strideB, ref T y, int n)
+    {
+        int i = 0;
+        if (typeof(T) == typeof(float))
+        {
+            ref float af = ref Unsafe.As<T, float>(ref a), bf = ref Unsafe.As<T, float>(ref b), yf = ref Unsafe.As<T, float>(ref y);
+            var aScalar = Vector512.Create(af);
+            var bScalar = Vector512.Create(bf);
+            for (; i <= n - 16; i += 16)
+            {
+                var mask = ~Vector512.Equals(Avx512F.ConvertToVector512Int32(Vector128.LoadUnsafe(ref c, (nuint)i)), Vector512<int>.Zero);
+                var va = strideA == 0 ? aScalar : Vector512.LoadUnsafe(ref af, (nuint)i);
+                var vb = strideB == 0 ? bScalar : Vector512.LoadUnsafe(ref bf, (nuint)i);
+                Vector512.ConditionalSelect(mask.AsSingle(), va, vb).StoreUnsafe(ref yf, (nuint)i);
+            }
+        }
+        else
+        {
+            ref double ad = ref Unsafe.As<T, double>(ref a), bd = ref Unsafe.As<T, double>(ref b), yd = ref Unsafe.As<T, double>(ref y);
+            var aScalar = Vector512.Create(ad);
+            var bScalar = Vector512.Create(bd);
+            for (; i <= n - 8; i += 8)
+            {
+                var bytes = Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref c, i))).AsByte();
+                var mask = ~Vector512.Equals(Avx512F.ConvertToVector512Int64(bytes), Vector512<long>.Zero);
+                var va = strideA == 0 ? aScalar : Vector512.LoadUnsafe(ref ad, (nuint)i);
+                var vb = strideB == 0 ? bScalar : Vector512.LoadUnsafe(ref bd, (nuint)i);
+                Vector512.ConditionalSelect(mask.AsDouble(), va, vb).StoreUnsafe(ref yd, (nuint)i);
+            }
+        }
+        return i;
     }
 }

@@ -229,6 +229,33 @@ internal static class KernelCases
                 })];
             });
         }
+        foreach (var op in Enum.GetValues<ReduceOp>())
+        {
+            yield return ($"Reduce {op} over several groups ([7, 64, 26, 26] over 0, 2, 3; [3, 40, 5, 1000] over 0, 2)", (b, t) =>
+            {
+                var x = Up(b, Values(64 + (int)op, 7 * 64 * 26 * 26), t);
+                var perChannel = b.AllocateUninitialized(t, 64);
+                b.Reduce(op, x, new Shape(7, 64, 26, 26), [true, false, true, true], perChannel);
+                var z = Up(b, Values(68 + (int)op, 3 * 40 * 5 * 1000), t);
+                var keptRows = b.AllocateUninitialized(t, 40 * 1000);
+                b.Reduce(op, z, new Shape(3, 40, 5, 1000), [true, false, true, false], keptRows);
+                return [Down(b, perChannel), Down(b, keptRows)];
+            });
+        }
+        yield return ("Where (contiguous condition, operands contiguous or scalar)", (b, t) =>
+        {
+            var condition = b.Upload<bool>(Array.ConvertAll(Values(53, 1031), v => v > 0), DType.Bool);
+            var a = Up(b, Values(54, 1031), t);
+            var c = Up(b, Values(55, 1031), t);
+            var scalar = Up(b, [0.25], t);
+            return [.. new[] { (a, c), (a, scalar), (scalar, c) }.Select(pair =>
+            {
+                var y = b.AllocateUninitialized(t, 1031);
+                b.Where(condition, new Shape(1031), pair.Item1, new Shape(pair.Item1 == scalar ? 1 : 1031), pair.Item2,
+                    new Shape(pair.Item2 == scalar ? 1 : 1031), y, new Shape(1031));
+                return Down(b, y);
+            })];
+        });
         yield return ("Reduce Sum of [300, 1000] (rows, columns, all)", (b, t) =>
         {
             var x = Up(b, Values(70, 300_000), t);

@@ -256,6 +256,34 @@ public abstract partial class KernelConformance
     }
 
     [Theory]
+    [InlineData(false, false)]
+    [InlineData(false, true)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public void Where_ContiguousCondition_MatchesOracle_WithScalarOrFullOperands(bool aScalar, bool bScalar)
+    {
+        RequireBackend();
+        // 1,037 elements: vector blocks of 16 floats or 8 doubles and a ragged tail.
+        const int n = 1037;
+        var cond = RandomValues(17, n, 0, 1).Select(v => v > 0.4).ToArray();
+        var a = RandomValues(18, aScalar ? 1 : n, -3, 3);
+        var b = RandomValues(19, bScalar ? 1 : n, -3, 3);
+        var expected = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            expected[i] = cond[i] ? a[aScalar ? 0 : i] : b[bScalar ? 0 : i];
+        }
+        var c = UpBool(cond);
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var y = Backend.Allocate(dtype, n);
+            Backend.Where(c, new Shape(n), Up(a, dtype), new Shape(a.Length), Up(b, dtype), new Shape(b.Length), y, new Shape(n));
+            var rounded = dtype == DType.Float32 ? expected.Select(v => (double)(float)v).ToArray() : expected;
+            AssertClose(rounded, Down(y), 0, 0, dtype.Name());
+        }
+    }
+
+    [Theory]
     [MemberData(nameof(FloatTypes))]
     public void Binary_And_Unary_WorkInPlace_WhenTheOutputIsTheFirstInput(DType dtype)
     {

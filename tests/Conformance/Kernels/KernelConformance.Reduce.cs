@@ -25,6 +25,12 @@ public abstract partial class KernelConformance
         { new[] { 300, 19 }, new[] { true, false } },
         { new[] { 4, 130, 3 }, new[] { false, true, false } },
         { new[] { 1000003 }, new[] { true } },
+        // Several groups at sizes that take the vector rows and the parallel split: batch norm's
+        // statistics ([N, C, H, W] over N, H, W), a kept innermost row, three reduced groups.
+        { new[] { 7, 64, 26, 26 }, new[] { true, false, true, true } },
+        { new[] { 3, 40, 5, 1000 }, new[] { true, false, true, false } },
+        { new[] { 5, 9, 6, 700 }, new[] { false, true, false, true } },
+        { new[] { 4, 3, 5, 2, 37 }, new[] { true, false, true, false, true } },
     };
 
     private static double[] ReduceOracle(ReduceOp op, double[] x, int[] shape, bool[] axes)
