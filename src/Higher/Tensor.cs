@@ -322,4 +322,16 @@ internal sealed class VersionCounter
 
     /// <summary>Null while usable; once released, the scope's description (for the error message).</summary>
     public volatile string? ReleasedBy;
+
+    /// <summary>How many tape nodes save a tensor of this family (the engine frees nothing that is saved).</summary>
+    public int Saved;
+
+    /// <summary>How many gradient slots of running backward passes hold a tensor of this family.</summary>
+    public int Pending;
+
+    /// <summary>
+    /// Made by a backward pass and never handed out: only tape nodes can reach it, so it is released
+    /// when the last node that saves it is released (see <see cref="Tape.Engine"/>).
+    /// </summary>
+    public bool EngineOwned;
 }

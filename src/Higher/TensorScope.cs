@@ -270,6 +270,7 @@ public sealed class TensorScope : IDisposable
     internal static VersionCounter Adopt(IStorage storage)
     {
         var family = new VersionCounter { Storage = storage };
+        Tape.Engine.Capture(family);
         var scope = CurrentScope.Value;
         if (scope is not null)
         {

@@ -4,9 +4,52 @@ namespace Higher.Tape;
 /// One backward pass: orders the reachable nodes topologically (iteratively, so long unrolls do
 /// not overflow the stack), prunes nodes that lead to no requested input, and sums gradients
 /// with differentiable ops so the pass itself can be recorded.
+/// <para>
+/// Memory: every storage made while the pass runs is the pass's own until it hands it out (the
+/// gradients it returns). Between nodes, each of them that no gradient slot holds
+/// (<see cref="VersionCounter.Pending"/>) and no tape node saves (<see cref="VersionCounter.Saved"/>)
+/// is dead and goes back to its backend's pool at once, as in a reference-counted engine; one that
+/// a recorded node saves (with createGraph) is released when the last node saving it is released.
+/// Tensors the user made (inputs, seeds, forward activations) are never touched.
+/// </para>
 /// </summary>
 internal sealed class Engine
 {
+    /// <summary>The storages made on this thread by the running pass's nodes (null outside a pass).</summary>
+    [ThreadStatic]
+    private static List<VersionCounter>? t_capture;
+
+    private const string FreedBy = "the backward pass that made it (nothing could reach it any more)";
+
+    private readonly List<VersionCounter> _dropped = [];
+
+    /// <summary>Records a new storage family as made by the running pass, if any (called for every new storage).</summary>
+    internal static void Capture(VersionCounter family) => t_capture?.Add(family);
+
+    /// <summary>A tape node no longer saves a tensor of <paramref name="family"/>: frees it if a pass made it and nothing else holds it.</summary>
+    internal static void Unsave(VersionCounter family)
+    {
+        if (Interlocked.Decrement(ref family.Saved) == 0)
+        {
+            TryFree(family);
+        }
+    }
+
+    private static void TryFree(VersionCounter family)
+    {
+        if (family.EngineOwned && Volatile.Read(ref family.Saved) == 0 && Volatile.Read(ref family.Pending) == 0 && family.ReleasedBy is null)
+        {
+            TensorScope.ReleaseNow(family, FreedBy);
+        }
+    }
+
+    private static void Pend(Tensor g) => Interlocked.Increment(ref g.Version.Pending);
+
+    private void Unpend(Tensor g)
+    {
+        Interlocked.Decrement(ref g.Version.Pending);
+        _dropped.Add(g.Version);
+    }
     private readonly Dictionary<Tensor, int>? _targets;
     // Non-leaf targets by the node that produced them: nodes keep edges, not their input tensors.
     private readonly Dictionary<Node, int>? _targetNodes;
@@ -59,6 +102,23 @@ internal sealed class Engine
         }
         using var mode = createGraph ? Autograd.EnableGrad() : Autograd.NoGrad();
         var order = TopologicalOrder(outputs, out var needed);
+        var outer = t_capture;
+        var captured = new List<VersionCounter>();
+        t_capture = captured;
+        try
+        {
+            RunNodes(outputs, gradOutputs, order, needed, retainGraph, captured);
+        }
+        finally
+        {
+            t_capture = outer;
+        }
+    }
+
+    private void RunNodes(IReadOnlyList<Tensor> outputs, IReadOnlyList<Tensor?>? gradOutputs, List<Node> order, HashSet<Node> needed,
+        bool retainGraph, List<VersionCounter> captured)
+    {
+        int swept = 0;
 
         for (int i = 0; i < outputs.Count; i++)
         {
@@ -87,10 +147,6 @@ internal sealed class Engine
                 continue;
             }
             var inputGrads = node.Apply(grad);
-            if (!retainGraph)
-            {
-                node.Release();
-            }
             var inputs = node.Inputs;
             for (int k = 0; k < inputs.Length; k++)
             {
@@ -117,7 +173,47 @@ internal sealed class Engine
                     AccumulateNode(fn, g);
                 }
             }
+            // After the accumulation, so a saved tensor that came back as a gradient is held by its slot.
+            if (!retainGraph)
+            {
+                node.Release();
+            }
+            Unpend(grad);
+            swept = Sweep(captured, swept);
         }
+        // Gradients left for nodes that lead to no requested input die with the pass.
+        foreach (var g in _nodeGrads.Values)
+        {
+            Unpend(g);
+        }
+        _nodeGrads.Clear();
+        swept = Sweep(captured, swept);
+        // What the pass hands out is the caller's from now on.
+        foreach (var g in _targetGrads)
+        {
+            g?.Version.EngineOwned = false;
+        }
+        foreach (var g in _leafGrads.Values)
+        {
+            g.Version.EngineOwned = false;
+        }
+    }
+
+    /// <summary>Marks the storages made since <paramref name="from"/> as the pass's own, and frees what is dead among them and the slots emptied since the last sweep.</summary>
+    private int Sweep(List<VersionCounter> captured, int from)
+    {
+        for (int i = from; i < captured.Count; i++)
+        {
+            var family = captured[i];
+            family.EngineOwned = true;
+            TryFree(family);
+        }
+        foreach (var family in _dropped)
+        {
+            TryFree(family);
+        }
+        _dropped.Clear();
+        return captured.Count;
     }
 
     /// <summary>Adds g to the gradient of the output of <paramref name="fn"/> (a non-leaf), and to that output's target slot if it is one.</summary>
@@ -125,30 +221,42 @@ internal sealed class Engine
     {
         if (_targetNodes is not null && _targetNodes.TryGetValue(fn, out int ti))
         {
-            _targetGrads[ti] = _targetGrads[ti] is { } prev ? prev + g : g;
+            _targetGrads[ti] = Add(_targetGrads[ti], g);
         }
-        _nodeGrads[fn] = _nodeGrads.TryGetValue(fn, out var p) ? p + g : g;
+        _nodeGrads[fn] = Add(_nodeGrads.TryGetValue(fn, out var p) ? p : null, g);
+    }
+
+    /// <summary>The new content of a gradient slot that held <paramref name="prev"/>: prev + g, or g; the slot's hold moves to it.</summary>
+    private Tensor Add(Tensor? prev, Tensor g)
+    {
+        var sum = prev is null ? g : prev + g;
+        Pend(sum);
+        if (prev is not null)
+        {
+            Unpend(prev);
+        }
+        return sum;
     }
 
     private void Accumulate(Tensor x, Tensor g)
     {
         if (_targets is not null && _targets.TryGetValue(x, out int ti))
         {
-            _targetGrads[ti] = _targetGrads[ti] is { } prev ? prev + g : g;
+            _targetGrads[ti] = Add(_targetGrads[ti], g);
         }
         if (x.GradFn is { } fn)
         {
-            _nodeGrads[fn] = _nodeGrads.TryGetValue(fn, out var prev) ? prev + g : g;
+            _nodeGrads[fn] = Add(_nodeGrads.TryGetValue(fn, out var prev) ? prev : null, g);
         }
         else if (_targets is null && x.RequiresGrad)
         {
             if (_leafGrads.TryGetValue(x, out var prev))
             {
-                _leafGrads[x] = prev + g;
+                _leafGrads[x] = Add(prev, g);
             }
             else
             {
-                _leafGrads[x] = g;
+                _leafGrads[x] = Add(null, g);
                 _leafOrder.Add(x);
             }
         }

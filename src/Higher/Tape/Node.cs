@@ -158,7 +158,9 @@ internal abstract class Node
         var versions = new int[count];
         for (int i = 0; i < count; i++)
         {
-            versions[i] = saved[i]!.Version.Value;
+            var family = saved[i]!.Version;
+            versions[i] = family.Value;
+            Interlocked.Increment(ref family.Saved);
         }
         _saved = saved;
         _savedVersions = versions;
@@ -260,9 +262,21 @@ internal abstract class Node
     /// <summary>Frees what the backward needed, so the graph can be collected; a later backward fails clearly.</summary>
     internal void Release()
     {
+        if (_released)
+        {
+            return;
+        }
         _released = true;
+        var saved = _saved;
         _saved = null;
         _savedVersions = null;
+        if (saved is not null)
+        {
+            foreach (var t in saved)
+            {
+                Engine.Unsave(t!.Version);
+            }
+        }
     }
 }
 
