@@ -371,22 +371,13 @@ internal static unsafe class Convolution
                             continue;
                         }
                         T* src = xc + (long)hi * wIn + w0;
-                        // Rows are short (OW is 26, 11 or 3 in a small conv net): plain loops beat
-                        // a memmove call per row.
                         for (int j = 0; j < jLo; j++)
                         {
                             dst[j] = default;
                         }
-                        if (sw == 1 && jHi - jLo >= 64)
+                        if (sw == 1)
                         {
-                            new ReadOnlySpan<T>(src + jLo, jHi - jLo).CopyTo(new Span<T>(dst + jLo, jHi - jLo));
-                        }
-                        else if (sw == 1)
-                        {
-                            for (int j = jLo; j < jHi; j++)
-                            {
-                                dst[j] = src[j];
-                            }
+                            CopyShort(src + jLo, dst + jLo, jHi - jLo);
                         }
                         else
                         {
@@ -402,6 +393,42 @@ internal static unsafe class Convolution
                     }
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// Copies n elements: rows here are short (OW is 26, 11 or 3 in a small conv net), so 32-byte
+    /// vectors with an overlapping last one instead of a memmove call per row. Reads and writes stay
+    /// inside the n elements.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CopyShort<T>(T* src, T* dst, int n)
+        where T : unmanaged
+    {
+        nuint bytes = (nuint)n * (nuint)sizeof(T);
+        byte* s = (byte*)src, d = (byte*)dst;
+        if (bytes >= 32)
+        {
+            nuint i = 0;
+            for (; i + 32 <= bytes; i += 32)
+            {
+                System.Runtime.Intrinsics.Vector256.Store(System.Runtime.Intrinsics.Vector256.Load(s + i), d + i);
+            }
+            if (i < bytes)
+            {
+                System.Runtime.Intrinsics.Vector256.Store(System.Runtime.Intrinsics.Vector256.Load(s + bytes - 32), d + bytes - 32);
+            }
+            return;
+        }
+        if (bytes >= 16)
+        {
+            System.Runtime.Intrinsics.Vector128.Store(System.Runtime.Intrinsics.Vector128.Load(s), d);
+            System.Runtime.Intrinsics.Vector128.Store(System.Runtime.Intrinsics.Vector128.Load(s + bytes - 16), d + bytes - 16);
+            return;
+        }
+        for (int j = 0; j < n; j++)
+        {
+            dst[j] = src[j];
         }
     }
 

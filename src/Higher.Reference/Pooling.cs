@@ -29,6 +29,11 @@ internal static unsafe class Pooling
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         nint px = (nint)x, py = (nint)y, pi = (nint)indices;
+        if (IsPlainTwoByTwo(g))
+        {
+            ForPlanes(threads, g.Planes, (long)g.OutHeight * g.OutWidth * 4, (p0, p1) => MaxPoolTwoByTwo(g, (T*)px, (T*)py, (long*)pi, p0, p1));
+            return;
+        }
         ForPlanes(threads, g.Planes, (long)g.OutHeight * g.OutWidth * g.KernelHeight * g.KernelWidth, (p0, p1) =>
         {
             T* xs = (T*)px;
@@ -74,6 +79,65 @@ internal static unsafe class Pooling
                 }
             }
         });
+    }
+
+    /// <summary>2×2 windows at stride 2, no padding or dilation, every window inside the input (MaxPool2d(2) without ceil mode overhang).</summary>
+    private static bool IsPlainTwoByTwo(in PoolGeometry g) =>
+        g.KernelHeight == 2 && g.KernelWidth == 2 && g.StrideHeight == 2 && g.StrideWidth == 2 && g.DilationHeight == 1 && g.DilationWidth == 1
+        && g.PadTop == 0 && g.PadLeft == 0 && 2L * g.OutHeight <= g.InHeight && 2L * g.OutWidth <= g.InWidth;
+
+    /// <summary>The general loop's scan (row by row, the first maximum, the first NaN ends it) unrolled for 2×2 windows.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static void MaxPoolTwoByTwo<T>(PoolGeometry g, T* x, T* y, long* indices, int p0, int p1)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int h = g.InHeight, w = g.InWidth, oh = g.OutHeight, ow = g.OutWidth;
+        for (long plane = p0; plane < p1; plane++)
+        {
+            T* xp = x + plane * h * w;
+            long o = plane * oh * ow;
+            for (int i = 0; i < oh; i++)
+            {
+                long top = 2L * i * w;
+                T* r0 = xp + top;
+                T* r1 = r0 + w;
+                for (int j = 0; j < ow; j++, o++)
+                {
+                    int c = 2 * j;
+                    T max = r0[c];
+                    long best = top + c;
+                    if (!T.IsNaN(max))
+                    {
+                        T v = r0[c + 1];
+                        if (v > max || T.IsNaN(v))
+                        {
+                            max = v;
+                            best = top + c + 1;
+                        }
+                    }
+                    if (!T.IsNaN(max))
+                    {
+                        T v = r1[c];
+                        if (v > max || T.IsNaN(v))
+                        {
+                            max = v;
+                            best = top + w + c;
+                        }
+                        if (!T.IsNaN(max))
+                        {
+                            v = r1[c + 1];
+                            if (v > max || T.IsNaN(v))
+                            {
+                                max = v;
+                                best = top + w + c + 1;
+                            }
+                        }
+                    }
+                    y[o] = max;
+                    indices[o] = best;
+                }
+            }
+        }
     }
 
     /// <summary>The window sizes of average pooling: (clipped to the padded input, clipped to the input) for one axis.</summary>

@@ -146,6 +146,18 @@ public sealed partial class Tensor
     public static TensorScope NewScope(string? name = null) => TensorScope.Begin(name);
 
     /// <summary>
+    /// Frees the storage of an op's own intermediate now, unless a tape node saves it: for a tensor a
+    /// composite made and never handed out (no view of it escaped), so nothing else can read it.
+    /// </summary>
+    internal void FreeIntermediate(string by)
+    {
+        if (Volatile.Read(ref Version.Saved) == 0 && Volatile.Read(ref Version.Pending) == 0 && Version.ReleasedBy is null)
+        {
+            TensorScope.ReleaseNow(Version, by);
+        }
+    }
+
+    /// <summary>
     /// Hands this tensor's storage (shared with its views) to <paramref name="scope"/>, which releases it at its end;
     /// null hands it to the garbage collector. Returns this tensor.
     /// </summary>

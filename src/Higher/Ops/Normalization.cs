@@ -55,7 +55,9 @@ public sealed partial class Tensor
             }
             mean = input.Mean(axes, keepDim: true);
             centered = input - mean;
-            variance = (centered * centered).Mean(axes, keepDim: true);
+            var squares = centered * centered;
+            variance = squares.Mean(axes, keepDim: true);
+            squares.FreeIntermediate(FreedByBatchNorm);
             batchMean = mean.Reshape(c);
             batchVar = variance.Reshape(c);
         }
@@ -84,8 +86,11 @@ public sealed partial class Tensor
             y = centered * alpha;
             if (bias is not null)
             {
-                y += bias.Reshape(statShape);
+                var scaled = y;
+                y = scaled + bias.Reshape(statShape);
+                scaled.FreeIntermediate(FreedByBatchNorm);
             }
+            centered.FreeIntermediate(FreedByBatchNorm);
         }
         else
         {
@@ -94,6 +99,8 @@ public sealed partial class Tensor
         }
         return y;
     }
+
+    private const string FreedByBatchNorm = "BatchNorm (an intermediate of its own)";
 
     private static void CheckChannelVector(Tensor input, Tensor? v, string what)
     {

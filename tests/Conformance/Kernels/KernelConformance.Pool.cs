@@ -30,6 +30,7 @@ public abstract partial class KernelConformance
         PoolCase(2, 11, 10, 5, 3, 3, 3, ph: 2, pw: 1, ceil: true),
         PoolCase(1, 3, 3, 3, 3, 1, 1, ph: 1, pw: 1, dh: 2, dw: 2, ceil: true),
         PoolCase(64, 26, 26, 2, 2, 2, 2),
+        PoolCase(3, 7, 9, 2, 2, 2, 2), // 2×2 at stride 2 leaving the last row and column out
     ];
 
     private static readonly PoolGeometry[] AvgPoolCases =
