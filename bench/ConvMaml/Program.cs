@@ -6,7 +6,9 @@
 //
 //   dotnet run -c Release --project bench/ConvMaml -- [--iterations 6] [--warmup 2] [--threads 2] [--python /usr/bin/python3]
 //
-// The two runs are separate processes, each measuring its own peak RSS (VmHWM / ru_maxrss).
+// The runs are separate processes, each measuring its own peak RSS (VmHWM / ru_maxrss): Higher as
+// written above, Higher with each task inside Tensor.NewScope() (--scope), and PyTorch.
+// --kernels times each convolution primitive at the net's shapes instead.
 
 using System.Diagnostics;
 using System.Globalization;
@@ -34,11 +36,9 @@ if (options.HigherOnly)
 Console.WriteLine($"Conv MAML (higher's Omniglot net, 5-way {Workload.Shots}-shot, {Workload.Queries} queries/class, {Workload.InnerSteps} inner SGD steps lr {Workload.InnerLr}, second order, meta-batch {Workload.MetaBatch}, float32, {options.Threads} threads)");
 Console.WriteLine($"{options.Warmup} warm-up + {options.Iterations} timed meta-iterations each; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores; .NET {Environment.Version}");
 var higher = RunChild(Environment.ProcessPath!, BuildChildArgs(options, "--higher-only"), "Higher");
-// The same run with the GC told to trade time for a smaller heap (DOTNET_GCConserveMemory=9): large
-// tensors live in the large-object heap, which the default GC collects late, so the default RSS
-// is mostly garbage not yet collected.
-var conserving = RunChild(Environment.ProcessPath!, BuildChildArgs(options, "--higher-only"), "Higher (GCConserveMemory=9)",
-    ("DOTNET_GCConserveMemory", "9"));
+// The same run with each task inside Tensor.NewScope(): what the task made and did not keep goes back
+// to the buffer pool when the task ends, instead of waiting for the garbage collector.
+var scoped = RunChild(Environment.ProcessPath!, BuildChildArgs(options, "--higher-only --scope"), "Higher (scope per task)");
 var torch = RunTorch(options);
 Console.WriteLine();
 // CPU time (user + system, all threads) beside wall time: on a shared machine the wall time
@@ -46,7 +46,7 @@ Console.WriteLine();
 Console.WriteLine("| implementation | ms per task (wall) | CPU ms per task | peak RSS |");
 Console.WriteLine("|---|---:|---:|---:|");
 Console.WriteLine(Row("Higher (Reference backend)", higher));
-Console.WriteLine(Row("Higher, DOTNET_GCConserveMemory=9", conserving));
+Console.WriteLine(Row("Higher, each task in Tensor.NewScope()", scoped));
 Console.WriteLine(Row(torch?.Name ?? "PyTorch + autograd.grad(create_graph=True)", torch));
 return 0;
 
@@ -105,7 +105,7 @@ internal static class Workload
 }
 
 /// <summary>Command-line options.</summary>
-internal sealed record BenchOptions(int Iterations, int Warmup, int Threads, string Python, bool HigherOnly, bool Kernels = false)
+internal sealed record BenchOptions(int Iterations, int Warmup, int Threads, string Python, bool HigherOnly, bool Kernels = false, bool Scope = false)
 {
     public static BenchOptions Parse(string[] args)
     {
@@ -120,6 +120,7 @@ internal sealed record BenchOptions(int Iterations, int Warmup, int Threads, str
                 "--python" => o with { Python = args[++i] },
                 "--higher-only" => o with { HigherOnly = true },
                 "--kernels" => o with { Kernels = true },
+                "--scope" => o with { Scope = true },
                 _ => throw new ArgumentException($"Unknown option {args[i]}; use --iterations N, --warmup N, --threads N, --python PATH."),
             };
         }
@@ -154,7 +155,7 @@ internal static class HigherRun
             meta.ZeroGrad();
             for (int t = 0; t < Workload.MetaBatch; t++)
             {
-                RunTask(model, inner, g, ySupport, yQuery);
+                RunTask(model, inner, g, ySupport, yQuery, o.Scope);
             }
             meta.Step();
         }
@@ -170,8 +171,9 @@ internal static class HigherRun
     /// stays reachable from the caller's frame once it returns.
     /// </summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
-    private static void RunTask(Sequential model, Sgd inner, Generator g, Tensor ySupport, Tensor yQuery)
+    private static void RunTask(Sequential model, Sgd inner, Generator g, Tensor ySupport, Tensor yQuery, bool scoped)
     {
+        using var scope = scoped ? Tensor.NewScope("task") : null;
         var xs = Tensor.Rand([Workload.Ways * Workload.Shots, 1, 28, 28], DType.Float32, g);
         var xq = Tensor.Rand([Workload.Ways * Workload.Queries, 1, 28, 28], DType.Float32, g);
         using var context = InnerLoop.Create(model, inner, copyInitialWeights: false);
