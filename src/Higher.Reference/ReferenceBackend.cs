@@ -157,6 +157,24 @@ public sealed class ReferenceBackend : IBackend
         var sy = Cpu(y);
         SameDType(Names.Binary[(int)op], sa, sb, sy);
         CheckBroadcast(Names.Binary[(int)op], sa, aShape, sb, bShape, sy, yShape);
+        if (sa.DType is DType.Float32 or DType.Float64 && ElementwiseSplit.TryPlan(_threads, yShape, out var split, aShape, bShape))
+        {
+            _threads.For(0, split.Chunks, c =>
+            {
+                var (ao, al, ash) = split.Operand(c, aShape);
+                var (bo, bl, bsh) = split.Operand(c, bShape);
+                var (yo, yl, ysh) = split.Output(c);
+                if (sa.DType == DType.Float32)
+                {
+                    BinaryFloat<float>(op, sa.AsFloat32().Slice(ao, al), ash, sb.AsFloat32().Slice(bo, bl), bsh, sy.AsFloat32().Slice(yo, yl), ysh);
+                }
+                else
+                {
+                    BinaryFloat<double>(op, sa.AsFloat64().Slice(ao, al), ash, sb.AsFloat64().Slice(bo, bl), bsh, sy.AsFloat64().Slice(yo, yl), ysh);
+                }
+            });
+            return;
+        }
         switch (sa.DType)
         {
             case DType.Float32:
@@ -250,6 +268,26 @@ public sealed class ReferenceBackend : IBackend
         CheckBroadcast("Where", sa, aShape, sb, bShape, sy, yShape);
         Guard.Holds("Where", nameof(condition), sc, conditionShape);
         Guard.BroadcastsTo("Where", nameof(condition), conditionShape, yShape);
+        if (sa.DType is DType.Float32 or DType.Float64 && ElementwiseSplit.TryPlan(_threads, yShape, out var split, conditionShape, aShape, bShape))
+        {
+            _threads.For(0, split.Chunks, c =>
+            {
+                var (co, cl, csh) = split.Operand(c, conditionShape);
+                var (ao, al, ash) = split.Operand(c, aShape);
+                var (bo, bl, bsh) = split.Operand(c, bShape);
+                var (yo, yl, ysh) = split.Output(c);
+                ReadOnlySpan<bool> cs = sc.AsBool().Slice(co, cl);
+                if (sa.DType == DType.Float32)
+                {
+                    BroadcastWalker.Walk3(cs, csh, sa.AsFloat32().Slice(ao, al), ash, sb.AsFloat32().Slice(bo, bl), bsh, sy.AsFloat32().Slice(yo, yl), ysh, new WhereKernel<float>());
+                }
+                else
+                {
+                    BroadcastWalker.Walk3(cs, csh, sa.AsFloat64().Slice(ao, al), ash, sb.AsFloat64().Slice(bo, bl), bsh, sy.AsFloat64().Slice(yo, yl), ysh, new WhereKernel<double>());
+                }
+            });
+            return;
+        }
         switch (sa.DType)
         {
             case DType.Float32:

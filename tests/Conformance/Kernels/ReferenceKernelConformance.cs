@@ -52,6 +52,58 @@ public sealed class ReferenceKernelConformance : KernelConformance
         Assert.Throws<NotSupportedException>(() => Backend.Binary(BinaryOp.Div, l, s, l, s, Backend.Allocate(DType.Int64, 4), s));
     }
 
+    /// <summary>Output and operand shapes of large elementwise calls: a split by elements (full and scalar operands) and by leading rows (operands cut along them or broadcast whole).</summary>
+    public static TheoryData<int[], int[], int[]> SplitShapes => new()
+    {
+        { new[] { 70001 }, new[] { 70001 }, new[] { 1 } },
+        { new[] { 8, 3, 50, 60 }, new[] { 8, 3, 50, 60 }, new[] { 1, 3, 1, 60 } },
+        { new[] { 8, 3, 50, 60 }, new[] { 8, 1, 1, 1 }, new[] { 8, 3, 50, 60 } },
+        { new[] { 7, 3, 50, 60 }, new[] { 3, 50, 60 }, new[] { 7, 3, 1, 1 } },
+        { new[] { 2, 40000 }, new[] { 2, 1 }, new[] { 1, 40000 } },
+    };
+
+    [Theory]
+    [MemberData(nameof(SplitShapes))]
+    public void LargeBinaryAndWhere_SplitAcrossThreads_GiveTheSerialBits(int[] yDims, int[] aDims, int[] bDims)
+    {
+        // Three threads whatever the machine has, so the split runs even on one core.
+        var threaded = new ReferenceBackend(3);
+        Shape y = new(yDims), a = new(aDims), b = new(bDims);
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var av = RandomValues(21, a.Numel);
+            var bv = RandomValues(22, b.Numel);
+            var cv = RandomValues(23, y.Numel).Select(v => v > 0).ToArray();
+            foreach (var op in new[] { BinaryOp.Add, BinaryOp.Mul, BinaryOp.Div, BinaryOp.Maximum })
+            {
+                Assert.Equal(Run(Serial, op), Run(threaded, op));
+            }
+            Assert.Equal(RunWhere(Serial), RunWhere(threaded));
+
+            double[] Run(ReferenceBackend backend, BinaryOp op)
+            {
+                var result = backend.AllocateUninitialized(dtype, y.Numel);
+                backend.Binary(op, Load(backend, av, dtype), a, Load(backend, bv, dtype), b, result, y);
+                return Read(result);
+            }
+
+            double[] RunWhere(ReferenceBackend backend)
+            {
+                var result = backend.AllocateUninitialized(dtype, y.Numel);
+                backend.Where(backend.Upload<bool>(cv, DType.Bool), y, Load(backend, av, dtype), a, Load(backend, bv, dtype), b, result, y);
+                return Read(result);
+            }
+        }
+    }
+
+    private static IStorage Load(ReferenceBackend backend, double[] values, DType dtype) => dtype == DType.Float32
+        ? backend.Upload<float>(Array.ConvertAll(values, v => (float)v), DType.Float32)
+        : backend.Upload<double>(values, DType.Float64);
+
+    private static double[] Read(IStorage storage) => storage.DType == DType.Float32
+        ? Array.ConvertAll(((CpuStorage)storage).AsFloat32().ToArray(), v => (double)v)
+        : ((CpuStorage)storage).AsFloat64().ToArray();
+
     [Fact]
     public void Constructor_RejectsZeroThreads()
     {
