@@ -154,7 +154,7 @@ internal static class Derivatives
 
     /// <summary>Sum: the gradient is broadcast back over the reduced axes.</summary>
     public static readonly Derivative<Reduced> Sum = new("Sum", Saves.None, static (Node n, in Reduced r, Tensor g) =>
-        [g.Reshape(r.Kept.ToArray()).Expand(n.InputShape(0).ToArray())]);
+        [g.ReshapeTo(r.Kept).Expand(n.InputShape(0).ToArray())]);
 
     /// <summary>amax: the gradient is shared equally among the elements equal to the maximum.</summary>
     public static readonly Derivative<Reduced> Amax = new("Amax", Saves.Input0 | Saves.Output, static (Node n, in Reduced r, Tensor g) => ShareExtreme(n, r, g));
@@ -194,7 +194,7 @@ internal static class Derivatives
     // ------------------------------------------------------------------ shape and movement
 
     /// <summary>Reshape: the gradient takes the input's shape back.</summary>
-    public static readonly Derivative<NoAttr> Reshape = new("Reshape", Saves.None, static (Node n, in NoAttr _, Tensor g) => [g.Reshape(n.InputShape(0).ToArray())]);
+    public static readonly Derivative<NoAttr> Reshape = new("Reshape", Saves.None, static (Node n, in NoAttr _, Tensor g) => [g.ReshapeTo(n.InputShape(0))]);
 
     /// <summary>Permute: the gradient is permuted by the inverse permutation.</summary>
     public static readonly Derivative<int[]> Permute = new("Permute", Saves.None, static (Node n, in int[] perm, Tensor g) =>

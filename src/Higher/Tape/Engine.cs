@@ -11,7 +11,7 @@ internal sealed class Engine
     // Non-leaf targets by the node that produced them: nodes keep edges, not their input tensors.
     private readonly Dictionary<Node, int>? _targetNodes;
     private readonly Tensor?[] _targetGrads;
-    private readonly Dictionary<Node, Tensor> _nodeGrads = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<Node, Tensor> _nodeGrads = new(NodeIdentity.Instance);
     private readonly Dictionary<Tensor, Tensor> _leafGrads = new(ReferenceEqualityComparer.Instance);
     private readonly List<Tensor> _leafOrder = [];
 
@@ -23,7 +23,7 @@ internal sealed class Engine
             return;
         }
         _targets = new Dictionary<Tensor, int>(ReferenceEqualityComparer.Instance);
-        _targetNodes = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
+        _targetNodes = new Dictionary<Node, int>(NodeIdentity.Instance);
         for (int i = 0; i < targets.Count; i++)
         {
             if (_targets.TryAdd(targets[i], i) && targets[i].GradFn is { } fn)
@@ -33,9 +33,18 @@ internal sealed class Engine
         }
         _targetGrads = new Tensor?[targets.Count];
         _targetList = targets;
+        // Below the smallest topological number among the targets no node leads to one: the walk
+        // stops there (an inner step's gradient does not walk the graphs of the steps before it).
+        // A leaf target has no node and can be reached from anywhere: no bound then.
+        _floor = int.MaxValue;
+        foreach (var t in targets)
+        {
+            _floor = Math.Min(_floor, t.GradFn?.TopologicalNr ?? 0);
+        }
     }
 
     private readonly IReadOnlyList<Tensor>? _targetList;
+    private readonly int _floor;
 
     public Tensor? InputGrad(int i)
     {
@@ -158,8 +167,8 @@ internal sealed class Engine
     private List<Node> TopologicalOrder(IReadOnlyList<Tensor> outputs, out HashSet<Node> needed)
     {
         var post = new List<Node>();
-        var visited = new HashSet<Node>(ReferenceEqualityComparer.Instance);
-        needed = new HashSet<Node>(ReferenceEqualityComparer.Instance);
+        var visited = new HashSet<Node>(NodeIdentity.Instance);
+        needed = new HashSet<Node>(NodeIdentity.Instance);
         var stack = new Stack<(Node Node, int Next)>();
         foreach (var o in outputs)
         {
@@ -176,7 +185,7 @@ internal sealed class Engine
                 {
                     stack.Push((node, next + 1));
                     var child = inputs[next].Fn;
-                    if (child is not null && visited.Add(child))
+                    if (child is not null && child.TopologicalNr >= _floor && visited.Add(child))
                     {
                         stack.Push((child, 0));
                     }
