@@ -36,7 +36,7 @@ internal static class Derivatives
         (UnaryOp.Sqrt, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g / (n.Output * 2)]),
         (UnaryOp.Abs, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Sign()]),
         (UnaryOp.Sign, Saves.None, static (Node n, in Scalars s, Tensor g) => [Tensor.ZerosLike(g)]),
-        (UnaryOp.Relu, Saves.Output, static (Node n, in Scalars s, Tensor g) => [Tensor.Where(n.Output > 0, g, 0)]),
+        (UnaryOp.Relu, Saves.Output, static (Node n, in Scalars s, Tensor g) => [ReluBackward(n.Output, g)]),
         (UnaryOp.LeakyRelu, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [Tensor.Where(n.Input(0) > 0, g, g * s.Alpha)]),
         (UnaryOp.Tanh, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * (1 - n.Output * n.Output)]),
         (UnaryOp.Sigmoid, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * (n.Output * (1 - n.Output))]),
@@ -48,6 +48,13 @@ internal static class Derivatives
         (UnaryOp.Sin, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Cos()]),
         (UnaryOp.Cos, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Sin().Neg()]),
         (UnaryOp.Expm1, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * (n.Output + 1)]));
+
+    /// <summary>g where y &gt; 0, else 0: one zero scalar serves the comparison and the masked branch.</summary>
+    private static Tensor ReluBackward(Tensor y, Tensor g)
+    {
+        var zero = y.ScalarLike(0);
+        return Tensor.Where(y > zero, g, zero);
+    }
 
     /// <summary>The row of a unary kernel; throws naming the op when it has none (never a silent zero).</summary>
     public static Derivative<Scalars> Unary(UnaryOp op) =>

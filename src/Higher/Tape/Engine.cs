@@ -11,7 +11,7 @@ internal sealed class Engine
     // Non-leaf targets by the node that produced them: nodes keep edges, not their input tensors.
     private readonly Dictionary<Node, int>? _targetNodes;
     private readonly Tensor?[] _targetGrads;
-    private readonly Dictionary<Node, Tensor> _nodeGrads = new(NodeIdentity.Instance);
+    private Dictionary<Node, Tensor> _nodeGrads = null!;
     private readonly Dictionary<Tensor, Tensor> _leafGrads = new(ReferenceEqualityComparer.Instance);
     private readonly List<Tensor> _leafOrder = [];
 
@@ -66,8 +66,27 @@ internal sealed class Engine
         {
             throw new ArgumentException($"Got {gradOutputs.Count} gradient outputs for {outputs.Count} outputs.", nameof(gradOutputs));
         }
+        // The pass's collections come from the thread's scratch (taken out of the slot, so a pass
+        // nested inside a backward makes its own) and go back cleared, capacity kept.
+        var scratch = t_scratch ?? new Scratch();
+        t_scratch = null;
+        try
+        {
+            _nodeGrads = scratch.NodeGrads;
+            Run(outputs, gradOutputs, createGraph, retainGraph, scratch);
+        }
+        finally
+        {
+            scratch.Clear();
+            t_scratch = scratch;
+        }
+    }
+
+    private void Run(IReadOnlyList<Tensor> outputs, IReadOnlyList<Tensor?>? gradOutputs, bool createGraph, bool retainGraph, Scratch scratch)
+    {
         using var mode = createGraph ? Autograd.EnableGrad() : Autograd.NoGrad();
-        var order = TopologicalOrder(outputs, out var needed);
+        var order = TopologicalOrder(outputs, scratch);
+        var needed = scratch.Needed;
 
         for (int i = 0; i < outputs.Count; i++)
         {
@@ -164,12 +183,12 @@ internal sealed class Engine
     }
 
     /// <summary>Reverse post-order of the nodes reachable from the outputs, and those that lead to a target.</summary>
-    private List<Node> TopologicalOrder(IReadOnlyList<Tensor> outputs, out HashSet<Node> needed)
+    private List<Node> TopologicalOrder(IReadOnlyList<Tensor> outputs, Scratch scratch)
     {
-        var post = new List<Node>();
-        var visited = new HashSet<Node>(NodeIdentity.Instance);
-        needed = new HashSet<Node>(NodeIdentity.Instance);
-        var stack = new Stack<(Node Node, int Next)>();
+        var post = scratch.Post;
+        var visited = scratch.Visited;
+        var needed = scratch.Needed;
+        var stack = scratch.Stack;
         foreach (var o in outputs)
         {
             if (o.GradFn is null || !visited.Add(o.GradFn))
@@ -212,5 +231,31 @@ internal sealed class Engine
         }
         post.Reverse();
         return post;
+    }
+
+    [ThreadStatic]
+    private static Scratch? t_scratch;
+
+    /// <summary>The collections of one pass, reused by the next pass on the same thread.</summary>
+    private sealed class Scratch
+    {
+        public List<Node> Post { get; } = [];
+
+        public HashSet<Node> Visited { get; } = new(NodeIdentity.Instance);
+
+        public HashSet<Node> Needed { get; } = new(NodeIdentity.Instance);
+
+        public Stack<(Node Node, int Next)> Stack { get; } = new();
+
+        public Dictionary<Node, Tensor> NodeGrads { get; } = new(NodeIdentity.Instance);
+
+        public void Clear()
+        {
+            Post.Clear();
+            Visited.Clear();
+            Needed.Clear();
+            Stack.Clear();
+            NodeGrads.Clear();
+        }
     }
 }
