@@ -511,6 +511,15 @@ internal static class Micro
         var xg = Tensor.Randn([10, 40], generator: g).WithRequiresGrad();
         var wg = Tensor.Randn([40, 40], generator: g).WithRequiresGrad();
         var bg = Tensor.Randn([40], generator: g).WithRequiresGrad();
+        var backend = x.Backend;
+        Time("allocate a [10,40] tensor (Tensor.Empty)", () => Tensor.Empty(backend, DType.Float32, x.Shape));
+        Time("a scalar tensor (ScalarLike)", () => x.ScalarLike(0));
+        object sink = null!;
+        Time("(parts) new float[448]", () => { sink = new float[448]; return x; });
+        Time("(parts) backend.AllocateUninitialized(400 floats)", () => { sink = backend.AllocateUninitialized(DType.Float32, 400); return x; });
+        Time("(parts) CpuStorage.Create(400 floats, pool)", () => { sink = CpuStorage.Create(DType.Float32, 400, false); return x; });
+        Time("(parts) CpuStorage.Create(400 floats, rent and return)", () => { var st = CpuStorage.Create(DType.Float32, 400, false); st.Dispose(); return x; });
+        GC.KeepAlive(sink);
         Time("add [10,40]+[10,40], no tape", () => x + x);
         Time("add [10,40]+[10,40], recorded", () => xg + xg);
         Time("add [10,40]+[40] (bias broadcast), recorded", () => xg + bg);
@@ -532,7 +541,9 @@ internal static class Micro
 
     private static void Time(string what, Func<Tensor> op)
     {
-        for (int i = 0; i < 2000; i++)
+        // Warm by time, not count: tiered compilation promotes hot methods some time after their 30th call.
+        var warm = Stopwatch.StartNew();
+        while (warm.Elapsed.TotalMilliseconds < 300)
         {
             op();
         }

@@ -89,8 +89,11 @@ internal sealed class Derivative<TAttr>(string name, Saves saves, BackwardFn<TAt
     /// <summary>The backward.</summary>
     public BackwardFn<TAttr> Backward { get; } = backward;
 
-    /// <summary>Records <paramref name="output"/> as produced by this op from <paramref name="inputs"/>.</summary>
-    public void Record(Tensor output, in TAttr attr, Tensor[] inputs, Tensor[]? aux = null)
+    /// <summary>
+    /// Records <paramref name="output"/> as produced by this op from <paramref name="inputs"/>. Spans, so
+    /// that a call site's <c>[a, b]</c> lives on the stack: the node copies what it keeps.
+    /// </summary>
+    public void Record(Tensor output, in TAttr attr, ReadOnlySpan<Tensor> inputs, ReadOnlySpan<Tensor> aux = default)
     {
         var node = new Node<TAttr>(this, attr, inputs, output, aux);
         if (AnomalyScope.On)
@@ -100,7 +103,7 @@ internal sealed class Derivative<TAttr>(string name, Saves saves, BackwardFn<TAt
             if (bad >= 0)
             {
                 throw new AnomalyException(
-                    $"Anomaly: the forward of {NodeName[..^"Backward".Length]} produced {output.ToDoubleArray()[bad]} at element {bad} of its {output.Describe()} output, from {AnomalyScope.Operands(inputs)}.");
+                    $"Anomaly: the forward of {NodeName[..^"Backward".Length]} produced {output.ToDoubleArray()[bad]} at element {bad} of its {output.Describe()} output, from {AnomalyScope.Operands(inputs.ToArray())}.");
             }
         }
         output.AttachGradFn(node);
@@ -121,7 +124,7 @@ internal abstract class Node
     private readonly Saves _saves;
     private bool _released;
 
-    protected Node(Saves saves, Tensor[] inputs, Tensor output, Tensor[]? aux)
+    protected Node(Saves saves, ReadOnlySpan<Tensor> inputs, Tensor output, ReadOnlySpan<Tensor> aux)
     {
         var edges = new Edge[inputs.Length];
         int depth = 0;
@@ -137,7 +140,7 @@ internal abstract class Node
         TopologicalNr = depth;
         _saves = saves;
         int declared = BitOperations.PopCount((uint)saves);
-        int count = declared + (aux?.Length ?? 0);
+        int count = declared + aux.Length;
         if (count == 0)
         {
             return;
@@ -155,12 +158,9 @@ internal abstract class Node
         {
             saved[k++] = (output, output.Version.Value);
         }
-        if (aux is not null)
+        foreach (var t in aux)
         {
-            foreach (var t in aux)
-            {
-                saved[k++] = (t, t.Version.Value);
-            }
+            saved[k++] = (t, t.Version.Value);
         }
         _saved = saved;
     }
@@ -281,7 +281,7 @@ internal sealed class Node<TAttr> : Node
     private readonly Derivative<TAttr> _op;
     private readonly TAttr _attr;
 
-    public Node(Derivative<TAttr> op, in TAttr attr, Tensor[] inputs, Tensor output, Tensor[]? aux) : base(op.Saves, inputs, output, aux)
+    public Node(Derivative<TAttr> op, in TAttr attr, ReadOnlySpan<Tensor> inputs, Tensor output, ReadOnlySpan<Tensor> aux) : base(op.Saves, inputs, output, aux)
     {
         _op = op;
         _attr = attr;
