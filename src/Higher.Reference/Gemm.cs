@@ -75,6 +75,11 @@ internal static unsafe class Gemm
             ScaleC(c, m, n, beta, betaD == 0);
             return;
         }
+        if (!parallel && IsSmall<T>(m, n, k))
+        {
+            Small(transposeA, transposeB, m, n, k, a, b, c, alpha, beta, betaD == 0 ? Overwrite : ScaleAndAdd);
+            return;
+        }
         int mr = MR, nr = NR<T>(), kcMax = KC<T>(), ncMax = NC<T>();
         int mcMax = MCRows / mr * mr;
         int rowPanels = (m + mr - 1) / mr;
@@ -166,6 +171,226 @@ internal static unsafe class Gemm
     }
 
     private const int Overwrite = 0, ScaleAndAdd = 1, Accumulate = 2;
+
+    // Products whose three operands fit in L1 together (a [10, 40]·[40, 40] of an inner loop) skip
+    // packing: packing op(A) into 8-row panels and op(B) into 32-wide panels computed 16×64 outputs
+    // for a 10×40 C and cost more than the arithmetic. Up to k = KC the sums are the blocked path's
+    // exactly: each C element is one FMA chain from zero in ascending p, then ·alpha (+ beta·C).
+    private const int SmallElements = 6 * 1024;
+
+    private static bool IsSmall<T>(int m, int n, int k) where T : unmanaged =>
+        Vector512.IsHardwareAccelerated && Fma.IsSupported && k <= KC<T>()
+        && (long)m * k + (long)k * n + (long)m * n <= SmallElements;
+
+    /// <summary>
+    /// C = alpha·op(A)·op(B) (+ beta·C) without packing: op(A) is read in place (either layout; one
+    /// element per FMA is broadcast), op(B) in place when it is row-major [k, n], else transposed into
+    /// the thread's B buffer first. Tiles of 4 rows × 2, 1 or ½ vectors, then single columns.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Small<T>(bool transposeA, bool transposeB, int m, int n, int k, T* a, T* b, T* c, T alpha, T beta, int mode)
+        where T : unmanaged
+    {
+        T* rowsB = b;
+        if (transposeB)
+        {
+            rowsB = Buffers<T>.B(k * n);
+            InterleaveRows(b, k, n, k, rowsB, n);
+        }
+        long rowStep = transposeA ? 1 : k, pStep = transposeA ? m : 1;
+        int w = Vector512<T>.Count, h = Vector256<T>.Count;
+        for (int i0 = 0; i0 < m; i0 += 4)
+        {
+            int rows = Math.Min(4, m - i0);
+            // Rows past the end repeat the last row's A (never stored): the tile code stays branch-free.
+            T* a0 = a + i0 * rowStep;
+            T* a1 = a0 + (rows > 1 ? rowStep : 0);
+            T* a2 = a0 + (rows > 2 ? 2 * rowStep : 0);
+            T* a3 = a0 + (rows > 3 ? 3 * rowStep : 0);
+            T* c0 = c + (long)i0 * n;
+            int j = 0;
+            for (; j + 2 * w <= n; j += 2 * w)
+            {
+                SmallTile2(a0, a1, a2, a3, pStep, rowsB + j, n, k, c0 + j, n, rows, alpha, beta, mode);
+            }
+            for (; j + w <= n; j += w)
+            {
+                SmallTile1(a0, a1, a2, a3, pStep, rowsB + j, n, k, c0 + j, n, rows, alpha, beta, mode);
+            }
+            for (; j + h <= n; j += h)
+            {
+                SmallTileHalf(a0, a1, a2, a3, pStep, rowsB + j, n, k, c0 + j, n, rows, alpha, beta, mode);
+            }
+            for (; j < n; j++)
+            {
+                SmallColumn(a0, a1, a2, a3, pStep, rowsB + j, n, k, c0 + j, n, rows, alpha, beta, mode);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SmallTile2<T>(T* a0, T* a1, T* a2, T* a3, long pStep, T* b, long ldb, int k, T* c, long ldc, int rows, T alpha, T beta, int mode)
+        where T : unmanaged
+    {
+        int w = Vector512<T>.Count;
+        Vector512<T> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default;
+        for (int p = 0; p < k; p++)
+        {
+            T* bp = b + p * ldb;
+            var b0 = Vector512.Load(bp);
+            var b1 = Vector512.Load(bp + w);
+            long ap = p * pStep;
+            var av = Vector512.Create(a0[ap]);
+            c00 = Fma512(av, b0, c00);
+            c01 = Fma512(av, b1, c01);
+            av = Vector512.Create(a1[ap]);
+            c10 = Fma512(av, b0, c10);
+            c11 = Fma512(av, b1, c11);
+            av = Vector512.Create(a2[ap]);
+            c20 = Fma512(av, b0, c20);
+            c21 = Fma512(av, b1, c21);
+            av = Vector512.Create(a3[ap]);
+            c30 = Fma512(av, b0, c30);
+            c31 = Fma512(av, b1, c31);
+        }
+        Store512(c, w, c00, c01, alpha, beta, mode);
+        if (rows > 1)
+        {
+            Store512(c + ldc, w, c10, c11, alpha, beta, mode);
+        }
+        if (rows > 2)
+        {
+            Store512(c + 2 * ldc, w, c20, c21, alpha, beta, mode);
+        }
+        if (rows > 3)
+        {
+            Store512(c + 3 * ldc, w, c30, c31, alpha, beta, mode);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SmallTile1<T>(T* a0, T* a1, T* a2, T* a3, long pStep, T* b, long ldb, int k, T* c, long ldc, int rows, T alpha, T beta, int mode)
+        where T : unmanaged
+    {
+        Vector512<T> c0 = default, c1 = default, c2 = default, c3 = default;
+        for (int p = 0; p < k; p++)
+        {
+            var bv = Vector512.Load(b + p * ldb);
+            long ap = p * pStep;
+            c0 = Fma512(Vector512.Create(a0[ap]), bv, c0);
+            c1 = Fma512(Vector512.Create(a1[ap]), bv, c1);
+            c2 = Fma512(Vector512.Create(a2[ap]), bv, c2);
+            c3 = Fma512(Vector512.Create(a3[ap]), bv, c3);
+        }
+        StoreOne512(c, c0, alpha, beta, mode);
+        if (rows > 1)
+        {
+            StoreOne512(c + ldc, c1, alpha, beta, mode);
+        }
+        if (rows > 2)
+        {
+            StoreOne512(c + 2 * ldc, c2, alpha, beta, mode);
+        }
+        if (rows > 3)
+        {
+            StoreOne512(c + 3 * ldc, c3, alpha, beta, mode);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SmallTileHalf<T>(T* a0, T* a1, T* a2, T* a3, long pStep, T* b, long ldb, int k, T* c, long ldc, int rows, T alpha, T beta, int mode)
+        where T : unmanaged
+    {
+        Vector256<T> c0 = default, c1 = default, c2 = default, c3 = default;
+        for (int p = 0; p < k; p++)
+        {
+            var bv = Vector256.Load(b + p * ldb);
+            long ap = p * pStep;
+            c0 = Fma256(Vector256.Create(a0[ap]), bv, c0);
+            c1 = Fma256(Vector256.Create(a1[ap]), bv, c1);
+            c2 = Fma256(Vector256.Create(a2[ap]), bv, c2);
+            c3 = Fma256(Vector256.Create(a3[ap]), bv, c3);
+        }
+        StoreOne256(c, c0, alpha, beta, mode);
+        if (rows > 1)
+        {
+            StoreOne256(c + ldc, c1, alpha, beta, mode);
+        }
+        if (rows > 2)
+        {
+            StoreOne256(c + 2 * ldc, c2, alpha, beta, mode);
+        }
+        if (rows > 3)
+        {
+            StoreOne256(c + 3 * ldc, c3, alpha, beta, mode);
+        }
+    }
+
+    /// <summary>One column of a 4-row tile in scalar FMAs (the same rounding as a vector lane's).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SmallColumn<T>(T* a0, T* a1, T* a2, T* a3, long pStep, T* b, long ldb, int k, T* c, long ldc, int rows, T alpha, T beta, int mode)
+        where T : unmanaged
+    {
+        T s0 = default, s1 = default, s2 = default, s3 = default;
+        for (int p = 0; p < k; p++)
+        {
+            T bv = b[p * ldb];
+            long ap = p * pStep;
+            s0 = FmaScalar(a0[ap], bv, s0);
+            s1 = FmaScalar(a1[ap], bv, s1);
+            s2 = FmaScalar(a2[ap], bv, s2);
+            s3 = FmaScalar(a3[ap], bv, s3);
+        }
+        StorePartial(&s0, 1, c, ldc, 1, 1, alpha, beta, mode);
+        if (rows > 1)
+        {
+            StorePartial(&s1, 1, c + ldc, ldc, 1, 1, alpha, beta, mode);
+        }
+        if (rows > 2)
+        {
+            StorePartial(&s2, 1, c + 2 * ldc, ldc, 1, 1, alpha, beta, mode);
+        }
+        if (rows > 3)
+        {
+            StorePartial(&s3, 1, c + 3 * ldc, ldc, 1, 1, alpha, beta, mode);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T FmaScalar<T>(T x, T y, T acc) where T : unmanaged =>
+        typeof(T) == typeof(float)
+            ? (T)(object)MathF.FusedMultiplyAdd((float)(object)x, (float)(object)y, (float)(object)acc)
+            : (T)(object)Math.FusedMultiplyAdd((double)(object)x, (double)(object)y, (double)(object)acc);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreOne512<T>(T* c, Vector512<T> acc, T alpha, T beta, int mode) where T : unmanaged
+    {
+        var r = acc * Vector512.Create(alpha);
+        if (mode == Accumulate)
+        {
+            r = Vector512.Load(c) + r;
+        }
+        else if (mode == ScaleAndAdd)
+        {
+            r += Vector512.Create(beta) * Vector512.Load(c);
+        }
+        r.Store(c);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreOne256<T>(T* c, Vector256<T> acc, T alpha, T beta, int mode) where T : unmanaged
+    {
+        var r = acc * Vector256.Create(alpha);
+        if (mode == Accumulate)
+        {
+            r = Vector256.Load(c) + r;
+        }
+        else if (mode == ScaleAndAdd)
+        {
+            r += Vector256.Create(beta) * Vector256.Load(c);
+        }
+        r.Store(c);
+    }
 
     /// <summary>Packs rows [i0, i0+mc) × k-range [p0, p0+kc) of op(A) as MR-row panels, p-major, zero-padding the last panel.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

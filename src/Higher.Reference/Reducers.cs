@@ -170,32 +170,47 @@ internal static class Reducers
             }
             return;
         }
+        if (inner <= StackColumns)
+        {
+            // A bias gradient's column sums ([10, 40] to [40]): the two accumulators live on the stack.
+            SumRows(x, r, rowStride, y, stackalloc double[inner], stackalloc double[inner]);
+            return;
+        }
         double[] total = ArrayPool<double>.Shared.Rent(inner);
         double[] block = ArrayPool<double>.Shared.Rent(inner);
         try
         {
-            var tot = total.AsSpan(0, inner);
-            var blk = block.AsSpan(0, inner);
-            tot.Clear();
-            for (int s0 = 0; s0 < r; s0 += RowBlock)
-            {
-                blk.Clear();
-                int s1 = Math.Min(r, s0 + RowBlock);
-                for (int s = s0; s < s1; s++)
-                {
-                    AccumulateInto(blk, ref *(x + s * rowStride));
-                }
-                AccumulateInto(tot, ref MemoryMarshal.GetReference(blk));
-            }
-            for (int i = 0; i < inner; i++)
-            {
-                y[i] = T.CreateTruncating(tot[i]);
-            }
+            SumRows(x, r, rowStride, y, total.AsSpan(0, inner), block.AsSpan(0, inner));
         }
         finally
         {
             ArrayPool<double>.Shared.Return(total);
             ArrayPool<double>.Shared.Return(block);
+        }
+    }
+
+    private const int StackColumns = 256;
+
+    /// <summary>y[i] = Σ_s x[s·rowStride + i] in double, blocked by <see cref="RowBlock"/> rows, with caller-provided accumulators of y's length.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void SumRows<T>(T* x, int r, long rowStride, T* y, Span<double> tot, Span<double> blk)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int inner = tot.Length;
+        tot.Clear();
+        for (int s0 = 0; s0 < r; s0 += RowBlock)
+        {
+            blk.Clear();
+            int s1 = Math.Min(r, s0 + RowBlock);
+            for (int s = s0; s < s1; s++)
+            {
+                AccumulateInto(blk, ref *(x + s * rowStride));
+            }
+            AccumulateInto(tot, ref MemoryMarshal.GetReference(blk));
+        }
+        for (int i = 0; i < inner; i++)
+        {
+            y[i] = T.CreateTruncating(tot[i]);
         }
     }
 

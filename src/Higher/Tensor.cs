@@ -324,7 +324,12 @@ public sealed partial class Tensor
 /// </summary>
 internal sealed class VersionCounter
 {
+    private static int s_ids;
+
     public int Value;
+
+    /// <summary>A number for hashing (<see cref="FamilyIdentity"/>), cheaper than a new object's first hash code.</summary>
+    public readonly int Id = Interlocked.Increment(ref s_ids);
 
     /// <summary>The storage the family views (null for families made without one).</summary>
     public IStorage? Storage;
@@ -346,4 +351,14 @@ internal sealed class VersionCounter
     /// when the last node that saves it is released (see <see cref="Tape.Engine"/>).
     /// </summary>
     public bool EngineOwned;
+}
+
+/// <summary>Families compared by reference and hashed by <see cref="VersionCounter.Id"/>.</summary>
+internal sealed class FamilyIdentity : IEqualityComparer<VersionCounter>
+{
+    public static readonly FamilyIdentity Instance = new();
+
+    public bool Equals(VersionCounter? x, VersionCounter? y) => ReferenceEquals(x, y);
+
+    public int GetHashCode(VersionCounter obj) => obj.Id;
 }

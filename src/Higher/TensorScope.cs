@@ -184,7 +184,7 @@ public sealed class TensorScope : IDisposable
         }
         var target = Outer;
 
-        var survivors = new HashSet<VersionCounter>(ReferenceEqualityComparer.Instance);
+        var survivors = new HashSet<VersionCounter>(FamilyIdentity.Instance);
         foreach (var m in modules)
         {
             foreach (var p in m.Parameters())

@@ -381,14 +381,13 @@ public sealed partial class Tensor
             return this;
         }
         int lead = Rank - shape.Rank;
-        var axes = new List<int>();
-        for (int i = 0; i < Rank; i++)
+        var flags = new bool[Rank];
+        var dims = Shape.Dims;
+        var target = shape.Dims;
+        for (int i = 0; i < flags.Length; i++)
         {
-            if (i < lead || (shape.Dims[i - lead] == 1 && Shape.Dims[i] != 1))
-            {
-                axes.Add(i);
-            }
+            flags[i] = i < lead || (target[i - lead] == 1 && dims[i] != 1);
         }
-        return Sum(axes.ToArray(), keepDim: true).Reshape(shape.ToArray());
+        return SumFlagged(flags, keepDim: true).ReshapeTo(shape);
     }
 }

@@ -27,27 +27,47 @@ public sealed partial class Tensor
 
     private static Shape ReducedShape(Shape shape, bool[] flags, bool keepDim)
     {
-        var dims = new List<int>(shape.Rank);
-        for (int i = 0; i < shape.Rank; i++)
+        var source = shape.Dims;
+        int rank = 0;
+        for (int i = 0; i < source.Length; i++)
+        {
+            rank += keepDim || !flags[i] ? 1 : 0;
+        }
+        var dims = new int[rank];
+        int k = 0;
+        for (int i = 0; i < source.Length; i++)
         {
             if (!flags[i])
             {
-                dims.Add(shape.Dims[i]);
+                dims[k++] = source[i];
             }
             else if (keepDim)
             {
-                dims.Add(1);
+                dims[k++] = 1;
             }
         }
-        return Higher.Shape.FromOwned(dims.ToArray());
+        return Higher.Shape.FromOwned(dims);
     }
 
-    private Tensor RawReduce(ReduceOp op, bool[] flags, bool keepDim)
+    private Tensor RawReduce(ReduceOp op, bool[] flags, bool keepDim) => RawReduce(op, flags, keepDim, ReducedShape(Shape, flags, true));
+
+    private Tensor RawReduce(ReduceOp op, bool[] flags, bool keepDim, Shape kept)
     {
-        var kept = ReducedShape(Shape, flags, true);
         var y = Empty(Backend, DType, kept);
         Backend.Reduce(op, Storage, Shape, flags, y.Storage);
         return keepDim ? y : new Tensor(y.Storage, ReducedShape(Shape, flags, false), Backend, null, y.Version);
+    }
+
+    /// <summary>Sum over the axes flagged in <paramref name="flags"/> (a float tensor; the flags are owned by the call).</summary>
+    internal Tensor SumFlagged(bool[] flags, bool keepDim)
+    {
+        var kept = ReducedShape(Shape, flags, true);
+        var y = RawReduce(ReduceOp.Sum, flags, keepDim, kept);
+        if (Autograd.ShouldRecord(this))
+        {
+            Derivatives.Sum.Record(y, new Reduced(kept, flags), [this]);
+        }
+        return y;
     }
 
     /// <summary>Sum over all elements (a 0-d tensor).</summary>
@@ -62,13 +82,7 @@ public sealed partial class Tensor
             // float64 up to 2^53.
             return Cast(DType.Float64).Sum(axes, keepDim).Cast(DType.Int64);
         }
-        var flags = AxisFlags(axes, axes is null);
-        var y = RawReduce(ReduceOp.Sum, flags, keepDim);
-        if (Autograd.ShouldRecord(this))
-        {
-            Derivatives.Sum.Record(y, new Reduced(ReducedShape(Shape, flags, true), flags), [this]);
-        }
-        return y;
+        return SumFlagged(AxisFlags(axes, axes is null), keepDim);
     }
 
     /// <summary>Sum over one axis.</summary>

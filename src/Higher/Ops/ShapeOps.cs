@@ -11,10 +11,19 @@ public sealed partial class Tensor
     public Tensor Reshape(params int[] dims)
     {
         ArgumentNullException.ThrowIfNull(dims);
-        var shape = InferShape(dims);
+        return ReshapeTo(InferShape(dims));
+    }
+
+    /// <summary>Reshape to a shape already known to have this tensor's element count (the tape's own reshapes: no inference, no copy of the dims).</summary>
+    internal Tensor ReshapeTo(Shape shape)
+    {
         if (shape == Shape)
         {
             return this;
+        }
+        if (shape.Numel != Numel)
+        {
+            throw new ArgumentException($"Cannot reshape {Describe()} ({Numel} elements) to {shape}.");
         }
         var y = new Tensor(Storage, shape, Backend, null, Version);
         if (Autograd.ShouldRecord(this))

@@ -36,7 +36,7 @@ internal static class Derivatives
         (UnaryOp.Sqrt, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g / (n.Output * 2)]),
         (UnaryOp.Abs, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Sign()]),
         (UnaryOp.Sign, Saves.None, static (Node n, in Scalars s, Tensor g) => [Tensor.ZerosLike(g)]),
-        (UnaryOp.Relu, Saves.Output, static (Node n, in Scalars s, Tensor g) => [Tensor.Where(n.Output > 0, g, 0)]),
+        (UnaryOp.Relu, Saves.Output, static (Node n, in Scalars s, Tensor g) => [ReluBackward(n.Output, g)]),
         (UnaryOp.LeakyRelu, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [Tensor.Where(n.Input(0) > 0, g, g * s.Alpha)]),
         (UnaryOp.Tanh, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * (1 - n.Output * n.Output)]),
         (UnaryOp.Sigmoid, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * (n.Output * (1 - n.Output))]),
@@ -48,6 +48,13 @@ internal static class Derivatives
         (UnaryOp.Sin, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Cos()]),
         (UnaryOp.Cos, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Sin().Neg()]),
         (UnaryOp.Expm1, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * (n.Output + 1)]));
+
+    /// <summary>g where y &gt; 0, else 0: one zero scalar serves the comparison and the masked branch.</summary>
+    private static Tensor ReluBackward(Tensor y, Tensor g)
+    {
+        var zero = y.ScalarLike(0);
+        return Tensor.Where(y > zero, g, zero);
+    }
 
     /// <summary>The row of a unary kernel; throws naming the op when it has none (never a silent zero).</summary>
     public static Derivative<Scalars> Unary(UnaryOp op) =>
@@ -154,7 +161,7 @@ internal static class Derivatives
 
     /// <summary>Sum: the gradient is broadcast back over the reduced axes.</summary>
     public static readonly Derivative<Reduced> Sum = new("Sum", Saves.None, static (Node n, in Reduced r, Tensor g) =>
-        [g.Reshape(r.Kept.ToArray()).Expand(n.InputShape(0).ToArray())]);
+        [g.ReshapeTo(r.Kept).Expand(n.InputShape(0).ToArray())]);
 
     /// <summary>amax: the gradient is shared equally among the elements equal to the maximum.</summary>
     public static readonly Derivative<Reduced> Amax = new("Amax", Saves.Input0 | Saves.Output, static (Node n, in Reduced r, Tensor g) => ShareExtreme(n, r, g));
@@ -194,7 +201,7 @@ internal static class Derivatives
     // ------------------------------------------------------------------ shape and movement
 
     /// <summary>Reshape: the gradient takes the input's shape back.</summary>
-    public static readonly Derivative<NoAttr> Reshape = new("Reshape", Saves.None, static (Node n, in NoAttr _, Tensor g) => [g.Reshape(n.InputShape(0).ToArray())]);
+    public static readonly Derivative<NoAttr> Reshape = new("Reshape", Saves.None, static (Node n, in NoAttr _, Tensor g) => [g.ReshapeTo(n.InputShape(0))]);
 
     /// <summary>Permute: the gradient is permuted by the inverse permutation.</summary>
     public static readonly Derivative<int[]> Permute = new("Permute", Saves.None, static (Node n, in int[] perm, Tensor g) =>

@@ -54,7 +54,7 @@ internal sealed class Engine
     // Non-leaf targets by the node that produced them: nodes keep edges, not their input tensors.
     private readonly Dictionary<Node, int>? _targetNodes;
     private readonly Tensor?[] _targetGrads;
-    private readonly Dictionary<Node, Tensor> _nodeGrads = new(ReferenceEqualityComparer.Instance);
+    private Dictionary<Node, Tensor> _nodeGrads = null!;
     private readonly Dictionary<Tensor, Tensor> _leafGrads = new(ReferenceEqualityComparer.Instance);
     private readonly List<Tensor> _leafOrder = [];
 
@@ -66,7 +66,7 @@ internal sealed class Engine
             return;
         }
         _targets = new Dictionary<Tensor, int>(ReferenceEqualityComparer.Instance);
-        _targetNodes = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
+        _targetNodes = new Dictionary<Node, int>(NodeIdentity.Instance);
         for (int i = 0; i < targets.Count; i++)
         {
             if (_targets.TryAdd(targets[i], i) && targets[i].GradFn is { } fn)
@@ -76,9 +76,18 @@ internal sealed class Engine
         }
         _targetGrads = new Tensor?[targets.Count];
         _targetList = targets;
+        // Below the smallest topological number among the targets no node leads to one: the walk
+        // stops there (an inner step's gradient does not walk the graphs of the steps before it).
+        // A leaf target has no node and can be reached from anywhere: no bound then.
+        _floor = int.MaxValue;
+        foreach (var t in targets)
+        {
+            _floor = Math.Min(_floor, t.GradFn?.TopologicalNr ?? 0);
+        }
     }
 
     private readonly IReadOnlyList<Tensor>? _targetList;
+    private readonly int _floor;
 
     public Tensor? InputGrad(int i)
     {
@@ -100,24 +109,32 @@ internal sealed class Engine
         {
             throw new ArgumentException($"Got {gradOutputs.Count} gradient outputs for {outputs.Count} outputs.", nameof(gradOutputs));
         }
-        using var mode = createGraph ? Autograd.EnableGrad() : Autograd.NoGrad();
-        var order = TopologicalOrder(outputs, out var needed);
+        // The pass's collections come from the thread's scratch (taken out of the slot, so a pass
+        // nested inside a backward makes its own) and go back cleared, capacity kept.
+        var scratch = t_scratch ?? new Scratch();
+        t_scratch = null;
         var outer = t_capture;
-        var captured = new List<VersionCounter>();
+        var captured = scratch.Captured;
         t_capture = captured;
         try
         {
-            RunNodes(outputs, gradOutputs, order, needed, retainGraph, captured);
+            _nodeGrads = scratch.NodeGrads;
+            Run(outputs, gradOutputs, createGraph, retainGraph, scratch);
         }
         finally
         {
             t_capture = outer;
+            scratch.Clear();
+            t_scratch = scratch;
         }
     }
 
-    private void RunNodes(IReadOnlyList<Tensor> outputs, IReadOnlyList<Tensor?>? gradOutputs, List<Node> order, HashSet<Node> needed,
-        bool retainGraph, List<VersionCounter> captured)
+    private void Run(IReadOnlyList<Tensor> outputs, IReadOnlyList<Tensor?>? gradOutputs, bool createGraph, bool retainGraph, Scratch scratch)
     {
+        using var mode = createGraph ? Autograd.EnableGrad() : Autograd.NoGrad();
+        var order = TopologicalOrder(outputs, scratch);
+        var needed = scratch.Needed;
+        var captured = scratch.Captured;
         int swept = 0;
 
         for (int i = 0; i < outputs.Count; i++)
@@ -187,7 +204,7 @@ internal sealed class Engine
             Unpend(g);
         }
         _nodeGrads.Clear();
-        swept = Sweep(captured, swept);
+        Sweep(captured, swept);
         // What the pass hands out is the caller's from now on.
         foreach (var g in _targetGrads)
         {
@@ -263,12 +280,12 @@ internal sealed class Engine
     }
 
     /// <summary>Reverse post-order of the nodes reachable from the outputs, and those that lead to a target.</summary>
-    private List<Node> TopologicalOrder(IReadOnlyList<Tensor> outputs, out HashSet<Node> needed)
+    private List<Node> TopologicalOrder(IReadOnlyList<Tensor> outputs, Scratch scratch)
     {
-        var post = new List<Node>();
-        var visited = new HashSet<Node>(ReferenceEqualityComparer.Instance);
-        needed = new HashSet<Node>(ReferenceEqualityComparer.Instance);
-        var stack = new Stack<(Node Node, int Next)>();
+        var post = scratch.Post;
+        var visited = scratch.Visited;
+        var needed = scratch.Needed;
+        var stack = scratch.Stack;
         foreach (var o in outputs)
         {
             if (o.GradFn is null || !visited.Add(o.GradFn))
@@ -284,7 +301,7 @@ internal sealed class Engine
                 {
                     stack.Push((node, next + 1));
                     var child = inputs[next].Fn;
-                    if (child is not null && visited.Add(child))
+                    if (child is not null && child.TopologicalNr >= _floor && visited.Add(child))
                     {
                         stack.Push((child, 0));
                     }
@@ -311,5 +328,35 @@ internal sealed class Engine
         }
         post.Reverse();
         return post;
+    }
+
+    [ThreadStatic]
+    private static Scratch? t_scratch;
+
+    /// <summary>The collections of one pass, reused by the next pass on the same thread.</summary>
+    private sealed class Scratch
+    {
+        public List<Node> Post { get; } = [];
+
+        public HashSet<Node> Visited { get; } = new(NodeIdentity.Instance);
+
+        public HashSet<Node> Needed { get; } = new(NodeIdentity.Instance);
+
+        public Stack<(Node Node, int Next)> Stack { get; } = new();
+
+        public Dictionary<Node, Tensor> NodeGrads { get; } = new(NodeIdentity.Instance);
+
+        /// <summary>The storages the pass made (see <see cref="t_capture"/>).</summary>
+        public List<VersionCounter> Captured { get; } = [];
+
+        public void Clear()
+        {
+            Captured.Clear();
+            Post.Clear();
+            Visited.Clear();
+            Needed.Clear();
+            Stack.Clear();
+            NodeGrads.Clear();
+        }
     }
 }

@@ -89,8 +89,11 @@ internal sealed class Derivative<TAttr>(string name, Saves saves, BackwardFn<TAt
     /// <summary>The backward.</summary>
     public BackwardFn<TAttr> Backward { get; } = backward;
 
-    /// <summary>Records <paramref name="output"/> as produced by this op from <paramref name="inputs"/>.</summary>
-    public void Record(Tensor output, in TAttr attr, Tensor[] inputs, Tensor[]? aux = null)
+    /// <summary>
+    /// Records <paramref name="output"/> as produced by this op from <paramref name="inputs"/>. Spans, so
+    /// that a call site's <c>[a, b]</c> lives on the stack: the node copies what it keeps.
+    /// </summary>
+    public void Record(Tensor output, in TAttr attr, ReadOnlySpan<Tensor> inputs, ReadOnlySpan<Tensor> aux = default)
     {
         var node = new Node<TAttr>(this, attr, inputs, output, aux);
         if (AnomalyScope.On)
@@ -100,7 +103,7 @@ internal sealed class Derivative<TAttr>(string name, Saves saves, BackwardFn<TAt
             if (bad >= 0)
             {
                 throw new AnomalyException(
-                    $"Anomaly: the forward of {NodeName[..^"Backward".Length]} produced {output.ToDoubleArray()[bad]} at element {bad} of its {output.Describe()} output, from {AnomalyScope.Operands(inputs)}.");
+                    $"Anomaly: the forward of {NodeName[..^"Backward".Length]} produced {output.ToDoubleArray()[bad]} at element {bad} of its {output.Describe()} output, from {AnomalyScope.Operands(inputs.ToArray())}.");
             }
         }
         output.AttachGradFn(node);
@@ -115,59 +118,69 @@ internal sealed class Derivative<TAttr>(string name, Saves saves, BackwardFn<TAt
 /// </summary>
 internal abstract class Node
 {
-    private Tensor?[]? _saved;
-    private int[]? _savedVersions;
+    private static int s_ids;
+    // Each saved tensor with the version it had when saved: one array per node, not two.
+    private (Tensor Tensor, int Version)[]? _saved;
     private readonly Saves _saves;
     private bool _released;
 
-    protected Node(Saves saves, Tensor[] inputs, Tensor output, Tensor[]? aux)
+    protected Node(Saves saves, ReadOnlySpan<Tensor> inputs, Tensor output, ReadOnlySpan<Tensor> aux)
     {
         var edges = new Edge[inputs.Length];
+        int depth = 0;
         for (int i = 0; i < inputs.Length; i++)
         {
             edges[i] = new Edge(inputs[i]);
+            if (edges[i].Fn is { } fn && fn.TopologicalNr >= depth)
+            {
+                depth = fn.TopologicalNr + 1;
+            }
         }
         Inputs = edges;
+        TopologicalNr = depth;
         _saves = saves;
         int declared = BitOperations.PopCount((uint)saves);
-        int count = declared + (aux?.Length ?? 0);
+        int count = declared + aux.Length;
         if (count == 0)
         {
             return;
         }
-        var saved = new Tensor?[count];
+        var saved = new (Tensor, int)[count];
         int k = 0;
         for (int i = 0; i < inputs.Length && i < 7; i++)
         {
             if (((int)saves & (1 << i)) != 0)
             {
-                saved[k++] = inputs[i];
+                saved[k++] = (inputs[i], inputs[i].Version.Value);
             }
         }
         if ((saves & Saves.Output) != 0)
         {
-            saved[k++] = output;
+            saved[k++] = (output, output.Version.Value);
         }
-        if (aux is not null)
+        foreach (var t in aux)
         {
-            foreach (var t in aux)
-            {
-                saved[k++] = t;
-            }
+            saved[k++] = (t, t.Version.Value);
         }
-        var versions = new int[count];
-        for (int i = 0; i < count; i++)
+        foreach (var (t, _) in saved)
         {
-            var family = saved[i]!.Version;
-            versions[i] = family.Value;
-            Interlocked.Increment(ref family.Saved);
+            Interlocked.Increment(ref t.Version.Saved);
         }
         _saved = saved;
-        _savedVersions = versions;
     }
 
     /// <summary>The op's inputs as edges, in order; gradients are returned in the same order.</summary>
     internal Edge[] Inputs { get; }
+
+    /// <summary>
+    /// 0 for a node whose inputs are all leaves, else one more than the largest among its inputs'
+    /// nodes (PyTorch's topological_nr): every node a node can reach has a smaller number, so a
+    /// backward pass towards given tensors never walks below the smallest number among theirs.
+    /// </summary>
+    internal int TopologicalNr { get; }
+
+    /// <summary>A number for hashing (<see cref="NodeIdentity"/>): a new node has no object hash code yet, and making one is a slow path of the runtime.</summary>
+    internal int Id { get; } = Interlocked.Increment(ref s_ids);
 
     /// <summary>Number of inputs.</summary>
     internal int InputCount => Inputs.Length;
@@ -219,7 +232,7 @@ internal abstract class Node
     /// <summary>Auxiliary tensor <paramref name="i"/> (indices, masks) given when the op was recorded.</summary>
     internal Tensor Aux(int i) => SavedAt(BitOperations.PopCount((uint)_saves) + i);
 
-    private Tensor SavedAt(int k) => _saved![k]!;
+    private Tensor SavedAt(int k) => _saved![k].Tensor;
 
     /// <summary>Gradients of the op's inputs given the gradient of its output (null where none is needed).</summary>
     protected abstract Tensor?[] Backward(Tensor gradOutput);
@@ -233,13 +246,12 @@ internal abstract class Node
         }
         if (_saved is not null)
         {
-            for (int i = 0; i < _saved.Length; i++)
+            foreach (var (t, version) in _saved)
             {
-                var t = _saved[i]!;
-                if (t.Version.Value != _savedVersions![i])
+                if (t.Version.Value != version)
                 {
                     throw new InvalidOperationException(
-                        $"A {t.Describe()} tensor needed by {Name} for its gradient was modified by an in-place operation (version {t.Version.Value}, saved at version {_savedVersions[i]}).");
+                        $"A {t.Describe()} tensor needed by {Name} for its gradient was modified by an in-place operation (version {t.Version.Value}, saved at version {version}).");
                 }
             }
         }
@@ -269,12 +281,11 @@ internal abstract class Node
         _released = true;
         var saved = _saved;
         _saved = null;
-        _savedVersions = null;
         if (saved is not null)
         {
-            foreach (var t in saved)
+            foreach (var (t, _) in saved)
             {
-                Engine.Unsave(t!.Version);
+                Engine.Unsave(t.Version);
             }
         }
     }
@@ -286,7 +297,7 @@ internal sealed class Node<TAttr> : Node
     private readonly Derivative<TAttr> _op;
     private readonly TAttr _attr;
 
-    public Node(Derivative<TAttr> op, in TAttr attr, Tensor[] inputs, Tensor output, Tensor[]? aux) : base(op.Saves, inputs, output, aux)
+    public Node(Derivative<TAttr> op, in TAttr attr, ReadOnlySpan<Tensor> inputs, Tensor output, ReadOnlySpan<Tensor> aux) : base(op.Saves, inputs, output, aux)
     {
         _op = op;
         _attr = attr;
@@ -295,4 +306,14 @@ internal sealed class Node<TAttr> : Node
     internal override string Name => _op.NodeName;
 
     protected override Tensor?[] Backward(Tensor gradOutput) => _op.Backward(this, _attr, gradOutput);
+}
+
+/// <summary>Nodes compared by reference and hashed by <see cref="Node.Id"/>, for the engine's sets and maps.</summary>
+internal sealed class NodeIdentity : IEqualityComparer<Node>
+{
+    public static readonly NodeIdentity Instance = new();
+
+    public bool Equals(Node? x, Node? y) => ReferenceEquals(x, y);
+
+    public int GetHashCode(Node obj) => obj.Id;
 }
