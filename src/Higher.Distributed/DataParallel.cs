@@ -1,0 +1,85 @@
+using Higher.Nn;
+
+namespace Higher.Distributed;
+
+/// <summary>
+/// Data-parallel meta-training over the ranks of a <see cref="Communicator"/>: every rank holds the same
+/// model, runs the inner loops of its own tasks of the meta-batch (<see cref="Communicator.Split"/>), and
+/// takes the same meta-step on the summed meta-gradient.
+/// <code>
+/// using var world = Communicator.Initialize();
+/// DataParallel.BroadcastState(world, model);            // rank 0's weights everywhere
+/// var mine = world.Split(metaBatch);                      // contiguous, uneven splits included
+/// metaOpt.ZeroGrad();
+/// for (int t = mine.Start; t &lt; mine.End; t++) { /* inner loop of task t; (queryLoss / metaBatch).Backward() */ }
+/// DataParallel.AllReduceGrads(world, model);             // Σ over the ranks into every parameter's Grad
+/// metaOpt.Step();                                        // the same step on every rank
+/// </code>
+/// The sum over ranks of each rank's sum over its tasks is the meta-batch's sum grouped by rank, so the
+/// meta-gradient matches a single process's to rounding (a few ulps in float64), and every rank gets the
+/// same bits from the allreduce, so the ranks' parameters stay identical step after step.
+/// </summary>
+public static class DataParallel
+{
+    /// <summary>
+    /// Copies the parameters and buffers of <paramref name="model"/> on rank <paramref name="root"/> into the
+    /// same model on every other rank, in place (one broadcast). Every rank's model must have the same
+    /// parameters and buffers (names in the same order, shapes, dtypes); ranks that differ all throw, naming each.
+    /// </summary>
+    public static void BroadcastState(Communicator world, Module model, int root = 0)
+    {
+        ArgumentNullException.ThrowIfNull(world);
+        ArgumentNullException.ThrowIfNull(model);
+        var tensors = new List<Tensor>();
+        foreach (var (_, parameter) in model.NamedParameterHandles())
+        {
+            tensors.Add(parameter.Data);
+        }
+        foreach (var (_, buffer) in model.NamedBufferHandles())
+        {
+            if (buffer.Data is { } data)
+            {
+                tensors.Add(data);
+            }
+        }
+        world.Broadcast(tensors, root);
+    }
+
+    /// <summary>
+    /// Replaces the <see cref="Tensor.Grad"/> of every parameter of <paramref name="model"/> that requires
+    /// grad by the reduction over the ranks (<see cref="CollectiveOp.Sum"/> by default: use it when each rank's
+    /// loss was already divided by the whole meta-batch size; <see cref="CollectiveOp.Mean"/> divides the sum by
+    /// the number of ranks). A parameter whose Grad is null on some ranks (a rank with no task) counts as zeros
+    /// there; one whose Grad is null on every rank keeps a null Grad, as in a single process. The new Grads
+    /// are detached tensors on the parameters' devices.
+    /// </summary>
+    public static void AllReduceGrads(Communicator world, Module model, CollectiveOp op = CollectiveOp.Sum)
+    {
+        ArgumentNullException.ThrowIfNull(world);
+        ArgumentNullException.ThrowIfNull(model);
+        var parameters = model.NamedParameterHandles().Select(p => p.Parameter).Where(p => p.RequiresGrad).ToArray();
+        // Which parameters have a gradient anywhere: one small allreduce (max of 0/1 flags) first.
+        var flags = new double[parameters.Length];
+        for (int i = 0; i < parameters.Length; i++)
+        {
+            flags[i] = parameters[i].Grad is null ? 0 : 1;
+        }
+        var any = flags.Length == 0 ? [] : world.AllReduce(Tensor.FromArray(flags), CollectiveOp.Max).ToDoubleArray();
+        var reduced = new List<Parameter>();
+        var grads = new List<Tensor>();
+        for (int i = 0; i < parameters.Length; i++)
+        {
+            if (any[i] == 0)
+            {
+                continue;
+            }
+            reduced.Add(parameters[i]);
+            grads.Add(parameters[i].Grad ?? Tensor.ZerosLike(parameters[i].Data));
+        }
+        var sums = world.AllReduce(grads, op);
+        for (int i = 0; i < reduced.Count; i++)
+        {
+            reduced[i].Grad = sums[i];
+        }
+    }
+}
