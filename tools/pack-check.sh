@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs the library packages into a local folder, checks that exactly Higher, Higher.Abstractions,
-# Higher.Reference and Higher.Cuda came out (with symbols, README, licence and SourceLink), creates a
+# Higher.Reference, Higher.Cuda and Higher.Distributed came out (with symbols, README, licence and SourceLink), creates a
 # fresh console app outside the repository, installs Higher from that folder alone (no other feed,
 # an empty package cache) and runs a meta-gradient checked against finite differences.
 # Offline; about a minute. PACK_NO_BUILD=1 packs what `dotnet test -c Release` already built.
@@ -15,13 +15,13 @@ dotnet pack "$root/Higher.sln" -c Release -o "$feed" -p:ContinuousIntegrationBui
 
 got=$(cd "$feed" && ls | sort | tr '\n' ' ')
 want=""
-for p in Higher Higher.Abstractions Higher.Cuda Higher.Reference; do want+="$p.$version.nupkg $p.$version.snupkg "; done
+for p in Higher Higher.Abstractions Higher.Cuda Higher.Distributed Higher.Reference; do want+="$p.$version.nupkg $p.$version.snupkg "; done
 want=$(echo "$want" | tr ' ' '\n' | grep . | sort | tr '\n' ' ')
 if [ "$got" != "$want" ]; then
   echo "pack-check: expected packages [$want], got [$got]" >&2
   exit 1
 fi
-for p in Higher Higher.Abstractions Higher.Cuda Higher.Reference; do
+for p in Higher Higher.Abstractions Higher.Cuda Higher.Distributed Higher.Reference; do
   nuspec=$(unzip -p "$feed/$p.$version.nupkg" "$p.nuspec")
   for field in '<license type="expression">' '<readme>README.md</readme>' '<projectUrl>' '<repository type="git" url="https://'; do
     grep -qF "$field" <<<"$nuspec" || { echo "pack-check: $p.nuspec lacks $field" >&2; exit 1; }

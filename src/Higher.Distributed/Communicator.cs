@@ -114,13 +114,15 @@ public sealed unsafe class Communicator : IDisposable
         }
     }
 
-    /// <summary>The reduction of one number over the ranks (every rank gets the same value).</summary>
+    /// <summary>
+    /// The reduction of one number over the ranks (every rank gets the same value). One MPI call, with no
+    /// agreement round before it: a double has no shape to disagree on (every rank must pass the same op).
+    /// </summary>
     public double AllReduce(double value, CollectiveOp op = CollectiveOp.Sum)
     {
         lock (_gate)
         {
             ThrowIfDisposed("AllReduce");
-            Agree("AllReduce(double)", [(long)op], () => $"AllReduce of a double, {op}");
             double result = value;
             Check(_mpi.Allreduce(MpiLibrary.InPlace, (nint)(&result), 1, _mpi.Double, MpiOp(op), _mpi.CommWorld), "MPI_Allreduce");
             return op == CollectiveOp.Mean ? result / Size : result;

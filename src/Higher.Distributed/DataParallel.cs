@@ -58,28 +58,30 @@ public static class DataParallel
         ArgumentNullException.ThrowIfNull(world);
         ArgumentNullException.ThrowIfNull(model);
         var parameters = model.NamedParameterHandles().Select(p => p.Parameter).Where(p => p.RequiresGrad).ToArray();
-        // Which parameters have a gradient anywhere: one small allreduce (max of 0/1 flags) first.
+        if (parameters.Length == 0)
+        {
+            return;
+        }
+        // One collective: every parameter's gradient (zeros where this rank has none), then a 0/1 flag per
+        // parameter in the same dtype, whose sum says whether any rank had a gradient for it.
+        var tensors = new List<Tensor>(parameters.Length + 1);
         var flags = new double[parameters.Length];
         for (int i = 0; i < parameters.Length; i++)
         {
-            flags[i] = parameters[i].Grad is null ? 0 : 1;
+            var p = parameters[i];
+            flags[i] = p.Grad is null ? 0 : 1;
+            tensors.Add(p.Grad ?? Tensor.ZerosLike(p.Data));
         }
-        var any = flags.Length == 0 ? [] : world.AllReduce(Tensor.FromArray(flags), CollectiveOp.Max).ToDoubleArray();
-        var reduced = new List<Parameter>();
-        var grads = new List<Tensor>();
+        var flagDType = parameters[0].Data.DType;
+        tensors.Add(Tensor.FromArray(flags, null, parameters[0].Data.Device).To(flagDType));
+        var sums = world.AllReduce(tensors, op);
+        var any = sums[^1].ToDoubleArray();
         for (int i = 0; i < parameters.Length; i++)
         {
-            if (any[i] == 0)
+            if (any[i] != 0)
             {
-                continue;
+                parameters[i].Grad = sums[i];
             }
-            reduced.Add(parameters[i]);
-            grads.Add(parameters[i].Grad ?? Tensor.ZerosLike(parameters[i].Data));
-        }
-        var sums = world.AllReduce(grads, op);
-        for (int i = 0; i < reduced.Count; i++)
-        {
-            reduced[i].Grad = sums[i];
         }
     }
 }
