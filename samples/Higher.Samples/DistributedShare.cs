@@ -22,7 +22,7 @@ internal sealed class DistributedShare(Communicator world) : IMetaBatchShare
 
     public double Reduce(Module model, int iteration, double localLoss)
     {
-        DataParallel.AllReduceGrads(world, model);
-        return world.AllReduce(localLoss);
+        // The meta-gradients and the loss (for the log) in one collective.
+        return DataParallel.AllReduceGrads(world, model, localLoss);
     }
 }

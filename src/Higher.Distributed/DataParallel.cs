@@ -53,19 +53,30 @@ public static class DataParallel
     /// there; one whose Grad is null on every rank keeps a null Grad, as in a single process. The new Grads
     /// are detached tensors on the parameters' devices.
     /// </summary>
-    public static void AllReduceGrads(Communicator world, Module model, CollectiveOp op = CollectiveOp.Sum)
+    public static void AllReduceGrads(Communicator world, Module model, CollectiveOp op = CollectiveOp.Sum) =>
+        _ = Reduce(world, model, op, 0, "AllReduceGrads");
+
+    /// <summary>
+    /// <see cref="AllReduceGrads(Communicator, Module, CollectiveOp)"/>, reducing <paramref name="value"/> (this
+    /// rank's share of the meta-batch loss, say, for logging) in the same collective: returns its reduction
+    /// over the ranks, computed in the parameters' dtype (one round of messages saved per meta-step).
+    /// </summary>
+    public static double AllReduceGrads(Communicator world, Module model, double value, CollectiveOp op = CollectiveOp.Sum) =>
+        Reduce(world, model, op, value, "AllReduceGrads");
+
+    private static double Reduce(Communicator world, Module model, CollectiveOp op, double value, string call)
     {
         ArgumentNullException.ThrowIfNull(world);
         ArgumentNullException.ThrowIfNull(model);
         var parameters = model.NamedParameterHandles().Select(p => p.Parameter).Where(p => p.RequiresGrad).ToArray();
         if (parameters.Length == 0)
         {
-            return;
+            throw new ArgumentException($"{call}: the {model.GetType().Name} has no parameter that requires grad.", nameof(model));
         }
         // One collective: every parameter's gradient (zeros where this rank has none), then a 0/1 flag per
-        // parameter in the same dtype, whose sum says whether any rank had a gradient for it.
+        // parameter in the same dtype, whose sum says whether any rank had a gradient for it, then the value.
         var tensors = new List<Tensor>(parameters.Length + 1);
-        var flags = new double[parameters.Length];
+        var flags = new double[parameters.Length + 1];
         for (int i = 0; i < parameters.Length; i++)
         {
             var p = parameters[i];
@@ -73,6 +84,7 @@ public static class DataParallel
             tensors.Add(p.Grad ?? Tensor.ZerosLike(p.Data));
         }
         var flagDType = parameters[0].Data.DType;
+        flags[^1] = value;
         tensors.Add(Tensor.FromArray(flags, null, parameters[0].Data.Device).To(flagDType));
         var sums = world.AllReduce(tensors, op);
         var any = sums[^1].ToDoubleArray();
@@ -83,5 +95,6 @@ public static class DataParallel
                 parameters[i].Grad = sums[i];
             }
         }
+        return any[^1];
     }
 }

@@ -7,7 +7,8 @@ namespace Higher.Distributed.Tests;
 public sealed class FailureTests
 {
     [Fact]
-    public void Failures_AreNamedOnEveryRank_AndTheCommunicatorStillWorks()
+    // One mpirun for all: failures named on every rank, then BroadcastState and AllReduceGrads with missing gradients.
+    public void OneJob_NamesFailuresOnEveryRank_ThenBroadcastsStateAndReducesMissingGrads()
     {
         if (MpiJob.SkipReason is { } reason)
         {
@@ -39,6 +40,11 @@ public sealed class FailureTests
             {
                 Assert.StartsWith("DistributedException: ", Line("cuda"), StringComparison.Ordinal);
             }
+
+            // BroadcastState: rank 1's parameters and buffers (filled with 10 + k) are now rank 0's (k), the int64 counter too.
+            Assert.Equal("weight=0,0,0 bias=1,1,1 running_mean=2,2,2 running_var=3,3,3 num_batches_tracked=4", Line("state"));
+            // AllReduceGrads: rank 0's gradient of the weight reaches rank 1 (zeros there); the bias has none anywhere and keeps none.
+            Assert.Equal("weight=1,2,3 bias=null", Line("grads"));
 
             // None of it broke the job: [r + 1, 10] summed over ranks 0 and 1.
             Assert.Equal("3 20", Line("after"));

@@ -26,6 +26,9 @@ switch (args[0])
     case "errors":
         RunErrors(world, lines);
         break;
+    case "latency":
+        RunLatency(world, lines);
+        break;
     default:
         Console.Error.WriteLine($"unknown scenario {args[0]}");
         return 2;
@@ -60,9 +63,54 @@ static void RunErrors(Communicator world, List<string> lines)
     // CUDA tensors without NCCL: a backend that claims cuda:0 (Reference kernels underneath).
     Backends.Register(new ForwardingBackend(Backends.For(Device.Cpu), Device.Cuda(0)));
     lines.Add("cuda " + Message(() => world.AllReduce(Tensor.Ones([2], DType.Float32, Device.Cuda(0)))));
+    // BroadcastState: models initialised from different seeds end as rank 0's (parameters and buffers).
+    var model = new Higher.Nn.BatchNorm1d(3);
+    using (Autograd.NoGrad())
+    {
+        int k = 0;
+        foreach (var (_, t) in model.NamedParameters().Concat(model.NamedBuffers()))
+        {
+            t.FillInPlace((10 * world.Rank) + k++);
+        }
+    }
+    DataParallel.BroadcastState(world, model);
+    lines.Add("state " + string.Join(' ', model.NamedParameters().Concat(model.NamedBuffers()).Select(p => $"{p.Name}={string.Join(',', p.Value.ToDoubleArray())}")));
+    // AllReduceGrads where ranks lack gradients: only rank 0 has one, for the first parameter only.
+    var handles = model.NamedParameterHandles();
+    if (world.Rank == 0)
+    {
+        handles[0].Parameter.Grad = Tensor.FromArray(new float[] { 1, 2, 3 });
+    }
+    DataParallel.AllReduceGrads(world, model);
+    lines.Add("grads " + string.Join(' ', handles.Select(h => $"{h.Name}={(h.Parameter.Grad is { } g ? string.Join(',', g.ToDoubleArray()) : "null")}")));
     // After all that, the communicator still works: a correct allreduce.
     var sum = world.AllReduce(Tensor.FromArray(new double[] { world.Rank + 1, 10 }));
     lines.Add("after " + string.Join(' ', sum.ToDoubleArray().Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
+}
+
+// Not a test: the cost of one collective on this machine (bench/RESULTS.md quotes it).
+static void RunLatency(Communicator world, List<string> lines)
+{
+    var grads = Enumerable.Range(0, 6).Select(i => Tensor.Ones([40 * (i + 1)], DType.Float32)).ToArray();
+    for (int warm = 0; warm < 20; warm++)
+    {
+        world.Barrier();
+    }
+    foreach (var (name, action) in new (string, Action)[]
+    {
+        ("barrier", world.Barrier),
+        ("allreduce-double", () => world.AllReduce(1.0)),
+        ("allreduce-6-tensors", () => world.AllReduce(grads)),
+    })
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        const int N = 200;
+        for (int i = 0; i < N; i++)
+        {
+            action();
+        }
+        lines.Add($"{name} {clock.Elapsed.TotalMilliseconds * 1000 / N:F1} us");
+    }
 }
 
 static string Message(Action action)
@@ -97,7 +145,7 @@ internal sealed class RecordingShare(Communicator world) : IMetaBatchShare
 
     public double Reduce(Module model, int iteration, double localLoss)
     {
-        DataParallel.AllReduceGrads(world, model);
+        double total = DataParallel.AllReduceGrads(world, model, localLoss);
         if (iteration == 0)
         {
             foreach (var (name, p) in model.NamedParameterHandles())
@@ -105,6 +153,6 @@ internal sealed class RecordingShare(Communicator world) : IMetaBatchShare
                 FirstGrads.Add((name, p.Grad!.ToDoubleArray()));
             }
         }
-        return world.AllReduce(localLoss);
+        return total;
     }
 }
