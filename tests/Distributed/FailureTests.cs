@@ -41,6 +41,9 @@ public sealed class FailureTests
                 Assert.StartsWith("DistributedException: ", Line("cuda"), StringComparison.Ordinal);
             }
 
+            // A null dereference after MPI_Init is still the runtime's NullReferenceException (Open MPI's signal handlers do not take it).
+            Assert.StartsWith("NullReferenceException: ", Line("null"), StringComparison.Ordinal);
+
             // BroadcastState: rank 1's parameters and buffers (filled with 10 + k) are now rank 0's (k), the int64 counter too.
             Assert.Equal("weight=0,0,0 bias=1,1,1 running_mean=2,2,2 running_var=3,3,3 num_batches_tracked=4", Line("state"));
             // AllReduceGrads: rank 0's gradient of the weight reaches rank 1 (zeros there); the bias has none anywhere and keeps none.

@@ -63,6 +63,9 @@ static void RunErrors(Communicator world, List<string> lines)
     // CUDA tensors without NCCL: a backend that claims cuda:0 (Reference kernels underneath).
     Backends.Register(new ForwardingBackend(Backends.For(Device.Cpu), Device.Cuda(0)));
     lines.Add("cuda " + Message(() => world.AllReduce(Tensor.Ones([2], DType.Float32, Device.Cuda(0)))));
+    // Open MPI installs signal handlers at MPI_Init; the runtime's own (a null dereference becoming
+    // NullReferenceException through SIGSEGV) must still work afterwards.
+    lines.Add("null " + Message(() => _ = NullText()!.Length));
     // BroadcastState: models initialised from different seeds end as rank 0's (parameters and buffers).
     var model = new Higher.Nn.BatchNorm1d(3);
     using (Autograd.NoGrad())
@@ -112,6 +115,8 @@ static void RunLatency(Communicator world, List<string> lines)
         lines.Add($"{name} {clock.Elapsed.TotalMilliseconds * 1000 / N:F1} us");
     }
 }
+
+static string? NullText() => Environment.GetEnvironmentVariable("HIGHER_MPI_RUNNER_NO_SUCH_VARIABLE");
 
 static string Message(Action action)
 {
