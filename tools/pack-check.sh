@@ -4,6 +4,7 @@
 # fresh console app outside the repository, installs Higher from that folder alone (no other feed,
 # an empty package cache) and runs a meta-gradient checked against finite differences.
 # Offline; about a minute. PACK_NO_BUILD=1 packs what `dotnet test -c Release` already built.
+# (No `grep -q` after a pipe: it can exit before unzip has written everything, and pipefail then reports the SIGPIPE.)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -26,8 +27,8 @@ for p in Higher Higher.Abstractions Higher.Cuda Higher.Distributed Higher.Refere
   for field in '<license type="expression">' '<readme>README.md</readme>' '<projectUrl>' '<repository type="git" url="https://'; do
     grep -qF "$field" <<<"$nuspec" || { echo "pack-check: $p.nuspec lacks $field" >&2; exit 1; }
   done
-  unzip -l "$feed/$p.$version.nupkg" | grep -q "lib/net10.0/$p.xml" || { echo "pack-check: $p has no XML docs" >&2; exit 1; }
-  unzip -l "$feed/$p.$version.snupkg" | grep -q "lib/net10.0/$p.pdb" || { echo "pack-check: $p has no symbols" >&2; exit 1; }
+  unzip -l "$feed/$p.$version.nupkg" | grep -F "lib/net10.0/$p.xml" >/dev/null || { echo "pack-check: $p has no XML docs" >&2; exit 1; }
+  unzip -l "$feed/$p.$version.snupkg" | grep -F "lib/net10.0/$p.pdb" >/dev/null || { echo "pack-check: $p has no symbols" >&2; exit 1; }
 done
 
 export NUGET_PACKAGES="$work/packages" DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
