@@ -51,6 +51,8 @@ public sealed class FailureTests
 
             // None of it broke the job: [r + 1, 10] summed over ranks 0 and 1.
             Assert.Equal("3 20", Line("after"));
+            // Then a barrier, a float32 mean ([r + 1, 10] -> [1.5, 10]), a max ([r, -r] -> [1, 0]) and a scalar sum (0.5 + 1.5).
+            Assert.Equal("1.5 10 1 0 2 float32", Line("more"));
         }
     }
 

@@ -89,6 +89,11 @@ static void RunErrors(Communicator world, List<string> lines)
     // After all that, the communicator still works: a correct allreduce.
     var sum = world.AllReduce(Tensor.FromArray(new double[] { world.Rank + 1, 10 }));
     lines.Add("after " + string.Join(' ', sum.ToDoubleArray().Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
+    world.Barrier();
+    var mean = world.AllReduce(Tensor.FromArray(new float[] { world.Rank + 1, 10 }), CollectiveOp.Mean);
+    var max = world.AllReduce(Tensor.FromArray(new double[] { world.Rank, -world.Rank }), CollectiveOp.Max);
+    lines.Add("more " + string.Join(' ', mean.ToDoubleArray().Concat(max.ToDoubleArray()).Append(world.AllReduce(world.Rank + 0.5))
+        .Select(v => v.ToString("R", CultureInfo.InvariantCulture))) + " " + mean.DType.Name());
 }
 
 // Not a test: the cost of one collective on this machine (bench/RESULTS.md quotes it).
