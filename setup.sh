@@ -11,13 +11,15 @@ if ! command -v dotnet >/dev/null 2>&1; then
     exit 1
   fi
 fi
-# The samples' plots need a font; the package check unpacks .nupkg files.
+# The samples' plots need a font; the package check unpacks .nupkg files; tests/Distributed starts
+# mpirun (Open MPI; without it those tests report skipped).
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=""
   command -v fc-list >/dev/null 2>&1 && [ -n "$(fc-list 2>/dev/null | head -1)" ] || missing+=" fonts-dejavu-core fontconfig"
   command -v unzip >/dev/null 2>&1 || missing+=" unzip"
+  command -v mpirun >/dev/null 2>&1 && [ -n "$(ldconfig -p 2>/dev/null | grep 'libmpi\.so\.40')" ] || missing+=" openmpi-bin libopenmpi-dev"
   if [ -n "$missing" ]; then
-    apt-get install -y $missing || echo "Could not install$missing (the plots or the package check may fail)." >&2
+    apt-get install -y $missing || echo "Could not install$missing (the plots, the package check or the MPI tests may fail or skip)." >&2
   fi
 fi
 dotnet --version

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Packs the library packages into a local folder, checks that exactly Higher, Higher.Abstractions,
-# Higher.Reference and Higher.Cuda came out (with symbols, README, licence and SourceLink), creates a
+# Higher.Reference, Higher.Cuda and Higher.Distributed came out (with symbols, README, licence and SourceLink), creates a
 # fresh console app outside the repository, installs Higher from that folder alone (no other feed,
 # an empty package cache) and runs a meta-gradient checked against finite differences.
 # Offline; about a minute. PACK_NO_BUILD=1 packs what `dotnet test -c Release` already built.
+# (No `grep -q` after a pipe: it can exit before unzip has written everything, and pipefail then reports the SIGPIPE.)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -15,19 +16,19 @@ dotnet pack "$root/Higher.sln" -c Release -o "$feed" -p:ContinuousIntegrationBui
 
 got=$(cd "$feed" && ls | sort | tr '\n' ' ')
 want=""
-for p in Higher Higher.Abstractions Higher.Cuda Higher.Reference; do want+="$p.$version.nupkg $p.$version.snupkg "; done
+for p in Higher Higher.Abstractions Higher.Cuda Higher.Distributed Higher.Reference; do want+="$p.$version.nupkg $p.$version.snupkg "; done
 want=$(echo "$want" | tr ' ' '\n' | grep . | sort | tr '\n' ' ')
 if [ "$got" != "$want" ]; then
   echo "pack-check: expected packages [$want], got [$got]" >&2
   exit 1
 fi
-for p in Higher Higher.Abstractions Higher.Cuda Higher.Reference; do
+for p in Higher Higher.Abstractions Higher.Cuda Higher.Distributed Higher.Reference; do
   nuspec=$(unzip -p "$feed/$p.$version.nupkg" "$p.nuspec")
   for field in '<license type="expression">' '<readme>README.md</readme>' '<projectUrl>' '<repository type="git" url="https://'; do
     grep -qF "$field" <<<"$nuspec" || { echo "pack-check: $p.nuspec lacks $field" >&2; exit 1; }
   done
-  unzip -l "$feed/$p.$version.nupkg" | grep -q "lib/net10.0/$p.xml" || { echo "pack-check: $p has no XML docs" >&2; exit 1; }
-  unzip -l "$feed/$p.$version.snupkg" | grep -q "lib/net10.0/$p.pdb" || { echo "pack-check: $p has no symbols" >&2; exit 1; }
+  unzip -l "$feed/$p.$version.nupkg" | grep -F "lib/net10.0/$p.xml" >/dev/null || { echo "pack-check: $p has no XML docs" >&2; exit 1; }
+  unzip -l "$feed/$p.$version.snupkg" | grep -F "lib/net10.0/$p.pdb" >/dev/null || { echo "pack-check: $p has no symbols" >&2; exit 1; }
 done
 
 export NUGET_PACKAGES="$work/packages" DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using Higher.Distributed;
 using Higher.Samples.MamlSinusoid;
 using Spectre.Console;
 
@@ -23,11 +24,12 @@ internal static class MamlSineCommand
         var seed = new Option<ulong>("--seed") { Description = "Seed of the weights and the tasks", DefaultValueFactory = _ => defaults.Seed };
         var firstOrder = new Option<bool>("--first-order") { Description = "First-order MAML (no second derivatives)" };
         var float64 = new Option<bool>("--float64") { Description = "Compute in float64 instead of float32" };
+        var distributed = new Option<bool>("--distributed") { Description = "Data-parallel meta-training over MPI ranks: start with mpirun -np N (Open MPI); each rank adapts its share of every meta-batch" };
         var device = Cli.DeviceOption();
         var outDir = Cli.OutOption("maml-sine");
         var command = new Command("maml-sine", "MAML on sinusoid regression against a pre-trained baseline (the README's main job)")
         {
-            iterations, metaBatch, evalTasks, seed, firstOrder, float64, device, outDir,
+            iterations, metaBatch, evalTasks, seed, firstOrder, float64, distributed, device, outDir,
         };
         command.SetAction(r =>
         {
@@ -45,12 +47,38 @@ internal static class MamlSineCommand
                 DType = r.GetValue(float64) ? DType.Float64 : DType.Float32,
                 Device = d,
             };
-            return Run(config, Cli.PrepareOut(r.GetValue(outDir)!));
+            return r.GetValue(distributed) ? RunDistributed(config, r.GetValue(outDir)!) : Run(config, Cli.PrepareOut(r.GetValue(outDir)!));
         });
         return command;
     }
 
-    private static int Run(MamlConfig config, string outDir)
+    /// <summary>
+    /// Every rank meta-trains (its share of each meta-batch, <see cref="DistributedShare"/>); rank 0 then
+    /// trains the baseline, evaluates and plots as the single-process run does, and the others exit.
+    /// </summary>
+    private static int RunDistributed(MamlConfig config, string outDir)
+    {
+        if (!Communicator.IsAvailable(out string reason))
+        {
+            Console.Error.WriteLine($"maml-sine --distributed: {reason}");
+            return 2;
+        }
+        using var world = Communicator.Initialize();
+        var mine = world.Split(config.MetaBatch);
+        if (world.IsRoot)
+        {
+            Console.WriteLine(FormattableString.Invariant(
+                $"Data-parallel over {world.Size} MPI ranks ({world.Library}); rank 0 adapts tasks [{mine.Start}, {mine.End}) of each meta-batch of {config.MetaBatch}."));
+        }
+        if (!world.IsRoot)
+        {
+            _ = Maml.MetaTrain(config, share: new DistributedShare(world));
+            return 0;
+        }
+        return Run(config, Cli.PrepareOut(outDir), new DistributedShare(world));
+    }
+
+    private static int Run(MamlConfig config, string outDir, IMetaBatchShare? share = null)
     {
         Console.WriteLine(FormattableString.Invariant(
             $"MAML sinusoid on {config.Device}: {config.Iterations} meta-iterations, meta-batch {config.MetaBatch}, K={config.K}, inner SGD lr {config.InnerLr} x{config.InnerSteps}, meta Adam lr {config.MetaLr}, {config.DType.Name()}{(config.FirstOrder ? ", first-order" : "")}"));
@@ -59,7 +87,7 @@ internal static class MamlSineCommand
         Mlp? maml = null, baseline = null;
         double mamlSeconds = 0, baselineSeconds = 0;
         var clock = Stopwatch.StartNew();
-        if (Progress.Interactive)
+        if (Progress.Interactive && share is null)
         {
             AnsiConsole.Progress()
                 .AutoClear(false)
@@ -79,7 +107,7 @@ internal static class MamlSineCommand
         else
         {
             int every = Math.Max(1, config.Iterations / 10);
-            maml = Maml.MetaTrain(config, (it, loss) =>
+            maml = Maml.MetaTrain(config, share: share, log: (it, loss) =>
             {
                 mamlLoss.Add(loss);
                 if ((it + 1) % every == 0)

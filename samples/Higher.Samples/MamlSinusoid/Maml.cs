@@ -44,10 +44,19 @@ public static class Maml
     /// (copyInitialWeights: false, so the time-0 weights are the model's own), then backpropagate the
     /// query loss through the adaptation into the model's gradients; Adam on the summed meta-gradient.
     /// </summary>
-    public static Mlp MetaTrain(MamlConfig c, Action<int, double>? log = null)
+    /// <param name="c">The settings.</param>
+    /// <param name="log">Called after each meta-step with the iteration and the meta-batch's query loss.</param>
+    /// <param name="share">
+    /// A data-parallel run's share of each meta-batch (null: this process runs every task). Every process
+    /// draws every task, so the tasks are the single-process run's; it adapts only its own, and
+    /// <see cref="IMetaBatchShare.Reduce"/> combines the meta-gradients before the meta-step.
+    /// </param>
+    public static Mlp MetaTrain(MamlConfig c, Action<int, double>? log = null, IMetaBatchShare? share = null)
     {
         var g = new Generator(c.Seed);
         var model = NewModel(c, g);
+        share?.Start(model);
+        var (first, count) = share?.Tasks(c.MetaBatch) ?? (0, c.MetaBatch);
         var metaOpt = new Adam(model.Parameters(), new AdamOptions { Lr = c.MetaLr });
         var innerOpt = new Sgd(model.Parameters(), new SgdOptions { Lr = c.InnerLr });
         for (int it = 0; it < c.Iterations; it++)
@@ -59,6 +68,10 @@ public static class Maml
                 var task = SinusoidTask.Sample(g);
                 var (xs, ys) = task.Draw(c.K, g, c.DType, c.Device);
                 var (xq, yq) = task.Draw(c.K, g, c.DType, c.Device);
+                if (t < first || t >= first + count)
+                {
+                    continue;
+                }
                 using var ctx = InnerLoop.Create(model, innerOpt, copyInitialWeights: false, firstOrder: c.FirstOrder);
                 var (fmodel, diffopt) = ctx;
                 for (int s = 0; s < c.InnerSteps; s++)
@@ -68,6 +81,10 @@ public static class Maml
                 var queryLoss = Mse(fmodel.Forward(xq), yq) / c.MetaBatch;
                 queryLoss.Backward();
                 total += queryLoss.Item();
+            }
+            if (share is not null)
+            {
+                total = share.Reduce(model, it, total);
             }
             metaOpt.Step();
             log?.Invoke(it, total);
@@ -164,4 +181,20 @@ public static class Maml
         }
         return rows;
     }
+}
+
+/// <summary>
+/// How one process of a data-parallel run takes part in <see cref="Maml.MetaTrain"/> (implemented over MPI
+/// by the sample's --distributed mode; the MAML code itself needs no distributed package).
+/// </summary>
+public interface IMetaBatchShare
+{
+    /// <summary>Makes every process's model the same (called once, before the meta-optimizer is created).</summary>
+    void Start(Higher.Nn.Module model);
+
+    /// <summary>The tasks [Start, Start + Count) of a meta-batch of <paramref name="metaBatch"/> tasks that this process adapts.</summary>
+    (int Start, int Count) Tasks(int metaBatch);
+
+    /// <summary>Combines the processes' meta-gradients into the model's Grad before meta-step <paramref name="iteration"/>; returns the meta-batch's total loss.</summary>
+    double Reduce(Higher.Nn.Module model, int iteration, double localLoss);
 }
