@@ -5,7 +5,7 @@
 // inputs [T, 25, 1, 28, 28], the tasks folded into the convolutions' groups), PyTorch task by task
 // (autograd.grad(create_graph=True)) and PyTorch functorch vmap + grad (conv_maml_batched_torch.py).
 //
-//   dotnet run -c Release --project bench/ConvMaml -- --batched [--meta-batches 4,16] [--iterations 1] [--warmup 1] [--threads 2] [--python /usr/bin/python3]
+//   dotnet run -c Release --project bench/ConvMaml -- --batched [--meta-batches 4,16] [--iterations 1] [--warmup 0] [--threads 2] [--python /usr/bin/python3]
 //
 // A task-batched unroll keeps the graphs of all T tasks alive at once (task by task frees each task's
 // graph after its backward), so its peak memory grows with the meta-batch: the table says how much.
@@ -83,7 +83,7 @@ internal static class BatchedConvMaml
 
     private static Options Parse(string[] args)
     {
-        var o = new Options([4, 16], 1, 1, 2, "/usr/bin/python3", null, 0);
+        var o = new Options([4, 16], 1, 0, 2, "/usr/bin/python3", null, 0);
         for (int i = 0; i < args.Length; i++)
         {
             o = args[i] switch

@@ -140,9 +140,6 @@ public sealed class Override
         return this;
     }
 
-    /// <summary>True when some entry holds per-task values (<see cref="SetPerTask"/>).</summary>
-    internal bool HasPerTask => _values.Values.Any(v => v.Any(h => h.Tensor is { Rank: 1 }));
-
     /// <summary>
     /// Checks the per-task entries against the task count of the optimizer (0: a plain one, which
     /// refuses them), naming the call.

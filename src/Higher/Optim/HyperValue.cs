@@ -54,9 +54,6 @@ public readonly struct HyperValue
     /// <summary>A per-task value [T, 1, ..., 1] of a task-batched inner loop, unchecked (the caller checked the shape).</summary>
     internal static HyperValue PerTask(Tensor values) => new(values, false);
 
-    /// <summary>True for a tensor of more than one element: one value per task.</summary>
-    internal bool IsPerTaskValue => Tensor is { Numel: > 1 };
-
     private static bool IsPerTask(Shape shape, int tasks)
     {
         if (tasks <= 1 || shape.Rank == 0 || shape[0] != tasks)
