@@ -19,6 +19,11 @@ using Higher.Nn;
 using Higher.Optim;
 using Higher.Reference;
 
+if (args.Contains("--batched"))
+{
+    // Task-batched beside task by task at meta-batches 4 and 16 (BatchedConvMaml.cs).
+    return BatchedConvMaml.Run(args);
+}
 var options = BenchOptions.Parse(args);
 if (options.Kernels)
 {

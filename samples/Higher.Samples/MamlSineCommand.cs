@@ -25,11 +25,12 @@ internal static class MamlSineCommand
         var firstOrder = new Option<bool>("--first-order") { Description = "First-order MAML (no second derivatives)" };
         var float64 = new Option<bool>("--float64") { Description = "Compute in float64 instead of float32" };
         var distributed = new Option<bool>("--distributed") { Description = "Data-parallel meta-training over MPI ranks: start with mpirun -np N (Open MPI); each rank adapts its share of every meta-batch" };
+        var batched = new Option<bool>("--batched") { Description = "Run each meta-batch as one task-batched computation (fast weights [T, ...]) instead of task by task" };
         var device = Cli.DeviceOption();
         var outDir = Cli.OutOption("maml-sine");
         var command = new Command("maml-sine", "MAML on sinusoid regression against a pre-trained baseline (the README's main job)")
         {
-            iterations, metaBatch, evalTasks, seed, firstOrder, float64, distributed, device, outDir,
+            iterations, metaBatch, evalTasks, seed, firstOrder, float64, batched, distributed, device, outDir,
         };
         command.SetAction(r =>
         {
@@ -44,6 +45,7 @@ internal static class MamlSineCommand
                 EvalTasks = r.GetValue(evalTasks),
                 Seed = r.GetValue(seed),
                 FirstOrder = r.GetValue(firstOrder),
+                Batched = r.GetValue(batched),
                 DType = r.GetValue(float64) ? DType.Float64 : DType.Float32,
                 Device = d,
             };
@@ -81,7 +83,7 @@ internal static class MamlSineCommand
     private static int Run(MamlConfig config, string outDir, IMetaBatchShare? share = null)
     {
         Console.WriteLine(FormattableString.Invariant(
-            $"MAML sinusoid on {config.Device}: {config.Iterations} meta-iterations, meta-batch {config.MetaBatch}, K={config.K}, inner SGD lr {config.InnerLr} x{config.InnerSteps}, meta Adam lr {config.MetaLr}, {config.DType.Name()}{(config.FirstOrder ? ", first-order" : "")}"));
+            $"MAML sinusoid on {config.Device}: {config.Iterations} meta-iterations, meta-batch {config.MetaBatch}, K={config.K}, inner SGD lr {config.InnerLr} x{config.InnerSteps}, meta Adam lr {config.MetaLr}, {config.DType.Name()}{(config.FirstOrder ? ", first-order" : "")}{(config.Batched ? ", task-batched" : "")}"));
         var mamlLoss = new List<double>(config.Iterations);
         var baseLoss = new List<double>(config.Iterations);
         Mlp? maml = null, baseline = null;

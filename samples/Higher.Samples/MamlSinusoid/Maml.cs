@@ -19,6 +19,9 @@ public sealed record MamlConfig
     public DType DType { get; init; } = DType.Float32;
     public bool FirstOrder { get; init; }
 
+    /// <summary>Run each meta-batch as one task-batched computation (InnerLoop.CreateBatched, fast weights [T, ...]) instead of task by task.</summary>
+    public bool Batched { get; init; }
+
     /// <summary>Where the model and the task data live (the CPU unless a CUDA backend is registered and chosen).</summary>
     public Device Device { get; init; } = Device.Cpu;
 }
@@ -63,7 +66,11 @@ public static class Maml
         {
             metaOpt.ZeroGrad();
             double total = 0;
-            for (int t = 0; t < c.MetaBatch; t++)
+            if (c.Batched)
+            {
+                total = MetaBatch(model, innerOpt, c, g, first, count);
+            }
+            for (int t = 0; t < c.MetaBatch && !c.Batched; t++)
             {
                 var task = SinusoidTask.Sample(g);
                 var (xs, ys) = task.Draw(c.K, g, c.DType, c.Device);
@@ -90,6 +97,47 @@ public static class Maml
             log?.Invoke(it, total);
         }
         return model;
+    }
+
+    /// <summary>
+    /// One meta-batch as one computation: the tasks' points stacked into [T, K, 1] (drawn in the
+    /// task-by-task order, so both modes see the same tasks), fast weights [T, ...], per-task losses [T]
+    /// whose sum gives each task its own inner gradient, and the mean query loss's meta-gradient in the
+    /// model's parameters (summed over tasks through the broadcast of the time-0 weights).
+    /// </summary>
+    private static double MetaBatch(Mlp model, Sgd innerOpt, MamlConfig c, Generator g, int first, int count)
+    {
+        var support = new List<Tensor>[] { [], [] };
+        var query = new List<Tensor>[] { [], [] };
+        for (int t = 0; t < c.MetaBatch; t++)
+        {
+            var task = SinusoidTask.Sample(g);
+            var (xs, ys) = task.Draw(c.K, g, c.DType, c.Device);
+            var (xq, yq) = task.Draw(c.K, g, c.DType, c.Device);
+            if (t < first || t >= first + count)
+            {
+                continue; // another rank's task (a data-parallel run): drawn, so every rank sees the same draws
+            }
+            support[0].Add(xs);
+            support[1].Add(ys);
+            query[0].Add(xq);
+            query[1].Add(yq);
+        }
+        if (count == 0)
+        {
+            return 0;
+        }
+        using var ctx = InnerLoop.CreateBatched(model, innerOpt, count, copyInitialWeights: false, firstOrder: c.FirstOrder);
+        var (fmodel, diffopt) = ctx;
+        var (sx, sy) = (Tensor.Stack(support[0]), Tensor.Stack(support[1]));
+        for (int s = 0; s < c.InnerSteps; s++)
+        {
+            diffopt.Step(TaskLosses.Mse(fmodel.Forward(sx), sy));
+        }
+        // The mean over the whole meta-batch (of which this process may run a share).
+        var queryLoss = TaskLosses.Mse(fmodel.Forward(Tensor.Stack(query[0])), Tensor.Stack(query[1])).Sum() / c.MetaBatch;
+        queryLoss.Backward();
+        return queryLoss.Item();
     }
 
     /// <summary>The baseline: one model trained on all tasks jointly (same budget of tasks and points, same Adam).</summary>

@@ -5,7 +5,9 @@ namespace Higher.Samples.MamlSinusoid;
 /// <summary>
 /// A 1-40-40-1 ReLU network written as a user would: parameters registered on a Module and read
 /// through Parameter.Value, which is all it takes to run under functional fast weights.
-/// Initialised as PyTorch's Linear: U(-1/√fan_in, 1/√fan_in) for weights and biases.
+/// Initialised as PyTorch's Linear: U(-1/√fan_in, 1/√fan_in) for weights and biases. In a task-batched
+/// inner loop (<see cref="Binding.Tasks"/> &gt; 0) the weights are [T, out, in] and the input [T, K, in]:
+/// the same layer as a batched matrix product, which is all a module of one's own needs to batch tasks.
 /// </summary>
 public sealed class Mlp : Module
 {
@@ -29,7 +31,9 @@ public sealed class Mlp : Module
         var h = input;
         for (int i = 0; i < _weights.Length; i++)
         {
-            h = Tensor.Linear(h, _weights[i].Value, _biases[i].Value);
+            h = Binding.Tasks > 0
+                ? Tensor.MatMul(h, _weights[i].Value.MT) + _biases[i].Value.Unsqueeze(1)
+                : Tensor.Linear(h, _weights[i].Value, _biases[i].Value);
             if (i < _weights.Length - 1)
             {
                 h = h.Relu();

@@ -35,6 +35,14 @@ public sealed record DifferentiableOptimizerOptions
     /// never; at least 1. This is what bounds the memory of a long tracked unroll (bench/RESULTS.md).
     /// </summary>
     public int? TruncateEvery { get; init; }
+
+    /// <summary>
+    /// The number of tasks T of a task-batched optimizer (<see cref="InnerLoop.CreateBatched"/>), or 0 for a
+    /// plain one: the fast weights are [T, ...], the state is per task, overrides may hold per-task
+    /// values (<see cref="Override.SetPerTask"/>), and a loss [T] is summed, so each task's weights
+    /// receive exactly their own task's gradient. Must equal the functional module's task count.
+    /// </summary>
+    public int Tasks { get; init; }
 }
 
 /// <summary>
@@ -53,6 +61,7 @@ public class DifferentiableOptimizer : IHyperParameterGroups
     private readonly Override _override = new();
     private readonly DifferentiableOptimizerOptions _options;
     private readonly Tensor[] _reference;
+    private readonly int _tasks;
     private long _steps;
     private string? _disposedBy;
 
@@ -76,6 +85,7 @@ public class DifferentiableOptimizer : IHyperParameterGroups
             ArgumentNullException.ThrowIfNull(reference[i], $"{nameof(referenceParams)}[{i}]");
         }
         _reference = reference;
+        _tasks = TaskBatching.CheckOptions(_options, GetType().Name);
         _groups = other.ParamGroups.Select(g => new Dictionary<string, double>(g.Options)).ToList();
         _groupOf = new int[reference.Length];
         _state = new ParamState?[reference.Length];
@@ -92,7 +102,7 @@ public class DifferentiableOptimizer : IHyperParameterGroups
             }
             if (_groupOf[i] >= 0 && other.State.TryGetValue(reference[i], out var s))
             {
-                _state[i] = s.DetachedCopy(_options.Device);
+                _state[i] = TaskBatching.BroadcastState(s.DetachedCopy(_options.Device), reference[i].Shape, _tasks);
             }
         }
         if (reference.Length > 0 && Array.TrueForAll(_groupOf, g => g < 0))
@@ -104,6 +114,7 @@ public class DifferentiableOptimizer : IHyperParameterGroups
         if (_options.Override is { } o)
         {
             o.Validate(_groups);
+            o.ValidateTasks(_tasks, GetType().Name);
             _override.Merge(o);
         }
     }
@@ -169,11 +180,16 @@ public class DifferentiableOptimizer : IHyperParameterGroups
         if (@override is not null)
         {
             @override.Validate(_groups);
+            @override.ValidateTasks(_tasks, $"{GetType().Name}.Step");
             overrides = new Override();
             overrides.Merge(_override);
             overrides.Merge(@override);
         }
 
+        if (_tasks > 0)
+        {
+            loss = TaskBatching.TaskLoss(loss, _tasks, $"{GetType().Name}.Step");
+        }
         IReadOnlyList<Tensor?> grads = Gradients(loss, current);
         var callback = gradCallback ?? _options.GradCallback;
         if (callback is not null)
@@ -211,9 +227,16 @@ public class DifferentiableOptimizer : IHyperParameterGroups
                     updated[i] = p;
                     continue;
                 }
-                hypers[gi] ??= new OverriddenHyperParameters(_groups[gi], overrides, gi);
                 var state = _state[i]?.ShallowCopy() ?? new ParamState();
-                updated[i] = _rule.Update(p, g, state, hypers[gi]);
+                if (_tasks > 0)
+                {
+                    updated[i] = TaskBatching.Update(_rule, p, g, state, new OverriddenHyperParameters(_groups[gi], overrides, gi, p.Rank), _tasks, NameOf(i));
+                }
+                else
+                {
+                    hypers[gi] ??= new OverriddenHyperParameters(_groups[gi], overrides, gi);
+                    updated[i] = _rule.Update(p, g, state, hypers[gi]);
+                }
                 newState[i] = state;
             }
         }
@@ -272,10 +295,11 @@ public class DifferentiableOptimizer : IHyperParameterGroups
             var p = parameters[i] ?? throw new ArgumentNullException(nameof(parameters), $"{GetType().Name}.Step: parameter {i}{NameOf(i)} is null.");
             var r = _reference[i];
             var device = _options.Device ?? _options.FModel?.InitFastParams[i].Device ?? r.Device;
-            if (p.Shape != r.Shape || p.DType != r.DType || p.Device != device)
+            var shape = _tasks > 0 ? TaskBatching.WithTasks(r.Shape, _tasks) : r.Shape;
+            if (p.Shape != shape || p.DType != r.DType || p.Device != device)
             {
                 throw new ArgumentException(
-                    $"{GetType().Name}.Step: parameter {i}{NameOf(i)} is {p.Shape} {p.DType.Name()} on {p.Device}, but the optimizer was built for {r.Shape} {r.DType.Name()} on {device}.",
+                    $"{GetType().Name}.Step: parameter {i}{NameOf(i)} is {p.Shape} {p.DType.Name()} on {p.Device}, but the optimizer was built for {shape} {r.DType.Name()} on {device}{(_tasks > 0 ? $" ({_tasks} tasks of {r.Shape})" : "")}.",
                     nameof(parameters));
             }
         }
@@ -347,6 +371,11 @@ public class DifferentiableOptimizer : IHyperParameterGroups
     {
         ArgumentNullException.ThrowIfNull(target);
         ArgumentNullException.ThrowIfNull(targetParams);
+        if (_tasks > 0)
+        {
+            throw new InvalidOperationException(
+                $"CopyStateTo: this optimizer is task-batched ({_tasks} tasks, one state per task), and {target.GetType().Name} keeps one state per parameter; read the state of one task with StateOf(i) and Select(0, task).");
+        }
         var list = targetParams.ToArray();
         if (list.Length != _state.Length)
         {
@@ -384,12 +413,33 @@ public class DifferentiableOptimizer : IHyperParameterGroups
         }
     }
 
-    /// <summary>Hyperparameters of one group with overrides on top.</summary>
-    private sealed class OverriddenHyperParameters(Dictionary<string, double> group, Override overrides, int index) : IHyperParameters
+    /// <summary>
+    /// Hyperparameters of one group with overrides on top. For a task-batched parameter of rank
+    /// <paramref name="rank"/>, per-task values [T] are read as [T, 1, ..., 1] of that rank, so they
+    /// broadcast over each task's slice.
+    /// </summary>
+    private sealed class OverriddenHyperParameters(Dictionary<string, double> group, Override overrides, int index, int rank = 0) : IHyperParameters
     {
-        public HyperValue this[string name] => overrides.TryGet(name, index, out var v) ? v
+        private Dictionary<string, HyperValue>? _shaped;
+
+        public HyperValue this[string name] => overrides.TryGet(name, index, out var v) ? Shaped(name, v)
             : group.TryGetValue(name, out var d) ? d
             : throw new KeyNotFoundException($"Parameter group {index} has no hyperparameter '{name}'; it has: {string.Join(", ", group.Keys)}.");
+
+        private HyperValue Shaped(string name, HyperValue v)
+        {
+            if (rank == 0 || v.Tensor is not { Rank: 1 } perTask)
+            {
+                return v;
+            }
+            _shaped ??= [];
+            if (!_shaped.TryGetValue(name, out var shaped))
+            {
+                shaped = HyperValue.PerTask(TaskBatching.PerTaskView(perTask, rank));
+                _shaped[name] = shaped;
+            }
+            return shaped;
+        }
 
         public bool Flag(string name) => group.TryGetValue(name, out var v) && v != 0;
     }

@@ -22,9 +22,10 @@ public sealed class FunctionalModule
     private int? _maxHistory;
     private string? _disposedBy;
 
-    internal FunctionalModule(Module module, IReadOnlyList<Tensor> initial, bool trackHigherGrads, Device? device)
+    internal FunctionalModule(Module module, IReadOnlyList<Tensor> initial, bool trackHigherGrads, Device? device, int tasks = 0)
     {
         Module = module;
+        Tasks = tasks;
         var handles = module.NamedParameterHandles();
         _handles = handles.Select(h => h.Parameter).ToArray();
         _names = handles.Select(h => h.Name).ToArray();
@@ -37,6 +38,14 @@ public sealed class FunctionalModule
 
     /// <summary>The module this view runs.</summary>
     public Module Module { get; }
+
+    /// <summary>
+    /// The number of tasks T of a task-batched view (<see cref="InnerLoop.CreateBatched"/>), or 0 for a
+    /// plain one. In a task-batched view every fast weight and buffer is [T, ...] (the parameter's
+    /// shape after a leading task dimension), inputs are [T, B, ...], and forwards run with
+    /// <see cref="Binding.Tasks"/> set to T.
+    /// </summary>
+    public int Tasks { get; }
 
     /// <summary>Device the fast weights and buffers were cast to, if any.</summary>
     public Device? Device { get; }
@@ -217,7 +226,7 @@ public sealed class FunctionalModule
             map[_handles[i]] = current[i];
         }
         T result;
-        using (Binding.Bind(map, _buffers))
+        using (Binding.Bind(map, _buffers, Tasks))
         {
             result = forward(Module);
         }
@@ -251,7 +260,9 @@ public sealed class FunctionalModule
         foreach (var (_, b) in module.NamedBufferHandles())
         {
             var data = b.Data!.Detach();
-            copies.Add((b, device is { } d ? data.To(d).Clone() : data.Clone()));
+            var copy = device is { } d ? data.To(d).Clone() : data.Clone();
+            // A task-batched view keeps one copy per task (per-task batch-norm statistics).
+            copies.Add((b, Tasks > 0 ? TaskBatching.Broadcast(copy, Tasks) : copy));
         }
         foreach (var (b, copy) in copies)
         {
@@ -301,9 +312,12 @@ public sealed class FunctionalModule
         for (int i = 0; i < _handles.Length; i++)
         {
             var p = parameters[i] ?? throw new ArgumentNullException(argument, $"{call}: fast weight {i} ('{_names[i]}') is null.");
-            if (p.Shape != _handles[i].Shape)
+            var expected = Tasks > 0 ? TaskBatching.WithTasks(_handles[i].Shape, Tasks) : _handles[i].Shape;
+            if (p.Shape != expected)
             {
-                throw new ArgumentException($"{call}: fast weight {i} ('{_names[i]}') has shape {p.Shape} but the parameter has {_handles[i].Shape}.", argument);
+                throw new ArgumentException(Tasks > 0
+                    ? $"{call}: fast weight {i} ('{_names[i]}') has shape {p.Shape}, but this task-batched view over {Tasks} tasks needs {expected} (the parameter's {_handles[i].Shape} after the task dimension)."
+                    : $"{call}: fast weight {i} ('{_names[i]}') has shape {p.Shape} but the parameter has {_handles[i].Shape}.", argument);
             }
             var like = initial ? _handles[i].Data : _history[0][i];
             if (p.DType != like.DType || (!initial && p.Device != like.Device))

@@ -86,7 +86,7 @@ public sealed class InnerLoopContext : IDisposable
 }
 
 /// <summary>Entry point of the inner-loop API.</summary>
-public static class InnerLoop
+public static partial class InnerLoop
 {
     /// <summary>
     /// A functional model (see <see cref="Patch.Monkeypatch"/>) and a differentiable version of

@@ -88,6 +88,84 @@ public sealed class Override
         return Pairs.ContainsKey(name) ? SetPair(name, values) : Set(name, values.Select(v => (HyperValue)v).ToArray());
     }
 
+    /// <summary>
+    /// Sets <paramref name="name"/> to one value per task for a task-batched inner loop
+    /// (<see cref="InnerLoop.CreateBatched"/>): each tensor is [T] (one for all parameter groups, or one per
+    /// group), and task t's update uses element t, so each task's hyperparameter receives its own
+    /// gradient. For "betas", "etas" and "step_sizes" the tensors are [T, 2], split into their
+    /// components. A plain (task-by-task) optimizer refuses per-task values. Returns this override.
+    /// </summary>
+    public Override SetPerTask(string name, params Tensor[] values)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentNullException.ThrowIfNull(values);
+        if (values.Length == 0)
+        {
+            throw new ArgumentException($"Override.SetPerTask '{name}' needs at least one value.", nameof(values));
+        }
+        bool pair = Pairs.TryGetValue(name, out var names);
+        var first = new HyperValue[values.Length];
+        var second = pair ? new HyperValue[values.Length] : null;
+        for (int i = 0; i < values.Length; i++)
+        {
+            var t = values[i] ?? throw new ArgumentNullException(nameof(values), $"Override.SetPerTask '{name}': value {i} is null.");
+            if (pair ? t.Rank != 2 || t.Shape[1] != 2 || t.Shape[0] < 1 : t.Rank != 1 || t.Shape[0] < 1)
+            {
+                throw new ArgumentException(
+                    $"Override.SetPerTask '{name}': value {i} is {t.Describe()}; per-task values are {(pair ? "[T, 2] (T tasks, two components)" : "[T] (one per task)")}.", nameof(values));
+            }
+            if (!t.DType.IsFloatingPoint())
+            {
+                throw new ArgumentException($"Override.SetPerTask '{name}': value {i} is {t.Describe()}; a hyperparameter must be floating-point.", nameof(values));
+            }
+            if (pair)
+            {
+                first[i] = HyperValue.PerTask(t.Select(1, 0));
+                second![i] = HyperValue.PerTask(t.Select(1, 1));
+            }
+            else
+            {
+                first[i] = HyperValue.PerTask(t);
+            }
+        }
+        if (pair)
+        {
+            _values[names.First] = first;
+            _values[names.Second] = second!;
+        }
+        else
+        {
+            _values[name] = first;
+        }
+        return this;
+    }
+
+    /// <summary>
+    /// Checks the per-task entries against the task count of the optimizer (0: a plain one, which
+    /// refuses them), naming the call.
+    /// </summary>
+    internal void ValidateTasks(int tasks, string call)
+    {
+        foreach (var (k, v) in _values)
+        {
+            for (int i = 0; i < v.Length; i++)
+            {
+                if (v[i].Tensor is not { Rank: 1 } t)
+                {
+                    continue;
+                }
+                if (tasks == 0)
+                {
+                    throw new ArgumentException($"{call}: override '{k}' holds per-task values {t.Shape}, which only a task-batched inner loop (InnerLoop.CreateBatched) can use; give this optimizer one value per group.");
+                }
+                if (t.Shape[0] != tasks)
+                {
+                    throw new ArgumentException($"{call}: override '{k}' (value {i}) has {t.Shape[0]} per-task values, but the inner loop batches {tasks} tasks.");
+                }
+            }
+        }
+    }
+
     /// <summary>True if <paramref name="name"/> is overridden.</summary>
     public bool Contains(string name) => _values.ContainsKey(name);
 

@@ -10,6 +10,9 @@ namespace Higher.Nn;
 /// cumulative average); num_batches_tracked counts the training batches. Buffers are replaced
 /// through <see cref="ModuleBuffer.Value"/> by new tensors computed without recording, so a
 /// functional call updates its own copies and never the module's. Subclasses check the input rank.
+/// Task-batched (<see cref="Binding.Tasks"/> = T): x [T, N, C, ...], γ, β and the running statistics
+/// [T, C], each task normalized with its own batch statistics and updating its own buffers (one
+/// batch norm over the tasks folded into the channels, [N, T·C, ...]).
 /// </summary>
 public abstract class BatchNorm : Module
 {
@@ -67,10 +70,17 @@ public abstract class BatchNorm : Module
     /// <summary>Throws naming the expected shape unless <paramref name="input"/> suits this layer.</summary>
     protected abstract void CheckInput(Tensor input);
 
+    /// <summary>Throws naming the expected shape unless <paramref name="input"/> suits this layer task-batched over <paramref name="tasks"/> tasks.</summary>
+    private protected abstract void CheckTaskInput(Tensor input, int tasks);
+
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        if (Binding.Tasks is > 0 and var tasks)
+        {
+            return ForwardTasks(input, tasks);
+        }
         CheckInput(input);
         // As torch: the count advances before the factor is read, so a cumulative average (null
         // momentum) weighs the k-th batch by 1/k.
@@ -108,6 +118,51 @@ public abstract class BatchNorm : Module
             RunningVar.Value = newVar;
         }
         return y;
+    }
+
+    /// <summary>The task-batched forward: the tasks folded into the channels, so each (task, channel) pair has its own statistics.</summary>
+    private Tensor ForwardTasks(Tensor input, int tasks)
+    {
+        CheckTaskInput(input, tasks);
+        bool training = Training;
+        double factor = Momentum ?? 0;
+        Tensor? nextCount = null;
+        if (training && TrackRunningStats && NumBatchesTracked.Value is { } count)
+        {
+            using var noGrad = Autograd.NoGrad();
+            // Every task has seen the same batches: the per-task counts are equal, and one is read.
+            nextCount = count + 1;
+            factor = Momentum ?? 1.0 / nextCount.Reshape(-1).Select(0, 0).Item();
+        }
+        var dims = input.Shape.ToArray();
+        int batch = dims[1], channels = dims[2];
+        var folded = (batch == 1 ? input : input.Transpose(0, 1)).Reshape([batch, tasks * channels, .. dims[3..]]);
+        var runningMean = !training || TrackRunningStats ? RunningMean.Value : null;
+        var runningVar = !training || TrackRunningStats ? RunningVar.Value : null;
+        bool useBatchStats = training || (runningMean is null && runningVar is null);
+        var y = Tensor.BatchNorm(folded, runningMean?.Reshape(-1), runningVar?.Reshape(-1), Weight?.Value.Reshape(-1), Bias?.Value.Reshape(-1),
+            useBatchStats, Eps, out var batchMean, out var batchVar);
+        var unfolded = y.Reshape([batch, tasks, channels, .. dims[3..]]);
+        unfolded = batch == 1 ? unfolded.Reshape(dims) : unfolded.Transpose(0, 1);
+        Tensor? newMean = null, newVar = null;
+        if (useBatchStats && runningMean is not null && runningVar is not null)
+        {
+            using var noGrad = Autograd.NoGrad();
+            long n = folded.Numel / (tasks * channels);
+            var unbiased = batchVar!.Detach().Reshape(tasks, channels) * ((double)n / (n - 1));
+            newMean = (batchMean!.Detach().Reshape(tasks, channels) * factor) + (runningMean * (1 - factor));
+            newVar = (unbiased * factor) + (runningVar * (1 - factor));
+        }
+        if (nextCount is not null)
+        {
+            NumBatchesTracked.Value = nextCount;
+        }
+        if (newMean is not null)
+        {
+            RunningMean.Value = newMean;
+            RunningVar.Value = newVar;
+        }
+        return unfolded;
     }
 
     /// <summary>Resets the running statistics to mean 0, variance 1 and no batches (through the buffers, so a functional call resets its copies).</summary>

@@ -18,4 +18,13 @@ public sealed class BatchNorm2d(int numFeatures, double eps = 1e-5, double? mome
             throw new ArgumentException($"BatchNorm2d({NumFeatures}) expects input [N, {NumFeatures}, H, W]; got {input.Describe()}.", nameof(input));
         }
     }
+
+    private protected override void CheckTaskInput(Tensor input, int tasks)
+    {
+        TaskBatch.CheckTasks($"BatchNorm2d({NumFeatures})", input, tasks, $"[T={tasks}, N, {NumFeatures}, H, W]");
+        if (input.Rank != 5 || input.Shape[2] != NumFeatures)
+        {
+            throw new ArgumentException($"BatchNorm2d({NumFeatures}), task-batched over {tasks} tasks, expects input [T={tasks}, N, {NumFeatures}, H, W]; got {input.Describe()}.", nameof(input));
+        }
+    }
 }

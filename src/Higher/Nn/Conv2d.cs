@@ -4,7 +4,9 @@ namespace Higher.Nn;
 /// 2-D convolution layer (torch.nn.Conv2d): y = <see cref="Tensor.Conv2d"/>(x, W, b, stride,
 /// padding, dilation, groups) with W [out, in/groups, kh, kw] and b [out]. Initialization as
 /// PyTorch's: kaiming_uniform with a = √5, which is W ~ U(-1/√fan_in, 1/√fan_in), and
-/// b ~ U(-1/√fan_in, 1/√fan_in), where fan_in = in/groups·kh·kw.
+/// b ~ U(-1/√fan_in, 1/√fan_in), where fan_in = in/groups·kh·kw. Task-batched (<see cref="Binding.Tasks"/> = T):
+/// x [T, B, C, H, W] with W [T, out, in/groups, kh, kw] and b [T, out], one convolution with the tasks
+/// folded into the groups (T·groups groups over [B, T·C, H, W]).
 /// </summary>
 public sealed class Conv2d : Module
 {
@@ -101,8 +103,10 @@ public sealed class Conv2d : Module
     public Parameter? Bias => _bias;
 
     /// <inheritdoc/>
-    public override Tensor Forward(Tensor input) =>
-        Tensor.Conv2d(input, _weight.Value, _bias?.Value, Stride, Padding, Dilation, Groups);
+    public override Tensor Forward(Tensor input) => Binding.Tasks > 0
+        ? TaskBatch.Convolution($"Conv2d({InChannels}, {OutChannels})", input, _weight.Value, _bias?.Value, Groups, InChannels,
+            (x, w, b, groups) => Tensor.Conv2d(x, w, b, Stride, Padding, Dilation, groups))
+        : Tensor.Conv2d(input, _weight.Value, _bias?.Value, Stride, Padding, Dilation, Groups);
 
     /// <inheritdoc/>
     protected override void OnParameterReplaced(string name, Parameter? parameter)

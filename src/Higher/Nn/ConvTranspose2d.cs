@@ -5,6 +5,8 @@ namespace Higher.Nn;
 /// stride, padding, output padding, groups, dilation) with W [in, out/groups, kh, kw] and b [out].
 /// Initialization as PyTorch's: kaiming_uniform with a = √5 and b ~ U(-1/√fan_in, 1/√fan_in), where
 /// fan_in = W.size(1)·kh·kw = out/groups·kh·kw (torch computes it from the weight's second dimension).
+/// Task-batched (<see cref="Binding.Tasks"/> = T): x [T, B, C_in, H, W] with W [T, in, out/groups, kh, kw],
+/// one transposed convolution with the tasks folded into the groups.
 /// </summary>
 public sealed class ConvTranspose2d : Module
 {
@@ -79,8 +81,10 @@ public sealed class ConvTranspose2d : Module
     public Parameter? Bias => _bias;
 
     /// <inheritdoc/>
-    public override Tensor Forward(Tensor input) =>
-        Tensor.ConvTranspose2d(input, _weight.Value, _bias?.Value, Stride, Padding, OutputPadding, Groups, Dilation);
+    public override Tensor Forward(Tensor input) => Binding.Tasks > 0
+        ? TaskBatch.Convolution($"ConvTranspose2d({InChannels}, {OutChannels})", input, _weight.Value, _bias?.Value, Groups, InChannels,
+            (x, w, b, groups) => Tensor.ConvTranspose2d(x, w, b, Stride, Padding, OutputPadding, groups, Dilation))
+        : Tensor.ConvTranspose2d(input, _weight.Value, _bias?.Value, Stride, Padding, OutputPadding, Groups, Dilation);
 
     /// <inheritdoc/>
     protected override void OnParameterReplaced(string name, Parameter? parameter)

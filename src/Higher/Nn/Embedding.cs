@@ -3,7 +3,8 @@ namespace Higher.Nn;
 /// <summary>
 /// A lookup table (torch.nn.Embedding): int64 indices of any shape [...] give rows of the weight
 /// [num_embeddings, embedding_dim], shaped [..., embedding_dim]. Weights start N(0, 1); the
-/// padding row, when given, starts at zero and receives no gradient.
+/// padding row, when given, starts at zero and receives no gradient. Task-batched (<see cref="Binding.Tasks"/> = T):
+/// indices [T, ...] look up rows of each task's own table, W [T, num_embeddings, embedding_dim].
 /// </summary>
 public sealed class Embedding : Module
 {
@@ -57,11 +58,25 @@ public sealed class Embedding : Module
             throw new ArgumentException($"Embedding expects int64 indices; got {input.DType.Name()} input {input.Shape}.", nameof(input));
         }
         var weight = _weight.Value;
+        int tasks = Binding.Tasks;
+        if (tasks > 0)
+        {
+            TaskBatch.CheckTasks($"Embedding({NumEmbeddings}, {EmbeddingDim})", input, tasks, $"[T={tasks}, ...] of int64 indices");
+            // Each task's table is a block of rows of [T·V, D]: task t's index i is row t·V + i.
+            var offsets = Tensor.Arange(0, (double)tasks * NumEmbeddings, NumEmbeddings, DType.Int64, input.Device).Reshape([tasks, .. Enumerable.Repeat(1, input.Rank - 1)]);
+            return Lookup(weight.Reshape(tasks * NumEmbeddings, EmbeddingDim), NumEmbeddings, input, input + offsets);
+        }
+        return Lookup(weight, weight.Shape[0], input, input);
+    }
+
+    /// <summary>Rows <paramref name="rowIndex"/> of <paramref name="table"/>, checked against the <paramref name="rowCount"/> rows of one table.</summary>
+    private Tensor Lookup(Tensor table, int rowCount, Tensor input, Tensor rowIndex)
+    {
+        var weight = table;
         // Checked here (on the host, where that costs no device round-trip) so that the message names
         // the layer and its table rather than the IndexSelect inside it.
         if (input.TryReadHostInt64(out var indices))
         {
-            int rowCount = weight.Shape[0];
             for (int i = 0; i < indices.Length; i++)
             {
                 if (indices[i] < 0 || indices[i] >= rowCount)
@@ -71,7 +86,7 @@ public sealed class Embedding : Module
                 }
             }
         }
-        var rows = weight.IndexSelect(0, input.Reshape(-1));
+        var rows = weight.IndexSelect(0, rowIndex.Reshape(-1));
         if (PaddingIdx is { } pad)
         {
             var padding = input.Reshape(-1).Eq(pad).Unsqueeze(1);

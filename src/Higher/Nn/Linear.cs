@@ -3,6 +3,8 @@ namespace Higher.Nn;
 /// <summary>
 /// y = x·Wᵀ + b for x [..., in], W [out, in], b [out] (torch.nn.Linear). Initialization as
 /// PyTorch's: W ~ U(-1/√in, 1/√in) (kaiming_uniform with a = √5) and b ~ U(-1/√in, 1/√in).
+/// Task-batched (<see cref="Binding.Tasks"/> = T): y[t] = x[t]·W[t]ᵀ + b[t] for x [T, ..., in],
+/// W [T, out, in], b [T, out], one batched GEMM.
 /// </summary>
 public sealed class Linear : Module
 {
@@ -49,7 +51,9 @@ public sealed class Linear : Module
     public Parameter? Bias => _bias;
 
     /// <inheritdoc/>
-    public override Tensor Forward(Tensor input) => Tensor.Linear(input, _weight.Value, _bias?.Value);
+    public override Tensor Forward(Tensor input) => Binding.Tasks > 0
+        ? TaskBatch.Linear($"Linear({InFeatures}, {OutFeatures})", input, _weight.Value, _bias?.Value)
+        : Tensor.Linear(input, _weight.Value, _bias?.Value);
 
     /// <inheritdoc/>
     protected override void OnParameterReplaced(string name, Parameter? parameter)
@@ -82,9 +86,15 @@ public sealed class Flatten(int startDim = 1, int endDim = -1) : Module
     public int EndDim { get; } = endDim;
 
     /// <inheritdoc/>
+    /// <remarks>Task-batched, the dimensions count after the task dimension: [T, B, ...] flattens as each task's [B, ...] would.</remarks>
     public override Tensor Forward(Tensor input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        if (Binding.Tasks is > 0 and var tasks)
+        {
+            TaskBatch.CheckTasks($"Flatten({StartDim}, {EndDim})", input, tasks, $"[T={tasks}, ...]");
+            return input.Flatten(StartDim >= 0 ? StartDim + 1 : StartDim, EndDim >= 0 ? EndDim + 1 : EndDim);
+        }
         return input.Flatten(StartDim, EndDim);
     }
 }

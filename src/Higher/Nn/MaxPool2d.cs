@@ -31,7 +31,10 @@ public sealed class MaxPool2d(Size2d kernelSize, Size2d? stride = null, Size2d? 
         $"kernel_size={KernelSize}, stride={Stride}, padding={Padding}, dilation={Dilation}, ceil_mode={Py(CeilMode)}";
 
     /// <inheritdoc/>
-    public override Tensor Forward(Tensor input) => Tensor.MaxPool2d(input, KernelSize, Stride, Padding, Dilation, CeilMode);
+    /// <remarks>Task-batched, [T, B, C, H, W] pools as T·B samples.</remarks>
+    public override Tensor Forward(Tensor input) => Binding.Tasks > 0
+        ? TaskBatch.FoldSamples("MaxPool2d", input, Binding.Tasks, 4, x => Tensor.MaxPool2d(x, KernelSize, Stride, Padding, Dilation, CeilMode))
+        : Tensor.MaxPool2d(input, KernelSize, Stride, Padding, Dilation, CeilMode);
 }
 
 /// <summary>2-D average pooling (torch.nn.AvgPool2d): <see cref="Tensor.AvgPool2d"/> over each channel. No parameters.</summary>
@@ -63,7 +66,10 @@ public sealed class AvgPool2d(Size2d kernelSize, Size2d? stride = null, Size2d? 
     public int? DivisorOverride { get; } = divisorOverride;
 
     /// <inheritdoc/>
-    public override Tensor Forward(Tensor input) => Tensor.AvgPool2d(input, KernelSize, Stride, Padding, CeilMode, CountIncludePad, DivisorOverride);
+    /// <remarks>Task-batched, [T, B, C, H, W] pools as T·B samples.</remarks>
+    public override Tensor Forward(Tensor input) => Binding.Tasks > 0
+        ? TaskBatch.FoldSamples("AvgPool2d", input, Binding.Tasks, 4, x => Tensor.AvgPool2d(x, KernelSize, Stride, Padding, CeilMode, CountIncludePad, DivisorOverride))
+        : Tensor.AvgPool2d(input, KernelSize, Stride, Padding, CeilMode, CountIncludePad, DivisorOverride);
 }
 
 /// <summary>
@@ -77,5 +83,8 @@ public sealed class AdaptiveAvgPool2d(Size2d outputSize) : Module
     public Size2d OutputSize { get; } = outputSize;
 
     /// <inheritdoc/>
-    public override Tensor Forward(Tensor input) => Tensor.AdaptiveAvgPool2d(input, OutputSize);
+    /// <remarks>Task-batched, [T, B, C, H, W] pools as T·B samples.</remarks>
+    public override Tensor Forward(Tensor input) => Binding.Tasks > 0
+        ? TaskBatch.FoldSamples("AdaptiveAvgPool2d", input, Binding.Tasks, 4, x => Tensor.AdaptiveAvgPool2d(x, OutputSize))
+        : Tensor.AdaptiveAvgPool2d(input, OutputSize);
 }

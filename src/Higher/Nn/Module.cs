@@ -23,6 +23,15 @@ public abstract class Module
     public Tensor Call(Tensor input) => Forward(input);
 
     /// <summary>
+    /// Why this module cannot run task-batched (<see cref="Functional.InnerLoop.CreateBatched"/>, where its
+    /// weights are [T, ...] and its inputs [T, B, ...]), or null when it can. Every layer of Higher.Nn
+    /// has a task-batched form. A module of your own written from tensor ops that broadcast over a
+    /// leading task dimension (or that reads <see cref="Binding.Tasks"/>) runs unchanged; override this
+    /// to say why one cannot, and CreateBatched refuses it naming the layer and the reason.
+    /// </summary>
+    public virtual string? TaskBatchingLimitation => null;
+
+    /// <summary>
     /// torch's reset_parameters of a convolution: <paramref name="weight"/> Kaiming-uniform with a = √5,
     /// the bias (when <paramref name="bias"/>) uniform in ±1/√fan_in of the weight; registers both as
     /// "weight" and "bias".

@@ -3,6 +3,7 @@ namespace Higher.Nn;
 /// <summary>
 /// Layer normalization over the trailing <c>normalizedShape</c> dimensions (torch.nn.LayerNorm):
 /// y = (x - E[x])/√(Var[x] + ε)·γ + β with the biased variance; γ starts at 1, β at 0.
+/// Task-batched (<see cref="Binding.Tasks"/> = T): x [T, ..., *normalized], γ and β [T, *normalized].
 /// </summary>
 public sealed class LayerNorm : Module
 {
@@ -50,7 +51,12 @@ public sealed class LayerNorm : Module
     {
         ArgumentNullException.ThrowIfNull(input);
         int k = _normalizedShape.Length;
-        bool matches = input.Rank >= k;
+        int tasks = Binding.Tasks;
+        if (tasks > 0)
+        {
+            TaskBatch.CheckTasks($"LayerNorm([{string.Join(", ", _normalizedShape)}])", input, tasks, $"[T={tasks}, ..., {string.Join(", ", _normalizedShape)}]");
+        }
+        bool matches = input.Rank >= k + (tasks > 0 ? 1 : 0);
         for (int i = 0; matches && i < k; i++)
         {
             matches = input.Shape[input.Rank - k + i] == _normalizedShape[i];
@@ -65,13 +71,29 @@ public sealed class LayerNorm : Module
         var y = centered * (variance + Eps).Sqrt().Reciprocal();
         if (_weight is not null)
         {
-            y = y * _weight.Value;
+            y = y * PerTask(_weight.Value, input.Rank, tasks);
         }
         if (_bias is not null)
         {
-            y = y + _bias.Value;
+            y = y + PerTask(_bias.Value, input.Rank, tasks);
         }
         return y;
+    }
+
+    /// <summary>A task-batched affine parameter [T, *normalized] as [T, 1, ..., 1, *normalized], to broadcast over [T, ..., *normalized].</summary>
+    private Tensor PerTask(Tensor parameter, int inputRank, int tasks)
+    {
+        if (tasks == 0)
+        {
+            return parameter;
+        }
+        var dims = Enumerable.Repeat(1, inputRank).ToArray();
+        dims[0] = tasks;
+        for (int i = 0; i < _normalizedShape.Length; i++)
+        {
+            dims[inputRank - _normalizedShape.Length + i] = _normalizedShape[i];
+        }
+        return parameter.Reshape(dims);
     }
 
     /// <inheritdoc/>
@@ -104,6 +126,15 @@ public sealed class BatchNorm1d(int numFeatures, double eps = 1e-5, double? mome
         if (input.Rank is not (2 or 3) || input.Shape[1] != NumFeatures)
         {
             throw new ArgumentException($"BatchNorm1d({NumFeatures}) expects input [N, {NumFeatures}] or [N, {NumFeatures}, L]; got {input.Describe()}.", nameof(input));
+        }
+    }
+
+    private protected override void CheckTaskInput(Tensor input, int tasks)
+    {
+        TaskBatch.CheckTasks($"BatchNorm1d({NumFeatures})", input, tasks, $"[T={tasks}, N, {NumFeatures}] or [T={tasks}, N, {NumFeatures}, L]");
+        if (input.Rank is not (3 or 4) || input.Shape[2] != NumFeatures)
+        {
+            throw new ArgumentException($"BatchNorm1d({NumFeatures}), task-batched over {tasks} tasks, expects input [T={tasks}, N, {NumFeatures}] or [T={tasks}, N, {NumFeatures}, L]; got {input.Describe()}.", nameof(input));
         }
     }
 }

@@ -64,7 +64,9 @@ internal static class Cells
 /// U(-1/√H, 1/√H). Inputs are [L, N, H_in] ([N, L, H_in] with batchFirst) or unbatched [L, H_in];
 /// initial states are [layers·directions, N, H] (or [layers·directions, H] unbatched), zeros when
 /// omitted. The input projection of a whole sequence is one matrix product; the recurrence then
-/// steps through time.
+/// steps through time. Task-batched (<see cref="Binding.Tasks"/> = T) every tensor gains a leading task
+/// dimension: inputs [T, L, N, H_in] ([T, N, L, H_in] with batchFirst, [T, L, H_in] unbatched), states
+/// [T, layers·directions, N, H], weights [T, ...]; each product is one batched GEMM over the tasks.
 /// </summary>
 public abstract class RecurrentBase : Module
 {
@@ -185,19 +187,24 @@ public abstract class RecurrentBase : Module
     protected (Tensor Output, Tensor HN, Tensor? CN) Run(Tensor input, Tensor? h0, Tensor? c0)
     {
         ArgumentNullException.ThrowIfNull(input);
-        bool batched = input.Rank == 3;
-        if (input.Rank is not (2 or 3) || input.Shape[-1] != InputSize)
+        int tasks = Binding.Tasks;
+        // Task-batched, every axis below moves one place to the right of the task dimension.
+        int ta = tasks > 0 ? 1 : 0;
+        bool batched = input.Rank == 3 + ta;
+        if ((input.Rank != 2 + ta && input.Rank != 3 + ta) || input.Shape[-1] != InputSize || (tasks > 0 && input.Shape[0] != tasks))
         {
-            throw new ArgumentException($"{GetType().Name}: expected input [L, N, {InputSize}]{(BatchFirst ? " (batch first: [N, L, " + InputSize.ToString(CultureInfo.InvariantCulture) + "])" : "")} or unbatched [L, {InputSize}]; got {input.Shape}.", nameof(input));
+            string lead = tasks > 0 ? $"T={tasks}, " : "";
+            throw new ArgumentException(
+                $"{GetType().Name}{(tasks > 0 ? $", task-batched over {tasks} tasks," : ":")} expected input [{lead}L, N, {InputSize}]{(BatchFirst ? $" (batch first: [{lead}N, L, {InputSize}])" : "")} or unbatched [{lead}L, {InputSize}]; got {input.Shape}.", nameof(input));
         }
-        var x = batched ? (BatchFirst ? input.Transpose(0, 1) : input) : input.Unsqueeze(1);
-        int steps = x.Shape[0], batch = x.Shape[1];
+        var x = batched ? (BatchFirst ? input.Transpose(ta, ta + 1) : input) : input.Unsqueeze(ta + 1);
+        int steps = x.Shape[ta], batch = x.Shape[ta + 1];
         if (steps == 0)
         {
             throw new ArgumentException($"{GetType().Name}: input {input.Shape} is a sequence of length 0; a recurrent layer needs at least one step.", nameof(input));
         }
-        h0 = InitialState(h0, batched, batch, x, "h0");
-        c0 = Mode == RecurrentMode.Lstm ? InitialState(c0, batched, batch, x, "c0") : null;
+        h0 = InitialState(h0, batched, batch, x, "h0", tasks);
+        c0 = Mode == RecurrentMode.Lstm ? InitialState(c0, batched, batch, x, "c0", tasks) : null;
         var finalH = new List<Tensor>();
         var finalC = new List<Tensor>();
         for (int layer = 0; layer < NumLayers; layer++)
@@ -206,7 +213,7 @@ public abstract class RecurrentBase : Module
             for (int dir = 0; dir < Directions; dir++)
             {
                 int slot = layer * Directions + dir;
-                var (sequence, h, c) = RunDirection(x, slot, dir == 1, h0.Select(0, slot), c0?.Select(0, slot), steps);
+                var (sequence, h, c) = RunDirection(x, slot, dir == 1, h0.Select(ta, slot), c0?.Select(ta, slot), steps, tasks);
                 outputs[dir] = sequence;
                 finalH.Add(h);
                 if (c is not null)
@@ -214,35 +221,36 @@ public abstract class RecurrentBase : Module
                     finalC.Add(c);
                 }
             }
-            x = Directions == 1 ? outputs[0] : Tensor.Cat(outputs, 2);
+            x = Directions == 1 ? outputs[0] : Tensor.Cat(outputs, 2 + ta);
             if (layer < NumLayers - 1)
             {
                 x = Nn.Dropout.Apply(x, Dropout, Training, Generator);
             }
         }
-        var hn = Tensor.Stack(finalH);
-        var cn = finalC.Count > 0 ? Tensor.Stack(finalC) : null;
+        var hn = Tensor.Stack(finalH, ta);
+        var cn = finalC.Count > 0 ? Tensor.Stack(finalC, ta) : null;
         if (!batched)
         {
-            return (x.Squeeze(1), hn.Squeeze(1), cn?.Squeeze(1));
+            return (x.Squeeze(ta + 1), hn.Squeeze(ta + 1), cn?.Squeeze(ta + 1));
         }
-        return (BatchFirst ? x.Transpose(0, 1) : x, hn, cn);
+        return (BatchFirst ? x.Transpose(ta, ta + 1) : x, hn, cn);
     }
 
-    private Tensor InitialState(Tensor? state, bool batched, int batch, Tensor like, string name)
+    private Tensor InitialState(Tensor? state, bool batched, int batch, Tensor like, string name, int tasks)
     {
         int layers = NumLayers * Directions;
+        int[] lead = tasks > 0 ? [tasks] : [];
         if (state is null)
         {
-            return Tensor.Zeros([layers, batch, HiddenSize], like.DType, like.Device);
+            return Tensor.Zeros([.. lead, layers, batch, HiddenSize], like.DType, like.Device);
         }
-        Shape expected = batched ? new Shape(layers, batch, HiddenSize) : new Shape(layers, HiddenSize);
+        Shape expected = batched ? new Shape([.. lead, layers, batch, HiddenSize]) : new Shape([.. lead, layers, HiddenSize]);
         if (state.Shape != expected)
         {
-            throw new ArgumentException($"{GetType().Name}: expected {name} of shape {expected}; got {state.Shape}.", name);
+            throw new ArgumentException($"{GetType().Name}: expected {name} of shape {expected}{(tasks > 0 ? $" (task-batched over {tasks} tasks)" : "")}; got {state.Shape}.", name);
         }
         CheckStateLike(state, like, name);
-        return batched ? state : state.Unsqueeze(1);
+        return batched ? state : state.Unsqueeze(lead.Length + 1);
     }
 
     private void CheckStateLike(Tensor state, Tensor like, string name)
@@ -253,18 +261,19 @@ public abstract class RecurrentBase : Module
         }
     }
 
-    private (Tensor Sequence, Tensor H, Tensor? C) RunDirection(Tensor x, int slot, bool reverse, Tensor h, Tensor? c, int steps)
+    private (Tensor Sequence, Tensor H, Tensor? C) RunDirection(Tensor x, int slot, bool reverse, Tensor h, Tensor? c, int steps, int tasks)
     {
         var w = _weights[slot];
         var weightHh = w[WeightHh]!.Value;
         var biasHh = w[BiasHh]?.Value;
-        var projected = Tensor.Linear(x, w[WeightIh]!.Value, w[BiasIh]?.Value);
+        int ta = tasks > 0 ? 1 : 0;
+        var projected = Project(x, w[WeightIh]!.Value, w[BiasIh]?.Value, tasks);
         var outputs = new Tensor[steps];
         for (int i = 0; i < steps; i++)
         {
             int t = reverse ? steps - 1 - i : i;
-            var gi = projected.Select(0, t);
-            var gh = Tensor.Linear(h, weightHh, biasHh);
+            var gi = projected.Select(ta, t);
+            var gh = Project(h, weightHh, biasHh, tasks);
             switch (Mode)
             {
                 case RecurrentMode.Lstm:
@@ -279,8 +288,11 @@ public abstract class RecurrentBase : Module
             }
             outputs[t] = h;
         }
-        return (Tensor.Stack(outputs), h, c);
+        return (Tensor.Stack(outputs, ta), h, c);
     }
+
+    private Tensor Project(Tensor x, Tensor weight, Tensor? bias, int tasks) =>
+        tasks > 0 ? TaskBatch.Linear(GetType().Name, x, weight, bias) : Tensor.Linear(x, weight, bias);
 
     /// <inheritdoc/>
     protected override void OnParameterReplaced(string name, Parameter? parameter)
@@ -387,29 +399,41 @@ public abstract class RecurrentCellBase : Module
     /// <summary>H.</summary>
     public int HiddenSize { get; }
 
-    /// <summary>(W_ih·x + b_ih, W_hh·h + b_hh) for input [N, H_in] and state [N, H].</summary>
-    private protected (Tensor Gi, Tensor Gh) Project(Tensor input, Tensor h) =>
-        (Tensor.Linear(input, _weightIh.Value, _biasIh?.Value), Tensor.Linear(h, _weightHh.Value, _biasHh?.Value));
+    /// <summary>(W_ih·x + b_ih, W_hh·h + b_hh) for input [N, H_in] and state [N, H] (task-batched: [T, N, ·], one batched GEMM each).</summary>
+    private protected (Tensor Gi, Tensor Gh) Project(Tensor input, Tensor h) => Binding.Tasks > 0
+        ? (TaskBatch.Linear(GetType().Name, input, _weightIh.Value, _biasIh?.Value), TaskBatch.Linear(GetType().Name, h, _weightHh.Value, _biasHh?.Value))
+        : (Tensor.Linear(input, _weightIh.Value, _biasIh?.Value), Tensor.Linear(h, _weightHh.Value, _biasHh?.Value));
 
-    /// <summary>Checks the input ([N, H_in] or unbatched [H_in]) and a state, returning batched views and whether the input was batched.</summary>
+    /// <summary>The batch axis: 0, or 1 after the task dimension of a task-batched call.</summary>
+    private protected static int BatchAxis => Binding.Tasks > 0 ? 1 : 0;
+
+    /// <summary>
+    /// Checks the input ([N, H_in] or unbatched [H_in]; task-batched [T, N, H_in] or [T, H_in]) and
+    /// returns the batched view and whether the input was batched.
+    /// </summary>
     private protected (Tensor Input, bool Batched) CheckInput(Tensor input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        if (input.Rank is not (1 or 2) || input.Shape[-1] != InputSize)
+        int tasks = Binding.Tasks, ta = BatchAxis;
+        if ((input.Rank != 1 + ta && input.Rank != 2 + ta) || input.Shape[-1] != InputSize || (tasks > 0 && input.Shape[0] != tasks))
         {
-            throw new ArgumentException($"{GetType().Name}: expected input [N, {InputSize}] or [{InputSize}]; got {input.Shape}.", nameof(input));
+            throw new ArgumentException(tasks > 0
+                ? $"{GetType().Name}, task-batched over {tasks} tasks, expected input [T={tasks}, N, {InputSize}] or [T={tasks}, {InputSize}]; got {input.Shape}."
+                : $"{GetType().Name}: expected input [N, {InputSize}] or [{InputSize}]; got {input.Shape}.", nameof(input));
         }
-        return input.Rank == 2 ? (input, true) : (input.Unsqueeze(0), false);
+        return input.Rank == 2 + ta ? (input, true) : (input.Unsqueeze(ta), false);
     }
 
-    /// <summary>The state as [N, H]: zeros when null, else checked against the input's batch.</summary>
+    /// <summary>The state as [N, H] ([T, N, H] task-batched): zeros when null, else checked against the input's batch.</summary>
     private protected Tensor State(Tensor? state, Tensor input, bool batched, string name)
     {
+        int ta = BatchAxis;
+        int[] lead = ta == 1 ? [input.Shape[0]] : [];
         if (state is null)
         {
-            return Tensor.Zeros([input.Shape[0], HiddenSize], input.DType, input.Device);
+            return Tensor.Zeros([.. lead, input.Shape[ta], HiddenSize], input.DType, input.Device);
         }
-        Shape expected = batched ? new Shape(input.Shape[0], HiddenSize) : new Shape(HiddenSize);
+        Shape expected = batched ? new Shape([.. lead, input.Shape[ta], HiddenSize]) : new Shape([.. lead, HiddenSize]);
         if (state.Shape != expected)
         {
             throw new ArgumentException($"{GetType().Name}: expected {name} of shape {expected}; got {state.Shape}.", name);
@@ -418,7 +442,7 @@ public abstract class RecurrentCellBase : Module
         {
             throw new ArgumentException($"{GetType().Name}: {name} ({state.Describe()} on {state.Device}) must have the input's dtype and device ({input.DType.Name()} on {input.Device}).", name);
         }
-        return batched ? state : state.Unsqueeze(0);
+        return batched ? state : state.Unsqueeze(ta);
     }
 
     /// <inheritdoc/>
@@ -461,7 +485,7 @@ public sealed class RnnCell : RecurrentCellBase
         var h = State(hx, x, batched, nameof(hx));
         var (gi, gh) = Project(x, h);
         var next = Cells.Rnn(gi, gh, Mode);
-        return batched ? next : next.Squeeze(0);
+        return batched ? next : next.Squeeze(BatchAxis);
     }
 }
 
@@ -484,7 +508,7 @@ public sealed class GruCell : RecurrentCellBase
         var h = State(hx, x, batched, nameof(hx));
         var (gi, gh) = Project(x, h);
         var next = Cells.Gru(gi, gh, h, HiddenSize);
-        return batched ? next : next.Squeeze(0);
+        return batched ? next : next.Squeeze(BatchAxis);
     }
 }
 
@@ -508,6 +532,6 @@ public sealed class LstmCell : RecurrentCellBase
         var c = State(cx, x, batched, nameof(cx));
         var (gi, gh) = Project(x, h);
         var (hNext, cNext) = Cells.Lstm(gi, gh, c, HiddenSize);
-        return batched ? (hNext, cNext) : (hNext.Squeeze(0), cNext.Squeeze(0));
+        return batched ? (hNext, cNext) : (hNext.Squeeze(BatchAxis), cNext.Squeeze(BatchAxis));
     }
 }

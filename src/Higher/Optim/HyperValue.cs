@@ -18,16 +18,73 @@ public readonly struct HyperValue
         Tensor = null;
     }
 
-    /// <summary>A tensor value (one element).</summary>
+    /// <summary>
+    /// A tensor value (one element). While a task-batched differentiable optimizer runs an update rule
+    /// over T tasks, a tensor [T, 1, ..., 1] (one value per task, broadcasting over a task-batched
+    /// parameter) is valid too, so a rule that keeps a hyperparameter in its state (ASGD's η) works per task.
+    /// </summary>
     public HyperValue(Tensor tensor)
     {
         ArgumentNullException.ThrowIfNull(tensor);
         if (tensor.Numel != 1)
         {
-            throw new ArgumentException($"A hyperparameter tensor must have one element; got {tensor.Shape}.", nameof(tensor));
+            if (!IsPerTask(tensor.Shape, t_tasks))
+            {
+                throw new ArgumentException($"A hyperparameter tensor must have one element; got {tensor.Shape}.", nameof(tensor));
+            }
+            Tensor = tensor;
         }
-        Tensor = tensor.Rank == 0 ? tensor : tensor.Reshape();
+        else
+        {
+            Tensor = tensor.Rank == 0 ? tensor : tensor.Reshape();
+        }
         _value = double.NaN;
+    }
+
+    private HyperValue(Tensor perTask, bool _)
+    {
+        Tensor = perTask;
+        _value = double.NaN;
+    }
+
+    // The task count of the task-batched update rule running on this thread (0: none); see PerTaskScope.
+    [ThreadStatic]
+    private static int t_tasks;
+
+    /// <summary>A per-task value [T, 1, ..., 1] of a task-batched inner loop, unchecked (the caller checked the shape).</summary>
+    internal static HyperValue PerTask(Tensor values) => new(values, false);
+
+    private static bool IsPerTask(Shape shape, int tasks)
+    {
+        if (tasks <= 1 || shape.Rank == 0 || shape[0] != tasks)
+        {
+            return false;
+        }
+        for (int i = 1; i < shape.Rank; i++)
+        {
+            if (shape[i] != 1)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Makes tensors [<paramref name="tasks"/>, 1, ..., 1] valid hyperparameter values on this thread until
+    /// disposed: the scope of one task-batched update rule.
+    /// </summary>
+    internal static PerTaskScope AllowPerTask(int tasks)
+    {
+        var scope = new PerTaskScope(t_tasks);
+        t_tasks = tasks;
+        return scope;
+    }
+
+    /// <summary>Restores the task count in force before <see cref="AllowPerTask"/>.</summary>
+    internal readonly struct PerTaskScope(int previous) : IDisposable
+    {
+        public void Dispose() => t_tasks = previous;
     }
 
     /// <summary>The tensor, or null for a plain number.</summary>

@@ -116,6 +116,44 @@ public sealed partial class ReadmeSnippets
         }
     }
 
+    /// <summary>The README's task-batched meta-step gives the task-by-task meta-gradient of the MAML snippet.</summary>
+    [Fact]
+    public void BatchedMaml_GivesTheTaskByTaskMetaGradient()
+    {
+        var model = NewModel(3);
+        var tasks = Tasks(4, 5);
+        var innerOpt = new Sgd(model.Parameters(), new SgdOptions { Lr = 0.01 });
+        foreach (var task in tasks)
+        {
+            using var ctx = InnerLoop.Create(model, innerOpt, copyInitialWeights: false);
+            var (fm, dopt) = ctx;
+            dopt.Step(F.MseLoss(fm.Forward(task.SupportX), task.SupportY));
+            F.MseLoss(fm.Forward(task.QueryX), task.QueryY).Backward();
+        }
+        var expected = model.Parameters().Select(p => p.Grad!.ToDoubleArray()).ToArray();
+        model.ZeroGrad();
+        var supportX = Tensor.Stack(tasks.Select(t => t.SupportX).ToList());
+        var supportY = Tensor.Stack(tasks.Select(t => t.SupportY).ToList());
+        var queryX = Tensor.Stack(tasks.Select(t => t.QueryX).ToList());
+        var queryY = Tensor.Stack(tasks.Select(t => t.QueryY).ToList());
+
+        #region readme: maml-batched
+        using var batched = InnerLoop.CreateBatched(model, innerOpt, tasks: 4, copyInitialWeights: false);
+        var (fmodel, diffopt) = batched;                                           // fast weights [4, ...]
+        diffopt.Step(TaskLosses.Mse(fmodel.Forward(supportX), supportY));          // inputs [4, 10, 1], losses [4]
+        TaskLosses.Mse(fmodel.Forward(queryX), queryY).Sum().Backward();           // model .Grad: summed over the tasks
+        #endregion
+
+        for (int i = 0; i < expected.Length; i++)
+        {
+            var got = model.Parameters()[i].Grad!.ToDoubleArray();
+            for (int j = 0; j < got.Length; j++)
+            {
+                Assert.Equal(expected[i][j], got[j], 1e-12);
+            }
+        }
+    }
+
     private static Tensor?[] CopiedWeightsMetaGradient(Module model, Sgd innerOpt, SineTask task)
     {
         #region readme: maml-copied-weights

@@ -1,0 +1,178 @@
+// Task-batched MAML on sinusoid regression (issue 11): one meta-step of 25 tasks x 5 inner SGD steps
+// (MLP 1-40-40-1 ReLU, K = 10 support and 10 query points, inner lr 0.01, second order, meta Adam
+// lr 1e-3, float32, 2 threads), timed for Higher task by task (InnerLoop.Create per task), Higher
+// task-batched (InnerLoop.CreateBatched, fast weights [25, ...]) and PyTorch, unrolled with
+// torch.autograd.grad(create_graph=True) and batched with functorch's vmap + grad
+// (maml_sine_batched_torch.py, run with /usr/bin/python3 as a subprocess).
+//
+//   dotnet run -c Release --project bench/BatchedMaml -- [--iterations 200] [--warmup 20] [--threads 2] [--tasks 25] [--steps 5] [--python /usr/bin/python3]
+
+using System.Diagnostics;
+using System.Globalization;
+using Higher;
+using Higher.Functional;
+using Higher.Nn;
+using Higher.Optim;
+using Higher.Reference;
+
+int iterations = 200, warmup = 20, threads = 2, tasks = 25, steps = 5;
+string python = "/usr/bin/python3", only = "";
+for (int i = 0; i < args.Length; i++)
+{
+    switch (args[i])
+    {
+        case "--iterations": iterations = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        case "--warmup": warmup = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        case "--threads": threads = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        case "--tasks": tasks = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        case "--steps": steps = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        case "--python": python = args[++i]; break;
+        case "--only": only = args[++i]; break;
+        default:
+            Console.Error.WriteLine($"Unknown option {args[i]}; use --iterations N, --warmup N, --threads N, --tasks T, --steps K, --python PATH, --only batched|sequential (Higher alone, for profiling).");
+            return 2;
+    }
+}
+
+Backends.Register(new ReferenceBackend(threads));
+Console.WriteLine(FormattableString.Invariant(
+    $"Sinusoid MAML: MLP 1-40-40-1, {tasks} tasks x {steps} inner SGD steps (lr 0.01, second order), K = 10, meta Adam, float32, {threads} threads"));
+Console.WriteLine(FormattableString.Invariant(
+    $"{warmup} warm-up + {iterations} timed meta-steps each; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores; .NET {Environment.Version}; load {Load()}"));
+
+var rows = new List<(string Name, double Ms, double CpuMs)>();
+if (only != "batched")
+{
+    rows.Add(Sine.Time("Higher, task by task (InnerLoop.Create per task)", batched: false, tasks, steps, iterations, warmup));
+}
+if (only != "sequential")
+{
+    rows.Add(Sine.Time("Higher, task-batched (InnerLoop.CreateBatched)", batched: true, tasks, steps, iterations, warmup));
+}
+if (only.Length == 0)
+{
+    rows.AddRange(Torch(python, tasks, steps, Math.Max(20, iterations / 4), Math.Max(5, warmup / 4), threads));
+}
+Console.WriteLine();
+Console.WriteLine("| implementation | ms per meta-step (wall) | CPU ms per meta-step |");
+Console.WriteLine("|---|---:|---:|");
+foreach (var (name, ms, cpu) in rows)
+{
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | {ms:F2} | {cpu:F2} |"));
+}
+Console.WriteLine(FormattableString.Invariant($"load after: {Load()}"));
+return 0;
+
+static string Load() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ')[..3]) : "unknown";
+
+static IEnumerable<(string, double, double)> Torch(string python, int tasks, int steps, int iterations, int warmup, int threads)
+{
+    string script = Path.Combine(AppContext.BaseDirectory, "maml_sine_batched_torch.py");
+    if (!File.Exists(python))
+    {
+        Console.Error.WriteLine($"PyTorch rows absent: {python} not found.");
+        return [];
+    }
+    var psi = new ProcessStartInfo(python, string.Create(CultureInfo.InvariantCulture,
+        $"{script} --tasks {tasks} --steps {steps} --iterations {iterations} --warmup {warmup} --threads {threads}"))
+    {
+        RedirectStandardOutput = true,
+        RedirectStandardError = true,
+    };
+    using var p = Process.Start(psi)!;
+    string stdout = p.StandardOutput.ReadToEnd();
+    string stderr = p.StandardError.ReadToEnd();
+    p.WaitForExit();
+    if (p.ExitCode != 0)
+    {
+        Console.Error.WriteLine($"PyTorch rows absent (exit {p.ExitCode}): {stderr}");
+        return [];
+    }
+    // One line per implementation: name<TAB>ms<TAB>cpu ms.
+    return stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+        .Select(l => l.Split('\t'))
+        .Where(f => f.Length == 3)
+        .Select(f => (f[0], double.Parse(f[1], CultureInfo.InvariantCulture), double.Parse(f[2], CultureInfo.InvariantCulture)))
+        .ToList();
+}
+
+/// <summary>The Higher halves: the same meta-step, task by task or task-batched.</summary>
+internal static class Sine
+{
+    private const int K = 10;
+    private const double InnerLr = 0.01;
+
+    public static (string, double, double) Time(string name, bool batched, int tasks, int steps, int iterations, int warmup)
+    {
+        var g = new Generator(1);
+        var model = new Sequential(new Linear(1, 40, generator: g), new Relu(), new Linear(40, 40, generator: g), new Relu(), new Linear(40, 1, generator: g));
+        var meta = new Adam(model.Parameters(), new AdamOptions { Lr = 1e-3 });
+        var inner = new Sgd(model.Parameters(), new SgdOptions { Lr = InnerLr });
+        var watch = new Stopwatch();
+        var cpuStart = TimeSpan.Zero;
+        double loss = 0;
+        for (int it = 0; it < warmup + iterations; it++)
+        {
+            if (it == warmup)
+            {
+                GC.Collect();
+                watch.Start();
+                cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
+            }
+            var (xs, ys, xq, yq) = Draw(g, tasks);
+            meta.ZeroGrad();
+            loss = batched ? Batched(model, inner, steps, xs, ys, xq, yq) : TaskByTask(model, inner, steps, xs, ys, xq, yq);
+            meta.Step();
+        }
+        watch.Stop();
+        double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalMilliseconds;
+        Console.WriteLine(FormattableString.Invariant($"  {name}: last meta-batch query loss {loss:F3}"));
+        return (name, watch.Elapsed.TotalMilliseconds / iterations, cpu / iterations);
+    }
+
+    /// <summary>T tasks: amplitudes in [0.1, 5], phases in [0, π], inputs in [-5, 5]; [T, K, 1] each.</summary>
+    private static (Tensor, Tensor, Tensor, Tensor) Draw(Generator g, int tasks)
+    {
+        var amp = Tensor.Uniform(new Shape(tasks, 1, 1), 0.1, 5, DType.Float32, g);
+        var phase = Tensor.Uniform(new Shape(tasks, 1, 1), 0, Math.PI, DType.Float32, g);
+        var xs = Tensor.Uniform(new Shape(tasks, K, 1), -5, 5, DType.Float32, g);
+        var xq = Tensor.Uniform(new Shape(tasks, K, 1), -5, 5, DType.Float32, g);
+        return (xs, amp * (xs - phase).Sin(), xq, amp * (xq - phase).Sin());
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static double TaskByTask(Module model, Sgd inner, int steps, Tensor xs, Tensor ys, Tensor xq, Tensor yq)
+    {
+        int tasks = xs.Shape[0];
+        double total = 0;
+        for (int t = 0; t < tasks; t++)
+        {
+            using var ctx = InnerLoop.Create(model, inner, copyInitialWeights: false);
+            var (fmodel, diffopt) = ctx;
+            var x = xs[t];
+            var y = ys[t];
+            for (int k = 0; k < steps; k++)
+            {
+                diffopt.Step(F.MseLoss(fmodel.Forward(x), y));
+            }
+            var q = F.MseLoss(fmodel.Forward(xq[t]), yq[t]) / tasks;
+            q.Backward();
+            total += q.Item();
+        }
+        return total;
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static double Batched(Module model, Sgd inner, int steps, Tensor xs, Tensor ys, Tensor xq, Tensor yq)
+    {
+        using var ctx = InnerLoop.CreateBatched(model, inner, xs.Shape[0], copyInitialWeights: false);
+        var (fmodel, diffopt) = ctx;
+        for (int k = 0; k < steps; k++)
+        {
+            diffopt.Step(TaskLosses.Mse(fmodel.Forward(xs), ys));
+        }
+        var q = TaskLosses.Mse(fmodel.Forward(xq), yq).Mean();
+        q.Backward();
+        return q.Item();
+    }
+}
