@@ -88,6 +88,9 @@ public sealed class Override
         return Pairs.ContainsKey(name) ? SetPair(name, values) : Set(name, values.Select(v => (HyperValue)v).ToArray());
     }
 
+    /// <summary>Removes every entry (a checkpointed unroll resets the overrides of each replayed step).</summary>
+    internal void Clear() => _values.Clear();
+
     /// <summary>True if <paramref name="name"/> is overridden.</summary>
     public bool Contains(string name) => _values.ContainsKey(name);
 
