@@ -11,7 +11,8 @@ namespace Higher.Samples;
 /// <summary>
 /// imaml-sine: iMAML (Rajeswaran et al. 2019) on sinusoid regression. Each task is adapted by a plain SGD run with no
 /// tape on the support loss plus λ/2 ‖θ - φ‖²; the meta-gradient comes from the implicit function theorem (conjugate
-/// gradient on Hessian-vector products), so its cost does not grow with the number of inner steps.
+/// gradient on Hessian-vector products), so its cost does not grow with the number of inner steps. The meta-gradient's
+/// norm is capped at 10 (far from a minimum H + λI can be indefinite, and the CG residual printed says how well it was solved).
 /// </summary>
 internal static class ImamlSineCommand
 {
@@ -126,6 +127,8 @@ internal static class ImamlSineCommand
                 window += query.Item();
                 residual += root.LastSolve!.RelativeResidual / c.MetaBatch;
             }
+            // Far from a minimum, H + λI can be indefinite and CG's answer poor (its residual is printed): the meta-gradient's norm is capped.
+            GradClipping.ClipGradNorm(phi, 10);
             metaOpt.Step();
             if ((it + 1) % every == 0)
             {

@@ -3,7 +3,10 @@ namespace Higher.Implicit;
 /// <summary>How the linear system of implicit differentiation is solved.</summary>
 public enum LinearSolver
 {
-    /// <summary>Conjugate gradient: for a symmetric positive definite operator (the Hessian at a strict minimum, iMAML's H + λI).</summary>
+    /// <summary>
+    /// Conjugate gradient: for a symmetric positive definite operator (the Hessian at a strict minimum, iMAML's H + λI).
+    /// On another operator it stops at a direction of non-positive curvature and returns the iterate whose residual was smallest.
+    /// </summary>
     ConjugateGradient,
 
     /// <summary>
@@ -139,6 +142,9 @@ public static class MatrixFree
         var r = b.ToArray();
         var p = b.ToArray();
         double rr = Dot(r, r);
+        // On an operator that is not positive definite the residual can grow: the iterate of the smallest residual is returned.
+        var best = x.ToArray();
+        double bestRr = rr;
         int it = 0;
         while (it < o.MaxIterations && Math.Sqrt(rr) > o.Tolerance * bNorm)
         {
@@ -157,6 +163,11 @@ public static class MatrixFree
                 r[i] = r[i] - alpha * ap[i];
             }
             double next = Dot(r, r);
+            if (next < bestRr)
+            {
+                bestRr = next;
+                Array.Copy(x, best, x.Length);
+            }
             double beta = next / rr;
             rr = next;
             for (int i = 0; i < p.Length; i++)
@@ -164,7 +175,7 @@ public static class MatrixFree
                 p[i] = r[i] + beta * p[i];
             }
         }
-        return (x, Report(LinearSolver.ConjugateGradient, apply, x, b, bNorm, it, o));
+        return (best, Report(LinearSolver.ConjugateGradient, apply, best, b, bNorm, it, o));
     }
 
     private static (IReadOnlyList<Tensor>, LinearSolveReport) Neumann(Func<IReadOnlyList<Tensor>, IReadOnlyList<Tensor>> apply, IReadOnlyList<Tensor> b, LinearSolveOptions o)
