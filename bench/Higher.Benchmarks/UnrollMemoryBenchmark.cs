@@ -29,11 +29,15 @@ public static class UnrollMemoryBenchmark
         int[] lengths = args.Length > 0 ? args.Select(a => int.Parse(a, CultureInfo.InvariantCulture)).ToArray() : [10, 100, 1000];
         Console.WriteLine("| T | method | peak live heap | time | meta-gradient (first element) |");
         Console.WriteLine("|---:|---|---:|---:|---:|");
+        string[] methods = ["kept", "checkpointed", "implicit"];
+        foreach (var method in methods)
+        {
+            Measure(method, 10, probe: false); // warm-up (JIT)
+        }
         foreach (int t in lengths)
         {
-            foreach (var method in new[] { "kept", "checkpointed", "implicit" })
+            foreach (var method in methods)
             {
-                Measure(method, t, probe: false); // warm-up (JIT) of this method and length
                 var clock = Stopwatch.StartNew();
                 double grad = Measure(method, t, probe: false).Gradient;
                 double seconds = clock.Elapsed.TotalSeconds;

@@ -21,7 +21,7 @@ internal static class ImamlSineCommand
         public int Iterations { get; init; } = 1000;
         public int MetaBatch { get; init; } = 10;
         public int InnerSteps { get; init; } = 16;
-        public double InnerLr { get; init; } = 0.02;
+        public double InnerLr { get; init; } = 0.01;
         public double Lambda { get; init; } = 4.0;
         public int CgSteps { get; init; } = 5;
         public double MetaLr { get; init; } = 1e-3;
@@ -112,6 +112,7 @@ internal static class ImamlSineCommand
         var clock = Stopwatch.StartNew();
         int every = Math.Max(1, c.Iterations / 10);
         double window = 0, residual = 0;
+        int skipped = 0;
         for (int it = 0; it < c.Iterations; it++)
         {
             metaOpt.ZeroGrad();
@@ -123,6 +124,12 @@ internal static class ImamlSineCommand
                 var thetaStar = Adapt(fmodel, phi, xs, ys, c, c.InnerSteps);
                 var root = ImplicitDiff.Minimum(thetaStar, phi, (theta, _) => Mse(fmodel.Forward(xs, theta), ys), proximal: c.Lambda, solve);
                 var query = Mse(fmodel.Forward(xq, root.Solution), yq) * (1.0 / c.MetaBatch);
+                if (!double.IsFinite(query.Item()))
+                {
+                    // The adaptation diverged on this task: its meta-gradient would poison the model.
+                    skipped++;
+                    continue;
+                }
                 query.Backward();
                 window += query.Item();
                 residual += root.LastSolve!.RelativeResidual / c.MetaBatch;
@@ -133,9 +140,10 @@ internal static class ImamlSineCommand
             if ((it + 1) % every == 0)
             {
                 Console.WriteLine(FormattableString.Invariant(
-                    $"  meta-iteration {it + 1,6}: mean query loss after adaptation {window / every:F4}, CG relative residual {residual / every:E1}  ({clock.Elapsed.TotalSeconds:F1} s)"));
+                    $"  meta-iteration {it + 1,6}: mean query loss after adaptation {window / every:F4}, CG relative residual {residual / every:E1}{(skipped > 0 ? $", {skipped} diverged adaptations skipped" : "")}  ({clock.Elapsed.TotalSeconds:F1} s)"));
                 window = 0;
                 residual = 0;
+                skipped = 0;
             }
         }
         var after = Evaluate(fmodel, phi, c);
