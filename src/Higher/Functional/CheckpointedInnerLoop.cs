@@ -9,7 +9,8 @@ namespace Higher.Functional;
 /// of the context), computed with <paramref name="fmodel"/> (<c>fmodel.Forward(x[step])</c>). A checkpointed unroll calls
 /// it again for every step of a segment it recomputes, so it must be a function of the step and the fast weights only:
 /// the same batch for the same step, random numbers from the generators the context rewinds (see
-/// <see cref="CheckpointedInnerLoop.Create"/>), and no side effects that must happen once.
+/// <see cref="CheckpointedInnerLoop.Create"/>), and no side effects that must happen once. Tensors it creates are
+/// released when its segment ends: make the batches before the unroll, and do not cache tensors made inside it.
 /// </summary>
 public delegate Tensor InnerStepLoss(FunctionalModule fmodel, int step);
 
@@ -100,13 +101,21 @@ public sealed class CheckpointedInnerLoop : IDisposable
         var fmodel = Patch.Monkeypatch(model, device, copyInitialWeights, trackHigherGrads: true);
         var replayModel = Patch.Monkeypatch(model, device, copyInitialWeights: true, trackHigherGrads: true);
         replayModel.MaxHistory = 1;
-        var replayOpt = DiffOptim.Get(opt, model.Parameters(), new DifferentiableOptimizerOptions
+        DifferentiableOptimizer replayOpt;
+        try
         {
-            FModel = replayModel,
-            Device = device,
-            Override = @override,
-            TrackHigherGrads = true,
-        });
+            replayOpt = DiffOptim.Get(opt, model.Parameters(), new DifferentiableOptimizerOptions
+            {
+                FModel = replayModel,
+                Device = device,
+                Override = @override,
+                TrackHigherGrads = true,
+            });
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"CheckpointedInnerLoop.Create: {e.Message}", nameof(opt), e);
+        }
         return new CheckpointedInnerLoop(fmodel, replayModel, replayOpt, checkpointEvery, @override, [.. ModuleGenerators(model), .. given]);
     }
 

@@ -227,6 +227,16 @@ public sealed class CheckpointedUnrollTests
     }
 
     [Fact]
+    public void Create_RefusesAnOptimizerOfAnotherModel()
+    {
+        var model = Net(false, null);
+        var other = Net(false, null);
+        var e = Assert.Throws<ArgumentException>(() => CheckpointedInnerLoop.Create(model, Opt("sgd", other), 2));
+        Assert.Contains("CheckpointedInnerLoop.Create", e.Message);
+        Assert.Contains("none of the", e.Message);
+    }
+
+    [Fact]
     public void Unroll_RefusesBadInput_AndChangesNothing()
     {
         var d = MakeData(Steps);
