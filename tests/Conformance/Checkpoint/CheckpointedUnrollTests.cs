@@ -217,6 +217,35 @@ public sealed class CheckpointedUnrollTests
         AssertClose(expected, actual, 1e-12, "schedule, captured leaf, two unroll calls");
     }
 
+    /// <summary>copyInitialWeights true: the meta-gradient reaches the time-0 copies, inside a user's scope that releases the rest.</summary>
+    [Fact]
+    public void Checkpointed_CopiedInitialWeights_InsideAScope_EqualsKept()
+    {
+        var d = MakeData(Steps);
+        var keptModel = Net(dropout: false, null);
+        double[][] expected;
+        using (var ctx = InnerLoop.Create(keptModel, Opt("adam", keptModel)))
+        {
+            var (fmodel, diffopt) = ctx;
+            for (int t = 0; t < Steps; t++)
+            {
+                diffopt.Step(F.MseLoss(fmodel.Forward(d.Xs[t]), d.Ys[t]));
+            }
+            expected = Autograd.Grad([F.MseLoss(fmodel.Forward(d.Xq), d.Yq)], [.. fmodel.Parameters(0)]).Select(g => g!.ToDoubleArray()).ToArray();
+        }
+        var model = Net(dropout: false, null);
+        double[][] actual;
+        using (var scope = Tensor.NewScope("checkpointed test"))
+        {
+            using var ctx = CheckpointedInnerLoop.Create(model, Opt("adam", model), 3);
+            ctx.Unroll(Steps, (fmodel, t) => F.MseLoss(fmodel.Forward(d.Xs[t]), d.Ys[t]));
+            var q = F.MseLoss(ctx.FModel.Forward(d.Xq), d.Yq);
+            actual = Autograd.Grad([q], [.. ctx.FModel.Parameters(0)]).Select(g => g!.ToDoubleArray()).ToArray();
+        }
+        AssertClose(expected, actual, 1e-12, "copied initial weights: meta-gradients");
+        Assert.All(model.Parameters(), p => Assert.Null(p.Grad));
+    }
+
     [Fact]
     public void Create_RefusesBadCheckpointEvery()
     {
