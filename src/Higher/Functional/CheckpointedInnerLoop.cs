@@ -30,8 +30,8 @@ public delegate Tensor InnerStepLoss(FunctionalModule fmodel, int step);
 /// replay the same numbers: the context records the counters of <see cref="Generator.Default"/>, of every
 /// generator of the model's <see cref="Dropout"/> and recurrent layers, and of the
 /// <c>generators</c> given, at each segment start, and rewinds them while it recomputes the segment (a replay that
-/// draws a different number of values throws: the step was not deterministic). Do not draw from those generators on
-/// another thread during a backward pass.
+/// draws a different number of values throws: the step was not deterministic). Only the generators a segment drew from
+/// are rewound. Do not draw from those generators on another thread during the unroll or its backward pass.
 /// </para>
 /// <para>
 /// Memory: T steps in segments of k keep T/k states (one flat vector each) plus, during the backward pass, the graph
@@ -371,16 +371,21 @@ public sealed class CheckpointedInnerLoop : IDisposable
                 throw new NotSupportedException(
                     $"The backward of a checkpointed segment (steps {start}..{end - 1}) does not record its own graph, so the meta-gradient of a CheckpointedInnerLoop cannot be differentiated again (createGraph: true). Use InnerLoop.Create for higher derivatives.");
             }
+            // Only the generators the segment drew from are rewound (and checked): the others are left alone.
+            var used = Enumerable.Range(0, generators.Length).Where(i => _endOffsets[i] != _startOffsets[i]).ToArray();
             var now = Offsets(generators);
             try
             {
-                Rewind(generators, _startOffsets);
+                foreach (int i in used)
+                {
+                    generators[i].Rewind(_startOffsets[i]);
+                }
                 using var scope = TensorScope.BeginInternal("a checkpointed segment's recomputation");
                 using var grad = Autograd.EnableGrad();
                 var (leafWeights, leafStates, leaves) = Leaves();
                 var (endWeights, endStates, _) = owner.Run(start, end, loss, overrideAt, leafWeights, leafStates, buffers);
                 var reached = Offsets(generators);
-                for (int i = 0; i < generators.Length; i++)
+                foreach (int i in used)
                 {
                     if (reached[i] != _endOffsets[i])
                     {
@@ -409,7 +414,10 @@ public sealed class CheckpointedInnerLoop : IDisposable
             }
             finally
             {
-                Rewind(generators, now);
+                foreach (int i in used)
+                {
+                    generators[i].Rewind(now[i]);
+                }
             }
         }
 

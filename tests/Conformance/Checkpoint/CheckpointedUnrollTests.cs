@@ -11,7 +11,10 @@ namespace Higher.Conformance.Checkpoint;
 /// the meta-gradients with respect to the initial weights and a learning-rate tensor agree to 1e-12 in float64, for
 /// every differentiable optimizer (each with its state: momentum, moments, accumulators), with dropout replaying its
 /// masks, for segment lengths that divide the unroll, do not, and exceed it.
+/// Runs in the serial collection: a recomputed segment rewinds the generators its steps drew from, and a concurrent
+/// draw from <see cref="Generator.Default"/> by another test would look like a non-deterministic step.
 /// </summary>
+[Collection(nameof(CheckpointedDefaultGeneratorTests))]
 public sealed class CheckpointedUnrollTests
 {
     private const int Steps = 7;
