@@ -10,6 +10,8 @@ var root = new RootCommand("Higher samples: differentiating through optimization
     MamlSineCommand.Create(),
     HyperCommand.Create(),
     FashionMlpCommand.Create(),
+    ImamlSineCommand.Create(),
+    LrScheduleCommand.Create(),
     // fewshot (conv MAML on Fashion-MNIST, few-shot accuracy against inner steps) is added here with the
     // Conv2d / MaxPool2d kernels it needs; it is not part of this app yet.
 };

@@ -27,6 +27,9 @@ public sealed class Generator
     /// <summary>Reserves <paramref name="count"/> counters and returns the first.</summary>
     public ulong Reserve(long count) => (ulong)(Interlocked.Add(ref _offset, count) - count);
 
+    /// <summary>Moves the counter back (or on) to <paramref name="offset"/>: a checkpointed unroll replays a segment's random draws so.</summary>
+    internal void Rewind(ulong offset) => Interlocked.Exchange(ref _offset, (long)offset);
+
     /// <summary>A uniform integer in [0, n) drawn from the next counter (for host-side shuffles and sampling).</summary>
     public int NextInt(int n)
     {

@@ -52,7 +52,7 @@ public sealed record DifferentiableOptimizerOptions
 /// graph back to the initial weights, the state and any tensor hyperparameters.
 /// Hyperparameters and state are copied from the existing optimizer (state detached) at construction.
 /// </summary>
-public class DifferentiableOptimizer : IHyperParameterGroups
+public partial class DifferentiableOptimizer : IHyperParameterGroups
 {
     private readonly Optimizer _rule;
     private readonly List<Dictionary<string, double>> _groups;

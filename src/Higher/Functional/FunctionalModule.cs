@@ -12,7 +12,7 @@ namespace Higher.Functional;
 /// model can run on two threads at once. Every call validates its arguments first and changes
 /// nothing when it throws.
 /// </summary>
-public sealed class FunctionalModule
+public sealed partial class FunctionalModule
 {
     private readonly List<Tensor[]> _history = [];
     private readonly Parameter[] _handles;

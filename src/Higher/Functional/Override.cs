@@ -165,6 +165,8 @@ public sealed class Override
             }
         }
     }
+    /// <summary>Removes every entry (a checkpointed unroll resets the overrides of each replayed step).</summary>
+    internal void Clear() => _values.Clear();
 
     /// <summary>True if <paramref name="name"/> is overridden.</summary>
     public bool Contains(string name) => _values.ContainsKey(name);

@@ -1,6 +1,7 @@
 using System.Text.RegularExpressions;
 using Higher.Cuda;
 using Higher.Functional;
+using Higher.Implicit;
 using Higher.Nn;
 using Higher.Optim;
 using Higher.Serialization;
@@ -326,6 +327,101 @@ public sealed partial class ReadmeSnippets
             Assert.Equal(twin.Parameters()[i].ToDoubleArray(), model.Parameters()[i].ToDoubleArray());
             Assert.Equal(twin.Parameters()[i].Grad!.ToDoubleArray(), model.Parameters()[i].Grad!.ToDoubleArray());
         }
+    }
+
+    [Fact]
+    public void CheckpointedUnroll_EqualsTheKeptUnroll()
+    {
+        var g = new Generator(31);
+        var xs = Enumerable.Range(0, 100).Select(_ => Tensor.Rand([8, 4], DType.Float64, g)).ToArray();
+        var ys = Enumerable.Range(0, 100).Select(_ => Tensor.FromArray(Enumerable.Range(0, 8).Select(_ => (long)g.NextInt(3)).ToArray())).ToArray();
+        var (xVal, yVal) = (Tensor.Rand([8, 4], DType.Float64, g), Tensor.FromArray(Enumerable.Range(0, 8).Select(_ => (long)g.NextInt(3)).ToArray()));
+        var logLr = Tensor.Full([100], Math.Log(0.1), DType.Float64).WithRequiresGrad();
+        Sequential NewLinear()
+        {
+            var m = new Sequential(new Linear(4, 3, generator: new Generator(32)));
+            m.To(DType.Float64);
+            return m;
+        }
+
+        var twin = NewLinear();
+        using (var kept = InnerLoop.Create(twin, new Sgd(twin.Parameters()), copyInitialWeights: false))
+        {
+            var (fmodel, diffopt) = kept;
+            for (int t = 0; t < 100; t++)
+            {
+                diffopt.Step(F.CrossEntropy(fmodel.Forward(xs[t]), ys[t]), @override: new Override().Set("lr", logLr.Select(0, t).Exp()));
+            }
+            F.CrossEntropy(fmodel.Forward(xVal), yVal).Backward();
+        }
+        var expectedLr = logLr.Grad!.ToDoubleArray();
+        logLr.Grad = null;
+
+        var model = NewLinear();
+        #region readme: checkpointed-unroll
+        using var ctx = CheckpointedInnerLoop.Create(model, new Sgd(model.Parameters()), checkpointEvery: 10, copyInitialWeights: false);
+        ctx.Unroll(100, (fmodel, t) => F.CrossEntropy(fmodel.Forward(xs[t]), ys[t]),      // same batch for the same t
+            overrideAt: t => new Override().Set("lr", logLr.Select(0, t).Exp()));        // a schedule on the tape
+        F.CrossEntropy(ctx.FModel.Forward(xVal), yVal).Backward();                      // model Grad and logLr.Grad
+        #endregion
+
+        var actual = logLr.Grad!.ToDoubleArray();
+        double scale = expectedLr.Max(Math.Abs);
+        Assert.True(scale > 0);
+        for (int i = 0; i < actual.Length; i++)
+        {
+            Assert.True(Math.Abs(actual[i] - expectedLr[i]) <= 1e-12 * scale, $"step {i}: kept {expectedLr[i]:R}, checkpointed {actual[i]:R}");
+        }
+        for (int i = 0; i < model.Parameters().Count; i++)
+        {
+            var e = twin.Parameters()[i].Grad!.ToDoubleArray();
+            var a = model.Parameters()[i].Grad!.ToDoubleArray();
+            for (int j = 0; j < e.Length; j++)
+            {
+                Assert.True(Math.Abs(e[j] - a[j]) <= 1e-12 * e.Max(Math.Abs), $"parameter {i} element {j}: kept {e[j]:R}, checkpointed {a[j]:R}");
+            }
+        }
+    }
+
+    [Fact]
+    public void ImplicitMetaGradient_OfAPlainSgdAdaptation()
+    {
+        var model = NewModel(33);
+        var fmodel = Patch.Monkeypatch(model, trackHigherGrads: false);
+        var phi = model.Parameters().ToList();
+        var task = Tasks(1, 34)[0];
+        var (xs, ys, xq, yq) = (task.SupportX, task.SupportY, task.QueryX, task.QueryY);
+        Tensor[] AdaptWithPlainSgd(IReadOnlyList<Tensor> anchor)
+        {
+            var theta = anchor.Select(p => p.Detach().Clone().WithRequiresGrad()).ToArray();
+            var sgd = new Sgd(theta, new SgdOptions { Lr = 0.01 });
+            for (int s = 0; s < 50; s++)
+            {
+                sgd.ZeroGrad();
+                var loss = F.MseLoss(fmodel.Forward(xs, theta), ys);
+                for (int i = 0; i < theta.Length; i++)
+                {
+                    loss = loss + 2.0 * (theta[i] - anchor[i].Detach()).Square().Sum();
+                }
+                loss.Backward();
+                sgd.Step();
+            }
+            return theta.Select(t => t.Detach()).ToArray();
+        }
+
+        #region readme: implicit
+        var thetaStar = AdaptWithPlainSgd(phi);                                           // no tape
+        var root = ImplicitDiff.Minimum(thetaStar, phi, (theta, _) => F.MseLoss(fmodel.Forward(xs, theta), ys),
+            proximal: 4.0, new LinearSolveOptions { MaxIterations = 5 });
+        F.MseLoss(fmodel.Forward(xq, root.Solution), yq).Backward();                     // φ's Grad
+        Console.WriteLine(root.LastSolve);   // e.g. "ConjugateGradient: 5 iterations, relative residual 2.1E-002"
+        #endregion
+
+        Assert.NotNull(root.LastSolve);
+        Assert.InRange(root.LastSolve!.Iterations, 1, 5);
+        Assert.True(root.LastSolve.RelativeResidual < 1, root.LastSolve.ToString());
+        Assert.All(phi, p => Assert.True(p.Grad!.ToDoubleArray().All(double.IsFinite)));
+        Assert.Contains(phi, p => p.Grad!.ToDoubleArray().Any(v => v != 0));
     }
 
     [Fact]
