@@ -10,8 +10,7 @@ var root = new RootCommand("Higher samples: differentiating through optimization
     MamlSineCommand.Create(),
     HyperCommand.Create(),
     FashionMlpCommand.Create(),
-    // fewshot (conv MAML on Fashion-MNIST, few-shot accuracy against inner steps) is added here with the
-    // Conv2d / MaxPool2d kernels it needs; it is not part of this app yet.
+    FewShotCommand.Create(),
 };
 
 var parsed = root.Parse(args);
