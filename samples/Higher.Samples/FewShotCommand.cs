@@ -234,18 +234,16 @@ internal static class FewShotCommand
 
     private static void PrintTable(FewShotConfig c, int[] shotSettings, Dictionary<int, FewShotResults> results, Dictionary<string, double> seconds)
     {
+        // Accuracy after as many steps as meta-training took, and after all the test-time steps.
+        int[] columns = c.InnerSteps < c.EvalSteps ? [c.InnerSteps, c.EvalSteps] : [c.EvalSteps];
         Console.WriteLine();
         Console.WriteLine(FormattableString.Invariant(
-            $"{c.Ways}-way accuracy on the meta-test classes, mean ± 95 % interval over {c.Tasks} tasks ({c.TestQueries} queries/class), after {c.InnerSteps} and {c.EvalSteps} SGD steps (lr {c.InnerLr}) on the support set:"));
-        Console.WriteLine($"| model | {string.Join(" | ", shotSettings.Select(k => $"{k}-shot, {c.InnerSteps} steps | {k}-shot, {c.EvalSteps} steps"))} | train time |");
-        Console.WriteLine($"|---|{string.Concat(shotSettings.Select(_ => "---:|---:|"))}---:|");
+            $"{c.Ways}-way accuracy on the meta-test classes, mean ± 95 % interval over {c.Tasks} tasks ({c.TestQueries} queries/class), after {string.Join(" and ", columns)} SGD steps (lr {c.InnerLr}) on the support set:"));
+        Console.WriteLine($"| model | {string.Join(" | ", shotSettings.SelectMany(k => columns.Select(s => $"{k}-shot, {s} steps")))} | train time |");
+        Console.WriteLine($"|---|{string.Concat(shotSettings.SelectMany(_ => columns.Select(_ => "---:|")))}---:|");
         foreach (var (name, pick) in Models)
         {
-            string cells = string.Join(" | ", shotSettings.Select(k =>
-            {
-                var a = pick(results[k]);
-                return $"{a.At(Math.Min(c.InnerSteps, c.EvalSteps))} | {a.At(c.EvalSteps)}";
-            }));
+            string cells = string.Join(" | ", shotSettings.SelectMany(k => columns.Select(s => pick(results[k]).At(s).ToString())));
             string time = name switch
             {
                 "MAML" => string.Join(" + ", shotSettings.Select(k => FormattableString.Invariant($"{seconds[$"maml{k}"]:F0} s"))),
