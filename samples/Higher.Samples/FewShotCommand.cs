@@ -279,8 +279,8 @@ internal static class FewShotCommand
         int window = Math.Max(1, c.Iterations / 20);
         var lossSeries = shotSettings.Select(k => new Plots.Series($"MAML {k}-shot: query loss after {c.InnerSteps} inner steps", Plots.Range(mamlLoss[k].Count), Plots.Smooth(mamlLoss[k], window))).ToList();
         lossSeries.Add(new Plots.Series("pre-training: cross-entropy of its batches", Plots.Range(pretrainLoss.Count), Plots.Smooth(pretrainLoss, Math.Max(1, c.PretrainIterations / 20)), Dashed: true));
-        Plots.Save(Path.Combine(outDir, "meta_loss.png"), $"Meta-training loss (moving average over {window} iterations)", "iteration", "cross-entropy", lossSeries);
-        Plots.Save(Path.Combine(outDir, "meta_accuracy.png"), $"MAML meta-training: query accuracy after {c.InnerSteps} inner steps (moving average over {window})", "meta-iteration", "accuracy",
+        Plots.Save(Path.Combine(outDir, "meta_loss.png"), $"Training loss (moving average over {window} iterations)", "meta-iteration (MAML) or step (pre-training)", "cross-entropy", lossSeries);
+        Plots.Save(Path.Combine(outDir, "meta_accuracy.png"), $"MAML meta-training: query accuracy after {c.InnerSteps} inner steps (average of {window})", "meta-iteration", "accuracy",
             shotSettings.Select(k => new Plots.Series($"MAML {k}-shot", Plots.Range(mamlAccuracy[k].Count), Plots.Smooth(mamlAccuracy[k], window))), legend: Alignment.LowerRight);
 
         var files = new List<string> { "meta_loss.png", "meta_accuracy.png" };
