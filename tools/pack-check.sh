@@ -31,6 +31,17 @@ for p in Higher Higher.Abstractions Higher.Cuda Higher.Distributed Higher.Refere
   unzip -l "$feed/$p.$version.snupkg" | grep -F "lib/net10.0/$p.pdb" >/dev/null || { echo "pack-check: $p has no symbols" >&2; exit 1; }
 done
 
+# The kernels travel in Higher.Cuda as its linux-x64 native asset when native/build.sh built them (nvcc present).
+kernels="$root/native/build/libhigher_kernels.so"
+asset="runtimes/linux-x64/native/libhigher_kernels.so"
+if [ -f "$kernels" ]; then
+  unzip -l "$feed/Higher.Cuda.$version.nupkg" | grep -q "$asset" || { echo "pack-check: $kernels exists but Higher.Cuda lacks $asset" >&2; exit 1; }
+  echo "pack-check: Higher.Cuda carries $asset"
+else
+  if unzip -l "$feed/Higher.Cuda.$version.nupkg" | grep -q "$asset"; then echo "pack-check: Higher.Cuda carries $asset but native/build has none" >&2; exit 1; fi
+  echo "pack-check: no native/build/libhigher_kernels.so (nvcc absent or native/build.sh not run): Higher.Cuda carries no kernels"
+fi
+
 export NUGET_PACKAGES="$work/packages" DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 cd "$work"
 dotnet new console -o app --force >/dev/null
@@ -45,6 +56,11 @@ cat > nuget.config <<XML
 </configuration>
 XML
 dotnet add package Higher --version "$version" >/dev/null
+if [ -f "$kernels" ]; then dotnet add package Higher.Cuda --version "$version" >/dev/null; fi
 cp "$root/tools/pack-check/Program.cs" Program.cs
 dotnet run -c Release
+if [ -f "$kernels" ]; then
+  [ -f "bin/Release/net10.0/$asset" ] || { echo "pack-check: the app that installed Higher.Cuda has no bin/Release/net10.0/$asset" >&2; exit 1; }
+  echo "pack-check: the installed app has $asset (where the CUDA backend probes for it)"
+fi
 echo "pack-check: OK (Higher $version installed from $feed into a fresh console app)"

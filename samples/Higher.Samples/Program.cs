@@ -12,8 +12,7 @@ var root = new RootCommand("Higher samples: differentiating through optimization
     FashionMlpCommand.Create(),
     ImamlSineCommand.Create(),
     LrScheduleCommand.Create(),
-    // fewshot (conv MAML on Fashion-MNIST, few-shot accuracy against inner steps) is added here with the
-    // Conv2d / MaxPool2d kernels it needs; it is not part of this app yet.
+    FewShotCommand.Create(),
 };
 
 var parsed = root.Parse(args);

@@ -25,6 +25,9 @@ internal static class NativeLibraries
     /// <summary>Environment variable that names the kernel library (a file, or a folder that holds it).</summary>
     public const string KernelsPathVariable = "HIGHER_KERNELS_PATH";
 
+    /// <summary>The runtime identifier whose native asset the Higher.Cuda package carries the kernels as (runtimes/linux-x64/native/).</summary>
+    public const string PackagedRid = "linux-x64";
+
     private static readonly Lock Gate = new();
     private static bool s_resolverInstalled;
     private static nint s_runtime;
@@ -53,7 +56,8 @@ internal static class NativeLibraries
 
     /// <summary>
     /// Paths probed for libhigher_kernels, in order: <c>$HIGHER_KERNELS_PATH</c> (a file or a folder),
-    /// next to the application (where this assembly is deployed, NativeAOT included), then native/build/
+    /// next to the application (where this assembly is deployed, NativeAOT included), in the application's
+    /// runtimes/linux-x64/native/ (the Higher.Cuda package's asset in a portable app), then native/build/
     /// under the current folder and each of its parents.
     /// </summary>
     public static IReadOnlyList<string> KernelsCandidates(string? environmentValue, string currentDirectory, string? appDirectory)
@@ -66,6 +70,8 @@ internal static class NativeLibraries
         if (!string.IsNullOrEmpty(appDirectory))
         {
             paths.Add(Path.Combine(appDirectory, KernelsFileName));
+            // Where a portable (RID-less) app gets the Higher.Cuda package's native asset.
+            paths.Add(Path.Combine(appDirectory, "runtimes", PackagedRid, "native", KernelsFileName));
         }
         for (var dir = new DirectoryInfo(currentDirectory); dir is not null; dir = dir.Parent)
         {

@@ -94,7 +94,8 @@ public sealed class CudaBackendNoGpuTests
             var paths = NativeLibraries.KernelsCandidates(root, nested, "/opt/app");
             Assert.Equal(Path.Combine(root, "libhigher_kernels.so"), paths[0]);
             Assert.Equal("/opt/app/libhigher_kernels.so", paths[1]);
-            Assert.Equal(Path.Combine(nested, "native", "build", "libhigher_kernels.so"), paths[2]);
+            Assert.Equal("/opt/app/runtimes/linux-x64/native/libhigher_kernels.so", paths[2]);
+            Assert.Equal(Path.Combine(nested, "native", "build", "libhigher_kernels.so"), paths[3]);
             Assert.Contains(Path.Combine(root, "native", "build", "libhigher_kernels.so"), paths);
             Assert.Equal("/native/build/libhigher_kernels.so", paths[^1]);
 
