@@ -167,6 +167,9 @@ internal static class HigherRun
         watch.Stop();
         int tasks = o.Iterations * Workload.MetaBatch;
         double cpuMs = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalMilliseconds;
+        var pool = CpuBufferPool.Shared.Statistics;
+        Console.Error.WriteLine(FormattableString.Invariant(
+            $"buffer pool: peak in use {pool.PeakBytesInUse / 1048576.0:F0} MiB, peak held {pool.PeakBytesHeld / 1048576.0:F0} MiB, hit rate {pool.HitRate:P1}; managed heap now {GC.GetTotalMemory(false) / 1048576.0:F0} MiB"));
         return new RunResult("Higher", watch.Elapsed.TotalMilliseconds / tasks, PeakRssMiB(), cpuMs / tasks);
     }
 
