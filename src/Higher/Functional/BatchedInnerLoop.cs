@@ -63,37 +63,19 @@ public static partial class InnerLoop
                     $"InnerLoop.CreateBatched: layer '{(name.Length == 0 ? "(the model itself)" : name)}' ({module.GetType().Name}) of the {model.GetType().Name} cannot run task-batched: {why}", nameof(model));
             }
         }
-        var modelParams = new HashSet<Tensor>(model.Parameters(), ReferenceEqualityComparer.Instance);
-        if (!opt.ParamGroups.Any(g => g.Params.Any(modelParams.Contains)))
-        {
-            throw new ArgumentException(
-                $"InnerLoop.CreateBatched: none of the {opt.ParamGroups.Sum(g => g.Params.Count)} parameters of the {opt.GetType().Name} is a parameter of the {model.GetType().Name} ({modelParams.Count} parameters), so the inner loop would update nothing. " +
-                "Build the optimizer over model.Parameters() (after any model.To(...), which replaces the parameter tensors).", nameof(opt));
-        }
+        CheckUpdatesModel(model, opt, "InnerLoop.CreateBatched");
         @override?.ValidateTasks(tasks, "InnerLoop.CreateBatched");
-        var scope = releaseOnDispose ? TensorScope.Begin("the task-batched inner-loop context") : null;
-        try
+        var options = new DifferentiableOptimizerOptions
         {
-            scope?.Keep(model);
-            scope?.Keep(opt);
-            var fmodel = new FunctionalModule(model, InitialWeights(model, tasks, device, copyInitialWeights), trackHigherGrads, device, tasks);
-            var diffopt = DiffOptim.Get(opt, model.Parameters(), new DifferentiableOptimizerOptions
-            {
-                FModel = fmodel,
-                Device = device,
-                Override = @override,
-                TrackHigherGrads = trackHigherGrads,
-                FirstOrder = firstOrder,
-                TruncateEvery = truncateEvery,
-                Tasks = tasks,
-            });
-            return new InnerLoopContext(fmodel, diffopt, scope);
-        }
-        catch
-        {
-            scope?.Dispose();
-            throw;
-        }
+            Device = device,
+            Override = @override,
+            TrackHigherGrads = trackHigherGrads,
+            FirstOrder = firstOrder,
+            TruncateEvery = truncateEvery,
+            Tasks = tasks,
+        };
+        return Open(model, opt, releaseOnDispose ? "the task-batched inner-loop context" : null,
+            () => new FunctionalModule(model, InitialWeights(model, tasks, device, copyInitialWeights), trackHigherGrads, device, tasks), options);
     }
 
     /// <summary>The time-0 fast weights [T, ...]: detached leaf copies, or the parameters broadcast on the tape.</summary>

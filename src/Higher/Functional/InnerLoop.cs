@@ -116,30 +116,44 @@ public static partial class InnerLoop
         {
             throw new ArgumentOutOfRangeException(nameof(truncateEvery), truncateEvery, $"InnerLoop.Create: truncateEvery must be at least 1 (or null for never); got {truncateEvery}.");
         }
+        CheckUpdatesModel(model, opt, "InnerLoop.Create");
+        var options = new DifferentiableOptimizerOptions
+        {
+            Device = device,
+            Override = @override,
+            TrackHigherGrads = trackHigherGrads,
+            FirstOrder = firstOrder,
+            TruncateEvery = truncateEvery,
+        };
+        return Open(model, opt, releaseOnDispose ? "the inner-loop context" : null, () => Patch.Monkeypatch(model, device, copyInitialWeights, trackHigherGrads), options);
+    }
+
+    /// <summary>Refuses an optimizer none of whose parameters is the model's: every fast weight would pass through unchanged, step after step, without a word.</summary>
+    internal static void CheckUpdatesModel(Module model, Optimizer opt, string call)
+    {
         var modelParams = new HashSet<Tensor>(model.Parameters(), ReferenceEqualityComparer.Instance);
-        int optimized = opt.ParamGroups.Sum(g => g.Params.Count);
         if (!opt.ParamGroups.Any(g => g.Params.Any(modelParams.Contains)))
         {
-            // Every fast weight would pass through unchanged, step after step, without a word.
             throw new ArgumentException(
-                $"InnerLoop.Create: none of the {optimized} parameters of the {opt.GetType().Name} is a parameter of the {model.GetType().Name} ({modelParams.Count} parameters), so the inner loop would update nothing. " +
+                $"{call}: none of the {opt.ParamGroups.Sum(g => g.Params.Count)} parameters of the {opt.GetType().Name} is a parameter of the {model.GetType().Name} ({modelParams.Count} parameters), so the inner loop would update nothing. " +
                 "Build the optimizer over model.Parameters() (after any model.To(...), which replaces the parameter tensors).", nameof(opt));
         }
-        var scope = releaseOnDispose ? TensorScope.Begin("the inner-loop context") : null;
+    }
+
+    /// <summary>
+    /// The context over the functional model <paramref name="makeFModel"/> builds and a differentiable
+    /// optimizer with <paramref name="options"/>; inside a scope named <paramref name="scopeName"/> when given
+    /// (released again if building fails).
+    /// </summary>
+    internal static InnerLoopContext Open(Module model, Optimizer opt, string? scopeName, Func<FunctionalModule> makeFModel, DifferentiableOptimizerOptions options)
+    {
+        var scope = scopeName is null ? null : TensorScope.Begin(scopeName);
         try
         {
             scope?.Keep(model);
             scope?.Keep(opt);
-            var fmodel = Patch.Monkeypatch(model, device, copyInitialWeights, trackHigherGrads);
-            var diffopt = DiffOptim.Get(opt, model.Parameters(), new DifferentiableOptimizerOptions
-            {
-                FModel = fmodel,
-                Device = device,
-                Override = @override,
-                TrackHigherGrads = trackHigherGrads,
-                FirstOrder = firstOrder,
-                TruncateEvery = truncateEvery,
-            });
+            var fmodel = makeFModel();
+            var diffopt = DiffOptim.Get(opt, model.Parameters(), options with { FModel = fmodel });
             return new InnerLoopContext(fmodel, diffopt, scope);
         }
         catch
