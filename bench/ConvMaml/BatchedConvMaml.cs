@@ -148,7 +148,7 @@ internal static class BatchedConvMaml
     private static RunResult RunHigher(bool batched, int metaBatch, int iterations, int warmup)
     {
         var g = new Generator(1);
-        var model = BuildNet(g);
+        var model = HigherRun.BuildNet(g);
         var meta = new Adam(model.Parameters(), new AdamOptions { Lr = Workload.MetaLr });
         var inner = new Sgd(model.Parameters(), new SgdOptions { Lr = Workload.InnerLr });
         var watch = new Stopwatch();
@@ -179,7 +179,7 @@ internal static class BatchedConvMaml
         int tasks = iterations * metaBatch;
         double cpuMs = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalMilliseconds;
         return new RunResult(batched ? "Higher, task-batched (InnerLoop.CreateBatched)" : "Higher, task by task (InnerLoop.Create)",
-            watch.Elapsed.TotalMilliseconds / tasks, PeakRssMiB(), cpuMs / tasks);
+            watch.Elapsed.TotalMilliseconds / tasks, HigherRun.PeakRssMiB(), cpuMs / tasks);
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
@@ -191,9 +191,9 @@ internal static class BatchedConvMaml
         var (fmodel, diffopt) = context;
         for (int s = 0; s < Workload.InnerSteps; s++)
         {
-            diffopt.Step(F.CrossEntropy(fmodel.Forward(xs), Labels(Workload.Shots)));
+            diffopt.Step(F.CrossEntropy(fmodel.Forward(xs), HigherRun.Labels(Workload.Shots)));
         }
-        (F.CrossEntropy(fmodel.Forward(xq), Labels(Workload.Queries)) / metaBatch).Backward();
+        (F.CrossEntropy(fmodel.Forward(xq), HigherRun.Labels(Workload.Queries)) / metaBatch).Backward();
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
@@ -201,8 +201,8 @@ internal static class BatchedConvMaml
     {
         var xs = Tensor.Rand([tasks, Workload.Ways * Workload.Shots, 1, 28, 28], DType.Float32, g);
         var xq = Tensor.Rand([tasks, Workload.Ways * Workload.Queries, 1, 28, 28], DType.Float32, g);
-        var ys = Tensor.Stack(Enumerable.Repeat(Labels(Workload.Shots), tasks).ToList());
-        var yq = Tensor.Stack(Enumerable.Repeat(Labels(Workload.Queries), tasks).ToList());
+        var ys = Tensor.Stack(Enumerable.Repeat(HigherRun.Labels(Workload.Shots), tasks).ToList());
+        var yq = Tensor.Stack(Enumerable.Repeat(HigherRun.Labels(Workload.Queries), tasks).ToList());
         using var context = InnerLoop.CreateBatched(model, inner, tasks, copyInitialWeights: false);
         var (fmodel, diffopt) = context;
         for (int s = 0; s < Workload.InnerSteps; s++)
@@ -210,35 +210,5 @@ internal static class BatchedConvMaml
             diffopt.Step(TaskLosses.CrossEntropy(fmodel.Forward(xs), ys));
         }
         TaskLosses.CrossEntropy(fmodel.Forward(xq), yq).Mean().Backward();
-    }
-
-    private static Sequential BuildNet(Generator g)
-    {
-        var layers = new List<Module>();
-        for (int i = 0; i < 3; i++)
-        {
-            layers.Add(new Conv2d(i == 0 ? 1 : Workload.Channels, Workload.Channels, 3, generator: g));
-            layers.Add(new BatchNorm2d(Workload.Channels, momentum: 1));
-            layers.Add(new Relu());
-            layers.Add(new MaxPool2d(2, 2));
-        }
-        layers.Add(new Flatten());
-        layers.Add(new Linear(Workload.Channels, Workload.Ways, generator: g));
-        return new Sequential(layers);
-    }
-
-    private static Tensor Labels(int perClass) =>
-        Tensor.FromArray(Enumerable.Range(0, Workload.Ways * perClass).Select(i => (long)(i / perClass)).ToArray());
-
-    private static double PeakRssMiB()
-    {
-        foreach (var line in File.ReadLines("/proc/self/status"))
-        {
-            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-            {
-                return double.Parse(line["VmHWM:".Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) / 1024;
-            }
-        }
-        return double.NaN;
     }
 }

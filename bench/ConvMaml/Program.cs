@@ -198,7 +198,7 @@ internal static class HigherRun
         (queryLoss / Workload.MetaBatch).Backward();
     }
 
-    private static Sequential BuildNet(Generator g)
+    internal static Sequential BuildNet(Generator g)
     {
         var layers = new List<Module>();
         for (int i = 0; i < 3; i++)
@@ -213,11 +213,11 @@ internal static class HigherRun
         return new Sequential(layers);
     }
 
-    private static Tensor Labels(int perClass) =>
+    internal static Tensor Labels(int perClass) =>
         Tensor.FromArray(Enumerable.Range(0, Workload.Ways * perClass).Select(i => (long)(i / perClass)).ToArray());
 
     /// <summary>VmHWM of /proc/self/status (the peak resident set), in MiB.</summary>
-    private static double PeakRssMiB()
+    internal static double PeakRssMiB()
     {
         foreach (var line in File.ReadLines("/proc/self/status"))
         {
