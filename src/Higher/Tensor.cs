@@ -151,7 +151,7 @@ public sealed partial class Tensor
     /// </summary>
     internal void FreeIntermediate(string by)
     {
-        if (Volatile.Read(ref Version.Saved) == 0 && Volatile.Read(ref Version.Pending) == 0 && Version.ReleasedBy is null)
+        if (Version.Unheld)
         {
             TensorScope.ReleaseNow(Version, by);
         }
@@ -351,6 +351,9 @@ internal sealed class VersionCounter
     /// when the last node that saves it is released (see <see cref="Tape.Engine"/>).
     /// </summary>
     public bool EngineOwned;
+
+    /// <summary>Still usable, and neither saved by a tape node nor held by a gradient slot.</summary>
+    public bool Unheld => Volatile.Read(ref Saved) == 0 && Volatile.Read(ref Pending) == 0 && ReleasedBy is null;
 }
 
 /// <summary>Families compared by reference and hashed by <see cref="VersionCounter.Id"/>.</summary>

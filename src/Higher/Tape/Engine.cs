@@ -37,7 +37,7 @@ internal sealed class Engine
 
     private static void TryFree(VersionCounter family)
     {
-        if (family.EngineOwned && Volatile.Read(ref family.Saved) == 0 && Volatile.Read(ref family.Pending) == 0 && family.ReleasedBy is null)
+        if (family.EngineOwned && family.Unheld)
         {
             TensorScope.ReleaseNow(family, FreedBy);
         }
