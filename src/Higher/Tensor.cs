@@ -146,14 +146,22 @@ public sealed partial class Tensor
     public static TensorScope NewScope(string? name = null) => TensorScope.Begin(name);
 
     /// <summary>
-    /// Frees the storage of an op's own intermediate now, unless a tape node saves it: for a tensor a
-    /// composite made and never handed out (no view of it escaped), so nothing else can read it.
+    /// Frees the storage of an op's own intermediate: for a tensor a composite made and never handed out
+    /// (no view of it escaped), so nothing else can read it. Now when no tape node saves it; otherwise
+    /// the engine frees it when the last node saving it is released, as it does a backward pass's own
+    /// tensors (see <see cref="VersionCounter.EngineOwned"/>).
     /// </summary>
     internal void FreeIntermediate(string by)
     {
-        if (Version.Unheld)
+        var family = Version;
+        if (family.Unheld)
         {
-            TensorScope.ReleaseNow(Version, by);
+            TensorScope.ReleaseNow(family, by);
+        }
+        else if (family.ReleasedBy is null)
+        {
+            family.Owner = by;
+            family.EngineOwned = true;
         }
     }
 
@@ -331,6 +339,9 @@ internal sealed class VersionCounter
     /// <summary>A number for hashing (<see cref="FamilyIdentity"/>), cheaper than a new object's first hash code.</summary>
     public readonly int Id = Interlocked.Increment(ref s_ids);
 
+    /// <summary>The <see cref="Id"/> of the newest family so far: every family started later has a larger one.</summary>
+    public static int NewestId => Volatile.Read(ref s_ids);
+
     /// <summary>The storage the family views (null for families made without one).</summary>
     public IStorage? Storage;
 
@@ -351,6 +362,9 @@ internal sealed class VersionCounter
     /// when the last node that saves it is released (see <see cref="Tape.Engine"/>).
     /// </summary>
     public bool EngineOwned;
+
+    /// <summary>Who handed the family to the engine when not a backward pass (a <see cref="Nn.Sequential"/>'s activation): named when it is freed.</summary>
+    public string? Owner;
 
     /// <summary>Still usable, and neither saved by a tape node nor held by a gradient slot.</summary>
     public bool Unheld => Volatile.Read(ref Saved) == 0 && Volatile.Read(ref Pending) == 0 && ReleasedBy is null;

@@ -4,6 +4,9 @@ namespace Higher.Nn;
 public sealed class Relu : Module
 {
     /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
+    /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
     {
         ArgumentNullException.ThrowIfNull(input);
@@ -14,6 +17,9 @@ public sealed class Relu : Module
 /// <summary>y = x for x &gt; 0, slope·x otherwise (torch.nn.LeakyReLU).</summary>
 public sealed class LeakyRelu(double negativeSlope = 0.01) : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
     /// <summary>Slope for negative inputs.</summary>
     public double NegativeSlope { get; } = negativeSlope;
 
@@ -32,6 +38,9 @@ public sealed class LeakyRelu(double negativeSlope = 0.01) : Module
 public sealed class Tanh : Module
 {
     /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
+    /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
     {
         ArgumentNullException.ThrowIfNull(input);
@@ -43,6 +52,9 @@ public sealed class Tanh : Module
 public sealed class Sigmoid : Module
 {
     /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
+    /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
     {
         ArgumentNullException.ThrowIfNull(input);
@@ -53,6 +65,9 @@ public sealed class Sigmoid : Module
 /// <summary>y = ln(1 + e^(βx))/β, and y = x where βx &gt; threshold (torch.nn.Softplus).</summary>
 public sealed class Softplus(double beta = 1, double threshold = 20) : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
     /// <summary>β.</summary>
     public double Beta { get; } = beta;
 
@@ -70,6 +85,9 @@ public sealed class Softplus(double beta = 1, double threshold = 20) : Module
 /// <summary>y = x·Φ(x), or its tanh approximation (torch.nn.GELU with approximate='tanh').</summary>
 public sealed class Gelu(bool tanhApproximation = false) : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
     /// <summary>Whether the tanh approximation is used.</summary>
     public bool TanhApproximation { get; } = tanhApproximation;
 
@@ -88,6 +106,9 @@ public sealed class Gelu(bool tanhApproximation = false) : Module
 /// </summary>
 public sealed class Dropout : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
     /// <summary>Dropout with probability <paramref name="p"/>, drawing masks from <paramref name="generator"/> (default: <see cref="Higher.Generator.Default"/> at each call).</summary>
     public Dropout(double p = 0.5, Generator? generator = null)
     {

@@ -16,6 +16,9 @@ namespace Higher.Nn;
 /// </summary>
 public abstract class BatchNorm : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => GetType().Assembly == typeof(BatchNorm).Assembly;
+
     /// <summary>Batch norm over <paramref name="numFeatures"/> channels.</summary>
     /// <param name="numFeatures">C.</param>
     /// <param name="eps">Added to the variance.</param>

@@ -7,6 +7,9 @@ public sealed class Sequential : Module
 {
     private readonly List<Module> _layers = [];
 
+    // The message a released activation names, made once per position (not per forward).
+    private string[] _freedBy = [];
+
     /// <summary>A chain of <paramref name="modules"/>.</summary>
     public Sequential(params IEnumerable<Module> modules)
     {
@@ -31,14 +34,53 @@ public sealed class Sequential : Module
     }
 
     /// <inheritdoc/>
+    internal override bool KeepsNoActivations => _layers.TrueForAll(static m => m.KeepsNoActivations);
+
+    /// <summary>
+    /// Runs the layers in order. An activation between two of Higher.Nn's own layers (see
+    /// <see cref="Module.KeepsNoActivations"/>) is freed as soon as the layer after it has returned, when
+    /// nothing can read it again: no tape node saved it (a convolution's or linear layer's input, a
+    /// ReLU's output stay), the next layer did not return a view of it, and it was made during this
+    /// call (never the input or a weight). Its storage goes back to the buffer pool at once, as an
+    /// unreferenced tensor does in PyTorch, instead of waiting for the garbage collector or the end of
+    /// a scope.
+    /// </summary>
     public override Tensor Forward(Tensor input)
     {
+        int newest = VersionCounter.NewestId;
         var x = input;
-        foreach (var m in _layers)
+        Module? previous = null;
+        for (int i = 0; i < _layers.Count; i++)
         {
-            x = m.Forward(x);
+            var m = _layers[i];
+            var y = m.Forward(x);
+            if (previous is not null && previous.KeepsNoActivations && m.KeepsNoActivations)
+            {
+                FreeActivation(x, y, newest, i);
+            }
+            previous = m;
+            x = y;
         }
         return x;
+    }
+
+    private void FreeActivation(Tensor activation, Tensor next, int newest, int consumer)
+    {
+        var family = activation.Version;
+        if (family.Id > newest && !ReferenceEquals(family, next.Version))
+        {
+            activation.FreeIntermediate(FreedBy(consumer));
+        }
+    }
+
+    private string FreedBy(int consumer)
+    {
+        var messages = _freedBy;
+        if (messages.Length != _layers.Count)
+        {
+            messages = _freedBy = new string[_layers.Count];
+        }
+        return messages[consumer] ??= $"Sequential (the output of its layer {consumer - 1}, {_layers[consumer - 1].GetType().Name}, which only layer {consumer}, {_layers[consumer].GetType().Name}, read; freed once nothing could read it)";
     }
 }
 

@@ -10,6 +10,9 @@ namespace Higher.Nn;
 /// </summary>
 public sealed class Conv2d : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
     private Parameter _weight;
     private Parameter? _bias;
 

@@ -8,6 +8,9 @@ namespace Higher.Nn;
 /// </summary>
 public sealed class Embedding : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
     private Parameter _weight;
 
     /// <summary>A table of <paramref name="numEmbeddings"/> vectors of size <paramref name="embeddingDim"/>.</summary>

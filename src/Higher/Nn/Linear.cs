@@ -8,6 +8,9 @@ namespace Higher.Nn;
 /// </summary>
 public sealed class Linear : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
     private Parameter _weight;
     private Parameter? _bias;
 
@@ -73,12 +76,18 @@ public sealed class Linear : Module
 public sealed class Identity : Module
 {
     /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
+    /// <inheritdoc/>
     public override Tensor Forward(Tensor input) => input;
 }
 
 /// <summary>Merges dimensions start..end (inclusive) into one (torch.nn.Flatten; by default all but the batch dimension).</summary>
 public sealed class Flatten(int startDim = 1, int endDim = -1) : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
     /// <summary>First merged dimension.</summary>
     public int StartDim { get; } = startDim;
 

@@ -11,6 +11,9 @@ namespace Higher.Nn;
 /// <param name="ceilMode">Round the output size up.</param>
 public sealed class MaxPool2d(Size2d kernelSize, Size2d? stride = null, Size2d? padding = null, Size2d? dilation = null, bool ceilMode = false) : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
     /// <summary>Window size.</summary>
     public Size2d KernelSize { get; } = kernelSize;
 
@@ -47,6 +50,9 @@ public sealed class MaxPool2d(Size2d kernelSize, Size2d? stride = null, Size2d? 
 public sealed class AvgPool2d(Size2d kernelSize, Size2d? stride = null, Size2d? padding = null, bool ceilMode = false, bool countIncludePad = true,
     int? divisorOverride = null) : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
     /// <summary>Window size.</summary>
     public Size2d KernelSize { get; } = kernelSize;
 
@@ -79,6 +85,9 @@ public sealed class AvgPool2d(Size2d kernelSize, Size2d? stride = null, Size2d? 
 /// <param name="outputSize">(OH, OW), or one size for both.</param>
 public sealed class AdaptiveAvgPool2d(Size2d outputSize) : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
     /// <summary>(OH, OW).</summary>
     public Size2d OutputSize { get; } = outputSize;
 

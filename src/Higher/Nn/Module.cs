@@ -32,6 +32,14 @@ public abstract class Module
     public virtual string? TaskBatchingLimitation => null;
 
     /// <summary>
+    /// True for Higher.Nn's own layers, whose forward keeps no reference to its input or output once it
+    /// returns (no field, no cache): <see cref="Sequential"/> then frees an activation between two such
+    /// layers as soon as the second has returned, when no tape node saved it (see <see cref="Sequential.Forward"/>).
+    /// False for every module defined elsewhere, which may keep what it saw.
+    /// </summary>
+    internal virtual bool KeepsNoActivations => false;
+
+    /// <summary>
     /// torch's reset_parameters of a convolution: <paramref name="weight"/> Kaiming-uniform with a = √5,
     /// the bias (when <paramref name="bias"/>) uniform in ±1/√fan_in of the weight; registers both as
     /// "weight" and "bias".

@@ -7,6 +7,9 @@ namespace Higher.Nn;
 /// </summary>
 public sealed class LayerNorm : Module
 {
+    /// <inheritdoc/>
+    internal override bool KeepsNoActivations => true;
+
     private Parameter? _weight;
     private Parameter? _bias;
     private readonly int[] _normalizedShape;

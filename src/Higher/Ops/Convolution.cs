@@ -97,7 +97,10 @@ public sealed partial class Tensor
         var y = ConvPrimitive(x, weight, geometry);
         if (bias is not null)
         {
-            y += bias.Reshape(1, geometry.OutChannels, 1, 1);
+            // The sum saves neither operand, so the product before the bias is dead once added.
+            var unbiased = y;
+            y = unbiased + bias.Reshape(1, geometry.OutChannels, 1, 1);
+            unbiased.FreeIntermediate("Conv2d (its output before the bias)");
         }
         return unbatched ? y.Squeeze(0) : y;
     }
@@ -166,7 +169,10 @@ public sealed partial class Tensor
         var y = ConvInputGradPrimitive(x, weight, geometry);
         if (bias is not null)
         {
-            y += bias.Reshape(1, geometry.InChannels, 1, 1);
+            // The sum saves neither operand, so the product before the bias is dead once added.
+            var unbiased = y;
+            y = unbiased + bias.Reshape(1, geometry.InChannels, 1, 1);
+            unbiased.FreeIntermediate("ConvTranspose2d (its output before the bias)");
         }
         return unbatched ? y.Squeeze(0) : y;
     }

@@ -15,8 +15,13 @@ public sealed partial class Tensor
     /// <param name="padding">Implicit -∞ padding on both sides, at most half the kernel (default 0).</param>
     /// <param name="dilation">Spacing between window taps (default 1).</param>
     /// <param name="ceilMode">Round the output size up, so partial windows at the end count (a window must still start inside the input or the left padding).</param>
-    public static Tensor MaxPool2d(Tensor input, Size2d kernelSize, Size2d? stride = null, Size2d? padding = null, Size2d? dilation = null, bool ceilMode = false) =>
-        MaxPool2dWithIndices(input, kernelSize, stride, padding, dilation, ceilMode).Values;
+    public static Tensor MaxPool2d(Tensor input, Size2d kernelSize, Size2d? stride = null, Size2d? padding = null, Size2d? dilation = null, bool ceilMode = false)
+    {
+        var (values, indices) = MaxPool2dWithIndices(input, kernelSize, stride, padding, dilation, ceilMode);
+        // Not handed out: only the tape node (when one saved them) can read the indices now.
+        indices.FreeIntermediate("MaxPool2d (its indices, which it does not return)");
+        return values;
+    }
 
     /// <summary>
     /// <see cref="MaxPool2d"/> that also returns the indices (torch's return_indices = True): Int64,

@@ -39,7 +39,7 @@ internal sealed class Engine
     {
         if (family.EngineOwned && family.Unheld)
         {
-            TensorScope.ReleaseNow(family, FreedBy);
+            TensorScope.ReleaseNow(family, family.Owner ?? FreedBy);
         }
     }
 
