@@ -9,7 +9,7 @@ using Higher.Reference;
 namespace Higher.Conformance.Memory;
 
 /// <summary>
-/// Memory that is dead goes back at once: a MAML meta-iteration (an MLP of Linear and Relu, two tasks,
+/// Memory that is dead goes back at once: a MAML meta-iteration (an MLP of Linear and Relu, or a small conv net of higher's Omniglot block with batch norm; two tasks,
 /// two inner steps with second-order gradients, the meta-gradient, an SGD meta-step) inside a scope
 /// leaves the pool's bytes in use exactly at their baseline, with no garbage collection (checked in a
 /// no-GC region where the runtime grants one, and by the collection counts), and stays flat over
@@ -24,15 +24,25 @@ public sealed class MamlMemoryTests
         private readonly Module _model;
         private readonly Sgd _metaOpt;
         private readonly (Tensor X, Tensor Y)[] _tasks;
+        private readonly Func<Tensor, Tensor, Tensor> _loss;
 
-        public Maml(Device device)
+        /// <param name="conv">higher's Omniglot block in small (Conv2d, BatchNorm2d with momentum 1, ReLU, MaxPool2d, then Linear), 5-way classification; else an MLP regressing a sine.</param>
+        public Maml(Device device, bool conv = false)
         {
             var g = new Generator(5);
-            _model = new Sequential(new Linear(1, 32, generator: g), new Relu(), new Linear(32, 32, generator: g), new Relu(), new Linear(32, 1, generator: g));
+            _model = conv
+                ? new Sequential(new Conv2d(1, 4, 3, generator: g), new BatchNorm2d(4, momentum: 1), new Relu(), new MaxPool2d(2), new Flatten(), new Linear(36, 5, generator: g))
+                : new Sequential(new Linear(1, 32, generator: g), new Relu(), new Linear(32, 32, generator: g), new Relu(), new Linear(32, 1, generator: g));
             _model.To(device);
             _metaOpt = new Sgd(_model.Parameters(), new SgdOptions { Lr = 1e-3 });
+            _loss = conv ? static (logits, labels) => F.CrossEntropy(logits, labels) : static (y, target) => F.MseLoss(y, target);
             _tasks = [.. Enumerable.Range(0, 2).Select(_ =>
             {
+                if (conv)
+                {
+                    var images = Tensor.Rand([10, 1, 8, 8], DType.Float32, g, device);
+                    return (images, Tensor.FromArray(Enumerable.Range(0, 10).Select(i => (long)(i % 5)).ToArray()).To(device));
+                }
                 var x = Tensor.Rand([10, 1], DType.Float32, g, device) * 10 - 5;
                 return (x, x.Sin() * 2);
             })];
@@ -50,9 +60,9 @@ public sealed class MamlMemoryTests
                 var (fmodel, diffopt) = ctx;
                 for (int k = 0; k < 2; k++)
                 {
-                    diffopt.Step(F.MseLoss(fmodel.Forward(x), y));
+                    diffopt.Step(_loss(fmodel.Forward(x), y));
                 }
-                var query = F.MseLoss(fmodel.Forward(x), y);
+                var query = _loss(fmodel.Forward(x), y);
                 total += query.Item();
                 query.Backward();
             }
@@ -64,11 +74,13 @@ public sealed class MamlMemoryTests
 
     private static int GcCount() => GC.CollectionCount(0) + GC.CollectionCount(1) + GC.CollectionCount(2);
 
-    [Fact]
-    public void MamlMetaIterations_InAScope_ReturnThePoolToItsBaseline_AndStayFlatOver1000()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void MamlMetaIterations_InAScope_ReturnThePoolToItsBaseline_AndStayFlatOver1000(bool conv)
     {
         var (device, pool) = TensorScopeTests.PrivateDevice();
-        var maml = new Maml(device);
+        var maml = new Maml(device, conv);
         var baseline = pool.Statistics;
         double first = maml.MetaIteration();
         var warm = pool.Statistics;
