@@ -24,7 +24,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 4;
+constexpr int kAbiVersion = 5;
 constexpr int kMaxDims = 8;
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 20;
@@ -1670,4 +1670,172 @@ HK_API cudaError_t hk_random_host(int32_t distribution, uint64_t seed, uint64_t 
     }
     *value = PhiloxSample(distribution, seed, counter);
     return cudaSuccess;
+}
+
+// ---- Batch normalization with batch statistics (ABI 5) ------------------------------------------
+//
+// x viewed as [N, C, S]: channel c's N·S values lie in blocks of S at (n·C + c)·S. One block of
+// kThreads per channel: thread t folds values t, t + kThreads, ... in double, then the fixed
+// shared-memory tree of ReduceBlockKernel combines the partials, so the order depends only on the shape.
+
+namespace {
+
+struct NormGeo {
+    int64_t n, c, s;
+    double eps;
+};
+
+__device__ __forceinline__ int64_t NormOffset(const NormGeo& g, int64_t c, int64_t j) {
+    return ((j / g.s) * g.c + c) * g.s + (j % g.s);
+}
+
+// The block's total of v; every thread gets it. Leaves the shared buffer free for the next call.
+__device__ double BlockTotal(double v, double* partial) {
+    const int t = static_cast<int>(threadIdx.x);
+    partial[t] = v;
+    __syncthreads();
+    for (int width = kThreads / 2; width > 0; width >>= 1) {
+        if (t < width) {
+            partial[t] += partial[t + width];
+        }
+        __syncthreads();
+    }
+    const double total = partial[0];
+    __syncthreads();
+    return total;
+}
+
+// μ and σ² rounded to T, and r = 1/√(σ² + eps) from the rounded σ², as the reference computes them.
+template <typename T>
+__global__ void BatchNormKernel(const T* x, const T* w, const T* b, T* y, T* mean, T* var, NormGeo g) {
+    __shared__ double partial[kThreads];
+    const int t = static_cast<int>(threadIdx.x);
+    const int64_t count = g.n * g.s;
+    for (int64_t c = blockIdx.x; c < g.c; c += gridDim.x) {
+        double acc = 0;
+        for (int64_t j = t; j < count; j += kThreads) {
+            acc += static_cast<double>(x[NormOffset(g, c, j)]);
+        }
+        const T muT = static_cast<T>(BlockTotal(acc, partial) / static_cast<double>(count));
+        const double mu = static_cast<double>(muT);
+        acc = 0;
+        for (int64_t j = t; j < count; j += kThreads) {
+            const double d = static_cast<double>(x[NormOffset(g, c, j)]) - mu;
+            acc += d * d;
+        }
+        const T varT = static_cast<T>(BlockTotal(acc, partial) / static_cast<double>(count));
+        const double r = 1.0 / sqrt(static_cast<double>(varT) + g.eps);
+        if (t == 0) {
+            mean[c] = muT;
+            var[c] = varT;
+        }
+        const double scaleD = r * static_cast<double>(w[c]);
+        const T scale = static_cast<T>(scaleD);
+        const T shift = static_cast<T>(static_cast<double>(b[c]) - (mu * scaleD));
+        for (int64_t j = t; j < count; j += kThreads) {
+            const int64_t o = NormOffset(g, c, j);
+            y[o] = (x[o] * scale) + shift;
+        }
+    }
+}
+
+template <typename T>
+__global__ void BatchNormInputGradKernel(const T* gy, const T* x, const T* mean, const T* var, const T* w, T* gx, NormGeo g) {
+    __shared__ double partial[kThreads];
+    const int t = static_cast<int>(threadIdx.x);
+    const int64_t count = g.n * g.s;
+    for (int64_t c = blockIdx.x; c < g.c; c += gridDim.x) {
+        const double mu = static_cast<double>(mean[c]);
+        const double r = 1.0 / sqrt(static_cast<double>(var[c]) + g.eps);
+        double sg = 0, sgd = 0;
+        for (int64_t j = t; j < count; j += kThreads) {
+            const int64_t o = NormOffset(g, c, j);
+            const double gv = static_cast<double>(gy[o]);
+            sg += gv;
+            sgd += gv * (static_cast<double>(x[o]) - mu);
+        }
+        const double sumG = BlockTotal(sg, partial);
+        const double sumGD = BlockTotal(sgd, partial);
+        // gx = gy·k - x·q + (q·μ - k·ḡ), k = w·r, q = w·r³·Σ gy·(x - μ)/count.
+        const double k = static_cast<double>(w[c]) * r;
+        const double q = k * r * r * sumGD / static_cast<double>(count);
+        const T tk = static_cast<T>(k);
+        const T tq = static_cast<T>(q);
+        const T shift = static_cast<T>((q * mu) - (k * sumG / static_cast<double>(count)));
+        for (int64_t j = t; j < count; j += kThreads) {
+            const int64_t o = NormOffset(g, c, j);
+            gx[o] = ((gy[o] * tk) - (x[o] * tq)) + shift;
+        }
+    }
+}
+
+template <typename T>
+__global__ void BatchNormWeightGradKernel(const T* gy, const T* x, const T* mean, const T* var, T* gw, NormGeo g) {
+    __shared__ double partial[kThreads];
+    const int t = static_cast<int>(threadIdx.x);
+    const int64_t count = g.n * g.s;
+    for (int64_t c = blockIdx.x; c < g.c; c += gridDim.x) {
+        const double mu = static_cast<double>(mean[c]);
+        double sgd = 0;
+        for (int64_t j = t; j < count; j += kThreads) {
+            const int64_t o = NormOffset(g, c, j);
+            sgd += static_cast<double>(gy[o]) * (static_cast<double>(x[o]) - mu);
+        }
+        const double sumGD = BlockTotal(sgd, partial);
+        if (t == 0) {
+            gw[c] = static_cast<T>(sumGD * (1.0 / sqrt(static_cast<double>(var[c]) + g.eps)));
+        }
+    }
+}
+
+bool NormValid(int64_t n, int64_t c, int64_t s, double eps) {
+    return n >= 1 && c >= 1 && s >= 1 && eps >= 0 && eps < 1e308;
+}
+
+unsigned NormBlocks(int64_t c) {
+    return static_cast<unsigned>(c < kMaxBlocks ? c : kMaxBlocks);
+}
+
+}  // namespace
+
+HK_API cudaError_t hk_batch_norm(int32_t dtype, const void* x, const void* w, const void* b, void* y, void* mean, void* var,
+                                 int64_t n, int64_t c, int64_t s, double eps, cudaStream_t stream) {
+    if (!NormValid(n, c, s, eps)) {
+        return cudaErrorInvalidValue;
+    }
+    const NormGeo g{n, c, s, eps};
+    switch (dtype) {
+        case kFloat32: BatchNormKernel<float><<<NormBlocks(c), kThreads, 0, stream>>>(static_cast<const float*>(x), static_cast<const float*>(w), static_cast<const float*>(b), static_cast<float*>(y), static_cast<float*>(mean), static_cast<float*>(var), g); break;
+        case kFloat64: BatchNormKernel<double><<<NormBlocks(c), kThreads, 0, stream>>>(static_cast<const double*>(x), static_cast<const double*>(w), static_cast<const double*>(b), static_cast<double*>(y), static_cast<double*>(mean), static_cast<double*>(var), g); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+HK_API cudaError_t hk_batch_norm_input_grad(int32_t dtype, const void* gy, const void* x, const void* mean, const void* var, const void* w,
+                                            void* gx, int64_t n, int64_t c, int64_t s, double eps, cudaStream_t stream) {
+    if (!NormValid(n, c, s, eps)) {
+        return cudaErrorInvalidValue;
+    }
+    const NormGeo g{n, c, s, eps};
+    switch (dtype) {
+        case kFloat32: BatchNormInputGradKernel<float><<<NormBlocks(c), kThreads, 0, stream>>>(static_cast<const float*>(gy), static_cast<const float*>(x), static_cast<const float*>(mean), static_cast<const float*>(var), static_cast<const float*>(w), static_cast<float*>(gx), g); break;
+        case kFloat64: BatchNormInputGradKernel<double><<<NormBlocks(c), kThreads, 0, stream>>>(static_cast<const double*>(gy), static_cast<const double*>(x), static_cast<const double*>(mean), static_cast<const double*>(var), static_cast<const double*>(w), static_cast<double*>(gx), g); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+HK_API cudaError_t hk_batch_norm_weight_grad(int32_t dtype, const void* gy, const void* x, const void* mean, const void* var, void* gw,
+                                             int64_t n, int64_t c, int64_t s, double eps, cudaStream_t stream) {
+    if (!NormValid(n, c, s, eps)) {
+        return cudaErrorInvalidValue;
+    }
+    const NormGeo g{n, c, s, eps};
+    switch (dtype) {
+        case kFloat32: BatchNormWeightGradKernel<float><<<NormBlocks(c), kThreads, 0, stream>>>(static_cast<const float*>(gy), static_cast<const float*>(x), static_cast<const float*>(mean), static_cast<const float*>(var), static_cast<float*>(gw), g); break;
+        case kFloat64: BatchNormWeightGradKernel<double><<<NormBlocks(c), kThreads, 0, stream>>>(static_cast<const double*>(gy), static_cast<const double*>(x), static_cast<const double*>(mean), static_cast<const double*>(var), static_cast<double*>(gw), g); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
 }

@@ -159,6 +159,30 @@ public interface IBackend
     void AdaptiveAvgPool2dGrad(int planes, int inHeight, int inWidth, int outHeight, int outWidth, IStorage gradY, IStorage gradX);
 
     /// <summary>
+    /// Batch normalization with the batch's statistics (training), x viewed as [N, C, S] (see
+    /// <see cref="NormGeometry"/>): per channel c, μ_c the mean and σ²_c the biased variance of its N·S
+    /// values (two passes, accumulated in double), each rounded to the dtype and written to
+    /// <paramref name="mean"/> [C] and <paramref name="variance"/> [C]; then, with r_c = 1/√(σ²_c + eps)
+    /// computed in double from the rounded σ²_c (as the gradients compute it), y = (x - μ_c)·r_c·weight_c + bias_c.
+    /// Each channel is summed in a fixed order (independent of the thread count).
+    /// </summary>
+    void BatchNorm(in NormGeometry geometry, IStorage x, IStorage weight, IStorage bias, IStorage y, IStorage mean, IStorage variance);
+
+    /// <summary>
+    /// The input gradient of <see cref="BatchNorm"/> through the batch statistics:
+    /// gradX = weight_c·r_c·(gradY - mean_c(gradY) - x̂·mean_c(gradY·x̂)) with x̂ = (x - μ_c)·r_c, the means
+    /// over channel c's N·S values, μ and r from the forward's <paramref name="mean"/> and <paramref name="variance"/>.
+    /// Fully written; fixed summation order.
+    /// </summary>
+    void BatchNormInputGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight, IStorage gradX);
+
+    /// <summary>
+    /// The weight gradient of <see cref="BatchNorm"/>: gradWeight_c = Σ over channel c's N·S values of
+    /// gradY·(x - μ_c)·r_c, [C]. Fixed summation order.
+    /// </summary>
+    void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight);
+
+    /// <summary>
     /// Fills a Float32/Float64 storage from the counter-based generator (see <see cref="Philox"/>):
     /// element i gets <see cref="Philox.Uniform(ulong, ulong)"/> (or <see cref="Philox.Normal(ulong, ulong)"/>)
     /// of counter <paramref name="offset"/> + i, then y = low + (high - low)·u (or mean + std·n),

@@ -74,3 +74,34 @@ public readonly record struct PoolGeometry(
     /// <summary>Elements of the output: Planes·OH·OW.</summary>
     public long OutputLength => (long)Planes * OutHeight * OutWidth;
 }
+
+/// <summary>
+/// Batch normalization's view of its input, [N, C, S] with S the product of the axes after the
+/// channel axis (1 for [N, C]): channel c's N·S values are the blocks of S elements at offsets
+/// (n·C + c)·S.
+/// </summary>
+/// <param name="Batch">N.</param>
+/// <param name="Channels">C.</param>
+/// <param name="Spatial">S.</param>
+/// <param name="Eps">Added to the variance before the inverse square root.</param>
+public readonly record struct NormGeometry(int Batch, int Channels, int Spatial, double Eps)
+{
+    /// <summary>Elements of the input (and output): N·C·S.</summary>
+    public long Length => (long)Batch * Channels * Spatial;
+
+    /// <summary>Values per channel: N·S.</summary>
+    public long PerChannel => (long)Batch * Spatial;
+
+    /// <summary>Throws, naming <paramref name="op"/>, unless every size is positive (N·S ≥ 1: a channel needs values for its statistics) and eps is finite and non-negative.</summary>
+    public void Validate(string op)
+    {
+        if (Batch < 1 || Channels < 1 || Spatial < 1)
+        {
+            throw new ArgumentException($"{op}: [N, C, S] = [{Batch}, {Channels}, {Spatial}] must have every size at least 1.");
+        }
+        if (!double.IsFinite(Eps) || Eps < 0)
+        {
+            throw new ArgumentException($"{op}: eps must be finite and non-negative, got {Eps}.");
+        }
+    }
+}

@@ -848,6 +848,86 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
     }
 
     /// <inheritdoc/>
+    public void BatchNorm(in NormGeometry geometry, IStorage x, IStorage weight, IStorage bias, IStorage y, IStorage mean, IStorage variance)
+    {
+        const string op = "BatchNorm";
+        var (sx, sy) = NormOperands(op, geometry, x, nameof(x), y, nameof(y));
+        var sw = ChannelOperand(op, geometry, sx, weight, nameof(weight));
+        var sb = ChannelOperand(op, geometry, sx, bias, nameof(bias));
+        var sm = ChannelOperand(op, geometry, sx, mean, nameof(mean));
+        var sv = ChannelOperand(op, geometry, sx, variance, nameof(variance));
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_batch_norm((int)sx.DType, sx.Pointer, sw.Pointer, sb.Pointer, sy.Pointer, sm.Pointer, sv.Pointer,
+            geometry.Batch, geometry.Channels, geometry.Spatial, geometry.Eps, _stream));
+        GC.KeepAlive(sx);
+        GC.KeepAlive(sw);
+        GC.KeepAlive(sb);
+        GC.KeepAlive(sy);
+        GC.KeepAlive(sm);
+        GC.KeepAlive(sv);
+    }
+
+    /// <inheritdoc/>
+    public void BatchNormInputGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight, IStorage gradX)
+    {
+        const string op = "BatchNormInputGrad";
+        var (sg, sx) = NormOperands(op, geometry, gradY, nameof(gradY), x, nameof(x));
+        var (_, sgx) = NormOperands(op, geometry, x, nameof(x), gradX, nameof(gradX));
+        var sm = ChannelOperand(op, geometry, sx, mean, nameof(mean));
+        var sv = ChannelOperand(op, geometry, sx, variance, nameof(variance));
+        var sw = ChannelOperand(op, geometry, sx, weight, nameof(weight));
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_batch_norm_input_grad((int)sx.DType, sg.Pointer, sx.Pointer, sm.Pointer, sv.Pointer, sw.Pointer, sgx.Pointer,
+            geometry.Batch, geometry.Channels, geometry.Spatial, geometry.Eps, _stream));
+        GC.KeepAlive(sg);
+        GC.KeepAlive(sx);
+        GC.KeepAlive(sm);
+        GC.KeepAlive(sv);
+        GC.KeepAlive(sw);
+        GC.KeepAlive(sgx);
+    }
+
+    /// <inheritdoc/>
+    public void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight)
+    {
+        const string op = "BatchNormWeightGrad";
+        var (sg, sx) = NormOperands(op, geometry, gradY, nameof(gradY), x, nameof(x));
+        var sm = ChannelOperand(op, geometry, sx, mean, nameof(mean));
+        var sv = ChannelOperand(op, geometry, sx, variance, nameof(variance));
+        var sgw = ChannelOperand(op, geometry, sx, gradWeight, nameof(gradWeight));
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_batch_norm_weight_grad((int)sx.DType, sg.Pointer, sx.Pointer, sm.Pointer, sv.Pointer, sgw.Pointer,
+            geometry.Batch, geometry.Channels, geometry.Spatial, geometry.Eps, _stream));
+        GC.KeepAlive(sg);
+        GC.KeepAlive(sx);
+        GC.KeepAlive(sm);
+        GC.KeepAlive(sv);
+        GC.KeepAlive(sgw);
+    }
+
+    /// <summary>Two full-size float operands of one dtype on this device, each holding N·C·S elements.</summary>
+    private (CudaStorage A, CudaStorage B) NormOperands(string op, in NormGeometry geometry, IStorage a, string aName, IStorage b, string bName)
+    {
+        geometry.Validate(op);
+        var sa = Own(a, aName);
+        var sb = Own(b, bName);
+        SameDType(op, sa, sb);
+        RequireFloat(op, sa);
+        Holds(op, aName, sa, geometry.Length);
+        Holds(op, bName, sb, geometry.Length);
+        return (sa, sb);
+    }
+
+    /// <summary>A per-channel operand on this device: C elements of <paramref name="like"/>'s dtype.</summary>
+    private CudaStorage ChannelOperand(string op, in NormGeometry geometry, CudaStorage like, IStorage v, string name)
+    {
+        var sv = Own(v, name);
+        SameDType(op, like, sv);
+        Holds(op, name, sv, geometry.Channels);
+        return sv;
+    }
+
+    /// <inheritdoc/>
     public void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices)
     {
         const string op = "MaxPool2d";

@@ -118,7 +118,7 @@ internal static unsafe partial class CudaNative
     /// The revision of the ABI's calling conventions this assembly was written against (bumped when a
     /// signature changes); the op codes are checked separately through <see cref="hk_opset_hash"/>.
     /// </summary>
-    internal const int KernelsAbiVersion = 4;
+    internal const int KernelsAbiVersion = 5;
 
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_abi_version(out int version);
@@ -205,6 +205,18 @@ internal static unsafe partial class CudaNative
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_gather_images(int dtype, nint y, nint destination, long channels, long pixels, long n0, long count,
         CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_batch_norm(int dtype, nint x, nint weight, nint bias, nint y, nint mean, nint variance,
+        long n, long c, long s, double eps, CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_batch_norm_input_grad(int dtype, nint gradY, nint x, nint mean, nint variance, nint weight, nint gradX,
+        long n, long c, long s, double eps, CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_batch_norm_weight_grad(int dtype, nint gradY, nint x, nint mean, nint variance, nint gradWeight,
+        long n, long c, long s, double eps, CudaStreamHandle stream);
 
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_max_pool2d(int dtype, nint x, nint y, nint indices, int* geometry, CudaStreamHandle stream);

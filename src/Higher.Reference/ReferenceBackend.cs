@@ -484,6 +484,93 @@ public sealed class ReferenceBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public unsafe void BatchNorm(in NormGeometry geometry, IStorage x, IStorage weight, IStorage bias, IStorage y, IStorage mean, IStorage variance)
+    {
+        const string op = "BatchNorm";
+        var (sx, sy) = NormOperands(op, geometry, x, y);
+        var (sw, sb, sm, sv) = (ChannelOperand(op, geometry, sx, weight), ChannelOperand(op, geometry, sx, bias),
+            ChannelOperand(op, geometry, sx, mean), ChannelOperand(op, geometry, sx, variance));
+        if (sx.DType == DType.Float32)
+        {
+            fixed (float* px = sx.AsFloat32(), pw = sw.AsFloat32(), pb = sb.AsFloat32(), py = sy.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32())
+            {
+                BatchNormKernels.Forward(_threads, geometry, px, pw, pb, py, pm, pr);
+            }
+            return;
+        }
+        fixed (double* px = sx.AsFloat64(), pw = sw.AsFloat64(), pb = sb.AsFloat64(), py = sy.AsFloat64(), pm = sm.AsFloat64(), pr = sv.AsFloat64())
+        {
+            BatchNormKernels.Forward(_threads, geometry, px, pw, pb, py, pm, pr);
+        }
+    }
+
+    /// <inheritdoc/>
+    public unsafe void BatchNormInputGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight, IStorage gradX)
+    {
+        const string op = "BatchNormInputGrad";
+        var (sx, sgx) = NormOperands(op, geometry, x, gradX);
+        var (sg, _) = NormOperands(op, geometry, gradY, gradX);
+        SameDType(op, sx, sg);
+        var (sm, sv, sw) = (ChannelOperand(op, geometry, sx, mean), ChannelOperand(op, geometry, sx, variance), ChannelOperand(op, geometry, sx, weight));
+        if (sx.DType == DType.Float32)
+        {
+            fixed (float* pg = sg.AsFloat32(), px = sx.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32(), pw = sw.AsFloat32(), po = sgx.AsFloat32())
+            {
+                BatchNormKernels.InputGrad(_threads, geometry, pg, px, pm, pr, pw, po);
+            }
+            return;
+        }
+        fixed (double* pg = sg.AsFloat64(), px = sx.AsFloat64(), pm = sm.AsFloat64(), pr = sv.AsFloat64(), pw = sw.AsFloat64(), po = sgx.AsFloat64())
+        {
+            BatchNormKernels.InputGrad(_threads, geometry, pg, px, pm, pr, pw, po);
+        }
+    }
+
+    /// <inheritdoc/>
+    public unsafe void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight)
+    {
+        const string op = "BatchNormWeightGrad";
+        var (sx, sg) = NormOperands(op, geometry, x, gradY);
+        var (sm, sv, sgw) = (ChannelOperand(op, geometry, sx, mean), ChannelOperand(op, geometry, sx, variance), ChannelOperand(op, geometry, sx, gradWeight));
+        if (sx.DType == DType.Float32)
+        {
+            fixed (float* pg = sg.AsFloat32(), px = sx.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32(), po = sgw.AsFloat32())
+            {
+                BatchNormKernels.WeightGrad(_threads, geometry, pg, px, pm, pr, po);
+            }
+            return;
+        }
+        fixed (double* pg = sg.AsFloat64(), px = sx.AsFloat64(), pm = sm.AsFloat64(), pr = sv.AsFloat64(), po = sgw.AsFloat64())
+        {
+            BatchNormKernels.WeightGrad(_threads, geometry, pg, px, pm, pr, po);
+        }
+    }
+
+    /// <summary>Two full-size float operands of one dtype, each holding N·C·S elements.</summary>
+    private static (CpuStorage A, CpuStorage B) NormOperands(string op, in NormGeometry geometry, IStorage a, IStorage b,
+        [CallerArgumentExpression(nameof(a))] string aName = "", [CallerArgumentExpression(nameof(b))] string bName = "")
+    {
+        geometry.Validate(op);
+        var sa = Cpu(a);
+        var sb = Cpu(b);
+        SameDType(op, sa, sb);
+        RequireFloat(op, sa);
+        Guard.Holds(op, aName, sa, geometry.Length);
+        Guard.Holds(op, bName, sb, geometry.Length);
+        return (sa, sb);
+    }
+
+    /// <summary>A per-channel operand: C elements of <paramref name="like"/>'s dtype.</summary>
+    private static CpuStorage ChannelOperand(string op, in NormGeometry geometry, CpuStorage like, IStorage v,
+        [CallerArgumentExpression(nameof(v))] string name = "")
+    {
+        var sv = Cpu(v);
+        SameDType(op, like, sv);
+        Guard.Holds(op, name, sv, geometry.Channels);
+        return sv;
+    }
+
+    /// <inheritdoc/>
     public unsafe void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices)
     {
         const string op = "MaxPool2d";

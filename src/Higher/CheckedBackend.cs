@@ -271,6 +271,27 @@ public sealed class CheckedBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void BatchNorm(in NormGeometry geometry, IStorage x, IStorage weight, IStorage bias, IStorage y, IStorage mean, IStorage variance)
+    {
+        Norm("BatchNorm", geometry, [("x", x), ("y", y)], [("weight", weight), ("bias", bias), ("mean", mean), ("variance", variance)]);
+        Inner.BatchNorm(geometry, x, weight, bias, y, mean, variance);
+    }
+
+    /// <inheritdoc/>
+    public void BatchNormInputGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight, IStorage gradX)
+    {
+        Norm("BatchNormInputGrad", geometry, [("gradY", gradY), ("x", x), ("gradX", gradX)], [("mean", mean), ("variance", variance), ("weight", weight)]);
+        Inner.BatchNormInputGrad(geometry, gradY, x, mean, variance, weight, gradX);
+    }
+
+    /// <inheritdoc/>
+    public void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight)
+    {
+        Norm("BatchNormWeightGrad", geometry, [("gradY", gradY), ("x", x)], [("mean", mean), ("variance", variance), ("gradWeight", gradWeight)]);
+        Inner.BatchNormWeightGrad(geometry, gradY, x, mean, variance, gradWeight);
+    }
+
+    /// <inheritdoc/>
     public void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices)
     {
         const string op = "MaxPool2d";
@@ -518,6 +539,33 @@ public sealed class CheckedBackend : IBackend
         if (g.InChannels % g.Groups != 0 || g.OutChannels % g.Groups != 0)
         {
             throw Fail(op, $"groups = {g.Groups} does not divide C = {g.InChannels} and O = {g.OutChannels}");
+        }
+    }
+
+    /// <summary>Full-size operands of N·C·S elements and per-channel ones of C, all float of one dtype, on this backend; a valid geometry.</summary>
+    private void Norm(string op, in NormGeometry g, ReadOnlySpan<(string Name, IStorage Storage)> full, ReadOnlySpan<(string Name, IStorage Storage)> channels)
+    {
+        try
+        {
+            g.Validate(op);
+        }
+        catch (ArgumentException e)
+        {
+            throw Fail(op, e.Message[(op.Length + 2)..]);
+        }
+        var (firstName, first) = full[0];
+        foreach (var (name, s) in full)
+        {
+            Own(op, name, s);
+            Float(op, name, s);
+            HoldsExactly(op, name, s, g.Length);
+            SameDType(op, firstName, first, name, s);
+        }
+        foreach (var (name, s) in channels)
+        {
+            Own(op, name, s);
+            HoldsExactly(op, name, s, g.Channels);
+            SameDType(op, firstName, first, name, s);
         }
     }
 

@@ -56,14 +56,24 @@ public static class ConvCatalog
             t => Tensor.AvgPool2d(t[0], kernel, stride, padding, ceil, includePad), [x]);
     }
 
-    /// <summary>BatchNorm with batch statistics (affine).</summary>
+    /// <summary>BatchNorm with batch statistics: [N, C], [N, C, L] or [N, C, H, W] (N = 1 with more than one value per channel), affine or not.</summary>
     public static OpCase BatchNormTraining(CaseGen g)
     {
-        int c = g.Int(1, 3);
-        var x = g.Normal(new Shape(g.Int(2, 3), c, g.Int(1, 3), g.Int(1, 3)));
+        int c = g.Int(1, 3), rank = g.Int(2, 4);
+        int[] dims = rank switch
+        {
+            2 => [g.Int(2, 4), c],
+            3 => [g.Int(1, 3), c, g.Int(2, 4)],
+            _ => [g.Int(1, 3), c, g.Int(1, 3), g.Int(2, 3)],
+        };
+        var x = g.Normal(new Shape(dims));
+        if (g.Chance(0.25))
+        {
+            return new OpCase($"BatchNorm(training, no weight or bias) of {x.Shape}", t => Tensor.BatchNorm(t[0], null, null, null, null, training: true), [x]);
+        }
         var weight = g.AwayFromZero(new Shape(c), 0.5, 1.5);
         var bias = g.Normal(new Shape(c));
-        return new OpCase("BatchNorm(training)", t => Tensor.BatchNorm(t[0], null, null, t[1], t[2], training: true), [x, weight, bias]);
+        return new OpCase($"BatchNorm(training) of {x.Shape}", t => Tensor.BatchNorm(t[0], null, null, t[1], t[2], training: true), [x, weight, bias]);
     }
 
     /// <summary>BatchNorm with running statistics, which are differentiated too.</summary>

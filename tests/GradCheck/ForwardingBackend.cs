@@ -75,6 +75,15 @@ public sealed class ForwardingBackend(IBackend target, Device device) : IBackend
 
     public void Conv2dWeightGrad(in ConvGeometry geometry, IStorage x, IStorage gradY, IStorage gradWeight) => target.Conv2dWeightGrad(geometry, U(x), U(gradY), U(gradWeight));
 
+    public void BatchNorm(in NormGeometry geometry, IStorage x, IStorage weight, IStorage bias, IStorage y, IStorage mean, IStorage variance) =>
+        target.BatchNorm(geometry, U(x), U(weight), U(bias), U(y), U(mean), U(variance));
+
+    public void BatchNormInputGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight, IStorage gradX) =>
+        target.BatchNormInputGrad(geometry, U(gradY), U(x), U(mean), U(variance), U(weight), U(gradX));
+
+    public void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight) =>
+        target.BatchNormWeightGrad(geometry, U(gradY), U(x), U(mean), U(variance), U(gradWeight));
+
     public void MaxPool2d(in PoolGeometry geometry, IStorage x, IStorage y, IStorage indices) => target.MaxPool2d(geometry, U(x), U(y), U(indices));
 
     public void AvgPool2d(in PoolGeometry geometry, bool countIncludePad, int divisorOverride, IStorage x, IStorage y) => target.AvgPool2d(geometry, countIncludePad, divisorOverride, U(x), U(y));

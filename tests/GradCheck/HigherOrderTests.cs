@@ -144,4 +144,33 @@ public sealed class HigherOrderTests
         GradChecker.GradCheckMany(HessianVectorProduct, theta, name: "mlp Hessian-vector product");
         GradChecker.GradGradCheckMany(HessianVectorProduct, theta, seed: seed.Value, name: "mlp Hessian-vector product");
     }
+
+    /// <summary>
+    /// Training batch norm (a primitive whose gradients are primitives): the Hessian-vector product of
+    /// L(x, w, b) = Σ v·tanh(BN(x; w, b)) is gradchecked (third derivatives of L) and gradgradchecked
+    /// (fourth), so the derivatives of its input gradient's own derivative formula are checked too.
+    /// </summary>
+    [Property(MaxTest = 4)]
+    public void BatchNorm_ThirdAndFourthOrderGradCheck(CaseSeed seed)
+    {
+        var g = new CaseGen(seed.Value, Device.Cpu);
+        int c = g.Int(1, 2);
+        var x = g.Normal(new Shape(g.Int(1, 2), c, g.Int(2, 3)));
+        Tensor[] theta = [x, g.AwayFromZero(new Shape(c), 0.5, 1.5), g.Normal(new Shape(c))];
+        var v = g.Normal(x.Shape);
+        var u = theta.Select(p => g.Normal(p.Shape)).ToArray();
+
+        Tensor[] HessianVectorProduct(Tensor[] ps)
+        {
+            using var record = Autograd.EnableGrad();
+            var leaves = ps.Select(p => p.RequiresGrad ? p : p.Detach().WithRequiresGrad()).ToArray();
+            var loss = (Tensor.BatchNorm(leaves[0], null, null, leaves[1], leaves[2], training: true).Tanh() * v).Sum();
+            var grads = Autograd.Grad([loss], leaves, createGraph: true);
+            var inner = grads.Select((gr, i) => (gr! * u[i]).Sum()).Aggregate((s, t) => s + t);
+            return [.. Autograd.Grad([inner], leaves, createGraph: true, allowUnused: true).Select((h, i) => h ?? Tensor.ZerosLike(leaves[i]))];
+        }
+
+        GradChecker.GradCheckMany(HessianVectorProduct, theta, name: $"batch-norm Hessian-vector product, x {x.Shape}");
+        GradChecker.GradGradCheckMany(HessianVectorProduct, theta, seed: seed.Value, name: $"batch-norm Hessian-vector product, x {x.Shape}");
+    }
 }

@@ -9,7 +9,9 @@ public sealed partial class Tensor
     /// otherwise they are <paramref name="runningMean"/> and <paramref name="runningVar"/>, constants.
     /// Unlike torch's functional form this never writes the running statistics: the
     /// <see cref="Nn.BatchNorm2d"/> layer assigns updated copies through its buffers.
-    /// A composition of differentiable ops, so derivatives of every order exist.
+    /// In training, one primitive (<see cref="IBackend.BatchNorm"/>) whose input and weight gradients are
+    /// primitives too, with derivatives of every order (see the rows in Tape/Derivatives.cs); in evaluation,
+    /// a per-channel affine map of differentiable ops.
     /// </summary>
     /// <param name="input">x: [N, C] or [N, C, ...].</param>
     /// <param name="runningMean">μ for evaluation, [C]; may be null when <paramref name="training"/> is true.</param>
@@ -43,64 +45,38 @@ public sealed partial class Tensor
         var statShape = new int[input.Rank];
         Array.Fill(statShape, 1);
         statShape[1] = c;
-        var axes = Enumerable.Range(0, input.Rank).Where(a => a != 1).ToArray();
-
-        Tensor mean, variance;
-        Tensor? centered = null;
         if (training)
         {
             if (input.Numel / Math.Max(c, 1) <= 1)
             {
                 throw new ArgumentException($"BatchNorm: expected more than 1 value per channel when training; got input {input.Describe()} (x).");
             }
-            mean = input.Mean(axes, keepDim: true);
-            centered = input - mean;
-            var squares = centered * centered;
-            variance = squares.Mean(axes, keepDim: true);
-            squares.FreeIntermediate(FreedByBatchNorm);
-            batchMean = mean.Reshape(c);
-            batchVar = variance.Reshape(c);
+            // One primitive (statistics and output in one kernel; its gradients are primitives too).
+            int n = input.Shape.Dims[0];
+            var geometry = new NormGeometry(n, c, checked((int)(input.Numel / ((long)n * c))), eps);
+            var w = weight ?? FullOn(input.Backend, input.DType, new Shape(c), 1);
+            var b = bias ?? ZerosOn(input.Backend, input.DType, new Shape(c));
+            var y = BatchNormPrimitive(input, w, b, geometry, out var mean, out var variance);
+            batchMean = mean;
+            batchVar = variance;
+            return y;
         }
-        else
+        if (runningMean is null || runningVar is null)
         {
-            if (runningMean is null || runningVar is null)
-            {
-                throw new ArgumentException($"BatchNorm: evaluation mode (training false) needs the running mean and variance for input {input.Describe()} (x).");
-            }
-            mean = runningMean.Reshape(statShape);
-            variance = runningVar.Reshape(statShape);
-            batchMean = null;
-            batchVar = null;
+            throw new ArgumentException($"BatchNorm: evaluation mode (training false) needs the running mean and variance for input {input.Describe()} (x).");
         }
-        // y = x·α + β with per-channel α = γ/√(σ² + eps) and β = b - μ·α (PyTorch's kernel), or in
-        // training (x - μ)·α + b: the tape then keeps one full-size tensor, x - μ (read by the square
-        // and by this product), and not the input as well.
-        var alpha = (variance + eps).Sqrt().Reciprocal();
+        // Evaluation: y = x·α + β with per-channel α = γ/√(σ² + eps) and β = b - μ·α (PyTorch's kernel).
+        var mu = runningMean.Reshape(statShape);
+        var alpha = (runningVar.Reshape(statShape) + eps).Sqrt().Reciprocal();
         if (weight is not null)
         {
             alpha *= weight.Reshape(statShape);
         }
-        Tensor y;
-        if (centered is not null)
-        {
-            y = centered * alpha;
-            if (bias is not null)
-            {
-                var scaled = y;
-                y = scaled + bias.Reshape(statShape);
-                scaled.FreeIntermediate(FreedByBatchNorm);
-            }
-            centered.FreeIntermediate(FreedByBatchNorm);
-        }
-        else
-        {
-            var beta = bias is null ? -(mean * alpha) : bias.Reshape(statShape) - (mean * alpha);
-            y = (input * alpha) + beta;
-        }
-        return y;
+        var beta = bias is null ? -(mu * alpha) : bias.Reshape(statShape) - (mu * alpha);
+        batchMean = null;
+        batchVar = null;
+        return (input * alpha) + beta;
     }
-
-    private const string FreedByBatchNorm = "BatchNorm (an intermediate of its own)";
 
     private static void CheckChannelVector(Tensor input, Tensor? v, string what)
     {

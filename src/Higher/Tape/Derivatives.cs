@@ -303,6 +303,72 @@ internal static class Derivatives
         return [gx.Reshape(n.InputShape(0).ToArray())];
     });
 
+    // Training batch norm: y = BN(x; w, b) with the batch statistics (auxiliaries: the forward's mean and
+    // variance). Its input gradient A(g, x, w) and weight gradient B(g, x) are primitives as well. Per
+    // channel, with x̂ = (x - μ)·r and means over the channel's N·S values, A = w·r·(g - ḡ - x̂·mean(g·x̂)) is
+    // linear and self-adjoint in g, and B = Σ g·x̂; so d⟨h, A⟩/dg = A(h, x, w), d⟨k, B⟩/dx = A(g, x, k) and
+    // d⟨h, A⟩/dw = Σ h·A(g, x, 1). The one derivative that is not a primitive, d⟨h, A⟩/dx, is a formula
+    // in tensor ops that recomputes the statistics from x (they are functions of x, never constants), as
+    // is x̂ in dB/dg: derivatives of every order stay exact.
+
+    /// <summary>y = BN(x; w, b): dx = A(g, x, w), dw = B(g, x), db = Σ g per channel.</summary>
+    public static readonly Derivative<NormGeometry> BatchNorm = new("BatchNorm", Saves.Inputs01, static (Node n, in NormGeometry b, Tensor g) =>
+    [
+        n.NeedsGrad(0) ? Tensor.BatchNormInputGradPrimitive(g, n.Input(0), n.Input(1), n.Aux(0), n.Aux(1), b) : null,
+        n.NeedsGrad(1) ? Tensor.BatchNormWeightGradPrimitive(g, n.Input(0), n.Aux(0), n.Aux(1), b) : null,
+        n.NeedsGrad(2) ? ChannelSum(g, b) : null,
+    ]);
+
+    /// <summary>gx = A(gy, x, w): d gy = A(h, x, w), dx by <see cref="BatchNormInputGradOfX"/>, dw = Σ h·A(gy, x, 1).</summary>
+    public static readonly Derivative<NormGeometry> BatchNormInputGrad = new("BatchNormInputGrad", Saves.Inputs01 | Saves.Input2, static (Node n, in NormGeometry b, Tensor h) =>
+    [
+        n.NeedsGrad(0) ? Tensor.BatchNormInputGradPrimitive(h, n.Input(1), n.Input(2), n.Aux(0), n.Aux(1), b) : null,
+        n.NeedsGrad(1) ? BatchNormInputGradOfX(n.Input(0), n.Input(1), n.Input(2), h, b) : null,
+        n.NeedsGrad(2) ? ChannelSum(h * Tensor.BatchNormInputGradPrimitive(n.Input(0), n.Input(1), Tensor.OnesLike(n.Input(2)), n.Aux(0), n.Aux(1), b), b) : null,
+    ]);
+
+    /// <summary>gw = B(gy, x): d gy = k·x̂ (x̂ from x in tensor ops), dx = A(gy, x, k).</summary>
+    public static readonly Derivative<NormGeometry> BatchNormWeightGrad = new("BatchNormWeightGrad", Saves.Inputs01, static (Node n, in NormGeometry b, Tensor k) =>
+    [
+        n.NeedsGrad(0) ? (PerChannel(k, b) * Normalized(n.Input(1), b).X).Reshape(n.InputShape(0).ToArray()) : null,
+        n.NeedsGrad(1) ? Tensor.BatchNormInputGradPrimitive(n.Input(0), n.Input(1), k, n.Aux(0), n.Aux(1), b) : null,
+    ]);
+
+    /// <summary>Σ over each channel's N·S values of t (x's shape), [C].</summary>
+    private static Tensor ChannelSum(Tensor t, in NormGeometry b) => t.Reshape(b.Batch, b.Channels, b.Spatial).Sum([0, 2]);
+
+    /// <summary>A [C] vector as [1, C, 1], to broadcast over [N, C, S].</summary>
+    private static Tensor PerChannel(Tensor v, in NormGeometry b) => v.Reshape(1, b.Channels, 1);
+
+    /// <summary>x as [N, C, S], its x̂ = (x - μ)·r and r [1, C, 1], all from x in differentiable tensor ops.</summary>
+    private static (Tensor X3, Tensor X, Tensor R) Normalized(Tensor x, in NormGeometry b)
+    {
+        int[] axes = [0, 2];
+        var x3 = x.Reshape(b.Batch, b.Channels, b.Spatial);
+        var centered = x3 - x3.Mean(axes, keepDim: true);
+        var r = ((centered * centered).Mean(axes, keepDim: true) + b.Eps).Sqrt().Reciprocal();
+        return (x3, centered * r, r);
+    }
+
+    /// <summary>
+    /// d⟨h, A(g, x, w)⟩/dx = w·r²·(x̂·(3·m·a - s) - a·(g - ḡ) - m·(h - h̄)), with the channel means
+    /// m = mean(g·x̂), a = mean(h·x̂), s = mean(h·(g - ḡ)) (PyTorch's batchnorm_double_backward).
+    /// </summary>
+    private static Tensor BatchNormInputGradOfX(Tensor gy, Tensor x, Tensor w, Tensor h, in NormGeometry b)
+    {
+        int[] axes = [0, 2];
+        var (_, xhat, r) = Normalized(x, b);
+        var g3 = gy.Reshape(b.Batch, b.Channels, b.Spatial);
+        var h3 = h.Reshape(b.Batch, b.Channels, b.Spatial);
+        var gc = g3 - g3.Mean(axes, keepDim: true);
+        var hc = h3 - h3.Mean(axes, keepDim: true);
+        var m = (g3 * xhat).Mean(axes, keepDim: true);
+        var a = (h3 * xhat).Mean(axes, keepDim: true);
+        var s = (h3 * gc).Mean(axes, keepDim: true);
+        var dx = PerChannel(w, b) * r * r * ((xhat * (m * a * 3 - s)) - (a * gc) - (m * hc));
+        return dx.Reshape(x.Shape.ToArray());
+    }
+
     /// <summary>y = AvgPool(x), linear: dx = AvgPoolGrad(g).</summary>
     public static readonly Derivative<AvgPoolSpec> AvgPool2d = new("AvgPool2d", Saves.None, static (Node n, in AvgPoolSpec s, Tensor g) => [Tensor.AvgPoolGradPrimitive(g, s)]);
 

@@ -366,6 +366,21 @@ internal static class KernelCases
                 return [Down(b, y), Down(b, gx), Down(b, gw)];
             });
         }
+        foreach (var norm in new[] { new NormGeometry(25, 64, 121, 1e-5), new NormGeometry(7, 3, 1, 1e-3) })
+        {
+            yield return ($"BatchNorm [N, C, S] = [{norm.Batch}, {norm.Channels}, {norm.Spatial}] and its gradients", (b, t) =>
+            {
+                var (y, mean, variance) = (b.AllocateUninitialized(t, norm.Length), b.AllocateUninitialized(t, norm.Channels), b.AllocateUninitialized(t, norm.Channels));
+                var (gx, gw) = (b.AllocateUninitialized(t, norm.Length), b.AllocateUninitialized(t, norm.Channels));
+                var x = Up(b, Values(116, (int)norm.Length), t);
+                var w = Up(b, Values(117, norm.Channels), t);
+                var gy = Up(b, Values(118, (int)norm.Length), t);
+                b.BatchNorm(norm, x, w, Up(b, Values(119, norm.Channels), t), y, mean, variance);
+                b.BatchNormInputGrad(norm, gy, x, mean, variance, w, gx);
+                b.BatchNormWeightGrad(norm, gy, x, mean, variance, gw);
+                return [Down(b, y), Down(b, mean), Down(b, variance), Down(b, gx), Down(b, gw)];
+            });
+        }
         var pool = new PoolGeometry(6, 9, 9, 5, 5, 3, 3, 2, 2, 1, 1, 1, 1);
         yield return ("MaxPool2d 3x3, stride 2, padding 1, with indices", (b, t) =>
         {

@@ -1,0 +1,268 @@
+using System.Numerics;
+
+namespace Higher.Reference;
+
+/// <summary>
+/// Training batch normalization over x viewed as [N, C, S] (see <see cref="NormGeometry"/>): the
+/// forward (statistics and normalized output), its input gradient and its weight gradient. Each
+/// channel is one serial unit of work (sums in double, blocks of S in ascending n, vector lanes
+/// combined in a fixed order), so channels run in parallel with results independent of the thread
+/// count.
+/// </summary>
+internal static unsafe class BatchNormKernels
+{
+    /// <summary>Below this many elements a call stays on the calling thread.</summary>
+    private const long ParallelElements = 1 << 15;
+
+    private static void ForChannels(Parallelism threads, in NormGeometry g, Action<int> body)
+    {
+        if (threads.Enabled && g.Channels > 1 && g.Length >= ParallelElements)
+        {
+            threads.For(0, g.Channels, body);
+            return;
+        }
+        for (int c = 0; c < g.Channels; c++)
+        {
+            body(c);
+        }
+    }
+
+    /// <summary>Elements per step of the double-accumulating loops: two vectors of double (one of float, widened).</summary>
+    private static int Step => 2 * Vector<double>.Count;
+
+    /// <summary>The <see cref="Step"/> elements at p as two vectors of double.</summary>
+    private static void Load2<T>(T* p, out Vector<double> lo, out Vector<double> hi)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            Vector.Widen(Vector.Load((float*)p), out lo, out hi);
+        }
+        else
+        {
+            lo = Vector.Load((double*)p);
+            hi = Vector.Load((double*)p + Vector<double>.Count);
+        }
+    }
+
+    /// <summary>Σ p[i] for i &lt; n in double: lanes in a fixed order, then the tail in ascending order.</summary>
+    private static double Sum<T>(T* p, int n)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int i = 0;
+        double total = 0;
+        if (Vector.IsHardwareAccelerated && n >= Step)
+        {
+            Vector<double> a = Vector<double>.Zero, b = Vector<double>.Zero;
+            for (; i <= n - Step; i += Step)
+            {
+                Load2(p + i, out var lo, out var hi);
+                a += lo;
+                b += hi;
+            }
+            total = Vector.Sum(a + b);
+        }
+        for (; i < n; i++)
+        {
+            total += double.CreateTruncating(p[i]);
+        }
+        return total;
+    }
+
+    /// <summary>Σ (p[i] - mu)² for i &lt; n in double, in the order of <see cref="Sum"/>.</summary>
+    private static double SquaredDeviations<T>(T* p, int n, double mu)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int i = 0;
+        double total = 0;
+        if (Vector.IsHardwareAccelerated && n >= Step)
+        {
+            var vm = new Vector<double>(mu);
+            Vector<double> a = Vector<double>.Zero, b = Vector<double>.Zero;
+            for (; i <= n - Step; i += Step)
+            {
+                Load2(p + i, out var lo, out var hi);
+                lo -= vm;
+                hi -= vm;
+                a += lo * lo;
+                b += hi * hi;
+            }
+            total = Vector.Sum(a + b);
+        }
+        for (; i < n; i++)
+        {
+            double d = double.CreateTruncating(p[i]) - mu;
+            total += d * d;
+        }
+        return total;
+    }
+
+    /// <summary>(Σ g[i], Σ g[i]·(x[i] - mu)) for i &lt; n in double, in the order of <see cref="Sum"/>.</summary>
+    private static (double G, double GD) Products<T>(T* g, T* x, int n, double mu)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int i = 0;
+        double sumG = 0, sumGD = 0;
+        if (Vector.IsHardwareAccelerated && n >= Step)
+        {
+            var vm = new Vector<double>(mu);
+            Vector<double> ga = Vector<double>.Zero, gb = Vector<double>.Zero, da = Vector<double>.Zero, db = Vector<double>.Zero;
+            for (; i <= n - Step; i += Step)
+            {
+                Load2(g + i, out var glo, out var ghi);
+                Load2(x + i, out var xlo, out var xhi);
+                ga += glo;
+                gb += ghi;
+                da += glo * (xlo - vm);
+                db += ghi * (xhi - vm);
+            }
+            sumG = Vector.Sum(ga + gb);
+            sumGD = Vector.Sum(da + db);
+        }
+        for (; i < n; i++)
+        {
+            double gv = double.CreateTruncating(g[i]);
+            sumG += gv;
+            sumGD += gv * (double.CreateTruncating(x[i]) - mu);
+        }
+        return (sumG, sumGD);
+    }
+
+    public static void Forward<T>(Parallelism threads, NormGeometry g, T* x, T* w, T* b, T* y, T* mean, T* variance)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        nint px = (nint)x, pw = (nint)w, pb = (nint)b, py = (nint)y, pm = (nint)mean, pr = (nint)variance;
+        ForChannels(threads, g, c => ForwardChannel(g, c, (T*)px, (T*)pw, (T*)pb, (T*)py, (T*)pm, (T*)pr));
+    }
+
+    private static void ForwardChannel<T>(in NormGeometry g, int c, T* x, T* w, T* b, T* y, T* mean, T* variance)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int s = g.Spatial;
+        long stride = (long)g.Channels * s;
+        double count = g.PerChannel;
+        double sum = 0;
+        for (int n = 0; n < g.Batch; n++)
+        {
+            sum += Sum(x + (n * stride) + ((long)c * s), s);
+        }
+        // μ and σ² are rounded to T first, and everything after reads the rounded values, as the
+        // gradient kernels (which see only the stored ones) do.
+        T muT = T.CreateTruncating(sum / count);
+        double mu = double.CreateTruncating(muT);
+        double squares = 0;
+        for (int n = 0; n < g.Batch; n++)
+        {
+            squares += SquaredDeviations(x + (n * stride) + ((long)c * s), s, mu);
+        }
+        T varT = T.CreateTruncating(squares / count);
+        double r = InverseStd(varT, g.Eps);
+        mean[c] = muT;
+        variance[c] = varT;
+        // y = x·scale + shift with scale = r·w and shift = b - μ·scale, rounded once each to T.
+        double scaleD = r * double.CreateTruncating(w[c]);
+        T scale = T.CreateTruncating(scaleD);
+        T shift = T.CreateTruncating(double.CreateTruncating(b[c]) - (mu * scaleD));
+        for (int n = 0; n < g.Batch; n++)
+        {
+            long at = (n * stride) + ((long)c * s);
+            Affine(x + at, y + at, s, scale, shift);
+        }
+    }
+
+    /// <summary>1/√(σ² + eps) in double from the stored (rounded) variance.</summary>
+    private static double InverseStd<T>(T variance, double eps)
+        where T : unmanaged, IFloatingPointIeee754<T> => 1 / Math.Sqrt(double.CreateTruncating(variance) + eps);
+
+    /// <summary>dst[i] = src[i]·scale + shift (one multiply and one add, each rounded: vector width does not change bits).</summary>
+    private static void Affine<T>(T* src, T* dst, int n, T scale, T shift)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int i = 0;
+        if (Vector.IsHardwareAccelerated && n >= Vector<T>.Count)
+        {
+            var vs = new Vector<T>(scale);
+            var vb = new Vector<T>(shift);
+            for (; i <= n - Vector<T>.Count; i += Vector<T>.Count)
+            {
+                Vector.Store((Vector.Load(src + i) * vs) + vb, dst + i);
+            }
+        }
+        for (; i < n; i++)
+        {
+            dst[i] = (src[i] * scale) + shift;
+        }
+    }
+
+    public static void InputGrad<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* w, T* gx)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        nint pg = (nint)gy, px = (nint)x, pm = (nint)mean, pr = (nint)variance, pw = (nint)w, pgx = (nint)gx;
+        ForChannels(threads, g, c => InputGradChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)pgx));
+    }
+
+    private static void InputGradChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* gx)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int s = g.Spatial;
+        long stride = (long)g.Channels * s;
+        double count = g.PerChannel;
+        double mu = double.CreateTruncating(mean[c]), r = InverseStd(variance[c], g.Eps);
+        var (sumG, sumGD) = Moments(g, c, gy, x, mu);
+        // gx = w·r·(gy - ḡ - x̂·m), x̂ = (x - μ)·r, m = mean(gy·x̂) = r·Σ gy·(x - μ)/count:
+        // gx = gy·k - (x - μ)·q - k·ḡ with k = w·r and q = w·r³·Σ gy·(x - μ)/count.
+        double k = double.CreateTruncating(w[c]) * r;
+        double q = k * r * r * sumGD / count;
+        T tk = T.CreateTruncating(k), tq = T.CreateTruncating(q);
+        T shift = T.CreateTruncating((q * mu) - (k * sumG / count));
+        for (int n = 0; n < g.Batch; n++)
+        {
+            long at = (n * stride) + ((long)c * s);
+            T* pg = gy + at, px = x + at, po = gx + at;
+            int i = 0;
+            if (Vector.IsHardwareAccelerated && s >= Vector<T>.Count)
+            {
+                var vk = new Vector<T>(tk);
+                var vq = new Vector<T>(tq);
+                var vs = new Vector<T>(shift);
+                for (; i <= s - Vector<T>.Count; i += Vector<T>.Count)
+                {
+                    Vector.Store((Vector.Load(pg + i) * vk) - (Vector.Load(px + i) * vq) + vs, po + i);
+                }
+            }
+            for (; i < s; i++)
+            {
+                po[i] = (pg[i] * tk) - (px[i] * tq) + shift;
+            }
+        }
+    }
+
+    /// <summary>(Σ gy, Σ gy·(x - μ)) over channel c, in double, blocks in ascending n.</summary>
+    private static (double SumG, double SumGD) Moments<T>(in NormGeometry g, int c, T* gy, T* x, double mu)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int s = g.Spatial;
+        long stride = (long)g.Channels * s;
+        double sumG = 0, sumGD = 0;
+        for (int n = 0; n < g.Batch; n++)
+        {
+            long at = (n * stride) + ((long)c * s);
+            var (bg, bgd) = Products(gy + at, x + at, s, mu);
+            sumG += bg;
+            sumGD += bgd;
+        }
+        return (sumG, sumGD);
+    }
+
+    public static void WeightGrad<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* gw)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        nint pg = (nint)gy, px = (nint)x, pm = (nint)mean, pr = (nint)variance, pgw = (nint)gw;
+        ForChannels(threads, g, c =>
+        {
+            double mu = double.CreateTruncating(((T*)pm)[c]);
+            var (_, sumGD) = Moments(g, c, (T*)pg, (T*)px, mu);
+            ((T*)pgw)[c] = T.CreateTruncating(sumGD * InverseStd(((T*)pr)[c], g.Eps));
+        });
+    }
+}

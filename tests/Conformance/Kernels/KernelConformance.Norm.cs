@@ -1,0 +1,134 @@
+namespace Higher.Conformance.Kernels;
+
+public abstract partial class KernelConformance
+{
+    // [N, C, S]: one value per channel and sample (S = 1, the [N, C] of BatchNorm1d), a single image,
+    // rows shorter and longer than a vector, many channels, and one large enough to run channels in parallel.
+    private static readonly NormGeometry[] NormCases =
+    [
+        new(2, 3, 1, 1e-5),
+        new(5, 4, 1, 1e-3),
+        new(1, 1, 7, 1e-5),
+        new(1, 3, 33, 0),
+        new(3, 2, 17, 1e-5),
+        new(2, 64, 9, 1e-5),
+        new(4, 5, 121, 0.1),
+        new(8, 16, 300, 1e-5),
+    ];
+
+    public static TheoryData<int> NormCaseIndices => [.. Enumerable.Range(0, NormCases.Length)];
+
+    /// <summary>The channel's N·S values of a [N, C, S] array, in ascending order.</summary>
+    private static IEnumerable<long> ChannelOffsets(NormGeometry g, int c)
+    {
+        for (long n = 0; n < g.Batch; n++)
+        {
+            for (long s = 0; s < g.Spatial; s++)
+            {
+                yield return ((n * g.Channels + c) * g.Spatial) + s;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The kernels' definition in double from the inputs (already rounded to the dtype): μ and σ²
+    /// rounded to the dtype, r = 1/√(σ² + eps) from the rounded σ², then y, the input gradient and the
+    /// weight gradient; with each element's magnitude (the sum of the absolute terms it is made of).
+    /// </summary>
+    private static (double[] Y, double[] Mean, double[] Var, double[] Gx, double[] Gw, double[] YMag, double[] GxMag, double[] GwMag)
+        NormOracle(NormGeometry g, double[] x, double[] w, double[] b, double[] gy, DType dtype)
+    {
+        long len = g.Length;
+        double count = g.PerChannel;
+        var y = new double[len];
+        var gx = new double[len];
+        var yMag = new double[len];
+        var gxMag = new double[len];
+        var mean = new double[g.Channels];
+        var variance = new double[g.Channels];
+        var gw = new double[g.Channels];
+        var gwMag = new double[g.Channels];
+        for (int c = 0; c < g.Channels; c++)
+        {
+            var at = ChannelOffsets(g, c).ToArray();
+            double mu = Round([at.Sum(i => x[i]) / count], dtype)[0];
+            double var = Round([at.Sum(i => (x[i] - mu) * (x[i] - mu)) / count], dtype)[0];
+            double r = 1 / Math.Sqrt(var + g.Eps);
+            mean[c] = mu;
+            variance[c] = var;
+            double gbar = at.Sum(i => gy[i]) / count;
+            double m = at.Sum(i => gy[i] * (x[i] - mu) * r) / count;
+            gw[c] = at.Sum(i => gy[i] * (x[i] - mu) * r);
+            gwMag[c] = at.Sum(i => Math.Abs(gy[i] * (x[i] - mu) * r));
+            foreach (long i in at)
+            {
+                double xhat = (x[i] - mu) * r;
+                y[i] = (xhat * w[c]) + b[c];
+                yMag[i] = Math.Abs(x[i] * r * w[c]) + Math.Abs(mu * r * w[c]) + Math.Abs(b[c]);
+                gx[i] = w[c] * r * (gy[i] - gbar - (xhat * m));
+                gxMag[i] = Math.Abs(w[c] * r) * (Math.Abs(gy[i]) + Math.Abs(gbar) + Math.Abs(x[i] * r * m) + Math.Abs(mu * r * m));
+            }
+        }
+        return (y, mean, variance, gx, gw, yMag, gxMag, gwMag);
+    }
+
+    /// <summary>A few roundings of each term in float32 (sums in double); in float64, one per summed term as well.</summary>
+    private static double[] NormTolerance(double[] magnitude, NormGeometry g, DType dtype) =>
+        Array.ConvertAll(magnitude, m => Ulps(dtype, dtype == DType.Float32 ? 16 : g.PerChannel + 16) * m);
+
+    [Theory]
+    [MemberData(nameof(NormCaseIndices))]
+    public void BatchNorm_AndItsGradients_MatchOracle(int index)
+    {
+        RequireBackend();
+        var g = NormCases[index];
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            // Off-centre inputs (the mean is not small beside the spread), one channel's weight 0.
+            var x = Round(RandomValues(900 + index, g.Length, 1, 4), dtype);
+            var w = Round(RandomValues(910 + index, g.Channels, 0.5, 1.5), dtype);
+            w[^1] = 0;
+            var b = Round(RandomValues(920 + index, g.Channels), dtype);
+            var gy = Round(RandomValues(930 + index, g.Length), dtype);
+            var (y, mean, variance, gx, gw, yMag, gxMag, gwMag) = NormOracle(g, x, w, b, gy, dtype);
+            // Outputs start as NaN: every element must be written.
+            IStorage Nans(long n) => Up(Enumerable.Repeat(double.NaN, (int)n).ToArray(), dtype);
+
+            var (sy, sm, sv) = (Nans(g.Length), Nans(g.Channels), Nans(g.Channels));
+            Backend.BatchNorm(g, Up(x, dtype), Up(w, dtype), Up(b, dtype), sy, sm, sv);
+            string what = $"{dtype.Name()} {g}";
+            AssertClose(mean, Down(sm), Ulps(dtype, dtype == DType.Float32 ? 2 : g.PerChannel + 2), 0, $"batch-norm mean {what}");
+            AssertClose(variance, Down(sv), Ulps(dtype, dtype == DType.Float32 ? 2 : g.PerChannel + 2), 0, $"batch-norm variance {what}");
+            AssertClose(y, Down(sy), 0, NormTolerance(yMag, g, dtype), $"batch norm {what}");
+
+            // The gradients read the statistics the forward stored.
+            var sgx = Nans(g.Length);
+            Backend.BatchNormInputGrad(g, Up(gy, dtype), Up(x, dtype), sm, sv, Up(w, dtype), sgx);
+            AssertClose(gx, Down(sgx), 0, NormTolerance(gxMag, g, dtype), $"batch-norm input grad {what}");
+
+            var sgw = Nans(g.Channels);
+            Backend.BatchNormWeightGrad(g, Up(gy, dtype), Up(x, dtype), sm, sv, sgw);
+            AssertClose(gw, Down(sgw), 0, NormTolerance(gwMag, g, dtype), $"batch-norm weight grad {what}");
+        }
+    }
+
+    [Fact]
+    public void BatchNorm_RefusesBadGeometryAndOperands_NamingTheOp()
+    {
+        RequireBackend();
+        var g = new NormGeometry(2, 3, 4, 1e-5);
+        IStorage F32(long n) => Up(new double[n], DType.Float32);
+        var (x, y, c) = (F32(g.Length), F32(g.Length), F32(g.Channels));
+        var ex = Assert.Throws<ArgumentException>(() => Backend.BatchNorm(g with { Spatial = 0 }, x, c, c, y, c, c));
+        Assert.Contains("BatchNorm", ex.Message, StringComparison.Ordinal);
+        ex = Assert.Throws<ArgumentException>(() => Backend.BatchNorm(g with { Eps = -1 }, x, c, c, y, c, c));
+        Assert.Contains("eps", ex.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentException>(() => Backend.BatchNorm(g, x, F32(2), c, y, c, c));
+        Assert.Throws<ArgumentException>(() => Backend.BatchNorm(g, F32(g.Length - 1), c, c, y, c, c));
+        Assert.Throws<ArgumentException>(() => Backend.BatchNorm(g, x, c, c, y, c, Up(new double[3], DType.Float64)));
+        ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormInputGrad(g, F32(5), x, c, c, c, y));
+        Assert.Contains("BatchNormInputGrad", ex.Message, StringComparison.Ordinal);
+        ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormWeightGrad(g, x, x, c, c, F32(1)));
+        Assert.Contains("BatchNormWeightGrad", ex.Message, StringComparison.Ordinal);
+    }
+}
