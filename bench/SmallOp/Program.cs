@@ -145,7 +145,7 @@ static string LoadAverage()
 static ChildResult? RunChild(BenchOptions o, int threads)
 {
     string arguments = string.Create(CultureInfo.InvariantCulture,
-        $"--child --iterations {o.Iterations} --warmup {o.Warmup} --threads {threads} --steps {string.Join(',', o.Steps)} --release {string.Join(',', o.Release!.Select(r => r ? "release" : "plain"))}{(o.PhaseThreads == threads ? " --phases" : "")}");
+        $"--child --iterations {o.Iterations} --warmup {o.Warmup} --warm-seconds {o.WarmSeconds} --threads {threads} --steps {string.Join(',', o.Steps)} --release {string.Join(',', o.Release!.Select(r => r ? "release" : "plain"))}{(o.PhaseThreads == threads ? " --phases" : "")}");
     var file = Environment.ProcessPath!;
     var psi = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
     if (file.EndsWith("dotnet", StringComparison.Ordinal))
@@ -210,7 +210,7 @@ internal static class Workload
 }
 
 /// <summary>Command-line options.</summary>
-internal sealed record BenchOptions(int Iterations, int Warmup, int[] Threads, int[] Steps, string Python, bool Torch, bool Child, bool PhasesHere, int PhaseThreads, int? Loop, double Seconds, bool Micro = false, bool[]? Release = null)
+internal sealed record BenchOptions(int Iterations, int Warmup, int[] Threads, int[] Steps, string Python, bool Torch, bool Child, bool PhasesHere, int PhaseThreads, int? Loop, double Seconds, bool Micro = false, bool[]? Release = null, double WarmSeconds = 4)
 {
     public static BenchOptions Parse(string[] args)
     {
@@ -232,7 +232,8 @@ internal sealed record BenchOptions(int Iterations, int Warmup, int[] Threads, i
                 "--loop" => o with { Loop = int.Parse(args[++i], CultureInfo.InvariantCulture) },
                 "--seconds" => o with { Seconds = double.Parse(args[++i], CultureInfo.InvariantCulture) },
                 "--release" => o with { Release = Modes(args[++i]) },
-                _ => throw new ArgumentException($"Unknown option {args[i]}; use --iterations N, --warmup N, --threads 1,2, --steps 1,5, --python PATH, --no-torch, --phase-threads N, --release plain,release, --loop STEPS [--seconds S] (the loop uses the first --release mode)."),
+                "--warm-seconds" => o with { WarmSeconds = double.Parse(args[++i], CultureInfo.InvariantCulture) },
+                _ => throw new ArgumentException($"Unknown option {args[i]}; use --iterations N, --warmup N, --threads 1,2, --steps 1,5, --python PATH, --no-torch, --phase-threads N, --release plain,release, --warm-seconds S, --loop STEPS [--seconds S] (the loop uses the first --release mode)."),
             };
         }
         return o;
@@ -291,10 +292,13 @@ internal static class HigherRun
         foreach (int steps in o.Steps)
         {
             var job = new Job(steps, release);
-            // At least the given count and two seconds: tiered compilation promotes the hot methods
-            // some time after their 30th call, later still on a loaded machine.
+            // At least the given count and --warm-seconds (default 4; the first row of a process gets
+            // twice that): tiered compilation (with PGO's instrumented tier) promotes the hot methods
+            // some time after their 30th call, later still on a loaded machine. With 2 s under a load
+            // of 10, whichever row ran first measured 2x slow (bench/RESULTS.md, Small ops, session 2).
             var warm = Stopwatch.StartNew();
-            for (int i = 0; i < o.Warmup || warm.Elapsed.TotalSeconds < 2; i++)
+            double warmSeconds = rows.Count == 0 ? 2 * o.WarmSeconds : o.WarmSeconds;
+            for (int i = 0; i < o.Warmup || warm.Elapsed.TotalSeconds < warmSeconds; i++)
             {
                 job.MetaStep();
             }
