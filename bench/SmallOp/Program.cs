@@ -7,6 +7,9 @@
 //
 //   dotnet run -c Release --project bench/SmallOp -- [--iterations 40] [--warmup 10] [--threads 1,2] [--steps 1,5] [--python /usr/bin/python3] [--no-torch]
 //   dotnet run -c Release --project bench/SmallOp -- --loop 5 --seconds 20   (one configuration in a loop, for dotnet-trace)
+//   --release plain|release|plain,release (default both): each task's InnerLoop.Create as written in the sample
+//   (plain: the task's tensors are left to the GC), or with releaseOnDispose: true (they go back to the pool
+//   when the context is disposed, so the next task's allocations are pool hits).
 //
 // Each thread count runs in its own process (the Reference backend's thread count is fixed when it
 // is registered), so the JIT and the GC of one configuration do not warm the other.
@@ -63,12 +66,16 @@ foreach (int steps in options.Steps)
 }
 Console.WriteLine(header);
 Console.WriteLine(rule);
-Console.WriteLine(Row("Higher (Reference backend)", (steps, threads) => higher[threads]?.Rows.FirstOrDefault(r => r.Steps == steps) is { } r
-    ? string.Create(CultureInfo.InvariantCulture, $"{r.MedianMs:F2} ({r.MinMs:F2})") : "absent"));
-Console.WriteLine(Row("Higher, CPU ms of the calling thread (median)", (steps, threads) => higher[threads]?.Rows.FirstOrDefault(r => r.Steps == steps) is { } r
-    ? string.Create(CultureInfo.InvariantCulture, $"{r.ThreadCpuMs:F2}") : "absent"));
-Console.WriteLine(Row("Higher, process CPU ms (all threads: JIT and GC too)", (steps, threads) => higher[threads]?.Rows.FirstOrDefault(r => r.Steps == steps) is { } r
-    ? string.Create(CultureInfo.InvariantCulture, $"{r.CpuMs:F2}") : "absent"));
+foreach (bool release in options.Release!)
+{
+    string mode = release ? ", each task's context releaseOnDispose" : "";
+    Console.WriteLine(Row($"Higher (Reference backend){mode}", (steps, threads) => higher[threads]?.Rows.FirstOrDefault(r => r.Steps == steps && r.Release == release) is { } r
+        ? string.Create(CultureInfo.InvariantCulture, $"{r.MedianMs:F2} ({r.MinMs:F2})") : "absent"));
+    Console.WriteLine(Row($"Higher{mode}, CPU ms of the calling thread (median; min in brackets)", (steps, threads) => higher[threads]?.Rows.FirstOrDefault(r => r.Steps == steps && r.Release == release) is { } r
+        ? string.Create(CultureInfo.InvariantCulture, $"{r.ThreadCpuMs:F2} ({r.MinThreadCpuMs:F2})") : "absent"));
+    Console.WriteLine(Row($"Higher{mode}, process CPU ms (all threads: JIT and GC too)", (steps, threads) => higher[threads]?.Rows.FirstOrDefault(r => r.Steps == steps && r.Release == release) is { } r
+        ? string.Create(CultureInfo.InvariantCulture, $"{r.CpuMs:F2}") : "absent"));
+}
 foreach (var name in new[] { "unroll", "vmap" })
 {
     string label = name == "unroll" ? "PyTorch, autograd.grad(create_graph=True) unroll" : "functorch vmap(grad) over the tasks";
@@ -81,14 +88,14 @@ foreach (var name in new[] { "unroll", "vmap" })
 Console.WriteLine();
 Console.WriteLine("Higher, per meta-step: allocated bytes (all threads), GC collections (gen0/gen1/gen2), GC pause:");
 Console.WriteLine();
-Console.WriteLine("| steps | threads | allocated | gen0 | gen1 | gen2 | GC pause ms |");
-Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|");
+Console.WriteLine("| context | steps | threads | allocated | gen0 | gen1 | gen2 | GC pause ms |");
+Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|");
 foreach (int threads in options.Threads)
 {
     foreach (var r in higher[threads]?.Rows ?? [])
     {
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"| {r.Steps} | {threads} | {r.AllocatedBytes / 1024.0:F0} KiB | {r.Gen0:F2} | {r.Gen1:F3} | {r.Gen2:F3} | {r.GcPauseMs:F2} |"));
+            $"| {(r.Release ? "releaseOnDispose" : "plain")} | {r.Steps} | {threads} | {r.AllocatedBytes / 1024.0:F0} KiB | {r.Gen0:F2} | {r.Gen1:F3} | {r.Gen2:F3} | {r.GcPauseMs:F2} |"));
     }
 }
 
@@ -97,17 +104,16 @@ if (higher.Values.FirstOrDefault(h => h?.Phases.Count > 0) is { } withPhases)
     Console.WriteLine();
     Console.WriteLine($"Phase breakdown, {withPhases.Threads} thread(s): the same meta-step with the thread's CPU clock read around each phase (CPU ms per meta-step, mean; the clock adds a little):");
     Console.WriteLine();
-    Console.WriteLine("| phase | " + string.Join(" | ", options.Steps.Select(s => $"{s} step{(s == 1 ? "" : "s")}")) + " |");
-    Console.WriteLine("|---|" + string.Concat(options.Steps.Select(_ => "---:|")));
+    var columns = withPhases.Phases;
+    Console.WriteLine("| phase | " + string.Join(" | ", columns.Select(p => $"{p.Steps} step{(p.Steps == 1 ? "" : "s")}{(p.Release ? ", releaseOnDispose" : "")}")) + " |");
+    Console.WriteLine("|---|" + string.Concat(columns.Select(_ => "---:|")));
     foreach (var phase in Phases.Names)
     {
-        Console.WriteLine($"| {phase} | " + string.Join(" | ", options.Steps.Select(s =>
-            withPhases.Phases.FirstOrDefault(p => p.Steps == s) is { } p ? string.Create(CultureInfo.InvariantCulture, $"{p.Ms[Array.IndexOf(Phases.Names, phase)]:F2}") : "absent")) + " |");
+        Console.WriteLine($"| {phase} | " + string.Join(" | ", columns.Select(p =>
+            string.Create(CultureInfo.InvariantCulture, $"{p.Ms[Array.IndexOf(Phases.Names, phase)]:F2}"))) + " |");
     }
-    Console.WriteLine("| total | " + string.Join(" | ", options.Steps.Select(s =>
-        withPhases.Phases.FirstOrDefault(p => p.Steps == s) is { } p ? string.Create(CultureInfo.InvariantCulture, $"{p.Ms.Sum():F2}") : "absent")) + " |");
-    Console.WriteLine("| recorded ops (tape nodes) | " + string.Join(" | ", options.Steps.Select(s =>
-        withPhases.Phases.FirstOrDefault(p => p.Steps == s) is { } p ? p.Nodes.ToString(CultureInfo.InvariantCulture) : "absent")) + " |");
+    Console.WriteLine("| total | " + string.Join(" | ", columns.Select(p => string.Create(CultureInfo.InvariantCulture, $"{p.Ms.Sum():F2}"))) + " |");
+    Console.WriteLine("| recorded ops (tape nodes) | " + string.Join(" | ", columns.Select(p => p.Nodes.ToString(CultureInfo.InvariantCulture))) + " |");
 }
 return 0;
 
@@ -139,7 +145,7 @@ static string LoadAverage()
 static ChildResult? RunChild(BenchOptions o, int threads)
 {
     string arguments = string.Create(CultureInfo.InvariantCulture,
-        $"--child --iterations {o.Iterations} --warmup {o.Warmup} --threads {threads} --steps {string.Join(',', o.Steps)}{(o.PhaseThreads == threads ? " --phases" : "")}");
+        $"--child --iterations {o.Iterations} --warmup {o.Warmup} --warm-seconds {o.WarmSeconds} --threads {threads} --steps {string.Join(',', o.Steps)} --release {string.Join(',', o.Release!.Select(r => r ? "release" : "plain"))}{(o.PhaseThreads == threads ? " --phases" : "")}");
     var file = Environment.ProcessPath!;
     var psi = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
     if (file.EndsWith("dotnet", StringComparison.Ordinal))
@@ -204,11 +210,11 @@ internal static class Workload
 }
 
 /// <summary>Command-line options.</summary>
-internal sealed record BenchOptions(int Iterations, int Warmup, int[] Threads, int[] Steps, string Python, bool Torch, bool Child, bool PhasesHere, int PhaseThreads, int? Loop, double Seconds, bool Micro = false)
+internal sealed record BenchOptions(int Iterations, int Warmup, int[] Threads, int[] Steps, string Python, bool Torch, bool Child, bool PhasesHere, int PhaseThreads, int? Loop, double Seconds, bool Micro = false, bool[]? Release = null, double WarmSeconds = 4)
 {
     public static BenchOptions Parse(string[] args)
     {
-        var o = new BenchOptions(40, 10, [1, 2], [1, 5], "/usr/bin/python3", true, false, false, 1, null, 20);
+        var o = new BenchOptions(40, 10, [1, 2], [1, 5], "/usr/bin/python3", true, false, false, 1, null, 20, false, [false, true]);
         for (int i = 0; i < args.Length; i++)
         {
             o = args[i] switch
@@ -225,20 +231,30 @@ internal sealed record BenchOptions(int Iterations, int Warmup, int[] Threads, i
                 "--micro" => o with { Micro = true },
                 "--loop" => o with { Loop = int.Parse(args[++i], CultureInfo.InvariantCulture) },
                 "--seconds" => o with { Seconds = double.Parse(args[++i], CultureInfo.InvariantCulture) },
-                _ => throw new ArgumentException($"Unknown option {args[i]}; use --iterations N, --warmup N, --threads 1,2, --steps 1,5, --python PATH, --no-torch, --phase-threads N, --loop STEPS [--seconds S]."),
+                "--release" => o with { Release = Modes(args[++i]) },
+                "--warm-seconds" => o with { WarmSeconds = double.Parse(args[++i], CultureInfo.InvariantCulture) },
+                _ => throw new ArgumentException($"Unknown option {args[i]}; use --iterations N, --warmup N, --threads 1,2, --steps 1,5, --python PATH, --no-torch, --phase-threads N, --release plain,release, --warm-seconds S, --loop STEPS [--seconds S] (the loop uses the first --release mode)."),
             };
         }
         return o;
     }
 
+    // "plain", "release" or both ("plain,release"): how each task's inner-loop context is opened.
+    private static bool[] Modes(string list) => list.Split(',').Select(m => m switch
+    {
+        "plain" => false,
+        "release" => true,
+        _ => throw new ArgumentException($"--release takes plain, release or plain,release; got {m}."),
+    }).ToArray();
+
     private static int[] Ints(string list) => list.Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
 }
 
 /// <summary>One row of Higher's figures.</summary>
-internal sealed record HigherRow(int Steps, double MedianMs, double MinMs, double ThreadCpuMs, double CpuMs, double AllocatedBytes, double Gen0, double Gen1, double Gen2, double GcPauseMs);
+internal sealed record HigherRow(bool Release, int Steps, double MedianMs, double MinMs, double ThreadCpuMs, double MinThreadCpuMs, double CpuMs, double AllocatedBytes, double Gen0, double Gen1, double Gen2, double GcPauseMs);
 
 /// <summary>Mean ms per meta-step of each phase, for one inner-step count.</summary>
-internal sealed record PhaseRow(int Steps, double[] Ms, long Nodes);
+internal sealed record PhaseRow(bool Release, int Steps, double[] Ms, long Nodes);
 
 /// <summary>What one child process reports.</summary>
 internal sealed record ChildResult(int Threads, List<HigherRow> Rows, List<PhaseRow> Phases);
@@ -272,13 +288,17 @@ internal static class HigherRun
         Backends.Register(new ReferenceBackend(o.Threads[0]));
         var rows = new List<HigherRow>();
         var phases = new List<PhaseRow>();
+        foreach (bool release in o.Release!)
         foreach (int steps in o.Steps)
         {
-            var job = new Job(steps);
-            // At least the given count and two seconds: tiered compilation promotes the hot methods
-            // some time after their 30th call, later still on a loaded machine.
+            var job = new Job(steps, release);
+            // At least the given count and --warm-seconds (default 4; the first row of a process gets
+            // twice that): tiered compilation (with PGO's instrumented tier) promotes the hot methods
+            // some time after their 30th call, later still on a loaded machine. With 2 s under a load
+            // of 10, whichever row ran first measured 2x slow (bench/RESULTS.md, Small ops, session 2).
             var warm = Stopwatch.StartNew();
-            for (int i = 0; i < o.Warmup || warm.Elapsed.TotalSeconds < 2; i++)
+            double warmSeconds = rows.Count == 0 ? 2 * o.WarmSeconds : o.WarmSeconds;
+            for (int i = 0; i < o.Warmup || warm.Elapsed.TotalSeconds < warmSeconds; i++)
             {
                 job.MetaStep();
             }
@@ -310,7 +330,7 @@ internal static class HigherRun
             allocated = GC.GetTotalAllocatedBytes(precise: true) - allocated;
             Array.Sort(times);
             Array.Sort(cpuTimes);
-            rows.Add(new HigherRow(steps, times[times.Length / 2], times[0], cpuTimes[cpuTimes.Length / 2], cpuMs, allocated / n,
+            rows.Add(new HigherRow(release, steps, times[times.Length / 2], times[0], cpuTimes[cpuTimes.Length / 2], cpuTimes[0], cpuMs, allocated / n,
                 (GC.CollectionCount(0) - g0) / n, (GC.CollectionCount(1) - g1) / n, (GC.CollectionCount(2) - g2) / n,
                 (GC.GetTotalPauseDuration() - pause).TotalMilliseconds / n));
         }
@@ -321,7 +341,7 @@ internal static class HigherRun
     public static void Loop(BenchOptions o, int steps)
     {
         Backends.Register(new ReferenceBackend(o.Threads[0]));
-        var job = new Job(steps);
+        var job = new Job(steps, o.Release![0]);
         var watch = Stopwatch.StartNew();
         int count = 0;
         while (watch.Elapsed.TotalSeconds < o.Seconds)
@@ -329,21 +349,23 @@ internal static class HigherRun
             job.MetaStep();
             count++;
         }
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{count} meta-steps with {steps} inner steps in {watch.Elapsed.TotalSeconds:F1} s: {watch.Elapsed.TotalMilliseconds / count:F2} ms each"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{count} meta-steps with {steps} inner steps{(o.Release![0] ? " (releaseOnDispose)" : "")} in {watch.Elapsed.TotalSeconds:F1} s: {watch.Elapsed.TotalMilliseconds / count:F2} ms each"));
     }
 
     /// <summary>The model, its two optimizers and the task generator of one configuration.</summary>
     private sealed class Job
     {
         private readonly int _steps;
+        private readonly bool _release;
         private readonly Generator _g = new(1);
         private readonly Mlp _model;
         private readonly Adam _meta;
         private readonly Sgd _inner;
 
-        public Job(int steps)
+        public Job(int steps, bool release)
         {
             _steps = steps;
+            _release = release;
             _model = new Mlp([1, 40, 40, 1], _g);
             _meta = new Adam(_model.Parameters(), new AdamOptions { Lr = Workload.MetaLr });
             _inner = new Sgd(_model.Parameters(), new SgdOptions { Lr = Workload.InnerLr });
@@ -368,7 +390,9 @@ internal static class HigherRun
             var task = Sinusoid.Sample(_g);
             var (xs, ys) = task.Draw(Workload.K, _g);
             var (xq, yq) = task.Draw(Workload.K, _g);
-            using var ctx = InnerLoop.Create(_model, _inner, copyInitialWeights: false);
+            // releaseOnDispose: what a user writes to give a finished task's tensors back to the pool
+            // (the next task's allocations are then pool hits); the plain form leaves them to the GC.
+            using var ctx = InnerLoop.Create(_model, _inner, copyInitialWeights: false, releaseOnDispose: _release);
             var (fmodel, diffopt) = ctx;
             for (int s = 0; s < _steps; s++)
             {
@@ -401,7 +425,7 @@ internal static class HigherRun
             {
                 ms[i] /= iterations;
             }
-            return new PhaseRow(_steps, ms, nodes / iterations);
+            return new PhaseRow(_release, _steps, ms, nodes / iterations);
         }
 
         private void InstrumentedMetaStep(double[] ms, ref long nodes)
@@ -436,7 +460,7 @@ internal static class HigherRun
             var (xs, ys) = task.Draw(Workload.K, _g);
             var (xq, yq) = task.Draw(Workload.K, _g);
             ms[Phases.Data] += Lap(ref t0);
-            var ctx = InnerLoop.Create(_model, _inner, copyInitialWeights: false);
+            var ctx = InnerLoop.Create(_model, _inner, copyInitialWeights: false, releaseOnDispose: _release);
             var (fmodel, _) = ctx;
             var hyper = new GroupHyperParameters(_inner.ParamGroups[0]);
             ms[Phases.Context] += Lap(ref t0);

@@ -33,14 +33,43 @@ public readonly record struct CpuBufferPoolStatistics(
 /// A storage returns its array at most once (its Dispose is idempotent), so an array is never in
 /// two hands.
 /// </para>
+/// <para>
+/// Small classes (up to <see cref="ThreadCachedBytes"/>) have a per-thread cache in front of the bins,
+/// as the size-class caches of malloc do: a thread's returns of a class go to its own stack of up to
+/// <see cref="ThreadCacheDepth"/> arrays, and its rents take from there first, without a lock, so a
+/// loop of small ops whose tensors die in a scope reuses its arrays at the cost of a few loads and
+/// stores. A full stack spills to the bins; an array may be rented on one thread and returned on
+/// another (it then joins the returning thread's stack). The statistics count every thread's cache;
+/// the arrays a thread holds count as cached. A thread's cache belongs to one pool at a time (using
+/// another pool on that thread moves its arrays back to their bins), and the cache of a thread that
+/// ended goes back to the bins at the next <see cref="Statistics"/> or <see cref="Trim"/>.
+/// </para>
 /// </summary>
 public sealed class CpuBufferPool
 {
     /// <summary>Number of size classes (the largest holds 2^35 bytes).</summary>
     public const int ClassCount = 3 + ((35 - OctaveShift) * 4);
 
+    /// <summary>The largest class served by the per-thread caches (16 KiB).</summary>
+    public const long ThreadCachedBytes = 16 * 1024;
+
+    /// <summary>Arrays of one class and dtype a thread's cache keeps before returns spill to the shared bins.</summary>
+    public const int ThreadCacheDepth = 8;
+
     private const int MinShift = 6;    // 64 bytes
     private const int OctaveShift = 8; // 256 bytes: four classes per octave above
+    private const int CachedClasses = 27; // classes 0..26: up to 16 KiB (checked in the constructor)
+
+    [ThreadStatic]
+    private static ThreadCache? t_cache;
+
+    // Every live thread cache of this pool (for the statistics and Trim), and the counters of the retired ones.
+    private readonly List<ThreadCache> _caches = [];
+    private readonly Lock _cachesGate = new();
+    private long _retiredHits;
+    private long _retiredReturns;
+    // Bumped by Trim: a thread cache of an older generation drops its arrays before its next use.
+    private volatile int _generation;
 
     private readonly Bin[] _bins = new Bin[4 * ClassCount];
     // Bytes in use and held are global (the peaks need them); the other counters live in the bins,
@@ -57,6 +86,7 @@ public sealed class CpuBufferPool
         {
             _bins[i] = new Bin { ClassBytes = ClassBytes(i % ClassCount) };
         }
+        System.Diagnostics.Debug.Assert(ClassBytes(CachedClasses - 1) == ThreadCachedBytes);
     }
 
     /// <summary>The pool of <see cref="ReferenceBackend.Instance"/> and of storages made by <see cref="CpuStorage.Create"/>.</summary>
@@ -68,6 +98,18 @@ public sealed class CpuBufferPool
         get
         {
             long rents = 0, hits = 0, returns = 0;
+            lock (_cachesGate)
+            {
+                RetireEndedThreads();
+                hits += _retiredHits;
+                returns += _retiredReturns;
+                foreach (var cache in _caches)
+                {
+                    hits += Volatile.Read(ref cache.Hits);
+                    returns += Volatile.Read(ref cache.Returns);
+                }
+            }
+            rents += hits; // the thread caches' hits; the bins' hits and every miss are added below
             foreach (var bin in _bins)
             {
                 lock (bin.Gate)
@@ -124,9 +166,23 @@ public sealed class CpuBufferPool
         return (1L << k) + (j * (1L << (k - 2)));
     }
 
-    /// <summary>Drops every cached array to the garbage collector; arrays in use are untouched.</summary>
+    /// <summary>
+    /// Drops every cached array to the garbage collector; arrays in use are untouched. The calling
+    /// thread's cache and those of ended threads are dropped now; another live thread drops its cached
+    /// arrays at its next rent or return from this pool (they count as cached until then).
+    /// </summary>
     public void Trim()
     {
+        _generation++;
+        if (t_cache is { } own && ReferenceEquals(own.Pool, this))
+        {
+            DropCached(own);
+            own.Generation = _generation;
+        }
+        lock (_cachesGate)
+        {
+            RetireEndedThreads();
+        }
         foreach (var bin in _bins)
         {
             long freed = 0;
@@ -161,6 +217,27 @@ public sealed class CpuBufferPool
         if (capacity > Array.MaxLength)
         {
             return null;
+        }
+        ThreadCache? cache = null;
+        if (cls < CachedClasses)
+        {
+            cache = CacheOfThisThread();
+            int slot = ((int)dtype * CachedClasses) + cls;
+            int count = cache.Counts[slot];
+            if (count > 0)
+            {
+                ref var item = ref cache.Items[(slot * ThreadCacheDepth) + count - 1];
+                var cached = (T[])item!;
+                item = null;
+                cache.Counts[slot] = count - 1;
+                cache.Hits++;
+                if (zeroed)
+                {
+                    Array.Clear(cached, 0, length);
+                }
+                UpdatePeak(ref _peakInUse, Interlocked.Add(ref _bytesInUse, classBytes));
+                return cached;
+            }
         }
         var bin = _bins[((int)dtype * ClassCount) + cls];
         T[]? array = null;
@@ -211,6 +288,26 @@ public sealed class CpuBufferPool
         {
             throw new InvalidOperationException($"An array of {array.Length} elements is not of a size class of this pool.");
         }
+        if (cls < CachedClasses)
+        {
+            var cache = CacheOfThisThread();
+            int slot = ((int)dtype * CachedClasses) + cls;
+            int count = cache.Counts[slot];
+            if (count < ThreadCacheDepth)
+            {
+                cache.Items[(slot * ThreadCacheDepth) + count] = array;
+                cache.Counts[slot] = count + 1;
+                cache.Returns++;
+                Interlocked.Add(ref _bytesInUse, -classBytes);
+                return;
+            }
+        }
+        PushToBin(dtype, cls, array);
+        Interlocked.Add(ref _bytesInUse, -classBytes);
+    }
+
+    private void PushToBin(DType dtype, int cls, Array array, bool countReturn = true)
+    {
         var bin = _bins[((int)dtype * ClassCount) + cls];
         lock (bin.Gate)
         {
@@ -219,9 +316,113 @@ public sealed class CpuBufferPool
                 Array.Resize(ref bin.Items, Math.Max(4, bin.Items.Length * 2));
             }
             bin.Items[bin.Count++] = array;
-            bin.Returns++;
+            if (countReturn)
+            {
+                bin.Returns++;
+            }
         }
-        Interlocked.Add(ref _bytesInUse, -classBytes);
+    }
+
+    /// <summary>This thread's cache for this pool: made (and registered) on first use, taken over from another pool, or emptied after a Trim.</summary>
+    private ThreadCache CacheOfThisThread()
+    {
+        var cache = t_cache;
+        if (cache is not null && ReferenceEquals(cache.Pool, this) && cache.Generation == _generation)
+        {
+            return cache;
+        }
+        return SwitchCache(cache);
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private ThreadCache SwitchCache(ThreadCache? cache)
+    {
+        if (cache is not null && ReferenceEquals(cache.Pool, this))
+        {
+            // Trimmed since this thread's last use.
+            DropCached(cache);
+            cache.Generation = _generation;
+            return cache;
+        }
+        if (cache is not null)
+        {
+            // The thread moves to another pool: its arrays go back to the bins of the pool they came from.
+            cache.Pool.Retire(cache);
+        }
+        var fresh = new ThreadCache(this, _generation);
+        lock (_cachesGate)
+        {
+            RetireEndedThreads();
+            _caches.Add(fresh);
+        }
+        t_cache = fresh;
+        return fresh;
+    }
+
+    /// <summary>Forgets <paramref name="cache"/>, whose thread moved to another pool: its arrays go back to the bins (or are dropped if a Trim came since) and its counters are folded into the pool's.</summary>
+    private void Retire(ThreadCache cache)
+    {
+        lock (_cachesGate)
+        {
+            if (_caches.Remove(cache))
+            {
+                Empty(cache);
+            }
+        }
+    }
+
+    /// <summary>Retires the caches of threads that ended (nothing can touch them any more). Under <see cref="_cachesGate"/>.</summary>
+    private void RetireEndedThreads()
+    {
+        for (int i = _caches.Count - 1; i >= 0; i--)
+        {
+            var cache = _caches[i];
+            if (!cache.Owner.IsAlive)
+            {
+                _caches.RemoveAt(i);
+                Empty(cache);
+            }
+        }
+    }
+
+    /// <summary>Moves a retired cache's arrays to the bins (dropped instead when a Trim came since its last use) and folds its counters in. Under <see cref="_cachesGate"/>.</summary>
+    private void Empty(ThreadCache cache)
+    {
+        _retiredHits += cache.Hits;
+        _retiredReturns += cache.Returns;
+        if (cache.Generation != _generation)
+        {
+            DropCached(cache);
+            return;
+        }
+        for (int slot = 0; slot < cache.Counts.Length; slot++)
+        {
+            for (int i = 0; i < cache.Counts[slot]; i++)
+            {
+                ref var item = ref cache.Items[(slot * ThreadCacheDepth) + i];
+                PushToBin((DType)(slot / CachedClasses), slot % CachedClasses, item!, countReturn: false);
+                item = null;
+            }
+            cache.Counts[slot] = 0;
+        }
+    }
+
+    /// <summary>Drops the arrays of a cache to the garbage collector (by its own thread, or once that thread ended).</summary>
+    private void DropCached(ThreadCache cache)
+    {
+        long freed = 0;
+        for (int slot = 0; slot < cache.Counts.Length; slot++)
+        {
+            int count = cache.Counts[slot];
+            if (count == 0)
+            {
+                continue;
+            }
+            freed += count * ClassBytes(slot % CachedClasses);
+            Array.Clear(cache.Items, slot * ThreadCacheDepth, count);
+            cache.Counts[slot] = 0;
+        }
+        Interlocked.Add(ref _bytesHeld, -freed);
     }
 
     // A plain compare-and-store, not a CAS loop: in a loop whose storages are never returned the bytes
@@ -233,6 +434,18 @@ public sealed class CpuBufferPool
         {
             Volatile.Write(ref peak, value);
         }
+    }
+
+    /// <summary>One thread's stacks of small arrays (owner thread only, apart from retirement once the thread ended).</summary>
+    private sealed class ThreadCache(CpuBufferPool pool, int generation)
+    {
+        public readonly CpuBufferPool Pool = pool;
+        public readonly Thread Owner = Thread.CurrentThread;
+        public readonly Array?[] Items = new Array?[4 * CachedClasses * ThreadCacheDepth];
+        public readonly int[] Counts = new int[4 * CachedClasses];
+        public int Generation = generation;
+        public long Hits;
+        public long Returns;
     }
 
     private sealed class Bin

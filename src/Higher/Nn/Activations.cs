@@ -145,7 +145,7 @@ public sealed class Dropout : Module
             return input * 0.0;
         }
         var keep = Tensor.Rand(input.Shape, input.DType, generator, input.Device) < 1 - p;
-        var noise = Tensor.Where(keep, input.ScalarLike(1 / (1 - p)), input.ScalarLike(0));
+        var noise = Tensor.Where(keep, input.ConstantScalar(1 / (1 - p)), input.ConstantScalar(0));
         return input * noise;
     }
 }

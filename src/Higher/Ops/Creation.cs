@@ -62,6 +62,13 @@ public sealed partial class Tensor
     /// <summary>A scalar of this tensor's dtype and device.</summary>
     internal Tensor ScalarLike(double value) => FullOn(Backend, DType, Higher.Shape.Scalar, value);
 
+    /// <summary>
+    /// A read-only scalar of this tensor's dtype and backend, to be used only as an operand of an op
+    /// (never returned, stored as state or written): shared per thread where the backend allows (see
+    /// <see cref="ConstantScalars"/>), else a fresh <see cref="ScalarLike"/>.
+    /// </summary>
+    internal Tensor ConstantScalar(double value) => ConstantScalars.Get(Backend, DType, value) ?? ScalarLike(value);
+
     /// <summary>Values start, start + step, ... below end (PyTorch's arange).</summary>
     public static Tensor Arange(double start, double end, double step = 1, DType dtype = DType.Float32, Device? device = null)
     {

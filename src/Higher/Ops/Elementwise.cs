@@ -243,10 +243,10 @@ public sealed partial class Tensor
     public static Tensor operator *(double c, Tensor x) => x.Affine(c, 0);
 
     /// <summary>x / c (true division, as PyTorch does).</summary>
-    public static Tensor operator /(Tensor x, double c) => x.DType.IsFloatingPoint() ? Binary(BinaryOp.Div, x, x.ScalarLike(c)) : x.Affine(1 / c, 0);
+    public static Tensor operator /(Tensor x, double c) => x.DType.IsFloatingPoint() ? Binary(BinaryOp.Div, x, x.ConstantScalar(c)) : x.Affine(1 / c, 0);
 
     /// <summary>c / x.</summary>
-    public static Tensor operator /(double c, Tensor x) => Binary(BinaryOp.Div, x.ScalarLike(c), x);
+    public static Tensor operator /(double c, Tensor x) => Binary(BinaryOp.Div, x.ConstantScalar(c), x);
 
     // ------------------------------------------------------------------ comparisons and selection
 
@@ -281,10 +281,10 @@ public sealed partial class Tensor
     public Tensor Ge(Tensor other) => Compare(CompareOp.Ge, this, other);
 
     /// <summary>Mask x == c.</summary>
-    public Tensor Eq(double c) => Eq(ScalarLike(c));
+    public Tensor Eq(double c) => Eq(ConstantScalar(c));
 
     /// <summary>Mask x != c.</summary>
-    public Tensor Ne(double c) => Ne(ScalarLike(c));
+    public Tensor Ne(double c) => Ne(ConstantScalar(c));
 
     /// <summary>Mask a &lt; b.</summary>
     public static Tensor operator <(Tensor a, Tensor b) => a.Lt(b);
@@ -299,16 +299,16 @@ public sealed partial class Tensor
     public static Tensor operator >=(Tensor a, Tensor b) => a.Ge(b);
 
     /// <summary>Mask x &lt; c.</summary>
-    public static Tensor operator <(Tensor x, double c) => x.Lt(x.ScalarLike(c));
+    public static Tensor operator <(Tensor x, double c) => x.Lt(x.ConstantScalar(c));
 
     /// <summary>Mask x &gt; c.</summary>
-    public static Tensor operator >(Tensor x, double c) => x.Gt(x.ScalarLike(c));
+    public static Tensor operator >(Tensor x, double c) => x.Gt(x.ConstantScalar(c));
 
     /// <summary>Mask x ≤ c.</summary>
-    public static Tensor operator <=(Tensor x, double c) => x.Le(x.ScalarLike(c));
+    public static Tensor operator <=(Tensor x, double c) => x.Le(x.ConstantScalar(c));
 
     /// <summary>Mask x ≥ c.</summary>
-    public static Tensor operator >=(Tensor x, double c) => x.Ge(x.ScalarLike(c));
+    public static Tensor operator >=(Tensor x, double c) => x.Ge(x.ConstantScalar(c));
 
     /// <summary>Elementwise logical and of two masks.</summary>
     public Tensor LogicalAnd(Tensor other) => Where(this, other, this);
@@ -323,7 +323,7 @@ public sealed partial class Tensor
         {
             throw new ArgumentException($"LogicalNot needs a bool mask; got {Describe()}.");
         }
-        return Eq(ScalarLike(0));
+        return Eq(ConstantScalar(0));
     }
 
     /// <summary>
@@ -352,10 +352,10 @@ public sealed partial class Tensor
     }
 
     /// <summary>condition ? a : c.</summary>
-    public static Tensor Where(Tensor condition, Tensor a, double c) => Where(condition, a, a.ScalarLike(c));
+    public static Tensor Where(Tensor condition, Tensor a, double c) => Where(condition, a, a.ConstantScalar(c));
 
     /// <summary>condition ? c : b.</summary>
-    public static Tensor Where(Tensor condition, double c, Tensor b) => Where(condition, b.ScalarLike(c), b);
+    public static Tensor Where(Tensor condition, double c, Tensor b) => Where(condition, b.ConstantScalar(c), b);
 
     /// <summary>Converts to <paramref name="dtype"/>; differentiable between Float32 and Float64.</summary>
     public Tensor Cast(DType dtype)

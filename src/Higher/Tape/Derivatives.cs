@@ -49,10 +49,10 @@ internal static class Derivatives
         (UnaryOp.Cos, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Sin().Neg()]),
         (UnaryOp.Expm1, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * (n.Output + 1)]));
 
-    /// <summary>g where y &gt; 0, else 0: one zero scalar serves the comparison and the masked branch.</summary>
+    /// <summary>g where y &gt; 0, else 0: the thread's constant zero serves the comparison and the masked branch.</summary>
     private static Tensor ReluBackward(Tensor y, Tensor g)
     {
-        var zero = y.ScalarLike(0);
+        var zero = y.ConstantScalar(0);
         return Tensor.Where(y > zero, g, zero);
     }
 
