@@ -25,6 +25,8 @@ public sealed class ReferenceGemmPathTests
         { false, true, 25, 10, 1, 40 }, { false, false, 25, 10, 40, 1 }, { true, false, 25, 1, 40, 10 },
         { false, true, 25, 10, 40, 1 }, { true, false, 25, 40, 1, 10 }, { false, false, 25, 10, 1, 40 },
         { true, true, 25, 40, 10, 40 }, { false, false, 7, 11, 47, 13 }, { true, true, 3, 17, 49, 3 },
+        { false, true, 100, 10, 40, 40 }, { true, false, 100, 40, 40, 10 }, // enough work to share the matrices out between threads
+
     };
 
     [Theory]
