@@ -5,7 +5,12 @@
 // torch.autograd.grad(create_graph=True) and batched with functorch's vmap + grad
 // (maml_sine_batched_torch.py, run with /usr/bin/python3 as a subprocess).
 //
-//   dotnet run -c Release --project bench/BatchedMaml -- [--iterations 200] [--warmup 20] [--threads 2] [--tasks 25] [--steps 5] [--python /usr/bin/python3]
+// Each meta-step runs inside Tensor.NewScope() (keeping the model and the meta-optimizer), so its
+// storages go back to the host pool at the end of the step instead of to the garbage collector;
+// --no-scope runs without (the figures before 2026-12-01's session 2). --loop SECONDS repeats the
+// Higher rows' timed part for that long (for a sampling profiler; use with --only batched).
+//
+//   dotnet run -c Release --project bench/BatchedMaml -- [--iterations 200] [--warmup 20] [--threads 2] [--tasks 25] [--steps 5] [--python /usr/bin/python3] [--only batched|sequential] [--no-scope] [--loop SECONDS]
 
 using System.Diagnostics;
 using System.Globalization;
@@ -17,6 +22,8 @@ using Higher.Reference;
 
 int iterations = 200, warmup = 20, threads = 2, tasks = 25, steps = 5;
 string python = "/usr/bin/python3", only = "";
+bool scoped = true;
+double loopSeconds = 0;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -28,26 +35,28 @@ for (int i = 0; i < args.Length; i++)
         case "--steps": steps = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--python": python = args[++i]; break;
         case "--only": only = args[++i]; break;
+        case "--no-scope": scoped = false; break;
+        case "--loop": loopSeconds = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
         default:
-            Console.Error.WriteLine($"Unknown option {args[i]}; use --iterations N, --warmup N, --threads N, --tasks T, --steps K, --python PATH, --only batched|sequential (Higher alone, for profiling).");
+            Console.Error.WriteLine($"Unknown option {args[i]}; use --iterations N, --warmup N, --threads N, --tasks T, --steps K, --python PATH, --only batched|sequential (Higher alone, for profiling), --no-scope, --loop SECONDS.");
             return 2;
     }
 }
 
 Backends.Register(new ReferenceBackend(threads));
 Console.WriteLine(FormattableString.Invariant(
-    $"Sinusoid MAML: MLP 1-40-40-1, {tasks} tasks x {steps} inner SGD steps (lr 0.01, second order), K = 10, meta Adam, float32, {threads} threads"));
+    $"Sinusoid MAML: MLP 1-40-40-1, {tasks} tasks x {steps} inner SGD steps (lr 0.01, second order), K = 10, meta Adam, float32, {threads} threads, {(scoped ? "each meta-step in Tensor.NewScope()" : "no scope (garbage collected)")}"));
 Console.WriteLine(FormattableString.Invariant(
     $"{warmup} warm-up + {iterations} timed meta-steps each; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores; .NET {Environment.Version}; load {Load()}"));
 
 var rows = new List<(string Name, double Ms, double CpuMs)>();
 if (only != "batched")
 {
-    rows.Add(Sine.Time("Higher, task by task (InnerLoop.Create per task)", batched: false, tasks, steps, iterations, warmup));
+    rows.Add(Sine.Time("Higher, task by task (InnerLoop.Create per task)", batched: false, tasks, steps, iterations, warmup, scoped, loopSeconds));
 }
 if (only != "sequential")
 {
-    rows.Add(Sine.Time("Higher, task-batched (InnerLoop.CreateBatched)", batched: true, tasks, steps, iterations, warmup));
+    rows.Add(Sine.Time("Higher, task-batched (InnerLoop.CreateBatched)", batched: true, tasks, steps, iterations, warmup, scoped, loopSeconds));
 }
 if (only.Length == 0)
 {
@@ -102,7 +111,7 @@ internal static class Sine
     private const int K = 10;
     private const double InnerLr = 0.01;
 
-    public static (string, double, double) Time(string name, bool batched, int tasks, int steps, int iterations, int warmup)
+    public static (string, double, double) Time(string name, bool batched, int tasks, int steps, int iterations, int warmup, bool scoped, double loopSeconds)
     {
         var g = new Generator(1);
         var model = new Sequential(new Linear(1, 40, generator: g), new Relu(), new Linear(40, 40, generator: g), new Relu(), new Linear(40, 1, generator: g));
@@ -111,23 +120,47 @@ internal static class Sine
         var watch = new Stopwatch();
         var cpuStart = TimeSpan.Zero;
         double loss = 0;
-        for (int it = 0; it < warmup + iterations; it++)
+        int gcBefore = 0;
+        CpuBufferPoolStatistics poolBefore = default;
+        int timed = 0;
+        var stepMs = new List<double>(Math.Max(iterations, 1));
+        for (int it = 0; it < warmup + iterations || (loopSeconds > 0 && watch.Elapsed.TotalSeconds < loopSeconds); it++)
         {
             if (it == warmup)
             {
                 GC.Collect();
+                gcBefore = GC.CollectionCount(0);
+                poolBefore = CpuBufferPool.Shared.Statistics;
                 watch.Start();
                 cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
             }
+            timed += it >= warmup ? 1 : 0;
+            long stepStart = Stopwatch.GetTimestamp();
+            var scope = scoped ? Tensor.NewScope("meta-step") : null;
+            scope?.Keep(model);
+            scope?.Keep(meta);
             var (xs, ys, xq, yq) = Draw(g, tasks);
             meta.ZeroGrad();
             loss = batched ? Batched(model, inner, steps, xs, ys, xq, yq) : TaskByTask(model, inner, steps, xs, ys, xq, yq);
             meta.Step();
+            scope?.Dispose();
+            if (it >= warmup)
+            {
+                stepMs.Add(Stopwatch.GetElapsedTime(stepStart).TotalMilliseconds);
+            }
         }
         watch.Stop();
         double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalMilliseconds;
-        Console.WriteLine(FormattableString.Invariant($"  {name}: last meta-batch query loss {loss:F3}"));
-        return (name, watch.Elapsed.TotalMilliseconds / iterations, cpu / iterations);
+        var pool = CpuBufferPool.Shared.Statistics;
+        long rents = pool.Rents - poolBefore.Rents, hits = pool.Hits - poolBefore.Hits;
+        stepMs.Sort();
+        // On a shared machine the mean carries every preemption; the 10th percentile and the median of
+        // single meta-steps (scope disposal included, as in the mean) show the code's own speed.
+        Console.WriteLine(FormattableString.Invariant(
+            $"  {name}: meta-step wall ms p10 {stepMs[stepMs.Count / 10]:F2}, median {stepMs[stepMs.Count / 2]:F2}"));
+        Console.WriteLine(FormattableString.Invariant(
+            $"  {name}: last meta-batch query loss {loss:F3}; {timed} timed meta-steps; per meta-step {(double)rents / timed:F0} pool rents ({(rents == 0 ? 0 : 100.0 * hits / rents):F1} % hits); {GC.CollectionCount(0) - gcBefore} gen-0 collections"));
+        return (name, watch.Elapsed.TotalMilliseconds / timed, cpu / timed);
     }
 
     /// <summary>T tasks: amplitudes in [0.1, 5], phases in [0, π], inputs in [-5, 5]; [T, K, 1] each.</summary>

@@ -12,6 +12,13 @@ namespace Higher.Reference;
 /// element is owned by exactly one task and accumulates its k terms in one fixed order (ascending
 /// KC blocks, ascending p inside a block), so results never depend on the thread count.
 /// </summary>
+/// <summary>Which GEMM code runs: the automatic choice, or the packed blocked path always (the small path's tests compare against it).</summary>
+internal enum GemmPath
+{
+    Auto,
+    Blocked,
+}
+
 internal static unsafe class Gemm
 {
     // The loops below are marked AggressiveOptimization: they are the whole cost of a GEMM, and
@@ -38,8 +45,14 @@ internal static unsafe class Gemm
     /// <summary>Columns of a packed B block: KC·NC·sizeof(T) = 2 MiB per thread, a slice of the shared L3.</summary>
     private static int NC<T>() => (2 << 20) / (KC<T>() * Unsafe.SizeOf<T>()) / NR<T>() * NR<T>();
 
+    // Batched small products (the per-task matrices of a task-batched inner loop) run one matrix per
+    // thread-pool item from this many multiply-adds in all. At 128 Ki, 25 tasks' [10, 40]·[40, 40]
+    // (400 Ki, ~15 µs) forked on the shared 2-core machine (load 8) gained no wall time and cost 20-30 %
+    // more CPU per meta-step, so a fork needs a few times more work: 100 tasks, or wider layers.
+    private const long SmallParallelThreshold = 1L << 20;
+
     public static void Run<T>(Parallelism threads, bool transposeA, bool transposeB, int batch, int m, int n, int k, double alpha,
-        T* a, long strideA, T* b, long strideB, double beta, T* c, long strideC)
+        T* a, long strideA, T* b, long strideB, double beta, T* c, long strideC, GemmPath path = GemmPath.Auto)
         where T : unmanaged
     {
         if (m == 0 || n == 0 || batch == 0)
@@ -47,26 +60,28 @@ internal static unsafe class Gemm
             return;
         }
         long work = (long)m * n * Math.Max(k, 1);
+        bool small = path == GemmPath.Auto && k > 0 && IsSmall<T>(m, n, k);
         // Independent outputs (strideC != 0) with enough matrices to share out: one fork over batches
         // beats a fork per matrix. With strideC == 0 every batch updates the same C, so order matters.
-        bool parallelBatches = batch > 1 && strideC != 0 && threads.Enabled && work * batch >= ParallelThreshold
-            && (batch >= 2 * threads.MaxDegree || work < ParallelThreshold * 4);
+        bool parallelBatches = batch > 1 && strideC != 0 && threads.Enabled
+            && (small ? work * batch >= SmallParallelThreshold
+                : work * batch >= ParallelThreshold && (batch >= 2 * threads.MaxDegree || work < ParallelThreshold * 4));
         if (parallelBatches)
         {
             nint pa = (nint)a, pb = (nint)b, pc = (nint)c;
             threads.For(0, batch, i => Single<T>(threads, transposeA, transposeB, m, n, k, alpha,
-                (T*)pa + i * strideA, (T*)pb + i * strideB, beta, (T*)pc + i * strideC, parallel: false));
+                (T*)pa + i * strideA, (T*)pb + i * strideB, beta, (T*)pc + i * strideC, parallel: false, small));
             return;
         }
         bool parallel = work >= ParallelThreshold && threads.Enabled;
         for (int i = 0; i < batch; i++)
         {
-            Single(threads, transposeA, transposeB, m, n, k, alpha, a + i * strideA, b + i * strideB, beta, c + i * strideC, parallel);
+            Single(threads, transposeA, transposeB, m, n, k, alpha, a + i * strideA, b + i * strideB, beta, c + i * strideC, parallel, small);
         }
     }
 
     private static void Single<T>(Parallelism threads, bool transposeA, bool transposeB, int m, int n, int k, double alphaD,
-        T* a, T* b, double betaD, T* c, bool parallel)
+        T* a, T* b, double betaD, T* c, bool parallel, bool small)
         where T : unmanaged
     {
         T alpha = FromDouble<T>(alphaD), beta = FromDouble<T>(betaD);
@@ -75,7 +90,7 @@ internal static unsafe class Gemm
             ScaleC(c, m, n, beta, betaD == 0);
             return;
         }
-        if (!parallel && IsSmall<T>(m, n, k))
+        if (small && !parallel)
         {
             Small(transposeA, transposeB, m, n, k, a, b, c, alpha, beta, betaD == 0 ? Overwrite : ScaleAndAdd);
             return;
@@ -185,182 +200,259 @@ internal static unsafe class Gemm
     /// <summary>
     /// C = alpha·op(A)·op(B) (+ beta·C) without packing: op(A) is read in place (either layout; one
     /// element per FMA is broadcast), op(B) in place when it is row-major [k, n], else transposed into
-    /// the thread's B buffer first. Tiles of 4 rows × 2, 1 or ½ vectors, then single columns.
+    /// the thread's B buffer first. C is cut into tiles of up to 8 rows (the rows shared out evenly,
+    /// so a 10-row C is two 5-row tiles) × up to 3 vectors (the last one masked, so a 40-wide C is one
+    /// tile column of 16 + 16 + 8 lanes): at most 24 accumulators stay in registers. A one-column
+    /// product (a matrix-vector product, n = 1) runs as its transpose, a 1×m row over the vectors.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Small<T>(bool transposeA, bool transposeB, int m, int n, int k, T* a, T* b, T* c, T alpha, T beta, int mode)
         where T : unmanaged
     {
+        if (n == 1 && m > 1)
+        {
+            // c[i] = Σ_p op(A)[i, p]·b[p] is the 1×m product bᵀ·op(A)ᵀ: op(B) (one column: b[p] whatever its
+            // layout) is the broadcast row, op(A)ᵀ [k, m] (A itself when transposed, else A transposed once)
+            // supplies the vectors, and C [m, 1] is also C [1, m]. The same FMA chain per element (x·y = y·x).
+            T* rowsA = a;
+            if (!transposeA)
+            {
+                rowsA = Buffers<T>.A(k * m);
+                InterleaveRows(a, k, m, k, rowsA, m);
+            }
+            Tiles(1, m, k, b, 0, 1, rowsA, m, c, m, alpha, beta, mode);
+            return;
+        }
         T* rowsB = b;
         if (transposeB)
         {
             rowsB = Buffers<T>.B(k * n);
             InterleaveRows(b, k, n, k, rowsB, n);
         }
-        long rowStep = transposeA ? 1 : k, pStep = transposeA ? m : 1;
-        int w = Vector512<T>.Count, h = Vector256<T>.Count;
-        for (int i0 = 0; i0 < m; i0 += 4)
-        {
-            int rows = Math.Min(4, m - i0);
-            // Rows past the end repeat the last row's A (never stored): the tile code stays branch-free.
-            T* a0 = a + i0 * rowStep;
-            T* a1 = a0 + (rows > 1 ? rowStep : 0);
-            T* a2 = a0 + (rows > 2 ? 2 * rowStep : 0);
-            T* a3 = a0 + (rows > 3 ? 3 * rowStep : 0);
-            T* c0 = c + (long)i0 * n;
-            int j = 0;
-            for (; j + 2 * w <= n; j += 2 * w)
-            {
-                SmallTile2(a0, a1, a2, a3, pStep, rowsB + j, n, k, c0 + j, n, rows, alpha, beta, mode);
-            }
-            for (; j + w <= n; j += w)
-            {
-                SmallTile1(a0, a1, a2, a3, pStep, rowsB + j, n, k, c0 + j, n, rows, alpha, beta, mode);
-            }
-            for (; j + h <= n; j += h)
-            {
-                SmallTileHalf(a0, a1, a2, a3, pStep, rowsB + j, n, k, c0 + j, n, rows, alpha, beta, mode);
-            }
-            for (; j < n; j++)
-            {
-                SmallColumn(a0, a1, a2, a3, pStep, rowsB + j, n, k, c0 + j, n, rows, alpha, beta, mode);
-            }
-        }
+        Tiles(m, n, k, a, transposeA ? 1 : k, transposeA ? m : 1, rowsB, n, c, n, alpha, beta, mode);
     }
 
+    /// <summary>C [m, n] (row stride ldc) op= alpha·A·B for A element (i, p) at a[i·rowStep + p·pStep] and row-major B [k, n] (row stride ldb).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SmallTile2<T>(T* a0, T* a1, T* a2, T* a3, long pStep, T* b, long ldb, int k, T* c, long ldc, int rows, T alpha, T beta, int mode)
+    private static void Tiles<T>(int m, int n, int k, T* a, long rowStep, long pStep, T* b, long ldb, T* c, long ldc, T alpha, T beta, int mode)
         where T : unmanaged
     {
         int w = Vector512<T>.Count;
-        Vector512<T> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default;
-        for (int p = 0; p < k; p++)
+        int tiles = (m + 7) / 8;
+        int baseRows = m / tiles, extra = m % tiles;
+        for (int j = 0; j < n; j += 3 * w)
         {
-            T* bp = b + p * ldb;
-            var b0 = Vector512.Load(bp);
-            var b1 = Vector512.Load(bp + w);
-            long ap = p * pStep;
-            var av = Vector512.Create(a0[ap]);
-            c00 = Fma512(av, b0, c00);
-            c01 = Fma512(av, b1, c01);
-            av = Vector512.Create(a1[ap]);
-            c10 = Fma512(av, b0, c10);
-            c11 = Fma512(av, b1, c11);
-            av = Vector512.Create(a2[ap]);
-            c20 = Fma512(av, b0, c20);
-            c21 = Fma512(av, b1, c21);
-            av = Vector512.Create(a3[ap]);
-            c30 = Fma512(av, b0, c30);
-            c31 = Fma512(av, b1, c31);
-        }
-        Store512(c, w, c00, c01, alpha, beta, mode);
-        if (rows > 1)
-        {
-            Store512(c + ldc, w, c10, c11, alpha, beta, mode);
-        }
-        if (rows > 2)
-        {
-            Store512(c + 2 * ldc, w, c20, c21, alpha, beta, mode);
-        }
-        if (rows > 3)
-        {
-            Store512(c + 3 * ldc, w, c30, c31, alpha, beta, mode);
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SmallTile1<T>(T* a0, T* a1, T* a2, T* a3, long pStep, T* b, long ldb, int k, T* c, long ldc, int rows, T alpha, T beta, int mode)
-        where T : unmanaged
-    {
-        Vector512<T> c0 = default, c1 = default, c2 = default, c3 = default;
-        for (int p = 0; p < k; p++)
-        {
-            var bv = Vector512.Load(b + p * ldb);
-            long ap = p * pStep;
-            c0 = Fma512(Vector512.Create(a0[ap]), bv, c0);
-            c1 = Fma512(Vector512.Create(a1[ap]), bv, c1);
-            c2 = Fma512(Vector512.Create(a2[ap]), bv, c2);
-            c3 = Fma512(Vector512.Create(a3[ap]), bv, c3);
-        }
-        StoreOne512(c, c0, alpha, beta, mode);
-        if (rows > 1)
-        {
-            StoreOne512(c + ldc, c1, alpha, beta, mode);
-        }
-        if (rows > 2)
-        {
-            StoreOne512(c + 2 * ldc, c2, alpha, beta, mode);
-        }
-        if (rows > 3)
-        {
-            StoreOne512(c + 3 * ldc, c3, alpha, beta, mode);
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SmallTileHalf<T>(T* a0, T* a1, T* a2, T* a3, long pStep, T* b, long ldb, int k, T* c, long ldc, int rows, T alpha, T beta, int mode)
-        where T : unmanaged
-    {
-        Vector256<T> c0 = default, c1 = default, c2 = default, c3 = default;
-        for (int p = 0; p < k; p++)
-        {
-            var bv = Vector256.Load(b + p * ldb);
-            long ap = p * pStep;
-            c0 = Fma256(Vector256.Create(a0[ap]), bv, c0);
-            c1 = Fma256(Vector256.Create(a1[ap]), bv, c1);
-            c2 = Fma256(Vector256.Create(a2[ap]), bv, c2);
-            c3 = Fma256(Vector256.Create(a3[ap]), bv, c3);
-        }
-        StoreOne256(c, c0, alpha, beta, mode);
-        if (rows > 1)
-        {
-            StoreOne256(c + ldc, c1, alpha, beta, mode);
-        }
-        if (rows > 2)
-        {
-            StoreOne256(c + 2 * ldc, c2, alpha, beta, mode);
-        }
-        if (rows > 3)
-        {
-            StoreOne256(c + 3 * ldc, c3, alpha, beta, mode);
-        }
-    }
-
-    /// <summary>One column of a 4-row tile in scalar FMAs (the same rounding as a vector lane's).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SmallColumn<T>(T* a0, T* a1, T* a2, T* a3, long pStep, T* b, long ldb, int k, T* c, long ldc, int rows, T alpha, T beta, int mode)
-        where T : unmanaged
-    {
-        T s0 = default, s1 = default, s2 = default, s3 = default;
-        for (int p = 0; p < k; p++)
-        {
-            T bv = b[p * ldb];
-            long ap = p * pStep;
-            s0 = FmaScalar(a0[ap], bv, s0);
-            s1 = FmaScalar(a1[ap], bv, s1);
-            s2 = FmaScalar(a2[ap], bv, s2);
-            s3 = FmaScalar(a3[ap], bv, s3);
-        }
-        StorePartial(&s0, 1, c, ldc, 1, 1, alpha, beta, mode);
-        if (rows > 1)
-        {
-            StorePartial(&s1, 1, c + ldc, ldc, 1, 1, alpha, beta, mode);
-        }
-        if (rows > 2)
-        {
-            StorePartial(&s2, 1, c + 2 * ldc, ldc, 1, 1, alpha, beta, mode);
-        }
-        if (rows > 3)
-        {
-            StorePartial(&s3, 1, c + 3 * ldc, ldc, 1, 1, alpha, beta, mode);
+            int lanes = Math.Min(3 * w, n - j);
+            int vectors = (lanes + w - 1) / w;
+            var mask = LaneMask<T>(lanes - (vectors - 1) * w);
+            int i0 = 0;
+            for (int t = 0; t < tiles; t++)
+            {
+                int rows = baseRows + (t < extra ? 1 : 0);
+                T* at = a + i0 * rowStep;
+                T* ct = c + i0 * ldc + j;
+                switch (vectors)
+                {
+                    case 1:
+                        Rows<T, V1>(rows, at, rowStep, pStep, b + j, ldb, k, ct, ldc, alpha, beta, mode, mask);
+                        break;
+                    case 2:
+                        Rows<T, V2>(rows, at, rowStep, pStep, b + j, ldb, k, ct, ldc, alpha, beta, mode, mask);
+                        break;
+                    default:
+                        Rows<T, V3>(rows, at, rowStep, pStep, b + j, ldb, k, ct, ldc, alpha, beta, mode, mask);
+                        break;
+                }
+                i0 += rows;
+            }
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static T FmaScalar<T>(T x, T y, T acc) where T : unmanaged =>
-        typeof(T) == typeof(float)
-            ? (T)(object)MathF.FusedMultiplyAdd((float)(object)x, (float)(object)y, (float)(object)acc)
-            : (T)(object)Math.FusedMultiplyAdd((double)(object)x, (double)(object)y, (double)(object)acc);
+    private static void Rows<T, TV>(int rows, T* a, long rowStep, long pStep, T* b, long ldb, int k, T* c, long ldc, T alpha, T beta, int mode, Vector512<T> mask)
+        where T : unmanaged
+        where TV : struct, ICount
+    {
+        switch (rows)
+        {
+            case 1: SmallTile<T, V1, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
+            case 2: SmallTile<T, V2, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
+            case 3: SmallTile<T, V3, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
+            case 4: SmallTile<T, V4, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
+            case 5: SmallTile<T, V5, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
+            case 6: SmallTile<T, V6, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
+            case 7: SmallTile<T, V7, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
+            default: SmallTile<T, V8, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
+        }
+    }
+
+    /// <summary>A compile-time count: the JIT specializes a generic method per struct argument, so `TR.Value > 3` folds away.</summary>
+    private interface ICount
+    {
+        static abstract int Value { get; }
+    }
+
+    private struct V1 : ICount { public static int Value => 1; }
+    private struct V2 : ICount { public static int Value => 2; }
+    private struct V3 : ICount { public static int Value => 3; }
+    private struct V4 : ICount { public static int Value => 4; }
+    private struct V5 : ICount { public static int Value => 5; }
+    private struct V6 : ICount { public static int Value => 6; }
+    private struct V7 : ICount { public static int Value => 7; }
+    private struct V8 : ICount { public static int Value => 8; }
+
+    /// <summary>Lanes [0, count) set.</summary>
+    private static Vector512<T> LaneMask<T>(int count) where T : unmanaged =>
+        Vector512.LessThan(Vector512<T>.Indices, Vector512.Create(FromDouble<T>(count)));
+
+    /// <summary>
+    /// A TR-row × TV-vector tile of C: every C element one FMA chain from zero in ascending p (the A
+    /// element broadcast, a row of B as vectors, the last vector's lanes past <paramref name="mask"/> neither read nor written).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SmallTile<T, TR, TV>(T* a, long rowStep, long pStep, T* b, long ldb, int k, T* c, long ldc, T alpha, T beta, int mode, Vector512<T> mask)
+        where T : unmanaged
+        where TR : struct, ICount
+        where TV : struct, ICount
+    {
+        int w = Vector512<T>.Count;
+        int rows = TR.Value, vecs = TV.Value;
+        T* a0 = a, a1 = a + rowStep, a2 = a + 2 * rowStep, a3 = a + 3 * rowStep;
+        T* a4 = a + 4 * rowStep, a5 = a + 5 * rowStep, a6 = a + 6 * rowStep, a7 = a + 7 * rowStep;
+        Vector512<T> c00 = default, c01 = default, c02 = default, c10 = default, c11 = default, c12 = default;
+        Vector512<T> c20 = default, c21 = default, c22 = default, c30 = default, c31 = default, c32 = default;
+        Vector512<T> c40 = default, c41 = default, c42 = default, c50 = default, c51 = default, c52 = default;
+        Vector512<T> c60 = default, c61 = default, c62 = default, c70 = default, c71 = default, c72 = default;
+        for (int p = 0; p < k; p++)
+        {
+            T* bp = b + p * ldb;
+            Vector512<T> b0 = vecs == 1 ? MaskedLoad(bp, mask) : Vector512.Load(bp);
+            Vector512<T> b1 = vecs < 2 ? default : vecs == 2 ? MaskedLoad(bp + w, mask) : Vector512.Load(bp + w);
+            Vector512<T> b2 = vecs < 3 ? default : MaskedLoad(bp + 2 * w, mask);
+            long ap = p * pStep;
+            Vector512<T> av = Vector512.Create(a0[ap]);
+            c00 = Fma512(av, b0, c00);
+            if (vecs > 1) { c01 = Fma512(av, b1, c01); }
+            if (vecs > 2) { c02 = Fma512(av, b2, c02); }
+            if (rows > 1)
+            {
+                av = Vector512.Create(a1[ap]);
+                c10 = Fma512(av, b0, c10);
+                if (vecs > 1) { c11 = Fma512(av, b1, c11); }
+                if (vecs > 2) { c12 = Fma512(av, b2, c12); }
+            }
+            if (rows > 2)
+            {
+                av = Vector512.Create(a2[ap]);
+                c20 = Fma512(av, b0, c20);
+                if (vecs > 1) { c21 = Fma512(av, b1, c21); }
+                if (vecs > 2) { c22 = Fma512(av, b2, c22); }
+            }
+            if (rows > 3)
+            {
+                av = Vector512.Create(a3[ap]);
+                c30 = Fma512(av, b0, c30);
+                if (vecs > 1) { c31 = Fma512(av, b1, c31); }
+                if (vecs > 2) { c32 = Fma512(av, b2, c32); }
+            }
+            if (rows > 4)
+            {
+                av = Vector512.Create(a4[ap]);
+                c40 = Fma512(av, b0, c40);
+                if (vecs > 1) { c41 = Fma512(av, b1, c41); }
+                if (vecs > 2) { c42 = Fma512(av, b2, c42); }
+            }
+            if (rows > 5)
+            {
+                av = Vector512.Create(a5[ap]);
+                c50 = Fma512(av, b0, c50);
+                if (vecs > 1) { c51 = Fma512(av, b1, c51); }
+                if (vecs > 2) { c52 = Fma512(av, b2, c52); }
+            }
+            if (rows > 6)
+            {
+                av = Vector512.Create(a6[ap]);
+                c60 = Fma512(av, b0, c60);
+                if (vecs > 1) { c61 = Fma512(av, b1, c61); }
+                if (vecs > 2) { c62 = Fma512(av, b2, c62); }
+            }
+            if (rows > 7)
+            {
+                av = Vector512.Create(a7[ap]);
+                c70 = Fma512(av, b0, c70);
+                if (vecs > 1) { c71 = Fma512(av, b1, c71); }
+                if (vecs > 2) { c72 = Fma512(av, b2, c72); }
+            }
+        }
+        StoreRow<T, TV>(c, w, c00, c01, c02, alpha, beta, mode, mask);
+        if (rows > 1) { StoreRow<T, TV>(c + ldc, w, c10, c11, c12, alpha, beta, mode, mask); }
+        if (rows > 2) { StoreRow<T, TV>(c + 2 * ldc, w, c20, c21, c22, alpha, beta, mode, mask); }
+        if (rows > 3) { StoreRow<T, TV>(c + 3 * ldc, w, c30, c31, c32, alpha, beta, mode, mask); }
+        if (rows > 4) { StoreRow<T, TV>(c + 4 * ldc, w, c40, c41, c42, alpha, beta, mode, mask); }
+        if (rows > 5) { StoreRow<T, TV>(c + 5 * ldc, w, c50, c51, c52, alpha, beta, mode, mask); }
+        if (rows > 6) { StoreRow<T, TV>(c + 6 * ldc, w, c60, c61, c62, alpha, beta, mode, mask); }
+        if (rows > 7) { StoreRow<T, TV>(c + 7 * ldc, w, c70, c71, c72, alpha, beta, mode, mask); }
+    }
+
+    /// <summary>One tile row: TV vectors, the last one through <paramref name="mask"/>; the blocked path's expression (alpha·acc, then + C or + beta·C, unfused).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow<T, TV>(T* c, int w, Vector512<T> acc0, Vector512<T> acc1, Vector512<T> acc2, T alpha, T beta, int mode, Vector512<T> mask)
+        where T : unmanaged
+        where TV : struct, ICount
+    {
+        int vecs = TV.Value;
+        if (vecs == 1)
+        {
+            StoreMasked512(c, acc0, alpha, beta, mode, mask);
+            return;
+        }
+        StoreOne512(c, acc0, alpha, beta, mode);
+        if (vecs == 2)
+        {
+            StoreMasked512(c + w, acc1, alpha, beta, mode, mask);
+            return;
+        }
+        StoreOne512(c + w, acc1, alpha, beta, mode);
+        StoreMasked512(c + 2 * w, acc2, alpha, beta, mode, mask);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<T> MaskedLoad<T>(T* p, Vector512<T> mask) where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            return Avx512F.MaskLoad((float*)p, mask.AsSingle(), Vector512<float>.Zero).As<float, T>();
+        }
+        return Avx512F.MaskLoad((double*)p, mask.AsDouble(), Vector512<double>.Zero).As<double, T>();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MaskedStore<T>(T* p, Vector512<T> mask, Vector512<T> value) where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            Avx512F.MaskStore((float*)p, mask.AsSingle(), value.AsSingle());
+        }
+        else
+        {
+            Avx512F.MaskStore((double*)p, mask.AsDouble(), value.AsDouble());
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreMasked512<T>(T* c, Vector512<T> acc, T alpha, T beta, int mode, Vector512<T> mask) where T : unmanaged
+    {
+        var r = acc * Vector512.Create(alpha);
+        if (mode == Accumulate)
+        {
+            r = MaskedLoad(c, mask) + r;
+        }
+        else if (mode == ScaleAndAdd)
+        {
+            r += Vector512.Create(beta) * MaskedLoad(c, mask);
+        }
+        MaskedStore(c, mask, r);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StoreOne512<T>(T* c, Vector512<T> acc, T alpha, T beta, int mode) where T : unmanaged
@@ -376,22 +468,6 @@ internal static unsafe class Gemm
         }
         r.Store(c);
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreOne256<T>(T* c, Vector256<T> acc, T alpha, T beta, int mode) where T : unmanaged
-    {
-        var r = acc * Vector256.Create(alpha);
-        if (mode == Accumulate)
-        {
-            r = Vector256.Load(c) + r;
-        }
-        else if (mode == ScaleAndAdd)
-        {
-            r += Vector256.Create(beta) * Vector256.Load(c);
-        }
-        r.Store(c);
-    }
-
     /// <summary>Packs rows [i0, i0+mc) × k-range [p0, p0+kc) of op(A) as MR-row panels, p-major, zero-padding the last panel.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackA<T>(T* a, bool transposeA, int m, int k, int i0, int mc, int p0, int kc, int mr, T* dst)
