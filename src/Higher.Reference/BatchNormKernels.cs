@@ -31,6 +31,7 @@ internal static unsafe class BatchNormKernels
     private static int Step => 2 * Vector<double>.Count;
 
     /// <summary>The <see cref="Step"/> elements at p as two vectors of double.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private static void Load2<T>(T* p, out Vector<double> lo, out Vector<double> hi)
         where T : unmanaged
     {
