@@ -86,6 +86,11 @@ internal static unsafe class Pooling
         g.KernelHeight == 2 && g.KernelWidth == 2 && g.StrideHeight == 2 && g.StrideWidth == 2 && g.DilationHeight == 1 && g.DilationWidth == 1
         && g.PadTop == 0 && g.PadLeft == 0 && 2L * g.OutHeight <= g.InHeight && 2L * g.OutWidth <= g.InWidth;
 
+    /// <summary>Whether tap v replaces the running maximum: strictly greater (the first maximum stays), or the first NaN (it then stays).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static bool Takes<T>(T v, T max)
+        where T : unmanaged, IFloatingPointIeee754<T> => (v > max) | (T.IsNaN(v) & !T.IsNaN(max));
+
     /// <summary>The general loop's scan (row by row, the first maximum, the first NaN ends it) unrolled for 2×2 windows.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static void MaxPoolTwoByTwo<T>(PoolGeometry g, T* x, T* y, long* indices, int p0, int p1)
@@ -99,40 +104,19 @@ internal static unsafe class Pooling
             for (int i = 0; i < oh; i++)
             {
                 long top = 2L * i * w;
-                T* r0 = xp + top;
-                T* r1 = r0 + w;
                 for (int j = 0; j < ow; j++, o++)
                 {
-                    int c = 2 * j;
-                    T max = r0[c];
-                    long best = top + c;
-                    if (!T.IsNaN(max))
-                    {
-                        T v = r0[c + 1];
-                        if (v > max || T.IsNaN(v))
-                        {
-                            max = v;
-                            best = top + c + 1;
-                        }
-                    }
-                    if (!T.IsNaN(max))
-                    {
-                        T v = r1[c];
-                        if (v > max || T.IsNaN(v))
-                        {
-                            max = v;
-                            best = top + w + c;
-                        }
-                        if (!T.IsNaN(max))
-                        {
-                            v = r1[c + 1];
-                            if (v > max || T.IsNaN(v))
-                            {
-                                max = v;
-                                best = top + w + c + 1;
-                            }
-                        }
-                    }
+                    // Branch-free (random data defeats the predictor): each later tap takes over when it
+                    // is greater, or when it is the first NaN; the value is reloaded at the winning index.
+                    long c = top + (2 * j);
+                    long best = c;
+                    T max = xp[c];
+                    best = Takes(xp[c + 1], max) ? c + 1 : best;
+                    max = xp[best];
+                    best = Takes(xp[c + w], max) ? c + w : best;
+                    max = xp[best];
+                    best = Takes(xp[c + w + 1], max) ? c + w + 1 : best;
+                    max = xp[best];
                     y[o] = max;
                     indices[o] = best;
                 }
