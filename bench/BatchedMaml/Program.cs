@@ -1,7 +1,8 @@
 // Task-batched MAML on sinusoid regression (issue 11): one meta-step of 25 tasks x 5 inner SGD steps
 // (MLP 1-40-40-1 ReLU, K = 10 support and 10 query points, inner lr 0.01, second order, meta Adam
 // lr 1e-3, float32, 2 threads), timed for Higher task by task (InnerLoop.Create per task), Higher
-// task-batched (InnerLoop.CreateBatched, fast weights [25, ...]) and PyTorch, unrolled with
+// task-batched (InnerLoop.CreateBatched, fast weights [25, ...]), task-batched in one shard per
+// thread (each its own context and scope on its own thread, meta-gradients summed) and PyTorch, unrolled with
 // torch.autograd.grad(create_graph=True) and batched with functorch's vmap + grad
 // (maml_sine_batched_torch.py, run with /usr/bin/python3 as a subprocess).
 //
@@ -57,6 +58,10 @@ if (only != "batched")
 if (only != "sequential")
 {
     rows.Add(Sine.Time("Higher, task-batched (InnerLoop.CreateBatched)", batched: true, tasks, steps, iterations, warmup, scoped, loopSeconds));
+    if (threads > 1)
+    {
+        rows.Add(Sine.Time($"Higher, task-batched in {threads} shards on {threads} threads", batched: true, tasks, steps, iterations, warmup, scoped, loopSeconds, shards: threads));
+    }
 }
 if (only.Length == 0)
 {
@@ -111,7 +116,7 @@ internal static class Sine
     private const int K = 10;
     private const double InnerLr = 0.01;
 
-    public static (string, double, double) Time(string name, bool batched, int tasks, int steps, int iterations, int warmup, bool scoped, double loopSeconds)
+    public static (string, double, double) Time(string name, bool batched, int tasks, int steps, int iterations, int warmup, bool scoped, double loopSeconds, int shards = 1)
     {
         var g = new Generator(1);
         var model = new Sequential(new Linear(1, 40, generator: g), new Relu(), new Linear(40, 40, generator: g), new Relu(), new Linear(40, 1, generator: g));
@@ -141,7 +146,8 @@ internal static class Sine
             scope?.Keep(meta);
             var (xs, ys, xq, yq) = Draw(g, tasks);
             meta.ZeroGrad();
-            loss = batched ? Batched(model, inner, steps, xs, ys, xq, yq) : TaskByTask(model, inner, steps, xs, ys, xq, yq);
+            loss = shards > 1 ? Sharded(model, inner, steps, shards, xs, ys, xq, yq)
+                : batched ? Batched(model, inner, steps, xs, ys, xq, yq) : TaskByTask(model, inner, steps, xs, ys, xq, yq);
             meta.Step();
             scope?.Dispose();
             if (it >= warmup)
@@ -207,5 +213,53 @@ internal static class Sine
         var q = TaskLosses.Mse(fmodel.Forward(xq), yq).Mean();
         q.Backward();
         return q.Item();
+    }
+
+    /// <summary>
+    /// The meta-batch split into <paramref name="shards"/> contiguous task ranges, each a task-batched
+    /// context on its own thread (own scope, no shared tensor written): each returns the meta-gradient
+    /// of its share of the mean query loss, and the shares are summed into the model's Grad.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static double Sharded(Module model, Sgd inner, int steps, int shards, Tensor xs, Tensor ys, Tensor xq, Tensor yq)
+    {
+        int tasks = xs.Shape[0];
+        var parameters = model.Parameters().ToArray();
+        var grads = new Tensor?[shards][];
+        var losses = new double[shards];
+        var work = new Task[shards];
+        using (ExecutionContext.SuppressFlow())
+        {
+            for (int s = 0; s < shards; s++)
+            {
+                int shard = s, from = tasks * s / shards, to = tasks * (s + 1) / shards;
+                work[s] = Task.Run(() =>
+                {
+                    using var scope = Tensor.NewScope("shard");
+                    using var ctx = InnerLoop.CreateBatched(model, inner, to - from, copyInitialWeights: false);
+                    var (fmodel, diffopt) = ctx;
+                    var x = xs.Narrow(0, from, to - from);
+                    var y = ys.Narrow(0, from, to - from);
+                    for (int k = 0; k < steps; k++)
+                    {
+                        diffopt.Step(TaskLosses.Mse(fmodel.Forward(x), y));
+                    }
+                    var q = TaskLosses.Mse(fmodel.Forward(xq.Narrow(0, from, to - from)), yq.Narrow(0, from, to - from)).Sum() / tasks;
+                    grads[shard] = [.. Autograd.Grad([q], parameters).Select(g => scope.Keep(g!))];
+                    losses[shard] = q.Item();
+                });
+            }
+        }
+        Task.WaitAll(work);
+        for (int i = 0; i < parameters.Length; i++)
+        {
+            var total = grads[0][i]!;
+            for (int s = 1; s < shards; s++)
+            {
+                total += grads[s][i]!;
+            }
+            parameters[i].Grad = total;
+        }
+        return losses.Sum();
     }
 }
