@@ -38,11 +38,7 @@ internal static class TaskBatch
             rows *= x.Shape[i];
         }
         var x3 = x.Rank == 3 ? x : x.Reshape(tasks, checked((int)rows), inF);
-        var y = Tensor.MatMulT(x3, weight, false, true);
-        if (bias is not null)
-        {
-            y += bias.Unsqueeze(1);
-        }
+        var y = Tensor.MatMulT(x3, weight, false, true, bias?.Unsqueeze(1));
         if (x.Rank == 3)
         {
             return y;

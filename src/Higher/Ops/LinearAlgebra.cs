@@ -9,7 +9,13 @@ public sealed partial class Tensor
     /// by every batch). op is a transpose when the flag is set, folded into the kernel, never copied.
     /// dA = dC·op(B)ᵀ and dB = op(A)ᵀ·dC, themselves written with this primitive.
     /// </summary>
-    internal static Tensor MatMulT(Tensor a, Tensor b, bool transposeA, bool transposeB)
+    internal static Tensor MatMulT(Tensor a, Tensor b, bool transposeA, bool transposeB) => MatMulT(a, b, transposeA, transposeB, null);
+
+    /// <summary>
+    /// op(a)·op(b) + bias in one GEMM (a linear layer's forward): <paramref name="bias"/> broadcasts to
+    /// the product's shape. One tensor and one tape node instead of two, and the same bits.
+    /// </summary>
+    internal static Tensor MatMulT(Tensor a, Tensor b, bool transposeA, bool transposeB, Tensor? bias)
     {
         int batchA = a.Rank == 3 ? a.Shape.Dims[0] : 1, batchB = b.Rank == 3 ? b.Shape.Dims[0] : 1;
         int m = transposeA ? a.Shape[-1] : a.Shape[-2];
@@ -27,13 +33,34 @@ public sealed partial class Tensor
         int batch = Math.Max(batchA, batchB);
         bool batched = a.Rank == 3 || b.Rank == 3;
         var shape = batched ? new Shape(batch, m, n) : new Shape(m, n);
+        if (bias is not null)
+        {
+            CheckSameDeviceAndDType("MatMul with a bias", a, bias);
+            if (!bias.Shape.IsBroadcastableTo(shape))
+            {
+                throw new ArgumentException($"MatMul with a bias: bias {bias.Describe()} does not broadcast to the product's shape {shape} of {a.Describe()} (a) and {b.Describe()} (b).");
+            }
+        }
         var y = Empty(a.Backend, a.DType, shape);
+        if (bias is not null)
+        {
+            // The bias broadcast into C, and the GEMM adds its product to it (β = 1): each element is the
+            // product's FMA chain from zero, then + β·C, one rounding, as MatMulT followed by + bias gives.
+            a.Backend.StridedCopy(bias.Storage, 0, BroadcastStrides(bias.Shape, shape), y.Storage, 0, shape.ContiguousStrides(), shape);
+        }
         a.Backend.Gemm(transposeA, transposeB, batch, m, n, k, 1.0,
             a.Storage, a.Rank == 3 ? (long)m * k : 0, b.Storage, b.Rank == 3 ? (long)k * n : 0,
-            0.0, y.Storage, (long)m * n);
-        if (Autograd.ShouldRecord(a, b))
+            bias is null ? 0.0 : 1.0, y.Storage, (long)m * n);
+        if (bias is null)
         {
-            Derivatives.MatMul.Record(y, new Transposes(transposeA, transposeB), [a, b]);
+            if (Autograd.ShouldRecord(a, b))
+            {
+                Derivatives.MatMul.Record(y, new Transposes(transposeA, transposeB), [a, b]);
+            }
+        }
+        else if (Autograd.ShouldRecord([a, b, bias]))
+        {
+            Derivatives.MatMulBias.Record(y, new Transposes(transposeA, transposeB), [a, b, bias]);
         }
         return y;
     }
@@ -129,11 +156,7 @@ public sealed partial class Tensor
             throw new ArgumentException($"Linear: bias {bias.Describe()} on {bias.Device} does not match weight {weight.Describe()} on {weight.Device}: bias {bias.DType.Name()} vs weight {weight.DType.Name()}.");
         }
         var x2 = x.Rank == 2 ? x : x.Reshape(RowCount(x), x.Shape[-1]);
-        var y = MatMulT(x2, weight, false, true);
-        if (bias is not null)
-        {
-            y += bias;
-        }
+        var y = MatMulT(x2, weight, false, true, bias);
         if (x.Rank == 2)
         {
             return y;

@@ -135,6 +135,19 @@ internal static class Derivatives
     /// <summary>C = op(A)·op(B): dop(A) = G·op(B)ᵀ and dop(B) = op(A)ᵀ·G, each one more GEMM with transpose flags; a 2-D operand shared by a batch sums its batch gradients.</summary>
     public static readonly Derivative<Transposes> MatMul = new("MatMul", Saves.Inputs01, static (Node n, in Transposes t, Tensor g) =>
     {
+        var (ga, gb) = MatMulGrads(n, t, g);
+        return [ga, gb];
+    });
+
+    /// <summary>C = op(A)·op(B) + bias (bias broadcast to C): the product's gradients as <see cref="MatMul"/>, the bias's summed back over its broadcast.</summary>
+    public static readonly Derivative<Transposes> MatMulBias = new("MatMulBias", Saves.Inputs01, static (Node n, in Transposes t, Tensor g) =>
+    {
+        var (ga, gb) = MatMulGrads(n, t, g);
+        return [ga, gb, n.NeedsGrad(2) ? Back(n, 2, g) : null];
+    });
+
+    private static (Tensor? A, Tensor? B) MatMulGrads(Node n, in Transposes t, Tensor g)
+    {
         var a = n.Input(0);
         var b = n.Input(1);
         Tensor? ga = null, gb = null;
@@ -154,8 +167,8 @@ internal static class Derivatives
                 gb = gb.Sum(0);
             }
         }
-        return [ga, gb];
-    });
+        return (ga, gb);
+    }
 
     // ------------------------------------------------------------------ reductions
 
