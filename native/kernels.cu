@@ -16,6 +16,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -1789,7 +1790,7 @@ __global__ void BatchNormWeightGradKernel(const T* gy, const T* x, const T* mean
 }
 
 bool NormValid(int64_t n, int64_t c, int64_t s, double eps) {
-    return n >= 1 && c >= 1 && s >= 1 && eps >= 0 && eps < 1e308;
+    return n >= 1 && c >= 1 && s >= 1 && eps >= 0 && std::isfinite(eps);
 }
 
 unsigned NormBlocks(int64_t c) {

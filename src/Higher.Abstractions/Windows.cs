@@ -92,16 +92,18 @@ public readonly record struct NormGeometry(int Batch, int Channels, int Spatial,
     /// <summary>Values per channel: N·S.</summary>
     public long PerChannel => (long)Batch * Spatial;
 
-    /// <summary>Throws, naming <paramref name="op"/>, unless every size is positive (N·S ≥ 1: a channel needs values for its statistics) and eps is finite and non-negative.</summary>
+    /// <summary>Why this geometry is invalid (a size below 1, so a channel has no values for its statistics; eps negative or not finite), or null.</summary>
+    public string? Problem() =>
+        Batch < 1 || Channels < 1 || Spatial < 1 ? $"[N, C, S] = [{Batch}, {Channels}, {Spatial}] must have every size at least 1"
+        : !double.IsFinite(Eps) || Eps < 0 ? $"eps must be finite and non-negative, got {Eps}"
+        : null;
+
+    /// <summary>Throws, naming <paramref name="op"/>, when <see cref="Problem"/> finds one.</summary>
     public void Validate(string op)
     {
-        if (Batch < 1 || Channels < 1 || Spatial < 1)
+        if (Problem() is { } problem)
         {
-            throw new ArgumentException($"{op}: [N, C, S] = [{Batch}, {Channels}, {Spatial}] must have every size at least 1.");
-        }
-        if (!double.IsFinite(Eps) || Eps < 0)
-        {
-            throw new ArgumentException($"{op}: eps must be finite and non-negative, got {Eps}.");
+            throw new ArgumentException($"{op}: {problem}.");
         }
     }
 }

@@ -851,11 +851,12 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
     public void BatchNorm(in NormGeometry geometry, IStorage x, IStorage weight, IStorage bias, IStorage y, IStorage mean, IStorage variance)
     {
         const string op = "BatchNorm";
-        var (sx, sy) = NormOperands(op, geometry, x, nameof(x), y, nameof(y));
-        var sw = ChannelOperand(op, geometry, sx, weight, nameof(weight));
-        var sb = ChannelOperand(op, geometry, sx, bias, nameof(bias));
-        var sm = ChannelOperand(op, geometry, sx, mean, nameof(mean));
-        var sv = ChannelOperand(op, geometry, sx, variance, nameof(variance));
+        var sx = NormInput(op, geometry, x, nameof(x));
+        var sy = NormOperand(op, sx, y, geometry.Length, nameof(y));
+        var sw = NormOperand(op, sx, weight, geometry.Channels, nameof(weight));
+        var sb = NormOperand(op, sx, bias, geometry.Channels, nameof(bias));
+        var sm = NormOperand(op, sx, mean, geometry.Channels, nameof(mean));
+        var sv = NormOperand(op, sx, variance, geometry.Channels, nameof(variance));
         Enter();
         Check.ThrowIfFailed(CudaNative.hk_batch_norm((int)sx.DType, sx.Pointer, sw.Pointer, sb.Pointer, sy.Pointer, sm.Pointer, sv.Pointer,
             geometry.Batch, geometry.Channels, geometry.Spatial, geometry.Eps, _stream));
@@ -871,11 +872,12 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
     public void BatchNormInputGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight, IStorage gradX)
     {
         const string op = "BatchNormInputGrad";
-        var (sg, sx) = NormOperands(op, geometry, gradY, nameof(gradY), x, nameof(x));
-        var (_, sgx) = NormOperands(op, geometry, x, nameof(x), gradX, nameof(gradX));
-        var sm = ChannelOperand(op, geometry, sx, mean, nameof(mean));
-        var sv = ChannelOperand(op, geometry, sx, variance, nameof(variance));
-        var sw = ChannelOperand(op, geometry, sx, weight, nameof(weight));
+        var sx = NormInput(op, geometry, x, nameof(x));
+        var sg = NormOperand(op, sx, gradY, geometry.Length, nameof(gradY));
+        var sgx = NormOperand(op, sx, gradX, geometry.Length, nameof(gradX));
+        var sm = NormOperand(op, sx, mean, geometry.Channels, nameof(mean));
+        var sv = NormOperand(op, sx, variance, geometry.Channels, nameof(variance));
+        var sw = NormOperand(op, sx, weight, geometry.Channels, nameof(weight));
         Enter();
         Check.ThrowIfFailed(CudaNative.hk_batch_norm_input_grad((int)sx.DType, sg.Pointer, sx.Pointer, sm.Pointer, sv.Pointer, sw.Pointer, sgx.Pointer,
             geometry.Batch, geometry.Channels, geometry.Spatial, geometry.Eps, _stream));
@@ -891,10 +893,11 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
     public void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight)
     {
         const string op = "BatchNormWeightGrad";
-        var (sg, sx) = NormOperands(op, geometry, gradY, nameof(gradY), x, nameof(x));
-        var sm = ChannelOperand(op, geometry, sx, mean, nameof(mean));
-        var sv = ChannelOperand(op, geometry, sx, variance, nameof(variance));
-        var sgw = ChannelOperand(op, geometry, sx, gradWeight, nameof(gradWeight));
+        var sx = NormInput(op, geometry, x, nameof(x));
+        var sg = NormOperand(op, sx, gradY, geometry.Length, nameof(gradY));
+        var sm = NormOperand(op, sx, mean, geometry.Channels, nameof(mean));
+        var sv = NormOperand(op, sx, variance, geometry.Channels, nameof(variance));
+        var sgw = NormOperand(op, sx, gradWeight, geometry.Channels, nameof(gradWeight));
         Enter();
         Check.ThrowIfFailed(CudaNative.hk_batch_norm_weight_grad((int)sx.DType, sg.Pointer, sx.Pointer, sm.Pointer, sv.Pointer, sgw.Pointer,
             geometry.Batch, geometry.Channels, geometry.Spatial, geometry.Eps, _stream));
@@ -905,25 +908,22 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
         GC.KeepAlive(sgw);
     }
 
-    /// <summary>Two full-size float operands of one dtype on this device, each holding N·C·S elements.</summary>
-    private (CudaStorage A, CudaStorage B) NormOperands(string op, in NormGeometry geometry, IStorage a, string aName, IStorage b, string bName)
+    /// <summary>x of a batch-norm kernel: a valid geometry, a float storage of this device holding N·C·S elements.</summary>
+    private CudaStorage NormInput(string op, in NormGeometry geometry, IStorage x, string name)
     {
         geometry.Validate(op);
-        var sa = Own(a, aName);
-        var sb = Own(b, bName);
-        SameDType(op, sa, sb);
-        RequireFloat(op, sa);
-        Holds(op, aName, sa, geometry.Length);
-        Holds(op, bName, sb, geometry.Length);
-        return (sa, sb);
+        var sx = Own(x, name);
+        RequireFloat(op, sx);
+        Holds(op, name, sx, geometry.Length);
+        return sx;
     }
 
-    /// <summary>A per-channel operand on this device: C elements of <paramref name="like"/>'s dtype.</summary>
-    private CudaStorage ChannelOperand(string op, in NormGeometry geometry, CudaStorage like, IStorage v, string name)
+    /// <summary>Another operand of a batch-norm kernel on this device: <paramref name="like"/>'s dtype, holding <paramref name="length"/> elements (N·C·S, or C).</summary>
+    private CudaStorage NormOperand(string op, CudaStorage like, IStorage v, long length, string name)
     {
         var sv = Own(v, name);
         SameDType(op, like, sv);
-        Holds(op, name, sv, geometry.Channels);
+        Holds(op, name, sv, length);
         return sv;
     }
 

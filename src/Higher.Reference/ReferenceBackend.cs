@@ -487,9 +487,10 @@ public sealed class ReferenceBackend : IBackend
     public unsafe void BatchNorm(in NormGeometry geometry, IStorage x, IStorage weight, IStorage bias, IStorage y, IStorage mean, IStorage variance)
     {
         const string op = "BatchNorm";
-        var (sx, sy) = NormOperands(op, geometry, x, y);
-        var (sw, sb, sm, sv) = (ChannelOperand(op, geometry, sx, weight), ChannelOperand(op, geometry, sx, bias),
-            ChannelOperand(op, geometry, sx, mean), ChannelOperand(op, geometry, sx, variance));
+        var sx = NormInput(op, geometry, x);
+        var sy = NormOperand(op, sx, y, geometry.Length);
+        var (sw, sb, sm, sv) = (NormOperand(op, sx, weight, geometry.Channels), NormOperand(op, sx, bias, geometry.Channels),
+            NormOperand(op, sx, mean, geometry.Channels), NormOperand(op, sx, variance, geometry.Channels));
         if (sx.DType == DType.Float32)
         {
             fixed (float* px = sx.AsFloat32(), pw = sw.AsFloat32(), pb = sb.AsFloat32(), py = sy.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32())
@@ -508,10 +509,9 @@ public sealed class ReferenceBackend : IBackend
     public unsafe void BatchNormInputGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight, IStorage gradX)
     {
         const string op = "BatchNormInputGrad";
-        var (sx, sgx) = NormOperands(op, geometry, x, gradX);
-        var (sg, _) = NormOperands(op, geometry, gradY, gradX);
-        SameDType(op, sx, sg);
-        var (sm, sv, sw) = (ChannelOperand(op, geometry, sx, mean), ChannelOperand(op, geometry, sx, variance), ChannelOperand(op, geometry, sx, weight));
+        var sx = NormInput(op, geometry, x);
+        var (sg, sgx) = (NormOperand(op, sx, gradY, geometry.Length), NormOperand(op, sx, gradX, geometry.Length));
+        var (sm, sv, sw) = (NormOperand(op, sx, mean, geometry.Channels), NormOperand(op, sx, variance, geometry.Channels), NormOperand(op, sx, weight, geometry.Channels));
         if (sx.DType == DType.Float32)
         {
             fixed (float* pg = sg.AsFloat32(), px = sx.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32(), pw = sw.AsFloat32(), po = sgx.AsFloat32())
@@ -530,8 +530,9 @@ public sealed class ReferenceBackend : IBackend
     public unsafe void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight)
     {
         const string op = "BatchNormWeightGrad";
-        var (sx, sg) = NormOperands(op, geometry, x, gradY);
-        var (sm, sv, sgw) = (ChannelOperand(op, geometry, sx, mean), ChannelOperand(op, geometry, sx, variance), ChannelOperand(op, geometry, sx, gradWeight));
+        var sx = NormInput(op, geometry, x);
+        var sg = NormOperand(op, sx, gradY, geometry.Length);
+        var (sm, sv, sgw) = (NormOperand(op, sx, mean, geometry.Channels), NormOperand(op, sx, variance, geometry.Channels), NormOperand(op, sx, gradWeight, geometry.Channels));
         if (sx.DType == DType.Float32)
         {
             fixed (float* pg = sg.AsFloat32(), px = sx.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32(), po = sgw.AsFloat32())
@@ -546,27 +547,22 @@ public sealed class ReferenceBackend : IBackend
         }
     }
 
-    /// <summary>Two full-size float operands of one dtype, each holding N·C·S elements.</summary>
-    private static (CpuStorage A, CpuStorage B) NormOperands(string op, in NormGeometry geometry, IStorage a, IStorage b,
-        [CallerArgumentExpression(nameof(a))] string aName = "", [CallerArgumentExpression(nameof(b))] string bName = "")
+    /// <summary>x of a batch-norm kernel: a valid geometry, a float storage holding N·C·S elements.</summary>
+    private static CpuStorage NormInput(string op, in NormGeometry geometry, IStorage x, [CallerArgumentExpression(nameof(x))] string name = "")
     {
         geometry.Validate(op);
-        var sa = Cpu(a);
-        var sb = Cpu(b);
-        SameDType(op, sa, sb);
-        RequireFloat(op, sa);
-        Guard.Holds(op, aName, sa, geometry.Length);
-        Guard.Holds(op, bName, sb, geometry.Length);
-        return (sa, sb);
+        var sx = Cpu(x);
+        RequireFloat(op, sx);
+        Guard.Holds(op, name, sx, geometry.Length);
+        return sx;
     }
 
-    /// <summary>A per-channel operand: C elements of <paramref name="like"/>'s dtype.</summary>
-    private static CpuStorage ChannelOperand(string op, in NormGeometry geometry, CpuStorage like, IStorage v,
-        [CallerArgumentExpression(nameof(v))] string name = "")
+    /// <summary>Another operand of a batch-norm kernel: <paramref name="like"/>'s dtype, holding <paramref name="length"/> elements (N·C·S, or C).</summary>
+    private static CpuStorage NormOperand(string op, CpuStorage like, IStorage v, long length, [CallerArgumentExpression(nameof(v))] string name = "")
     {
         var sv = Cpu(v);
         SameDType(op, like, sv);
-        Guard.Holds(op, name, sv, geometry.Channels);
+        Guard.Holds(op, name, sv, length);
         return sv;
     }
 

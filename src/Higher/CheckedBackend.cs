@@ -545,13 +545,9 @@ public sealed class CheckedBackend : IBackend
     /// <summary>Full-size operands of N·C·S elements and per-channel ones of C, all float of one dtype, on this backend; a valid geometry.</summary>
     private void Norm(string op, in NormGeometry g, ReadOnlySpan<(string Name, IStorage Storage)> full, ReadOnlySpan<(string Name, IStorage Storage)> channels)
     {
-        try
+        if (g.Problem() is { } problem)
         {
-            g.Validate(op);
-        }
-        catch (ArgumentException e)
-        {
-            throw Fail(op, e.Message[(op.Length + 2)..]);
+            throw Fail(op, problem);
         }
         var (firstName, first) = full[0];
         foreach (var (name, s) in full)

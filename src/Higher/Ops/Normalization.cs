@@ -42,9 +42,6 @@ public sealed partial class Tensor
         CheckChannelVector(input, runningVar, "running variance");
         CheckChannelVector(input, weight, "weight");
         CheckChannelVector(input, bias, "bias");
-        var statShape = new int[input.Rank];
-        Array.Fill(statShape, 1);
-        statShape[1] = c;
         if (training)
         {
             if (input.Numel / Math.Max(c, 1) <= 1)
@@ -66,6 +63,9 @@ public sealed partial class Tensor
             throw new ArgumentException($"BatchNorm: evaluation mode (training false) needs the running mean and variance for input {input.Describe()} (x).");
         }
         // Evaluation: y = x·α + β with per-channel α = γ/√(σ² + eps) and β = b - μ·α (PyTorch's kernel).
+        var statShape = new int[input.Rank];
+        Array.Fill(statShape, 1);
+        statShape[1] = c;
         var mu = runningMean.Reshape(statShape);
         var alpha = (runningVar.Reshape(statShape) + eps).Sqrt().Reciprocal();
         if (weight is not null)
