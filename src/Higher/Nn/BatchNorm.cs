@@ -80,11 +80,15 @@ public abstract class BatchNorm : Module
     public override Tensor Forward(Tensor input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        if (Binding.Tasks is > 0 and var tasks)
+        int tasks = Binding.Tasks;
+        if (tasks > 0)
         {
-            return ForwardTasks(input, tasks);
+            CheckTaskInput(input, tasks);
         }
-        CheckInput(input);
+        else
+        {
+            CheckInput(input);
+        }
         // As torch: the count advances before the factor is read, so a cumulative average (null
         // momentum) weighs the k-th batch by 1/k.
         bool training = Training;
@@ -94,20 +98,40 @@ public abstract class BatchNorm : Module
         {
             using var noGrad = Autograd.NoGrad();
             nextCount = count + 1;
-            factor = Momentum ?? 1.0 / nextCount.Item();
+            // Task-batched, every task has seen the same batches: the per-task counts are equal, and one is read.
+            factor = Momentum ?? 1.0 / (tasks > 0 ? nextCount.Reshape(-1).Select(0, 0) : nextCount).Item();
         }
         var runningMean = !training || TrackRunningStats ? RunningMean.Value : null;
         var runningVar = !training || TrackRunningStats ? RunningVar.Value : null;
         bool useBatchStats = training || (runningMean is null && runningVar is null);
-        var y = Tensor.BatchNorm(input, runningMean, runningVar, Weight?.Value, Bias?.Value, useBatchStats, Eps, out var batchMean, out var batchVar);
+        Tensor y;
+        Tensor? batchMean, batchVar; // in training: the batch statistics, [C] (or [T, C] task-batched)
+        long perChannel;
+        if (tasks > 0)
+        {
+            // The tasks folded into the channels, so each (task, channel) pair has its own statistics.
+            var dims = input.Shape.ToArray();
+            int batch = dims[1], channels = dims[2];
+            var folded = (batch == 1 ? input : input.Transpose(0, 1)).Reshape([batch, tasks * channels, .. dims[3..]]);
+            var z = Tensor.BatchNorm(folded, runningMean?.Reshape(-1), runningVar?.Reshape(-1), Weight?.Value.Reshape(-1), Bias?.Value.Reshape(-1),
+                useBatchStats, Eps, out var foldedMean, out var foldedVar);
+            var unfolded = z.Reshape([batch, tasks, channels, .. dims[3..]]);
+            y = batch == 1 ? unfolded.Reshape(dims) : unfolded.Transpose(0, 1);
+            (batchMean, batchVar) = (foldedMean?.Reshape(tasks, channels), foldedVar?.Reshape(tasks, channels));
+            perChannel = folded.Numel / (tasks * channels);
+        }
+        else
+        {
+            y = Tensor.BatchNorm(input, runningMean, runningVar, Weight?.Value, Bias?.Value, useBatchStats, Eps, out batchMean, out batchVar);
+            perChannel = input.Numel / input.Shape[1];
+        }
         // The buffers are written only once the forward has succeeded: a forward that throws (an
         // input of another dtype, say) leaves the count and the statistics as they were.
         Tensor? newMean = null, newVar = null;
         if (useBatchStats && runningMean is not null && runningVar is not null)
         {
             using var noGrad = Autograd.NoGrad();
-            long n = input.Numel / input.Shape[1];
-            var unbiased = batchVar!.Detach() * ((double)n / (n - 1));
+            var unbiased = batchVar!.Detach() * ((double)perChannel / (perChannel - 1));
             newMean = (batchMean!.Detach() * factor) + (runningMean * (1 - factor));
             newVar = (unbiased * factor) + (runningVar * (1 - factor));
         }
@@ -121,51 +145,6 @@ public abstract class BatchNorm : Module
             RunningVar.Value = newVar;
         }
         return y;
-    }
-
-    /// <summary>The task-batched forward: the tasks folded into the channels, so each (task, channel) pair has its own statistics.</summary>
-    private Tensor ForwardTasks(Tensor input, int tasks)
-    {
-        CheckTaskInput(input, tasks);
-        bool training = Training;
-        double factor = Momentum ?? 0;
-        Tensor? nextCount = null;
-        if (training && TrackRunningStats && NumBatchesTracked.Value is { } count)
-        {
-            using var noGrad = Autograd.NoGrad();
-            // Every task has seen the same batches: the per-task counts are equal, and one is read.
-            nextCount = count + 1;
-            factor = Momentum ?? 1.0 / nextCount.Reshape(-1).Select(0, 0).Item();
-        }
-        var dims = input.Shape.ToArray();
-        int batch = dims[1], channels = dims[2];
-        var folded = (batch == 1 ? input : input.Transpose(0, 1)).Reshape([batch, tasks * channels, .. dims[3..]]);
-        var runningMean = !training || TrackRunningStats ? RunningMean.Value : null;
-        var runningVar = !training || TrackRunningStats ? RunningVar.Value : null;
-        bool useBatchStats = training || (runningMean is null && runningVar is null);
-        var y = Tensor.BatchNorm(folded, runningMean?.Reshape(-1), runningVar?.Reshape(-1), Weight?.Value.Reshape(-1), Bias?.Value.Reshape(-1),
-            useBatchStats, Eps, out var batchMean, out var batchVar);
-        var unfolded = y.Reshape([batch, tasks, channels, .. dims[3..]]);
-        unfolded = batch == 1 ? unfolded.Reshape(dims) : unfolded.Transpose(0, 1);
-        Tensor? newMean = null, newVar = null;
-        if (useBatchStats && runningMean is not null && runningVar is not null)
-        {
-            using var noGrad = Autograd.NoGrad();
-            long n = folded.Numel / (tasks * channels);
-            var unbiased = batchVar!.Detach().Reshape(tasks, channels) * ((double)n / (n - 1));
-            newMean = (batchMean!.Detach().Reshape(tasks, channels) * factor) + (runningMean * (1 - factor));
-            newVar = (unbiased * factor) + (runningVar * (1 - factor));
-        }
-        if (nextCount is not null)
-        {
-            NumBatchesTracked.Value = nextCount;
-        }
-        if (newMean is not null)
-        {
-            RunningMean.Value = newMean;
-            RunningVar.Value = newVar;
-        }
-        return unfolded;
     }
 
     /// <summary>Resets the running statistics to mean 0, variance 1 and no batches (through the buffers, so a functional call resets its copies).</summary>
