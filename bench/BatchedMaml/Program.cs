@@ -16,6 +16,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Higher;
+using Higher.Bench;
 using Higher.Functional;
 using Higher.Nn;
 using Higher.Optim;
@@ -48,7 +49,7 @@ Backends.Register(new ReferenceBackend(threads));
 Console.WriteLine(FormattableString.Invariant(
     $"Sinusoid MAML: MLP 1-40-40-1, {tasks} tasks x {steps} inner SGD steps (lr 0.01, second order), K = 10, meta Adam, float32, {threads} threads, {(scoped ? "each meta-step in Tensor.NewScope()" : "no scope (garbage collected)")}"));
 Console.WriteLine(FormattableString.Invariant(
-    $"{warmup} warm-up + {iterations} timed meta-steps each; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores; .NET {Environment.Version}; load {Load()}"));
+    $"{warmup} warm-up + {iterations} timed meta-steps each; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores; .NET {Environment.Version}; load {BenchProcess.LoadAverage()}"));
 
 var rows = new List<(string Name, double Ms, double CpuMs)>();
 if (only != "batched")
@@ -74,10 +75,8 @@ foreach (var (name, ms, cpu) in rows)
 {
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | {ms:F2} | {cpu:F2} |"));
 }
-Console.WriteLine(FormattableString.Invariant($"load after: {Load()}"));
+Console.WriteLine(FormattableString.Invariant($"load after: {BenchProcess.LoadAverage()}"));
 return 0;
-
-static string Load() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ')[..3]) : "unknown";
 
 static IEnumerable<(string, double, double)> Torch(string python, int tasks, int steps, int iterations, int warmup, int threads)
 {
@@ -87,19 +86,10 @@ static IEnumerable<(string, double, double)> Torch(string python, int tasks, int
         Console.Error.WriteLine($"PyTorch rows absent: {python} not found.");
         return [];
     }
-    var psi = new ProcessStartInfo(python, string.Create(CultureInfo.InvariantCulture,
-        $"{script} --tasks {tasks} --steps {steps} --iterations {iterations} --warmup {warmup} --threads {threads}"))
+    string? stdout = BenchProcess.Run(python, string.Create(CultureInfo.InvariantCulture,
+        $"{script} --tasks {tasks} --steps {steps} --iterations {iterations} --warmup {warmup} --threads {threads}"), "PyTorch rows");
+    if (stdout is null)
     {
-        RedirectStandardOutput = true,
-        RedirectStandardError = true,
-    };
-    using var p = Process.Start(psi)!;
-    string stdout = p.StandardOutput.ReadToEnd();
-    string stderr = p.StandardError.ReadToEnd();
-    p.WaitForExit();
-    if (p.ExitCode != 0)
-    {
-        Console.Error.WriteLine($"PyTorch rows absent (exit {p.ExitCode}): {stderr}");
         return [];
     }
     // One line per implementation: name<TAB>ms<TAB>cpu ms.

@@ -14,6 +14,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Higher;
+using Higher.Bench;
 using Higher.Functional;
 using Higher.Nn;
 using Higher.Optim;
@@ -35,7 +36,7 @@ internal static class BatchedConvMaml
             return 0;
         }
         Console.WriteLine($"Conv MAML, task-batched beside task by task (higher's Omniglot net, 5-way {Workload.Shots}-shot, {Workload.Queries} queries/class, {Workload.InnerSteps} inner SGD steps lr {Workload.InnerLr}, second order, float32, {o.Threads} threads)");
-        Console.WriteLine($"{o.Warmup} warm-up + {o.Iterations} timed meta-iterations per row; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores; .NET {Environment.Version}; load {Load()}");
+        Console.WriteLine($"{o.Warmup} warm-up + {o.Iterations} timed meta-iterations per row; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores; .NET {Environment.Version}; load {BenchProcess.LoadAverage()}");
         var rows = new List<(int MetaBatch, RunResult? Result, string Name, string? Why)>();
         // The batched forms keep every task's graph at once, so their peak grows with the meta-batch: a
         // row whose peak, extrapolated from the previous meta-batch, would not fit in the memory
@@ -77,7 +78,7 @@ internal static class BatchedConvMaml
                 ? $"| {mb} | {name} | {why ?? "absent"} | | |"
                 : string.Create(CultureInfo.InvariantCulture, $"| {mb} | {r.Name ?? name} | {r.MsPerTask:F0} | {r.CpuMsPerTask:F0} | {r.PeakRssMiB:F0} MiB |"));
         }
-        Console.WriteLine($"load after: {Load()}");
+        Console.WriteLine($"load after: {BenchProcess.LoadAverage()}");
         return 0;
     }
 
@@ -119,31 +120,10 @@ internal static class BatchedConvMaml
         return double.PositiveInfinity;
     }
 
-    private static string Load() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ')[..3]) : "unknown";
+    private static RunResult? Child(string arguments, string what) => Start(Environment.ProcessPath!, arguments, what);
 
-    private static RunResult? Child(string arguments, string what)
-    {
-        string self = Environment.ProcessPath!;
-        return self.EndsWith("dotnet", StringComparison.Ordinal)
-            ? Start(self, $"{Environment.GetCommandLineArgs()[0]} {arguments}", what)
-            : Start(self, arguments, what);
-    }
-
-    private static RunResult? Start(string file, string arguments, string what)
-    {
-        var psi = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var p = Process.Start(psi)!;
-        string stdout = p.StandardOutput.ReadToEnd();
-        string stderr = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        if (p.ExitCode != 0 || lines.Length == 0)
-        {
-            Console.Error.WriteLine($"{what} run failed (exit {p.ExitCode}): {stderr}");
-            return null;
-        }
-        return JsonSerializer.Deserialize<RunResult>(lines[^1]);
-    }
+    private static RunResult? Start(string file, string arguments, string what) =>
+        BenchProcess.Run(file, arguments, $"{what} run") is { } output ? JsonSerializer.Deserialize<RunResult>(BenchProcess.LastLine(output)) : null;
 
     private static RunResult RunHigher(bool batched, int metaBatch, int iterations, int warmup)
     {

@@ -14,6 +14,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Higher;
+using Higher.Bench;
 using Higher.Functional;
 using Higher.Nn;
 using Higher.Optim;
@@ -62,29 +63,8 @@ static string Row(string name, RunResult? r) => r is null
 static string BuildChildArgs(BenchOptions o, string mode) =>
     string.Create(CultureInfo.InvariantCulture, $"{mode} --iterations {o.Iterations} --warmup {o.Warmup} --threads {o.Threads}");
 
-static RunResult? RunChild(string file, string arguments, string what, params (string Name, string Value)[] environment)
-{
-    var psi = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
-    foreach (var (name, value) in environment)
-    {
-        psi.Environment[name] = value;
-    }
-    if (file.EndsWith("dotnet", StringComparison.Ordinal))
-    {
-        psi.Arguments = $"{Environment.GetCommandLineArgs()[0]} {arguments}";
-    }
-    using var p = Process.Start(psi)!;
-    string stdout = p.StandardOutput.ReadToEnd();
-    string stderr = p.StandardError.ReadToEnd();
-    p.WaitForExit();
-    if (p.ExitCode != 0)
-    {
-        Console.Error.WriteLine($"{what} run failed (exit {p.ExitCode}): {stderr}");
-        return null;
-    }
-    var last = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1];
-    return JsonSerializer.Deserialize<RunResult>(last);
-}
+static RunResult? RunChild(string file, string arguments, string what) =>
+    BenchProcess.Run(file, arguments, $"{what} run") is { } output ? JsonSerializer.Deserialize<RunResult>(BenchProcess.LastLine(output)) : null;
 
 static RunResult? RunTorch(BenchOptions o)
 {

@@ -19,6 +19,7 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using Higher;
+using Higher.Bench;
 using Higher.Functional;
 using Higher.Nn;
 using Higher.Optim;
@@ -43,7 +44,7 @@ if (options.Child)
 
 Console.WriteLine($"Sinusoid MAML, task by task (MLP 1-40-40-1 ReLU, meta-batch {Workload.MetaBatch}, K = {Workload.K}, inner SGD lr {Workload.InnerLr}, second order, float32)");
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-    $"{options.Warmup} warm-up + {options.Iterations} timed meta-steps per row; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores; .NET {Environment.Version}; load {LoadAverage()}"));
+    $"{options.Warmup} warm-up + {options.Iterations} timed meta-steps per row; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores; .NET {Environment.Version}; load {BenchProcess.LoadAverage()}"));
 var higher = new Dictionary<int, ChildResult?>();
 foreach (int threads in options.Threads)
 {
@@ -130,38 +131,13 @@ string Row(string name, Func<int, int, string> cell)
     return line;
 }
 
-static string LoadAverage()
-{
-    try
-    {
-        return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3));
-    }
-    catch (IOException)
-    {
-        return "unknown";
-    }
-}
-
 static ChildResult? RunChild(BenchOptions o, int threads)
 {
     string arguments = string.Create(CultureInfo.InvariantCulture,
         $"--child --iterations {o.Iterations} --warmup {o.Warmup} --warm-seconds {o.WarmSeconds} --threads {threads} --steps {string.Join(',', o.Steps)} --release {string.Join(',', o.Release!.Select(r => r ? "release" : "plain"))}{(o.PhaseThreads == threads ? " --phases" : "")}");
-    var file = Environment.ProcessPath!;
-    var psi = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
-    if (file.EndsWith("dotnet", StringComparison.Ordinal))
-    {
-        psi.Arguments = $"{Environment.GetCommandLineArgs()[0]} {arguments}";
-    }
-    using var p = Process.Start(psi)!;
-    var stderr = p.StandardError.ReadToEndAsync();
-    string stdout = p.StandardOutput.ReadToEnd();
-    p.WaitForExit();
-    if (p.ExitCode != 0)
-    {
-        Console.Error.WriteLine($"Higher run with {threads} thread(s) failed (exit {p.ExitCode}): {stderr.Result}");
-        return null;
-    }
-    return JsonSerializer.Deserialize<ChildResult>(stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1]);
+    return BenchProcess.Run(Environment.ProcessPath!, arguments, $"Higher run with {threads} thread(s)") is { } output
+        ? JsonSerializer.Deserialize<ChildResult>(BenchProcess.LastLine(output))
+        : null;
 }
 
 static List<TorchRow>? RunTorch(BenchOptions o)
@@ -172,19 +148,10 @@ static List<TorchRow>? RunTorch(BenchOptions o)
         Console.Error.WriteLine($"PyTorch twin skipped: {(File.Exists(o.Python) ? script : o.Python)} not found.");
         return null;
     }
-    var psi = new ProcessStartInfo(o.Python, string.Create(CultureInfo.InvariantCulture,
-        $"{script} --iterations {o.Iterations} --warmup {o.Warmup} --threads {string.Join(',', o.Threads)} --steps {string.Join(',', o.Steps)} --json"))
+    string? stdout = BenchProcess.Run(o.Python, string.Create(CultureInfo.InvariantCulture,
+        $"{script} --iterations {o.Iterations} --warmup {o.Warmup} --threads {string.Join(',', o.Threads)} --steps {string.Join(',', o.Steps)} --json"), "PyTorch twin");
+    if (stdout is null)
     {
-        RedirectStandardOutput = true,
-        RedirectStandardError = true,
-    };
-    using var p = Process.Start(psi)!;
-    var stderr = p.StandardError.ReadToEndAsync();
-    string stdout = p.StandardOutput.ReadToEnd();
-    p.WaitForExit();
-    if (p.ExitCode != 0)
-    {
-        Console.Error.WriteLine($"PyTorch twin failed (exit {p.ExitCode}): {stderr.Result}");
         return null;
     }
     var rows = new List<TorchRow>();
