@@ -51,10 +51,7 @@ public static partial class InnerLoop
         {
             throw new ArgumentOutOfRangeException(nameof(tasks), tasks, $"InnerLoop.CreateBatched: tasks must be at least 1; got {tasks}.");
         }
-        if (truncateEvery is < 1)
-        {
-            throw new ArgumentOutOfRangeException(nameof(truncateEvery), truncateEvery, $"InnerLoop.CreateBatched: truncateEvery must be at least 1 (or null for never); got {truncateEvery}.");
-        }
+        var options = Options("InnerLoop.CreateBatched", device, @override, trackHigherGrads, firstOrder, truncateEvery, tasks);
         foreach (var (name, module) in model.NamedModules())
         {
             if (module.TaskBatchingLimitation is { } why)
@@ -65,15 +62,6 @@ public static partial class InnerLoop
         }
         CheckUpdatesModel(model, opt, "InnerLoop.CreateBatched");
         @override?.ValidateTasks(tasks, "InnerLoop.CreateBatched");
-        var options = new DifferentiableOptimizerOptions
-        {
-            Device = device,
-            Override = @override,
-            TrackHigherGrads = trackHigherGrads,
-            FirstOrder = firstOrder,
-            TruncateEvery = truncateEvery,
-            Tasks = tasks,
-        };
         return Open(model, opt, releaseOnDispose ? "the task-batched inner-loop context" : null,
             () => new FunctionalModule(model, InitialWeights(model, tasks, device, copyInitialWeights), trackHigherGrads, device, tasks), options);
     }

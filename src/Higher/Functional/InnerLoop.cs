@@ -112,20 +112,28 @@ public static partial class InnerLoop
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(opt);
+        var options = Options("InnerLoop.Create", device, @override, trackHigherGrads, firstOrder, truncateEvery);
+        CheckUpdatesModel(model, opt, "InnerLoop.Create");
+        return Open(model, opt, releaseOnDispose ? "the inner-loop context" : null, () => Patch.Monkeypatch(model, device, copyInitialWeights, trackHigherGrads), options);
+    }
+
+    /// <summary>The differentiable optimizer's options of a context that <paramref name="call"/> opens; refuses a truncateEvery below 1.</summary>
+    internal static DifferentiableOptimizerOptions Options(string call, Device? device, Override? @override, bool trackHigherGrads, bool firstOrder,
+        int? truncateEvery, int tasks = 0)
+    {
         if (truncateEvery is < 1)
         {
-            throw new ArgumentOutOfRangeException(nameof(truncateEvery), truncateEvery, $"InnerLoop.Create: truncateEvery must be at least 1 (or null for never); got {truncateEvery}.");
+            throw new ArgumentOutOfRangeException(nameof(truncateEvery), truncateEvery, $"{call}: truncateEvery must be at least 1 (or null for never); got {truncateEvery}.");
         }
-        CheckUpdatesModel(model, opt, "InnerLoop.Create");
-        var options = new DifferentiableOptimizerOptions
+        return new DifferentiableOptimizerOptions
         {
             Device = device,
             Override = @override,
             TrackHigherGrads = trackHigherGrads,
             FirstOrder = firstOrder,
             TruncateEvery = truncateEvery,
+            Tasks = tasks,
         };
-        return Open(model, opt, releaseOnDispose ? "the inner-loop context" : null, () => Patch.Monkeypatch(model, device, copyInitialWeights, trackHigherGrads), options);
     }
 
     /// <summary>Refuses an optimizer none of whose parameters is the model's: every fast weight would pass through unchanged, step after step, without a word.</summary>
