@@ -542,6 +542,12 @@ internal static class Micro
             op();
         }
         double best = double.MaxValue;
+        long bytes0 = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 1000; i++)
+        {
+            op();
+        }
+        double bytesPerCall = (GC.GetAllocatedBytesForCurrentThread() - bytes0) / 1000.0;
         for (int rep = 0; rep < 5; rep++)
         {
             const int n = 4000;
@@ -552,7 +558,7 @@ internal static class Micro
             }
             best = Math.Min(best, (ThreadCpu.Ms() - start) * 1e6 / n);
         }
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{best,9:F0} ns (thread CPU)  {what}"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{best,9:F0} ns (thread CPU) {bytesPerCall,7:F0} B allocated  {what}"));
     }
 }
 
