@@ -25,7 +25,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 5;
+constexpr int kAbiVersion = 6;
 constexpr int kMaxDims = 8;
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 20;
@@ -44,7 +44,7 @@ constexpr int64_t kMaxBlocks = 1 << 20;
     X(UnaryOp, Sin, 16) X(UnaryOp, Cos, 17) X(UnaryOp, Expm1, 18)
 #define HK_BINARY_OPS(X)                                                                   \
     X(BinaryOp, Add, 0) X(BinaryOp, Sub, 1) X(BinaryOp, Mul, 2) X(BinaryOp, Div, 3)       \
-    X(BinaryOp, Pow, 4) X(BinaryOp, Maximum, 5) X(BinaryOp, Minimum, 6)
+    X(BinaryOp, Pow, 4) X(BinaryOp, Maximum, 5) X(BinaryOp, Minimum, 6) X(BinaryOp, ReluGrad, 7)
 #define HK_COMPARE_OPS(X)                                                                 \
     X(CompareOp, Eq, 0) X(CompareOp, Ne, 1) X(CompareOp, Lt, 2) X(CompareOp, Le, 3)      \
     X(CompareOp, Gt, 4) X(CompareOp, Ge, 5)
@@ -234,6 +234,25 @@ cudaError_t LaunchFill(void* y, int64_t n, T value, cudaStream_t stream) {
     return cudaGetLastError();
 }
 
+// y = a + alpha·b with the product rounded before the sum (__fmul_rn/__fadd_rn are never
+// contracted into a fused multiply-add), so the bits are those of Affine followed by Add, as on the CPU.
+__device__ __forceinline__ float MulRn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double MulRn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float AddRn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double AddRn(double a, double b) { return __dadd_rn(a, b); }
+
+template <typename T>
+__global__ void ScaledAddKernel(const T* a, const T* b, T* y, int64_t n, T alpha) {
+    HK_GRID_LOOP(i, n) { y[i] = AddRn(a[i], MulRn(alpha, b[i])); }
+}
+
+template <typename T>
+cudaError_t LaunchScaledAdd(const void* a, const void* b, void* y, int64_t n, T alpha, cudaStream_t stream) {
+    ScaledAddKernel<T><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const T*>(a), static_cast<const T*>(b),
+                                                              static_cast<T*>(y), n, alpha);
+    return cudaGetLastError();
+}
+
 template <typename S, typename D>
 __global__ void CastKernel(const S* x, D* y, int64_t n) {
     HK_GRID_LOOP(i, n) { y[i] = Convert<D>::From(x[i]); }
@@ -397,12 +416,14 @@ __device__ __forceinline__ T BinaryApply(T a, T b) {
             return a + b;  // NaN
         }
         return a > b ? a : b;
-    } else {
-        static_assert(Op == bMinimum, "unknown binary op");
+    } else if constexpr (Op == bMinimum) {
         if (IsNaN(a) || IsNaN(b)) {
             return a + b;
         }
         return a < b ? a : b;
+    } else {
+        static_assert(Op == bReluGrad, "unknown binary op");
+        return b > T(0) ? a : T(0);  // NaN in b compares false: 0
     }
 }
 
@@ -512,6 +533,7 @@ cudaError_t DispatchBinaryFloat(int32_t op, const void* a, const void* b, void* 
         case bPow: return LaunchElementwise<BinaryFunctor<bPow, T>, T>(a, b, y, rank, shape, as, bs, stream);
         case bMaximum: return LaunchElementwise<BinaryFunctor<bMaximum, T>, T>(a, b, y, rank, shape, as, bs, stream);
         case bMinimum: return LaunchElementwise<BinaryFunctor<bMinimum, T>, T>(a, b, y, rank, shape, as, bs, stream);
+        case bReluGrad: return LaunchElementwise<BinaryFunctor<bReluGrad, T>, T>(a, b, y, rank, shape, as, bs, stream);
         default: return cudaErrorInvalidValue;
     }
 }
@@ -1316,6 +1338,18 @@ HK_API cudaError_t hk_unary(int32_t op, int32_t dtype, const void* x, void* y, i
                     static_cast<const int64_t*>(x), static_cast<int64_t*>(y), n, alpha, beta);
             }
             return cudaGetLastError();
+        default: return cudaErrorNotSupported;
+    }
+}
+
+HK_API cudaError_t hk_scaled_add(int32_t dtype, const void* a, const void* b, void* y, int64_t n, double alpha,
+                                 cudaStream_t stream) {
+    if (n <= 0) {
+        return cudaSuccess;
+    }
+    switch (dtype) {
+        case kFloat32: return LaunchScaledAdd<float>(a, b, y, n, static_cast<float>(alpha), stream);
+        case kFloat64: return LaunchScaledAdd<double>(a, b, y, n, alpha, stream);
         default: return cudaErrorNotSupported;
     }
 }

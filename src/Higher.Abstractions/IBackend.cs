@@ -53,6 +53,15 @@ public interface IBackend
     /// <summary>Elementwise y = op(a, b) where a (shape <paramref name="aShape"/>) and b broadcast to <paramref name="yShape"/>.</summary>
     void Binary(BinaryOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape);
 
+    /// <summary>
+    /// y = a + alpha·b elementwise over three storages of one floating-point dtype and one length
+    /// (torch.add(a, b, alpha=alpha): an optimizer's update in one pass). alpha is first converted
+    /// to the dtype and the product is rounded before the sum (no fused multiply-add), so y has the
+    /// bits of Unary Affine(b; alpha, 0) followed by Binary Add. y may be a's storage (an update in
+    /// place), never b's.
+    /// </summary>
+    void ScaledAdd(IStorage a, IStorage b, double alpha, IStorage y);
+
     /// <summary>Elementwise y = op(a, b) into a Bool storage, with broadcasting.</summary>
     void Compare(CompareOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape);
 

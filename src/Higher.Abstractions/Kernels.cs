@@ -69,6 +69,11 @@ public enum BinaryOp
     Maximum = 5,
     /// <summary>y = min(a, b); NaN if either is NaN.</summary>
     Minimum = 6,
+    /// <summary>
+    /// y = a where b &gt; 0, else 0 (also where b is NaN): the gradient a of a ReLU whose output (or
+    /// input) is b, in one pass and without a mask; a NaN in a passes where b &gt; 0.
+    /// </summary>
+    ReluGrad = 7,
 }
 
 /// <summary>Elementwise comparisons with broadcasting; the output is a Bool storage.</summary>

@@ -398,6 +398,31 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
     }
 
     /// <inheritdoc/>
+    public void ScaledAdd(IStorage a, IStorage b, double alpha, IStorage y)
+    {
+        var sa = Own(a, nameof(a));
+        var sb = Own(b, nameof(b));
+        var sy = Own(y, nameof(y));
+        SameDType("ScaledAdd", sa, sb);
+        SameDType("ScaledAdd", sa, sy);
+        SameLength("ScaledAdd", sa, sb);
+        SameLength("ScaledAdd", sa, sy);
+        if (!sa.DType.IsFloatingPoint())
+        {
+            throw Unsupported("ScaledAdd", sa.DType);
+        }
+        if (ReferenceEquals(sy, sb))
+        {
+            throw new ArgumentException("ScaledAdd: y may alias a but not b.", nameof(y));
+        }
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_scaled_add((int)sa.DType, sa.Pointer, sb.Pointer, sy.Pointer, sa.Length, alpha, _stream));
+        GC.KeepAlive(sa);
+        GC.KeepAlive(sb);
+        GC.KeepAlive(sy);
+    }
+
+    /// <inheritdoc/>
     public void Binary(BinaryOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape)
     {
         var sa = Own(a, nameof(a));

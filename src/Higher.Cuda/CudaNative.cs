@@ -118,7 +118,7 @@ internal static unsafe partial class CudaNative
     /// The revision of the ABI's calling conventions this assembly was written against (bumped when a
     /// signature changes); the op codes are checked separately through <see cref="hk_opset_hash"/>.
     /// </summary>
-    internal const int KernelsAbiVersion = 5;
+    internal const int KernelsAbiVersion = 6;
 
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_abi_version(out int version);
@@ -147,6 +147,9 @@ internal static unsafe partial class CudaNative
 
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_unary(int op, int dtype, nint x, nint y, long n, double alpha, double beta, CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_scaled_add(int dtype, nint a, nint b, nint y, long n, double alpha, CudaStreamHandle stream);
 
     [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_binary(int op, int dtype, nint a, nint b, nint y, int rank,

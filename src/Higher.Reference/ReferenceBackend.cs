@@ -213,7 +213,53 @@ public sealed class ReferenceBackend : IBackend
             case BinaryOp.Pow: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new PowOperator<T>()); break;
             case BinaryOp.Maximum: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new MaximumOperator<T>()); break;
             case BinaryOp.Minimum: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new MinimumOperator<T>()); break;
+            case BinaryOp.ReluGrad: BinaryDriver.Run(a, aShape, b, bShape, y, yShape, new ReluGradOperator<T>()); break;
             default: throw Unsupported(Names.Binary[(int)op], typeof(T) == typeof(float) ? DType.Float32 : DType.Float64);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void ScaledAdd(IStorage a, IStorage b, double alpha, IStorage y)
+    {
+        var sa = Cpu(a);
+        var sb = Cpu(b);
+        var sy = Cpu(y);
+        SameDType("ScaledAdd", sa, sb, sy);
+        long n = sa.Length;
+        Guard.Holds("ScaledAdd", nameof(b), sb, n);
+        Guard.Holds("ScaledAdd", nameof(y), sy, n);
+        if (ReferenceEquals(sy, sb))
+        {
+            throw new ArgumentException("ScaledAdd: y may alias a but not b.", nameof(y));
+        }
+        if (sa.DType is not (DType.Float32 or DType.Float64))
+        {
+            throw Unsupported("ScaledAdd", sa.DType);
+        }
+        var shape = new Shape(checked((int)n));
+        if (ElementwiseSplit.TryPlan(_threads, shape, out var split, shape, shape))
+        {
+            _threads.For(0, split.Chunks, c =>
+            {
+                var (o, l, sh) = split.Output(c);
+                ScaledAddFloat(sa, sb, sy, alpha, o, l, sh);
+            });
+            return;
+        }
+        ScaledAddFloat(sa, sb, sy, alpha, 0, (int)n, shape);
+    }
+
+    private static void ScaledAddFloat(CpuStorage a, CpuStorage b, CpuStorage y, double alpha, int offset, int length, Shape shape)
+    {
+        if (a.DType == DType.Float32)
+        {
+            BinaryDriver.Run<float, ScaledAddOperator<float>>(a.AsFloat32().Slice(offset, length), shape, b.AsFloat32().Slice(offset, length), shape,
+                y.AsFloat32().Slice(offset, length), shape, new ScaledAddOperator<float>((float)alpha));
+        }
+        else
+        {
+            BinaryDriver.Run<double, ScaledAddOperator<double>>(a.AsFloat64().Slice(offset, length), shape, b.AsFloat64().Slice(offset, length), shape,
+                y.AsFloat64().Slice(offset, length), shape, new ScaledAddOperator<double>(alpha));
         }
     }
 

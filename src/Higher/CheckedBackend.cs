@@ -126,6 +126,28 @@ public sealed class CheckedBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void ScaledAdd(IStorage a, IStorage b, double alpha, IStorage y)
+    {
+        const string name = "ScaledAdd";
+        Own(name, nameof(a), a);
+        Own(name, nameof(b), b);
+        Own(name, nameof(y), y);
+        SameDType(name, "a", a, "b", b);
+        SameDType(name, "a", a, "y", y);
+        SameLength(name, "a", a, "b", b);
+        SameLength(name, "a", a, "y", y);
+        if (!a.DType.IsFloatingPoint())
+        {
+            throw Fail(name, $"a is {a.DType}, which this kernel does not take");
+        }
+        if (ReferenceEquals(y, b))
+        {
+            throw Fail(name, "y aliases b");
+        }
+        Inner.ScaledAdd(a, b, alpha, y);
+    }
+
+    /// <inheritdoc/>
     public void Compare(CompareOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape)
     {
         string name = $"Compare({op})";
@@ -396,11 +418,13 @@ public sealed class CheckedBackend : IBackend
         }
     }
 
-    private void SameLength(string op, IStorage x, IStorage y)
+    private void SameLength(string op, IStorage x, IStorage y) => SameLength(op, "x", x, "y", y);
+
+    private void SameLength(string op, string xName, IStorage x, string yName, IStorage y)
     {
         if (x.Length != y.Length)
         {
-            throw Fail(op, $"x holds {x.Length} elements but y holds {y.Length}");
+            throw Fail(op, $"{xName} holds {x.Length} elements but {yName} holds {y.Length}");
         }
     }
 

@@ -50,6 +50,8 @@ public sealed class ForwardingBackend(IBackend target, Device device) : IBackend
 
     public void Binary(BinaryOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Binary(op, U(a), aShape, U(b), bShape, U(y), yShape);
 
+    public void ScaledAdd(IStorage a, IStorage b, double alpha, IStorage y) => target.ScaledAdd(U(a), U(b), alpha, U(y));
+
     public void Compare(CompareOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Compare(op, U(a), aShape, U(b), bShape, U(y), yShape);
 
     public void Where(IStorage condition, Shape conditionShape, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Where(U(condition), conditionShape, U(a), aShape, U(b), bShape, U(y), yShape);

@@ -45,6 +45,9 @@ public static class OpCatalog
         [nameof(Sub)] = Sub,
         [nameof(Mul)] = Mul,
         [nameof(Div)] = Div,
+        [nameof(ReluGrad)] = ReluGrad,
+        [nameof(AddScaled)] = AddScaled,
+        [nameof(MulSelf)] = MulSelf,
         [nameof(Maximum)] = Maximum,
         [nameof(Minimum)] = Minimum,
         [nameof(Where)] = Where,
@@ -266,6 +269,29 @@ public static class OpCatalog
     {
         var s = g.BroadcastShapes(2, allowEmpty: true);
         return Binary("a / b", g.Normal(s[0]), g.AwayFromZero(s[1], 0.5, 2), (a, b) => a / b);
+    }
+
+    /// <summary>relu_grad(a, b) = a where b &gt; 0, else 0 (ReLU's backward kernel): b away from 0, so its derivative is 0 and none flows to it.</summary>
+    public static OpCase ReluGrad(CaseGen g)
+    {
+        var s = g.BroadcastShapes(2, allowEmpty: true);
+        var b = g.AwayFromZero(s[1]) * g.FromHost(s[1], () => g.Pick(-1.0, 1.0));
+        return Binary("relu_grad(a, b)", g.Normal(s[0]), b.Detach(), Tensor.ReluGrad);
+    }
+
+    /// <summary>a + alpha·b in one kernel (the SGD update's form), alpha of either sign.</summary>
+    public static OpCase AddScaled(CaseGen g)
+    {
+        var shape = g.Shape(allowEmpty: true);
+        double alpha = g.Pick(-0.1, 0.5, -2.0, 1.0);
+        return Binary($"add_scaled(a, b, {Fmt(alpha)})", g.Normal(shape), g.Normal(shape), (a, b) => Tensor.AddScaled(a, b, alpha));
+    }
+
+    /// <summary>x·x as one Mul whose two inputs are the same tensor (its backward returns g·x to both), times b so the second order sees both paths.</summary>
+    public static OpCase MulSelf(CaseGen g)
+    {
+        var shape = g.Shape(allowEmpty: true);
+        return Binary("(a * a) * b", g.Normal(shape), g.Normal(shape), (a, b) => a * a * b);
     }
 
     /// <summary>a on the grid 0.4ℤ, b on 0.4ℤ + 0.2, both jittered by 0.03: never within 0.14 of each other.</summary>

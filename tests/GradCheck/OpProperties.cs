@@ -152,6 +152,15 @@ public abstract class OpProperties
     public void Div(CaseSeed seed) => Check(OpCatalog.Div, seed);
 
     [Property]
+    public void ReluGrad(CaseSeed seed) => Check(OpCatalog.ReluGrad, seed);
+
+    [Property]
+    public void AddScaled(CaseSeed seed) => Check(OpCatalog.AddScaled, seed);
+
+    [Property]
+    public void MulSelf(CaseSeed seed) => Check(OpCatalog.MulSelf, seed);
+
+    [Property]
     public void Maximum(CaseSeed seed) => Check(OpCatalog.Maximum, seed);
 
     [Property]

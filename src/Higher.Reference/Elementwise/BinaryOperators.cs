@@ -106,6 +106,33 @@ internal readonly struct MinimumOperator<T> : IBinaryOperator<T> where T : unman
     public Vector512<T> Invoke(Vector512<T> a, Vector512<T> b) => Vector512.Min(a, b);
 }
 
+/// <summary>y = a where b &gt; 0, else 0 (NaN in b compares false): a ReLU's gradient.</summary>
+internal readonly struct ReluGradOperator<T> : IBinaryOperator<T> where T : unmanaged, INumber<T>
+{
+    public static bool Vectorizable => true;
+
+    public T Invoke(T a, T b) => b > T.Zero ? a : T.Zero;
+
+    public Vector256<T> Invoke(Vector256<T> a, Vector256<T> b) => Vector256.ConditionalSelect(Vector256.GreaterThan(b, Vector256<T>.Zero), a, Vector256<T>.Zero);
+
+    public Vector512<T> Invoke(Vector512<T> a, Vector512<T> b) => Vector512.ConditionalSelect(Vector512.GreaterThan(b, Vector512<T>.Zero), a, Vector512<T>.Zero);
+}
+
+/// <summary>
+/// y = a + alpha·b with the product rounded first (a multiply then an add, never a fused
+/// multiply-add), so the bits are those of Affine(b; alpha, 0) followed by Add.
+/// </summary>
+internal readonly struct ScaledAddOperator<T>(T alpha) : IBinaryOperator<T> where T : unmanaged, INumber<T>
+{
+    public static bool Vectorizable => true;
+
+    public T Invoke(T a, T b) => a + alpha * b;
+
+    public Vector256<T> Invoke(Vector256<T> a, Vector256<T> b) => a + Vector256.Create(alpha) * b;
+
+    public Vector512<T> Invoke(Vector512<T> a, Vector512<T> b) => a + Vector512.Create(alpha) * b;
+}
+
 /// <summary>Inner loop of a broadcast binary op: vector paths for the stride patterns (1,1), (0,1) and (1,0).</summary>
 internal readonly struct BinaryKernel<T, TOp>(TOp op) : IInnerKernel2<T, T, T>
     where T : unmanaged

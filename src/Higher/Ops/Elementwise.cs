@@ -155,7 +155,7 @@ public sealed partial class Tensor
         {
             CheckSameDeviceAndDType(op.ToString(), a, b);
         }
-        if (op is (BinaryOp.Div or BinaryOp.Pow or BinaryOp.Maximum or BinaryOp.Minimum) && !a.DType.IsFloatingPoint())
+        if (op is (BinaryOp.Div or BinaryOp.Pow or BinaryOp.Maximum or BinaryOp.Minimum or BinaryOp.ReluGrad) && !a.DType.IsFloatingPoint())
         {
             a.RequireFloat(op.ToString());
         }
@@ -205,6 +205,32 @@ public sealed partial class Tensor
 
     /// <summary>Elementwise min(a, b); at ties the gradient is split equally.</summary>
     public static Tensor Minimum(Tensor a, Tensor b) => Binary(BinaryOp.Minimum, a, b);
+
+    /// <summary>g where y &gt; 0, else 0, in one kernel: ReLU's backward (its own gradient flows to g only).</summary>
+    internal static Tensor ReluGrad(Tensor g, Tensor y) => Binary(BinaryOp.ReluGrad, g, y);
+
+    /// <summary>
+    /// a + alpha·b in one kernel, as torch.add(a, b, alpha=alpha): an optimizer's update p - lr·d is
+    /// one pass and one tape node instead of two; d/da = 1, d/db = alpha. The bits are those of
+    /// <c>a + b * alpha</c>. Operands of different shapes (broadcasting) or non-float dtypes take
+    /// that composed form.
+    /// </summary>
+    public static Tensor AddScaled(Tensor a, Tensor b, double alpha)
+    {
+        ArgumentNullException.ThrowIfNull(a);
+        ArgumentNullException.ThrowIfNull(b);
+        if (a.Shape != b.Shape || a.DType != b.DType || a.Device != b.Device || !a.DType.IsFloatingPoint())
+        {
+            return a + b * alpha;
+        }
+        var y = Empty(a.Backend, a.DType, a.Shape);
+        a.Backend.ScaledAdd(a.Storage, b.Storage, alpha, y.Storage);
+        if (Autograd.ShouldRecord(a, b))
+        {
+            Derivatives.ScaledAdd.Record(y, new Scalars(alpha, 0), [a, b]);
+        }
+        return y;
+    }
 
     /// <summary>x^p elementwise for a tensor exponent.</summary>
     public Tensor Pow(Tensor exponent) => Pow(this, exponent);

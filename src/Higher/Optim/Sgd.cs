@@ -66,6 +66,8 @@ public sealed class Sgd : Optimizer
             state["momentum_buffer"] = buf;
             g = hyper.Flag("nesterov") ? g + mu * buf : buf;
         }
-        return param - hyper["lr"] * g;
+        var lr = hyper["lr"];
+        // p - lr·g in one kernel and one tape node (the bits of the composed form) when lr is a number.
+        return lr.IsTensor ? param - lr * g : Tensor.AddScaled(param, g, -lr.Value);
     }
 }

@@ -49,12 +49,8 @@ internal static class Derivatives
         (UnaryOp.Cos, Saves.Input0, static (Node n, in Scalars s, Tensor g) => [g * n.Input(0).Sin().Neg()]),
         (UnaryOp.Expm1, Saves.Output, static (Node n, in Scalars s, Tensor g) => [g * (n.Output + 1)]));
 
-    /// <summary>g where y &gt; 0, else 0: the thread's constant zero serves the comparison and the masked branch.</summary>
-    private static Tensor ReluBackward(Tensor y, Tensor g)
-    {
-        var zero = y.ConstantScalar(0);
-        return Tensor.Where(y > zero, g, zero);
-    }
+    /// <summary>g where y &gt; 0, else 0, in one kernel (no mask); its own backward is the same kernel on the incoming gradient.</summary>
+    private static Tensor ReluBackward(Tensor y, Tensor g) => Tensor.ReluGrad(g, y);
 
     /// <summary>The row of a unary kernel; throws naming the op when it has none (never a silent zero).</summary>
     public static Derivative<Scalars> Unary(UnaryOp op) =>
@@ -76,7 +72,17 @@ internal static class Derivatives
         (BinaryOp.Add, Saves.None, static (Node n, in NoAttr _, Tensor g) => [Back(n, 0, g), Back(n, 1, g)]),
         (BinaryOp.Sub, Saves.None, static (Node n, in NoAttr _, Tensor g) => [Back(n, 0, g), n.NeedsGrad(1) ? Back(n, 1, g.Neg()) : null]),
         (BinaryOp.Mul, Saves.Inputs01, static (Node n, in NoAttr _, Tensor g) =>
-            [n.NeedsGrad(0) ? Back(n, 0, g * n.Input(1)) : null, n.NeedsGrad(1) ? Back(n, 1, g * n.Input(0)) : null]),
+        {
+            var a = n.Input(0);
+            var b = n.Input(1);
+            if (ReferenceEquals(a, b) && n.NeedsGrad(0))
+            {
+                // x·x (a squared error): both inputs take the one product g·x, which the engine adds to itself, the bits of g·x + g·x.
+                var h = Back(n, 0, g * a);
+                return [h, h];
+            }
+            return [n.NeedsGrad(0) ? Back(n, 0, g * b) : null, n.NeedsGrad(1) ? Back(n, 1, g * a) : null];
+        }),
         (BinaryOp.Div, Saves.Inputs01, static (Node n, in NoAttr _, Tensor g) =>
             [n.NeedsGrad(0) ? Back(n, 0, g / n.Input(1)) : null,
              n.NeedsGrad(1) ? Back(n, 1, (g * n.Input(0) / (n.Input(1) * n.Input(1))).Neg()) : null]),
@@ -94,7 +100,15 @@ internal static class Derivatives
             return [n.NeedsGrad(0) ? Back(n, 0, g * b * Tensor.Pow(a, b - 1)) : null, gb];
         }),
         (BinaryOp.Maximum, Saves.Inputs01, static (Node n, in NoAttr _, Tensor g) => Extremum(n, g, max: true)),
-        (BinaryOp.Minimum, Saves.Inputs01, static (Node n, in NoAttr _, Tensor g) => Extremum(n, g, max: false)));
+        (BinaryOp.Minimum, Saves.Inputs01, static (Node n, in NoAttr _, Tensor g) => Extremum(n, g, max: false)),
+        // b only gates: its derivative is 0 wherever it exists, and none flows to it (as through the
+        // mask of where(b > 0, a, 0)), so a ReLU's double backward does not walk back through b.
+        (BinaryOp.ReluGrad, Saves.Input1, static (Node n, in NoAttr _, Tensor g) =>
+            [n.NeedsGrad(0) ? Back(n, 0, Tensor.ReluGrad(g, n.Input(1))) : null, null]));
+
+    /// <summary>y = a + alpha·b in one kernel (<see cref="Tensor.AddScaled"/>): da = g, db = alpha·g.</summary>
+    public static readonly Derivative<Scalars> ScaledAdd = new("ScaledAdd", Saves.None, static (Node n, in Scalars s, Tensor g) =>
+        [n.NeedsGrad(0) ? g : null, n.NeedsGrad(1) ? g * s.Alpha : null]);
 
     /// <summary>The row of a binary kernel; throws naming the op when it has none.</summary>
     public static Derivative<NoAttr> Binary(BinaryOp op) =>

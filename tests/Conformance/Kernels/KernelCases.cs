@@ -179,6 +179,12 @@ internal static class KernelCases
                 return [Down(b, y)];
             });
         }
+        yield return ("ScaledAdd (100003 elements, alpha -0.01)", (b, t) =>
+        {
+            var y = b.AllocateUninitialized(t, 100_003);
+            b.ScaledAdd(Up(b, Values(7, 100_003), t), Up(b, Values(8, 100_003), t), -0.01, y);
+            return [Down(b, y)];
+        });
         yield return ("Binary Mul (int64, broadcast)", (b, _) =>
         {
             var y = b.AllocateUninitialized(DType.Int64, 12);

@@ -112,6 +112,7 @@ public abstract partial class KernelConformance
         BinaryOp.Pow => Math.Pow(a, b),
         BinaryOp.Maximum => Oracle.Max(a, b),
         BinaryOp.Minimum => Oracle.Min(a, b),
+        BinaryOp.ReluGrad => b > 0 ? a : 0,
         _ => throw new ArgumentOutOfRangeException(nameof(op)),
     };
 
@@ -168,6 +169,58 @@ public abstract partial class KernelConformance
         Backend.Binary(BinaryOp.Minimum, Up(a, dtype), s, Up(b, dtype), s, min, s);
         AssertClose([double.NaN, double.NaN, double.NaN, 3, 0, 5], Down(max), 0);
         AssertClose([double.NaN, double.NaN, double.NaN, 2, 0, double.NegativeInfinity], Down(min), 0);
+    }
+
+    [Theory]
+    [MemberData(nameof(FloatTypes))]
+    public void Binary_ReluGrad_PassesAWhereBIsPositive_AndNaNInBGivesZero(DType dtype)
+    {
+        RequireBackend();
+        double[] a = [double.NaN, double.NaN, 1, 2, 3, -4, double.PositiveInfinity, 5];
+        double[] b = [1, -1, double.NaN, 0, -0.0, 1e-30, 2, double.NegativeInfinity];
+        var s = new Shape(a.Length);
+        var y = Backend.Allocate(dtype, a.Length);
+        Backend.Binary(BinaryOp.ReluGrad, Up(a, dtype), s, Up(b, dtype), s, y, s);
+        AssertClose([double.NaN, 0, 0, 0, 0, -4, double.PositiveInfinity, 0], Down(y), 0);
+    }
+
+    /// <summary>a + alpha·b with the product rounded first: the exact bits of the two-rounding formula in the dtype's own arithmetic.</summary>
+    private static double[] ScaledAddOracle(double[] a, double[] b, double alpha, DType dtype) => dtype == DType.Float32
+        ? a.Select((v, i) => (double)((float)v + (float)alpha * (float)b[i])).ToArray()
+        : a.Select((v, i) => v + alpha * b[i]).ToArray();
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(37)]
+    [InlineData(100_003)]
+    public void ScaledAdd_IsTheProductRoundedThenTheSum_BitForBit(int n)
+    {
+        RequireBackend();
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            foreach (double alpha in new[] { -0.01, 0.3, -2.5, 1 })
+            {
+                var a = Round(RandomValues(41 + n, n, -3, 3), dtype);
+                var b = Round(RandomValues(43 + n, n, -3, 3), dtype);
+                var y = Backend.AllocateUninitialized(dtype, n);
+                Backend.ScaledAdd(Up(a, dtype), Up(b, dtype), alpha, y);
+                AssertClose(ScaledAddOracle(a, b, alpha, dtype), Down(y), 0, 0, $"ScaledAdd {dtype.Name()} alpha {alpha} n {n}");
+            }
+        }
+    }
+
+    [Fact]
+    public void ScaledAdd_InPlaceOnA_UpdatesA_AndRefusesYAliasingB()
+    {
+        RequireBackend();
+        double[] a = [1, 2, 3, 4, 5], b = [0.5, -1, 2, 0, -3];
+        var sa = Up(a, DType.Float64);
+        Backend.ScaledAdd(sa, Up(b, DType.Float64), -0.5, sa);
+        AssertClose(ScaledAddOracle(a, b, -0.5, DType.Float64), Down(sa), 0);
+        var sb = Up(b, DType.Float64);
+        var ex = Assert.ThrowsAny<ArgumentException>(() => Backend.ScaledAdd(Up(a, DType.Float64), sb, 2, sb));
+        Assert.Contains("ScaledAdd", ex.Message);
+        AssertClose(b, Down(sb), 0);
     }
 
     [Theory]
