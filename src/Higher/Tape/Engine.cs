@@ -132,6 +132,7 @@ internal sealed class Engine
     private void Run(IReadOnlyList<Tensor> outputs, IReadOnlyList<Tensor?>? gradOutputs, bool createGraph, bool retainGraph, Scratch scratch)
     {
         using var mode = createGraph ? Autograd.EnableGrad() : Autograd.NoGrad();
+        _accumulateInPlace = !createGraph;
         var order = TopologicalOrder(outputs, scratch);
         var needed = scratch.Needed;
         var captured = scratch.Captured;
@@ -243,9 +244,25 @@ internal sealed class Engine
         _nodeGrads[fn] = Add(_nodeGrads.TryGetValue(fn, out var p) ? p : null, g);
     }
 
-    /// <summary>The new content of a gradient slot that held <paramref name="prev"/>: prev + g, or g; the slot's hold moves to it.</summary>
+    /// <summary>Whether a slot's sum may be formed in its own storage (a pass that records nothing).</summary>
+    private bool _accumulateInPlace;
+
+    /// <summary>
+    /// The new content of a gradient slot that held <paramref name="prev"/>: prev + g, or g; the slot's
+    /// hold moves to it. When the pass records nothing and prev is the pass's own temporary that this
+    /// slot alone holds (no node saves it, no other slot holds it or a view of it, it was never handed
+    /// out, and g is not of its family), the sum is written into prev's storage, as PyTorch accumulates
+    /// in place: the same bits, one allocation fewer.
+    /// </summary>
     private Tensor Add(Tensor? prev, Tensor g)
     {
+        if (prev is not null && _accumulateInPlace && prev.Version is { EngineOwned: true, Saved: 0, Pending: 1, ReleasedBy: null } family
+            && !ReferenceEquals(family, g.Version) && prev.DType == g.DType && prev.Device == g.Device)
+        {
+            prev.Backend.Binary(BinaryOp.Add, prev.Storage, prev.Shape, g.Storage, g.Shape, prev.Storage, prev.Shape);
+            family.Value++;
+            return prev;
+        }
         var sum = prev is null ? g : prev + g;
         Pend(sum);
         if (prev is not null)
