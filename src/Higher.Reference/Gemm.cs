@@ -287,8 +287,18 @@ internal static unsafe class Gemm
         {
             int count = Math.Min(chunk, batch - i0);
             T* vb = src + i0 * ss;
-            long sv = ss;
-            if (transposeSrc)
+            long sv = ss, ldb = cols;
+            if (transposeSrc && ss == panel)
+            {
+                // Back-to-back matrices [cols, k] are one [count·cols, k] matrix: one transpose into [k, count·cols]
+                // keeps the 8×8 blocks going across matrix edges (a 10-row matrix alone leaves 2 rows to scalar
+                // code), and matrix i reads columns [i·cols, (i + 1)·cols) of it.
+                InterleaveRows(vb, k, count * cols, k, buffer, count * cols);
+                vb = buffer;
+                sv = cols;
+                ldb = (long)count * cols;
+            }
+            else if (transposeSrc)
             {
                 for (int i = 0; i < count; i++)
                 {
@@ -297,7 +307,7 @@ internal static unsafe class Gemm
                 vb = buffer;
                 sv = panel;
             }
-            Tiles(count, rows, cols, k, opA + i0 * sa, sa, rowStep, pStep, vb, sv, cols, c + i0 * strideC, strideC, cols, alpha, beta, mode);
+            Tiles(count, rows, cols, k, opA + i0 * sa, sa, rowStep, pStep, vb, sv, ldb, c + i0 * strideC, strideC, cols, alpha, beta, mode);
         }
     }
 

@@ -74,11 +74,13 @@ public sealed class ReferenceGemmPathTests
         _ => rng.Next(1, 81),
     };
 
-    private static void CheckFloat(Random rng, bool ta, bool tb, int batch, int m, int n, int k, double alpha, double beta, bool zeroA, bool zeroB, bool zeroC = false) =>
-        Check<float>(rng, ta, tb, batch, m, n, k, alpha, beta, zeroA, zeroB, zeroC, v => (float)v, v => v, 5.96e-8);
+    private static void CheckFloat(Random rng, bool ta, bool tb, int batch, int m, int n, int k, double alpha, double beta, bool zeroA, bool zeroB,
+        bool zeroC = false, int pad = 0) =>
+        Check<float>(rng, ta, tb, batch, m, n, k, alpha, beta, zeroA, zeroB, zeroC, pad, v => (float)v, v => v, 5.96e-8);
 
-    private static void CheckDouble(Random rng, bool ta, bool tb, int batch, int m, int n, int k, double alpha, double beta, bool zeroA, bool zeroB, bool zeroC = false) =>
-        Check<double>(rng, ta, tb, batch, m, n, k, alpha, beta, zeroA, zeroB, zeroC, v => v, v => v, 1.11e-16);
+    private static void CheckDouble(Random rng, bool ta, bool tb, int batch, int m, int n, int k, double alpha, double beta, bool zeroA, bool zeroB,
+        bool zeroC = false, int pad = 0) =>
+        Check<double>(rng, ta, tb, batch, m, n, k, alpha, beta, zeroA, zeroB, zeroC, pad, v => v, v => v, 1.11e-16);
 
     /// <summary>
     /// Stride-0 operands: one A or one B for every matrix (the small path transposes a shared op(B) once),
@@ -99,21 +101,33 @@ public sealed class ReferenceGemmPathTests
         }
     }
 
+    /// <summary>Matrices that are not back to back (strides past m·k, k·n, m·n, the gaps NaN): the small path transposes them one by one.</summary>
+    [Theory]
+    [MemberData(nameof(InnerLoopShapes))]
+    public void PaddedStrides_SmallPathMatchesBlockedBitwise_AtEveryThreadCount(bool ta, bool tb, int batch, int m, int n, int k)
+    {
+        var rng = new Random(m * 1000 + n * 10 + k + 3);
+        foreach (double beta in new[] { 0.0, 1.0 })
+        {
+            CheckFloat(rng, ta, tb, batch, m, n, k, 1.0, beta, false, false, pad: 5);
+            CheckDouble(rng, ta, tb, batch, m, n, k, -0.75, beta, false, false, pad: 3);
+        }
+    }
+
     private static unsafe void Check<T>(Random rng, bool ta, bool tb, int batch, int m, int n, int k, double alpha, double beta, bool zeroA, bool zeroB, bool zeroC,
-        Func<double, T> from, Func<T, double> to, double eps)
+        int pad, Func<double, T> from, Func<T, double> to, double eps)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        long sa = zeroA ? 0 : (long)m * k, sb = zeroB ? 0 : (long)k * n, sc = zeroC ? 0 : (long)m * n;
-        int cMatrices = zeroC ? 1 : batch;
-        var a = Guarded(rng, (zeroA ? 1 : batch) * m * k, from);
-        var b = Guarded(rng, (zeroB ? 1 : batch) * k * n, from);
-        var c0 = Guarded(rng, cMatrices * m * n, from);
+        long sa = zeroA ? 0 : (long)m * k + pad, sb = zeroB ? 0 : (long)k * n + pad, sc = zeroC ? 0 : (long)m * n + pad;
+        var a = Operand(rng, batch, (long)m * k, sa, from);
+        var b = Operand(rng, batch, (long)k * n, sb, from);
+        var c0 = Operand(rng, batch, (long)m * n, sc, from);
         if (beta == 0)
         {
             // beta == 0 ignores C's old content, NaN included.
-            Array.Fill(c0, T.NaN, Guard, cMatrices * m * n);
+            Array.Fill(c0, T.NaN, Guard, c0.Length - 2 * Guard);
         }
-        string what = $"{typeof(T).Name} ta={ta} tb={tb} batch={batch} {m}x{n}x{k} alpha={alpha} beta={beta} zeroA={zeroA} zeroB={zeroB} zeroC={zeroC}";
+        string what = $"{typeof(T).Name} ta={ta} tb={tb} batch={batch} {m}x{n}x{k} alpha={alpha} beta={beta} zeroA={zeroA} zeroB={zeroB} zeroC={zeroC} pad={pad}";
         var blocked = Run(Serial, GemmPath.Blocked, ta, tb, batch, m, n, k, alpha, a, sa, b, sb, beta, c0, sc);
         foreach (var threads in new[] { Serial, Two, Four })
         {
@@ -158,6 +172,17 @@ public sealed class ReferenceGemmPathTests
                 }
             }
         }
+    }
+
+    /// <summary>batch matrices of size values stride apart (0: one shared matrix), NaN in the gaps, between guards.</summary>
+    private static T[] Operand<T>(Random rng, int batch, long size, long stride, Func<double, T> from) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var x = Guarded(rng, stride == 0 ? size : (batch - 1) * stride + size, from);
+        for (long i = 0; stride > size && i < batch - 1; i++)
+        {
+            Array.Fill(x, T.NaN, (int)(Guard + i * stride + size), (int)(stride - size));
+        }
+        return x;
     }
 
     /// <summary>count values in [-1, 1) between <see cref="Guard"/> NaNs on each side.</summary>
