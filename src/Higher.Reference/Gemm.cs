@@ -327,7 +327,7 @@ internal static unsafe class Gemm
         {
             int lanes = Math.Min(3 * w, n - j);
             int vectors = (lanes + w - 1) / w;
-            var mask = LaneMask<T>(lanes - (vectors - 1) * w);
+            int tail = lanes - (vectors - 1) * w;
             int i0 = 0;
             for (int t = 0; t < tiles; t++)
             {
@@ -336,13 +336,13 @@ internal static unsafe class Gemm
                 switch (vectors)
                 {
                     case 1:
-                        Rows<T, V1>(rows, in tile, mask);
+                        Rows<T, V1>(rows, in tile, tail);
                         break;
                     case 2:
-                        Rows<T, V2>(rows, in tile, mask);
+                        Rows<T, V2>(rows, in tile, tail);
                         break;
                     default:
-                        Rows<T, V3>(rows, in tile, mask);
+                        Rows<T, V3>(rows, in tile, tail);
                         break;
                 }
                 i0 += rows;
@@ -362,20 +362,20 @@ internal static unsafe class Gemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Rows<T, TV>(int rows, in Tile<T> tile, Vector512<T> mask)
+    private static void Rows<T, TV>(int rows, in Tile<T> tile, int tail)
         where T : unmanaged
         where TV : struct, ICount
     {
         switch (rows)
         {
-            case 1: SmallTile<T, V1, TV>(in tile, mask); break;
-            case 2: SmallTile<T, V2, TV>(in tile, mask); break;
-            case 3: SmallTile<T, V3, TV>(in tile, mask); break;
-            case 4: SmallTile<T, V4, TV>(in tile, mask); break;
-            case 5: SmallTile<T, V5, TV>(in tile, mask); break;
-            case 6: SmallTile<T, V6, TV>(in tile, mask); break;
-            case 7: SmallTile<T, V7, TV>(in tile, mask); break;
-            default: SmallTile<T, V8, TV>(in tile, mask); break;
+            case 1: SmallTile<T, V1, TV>(in tile, tail); break;
+            case 2: SmallTile<T, V2, TV>(in tile, tail); break;
+            case 3: SmallTile<T, V3, TV>(in tile, tail); break;
+            case 4: SmallTile<T, V4, TV>(in tile, tail); break;
+            case 5: SmallTile<T, V5, TV>(in tile, tail); break;
+            case 6: SmallTile<T, V6, TV>(in tile, tail); break;
+            case 7: SmallTile<T, V7, TV>(in tile, tail); break;
+            default: SmallTile<T, V8, TV>(in tile, tail); break;
         }
     }
 
@@ -401,17 +401,20 @@ internal static unsafe class Gemm
     /// <summary>
     /// A TR-row × TV-vector tile of C, for each matrix of the chunk in turn: every C element one FMA
     /// chain from zero in ascending p (the A element broadcast, a row of B as vectors, the last vector's
-    /// lanes past <paramref name="mask"/> neither read nor written). Consecutive matrices are
+    /// lanes from <paramref name="tail"/> on neither read nor written). Consecutive matrices are
     /// independent, so the core overlaps one's FMA chains with the next one's when a tile is too small
     /// to hide the FMA latency by itself.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SmallTile<T, TR, TV>(in Tile<T> tile, Vector512<T> mask)
+    private static void SmallTile<T, TR, TV>(in Tile<T> tile, int tail)
         where T : unmanaged
         where TR : struct, ICount
         where TV : struct, ICount
     {
         int k = tile.K, mode = tile.Mode;
+        // Built here rather than passed in: a mask the JIT sees computed stays in a k register for the
+        // whole kernel, where a Vector512 argument was converted (vpmovd2m, an FMA port) every iteration.
+        var mask = LaneMask<T>(tail);
         long rowStep = tile.RowStep, pStep = tile.PStep, ldb = tile.Ldb, ldc = tile.Ldc;
         T alpha = tile.Alpha, beta = tile.Beta;
         long strideA = tile.StrideA, strideB = tile.StrideB, strideC = tile.StrideC;
