@@ -429,13 +429,13 @@ internal static unsafe class Gemm
             Vector512<T> c20 = default, c21 = default, c22 = default, c30 = default, c31 = default, c32 = default;
             Vector512<T> c40 = default, c41 = default, c42 = default, c50 = default, c51 = default, c52 = default;
             Vector512<T> c60 = default, c61 = default, c62 = default, c70 = default, c71 = default, c72 = default;
-            for (int p = 0; p < k; p++)
+            T* bp = b;
+            long ap = 0;
+            for (int p = 0; p < k; p++, bp += ldb, ap += pStep)
             {
-                T* bp = b + p * ldb;
                 Vector512<T> b0 = vecs == 1 ? MaskedLoad(bp, mask) : Vector512.Load(bp);
                 Vector512<T> b1 = vecs < 2 ? default : vecs == 2 ? MaskedLoad(bp + w, mask) : Vector512.Load(bp + w);
                 Vector512<T> b2 = vecs < 3 ? default : MaskedLoad(bp + 2 * w, mask);
-                long ap = p * pStep;
                 Vector512<T> av = Vector512.Create(a0[ap]);
                 c00 = Fma512(av, b0, c00);
                 if (vecs > 1) { c01 = Fma512(av, b1, c01); }
