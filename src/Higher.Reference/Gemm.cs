@@ -490,37 +490,127 @@ internal static unsafe class Gemm
                     if (vecs > 2) { c72 = Fma512(av, b2, c72); }
                 }
             }
-            StoreRow<T, TV>(c, w, c00, c01, c02, alpha, beta, mode, mask);
-            if (rows > 1) { StoreRow<T, TV>(c + ldc, w, c10, c11, c12, alpha, beta, mode, mask); }
-            if (rows > 2) { StoreRow<T, TV>(c + 2 * ldc, w, c20, c21, c22, alpha, beta, mode, mask); }
-            if (rows > 3) { StoreRow<T, TV>(c + 3 * ldc, w, c30, c31, c32, alpha, beta, mode, mask); }
-            if (rows > 4) { StoreRow<T, TV>(c + 4 * ldc, w, c40, c41, c42, alpha, beta, mode, mask); }
-            if (rows > 5) { StoreRow<T, TV>(c + 5 * ldc, w, c50, c51, c52, alpha, beta, mode, mask); }
-            if (rows > 6) { StoreRow<T, TV>(c + 6 * ldc, w, c60, c61, c62, alpha, beta, mode, mask); }
-            if (rows > 7) { StoreRow<T, TV>(c + 7 * ldc, w, c70, c71, c72, alpha, beta, mode, mask); }
+            if (mode == Overwrite)
+            {
+                var va = Vector512.Create(alpha);
+                PutRow<T, TV>(c, w, c00 * va, c01 * va, c02 * va, mask);
+                if (rows > 1) { PutRow<T, TV>(c + ldc, w, c10 * va, c11 * va, c12 * va, mask); }
+                if (rows > 2) { PutRow<T, TV>(c + 2 * ldc, w, c20 * va, c21 * va, c22 * va, mask); }
+                if (rows > 3) { PutRow<T, TV>(c + 3 * ldc, w, c30 * va, c31 * va, c32 * va, mask); }
+                if (rows > 4) { PutRow<T, TV>(c + 4 * ldc, w, c40 * va, c41 * va, c42 * va, mask); }
+                if (rows > 5) { PutRow<T, TV>(c + 5 * ldc, w, c50 * va, c51 * va, c52 * va, mask); }
+                if (rows > 6) { PutRow<T, TV>(c + 6 * ldc, w, c60 * va, c61 * va, c62 * va, mask); }
+                if (rows > 7) { PutRow<T, TV>(c + 7 * ldc, w, c70 * va, c71 * va, c72 * va, mask); }
+                continue;
+            }
+            // Every C load of the tile before its first store: a row's masked last vector shares its 64 bytes
+            // with the next row's first, and a load behind such a store waits for the store to retire (it
+            // cannot be forwarded): with beta != 0 that stall tripled the cost of a 1-wide product.
+            T* row0 = c;
+            c00 = Finish<T, TV>(0, row0, c00, alpha, beta, mode, mask);
+            if (vecs > 1) { c01 = Finish<T, TV>(1, row0 + w, c01, alpha, beta, mode, mask); }
+            if (vecs > 2) { c02 = Finish<T, TV>(2, row0 + 2 * w, c02, alpha, beta, mode, mask); }
+            if (rows > 1)
+            {
+                T* row1 = c + ldc;
+                c10 = Finish<T, TV>(0, row1, c10, alpha, beta, mode, mask);
+                if (vecs > 1) { c11 = Finish<T, TV>(1, row1 + w, c11, alpha, beta, mode, mask); }
+                if (vecs > 2) { c12 = Finish<T, TV>(2, row1 + 2 * w, c12, alpha, beta, mode, mask); }
+            }
+            if (rows > 2)
+            {
+                T* row2 = c + 2 * ldc;
+                c20 = Finish<T, TV>(0, row2, c20, alpha, beta, mode, mask);
+                if (vecs > 1) { c21 = Finish<T, TV>(1, row2 + w, c21, alpha, beta, mode, mask); }
+                if (vecs > 2) { c22 = Finish<T, TV>(2, row2 + 2 * w, c22, alpha, beta, mode, mask); }
+            }
+            if (rows > 3)
+            {
+                T* row3 = c + 3 * ldc;
+                c30 = Finish<T, TV>(0, row3, c30, alpha, beta, mode, mask);
+                if (vecs > 1) { c31 = Finish<T, TV>(1, row3 + w, c31, alpha, beta, mode, mask); }
+                if (vecs > 2) { c32 = Finish<T, TV>(2, row3 + 2 * w, c32, alpha, beta, mode, mask); }
+            }
+            if (rows > 4)
+            {
+                T* row4 = c + 4 * ldc;
+                c40 = Finish<T, TV>(0, row4, c40, alpha, beta, mode, mask);
+                if (vecs > 1) { c41 = Finish<T, TV>(1, row4 + w, c41, alpha, beta, mode, mask); }
+                if (vecs > 2) { c42 = Finish<T, TV>(2, row4 + 2 * w, c42, alpha, beta, mode, mask); }
+            }
+            if (rows > 5)
+            {
+                T* row5 = c + 5 * ldc;
+                c50 = Finish<T, TV>(0, row5, c50, alpha, beta, mode, mask);
+                if (vecs > 1) { c51 = Finish<T, TV>(1, row5 + w, c51, alpha, beta, mode, mask); }
+                if (vecs > 2) { c52 = Finish<T, TV>(2, row5 + 2 * w, c52, alpha, beta, mode, mask); }
+            }
+            if (rows > 6)
+            {
+                T* row6 = c + 6 * ldc;
+                c60 = Finish<T, TV>(0, row6, c60, alpha, beta, mode, mask);
+                if (vecs > 1) { c61 = Finish<T, TV>(1, row6 + w, c61, alpha, beta, mode, mask); }
+                if (vecs > 2) { c62 = Finish<T, TV>(2, row6 + 2 * w, c62, alpha, beta, mode, mask); }
+            }
+            if (rows > 7)
+            {
+                T* row7 = c + 7 * ldc;
+                c70 = Finish<T, TV>(0, row7, c70, alpha, beta, mode, mask);
+                if (vecs > 1) { c71 = Finish<T, TV>(1, row7 + w, c71, alpha, beta, mode, mask); }
+                if (vecs > 2) { c72 = Finish<T, TV>(2, row7 + 2 * w, c72, alpha, beta, mode, mask); }
+            }
+            PutRow<T, TV>(c, w, c00, c01, c02, mask);
+            if (rows > 1) { PutRow<T, TV>(c + ldc, w, c10, c11, c12, mask); }
+            if (rows > 2) { PutRow<T, TV>(c + 2 * ldc, w, c20, c21, c22, mask); }
+            if (rows > 3) { PutRow<T, TV>(c + 3 * ldc, w, c30, c31, c32, mask); }
+            if (rows > 4) { PutRow<T, TV>(c + 4 * ldc, w, c40, c41, c42, mask); }
+            if (rows > 5) { PutRow<T, TV>(c + 5 * ldc, w, c50, c51, c52, mask); }
+            if (rows > 6) { PutRow<T, TV>(c + 6 * ldc, w, c60, c61, c62, mask); }
+            if (rows > 7) { PutRow<T, TV>(c + 7 * ldc, w, c70, c71, c72, mask); }
         }
     }
 
-    /// <summary>One tile row: TV vectors, the last one through <paramref name="mask"/>; the blocked path's expression (alpha·acc, then + C or + beta·C, unfused).</summary>
+    /// <summary>
+    /// Vector <paramref name="v"/> of a tile row, finished: the blocked path's expression (alpha·acc, then
+    /// C + that or that + beta·C, unfused), the row's last vector (v = TV − 1) read through <paramref name="mask"/>.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreRow<T, TV>(T* c, int w, Vector512<T> acc0, Vector512<T> acc1, Vector512<T> acc2, T alpha, T beta, int mode, Vector512<T> mask)
+    private static Vector512<T> Finish<T, TV>(int v, T* c, Vector512<T> acc, T alpha, T beta, int mode, Vector512<T> mask)
+        where T : unmanaged
+        where TV : struct, ICount
+    {
+        var r = acc * Vector512.Create(alpha);
+        if (mode == Accumulate)
+        {
+            r = (v == TV.Value - 1 ? MaskedLoad(c, mask) : Vector512.Load(c)) + r;
+        }
+        else if (mode == ScaleAndAdd)
+        {
+            r += Vector512.Create(beta) * (v == TV.Value - 1 ? MaskedLoad(c, mask) : Vector512.Load(c));
+        }
+        return r;
+    }
+
+    /// <summary>Stores a tile row's TV vectors, the last one through <paramref name="mask"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PutRow<T, TV>(T* c, int w, Vector512<T> v0, Vector512<T> v1, Vector512<T> v2, Vector512<T> mask)
         where T : unmanaged
         where TV : struct, ICount
     {
         int vecs = TV.Value;
         if (vecs == 1)
         {
-            StoreMasked512(c, acc0, alpha, beta, mode, mask);
+            MaskedStore(c, mask, v0);
             return;
         }
-        StoreOne512(c, acc0, alpha, beta, mode);
+        v0.Store(c);
         if (vecs == 2)
         {
-            StoreMasked512(c + w, acc1, alpha, beta, mode, mask);
+            MaskedStore(c + w, mask, v1);
             return;
         }
-        StoreOne512(c + w, acc1, alpha, beta, mode);
-        StoreMasked512(c + 2 * w, acc2, alpha, beta, mode, mask);
+        v1.Store(c + w);
+        MaskedStore(c + 2 * w, mask, v2);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -546,35 +636,6 @@ internal static unsafe class Gemm
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreMasked512<T>(T* c, Vector512<T> acc, T alpha, T beta, int mode, Vector512<T> mask) where T : unmanaged
-    {
-        var r = acc * Vector512.Create(alpha);
-        if (mode == Accumulate)
-        {
-            r = MaskedLoad(c, mask) + r;
-        }
-        else if (mode == ScaleAndAdd)
-        {
-            r += Vector512.Create(beta) * MaskedLoad(c, mask);
-        }
-        MaskedStore(c, mask, r);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreOne512<T>(T* c, Vector512<T> acc, T alpha, T beta, int mode) where T : unmanaged
-    {
-        var r = acc * Vector512.Create(alpha);
-        if (mode == Accumulate)
-        {
-            r = Vector512.Load(c) + r;
-        }
-        else if (mode == ScaleAndAdd)
-        {
-            r += Vector512.Create(beta) * Vector512.Load(c);
-        }
-        r.Store(c);
-    }
     /// <summary>Packs rows [i0, i0+mc) × k-range [p0, p0+kc) of op(A) as MR-row panels, p-major, zero-padding the last panel.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackA<T>(T* a, bool transposeA, int m, int k, int i0, int mc, int p0, int kc, int mr, T* dst)
