@@ -45,10 +45,12 @@ internal static unsafe class Gemm
     /// <summary>Columns of a packed B block: KC·NC·sizeof(T) = 2 MiB per thread, a slice of the shared L3.</summary>
     private static int NC<T>() => (2 << 20) / (KC<T>() * Unsafe.SizeOf<T>()) / NR<T>() * NR<T>();
 
-    // Batched small products (the per-task matrices of a task-batched inner loop) run one matrix per
-    // thread-pool item from this many multiply-adds in all. At 128 Ki, 25 tasks' [10, 40]·[40, 40]
-    // (400 Ki, ~15 µs) forked on the shared 2-core machine (load 8) gained no wall time and cost 20-30 %
-    // more CPU per meta-step, so a fork needs a few times more work: 100 tasks, or wider layers.
+    // Batched small products (the per-task matrices of a task-batched inner loop) are shared out, one
+    // contiguous range of matrices per thread, from this many multiply-adds in all. At 128 Ki, 25 tasks'
+    // [10, 40]·[40, 40] (400 Ki, ~15 µs) forked on the shared 2-core machine (load 8) gained no wall time
+    // and cost 20-30 % more CPU per meta-step, so a fork needs a few times more work: 100 tasks, or wider
+    // layers. Re-measured 2026-12-01 at load 11 with the products at 7-11 µs: forking them at 100 Ki made
+    // them 2-3× slower in wall time.
     private const long SmallParallelThreshold = 1L << 20;
 
     public static void Run<T>(Parallelism threads, bool transposeA, bool transposeB, int batch, int m, int n, int k, double alpha,
