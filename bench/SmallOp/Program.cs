@@ -527,10 +527,34 @@ internal static class Micro
         Time("matmul [10,40]ᵀ·[10,40]", () => Tensor.MatMulT(x, x, true, false));
         Time("matmul [10,40]·[1,40]ᵀ", () => Tensor.MatMulT(x, w1, false, true));
         Time("matmul [10,1]·[1,40]", () => Tensor.MatMulT(x1, w1, false, false));
+        // The task-batched inner loop's products: 25 tasks, per-task weights (InnerLoop.CreateBatched). Each call
+        // in its own scope, as in a meta-step, so the result's storage comes back from the pool instead of a
+        // fresh (large-object-heap) array.
+        var bx = Tensor.Randn([25, 10, 40], generator: g);
+        var bw = Tensor.Randn([25, 40, 40], generator: g);
+        var bw1 = Tensor.Randn([25, 1, 40], generator: g);
+        var bx1 = Tensor.Randn([25, 10, 1], generator: g);
+        Time("batched matmul 25 × [10,40]·[40,40] (scoped)", () => Scoped(x, () => Tensor.MatMulT(bx, bw, false, false)));
+        Time("batched matmul 25 × [10,40]·[40,40]ᵀ (scoped)", () => Scoped(x, () => Tensor.MatMulT(bx, bw, false, true)));
+        Time("batched matmul 25 × [10,40]ᵀ·[10,40] (scoped)", () => Scoped(x, () => Tensor.MatMulT(bx, bx, true, false)));
+        Time("batched matmul 25 × [10,40]·[1,40]ᵀ (scoped)", () => Scoped(x, () => Tensor.MatMulT(bx, bw1, false, true)));
+        Time("batched matmul 25 × [10,1]·[1,40] (scoped)", () => Scoped(x, () => Tensor.MatMulT(bx1, bw1, false, false)));
+        Time("batched matmul 25 × [10,1]ᵀ·[10,40] (scoped)", () => Scoped(x, () => Tensor.MatMulT(bx1, bx, true, false)));
+        Time("(parts) an empty scope", () => Scoped(x, () => x));
         Time("linear [10,40]·W[40,40]ᵀ + b, recorded", () => Tensor.Linear(xg, wg, bg));
         Time("mse loss [10,40], recorded", () => F.MseLoss(xg, x));
         Time("grad of sum(linear) wrt W, b (no graph)", () => Autograd.Grad(Tensor.Linear(xg, wg, bg).Sum(), [wg, bg])[0]!);
         Time("grad of sum(linear) wrt W, b (createGraph)", () => Autograd.Grad([Tensor.Linear(xg, wg, bg).Sum()], [wg, bg], createGraph: true)[0]!);
+    }
+
+    /// <summary>Runs op inside a tensor scope (its storages back to the pool at the end); returns <paramref name="keep"/>, made outside.</summary>
+    private static Tensor Scoped(Tensor keep, Func<Tensor> op)
+    {
+        using (Tensor.NewScope("micro"))
+        {
+            op();
+        }
+        return keep;
     }
 
     private static void Time(string what, Func<Tensor> op)

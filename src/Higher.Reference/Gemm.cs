@@ -45,10 +45,12 @@ internal static unsafe class Gemm
     /// <summary>Columns of a packed B block: KC·NC·sizeof(T) = 2 MiB per thread, a slice of the shared L3.</summary>
     private static int NC<T>() => (2 << 20) / (KC<T>() * Unsafe.SizeOf<T>()) / NR<T>() * NR<T>();
 
-    // Batched small products (the per-task matrices of a task-batched inner loop) run one matrix per
-    // thread-pool item from this many multiply-adds in all. At 128 Ki, 25 tasks' [10, 40]·[40, 40]
-    // (400 Ki, ~15 µs) forked on the shared 2-core machine (load 8) gained no wall time and cost 20-30 %
-    // more CPU per meta-step, so a fork needs a few times more work: 100 tasks, or wider layers.
+    // Batched small products (the per-task matrices of a task-batched inner loop) are shared out, one
+    // contiguous range of matrices per thread, from this many multiply-adds in all. At 128 Ki, 25 tasks'
+    // [10, 40]·[40, 40] (400 Ki, ~15 µs) forked on the shared 2-core machine (load 8) gained no wall time
+    // and cost 20-30 % more CPU per meta-step, so a fork needs a few times more work: 100 tasks, or wider
+    // layers. Re-measured 2026-12-01 at load 11 with the products at 7-11 µs: forking them at 100 Ki made
+    // them 2-3× slower in wall time.
     private const long SmallParallelThreshold = 1L << 20;
 
     public static void Run<T>(Parallelism threads, bool transposeA, bool transposeB, int batch, int m, int n, int k, double alpha,
@@ -66,33 +68,49 @@ internal static unsafe class Gemm
         bool parallelBatches = batch > 1 && strideC != 0 && threads.Enabled
             && (small ? work * batch >= SmallParallelThreshold
                 : work * batch >= ParallelThreshold && (batch >= 2 * threads.MaxDegree || work < ParallelThreshold * 4));
+        if (small)
+        {
+            // The small path loops over the matrices itself (one tile plan, one buffer lookup per call,
+            // not per matrix); a fork hands each thread a contiguous range of them.
+            T alphaT = FromDouble<T>(alpha), betaT = FromDouble<T>(beta);
+            int mode = beta == 0 ? Overwrite : ScaleAndAdd;
+            if (parallelBatches)
+            {
+                int parts = Math.Min(batch, threads.MaxDegree);
+                nint sa0 = (nint)a, sb0 = (nint)b, sc0 = (nint)c;
+                threads.For(0, parts, t =>
+                {
+                    int i0 = (int)((long)batch * t / parts), i1 = (int)((long)batch * (t + 1) / parts);
+                    Small(transposeA, transposeB, i1 - i0, m, n, k, (T*)sa0 + i0 * strideA, strideA, (T*)sb0 + i0 * strideB, strideB,
+                        (T*)sc0 + i0 * strideC, strideC, alphaT, betaT, mode);
+                });
+                return;
+            }
+            Small(transposeA, transposeB, batch, m, n, k, a, strideA, b, strideB, c, strideC, alphaT, betaT, mode);
+            return;
+        }
         if (parallelBatches)
         {
             nint pa = (nint)a, pb = (nint)b, pc = (nint)c;
             threads.For(0, batch, i => Single<T>(threads, transposeA, transposeB, m, n, k, alpha,
-                (T*)pa + i * strideA, (T*)pb + i * strideB, beta, (T*)pc + i * strideC, parallel: false, small));
+                (T*)pa + i * strideA, (T*)pb + i * strideB, beta, (T*)pc + i * strideC, parallel: false));
             return;
         }
         bool parallel = work >= ParallelThreshold && threads.Enabled;
         for (int i = 0; i < batch; i++)
         {
-            Single(threads, transposeA, transposeB, m, n, k, alpha, a + i * strideA, b + i * strideB, beta, c + i * strideC, parallel, small);
+            Single(threads, transposeA, transposeB, m, n, k, alpha, a + i * strideA, b + i * strideB, beta, c + i * strideC, parallel);
         }
     }
 
     private static void Single<T>(Parallelism threads, bool transposeA, bool transposeB, int m, int n, int k, double alphaD,
-        T* a, T* b, double betaD, T* c, bool parallel, bool small)
+        T* a, T* b, double betaD, T* c, bool parallel)
         where T : unmanaged
     {
         T alpha = FromDouble<T>(alphaD), beta = FromDouble<T>(betaD);
         if (k == 0)
         {
             ScaleC(c, m, n, beta, betaD == 0);
-            return;
-        }
-        if (small && !parallel)
-        {
-            Small(transposeA, transposeB, m, n, k, a, b, c, alpha, beta, betaD == 0 ? Overwrite : ScaleAndAdd);
             return;
         }
         int mr = MR, nr = NR<T>(), kcMax = KC<T>(), ncMax = NC<T>();
@@ -197,44 +215,111 @@ internal static unsafe class Gemm
         Vector512.IsHardwareAccelerated && Fma.IsSupported && k <= KC<T>()
         && (long)m * k + (long)k * n + (long)m * n <= SmallElements;
 
+    /// <summary>Operands of a small-path chunk should stay in L1 together (48 KiB on current cores): 32 KiB of them.</summary>
+    private const int ChunkBytes = 32 * 1024;
+
     /// <summary>
-    /// C = alpha·op(A)·op(B) (+ beta·C) without packing: op(A) is read in place (either layout; one
-    /// element per FMA is broadcast), op(B) in place when it is row-major [k, n], else transposed into
-    /// the thread's B buffer first. C is cut into tiles of up to 8 rows (the rows shared out evenly,
-    /// so a 10-row C is two 5-row tiles) × up to 3 vectors (the last one masked, so a 40-wide C is one
-    /// tile column of 16 + 16 + 8 lanes): at most 24 accumulators stay in registers. A one-column
-    /// product (a matrix-vector product, n = 1) runs as its transpose, a 1×m row over the vectors.
+    /// C = alpha·op(A)·op(B) (+ beta·C) for <paramref name="batch"/> matrices without packing: op(A) is
+    /// read in place (either layout; one element per FMA is broadcast), op(B) in place when it is
+    /// row-major [k, n], else transposed into the thread's B buffer first (once when every matrix
+    /// shares it, stride 0). C is cut into tiles of up to 8 rows (the rows shared out evenly, so a
+    /// 10-row C is two 5-row tiles) × up to 3 vectors (the last one masked, so a 40-wide C is one tile
+    /// column of 16 + 16 + 8 lanes): at most 24 accumulators stay in registers. A one-column product
+    /// (a matrix-vector product, n = 1) runs as its transpose, a 1×m row over the vectors.
+    /// The matrices go in chunks whose operands fit in L1 together, and each tile kernel walks the
+    /// whole chunk: the tile plan, the mask and the calls are paid once per chunk, not per matrix,
+    /// which was most of the cost of the 1-wide products of a task-batched MLP (25 × [10, 40]·[40, 1]).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Small<T>(bool transposeA, bool transposeB, int m, int n, int k, T* a, T* b, T* c, T alpha, T beta, int mode)
+    private static void Small<T>(bool transposeA, bool transposeB, int batch, int m, int n, int k,
+        T* a, long strideA, T* b, long strideB, T* c, long strideC, T alpha, T beta, int mode)
         where T : unmanaged
     {
+        // Layouts that put every element in the same place: op(A) [m, 1] or [1, k], op(B) [1, n] or [k, 1]
+        // is the same vector stored either way, so its transpose flag costs nothing to drop.
+        if (k == 1 || m == 1)
+        {
+            transposeA = false;
+        }
+        if (k == 1 || n == 1)
+        {
+            transposeB = false;
+        }
+        // The broadcast operand ("A": element (i, p) at a[i·rowStep + p·pStep]) and the vector operand
+        // ("B": row-major [k, cols], stored transposed when transposeSrc).
+        T* opA, src;
+        long sa, ss, rowStep, pStep;
+        int rows, cols;
+        bool transposeSrc;
         if (n == 1 && m > 1)
         {
             // c[i] = Σ_p op(A)[i, p]·b[p] is the 1×m product bᵀ·op(A)ᵀ: op(B) (one column: b[p] whatever its
-            // layout) is the broadcast row, op(A)ᵀ [k, m] (A itself when transposed, else A transposed once)
+            // layout) is the broadcast row, op(A)ᵀ [k, m] (A itself when transposed, else A transposed)
             // supplies the vectors, and C [m, 1] is also C [1, m]. The same FMA chain per element (x·y = y·x).
-            T* rowsA = a;
-            if (!transposeA)
-            {
-                rowsA = Buffers<T>.A(k * m);
-                InterleaveRows(a, k, m, k, rowsA, m);
-            }
-            Tiles(1, m, k, b, 0, 1, rowsA, m, c, m, alpha, beta, mode);
-            return;
+            opA = b; sa = strideB; rowStep = 0; pStep = 1;
+            src = a; ss = strideA; transposeSrc = !transposeA;
+            rows = 1; cols = m;
         }
-        T* rowsB = b;
-        if (transposeB)
+        else
         {
-            rowsB = Buffers<T>.B(k * n);
-            InterleaveRows(b, k, n, k, rowsB, n);
+            opA = a; sa = strideA; rowStep = transposeA ? 1 : k; pStep = transposeA ? m : 1;
+            src = b; ss = strideB; transposeSrc = transposeB;
+            rows = m; cols = n;
         }
-        Tiles(m, n, k, a, transposeA ? 1 : k, transposeA ? m : 1, rowsB, n, c, n, alpha, beta, mode);
+        // IsSmall bounds a matrix's operands to SmallElements, so a chunk holds at least one.
+        int chunk = batch == 1 ? 1 : Math.Clamp(ChunkBytes / Unsafe.SizeOf<T>() / (m * k + k * n + m * n), 1, batch);
+        long panel = (long)k * cols;
+        T* buffer = null;
+        if (transposeSrc)
+        {
+            if (ss == 0)
+            {
+                // One op(B) for every matrix: transposed once.
+                buffer = Buffers<T>.B((int)panel);
+                InterleaveRows(src, k, cols, k, buffer, cols);
+                src = buffer;
+                transposeSrc = false;
+            }
+            else
+            {
+                buffer = Buffers<T>.B((int)(chunk * panel));
+            }
+        }
+        for (int i0 = 0; i0 < batch; i0 += chunk)
+        {
+            int count = Math.Min(chunk, batch - i0);
+            T* vb = src + i0 * ss;
+            long sv = ss, ldb = cols;
+            if (transposeSrc && ss == panel)
+            {
+                // Back-to-back matrices [cols, k] are one [count·cols, k] matrix: one transpose into [k, count·cols]
+                // keeps the 8×8 blocks going across matrix edges (a 10-row matrix alone leaves 2 rows to scalar
+                // code), and matrix i reads columns [i·cols, (i + 1)·cols) of it.
+                InterleaveRows(vb, k, count * cols, k, buffer, count * cols);
+                vb = buffer;
+                sv = cols;
+                ldb = (long)count * cols;
+            }
+            else if (transposeSrc)
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    InterleaveRows(vb + i * ss, k, cols, k, buffer + i * panel, cols);
+                }
+                vb = buffer;
+                sv = panel;
+            }
+            Tiles(count, rows, cols, k, opA + i0 * sa, sa, rowStep, pStep, vb, sv, ldb, c + i0 * strideC, strideC, cols, alpha, beta, mode);
+        }
     }
 
-    /// <summary>C [m, n] (row stride ldc) op= alpha·A·B for A element (i, p) at a[i·rowStep + p·pStep] and row-major B [k, n] (row stride ldb).</summary>
+    /// <summary>
+    /// For each of <paramref name="count"/> matrices (A, B and C advancing by their strides): C [m, n]
+    /// (row stride ldc) op= alpha·A·B for A element (i, p) at a[i·rowStep + p·pStep] and row-major B [k, n] (row stride ldb).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tiles<T>(int m, int n, int k, T* a, long rowStep, long pStep, T* b, long ldb, T* c, long ldc, T alpha, T beta, int mode)
+    private static void Tiles<T>(int count, int m, int n, int k, T* a, long strideA, long rowStep, long pStep, T* b, long strideB, long ldb,
+        T* c, long strideC, long ldc, T alpha, T beta, int mode)
         where T : unmanaged
     {
         int w = Vector512<T>.Count;
@@ -244,23 +329,22 @@ internal static unsafe class Gemm
         {
             int lanes = Math.Min(3 * w, n - j);
             int vectors = (lanes + w - 1) / w;
-            var mask = LaneMask<T>(lanes - (vectors - 1) * w);
+            int tail = lanes - (vectors - 1) * w;
             int i0 = 0;
             for (int t = 0; t < tiles; t++)
             {
                 int rows = baseRows + (t < extra ? 1 : 0);
-                T* at = a + i0 * rowStep;
-                T* ct = c + i0 * ldc + j;
+                var tile = new Tile<T>(count, a + i0 * rowStep, strideA, rowStep, pStep, b + j, strideB, ldb, k, c + i0 * ldc + j, strideC, ldc, alpha, beta, mode);
                 switch (vectors)
                 {
                     case 1:
-                        Rows<T, V1>(rows, at, rowStep, pStep, b + j, ldb, k, ct, ldc, alpha, beta, mode, mask);
+                        Rows<T, V1>(rows, in tile, tail);
                         break;
                     case 2:
-                        Rows<T, V2>(rows, at, rowStep, pStep, b + j, ldb, k, ct, ldc, alpha, beta, mode, mask);
+                        Rows<T, V2>(rows, in tile, tail);
                         break;
                     default:
-                        Rows<T, V3>(rows, at, rowStep, pStep, b + j, ldb, k, ct, ldc, alpha, beta, mode, mask);
+                        Rows<T, V3>(rows, in tile, tail);
                         break;
                 }
                 i0 += rows;
@@ -268,21 +352,32 @@ internal static unsafe class Gemm
         }
     }
 
+    /// <summary>The operands of one tile position across a chunk of matrices (passed by reference: a dozen arguments otherwise).</summary>
+    private readonly struct Tile<T>(int count, T* a, long strideA, long rowStep, long pStep, T* b, long strideB, long ldb, int k,
+        T* c, long strideC, long ldc, T alpha, T beta, int mode)
+        where T : unmanaged
+    {
+        public readonly int Count = count, K = k, Mode = mode;
+        public readonly T* A = a, B = b, C = c;
+        public readonly long StrideA = strideA, RowStep = rowStep, PStep = pStep, StrideB = strideB, Ldb = ldb, StrideC = strideC, Ldc = ldc;
+        public readonly T Alpha = alpha, Beta = beta;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Rows<T, TV>(int rows, T* a, long rowStep, long pStep, T* b, long ldb, int k, T* c, long ldc, T alpha, T beta, int mode, Vector512<T> mask)
+    private static void Rows<T, TV>(int rows, in Tile<T> tile, int tail)
         where T : unmanaged
         where TV : struct, ICount
     {
         switch (rows)
         {
-            case 1: SmallTile<T, V1, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
-            case 2: SmallTile<T, V2, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
-            case 3: SmallTile<T, V3, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
-            case 4: SmallTile<T, V4, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
-            case 5: SmallTile<T, V5, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
-            case 6: SmallTile<T, V6, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
-            case 7: SmallTile<T, V7, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
-            default: SmallTile<T, V8, TV>(a, rowStep, pStep, b, ldb, k, c, ldc, alpha, beta, mode, mask); break;
+            case 1: SmallTile<T, V1, TV>(in tile, tail); break;
+            case 2: SmallTile<T, V2, TV>(in tile, tail); break;
+            case 3: SmallTile<T, V3, TV>(in tile, tail); break;
+            case 4: SmallTile<T, V4, TV>(in tile, tail); break;
+            case 5: SmallTile<T, V5, TV>(in tile, tail); break;
+            case 6: SmallTile<T, V6, TV>(in tile, tail); break;
+            case 7: SmallTile<T, V7, TV>(in tile, tail); break;
+            default: SmallTile<T, V8, TV>(in tile, tail); break;
         }
     }
 
@@ -306,114 +401,218 @@ internal static unsafe class Gemm
         Vector512.LessThan(Vector512<T>.Indices, Vector512.Create(FromDouble<T>(count)));
 
     /// <summary>
-    /// A TR-row × TV-vector tile of C: every C element one FMA chain from zero in ascending p (the A
-    /// element broadcast, a row of B as vectors, the last vector's lanes past <paramref name="mask"/> neither read nor written).
+    /// A TR-row × TV-vector tile of C, for each matrix of the chunk in turn: every C element one FMA
+    /// chain from zero in ascending p (the A element broadcast, a row of B as vectors, the last vector's
+    /// lanes from <paramref name="tail"/> on neither read nor written). Consecutive matrices are
+    /// independent, so the core overlaps one's FMA chains with the next one's when a tile is too small
+    /// to hide the FMA latency by itself.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SmallTile<T, TR, TV>(T* a, long rowStep, long pStep, T* b, long ldb, int k, T* c, long ldc, T alpha, T beta, int mode, Vector512<T> mask)
+    private static void SmallTile<T, TR, TV>(in Tile<T> tile, int tail)
         where T : unmanaged
         where TR : struct, ICount
         where TV : struct, ICount
     {
+        int k = tile.K, mode = tile.Mode;
+        // Built here rather than passed in: a mask the JIT sees computed stays in a k register for the
+        // whole kernel, where a Vector512 argument was converted (vpmovd2m, an FMA port) every iteration.
+        var mask = LaneMask<T>(tail);
+        long rowStep = tile.RowStep, pStep = tile.PStep, ldb = tile.Ldb, ldc = tile.Ldc;
+        T alpha = tile.Alpha, beta = tile.Beta;
+        long strideA = tile.StrideA, strideB = tile.StrideB, strideC = tile.StrideC;
         int w = Vector512<T>.Count;
         int rows = TR.Value, vecs = TV.Value;
-        T* a0 = a, a1 = a + rowStep, a2 = a + 2 * rowStep, a3 = a + 3 * rowStep;
-        T* a4 = a + 4 * rowStep, a5 = a + 5 * rowStep, a6 = a + 6 * rowStep, a7 = a + 7 * rowStep;
-        Vector512<T> c00 = default, c01 = default, c02 = default, c10 = default, c11 = default, c12 = default;
-        Vector512<T> c20 = default, c21 = default, c22 = default, c30 = default, c31 = default, c32 = default;
-        Vector512<T> c40 = default, c41 = default, c42 = default, c50 = default, c51 = default, c52 = default;
-        Vector512<T> c60 = default, c61 = default, c62 = default, c70 = default, c71 = default, c72 = default;
-        for (int p = 0; p < k; p++)
+        T* a = tile.A, b = tile.B, c = tile.C;
+        for (int matrix = tile.Count; matrix > 0; matrix--, a += strideA, b += strideB, c += strideC)
         {
-            T* bp = b + p * ldb;
-            Vector512<T> b0 = vecs == 1 ? MaskedLoad(bp, mask) : Vector512.Load(bp);
-            Vector512<T> b1 = vecs < 2 ? default : vecs == 2 ? MaskedLoad(bp + w, mask) : Vector512.Load(bp + w);
-            Vector512<T> b2 = vecs < 3 ? default : MaskedLoad(bp + 2 * w, mask);
-            long ap = p * pStep;
-            Vector512<T> av = Vector512.Create(a0[ap]);
-            c00 = Fma512(av, b0, c00);
-            if (vecs > 1) { c01 = Fma512(av, b1, c01); }
-            if (vecs > 2) { c02 = Fma512(av, b2, c02); }
+            T* a0 = a, a1 = a + rowStep, a2 = a + 2 * rowStep, a3 = a + 3 * rowStep;
+            T* a4 = a + 4 * rowStep, a5 = a + 5 * rowStep, a6 = a + 6 * rowStep, a7 = a + 7 * rowStep;
+            Vector512<T> c00 = default, c01 = default, c02 = default, c10 = default, c11 = default, c12 = default;
+            Vector512<T> c20 = default, c21 = default, c22 = default, c30 = default, c31 = default, c32 = default;
+            Vector512<T> c40 = default, c41 = default, c42 = default, c50 = default, c51 = default, c52 = default;
+            Vector512<T> c60 = default, c61 = default, c62 = default, c70 = default, c71 = default, c72 = default;
+            T* bp = b;
+            long ap = 0;
+            for (int p = 0; p < k; p++, bp += ldb, ap += pStep)
+            {
+                Vector512<T> b0 = vecs == 1 ? MaskedLoad(bp, mask) : Vector512.Load(bp);
+                Vector512<T> b1 = vecs < 2 ? default : vecs == 2 ? MaskedLoad(bp + w, mask) : Vector512.Load(bp + w);
+                Vector512<T> b2 = vecs < 3 ? default : MaskedLoad(bp + 2 * w, mask);
+                Vector512<T> av = Vector512.Create(a0[ap]);
+                c00 = Fma512(av, b0, c00);
+                if (vecs > 1) { c01 = Fma512(av, b1, c01); }
+                if (vecs > 2) { c02 = Fma512(av, b2, c02); }
+                if (rows > 1)
+                {
+                    av = Vector512.Create(a1[ap]);
+                    c10 = Fma512(av, b0, c10);
+                    if (vecs > 1) { c11 = Fma512(av, b1, c11); }
+                    if (vecs > 2) { c12 = Fma512(av, b2, c12); }
+                }
+                if (rows > 2)
+                {
+                    av = Vector512.Create(a2[ap]);
+                    c20 = Fma512(av, b0, c20);
+                    if (vecs > 1) { c21 = Fma512(av, b1, c21); }
+                    if (vecs > 2) { c22 = Fma512(av, b2, c22); }
+                }
+                if (rows > 3)
+                {
+                    av = Vector512.Create(a3[ap]);
+                    c30 = Fma512(av, b0, c30);
+                    if (vecs > 1) { c31 = Fma512(av, b1, c31); }
+                    if (vecs > 2) { c32 = Fma512(av, b2, c32); }
+                }
+                if (rows > 4)
+                {
+                    av = Vector512.Create(a4[ap]);
+                    c40 = Fma512(av, b0, c40);
+                    if (vecs > 1) { c41 = Fma512(av, b1, c41); }
+                    if (vecs > 2) { c42 = Fma512(av, b2, c42); }
+                }
+                if (rows > 5)
+                {
+                    av = Vector512.Create(a5[ap]);
+                    c50 = Fma512(av, b0, c50);
+                    if (vecs > 1) { c51 = Fma512(av, b1, c51); }
+                    if (vecs > 2) { c52 = Fma512(av, b2, c52); }
+                }
+                if (rows > 6)
+                {
+                    av = Vector512.Create(a6[ap]);
+                    c60 = Fma512(av, b0, c60);
+                    if (vecs > 1) { c61 = Fma512(av, b1, c61); }
+                    if (vecs > 2) { c62 = Fma512(av, b2, c62); }
+                }
+                if (rows > 7)
+                {
+                    av = Vector512.Create(a7[ap]);
+                    c70 = Fma512(av, b0, c70);
+                    if (vecs > 1) { c71 = Fma512(av, b1, c71); }
+                    if (vecs > 2) { c72 = Fma512(av, b2, c72); }
+                }
+            }
+            if (mode == Overwrite)
+            {
+                var va = Vector512.Create(alpha);
+                PutRow<T, TV>(c, w, c00 * va, c01 * va, c02 * va, mask);
+                if (rows > 1) { PutRow<T, TV>(c + ldc, w, c10 * va, c11 * va, c12 * va, mask); }
+                if (rows > 2) { PutRow<T, TV>(c + 2 * ldc, w, c20 * va, c21 * va, c22 * va, mask); }
+                if (rows > 3) { PutRow<T, TV>(c + 3 * ldc, w, c30 * va, c31 * va, c32 * va, mask); }
+                if (rows > 4) { PutRow<T, TV>(c + 4 * ldc, w, c40 * va, c41 * va, c42 * va, mask); }
+                if (rows > 5) { PutRow<T, TV>(c + 5 * ldc, w, c50 * va, c51 * va, c52 * va, mask); }
+                if (rows > 6) { PutRow<T, TV>(c + 6 * ldc, w, c60 * va, c61 * va, c62 * va, mask); }
+                if (rows > 7) { PutRow<T, TV>(c + 7 * ldc, w, c70 * va, c71 * va, c72 * va, mask); }
+                continue;
+            }
+            // Every C load of the tile before its first store: a row's masked last vector shares its 64 bytes
+            // with the next row's first, and a load behind such a store waits for the store to retire (it
+            // cannot be forwarded): with beta != 0 that stall tripled the cost of a 1-wide product.
+            T* row0 = c;
+            c00 = Finish<T, TV>(0, row0, c00, alpha, beta, mode, mask);
+            if (vecs > 1) { c01 = Finish<T, TV>(1, row0 + w, c01, alpha, beta, mode, mask); }
+            if (vecs > 2) { c02 = Finish<T, TV>(2, row0 + 2 * w, c02, alpha, beta, mode, mask); }
             if (rows > 1)
             {
-                av = Vector512.Create(a1[ap]);
-                c10 = Fma512(av, b0, c10);
-                if (vecs > 1) { c11 = Fma512(av, b1, c11); }
-                if (vecs > 2) { c12 = Fma512(av, b2, c12); }
+                T* row1 = c + ldc;
+                c10 = Finish<T, TV>(0, row1, c10, alpha, beta, mode, mask);
+                if (vecs > 1) { c11 = Finish<T, TV>(1, row1 + w, c11, alpha, beta, mode, mask); }
+                if (vecs > 2) { c12 = Finish<T, TV>(2, row1 + 2 * w, c12, alpha, beta, mode, mask); }
             }
             if (rows > 2)
             {
-                av = Vector512.Create(a2[ap]);
-                c20 = Fma512(av, b0, c20);
-                if (vecs > 1) { c21 = Fma512(av, b1, c21); }
-                if (vecs > 2) { c22 = Fma512(av, b2, c22); }
+                T* row2 = c + 2 * ldc;
+                c20 = Finish<T, TV>(0, row2, c20, alpha, beta, mode, mask);
+                if (vecs > 1) { c21 = Finish<T, TV>(1, row2 + w, c21, alpha, beta, mode, mask); }
+                if (vecs > 2) { c22 = Finish<T, TV>(2, row2 + 2 * w, c22, alpha, beta, mode, mask); }
             }
             if (rows > 3)
             {
-                av = Vector512.Create(a3[ap]);
-                c30 = Fma512(av, b0, c30);
-                if (vecs > 1) { c31 = Fma512(av, b1, c31); }
-                if (vecs > 2) { c32 = Fma512(av, b2, c32); }
+                T* row3 = c + 3 * ldc;
+                c30 = Finish<T, TV>(0, row3, c30, alpha, beta, mode, mask);
+                if (vecs > 1) { c31 = Finish<T, TV>(1, row3 + w, c31, alpha, beta, mode, mask); }
+                if (vecs > 2) { c32 = Finish<T, TV>(2, row3 + 2 * w, c32, alpha, beta, mode, mask); }
             }
             if (rows > 4)
             {
-                av = Vector512.Create(a4[ap]);
-                c40 = Fma512(av, b0, c40);
-                if (vecs > 1) { c41 = Fma512(av, b1, c41); }
-                if (vecs > 2) { c42 = Fma512(av, b2, c42); }
+                T* row4 = c + 4 * ldc;
+                c40 = Finish<T, TV>(0, row4, c40, alpha, beta, mode, mask);
+                if (vecs > 1) { c41 = Finish<T, TV>(1, row4 + w, c41, alpha, beta, mode, mask); }
+                if (vecs > 2) { c42 = Finish<T, TV>(2, row4 + 2 * w, c42, alpha, beta, mode, mask); }
             }
             if (rows > 5)
             {
-                av = Vector512.Create(a5[ap]);
-                c50 = Fma512(av, b0, c50);
-                if (vecs > 1) { c51 = Fma512(av, b1, c51); }
-                if (vecs > 2) { c52 = Fma512(av, b2, c52); }
+                T* row5 = c + 5 * ldc;
+                c50 = Finish<T, TV>(0, row5, c50, alpha, beta, mode, mask);
+                if (vecs > 1) { c51 = Finish<T, TV>(1, row5 + w, c51, alpha, beta, mode, mask); }
+                if (vecs > 2) { c52 = Finish<T, TV>(2, row5 + 2 * w, c52, alpha, beta, mode, mask); }
             }
             if (rows > 6)
             {
-                av = Vector512.Create(a6[ap]);
-                c60 = Fma512(av, b0, c60);
-                if (vecs > 1) { c61 = Fma512(av, b1, c61); }
-                if (vecs > 2) { c62 = Fma512(av, b2, c62); }
+                T* row6 = c + 6 * ldc;
+                c60 = Finish<T, TV>(0, row6, c60, alpha, beta, mode, mask);
+                if (vecs > 1) { c61 = Finish<T, TV>(1, row6 + w, c61, alpha, beta, mode, mask); }
+                if (vecs > 2) { c62 = Finish<T, TV>(2, row6 + 2 * w, c62, alpha, beta, mode, mask); }
             }
             if (rows > 7)
             {
-                av = Vector512.Create(a7[ap]);
-                c70 = Fma512(av, b0, c70);
-                if (vecs > 1) { c71 = Fma512(av, b1, c71); }
-                if (vecs > 2) { c72 = Fma512(av, b2, c72); }
+                T* row7 = c + 7 * ldc;
+                c70 = Finish<T, TV>(0, row7, c70, alpha, beta, mode, mask);
+                if (vecs > 1) { c71 = Finish<T, TV>(1, row7 + w, c71, alpha, beta, mode, mask); }
+                if (vecs > 2) { c72 = Finish<T, TV>(2, row7 + 2 * w, c72, alpha, beta, mode, mask); }
             }
+            PutRow<T, TV>(c, w, c00, c01, c02, mask);
+            if (rows > 1) { PutRow<T, TV>(c + ldc, w, c10, c11, c12, mask); }
+            if (rows > 2) { PutRow<T, TV>(c + 2 * ldc, w, c20, c21, c22, mask); }
+            if (rows > 3) { PutRow<T, TV>(c + 3 * ldc, w, c30, c31, c32, mask); }
+            if (rows > 4) { PutRow<T, TV>(c + 4 * ldc, w, c40, c41, c42, mask); }
+            if (rows > 5) { PutRow<T, TV>(c + 5 * ldc, w, c50, c51, c52, mask); }
+            if (rows > 6) { PutRow<T, TV>(c + 6 * ldc, w, c60, c61, c62, mask); }
+            if (rows > 7) { PutRow<T, TV>(c + 7 * ldc, w, c70, c71, c72, mask); }
         }
-        StoreRow<T, TV>(c, w, c00, c01, c02, alpha, beta, mode, mask);
-        if (rows > 1) { StoreRow<T, TV>(c + ldc, w, c10, c11, c12, alpha, beta, mode, mask); }
-        if (rows > 2) { StoreRow<T, TV>(c + 2 * ldc, w, c20, c21, c22, alpha, beta, mode, mask); }
-        if (rows > 3) { StoreRow<T, TV>(c + 3 * ldc, w, c30, c31, c32, alpha, beta, mode, mask); }
-        if (rows > 4) { StoreRow<T, TV>(c + 4 * ldc, w, c40, c41, c42, alpha, beta, mode, mask); }
-        if (rows > 5) { StoreRow<T, TV>(c + 5 * ldc, w, c50, c51, c52, alpha, beta, mode, mask); }
-        if (rows > 6) { StoreRow<T, TV>(c + 6 * ldc, w, c60, c61, c62, alpha, beta, mode, mask); }
-        if (rows > 7) { StoreRow<T, TV>(c + 7 * ldc, w, c70, c71, c72, alpha, beta, mode, mask); }
     }
 
-    /// <summary>One tile row: TV vectors, the last one through <paramref name="mask"/>; the blocked path's expression (alpha·acc, then + C or + beta·C, unfused).</summary>
+    /// <summary>
+    /// Vector <paramref name="v"/> of a tile row, finished: the blocked path's expression (alpha·acc, then
+    /// C + that or that + beta·C, unfused), the row's last vector (v = TV − 1) read through <paramref name="mask"/>.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreRow<T, TV>(T* c, int w, Vector512<T> acc0, Vector512<T> acc1, Vector512<T> acc2, T alpha, T beta, int mode, Vector512<T> mask)
+    private static Vector512<T> Finish<T, TV>(int v, T* c, Vector512<T> acc, T alpha, T beta, int mode, Vector512<T> mask)
+        where T : unmanaged
+        where TV : struct, ICount
+    {
+        var r = acc * Vector512.Create(alpha);
+        if (mode == Accumulate)
+        {
+            r = (v == TV.Value - 1 ? MaskedLoad(c, mask) : Vector512.Load(c)) + r;
+        }
+        else if (mode == ScaleAndAdd)
+        {
+            r += Vector512.Create(beta) * (v == TV.Value - 1 ? MaskedLoad(c, mask) : Vector512.Load(c));
+        }
+        return r;
+    }
+
+    /// <summary>Stores a tile row's TV vectors, the last one through <paramref name="mask"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PutRow<T, TV>(T* c, int w, Vector512<T> v0, Vector512<T> v1, Vector512<T> v2, Vector512<T> mask)
         where T : unmanaged
         where TV : struct, ICount
     {
         int vecs = TV.Value;
         if (vecs == 1)
         {
-            StoreMasked512(c, acc0, alpha, beta, mode, mask);
+            MaskedStore(c, mask, v0);
             return;
         }
-        StoreOne512(c, acc0, alpha, beta, mode);
+        v0.Store(c);
         if (vecs == 2)
         {
-            StoreMasked512(c + w, acc1, alpha, beta, mode, mask);
+            MaskedStore(c + w, mask, v1);
             return;
         }
-        StoreOne512(c + w, acc1, alpha, beta, mode);
-        StoreMasked512(c + 2 * w, acc2, alpha, beta, mode, mask);
+        v1.Store(c + w);
+        MaskedStore(c + 2 * w, mask, v2);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -439,35 +638,6 @@ internal static unsafe class Gemm
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreMasked512<T>(T* c, Vector512<T> acc, T alpha, T beta, int mode, Vector512<T> mask) where T : unmanaged
-    {
-        var r = acc * Vector512.Create(alpha);
-        if (mode == Accumulate)
-        {
-            r = MaskedLoad(c, mask) + r;
-        }
-        else if (mode == ScaleAndAdd)
-        {
-            r += Vector512.Create(beta) * MaskedLoad(c, mask);
-        }
-        MaskedStore(c, mask, r);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreOne512<T>(T* c, Vector512<T> acc, T alpha, T beta, int mode) where T : unmanaged
-    {
-        var r = acc * Vector512.Create(alpha);
-        if (mode == Accumulate)
-        {
-            r = Vector512.Load(c) + r;
-        }
-        else if (mode == ScaleAndAdd)
-        {
-            r += Vector512.Create(beta) * Vector512.Load(c);
-        }
-        r.Store(c);
-    }
     /// <summary>Packs rows [i0, i0+mc) × k-range [p0, p0+kc) of op(A) as MR-row panels, p-major, zero-padding the last panel.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackA<T>(T* a, bool transposeA, int m, int k, int i0, int mc, int p0, int kc, int mr, T* dst)

@@ -5,9 +5,9 @@ namespace Higher.Conformance.Kernels;
 
 /// <summary>
 /// The Reference GEMM's small-product path (operands that fit in L1: tiles of up to 8 rows × 3
-/// masked vectors read in place, matrix-vector products run as their transpose, batches shared out
-/// one matrix per thread) against the packed blocked path, byte for byte, and against a float64
-/// triple loop. Every operand sits between NaN guards, so a read past its end would poison C, and
+/// masked vectors read in place, matrix-vector products run as their transpose, each tile kernel
+/// walking a chunk of the batch, batches shared out in ranges per thread) against the packed blocked
+/// path, byte for byte (shared stride-0 operands included), and against a float64 triple loop. Every operand sits between NaN guards, so a read past its end would poison C, and
 /// C's own guards must come back untouched.
 /// </summary>
 public sealed class ReferenceGemmPathTests
@@ -26,7 +26,8 @@ public sealed class ReferenceGemmPathTests
         { false, true, 25, 10, 40, 1 }, { true, false, 25, 40, 1, 10 }, { false, false, 25, 10, 1, 40 },
         { true, true, 25, 40, 10, 40 }, { false, false, 7, 11, 47, 13 }, { true, true, 3, 17, 49, 3 },
         { false, true, 100, 10, 40, 40 }, { true, false, 100, 40, 40, 10 }, // enough work to share the matrices out between threads
-
+        { true, true, 25, 10, 40, 1 }, { true, true, 25, 1, 40, 10 }, { true, true, 25, 10, 1, 40 }, // layouts that one-wide dimensions make moot
+        { false, true, 97, 13, 40, 40 }, { true, false, 3, 10, 40, 40 }, // chunks of matrices that do not divide the batch
     };
 
     [Theory]
@@ -54,14 +55,14 @@ public sealed class ReferenceGemmPathTests
             bool ta = rng.Next(2) == 0, tb = rng.Next(2) == 0;
             int batch = batches[rng.Next(batches.Length)];
             double alpha = alphas[rng.Next(alphas.Length)], beta = betas[rng.Next(betas.Length)];
-            bool zeroA = batch > 1 && rng.Next(6) == 0, zeroB = batch > 1 && rng.Next(6) == 0;
+            bool zeroA = batch > 1 && rng.Next(6) == 0, zeroB = batch > 1 && rng.Next(6) == 0, zeroC = batch > 1 && rng.Next(8) == 0;
             if (i % 2 == 0)
             {
-                CheckFloat(rng, ta, tb, batch, m, n, k, alpha, beta, zeroA, zeroB);
+                CheckFloat(rng, ta, tb, batch, m, n, k, alpha, beta, zeroA, zeroB, zeroC);
             }
             else
             {
-                CheckDouble(rng, ta, tb, batch, m, n, k, alpha, beta, zeroA, zeroB);
+                CheckDouble(rng, ta, tb, batch, m, n, k, alpha, beta, zeroA, zeroB, zeroC);
             }
         }
     }
@@ -73,26 +74,60 @@ public sealed class ReferenceGemmPathTests
         _ => rng.Next(1, 81),
     };
 
-    private static void CheckFloat(Random rng, bool ta, bool tb, int batch, int m, int n, int k, double alpha, double beta, bool zeroA, bool zeroB) =>
-        Check<float>(rng, ta, tb, batch, m, n, k, alpha, beta, zeroA, zeroB, v => (float)v, v => v, 5.96e-8);
+    private static void CheckFloat(Random rng, bool ta, bool tb, int batch, int m, int n, int k, double alpha, double beta, bool zeroA, bool zeroB,
+        bool zeroC = false, int pad = 0) =>
+        Check<float>(rng, ta, tb, batch, m, n, k, alpha, beta, zeroA, zeroB, zeroC, pad, v => (float)v, v => v, 5.96e-8);
 
-    private static void CheckDouble(Random rng, bool ta, bool tb, int batch, int m, int n, int k, double alpha, double beta, bool zeroA, bool zeroB) =>
-        Check<double>(rng, ta, tb, batch, m, n, k, alpha, beta, zeroA, zeroB, v => v, v => v, 1.11e-16);
+    private static void CheckDouble(Random rng, bool ta, bool tb, int batch, int m, int n, int k, double alpha, double beta, bool zeroA, bool zeroB,
+        bool zeroC = false, int pad = 0) =>
+        Check<double>(rng, ta, tb, batch, m, n, k, alpha, beta, zeroA, zeroB, zeroC, pad, v => v, v => v, 1.11e-16);
 
-    private static unsafe void Check<T>(Random rng, bool ta, bool tb, int batch, int m, int n, int k, double alpha, double beta, bool zeroA, bool zeroB,
-        Func<double, T> from, Func<T, double> to, double eps)
+    /// <summary>
+    /// Stride-0 operands: one A or one B for every matrix (the small path transposes a shared op(B) once),
+    /// or one C that every matrix updates in turn (C = alpha·AᵢBᵢ + beta·C, i ascending: order matters).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(InnerLoopShapes))]
+    public void SharedOperands_SmallPathMatchesBlockedBitwise_AtEveryThreadCount(bool ta, bool tb, int batch, int m, int n, int k)
+    {
+        var rng = new Random(m * 1000 + n * 10 + k + 2);
+        foreach (var (zeroA, zeroB, zeroC) in new[] { (true, false, false), (false, true, false), (true, true, false), (false, false, true), (false, true, true) })
+        {
+            foreach (double beta in new[] { 0.0, 1.0, 0.5 })
+            {
+                CheckFloat(rng, ta, tb, batch, m, n, k, 1.0, beta, zeroA, zeroB, zeroC);
+                CheckDouble(rng, ta, tb, batch, m, n, k, -0.75, beta, zeroA, zeroB, zeroC);
+            }
+        }
+    }
+
+    /// <summary>Matrices that are not back to back (strides past m·k, k·n, m·n, the gaps NaN): the small path transposes them one by one.</summary>
+    [Theory]
+    [MemberData(nameof(InnerLoopShapes))]
+    public void PaddedStrides_SmallPathMatchesBlockedBitwise_AtEveryThreadCount(bool ta, bool tb, int batch, int m, int n, int k)
+    {
+        var rng = new Random(m * 1000 + n * 10 + k + 3);
+        foreach (double beta in new[] { 0.0, 1.0 })
+        {
+            CheckFloat(rng, ta, tb, batch, m, n, k, 1.0, beta, false, false, pad: 5);
+            CheckDouble(rng, ta, tb, batch, m, n, k, -0.75, beta, false, false, pad: 3);
+        }
+    }
+
+    private static unsafe void Check<T>(Random rng, bool ta, bool tb, int batch, int m, int n, int k, double alpha, double beta, bool zeroA, bool zeroB, bool zeroC,
+        int pad, Func<double, T> from, Func<T, double> to, double eps)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        long sa = zeroA ? 0 : (long)m * k, sb = zeroB ? 0 : (long)k * n, sc = (long)m * n;
-        var a = Guarded(rng, (zeroA ? 1 : batch) * m * k, from);
-        var b = Guarded(rng, (zeroB ? 1 : batch) * k * n, from);
-        var c0 = Guarded(rng, batch * m * n, from);
+        long sa = zeroA ? 0 : (long)m * k + pad, sb = zeroB ? 0 : (long)k * n + pad, sc = zeroC ? 0 : (long)m * n + pad;
+        var a = Operand(rng, batch, (long)m * k, sa, from);
+        var b = Operand(rng, batch, (long)k * n, sb, from);
+        var c0 = Operand(rng, batch, (long)m * n, sc, from);
         if (beta == 0)
         {
             // beta == 0 ignores C's old content, NaN included.
-            Array.Fill(c0, T.NaN, Guard, batch * m * n);
+            Array.Fill(c0, T.NaN, Guard, c0.Length - 2 * Guard);
         }
-        string what = $"{typeof(T).Name} ta={ta} tb={tb} batch={batch} {m}x{n}x{k} alpha={alpha} beta={beta} zeroA={zeroA} zeroB={zeroB}";
+        string what = $"{typeof(T).Name} ta={ta} tb={tb} batch={batch} {m}x{n}x{k} alpha={alpha} beta={beta} zeroA={zeroA} zeroB={zeroB} zeroC={zeroC} pad={pad}";
         var blocked = Run(Serial, GemmPath.Blocked, ta, tb, batch, m, n, k, alpha, a, sa, b, sb, beta, c0, sc);
         foreach (var threads in new[] { Serial, Two, Four })
         {
@@ -104,6 +139,11 @@ public sealed class ReferenceGemmPathTests
                     Assert.Fail($"{what}, {threads.MaxDegree} threads: element {i - Guard} is {to(auto[i]):R} on the small path but {to(blocked[i]):R} on the blocked path.");
                 }
             }
+        }
+        if (zeroC)
+        {
+            // One C updated batch times: the bitwise match with the blocked path above is the check.
+            return;
         }
         // The float64 triple loop, to (k + 2)·eps·Σ|terms|: the blocked path is not the only judge.
         for (int bi = 0; bi < batch; bi++)
@@ -132,6 +172,17 @@ public sealed class ReferenceGemmPathTests
                 }
             }
         }
+    }
+
+    /// <summary>batch matrices of size values stride apart (0: one shared matrix), NaN in the gaps, between guards.</summary>
+    private static T[] Operand<T>(Random rng, int batch, long size, long stride, Func<double, T> from) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var x = Guarded(rng, stride == 0 ? size : (batch - 1) * stride + size, from);
+        for (long i = 0; stride > size && i < batch - 1; i++)
+        {
+            Array.Fill(x, T.NaN, (int)(Guard + i * stride + size), (int)(stride - size));
+        }
+        return x;
     }
 
     /// <summary>count values in [-1, 1) between <see cref="Guard"/> NaNs on each side.</summary>
