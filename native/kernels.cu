@@ -1823,6 +1823,51 @@ __global__ void BatchNormWeightGradKernel(const T* gy, const T* x, const T* mean
     }
 }
 
+// The double backward of the input gradient (PyTorch's batchnorm_double_backward) with respect to x
+// and w, contracted with h: five channel sums in double, then gx2 = x·P - gy·Q - h·R + (K - P·μ).
+template <typename T>
+__global__ void BatchNormInputGradBackwardKernel(const T* gy, const T* x, const T* mean, const T* var, const T* w, const T* h,
+                                                 T* dx, T* dw, NormGeo g) {
+    __shared__ double partial[kThreads];
+    const int t = static_cast<int>(threadIdx.x);
+    const int64_t count = g.n * g.s;
+    for (int64_t c = blockIdx.x; c < g.c; c += gridDim.x) {
+        const double mu = static_cast<double>(mean[c]);
+        const double r = 1.0 / sqrt(static_cast<double>(var[c]) + g.eps);
+        double sg = 0, sh = 0, sgd = 0, shd = 0, shg = 0;
+        for (int64_t j = t; j < count; j += kThreads) {
+            const int64_t o = NormOffset(g, c, j);
+            const double gv = static_cast<double>(gy[o]);
+            const double hv = static_cast<double>(h[o]);
+            const double d = static_cast<double>(x[o]) - mu;
+            sg += gv;
+            sh += hv;
+            sgd += gv * d;
+            shd += hv * d;
+            shg += hv * gv;
+        }
+        const double n = static_cast<double>(count);
+        const double gBar = BlockTotal(sg, partial) / n;
+        const double hBar = BlockTotal(sh, partial) / n;
+        const double m = r * BlockTotal(sgd, partial) / n;
+        const double a = r * BlockTotal(shd, partial) / n;
+        const double sv = (BlockTotal(shg, partial) / n) - (hBar * gBar);
+        const double k = static_cast<double>(w[c]) * r * r;
+        const double p = k * r * ((3 * m * a) - sv);
+        const T tp = static_cast<T>(p);
+        const T tq = static_cast<T>(k * a);
+        const T tr = static_cast<T>(k * m);
+        const T shift = static_cast<T>((k * ((a * gBar) + (m * hBar))) - (p * mu));
+        for (int64_t j = t; j < count; j += kThreads) {
+            const int64_t o = NormOffset(g, c, j);
+            dx[o] = (((x[o] * tp) - (gy[o] * tq)) - (h[o] * tr)) + shift;
+        }
+        if (t == 0) {
+            dw[c] = static_cast<T>(n * r * (sv - (m * a)));
+        }
+    }
+}
+
 bool NormValid(int64_t n, int64_t c, int64_t s, double eps) {
     return n >= 1 && c >= 1 && s >= 1 && eps >= 0 && std::isfinite(eps);
 }
@@ -1856,6 +1901,21 @@ HK_API cudaError_t hk_batch_norm_input_grad(int32_t dtype, const void* gy, const
     switch (dtype) {
         case kFloat32: BatchNormInputGradKernel<float><<<NormBlocks(c), kThreads, 0, stream>>>(static_cast<const float*>(gy), static_cast<const float*>(x), static_cast<const float*>(mean), static_cast<const float*>(var), static_cast<const float*>(w), static_cast<float*>(gx), g); break;
         case kFloat64: BatchNormInputGradKernel<double><<<NormBlocks(c), kThreads, 0, stream>>>(static_cast<const double*>(gy), static_cast<const double*>(x), static_cast<const double*>(mean), static_cast<const double*>(var), static_cast<const double*>(w), static_cast<double*>(gx), g); break;
+        default: return cudaErrorNotSupported;
+    }
+    return cudaGetLastError();
+}
+
+HK_API cudaError_t hk_batch_norm_input_grad_backward(int32_t dtype, const void* gy, const void* x, const void* mean, const void* var,
+                                                     const void* w, const void* h, void* dx, void* dw, int64_t n, int64_t c, int64_t s,
+                                                     double eps, cudaStream_t stream) {
+    if (!NormValid(n, c, s, eps)) {
+        return cudaErrorInvalidValue;
+    }
+    const NormGeo g{n, c, s, eps};
+    switch (dtype) {
+        case kFloat32: BatchNormInputGradBackwardKernel<float><<<NormBlocks(c), kThreads, 0, stream>>>(static_cast<const float*>(gy), static_cast<const float*>(x), static_cast<const float*>(mean), static_cast<const float*>(var), static_cast<const float*>(w), static_cast<const float*>(h), static_cast<float*>(dx), static_cast<float*>(dw), g); break;
+        case kFloat64: BatchNormInputGradBackwardKernel<double><<<NormBlocks(c), kThreads, 0, stream>>>(static_cast<const double*>(gy), static_cast<const double*>(x), static_cast<const double*>(mean), static_cast<const double*>(var), static_cast<const double*>(w), static_cast<const double*>(h), static_cast<double*>(dx), static_cast<double*>(dw), g); break;
         default: return cudaErrorNotSupported;
     }
     return cudaGetLastError();

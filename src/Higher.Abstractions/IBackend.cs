@@ -192,6 +192,19 @@ public interface IBackend
     void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight);
 
     /// <summary>
+    /// The derivatives of gx = <see cref="BatchNormInputGrad"/>(gy, x, w) with respect to x and w,
+    /// contracted with <paramref name="h"/> (x's shape), in two passes per channel:
+    /// gradX = w_c·r_c²·(x̂·(3·m·a - s) - a·(gy - ḡ) - m·(h - h̄)) and gradWeight_c = N·S·r_c·(s - m·a),
+    /// with x̂ = (x - μ_c)·r_c and the channel means ḡ = mean(gy), h̄ = mean(h), m = mean(gy·x̂),
+    /// a = mean(h·x̂), s = mean(h·(gy - ḡ)) (PyTorch's batchnorm_double_backward), μ and r from the
+    /// forward's <paramref name="mean"/> and <paramref name="variance"/>. Sums in double, fixed order.
+    /// A kernel without a derivative of its own: the engine calls it only where nothing records, and
+    /// writes the same formula in tensor ops where a higher order needs it.
+    /// </summary>
+    void BatchNormInputGradBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage h, IStorage gradX, IStorage gradWeight);
+
+    /// <summary>
     /// Fills a Float32/Float64 storage from the counter-based generator (see <see cref="Philox"/>):
     /// element i gets <see cref="Philox.Uniform(ulong, ulong)"/> (or <see cref="Philox.Normal(ulong, ulong)"/>)
     /// of counter <paramref name="offset"/> + i, then y = low + (high - low)·u (or mean + std·n),

@@ -915,6 +915,32 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
     }
 
     /// <inheritdoc/>
+    public void BatchNormInputGradBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage h, IStorage gradX, IStorage gradWeight)
+    {
+        const string op = "BatchNormInputGradBackward";
+        var sx = NormInput(op, geometry, x, nameof(x));
+        var sg = NormOperand(op, sx, gradY, geometry.Length, nameof(gradY));
+        var sh = NormOperand(op, sx, h, geometry.Length, nameof(h));
+        var sgx = NormOperand(op, sx, gradX, geometry.Length, nameof(gradX));
+        var sm = NormOperand(op, sx, mean, geometry.Channels, nameof(mean));
+        var sv = NormOperand(op, sx, variance, geometry.Channels, nameof(variance));
+        var sw = NormOperand(op, sx, weight, geometry.Channels, nameof(weight));
+        var sgw = NormOperand(op, sx, gradWeight, geometry.Channels, nameof(gradWeight));
+        Enter();
+        Check.ThrowIfFailed(CudaNative.hk_batch_norm_input_grad_backward((int)sx.DType, sg.Pointer, sx.Pointer, sm.Pointer, sv.Pointer, sw.Pointer, sh.Pointer,
+            sgx.Pointer, sgw.Pointer, geometry.Batch, geometry.Channels, geometry.Spatial, geometry.Eps, _stream));
+        GC.KeepAlive(sg);
+        GC.KeepAlive(sx);
+        GC.KeepAlive(sh);
+        GC.KeepAlive(sm);
+        GC.KeepAlive(sv);
+        GC.KeepAlive(sw);
+        GC.KeepAlive(sgx);
+        GC.KeepAlive(sgw);
+    }
+
+    /// <inheritdoc/>
     public void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight)
     {
         const string op = "BatchNormWeightGrad";

@@ -218,6 +218,10 @@ internal static unsafe partial class CudaNative
         long n, long c, long s, double eps, CudaStreamHandle stream);
 
     [LibraryImport(NativeLibraries.Kernels)]
+    internal static partial CudaError hk_batch_norm_input_grad_backward(int dtype, nint gradY, nint x, nint mean, nint variance, nint weight, nint h,
+        nint gradX, nint gradWeight, long n, long c, long s, double eps, CudaStreamHandle stream);
+
+    [LibraryImport(NativeLibraries.Kernels)]
     internal static partial CudaError hk_batch_norm_weight_grad(int dtype, nint gradY, nint x, nint mean, nint variance, nint gradWeight,
         long n, long c, long s, double eps, CudaStreamHandle stream);
 

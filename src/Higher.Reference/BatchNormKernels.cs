@@ -255,6 +255,101 @@ internal static unsafe class BatchNormKernels
         return (sumG, sumGD);
     }
 
+    /// <summary>The five channel sums of the double backward over n elements, in double, in the order of <see cref="Sum"/>.</summary>
+    private static void DoubleBackwardSums<T>(T* g, T* h, T* x, int n, double mu, ref double sumG, ref double sumH, ref double sumGD, ref double sumHD, ref double sumHG)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int i = 0;
+        if (Vector.IsHardwareAccelerated && n >= Step)
+        {
+            var vm = new Vector<double>(mu);
+            Vector<double> g0 = default, g1 = default, h0 = default, h1 = default, gd0 = default, gd1 = default, hd0 = default, hd1 = default, hg0 = default, hg1 = default;
+            for (; i <= n - Step; i += Step)
+            {
+                Load2(g + i, out var glo, out var ghi);
+                Load2(h + i, out var hlo, out var hhi);
+                Load2(x + i, out var xlo, out var xhi);
+                xlo -= vm;
+                xhi -= vm;
+                g0 += glo;
+                g1 += ghi;
+                h0 += hlo;
+                h1 += hhi;
+                gd0 += glo * xlo;
+                gd1 += ghi * xhi;
+                hd0 += hlo * xlo;
+                hd1 += hhi * xhi;
+                hg0 += hlo * glo;
+                hg1 += hhi * ghi;
+            }
+            sumG += Vector.Sum(g0 + g1);
+            sumH += Vector.Sum(h0 + h1);
+            sumGD += Vector.Sum(gd0 + gd1);
+            sumHD += Vector.Sum(hd0 + hd1);
+            sumHG += Vector.Sum(hg0 + hg1);
+        }
+        for (; i < n; i++)
+        {
+            double gv = double.CreateTruncating(g[i]), hv = double.CreateTruncating(h[i]), d = double.CreateTruncating(x[i]) - mu;
+            sumG += gv;
+            sumH += hv;
+            sumGD += gv * d;
+            sumHD += hv * d;
+            sumHG += hv * gv;
+        }
+    }
+
+    public static void InputGradBackward<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* w, T* h, T* dx, T* dw)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        nint pg = (nint)gy, px = (nint)x, pm = (nint)mean, pr = (nint)variance, pw = (nint)w, ph = (nint)h, pdx = (nint)dx, pdw = (nint)dw;
+        ForChannels(threads, g, c => InputGradBackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)ph, (T*)pdx, (T*)pdw));
+    }
+
+    private static void InputGradBackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* h, T* dx, T* dw)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int s = g.Spatial;
+        long stride = (long)g.Channels * s;
+        double count = g.PerChannel;
+        double mu = double.CreateTruncating(mean[c]), r = InverseStd(variance[c], g.Eps), wc = double.CreateTruncating(w[c]);
+        double sumG = 0, sumH = 0, sumGD = 0, sumHD = 0, sumHG = 0;
+        for (int n = 0; n < g.Batch; n++)
+        {
+            long at = (n * stride) + ((long)c * s);
+            DoubleBackwardSums(gy + at, h + at, x + at, s, mu, ref sumG, ref sumH, ref sumGD, ref sumHD, ref sumHG);
+        }
+        double gBar = sumG / count, hBar = sumH / count;
+        double m = r * sumGD / count, a = r * sumHD / count, sv = (sumHG / count) - (hBar * gBar);
+        // dx = w·r²·((x - μ)·r·(3ma - s) - a·gy + a·ḡ - m·h + m·h̄) = x·P - gy·Q - h·R + (K - P·μ).
+        double k = wc * r * r;
+        double p = k * r * ((3 * m * a) - sv), q = k * a, rr = k * m, kk = k * ((a * gBar) + (m * hBar));
+        T tp = T.CreateTruncating(p), tq = T.CreateTruncating(q), tr = T.CreateTruncating(rr);
+        T shift = T.CreateTruncating(kk - (p * mu));
+        for (int n = 0; n < g.Batch; n++)
+        {
+            long at = (n * stride) + ((long)c * s);
+            T* pg = gy + at, px = x + at, ph = h + at, po = dx + at;
+            int i = 0;
+            if (Vector.IsHardwareAccelerated && s >= Vector<T>.Count)
+            {
+                var vp = new Vector<T>(tp);
+                var vq = new Vector<T>(tq);
+                var vr = new Vector<T>(tr);
+                var vs = new Vector<T>(shift);
+                for (; i <= s - Vector<T>.Count; i += Vector<T>.Count)
+                {
+                    Vector.Store((Vector.Load(px + i) * vp) - (Vector.Load(pg + i) * vq) - (Vector.Load(ph + i) * vr) + vs, po + i);
+                }
+            }
+            for (; i < s; i++)
+            {
+                po[i] = (px[i] * tp) - (pg[i] * tq) - (ph[i] * tr) + shift;
+            }
+        }
+        dw[c] = T.CreateTruncating(count * r * (sv - (m * a)));
+    }
+
     public static void WeightGrad<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* gw)
         where T : unmanaged, IFloatingPointIeee754<T>
     {

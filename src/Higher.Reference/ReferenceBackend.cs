@@ -593,6 +593,31 @@ public sealed class ReferenceBackend : IBackend
         }
     }
 
+    /// <inheritdoc/>
+    public unsafe void BatchNormInputGradBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage h, IStorage gradX, IStorage gradWeight)
+    {
+        const string op = "BatchNormInputGradBackward";
+        var sx = NormInput(op, geometry, x);
+        var (sg, sh, sgx) = (NormOperand(op, sx, gradY, geometry.Length), NormOperand(op, sx, h, geometry.Length), NormOperand(op, sx, gradX, geometry.Length));
+        var (sm, sv, sw, sgw) = (NormOperand(op, sx, mean, geometry.Channels), NormOperand(op, sx, variance, geometry.Channels),
+            NormOperand(op, sx, weight, geometry.Channels), NormOperand(op, sx, gradWeight, geometry.Channels));
+        if (sx.DType == DType.Float32)
+        {
+            fixed (float* pg = sg.AsFloat32(), px = sx.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32(), pw = sw.AsFloat32(), ph = sh.AsFloat32(),
+                po = sgx.AsFloat32(), pow = sgw.AsFloat32())
+            {
+                BatchNormKernels.InputGradBackward(_threads, geometry, pg, px, pm, pr, pw, ph, po, pow);
+            }
+            return;
+        }
+        fixed (double* pg = sg.AsFloat64(), px = sx.AsFloat64(), pm = sm.AsFloat64(), pr = sv.AsFloat64(), pw = sw.AsFloat64(), ph = sh.AsFloat64(),
+            po = sgx.AsFloat64(), pow = sgw.AsFloat64())
+        {
+            BatchNormKernels.InputGradBackward(_threads, geometry, pg, px, pm, pr, pw, ph, po, pow);
+        }
+    }
+
     /// <summary>x of a batch-norm kernel: a valid geometry, a float storage holding N·C·S elements.</summary>
     private static CpuStorage NormInput(string op, in NormGeometry geometry, IStorage x, [CallerArgumentExpression(nameof(x))] string name = "")
     {

@@ -307,6 +307,15 @@ public sealed class CheckedBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void BatchNormInputGradBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage h, IStorage gradX, IStorage gradWeight)
+    {
+        Norm("BatchNormInputGradBackward", geometry, [("gradY", gradY), ("x", x), ("h", h), ("gradX", gradX)],
+            [("mean", mean), ("variance", variance), ("weight", weight), ("gradWeight", gradWeight)]);
+        Inner.BatchNormInputGradBackward(geometry, gradY, x, mean, variance, weight, h, gradX, gradWeight);
+    }
+
+    /// <inheritdoc/>
     public void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight)
     {
         Norm("BatchNormWeightGrad", geometry, [("gradY", gradY), ("x", x)], [("mean", mean), ("variance", variance), ("gradWeight", gradWeight)]);

@@ -83,6 +83,10 @@ public sealed class ForwardingBackend(IBackend target, Device device) : IBackend
     public void BatchNormInputGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight, IStorage gradX) =>
         target.BatchNormInputGrad(geometry, U(gradY), U(x), U(mean), U(variance), U(weight), U(gradX));
 
+    public void BatchNormInputGradBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage h, IStorage gradX, IStorage gradWeight) =>
+        target.BatchNormInputGradBackward(geometry, U(gradY), U(x), U(mean), U(variance), U(weight), U(h), U(gradX), U(gradWeight));
+
     public void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight) =>
         target.BatchNormWeightGrad(geometry, U(gradY), U(x), U(mean), U(variance), U(gradWeight));
 

@@ -34,6 +34,19 @@ public sealed partial class Tensor
         return gx;
     }
 
+    /// <summary>
+    /// (∂⟨h, A(gy, x, w)⟩/∂x, ∂⟨h, A(gy, x, w)⟩/∂w) in one kernel (<see cref="IBackend.BatchNormInputGradBackward"/>).
+    /// Not recorded and not differentiable: for a backward that records nothing.
+    /// </summary>
+    internal static (Tensor GradX, Tensor GradWeight) BatchNormInputGradBackwardRaw(Tensor gradY, Tensor x, Tensor weight, Tensor h, Tensor mean, Tensor variance,
+        in NormGeometry geometry)
+    {
+        var gx = Empty(x.Backend, x.DType, x.Shape);
+        var gw = Empty(x.Backend, x.DType, new Shape(geometry.Channels));
+        x.Backend.BatchNormInputGradBackward(geometry, gradY.Storage, x.Storage, mean.Storage, variance.Storage, weight.Storage, h.Storage, gx.Storage, gw.Storage);
+        return (gx, gw);
+    }
+
     /// <summary>gw = B(gy, x) = Σ gy·x̂ per channel (<see cref="IBackend.BatchNormWeightGrad"/>). Saves gy and x.</summary>
     internal static Tensor BatchNormWeightGradPrimitive(Tensor gradY, Tensor x, Tensor mean, Tensor variance, in NormGeometry geometry)
     {

@@ -346,13 +346,30 @@ internal static class Derivatives
         n.NeedsGrad(2) ? ChannelSum(g, b) : null,
     ]);
 
-    /// <summary>gx = A(gy, x, w): d gy = A(h, x, w), dx by <see cref="BatchNormInputGradOfX"/>, dw = Σ h·A(gy, x, 1).</summary>
+    /// <summary>
+    /// gx = A(gy, x, w): d gy = A(h, x, w), dx by <see cref="BatchNormInputGradOfX"/>, dw = Σ h·A(gy, x, 1).
+    /// Where nothing records (a second-order meta-gradient's final backward), dx and dw come from one
+    /// kernel of the same formula (<see cref="IBackend.BatchNormInputGradBackward"/>) instead of about
+    /// fifteen full-size tensor ops.
+    /// </summary>
     public static readonly Derivative<NormGeometry> BatchNormInputGrad = new("BatchNormInputGrad", Saves.Inputs01 | Saves.Input2, static (Node n, in NormGeometry b, Tensor h) =>
-    [
-        n.NeedsGrad(0) ? Tensor.BatchNormInputGradPrimitive(h, n.Input(1), n.Input(2), n.Aux(0), n.Aux(1), b) : null,
-        n.NeedsGrad(1) ? BatchNormInputGradOfX(n.Input(0), n.Input(1), n.Input(2), h, n.Aux(0), n.Aux(1), b) : null,
-        n.NeedsGrad(2) ? ChannelSum(h * Tensor.BatchNormInputGradPrimitive(n.Input(0), n.Input(1), Tensor.OnesLike(n.Input(2)), n.Aux(0), n.Aux(1), b), b) : null,
-    ]);
+    {
+        var gy = n.Input(0);
+        var x = n.Input(1);
+        var w = n.Input(2);
+        var dgy = n.NeedsGrad(0) ? Tensor.BatchNormInputGradPrimitive(h, x, w, n.Aux(0), n.Aux(1), b) : null;
+        if (n.NeedsGrad(1) && !Autograd.ShouldRecord([gy, x, w, h]))
+        {
+            var (dx, dw) = Tensor.BatchNormInputGradBackwardRaw(gy, x, w, h, n.Aux(0), n.Aux(1), b);
+            return [dgy, dx, n.NeedsGrad(2) ? dw.Reshape(n.InputShape(2).ToArray()) : null];
+        }
+        return
+        [
+            dgy,
+            n.NeedsGrad(1) ? BatchNormInputGradOfX(gy, x, w, h, n.Aux(0), n.Aux(1), b) : null,
+            n.NeedsGrad(2) ? ChannelSum(h * Tensor.BatchNormInputGradPrimitive(gy, x, Tensor.OnesLike(w), n.Aux(0), n.Aux(1), b), b) : null,
+        ];
+    });
 
     /// <summary>gw = B(gy, x): d gy = k·x̂ (x̂ from x in tensor ops), dx = A(gy, x, k).</summary>
     public static readonly Derivative<NormGeometry> BatchNormWeightGrad = new("BatchNormWeightGrad", Saves.Inputs01, static (Node n, in NormGeometry b, Tensor k) =>

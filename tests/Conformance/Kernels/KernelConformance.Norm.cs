@@ -112,6 +112,63 @@ public abstract partial class KernelConformance
         }
     }
 
+    /// <summary>
+    /// The double backward's definition in double, term by term as PyTorch's batchnorm_double_backward
+    /// writes it, from the forward's stored (rounded) μ and σ²: gradX, gradWeight and their magnitudes.
+    /// </summary>
+    private static (double[] Dx, double[] Dw, double[] DxMag, double[] DwMag) NormDoubleBackwardOracle(
+        NormGeometry g, double[] x, double[] w, double[] gy, double[] h, double[] mean, double[] variance)
+    {
+        double count = g.PerChannel;
+        var dx = new double[g.Length];
+        var dxMag = new double[g.Length];
+        var dw = new double[g.Channels];
+        var dwMag = new double[g.Channels];
+        for (int c = 0; c < g.Channels; c++)
+        {
+            var at = ChannelOffsets(g, c).ToArray();
+            double mu = mean[c], r = 1 / Math.Sqrt(variance[c] + g.Eps);
+            double gbar = at.Sum(i => gy[i]) / count, hbar = at.Sum(i => h[i]) / count;
+            double m = at.Sum(i => gy[i] * (x[i] - mu) * r) / count;
+            double a = at.Sum(i => h[i] * (x[i] - mu) * r) / count;
+            double sv = at.Sum(i => h[i] * (gy[i] - gbar)) / count;
+            double k = w[c] * r * r;
+            foreach (long i in at)
+            {
+                double xhat = (x[i] - mu) * r;
+                dx[i] = k * ((xhat * ((3 * m * a) - sv)) - (a * (gy[i] - gbar)) - (m * (h[i] - hbar)));
+                dxMag[i] = Math.Abs(k) * ((Math.Abs(x[i] * r) + Math.Abs(mu * r)) * (Math.Abs(3 * m * a) + Math.Abs(sv))
+                    + (Math.Abs(a) * (Math.Abs(gy[i]) + Math.Abs(gbar))) + (Math.Abs(m) * (Math.Abs(h[i]) + Math.Abs(hbar))));
+            }
+            dw[c] = at.Sum(i => h[i] * r * (gy[i] - gbar - ((x[i] - mu) * r * m)));
+            dwMag[c] = at.Sum(i => Math.Abs(h[i] * r) * (Math.Abs(gy[i]) + Math.Abs(gbar) + (Math.Abs(x[i] - mu) * r * Math.Abs(m))));
+        }
+        return (dx, dw, dxMag, dwMag);
+    }
+
+    [Theory]
+    [MemberData(nameof(NormCaseIndices))]
+    public void BatchNormInputGradBackward_MatchesTheDoubleBackwardFormula(int index)
+    {
+        RequireBackend();
+        var g = NormCases[index];
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var x = Round(RandomValues(940 + index, g.Length, 1, 4), dtype);
+            var w = Round(RandomValues(950 + index, g.Channels, 0.5, 1.5), dtype);
+            var gy = Round(RandomValues(960 + index, g.Length), dtype);
+            var h = Round(RandomValues(970 + index, g.Length), dtype);
+            var (_, mean, variance, _, _, _, _, _) = NormOracle(g, x, w, new double[g.Channels], gy, dtype);
+            var (dx, dw, dxMag, dwMag) = NormDoubleBackwardOracle(g, x, w, gy, h, mean, variance);
+            IStorage Nans(long n) => Up(Enumerable.Repeat(double.NaN, (int)n).ToArray(), dtype);
+            var (sdx, sdw) = (Nans(g.Length), Nans(g.Channels));
+            Backend.BatchNormInputGradBackward(g, Up(gy, dtype), Up(x, dtype), Up(mean, dtype), Up(variance, dtype), Up(w, dtype), Up(h, dtype), sdx, sdw);
+            string what = $"{dtype.Name()} {g}";
+            AssertClose(dx, Down(sdx), 0, NormTolerance(dxMag, g, dtype), $"batch-norm double backward dx {what}");
+            AssertClose(dw, Down(sdw), 0, NormTolerance(dwMag, g, dtype), $"batch-norm double backward dw {what}");
+        }
+    }
+
     [Fact]
     public void BatchNorm_RefusesBadGeometryAndOperands_NamingTheOp()
     {
@@ -130,5 +187,9 @@ public abstract partial class KernelConformance
         Assert.Contains("BatchNormInputGrad", ex.Message, StringComparison.Ordinal);
         ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormWeightGrad(g, x, x, c, c, F32(1)));
         Assert.Contains("BatchNormWeightGrad", ex.Message, StringComparison.Ordinal);
+        ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormInputGradBackward(g, x, x, c, c, c, F32(g.Length - 1), y, c));
+        Assert.Contains("BatchNormInputGradBackward", ex.Message, StringComparison.Ordinal);
+        ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormInputGradBackward(g, x, x, c, c, c, x, y, F32(2)));
+        Assert.Contains("BatchNormInputGradBackward", ex.Message, StringComparison.Ordinal);
     }
 }
