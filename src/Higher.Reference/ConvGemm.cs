@@ -46,7 +46,8 @@ internal readonly record struct ConvWindow(
 /// are shared out between threads evenly instead of a few image blocks.
 /// <para>
 /// Every output element is one FMA chain from zero over its Cg·kh·kw terms in ascending (c, p, q) order, whichever
-/// panel, tile or thread computes it, so results are the same bits for any degree of parallelism.
+/// panel, tile or thread computes it, so results are the same bits for any degree of parallelism. The weight gradient
+/// (<see cref="WeightGrad"/>) is the same machinery with the reduction over output pixels instead.
 /// </para>
 /// </summary>
 internal static unsafe class ConvGemm
@@ -191,8 +192,8 @@ internal static unsafe class ConvGemm
                     int gi = (int)(u / panels), panel = (int)(u % panels);
                     long col0 = (long)panel * nr;
                     int width = (int)Math.Min(nr, columns - col0);
-                    int runs = Runs(v, col0, width, srcImage, plane, gi, runLane, runLength, offsets, ranges);
-                    PackB(v, src, packedB, runs, runLane, runLength, offsets, ranges, width, plane);
+                    int runs = Runs(v, col0, width, srcImage, runLane, runLength, offsets, ranges);
+                    PackB(v, src + (long)gi * v.InPerGroup * plane, packedB, runs, runLane, runLength, offsets, ranges, width, plane);
                     int n0 = (int)(col0 / pixels), pix0 = (int)(col0 % pixels);
                     bool direct = width == nr && pix0 + nr <= pixels;
                     T* aG = packedA + (long)gi * rowPanels * MR * depth;
@@ -219,9 +220,10 @@ internal static unsafe class ConvGemm
 
     /// <summary>
     /// Splits columns [col0, col0 + width) into runs along one output row and, per run r and tap t, writes the
-    /// source offset of its first element (channel 0 of group gi) and the lanes [lo, hi) of the run that lie inside src.
+    /// source offset of its first element (from channel 0 of the image; the caller adds its group's channels) and the
+    /// lanes [lo, hi) of the run that lie inside src.
     /// </summary>
-    private static int Runs(in ConvWindow v, long col0, int width, long srcImage, long plane, int gi,
+    private static int Runs(in ConvWindow v, long col0, int width, long srcImage,
         int* runLane, int* runLength, long* offsets, int* ranges)
     {
         int pixels = v.Pixels, ow = v.OutWidth, taps = v.Taps, kw = v.KernelWidth;
@@ -233,7 +235,7 @@ internal static unsafe class ConvGemm
             int length = Math.Min(ow - j, width - lane);
             runLane[runs] = lane;
             runLength[runs] = length;
-            long image = n * srcImage + (long)gi * v.InPerGroup * plane;
+            long image = n * srcImage;
             for (int t = 0; t < taps; t++)
             {
                 int p = t / kw, q = t % kw, e = runs * taps + t;
@@ -394,10 +396,10 @@ internal static unsafe class ConvGemm
 
     /// <summary>
     /// 8 × (2·Vector512) micro-kernel over the whole depth: C rows [0, rows) (ldc apart) = Σ_k A[:, k] B[k, :], each
-    /// element one FMA chain from zero in ascending k, stored as it is.
+    /// element one FMA chain from zero in ascending k, stored as it is or (<paramref name="accumulate"/>) added to C.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel<T>(T* a, T* b, int depth, T* c, long ldc, int rows)
+    private static void Kernel<T>(T* a, T* b, int depth, T* c, long ldc, int rows, bool accumulate = false)
         where T : unmanaged
     {
         int w = Vector512<T>.Count;
@@ -434,13 +436,275 @@ internal static unsafe class ConvGemm
             a += MR;
             b += 2 * w;
         }
-        c00.Store(c); c01.Store(c + w);
-        if (rows > 1) { c10.Store(c + ldc); c11.Store(c + ldc + w); }
-        if (rows > 2) { c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + w); }
-        if (rows > 3) { c30.Store(c + 3 * ldc); c31.Store(c + 3 * ldc + w); }
-        if (rows > 4) { c40.Store(c + 4 * ldc); c41.Store(c + 4 * ldc + w); }
-        if (rows > 5) { c50.Store(c + 5 * ldc); c51.Store(c + 5 * ldc + w); }
-        if (rows > 6) { c60.Store(c + 6 * ldc); c61.Store(c + 6 * ldc + w); }
-        if (rows > 7) { c70.Store(c + 7 * ldc); c71.Store(c + 7 * ldc + w); }
+        StoreRow(c, w, c00, c01, accumulate);
+        if (rows > 1) { StoreRow(c + ldc, w, c10, c11, accumulate); }
+        if (rows > 2) { StoreRow(c + 2 * ldc, w, c20, c21, accumulate); }
+        if (rows > 3) { StoreRow(c + 3 * ldc, w, c30, c31, accumulate); }
+        if (rows > 4) { StoreRow(c + 4 * ldc, w, c40, c41, accumulate); }
+        if (rows > 5) { StoreRow(c + 5 * ldc, w, c50, c51, accumulate); }
+        if (rows > 6) { StoreRow(c + 6 * ldc, w, c60, c61, accumulate); }
+        if (rows > 7) { StoreRow(c + 7 * ldc, w, c70, c71, accumulate); }
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow<T>(T* c, int w, Vector512<T> acc0, Vector512<T> acc1, bool accumulate) where T : unmanaged
+    {
+        if (accumulate)
+        {
+            acc0 = Vector512.Load(c) + acc0;
+            acc1 = Vector512.Load(c + w) + acc1;
+        }
+        acc0.Store(c);
+        acc1.Store(c + w);
+    }
+
+    /// <summary>Reduction rows (output pixels of the batch) per block of the weight gradient: a 512-deep chain per C load and store.</summary>
+    private const int ReduceBlock = 512;
+
+    /// <summary>Whether <see cref="WeightGrad"/> can run: AVX-512 and at least one full panel of Cg·kh·kw weight columns (a 1-channel 3×3 layer has 9 of 32 lanes).</summary>
+    public static bool SupportsWeightGrad(in ConvGeometry g)
+    {
+        var v = ConvWindow.Forward(g);
+        return Vector512.IsHardwareAccelerated && Avx512F.IsSupported && v.Depth >= 32 && v.OutPerGroup > 0 && v.Pixels > 0 && v.Batch > 0;
+    }
+
+    /// <summary>
+    /// gradW_g [M, Cg·kh·kw] = dy_g [M, N·OH·OW] · colsᵀ as an implicit GEMM: dy is transposed once into MR-row panels
+    /// over all N·OH·OW output pixels (the reduction), and per NR-wide panel of weight columns and block of
+    /// <see cref="ReduceBlock"/> pixels the column matrix's rows are gathered from x (as the forward packs them) and
+    /// transposed in 8×8 register blocks into the packed panel. Every weight element sums its block chains in
+    /// ascending block order (an FMA chain from zero over ascending pixels each, then added to C), and threads share
+    /// out the weight-column panels, never the reduction, so results do not depend on the thread count.
+    /// </summary>
+    public static void WeightGrad<T>(Parallelism threads, in ConvGeometry g, T* x, T* dy, T* dw)
+        where T : unmanaged
+    {
+        var v = ConvWindow.Forward(g);
+        int depth = v.Depth, m = v.OutPerGroup, rowPanels = (m + MR - 1) / MR, nr = NR<T>();
+        long reduce = (long)v.Batch * v.Pixels;
+        int colPanels = (depth + nr - 1) / nr;
+        T[] aArray = ArrayPool<T>.Shared.Rent(checked((int)(v.Groups * rowPanels * MR * reduce)));
+        try
+        {
+            fixed (T* packedA = aArray)
+            {
+                long units = (long)v.Groups * colPanels;
+                long work = reduce * m * depth * v.Groups;
+                bool parallel = threads.Enabled && work >= ParallelThreshold;
+                nint pa = (nint)packedA, px = (nint)x, pdy = (nint)dy, pdw = (nint)dw;
+                var window = v;
+                int aPanels = v.Groups * rowPanels;
+                if (parallel)
+                {
+                    threads.For(0, aPanels, i => PackDyT(window, (T*)pdy, i / rowPanels, i % rowPanels, (T*)pa + i * MR * reduce));
+                }
+                else
+                {
+                    for (int i = 0; i < aPanels; i++)
+                    {
+                        PackDyT(v, dy, i / rowPanels, i % rowPanels, packedA + i * MR * reduce);
+                    }
+                }
+                int tasks = parallel ? (int)Math.Min(units, 4L * threads.MaxDegree) : 1;
+                if (tasks == 1)
+                {
+                    WeightPanels(v, packedA, x, dw, 0, units);
+                    return;
+                }
+                threads.For(0, tasks, t => WeightPanels(window, (T*)pa, (T*)px, (T*)pdw, units * t / tasks, units * (t + 1) / tasks));
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(aArray);
+        }
+    }
+
+    /// <summary>dst[r·MR + i] = dy[n, g·M + rp·MR + i, pixel] for reduction row r = n·OH·OW + pixel, zero for rows past M.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackDyT<T>(in ConvWindow v, T* dy, int gi, int rp, T* dst)
+        where T : unmanaged
+    {
+        int m = v.OutPerGroup, pixels = v.Pixels, block = 32 / Unsafe.SizeOf<T>();
+        int rows = Math.Min(MR, m - rp * MR);
+        long dyImage = (long)v.Groups * m * pixels;
+        for (int n = 0; n < v.Batch; n++)
+        {
+            T* src = dy + n * dyImage + ((long)gi * m + rp * MR) * pixels;
+            T* d = dst + (long)n * pixels * MR;
+            int pix = 0;
+            if (rows == MR)
+            {
+                for (; pix + block <= pixels; pix += block)
+                {
+                    for (int i0 = 0; i0 < MR; i0 += block)
+                    {
+                        Copying.TransposeBlock(ref Unsafe.AsRef<T>(src + (long)i0 * pixels + pix), pixels, ref Unsafe.AsRef<T>(d + (long)pix * MR + i0), MR);
+                    }
+                }
+            }
+            for (; pix < pixels; pix++)
+            {
+                for (int i = 0; i < MR; i++)
+                {
+                    d[(long)pix * MR + i] = i < rows ? src[(long)i * pixels + pix] : default;
+                }
+            }
+        }
+    }
+
+    /// <summary>Weight-gradient units [u0, u1) (unit u: group u / panels, weight-column panel u % panels) over the whole reduction.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightPanels<T>(in ConvWindow v, T* packedA, T* x, T* dw, long u0, long u1)
+        where T : unmanaged
+    {
+        int depth = v.Depth, m = v.OutPerGroup, rowPanels = (m + MR - 1) / MR, nr = NR<T>(), taps = v.Taps, pixels = v.Pixels;
+        int colPanels = (depth + nr - 1) / nr, block = 32 / Unsafe.SizeOf<T>();
+        long reduce = (long)v.Batch * pixels;
+        long plane = (long)v.InHeight * v.InWidth, srcImage = (long)v.Groups * v.InPerGroup * plane;
+        // The gathered rows [NR, ReduceBlock] sit ld apart, off a power of two so that a transpose's 8 row loads do not share an L1 set.
+        int ld = ReduceBlock + 64 / Unsafe.SizeOf<T>();
+        int maxRuns = ReduceBlock / v.OutWidth + 2;
+        int pad = 64 / Unsafe.SizeOf<T>();
+        T[] gatherArray = ArrayPool<T>.Shared.Rent(nr * ld + pad);
+        T[] bArray = ArrayPool<T>.Shared.Rent(ReduceBlock * nr + pad);
+        T[] tileArray = ArrayPool<T>.Shared.Rent(MR * nr);
+        long[] offsetArray = ArrayPool<long>.Shared.Rent(maxRuns * taps);
+        int[] rangeArray = ArrayPool<int>.Shared.Rent(2 * maxRuns * taps);
+        int[] runArray = ArrayPool<int>.Shared.Rent(2 * maxRuns + 1);
+        try
+        {
+            fixed (T* gBase = gatherArray)
+            fixed (T* bBase = bArray)
+            fixed (T* tile = tileArray)
+            fixed (long* offsets = offsetArray)
+            fixed (int* ranges = rangeArray)
+            fixed (int* runInfo = runArray)
+            {
+                T* gathered = (T*)(((nint)gBase + 63) & ~(nint)63);
+                T* packedB = (T*)(((nint)bBase + 63) & ~(nint)63);
+                int* runLane = runInfo, runLength = runInfo + maxRuns + 1;
+                // Blocks of the reduction outermost: a block's runs serve every unit, and its packed dy stays in cache across them.
+                for (long r0 = 0; r0 < reduce; r0 += ReduceBlock)
+                {
+                    int kc = (int)Math.Min(ReduceBlock, reduce - r0);
+                    int runs = Runs(v, r0, kc, srcImage, runLane, runLength, offsets, ranges);
+                    bool accumulate = r0 > 0;
+                    for (long u = u0; u < u1; u++)
+                    {
+                        int gi = (int)(u / colPanels), panel = (int)(u % colPanels);
+                        int k0 = panel * nr, width = Math.Min(nr, depth - k0);
+                        if (width < nr)
+                        {
+                            new Span<T>(gathered + (long)width * ld, (nr - width) * ld).Clear();
+                        }
+                        Gather(v, x + (long)gi * v.InPerGroup * plane, gathered, ld, runs, runLane, runLength, offsets, ranges, k0, width, plane);
+                        // packedB[r·NR + l] = gathered[l·ld + r].
+                        int r = 0;
+                        for (; r + block <= kc; r += block)
+                        {
+                            for (int l0 = 0; l0 < nr; l0 += block)
+                            {
+                                Copying.TransposeBlock(ref Unsafe.AsRef<T>(gathered + (long)l0 * ld + r), ld, ref Unsafe.AsRef<T>(packedB + (long)r * nr + l0), nr);
+                            }
+                        }
+                        for (; r < kc; r++)
+                        {
+                            for (int l = 0; l < nr; l++)
+                            {
+                                packedB[(long)r * nr + l] = gathered[(long)l * ld + r];
+                            }
+                        }
+                        T* aG = packedA + (long)gi * rowPanels * MR * reduce;
+                        T* cG = dw + (long)gi * m * depth + k0;
+                        for (int rp = 0; rp < rowPanels; rp++)
+                        {
+                            int rows = Math.Min(MR, m - rp * MR);
+                            T* a = aG + (long)rp * MR * reduce + r0 * MR;
+                            T* c = cG + (long)rp * MR * depth;
+                            if (width == nr)
+                            {
+                                Kernel(a, packedB, kc, c, depth, rows, accumulate);
+                                continue;
+                            }
+                            Kernel(a, packedB, kc, tile, nr, rows);
+                            for (int i = 0; i < rows; i++)
+                            {
+                                T* ci = c + (long)i * depth;
+                                T* ti = tile + i * nr;
+                                for (int l = 0; l < width; l++)
+                                {
+                                    ci[l] = accumulate ? Add(ci[l], ti[l]) : ti[l];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(gatherArray);
+            ArrayPool<T>.Shared.Return(bArray);
+            ArrayPool<T>.Shared.Return(tileArray);
+            ArrayPool<long>.Shared.Return(offsetArray);
+            ArrayPool<int>.Shared.Return(rangeArray);
+            ArrayPool<int>.Shared.Return(runArray);
+        }
+    }
+
+    /// <summary>
+    /// gathered[(k - k0)·ld + lane] = B[k, r0 + lane] for the weight columns k0 ≤ k = c·kh·kw + tap &lt; k0 + width: the
+    /// forward's packing (<see cref="PackB"/>) restricted to one panel's channels and taps, into rows instead of panels.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Gather<T>(in ConvWindow v, T* src, T* gathered, int ld, int runs, int* runLane, int* runLength, long* offsets, int* ranges,
+        int k0, int width, long plane)
+        where T : unmanaged
+    {
+        int taps = v.Taps, sw = v.StrideWidth, w = Vector512<T>.Count;
+        for (int r = 0; r < runs; r++)
+        {
+            int length = runLength[r];
+            for (int t = 0; t < taps; t++)
+            {
+                // Channels c with k0 <= c·taps + t < k0 + width.
+                int cLo = Math.Max(0, (k0 - t + taps - 1) / taps), cHi = (k0 + width - 1 - t) < 0 ? 0 : (k0 + width - 1 - t) / taps + 1;
+                if (cHi <= cLo)
+                {
+                    continue;
+                }
+                int e = r * taps + t;
+                int lo = ranges[2 * e], hi = ranges[2 * e + 1];
+                T* s = src + offsets[e] + cLo * plane;
+                T* d = gathered + (long)(cLo * taps + t - k0) * ld + runLane[r];
+                long rowStep = (long)taps * ld;
+                if (sw != 1)
+                {
+                    for (int c = cLo; c < cHi; c++, s += plane, d += rowStep)
+                    {
+                        for (int l = 0; l < length; l++)
+                        {
+                            d[l] = l >= lo && l < hi ? s[(long)l * sw] : default;
+                        }
+                    }
+                    continue;
+                }
+                for (int l = 0; l < length; l += w)
+                {
+                    var store = LaneMask<T>(0, length - l);
+                    var load = LaneMask<T>(lo - l, hi - l);
+                    T* sc = s + l, dc = d + l;
+                    for (int c = cLo; c < cHi; c++, sc += plane, dc += rowStep)
+                    {
+                        MaskedStore(dc, store, MaskedLoad(sc, load));
+                    }
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T Add<T>(T x, T y) where T : unmanaged =>
+        typeof(T) == typeof(float) ? (T)(object)((float)(object)x + (float)(object)y) : (T)(object)((double)(object)x + (double)(object)y);
 }

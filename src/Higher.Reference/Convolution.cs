@@ -11,7 +11,10 @@ namespace Higher.Reference;
 /// convolution of dy with the transposed, flipped weight where that costs at most 3× the multiply-adds of
 /// im2col + col2im (<see cref="Convolution.InputGradAsConvolution"/>). Every output element there is one FMA chain over its
 /// terms in a fixed order, and the panels are shared out between threads, so results do not depend on the thread
-/// count. Otherwise (no AVX-512, strided input gradients, very deep windows, and always for the weight gradient)
+/// count. The weight gradient is an implicit GEMM too where it has at least 32 weight columns per group
+/// (<see cref="ConvGemm.WeightGrad"/>: dy transposed once, the column matrix gathered and transposed per panel and
+/// block of 512 output pixels, each weight summing its block chains in ascending order, threads sharing out weight
+/// columns). Otherwise (no AVX-512, strided input gradients, very deep windows, 1×1 convolutions, few weight columns)
 /// the kernels are im2col + the packed <see cref="Gemm"/>. Images are processed in blocks
 /// whose column matrices sit side by side ([Cg·kh·kw, images·OH·OW]), so a layer with few output
 /// pixels (3×3 maps in a deep layer) still gives the GEMM a wide right-hand side. The block size
@@ -273,6 +276,11 @@ internal static unsafe class Convolution
         if (g.Batch == 0 || pixels == 0)
         {
             new Span<T>(dw, checked((int)weights)).Clear();
+            return;
+        }
+        if (path != ConvPath.Im2Col && !IsPointwise(g) && ConvGemm.SupportsWeightGrad(g))
+        {
+            ConvGemm.WeightGrad(threads, g, x, dy, dw);
             return;
         }
         int per = ImagesPerBlock(g, kg, pixels, weightGrad: true);
