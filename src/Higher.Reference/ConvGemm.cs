@@ -461,11 +461,18 @@ internal static unsafe class ConvGemm
     /// <summary>Reduction rows (output pixels of the batch) per block of the weight gradient: a 512-deep chain per C load and store.</summary>
     private const int ReduceBlock = 512;
 
-    /// <summary>Whether <see cref="WeightGrad"/> can run: AVX-512 and at least one full panel of Cg·kh·kw weight columns (a 1-channel 3×3 layer has 9 of 32 lanes).</summary>
+    /// <summary>Largest transposed copy of dy the weight gradient makes, in elements (256 MiB of float); bigger layers take the im2col path.</summary>
+    private const long MaxPackedDy = 1L << 26;
+
+    /// <summary>At most this many partial sums of the weight gradient (see <see cref="WeightGrad"/>).</summary>
+    private const int MaxChunks = 8;
+
+    /// <summary>Whether <see cref="WeightGrad"/> can run: AVX-512 and a transposed dy within <see cref="MaxPackedDy"/> (a 1-channel 3×3 layer's 9 weight columns fill 9 of 32 lanes and still ran 2× faster than im2col + GEMM).</summary>
     public static bool SupportsWeightGrad(in ConvGeometry g)
     {
         var v = ConvWindow.Forward(g);
-        return Vector512.IsHardwareAccelerated && Avx512F.IsSupported && v.Depth >= 32 && v.OutPerGroup > 0 && v.Pixels > 0 && v.Batch > 0;
+        long packedDy = (long)v.Groups * ((v.OutPerGroup + MR - 1) / MR * MR) * v.Batch * v.Pixels;
+        return Vector512.IsHardwareAccelerated && Avx512F.IsSupported && v.OutPerGroup > 0 && v.Pixels > 0 && v.Batch > 0 && packedDy <= MaxPackedDy;
     }
 
     /// <summary>
@@ -473,8 +480,9 @@ internal static unsafe class ConvGemm
     /// over all N·OH·OW output pixels (the reduction), and per NR-wide panel of weight columns and block of
     /// <see cref="ReduceBlock"/> pixels the column matrix's rows are gathered from x (as the forward packs them) and
     /// transposed in 8×8 register blocks into the packed panel. Every weight element sums its block chains in
-    /// ascending block order (an FMA chain from zero over ascending pixels each, then added to C), and threads share
-    /// out the weight-column panels, never the reduction, so results do not depend on the thread count.
+    /// ascending block order (an FMA chain from zero over ascending pixels each, then added to C), per chunk of the
+    /// reduction where there are few weight panels (the chunks' partials then added in ascending order); threads share
+    /// out panels and chunks, whose number depends on the geometry only, so results do not depend on the thread count.
     /// </summary>
     public static void WeightGrad<T>(Parallelism threads, in ConvGeometry g, T* x, T* dy, T* dw)
         where T : unmanaged
@@ -505,13 +513,52 @@ internal static unsafe class ConvGemm
                         PackDyT(v, dy, i / rowPanels, i % rowPanels, packedA + i * MR * reduce);
                     }
                 }
-                int tasks = parallel ? (int)Math.Min(units, 4L * threads.MaxDegree) : 1;
-                if (tasks == 1)
+                // Few weight-column panels (a 1-channel 3×3 layer has one) leave nothing to share out: the reduction is then
+                // cut into a number of chunks fixed by the geometry, each summed into its own partial, the partials
+                // added in ascending order afterwards.
+                int blocks = (int)((reduce + ReduceBlock - 1) / ReduceBlock);
+                int chunks = units >= 8 ? 1 : Math.Max(1, Math.Min(MaxChunks, blocks / 4));
+                long weights = (long)v.Groups * m * depth;
+                T[]? partialArray = chunks > 1 ? ArrayPool<T>.Shared.Rent(checked((int)((chunks - 1) * weights))) : null;
+                try
                 {
-                    WeightPanels(v, packedA, x, dw, 0, units);
-                    return;
+                    fixed (T* partials = partialArray)
+                    {
+                        nint pp = (nint)partials;
+                        int perChunk = parallel ? (int)Math.Max(1, Math.Min(units, (4L * threads.MaxDegree + chunks - 1) / chunks)) : 1;
+                        int tasks = chunks * perChunk;
+                        void RunTask(int t)
+                        {
+                            int chunk = t / perChunk, part = t % perChunk;
+                            long r0 = (long)blocks * chunk / chunks * ReduceBlock, r1 = Math.Min(reduce, (long)blocks * (chunk + 1) / chunks * ReduceBlock);
+                            T* target = chunk == 0 ? (T*)pdw : (T*)pp + (chunk - 1) * weights;
+                            WeightPanels(window, (T*)pa, (T*)px, target, units * part / perChunk, units * (part + 1) / perChunk, r0, r1);
+                        }
+                        if (tasks == 1)
+                        {
+                            RunTask(0);
+                        }
+                        else
+                        {
+                            threads.For(0, tasks, RunTask);
+                        }
+                        for (int c = 1; c < chunks; c++)
+                        {
+                            T* partial = partials + (c - 1) * weights;
+                            for (long i = 0; i < weights; i++)
+                            {
+                                dw[i] = Add(dw[i], partial[i]);
+                            }
+                        }
+                    }
                 }
-                threads.For(0, tasks, t => WeightPanels(window, (T*)pa, (T*)px, (T*)pdw, units * t / tasks, units * (t + 1) / tasks));
+                finally
+                {
+                    if (partialArray is not null)
+                    {
+                        ArrayPool<T>.Shared.Return(partialArray);
+                    }
+                }
             }
         }
         finally
@@ -553,9 +600,9 @@ internal static unsafe class ConvGemm
         }
     }
 
-    /// <summary>Weight-gradient units [u0, u1) (unit u: group u / panels, weight-column panel u % panels) over the whole reduction.</summary>
+    /// <summary>Weight-gradient units [u0, u1) (unit u: group u / panels, weight-column panel u % panels) over reduction rows [rBegin, rEnd), into dw.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void WeightPanels<T>(in ConvWindow v, T* packedA, T* x, T* dw, long u0, long u1)
+    private static void WeightPanels<T>(in ConvWindow v, T* packedA, T* x, T* dw, long u0, long u1, long rBegin, long rEnd)
         where T : unmanaged
     {
         int depth = v.Depth, m = v.OutPerGroup, rowPanels = (m + MR - 1) / MR, nr = NR<T>(), taps = v.Taps, pixels = v.Pixels;
@@ -585,11 +632,11 @@ internal static unsafe class ConvGemm
                 T* packedB = (T*)(((nint)bBase + 63) & ~(nint)63);
                 int* runLane = runInfo, runLength = runInfo + maxRuns + 1;
                 // Blocks of the reduction outermost: a block's runs serve every unit, and its packed dy stays in cache across them.
-                for (long r0 = 0; r0 < reduce; r0 += ReduceBlock)
+                for (long r0 = rBegin; r0 < rEnd; r0 += ReduceBlock)
                 {
-                    int kc = (int)Math.Min(ReduceBlock, reduce - r0);
+                    int kc = (int)Math.Min(ReduceBlock, rEnd - r0);
                     int runs = Runs(v, r0, kc, srcImage, runLane, runLength, offsets, ranges);
-                    bool accumulate = r0 > 0;
+                    bool accumulate = r0 > rBegin;
                     for (long u = u0; u < u1; u++)
                     {
                         int gi = (int)(u / colPanels), panel = (int)(u % colPanels);

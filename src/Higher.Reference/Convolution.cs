@@ -11,10 +11,11 @@ namespace Higher.Reference;
 /// convolution of dy with the transposed, flipped weight where that costs at most 3× the multiply-adds of
 /// im2col + col2im (<see cref="Convolution.InputGradAsConvolution"/>). Every output element there is one FMA chain over its
 /// terms in a fixed order, and the panels are shared out between threads, so results do not depend on the thread
-/// count. The weight gradient is an implicit GEMM too where it has at least 32 weight columns per group
+/// count. The weight gradient is an implicit GEMM too
 /// (<see cref="ConvGemm.WeightGrad"/>: dy transposed once, the column matrix gathered and transposed per panel and
 /// block of 512 output pixels, each weight summing its block chains in ascending order, threads sharing out weight
-/// columns). Otherwise (no AVX-512, strided input gradients, very deep windows, 1×1 convolutions, few weight columns)
+/// columns, or fixed chunks of the reduction summed in order where there are few columns). Otherwise (no AVX-512,
+/// strided input gradients, very deep windows, 1×1 convolutions)
 /// the kernels are im2col + the packed <see cref="Gemm"/>. Images are processed in blocks
 /// whose column matrices sit side by side ([Cg·kh·kw, images·OH·OW]), so a layer with few output
 /// pixels (3×3 maps in a deep layer) still gives the GEMM a wide right-hand side. The block size
