@@ -52,6 +52,9 @@ internal readonly record struct ConvWindow(
 /// </summary>
 internal static unsafe class ConvGemm
 {
+    // Every loop that runs per panel or per element is AggressiveOptimization, as in Gemm: tier-0 code (a fresh
+    // process's first calls, and ~100 ms before tier 1 arrives) would otherwise run the packing several times slower.
+
     private const int MR = 8;
 
     /// <summary>Deepest reduction packed in one panel: 2048·NR elements is 256 KiB of packed B, within L2. Deeper windows take the im2col path.</summary>
@@ -118,6 +121,7 @@ internal static unsafe class ConvGemm
     }
 
     /// <summary>Packs A_g as MR-row panels, k-major (panel[k·MR + r] = A_g[panelRow + r, k]), zero rows past M.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackA<T>(in ConvWindow v, T* w, int gi, bool transposedFlipped, T* dst)
         where T : unmanaged
     {
@@ -223,6 +227,7 @@ internal static unsafe class ConvGemm
     /// source offset of its first element (from channel 0 of the image; the caller adds its group's channels) and the
     /// lanes [lo, hi) of the run that lie inside src.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int Runs(in ConvWindow v, long col0, int width, long srcImage,
         int* runLane, int* runLength, long* offsets, int* ranges)
     {
@@ -367,6 +372,7 @@ internal static unsafe class ConvGemm
     }
 
     /// <summary>Copies rows [0, rows) of a tile (columns col0 + lane of the batch) to dst's [n, channel, pixel] layout, one piece per image.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Scatter<T>(T* tile, int ld, int rows, long col0, int width, int pixels, T* dst, long dstImage)
         where T : unmanaged
     {
