@@ -40,13 +40,15 @@ internal readonly record struct ConvWindow(
 /// Convolution as an implicit GEMM (AVX-512 only): C_g [M, N·OH·OW] = A_g [M, Cg·kh·kw] · B [Cg·kh·kw, N·OH·OW] with B,
 /// the column matrix of all N images side by side, never built. Each NR-wide panel of B is packed straight
 /// from src (a run of one output row per copy, masked vector loads supplying the zeros of the padding), the
-/// MR×NR micro-kernel multiplies it by every MR-row panel of the packed A, and the tile is stored straight into
+/// MR×NR micro-kernel multiplies it by every MR-row panel of the packed A (a block of the reduction at a time), and
+/// the tile is stored straight into
 /// dst's [n, channel, pixel] layout. This does once what im2col + <see cref="Gemm"/> did in four passes (write the
 /// column matrix, pack it, multiply, copy the side-by-side result into place), and the panels of the whole batch
 /// are shared out between threads evenly instead of a few image blocks.
 /// <para>
-/// Every output element is one FMA chain from zero over its Cg·kh·kw terms in ascending (c, p, q) order, whichever
-/// panel, tile or thread computes it, so results are the same bits for any degree of parallelism. The weight gradient
+/// Every output element sums its Cg·kh·kw terms in ascending (c, p, q) order: an FMA chain from zero over each block
+/// of at most <see cref="DepthBlockTarget"/> of them, the blocks added in ascending order, the blocks fixed by the
+/// geometry, whichever panel, tile or thread computes it, so results are the same bits for any degree of parallelism. The weight gradient
 /// (<see cref="WeightGrad"/>) is the same machinery with the reduction over output pixels instead.
 /// </para>
 /// </summary>
@@ -57,7 +59,7 @@ internal static unsafe class ConvGemm
 
     private const int MR = 8;
 
-    /// <summary>Deepest reduction packed in one panel: 2048·NR elements is 256 KiB of packed B, within L2. Deeper windows take the im2col path.</summary>
+    /// <summary>Deepest reduction the implicit GEMM takes (each group's A is packed whole, M·depth elements); deeper windows take the im2col path.</summary>
     public const int MaxDepth = 2048;
 
     // Below this many multiply-adds, forking costs more than it saves (the GEMM's threshold).
@@ -178,37 +180,46 @@ internal static unsafe class ConvGemm
         long plane = (long)v.InHeight * v.InWidth, srcImage = (long)v.Groups * v.InPerGroup * plane, dstImage = (long)v.Groups * m * pixels;
         // Per panel: its runs (one output row each, at most NR), and per run and tap the source offset and valid lanes.
         int tableLength = nr * taps;
-        T[] bArray = ArrayPool<T>.Shared.Rent(depth * nr + 64 / Unsafe.SizeOf<T>());
+        T[] bArray = ArrayPool<T>.Shared.Rent(Math.Min(depth, DepthBlockTarget) * nr + 64 / Unsafe.SizeOf<T>());
+        T[] tileArray = ArrayPool<T>.Shared.Rent(rowPanels * MR * nr + 64 / Unsafe.SizeOf<T>());
         long[] offsetArray = ArrayPool<long>.Shared.Rent(tableLength);
         int[] rangeArray = ArrayPool<int>.Shared.Rent(2 * tableLength);
         try
         {
             fixed (T* bBase = bArray)
+            fixed (T* tBase = tileArray)
             fixed (long* offsets = offsetArray)
             fixed (int* ranges = rangeArray)
             {
                 T* packedB = (T*)(((nint)bBase + 63) & ~(nint)63);
                 int* runLane = stackalloc int[nr + 1];
                 int* runLength = stackalloc int[nr];
-                T* tile = stackalloc T[MR * nr];
+                T* tiles = (T*)(((nint)tBase + 63) & ~(nint)63);
+                int depthBlocks = (depth + DepthBlockTarget - 1) / DepthBlockTarget;
                 for (long u = u0; u < u1; u++)
                 {
                     int gi = (int)(u / panels), panel = (int)(u % panels);
                     long col0 = (long)panel * nr;
                     int width = (int)Math.Min(nr, columns - col0);
                     int runs = Runs(v, col0, width, srcImage, runLane, runLength, offsets, ranges);
-                    PackB(v, src + (long)gi * v.InPerGroup * plane, packedB, runs, runLane, runLength, offsets, ranges, width, plane);
                     int n0 = (int)(col0 / pixels), pix0 = (int)(col0 % pixels);
                     bool direct = width == nr && pix0 + nr <= pixels;
                     T* aG = packedA + (long)gi * rowPanels * MR * depth;
-                    for (int rp = 0; rp < rowPanels; rp++)
+                    for (int db = 0; db < depthBlocks; db++)
                     {
-                        int rows = Math.Min(MR, m - rp * MR);
-                        T* c = dst + n0 * dstImage + ((long)gi * m + rp * MR) * pixels + pix0;
-                        Kernel(aG + (long)rp * MR * depth, packedB, depth, direct ? c : tile, direct ? pixels : nr, rows);
-                        if (!direct)
+                        int d0 = (int)((long)depth * db / depthBlocks), d1 = (int)((long)depth * (db + 1) / depthBlocks);
+                        PackB(v, src + (long)gi * v.InPerGroup * plane, packedB, runs, runLane, runLength, offsets, ranges, width, plane, d0, d1);
+                        bool last = db == depthBlocks - 1;
+                        for (int rp = 0; rp < rowPanels; rp++)
                         {
-                            Scatter(tile, nr, rows, col0, width, pixels, dst + ((long)gi * m + rp * MR) * pixels, dstImage);
+                            int rows = Math.Min(MR, m - rp * MR);
+                            T* c = dst + n0 * dstImage + ((long)gi * m + rp * MR) * pixels + pix0;
+                            T* tile = tiles + rp * MR * nr;
+                            Kernel(aG + (long)rp * MR * depth + (long)d0 * MR, packedB, d1 - d0, direct ? c : tile, direct ? pixels : nr, rows, accumulate: db > 0);
+                            if (!direct && last)
+                            {
+                                Scatter(tile, nr, rows, col0, width, pixels, dst + ((long)gi * m + rp * MR) * pixels, dstImage);
+                            }
                         }
                     }
                 }
@@ -217,10 +228,18 @@ internal static unsafe class ConvGemm
         finally
         {
             ArrayPool<T>.Shared.Return(bArray);
+            ArrayPool<T>.Shared.Return(tileArray);
             ArrayPool<long>.Shared.Return(offsetArray);
             ArrayPool<int>.Shared.Return(rangeArray);
         }
     }
+
+    /// <summary>
+    /// Most rows of packed B per pass: the reduction is cut into equal blocks of at most this many, so that a panel
+    /// (256·NR elements, 32 KiB of float) stays in L1 while every row panel of A walks it; measured 10-20 % faster
+    /// than one pass over 576 rows (64 channels × 3×3) on the conv net's forward and input gradient.
+    /// </summary>
+    private const int DepthBlockTarget = 256;
 
     /// <summary>
     /// Splits columns [col0, col0 + width) into runs along one output row and, per run r and tap t, writes the
@@ -271,23 +290,30 @@ internal static unsafe class ConvGemm
     /// one masked load and store each.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackB<T>(in ConvWindow v, T* src, T* packedB, int runs, int* runLane, int* runLength, long* offsets, int* ranges, int width, long plane)
+    private static void PackB<T>(in ConvWindow v, T* src, T* packedB, int runs, int* runLane, int* runLength, long* offsets, int* ranges, int width, long plane,
+        int d0, int d1)
         where T : unmanaged
     {
-        int nr = NR<T>(), taps = v.Taps, cg = v.InPerGroup, sw = v.StrideWidth, w = Vector512<T>.Count;
+        int nr = NR<T>(), taps = v.Taps, sw = v.StrideWidth, w = Vector512<T>.Count;
         long rowStep = (long)taps * nr;
         for (int r = 0; r < runs; r++)
         {
             int length = runLength[r];
             for (int t = 0; t < taps; t++)
             {
+                // Channels c with d0 <= c·taps + t < d1.
+                int cLo = Math.Max(0, (d0 - t + taps - 1) / taps), cHi = d1 - 1 - t < 0 ? 0 : (d1 - 1 - t) / taps + 1;
+                if (cHi <= cLo)
+                {
+                    continue;
+                }
                 int e = r * taps + t;
                 int lo = ranges[2 * e], hi = ranges[2 * e + 1];
-                T* s = src + offsets[e];
-                T* d = packedB + (long)t * nr + runLane[r];
+                T* s = src + offsets[e] + cLo * plane;
+                T* d = packedB + (long)(cLo * taps + t - d0) * nr + runLane[r];
                 if (sw != 1)
                 {
-                    for (int c = 0; c < cg; c++, s += plane, d += rowStep)
+                    for (int c = cLo; c < cHi; c++, s += plane, d += rowStep)
                     {
                         for (int l = 0; l < length; l++)
                         {
@@ -301,7 +327,7 @@ internal static unsafe class ConvGemm
                     var store = LaneMask<T>(0, length - l);
                     var load = LaneMask<T>(lo - l, hi - l);
                     T* sc = s + l, dc = d + l;
-                    for (int c = 0; c < cg; c++, sc += plane, dc += rowStep)
+                    for (int c = cLo; c < cHi; c++, sc += plane, dc += rowStep)
                     {
                         MaskedStore(dc, store, MaskedLoad(sc, load));
                     }
@@ -310,7 +336,7 @@ internal static unsafe class ConvGemm
         }
         if (width < nr)
         {
-            for (int k = 0; k < v.Depth; k++)
+            for (int k = 0; k < d1 - d0; k++)
             {
                 new Span<T>(packedB + (long)k * nr + width, nr - width).Clear();
             }

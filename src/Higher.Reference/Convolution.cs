@@ -9,9 +9,9 @@ namespace Higher.Reference;
 /// (<see cref="ConvGemm"/>): the column matrix of the whole batch is never built, each micro-panel of it is packed
 /// straight from the image and the result tiles are stored straight into place; the input gradient is the
 /// convolution of dy with the transposed, flipped weight where that costs at most 3× the multiply-adds of
-/// im2col + col2im (<see cref="Convolution.InputGradAsConvolution"/>). Every output element there is one FMA chain over its
-/// terms in a fixed order, and the panels are shared out between threads, so results do not depend on the thread
-/// count. The weight gradient is an implicit GEMM too
+/// im2col + col2im (<see cref="Convolution.InputGradAsConvolution"/>). Every output element there sums its terms in a
+/// fixed order (FMA chains over blocks of the reduction fixed by the geometry), and the panels are shared out between
+/// threads, so results do not depend on the thread count. The weight gradient is an implicit GEMM too
 /// (<see cref="ConvGemm.WeightGrad"/>: dy transposed once, the column matrix gathered and transposed per panel and
 /// block of 512 output pixels, each weight summing its block chains in ascending order, threads sharing out weight
 /// columns, or fixed chunks of the reduction summed in order where there are few columns). Otherwise (no AVX-512,

@@ -8,7 +8,8 @@ namespace Higher.Conformance.Kernels;
 /// the image, with a stride-1 input gradient as a convolution of dy) each forced on every case, against the float64
 /// oracle with the suite's tolerances, and bit for bit across thread counts. The extra cases aim at the implicit
 /// path's edges: panels that straddle images and rows, partial row panels, rows longer than a vector or a panel,
-/// padding that crops dy, dilation, groups, strides on the forward and the deepest reduction it packs, and weight
+/// padding that crops dy, dilation, groups, strides on the forward, reductions over several depth blocks (stored
+/// straight and through the tile) up to the deepest it packs, and weight
 /// gradients over several blocks of output pixels (partial weight-column panels, padding, strides) and, with few
 /// weight columns, over several chunks of them.
 /// </summary>
@@ -32,6 +33,8 @@ public sealed partial class ReferenceKernelConformance
         ConvCase(4, 64, 5, 5, 64, 3, 3),
         ConvCase(6, 4, 14, 13, 10, 3, 3, padTop: 1, padLeft: 2, dh: 2),
         ConvCase(10, 8, 15, 17, 9, 3, 3, sh: 2, sw: 2, padTop: 1, padLeft: 1),
+        ConvCase(2, 32, 10, 10, 16, 3, 3),
+        ConvCase(3, 40, 8, 8, 12, 3, 3, padTop: 1, padLeft: 1),
         ConvCase(9, 1, 28, 28, 5, 3, 3),
         ConvCase(12, 2, 30, 31, 4, 3, 3, padTop: 1, padLeft: 1),
         ConvCase(10, 4, 26, 26, 6, 3, 3, groups: 2),
