@@ -5,7 +5,18 @@ using System.Runtime.CompilerServices;
 namespace Higher.Reference;
 
 /// <summary>
-/// Convolution kernels as im2col + the packed <see cref="Gemm"/>. Images are processed in blocks
+/// Convolution kernels. With AVX-512 the forward and the stride-1 input gradient run as an implicit GEMM
+/// (<see cref="ConvGemm"/>): the column matrix of the whole batch is never built, each micro-panel of it is packed
+/// straight from the image and the result tiles are stored straight into place; the input gradient is the
+/// convolution of dy with the transposed, flipped weight where that costs at most 3× the multiply-adds of
+/// im2col + col2im (<see cref="Convolution.InputGradAsConvolution"/>). Every output element there sums its terms in a
+/// fixed order (FMA chains over blocks of the reduction fixed by the geometry), and the panels are shared out between
+/// threads, so results do not depend on the thread count. The weight gradient is an implicit GEMM too
+/// (<see cref="ConvGemm.WeightGrad"/>: dy transposed once, the column matrix gathered and transposed per panel and
+/// block of 512 output pixels, each weight summing its block chains in ascending order, threads sharing out weight
+/// columns, or fixed chunks of the reduction summed in order where there are few columns). Otherwise (no AVX-512,
+/// strided input gradients, very deep windows, 1×1 convolutions)
+/// the kernels are im2col + the packed <see cref="Gemm"/>. Images are processed in blocks
 /// whose column matrices sit side by side ([Cg·kh·kw, images·OH·OW]), so a layer with few output
 /// pixels (3×3 maps in a deep layer) still gives the GEMM a wide right-hand side. The block size
 /// depends on the geometry only, never on the thread count: the forward and input gradient compute
@@ -14,6 +25,14 @@ namespace Higher.Reference;
 /// any degree of parallelism. Blocks run in parallel when there are several; a lone block lets the
 /// GEMM split itself instead. Scratch comes from <see cref="ArrayPool{T}.Shared"/>.
 /// </summary>
+/// <summary>Which convolution code runs: the automatic choice, or one path always (the path tests compare them).</summary>
+internal enum ConvPath
+{
+    Auto,
+    Im2Col,
+    Implicit,
+}
+
 internal static unsafe class Convolution
 {
     /// <summary>Columns of a block's GEMM the block size aims for (a few micro-panels wide, and deep enough k for the weight gradient).</summary>
@@ -47,8 +66,24 @@ internal static unsafe class Convolution
         return (int)Math.Max(1, Math.Min(Math.Min(wanted, byScratch), g.Batch));
     }
 
+    /// <summary>
+    /// Whether a stride-1 input gradient runs as a convolution of dy: its GEMM has Cg rows (padded to the micro-kernel's
+    /// 8) and H·W columns per image where im2col's has Cg·kh·kw rows and OH·OW columns, so it does more multiply-adds;
+    /// it is taken while the padding of rows and columns costs at most 3× (64 channels, 13×13 from 11×11 is 1.4×;
+    /// 5×5 from 3×3 is 2.8× and still measured faster than im2col + col2im; one input channel is 8× and slower).
+    /// </summary>
+    private static bool InputGradAsConvolution(in ConvGeometry g)
+    {
+        long cg = g.InChannels / g.Groups, padded = (cg + 7) / 8 * 8;
+        return padded * g.InHeight * g.InWidth <= 3 * cg * g.OutHeight * g.OutWidth;
+    }
+
     /// <summary>y = conv(x, w), see <see cref="IBackend.Conv2d"/>.</summary>
     public static void Forward<T>(Parallelism threads, ConvGeometry g, T* x, T* w, T* y)
+        where T : unmanaged, IFloatingPointIeee754<T> => Forward(threads, g, x, w, y, ConvPath.Auto);
+
+    /// <summary>The forward on a chosen path (the path tests compare them); <see cref="ConvPath.Implicit"/> falls back where <see cref="ConvGemm.Supports"/> says no.</summary>
+    public static void Forward<T>(Parallelism threads, ConvGeometry g, T* x, T* w, T* y, ConvPath path)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int kg = g.InChannels / g.Groups * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
@@ -59,6 +94,11 @@ internal static unsafe class Convolution
         if (kg == 0)
         {
             new Span<T>(y, checked((int)g.OutputLength)).Clear();
+            return;
+        }
+        if (path != ConvPath.Im2Col && !IsPointwise(g) && ConvGemm.Supports(ConvWindow.Forward(g)))
+        {
+            ConvGemm.Forward(threads, g, x, w, y);
             return;
         }
         int per = ImagesPerBlock(g, kg, pixels, weightGrad: false);
@@ -135,6 +175,10 @@ internal static unsafe class Convolution
 
     /// <summary>gradX = the transposed convolution of gradY, see <see cref="IBackend.Conv2dInputGrad"/>.</summary>
     public static void InputGrad<T>(Parallelism threads, ConvGeometry g, T* dy, T* w, T* dx)
+        where T : unmanaged, IFloatingPointIeee754<T> => InputGrad(threads, g, dy, w, dx, ConvPath.Auto);
+
+    /// <summary>The input gradient on a chosen path; <see cref="ConvPath.Implicit"/> needs stride 1 and falls back otherwise.</summary>
+    public static void InputGrad<T>(Parallelism threads, ConvGeometry g, T* dy, T* w, T* dx, ConvPath path)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int cg = g.InChannels / g.Groups;
@@ -146,6 +190,12 @@ internal static unsafe class Convolution
         if (kg == 0 || pixels == 0 || g.OutChannels == 0)
         {
             new Span<T>(dx, checked((int)g.InputLength)).Clear();
+            return;
+        }
+        if (path != ConvPath.Im2Col && g.StrideHeight == 1 && g.StrideWidth == 1 && !IsPointwise(g)
+            && ConvGemm.Supports(ConvWindow.InputGrad(g)) && (path == ConvPath.Implicit || InputGradAsConvolution(g)))
+        {
+            ConvGemm.InputGrad(threads, g, dy, w, dx);
             return;
         }
         int per = ImagesPerBlock(g, kg, pixels, weightGrad: false);
@@ -211,6 +261,10 @@ internal static unsafe class Convolution
 
     /// <summary>gradW = Σ over images of gradY·colsᵀ, see <see cref="IBackend.Conv2dWeightGrad"/>.</summary>
     public static void WeightGrad<T>(Parallelism threads, ConvGeometry g, T* x, T* dy, T* dw)
+        where T : unmanaged, IFloatingPointIeee754<T> => WeightGrad(threads, g, x, dy, dw, ConvPath.Auto);
+
+    /// <summary>The weight gradient on a chosen path.</summary>
+    public static void WeightGrad<T>(Parallelism threads, ConvGeometry g, T* x, T* dy, T* dw, ConvPath path)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int cg = g.InChannels / g.Groups;
@@ -223,6 +277,11 @@ internal static unsafe class Convolution
         if (g.Batch == 0 || pixels == 0)
         {
             new Span<T>(dw, checked((int)weights)).Clear();
+            return;
+        }
+        if (path != ConvPath.Im2Col && !IsPointwise(g) && ConvGemm.SupportsWeightGrad(g))
+        {
+            ConvGemm.WeightGrad(threads, g, x, dy, dw);
             return;
         }
         int per = ImagesPerBlock(g, kg, pixels, weightGrad: true);

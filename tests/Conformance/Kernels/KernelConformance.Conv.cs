@@ -3,7 +3,7 @@ namespace Higher.Conformance.Kernels;
 public abstract partial class KernelConformance
 {
     /// <summary>A convolution case: explicit bottom/right padding, from which OH and OW follow as in PyTorch.</summary>
-    private static ConvGeometry ConvCase(int n, int c, int h, int w, int o, int kh, int kw, int sh = 1, int sw = 1,
+    protected static ConvGeometry ConvCase(int n, int c, int h, int w, int o, int kh, int kw, int sh = 1, int sw = 1,
         int padTop = 0, int padLeft = 0, int padBottom = -1, int padRight = -1, int dh = 1, int dw = 1, int groups = 1)
     {
         padBottom = padBottom < 0 ? padTop : padBottom;
@@ -13,8 +13,8 @@ public abstract partial class KernelConformance
         return new ConvGeometry(n, c, h, w, o, kh, kw, oh, ow, sh, sw, padTop, padLeft, dh, dw, groups);
     }
 
-    /// <summary>Strides 1/2/3, padding 0/1/2 and asymmetric, dilation 1/2, groups 1/2/4 and depthwise, 1×1 and 5×3 kernels, H = 1, batch 1, several image blocks.</summary>
-    private static readonly ConvGeometry[] ConvCases =
+    /// <summary>Strides 1/2/3, padding 0/1/2, asymmetric and wider than the kernel, dilation 1/2, groups 1/2/4 and depthwise, 1×1 and 5×3 kernels, H = 1, batch 1, several image blocks.</summary>
+    protected static readonly ConvGeometry[] ConvCases =
     [
         ConvCase(1, 1, 5, 5, 1, 3, 3),
         ConvCase(2, 3, 7, 6, 4, 3, 3, padTop: 1, padLeft: 1),
@@ -36,6 +36,13 @@ public abstract partial class KernelConformance
         ConvCase(7, 8, 13, 13, 16, 3, 3),
         ConvCase(20, 2, 12, 12, 3, 3, 3, padTop: 1, padLeft: 1),
         ConvCase(33, 3, 3, 3, 5, 2, 2, sh: 1, sw: 1),
+        // Shapes the implicit GEMM of the Reference backend takes with its input gradient as a convolution of dy:
+        // panels across image boundaries, a partial row panel, padding wider than the kernel (a crop of dy), rows
+        // longer than a panel, groups of 8 channels.
+        ConvCase(3, 16, 9, 9, 12, 3, 3),
+        ConvCase(2, 8, 5, 6, 8, 3, 3, padTop: 3, padLeft: 4),
+        ConvCase(1, 8, 4, 40, 9, 3, 3, padLeft: 1, dw: 2),
+        ConvCase(2, 16, 7, 7, 24, 3, 3, padTop: 1, padLeft: 1, groups: 2),
     ];
 
     public static TheoryData<int> ConvCaseIndices => [.. Enumerable.Range(0, ConvCases.Length)];
@@ -44,7 +51,7 @@ public abstract partial class KernelConformance
     /// y, gradX and gradW of the trilinear form T(x, W, dy) of <see cref="ConvGeometry"/>, each term taken
     /// straight from the formula, plus the same sums over absolute values (the scale of their rounding errors).
     /// </summary>
-    private static (double[] Y, double[] GradX, double[] GradW, double[] YAbs, double[] GradXAbs, double[] GradWAbs) ConvOracle(
+    protected static (double[] Y, double[] GradX, double[] GradW, double[] YAbs, double[] GradXAbs, double[] GradWAbs) ConvOracle(
         ConvGeometry g, double[] x, double[] w, double[] dy)
     {
         var y = new double[g.OutputLength];
@@ -94,7 +101,7 @@ public abstract partial class KernelConformance
         return (y, gx, gw, ya, gxa, gwa);
     }
 
-    private static double[] Tolerance(double[] magnitude, long terms, DType dtype) =>
+    protected static double[] Tolerance(double[] magnitude, long terms, DType dtype) =>
         Array.ConvertAll(magnitude, m => (terms + 2) * Ulps(dtype, 1) * m);
 
     [Theory]

@@ -31,6 +31,9 @@ public abstract partial class KernelConformance
         PoolCase(1, 3, 3, 3, 3, 1, 1, ph: 1, pw: 1, dh: 2, dw: 2, ceil: true),
         PoolCase(64, 26, 26, 2, 2, 2, 2),
         PoolCase(3, 7, 9, 2, 2, 2, 2), // 2×2 at stride 2 leaving the last row and column out
+        PoolCase(2, 5, 70, 2, 2, 2, 2), // rows of 35 outputs: two full vectors of 16 and a masked one
+        PoolCase(3, 4, 21, 2, 2, 2, 2), // 10 outputs a row: more than one vector of 8 indices
+        PoolCase(2, 3, 17, 2, 2, 2, 2),
     ];
 
     private static readonly PoolGeometry[] AvgPoolCases =

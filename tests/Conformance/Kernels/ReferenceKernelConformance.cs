@@ -3,7 +3,7 @@ using Higher.Reference;
 namespace Higher.Conformance.Kernels;
 
 /// <summary>The kernel conformance suite bound to the managed reference backend, plus its own storage contract.</summary>
-public sealed class ReferenceKernelConformance : KernelConformance
+public sealed partial class ReferenceKernelConformance : KernelConformance
 {
     private static readonly ReferenceBackend Serial = new(maxDegreeOfParallelism: 1);
 

@@ -1,0 +1,101 @@
+using System.Numerics;
+using Higher.Reference;
+
+namespace Higher.Conformance.Kernels;
+
+/// <summary>
+/// The Reference convolution's two paths (im2col + GEMM, and the implicit GEMM that packs its panels straight from
+/// the image, with a stride-1 input gradient as a convolution of dy) each forced on every case, against the float64
+/// oracle with the suite's tolerances, and bit for bit across thread counts. The extra cases aim at the implicit
+/// path's edges: panels that straddle images and rows, partial row panels, rows longer than a vector or a panel,
+/// padding that crops dy, dilation, groups, strides on the forward, reductions over several depth blocks (stored
+/// straight and through the tile) up to the deepest it packs, and weight
+/// gradients over several blocks of output pixels (partial weight-column panels, padding, strides) and, with few
+/// weight columns, over several chunks of them.
+/// </summary>
+public sealed partial class ReferenceKernelConformance
+{
+    private static readonly ConvGeometry[] ConvPathCases =
+    [
+        .. ConvCases,
+        ConvCase(5, 16, 9, 9, 12, 3, 3),
+        ConvCase(3, 9, 8, 7, 10, 3, 3, padTop: 2, padLeft: 1, dh: 2, dw: 2),
+        ConvCase(2, 8, 6, 9, 5, 2, 4, padTop: 0, padLeft: 3, padBottom: 1, padRight: 0),
+        ConvCase(2, 8, 5, 5, 8, 3, 3, padTop: 3, padLeft: 4, padBottom: 1, padRight: 5),
+        ConvCase(3, 8, 6, 6, 8, 3, 3, padTop: 1, padLeft: 1, groups: 8),
+        ConvCase(1, 3, 5, 70, 7, 3, 3, padLeft: 1),
+        ConvCase(2, 4, 1, 37, 6, 1, 5, padLeft: 2),
+        ConvCase(2, 12, 9, 11, 6, 3, 3, sh: 2, sw: 2, padTop: 1, padLeft: 1),
+        ConvCase(2, 12, 9, 11, 6, 3, 5, sh: 1, sw: 3, padTop: 1, padLeft: 2, dh: 2),
+        ConvCase(2, 10, 8, 8, 9, 5, 5, padTop: 2, padLeft: 2, dh: 1, dw: 2, groups: 1),
+        ConvCase(1, 227, 4, 4, 9, 3, 3, padTop: 1, padLeft: 1),
+        ConvCase(1, 230, 4, 4, 9, 3, 3, padTop: 1, padLeft: 1),
+        ConvCase(4, 64, 5, 5, 64, 3, 3),
+        ConvCase(6, 4, 14, 13, 10, 3, 3, padTop: 1, padLeft: 2, dh: 2),
+        ConvCase(10, 8, 15, 17, 9, 3, 3, sh: 2, sw: 2, padTop: 1, padLeft: 1),
+        ConvCase(2, 32, 10, 10, 16, 3, 3),
+        ConvCase(3, 40, 8, 8, 12, 3, 3, padTop: 1, padLeft: 1),
+        ConvCase(9, 1, 28, 28, 5, 3, 3),
+        ConvCase(12, 2, 30, 31, 4, 3, 3, padTop: 1, padLeft: 1),
+        ConvCase(10, 4, 26, 26, 6, 3, 3, groups: 2),
+    ];
+
+    public static TheoryData<int> ConvPathCaseIndices => [.. Enumerable.Range(0, ConvPathCases.Length)];
+
+    [Theory]
+    [MemberData(nameof(ConvPathCaseIndices))]
+    public void Conv2d_EachPath_MatchesOracle_AndIsBitwiseIndependentOfTheThreadCount(int index)
+    {
+        var g = ConvPathCases[index];
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var x = Round(RandomValues(800 + index, g.InputLength), dtype);
+            var w = Round(RandomValues(900 + index, g.WeightLength), dtype);
+            var dy = Round(RandomValues(1000 + index, g.OutputLength), dtype);
+            var (y, gx, gw, ya, gxa, gwa) = ConvOracle(g, x, w, dy);
+            int cg = g.InChannels / g.Groups, og = g.OutChannels / g.Groups;
+            long taps = (long)g.KernelHeight * g.KernelWidth;
+            foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Auto })
+            {
+                double[][]? first = null;
+                foreach (int degree in new[] { 1, 2, 3 })
+                {
+                    var threads = new Parallelism(degree);
+                    double[][] got = dtype == DType.Float32
+                        ? RunConv<float>(threads, g, path, x, w, dy)
+                        : RunConv<double>(threads, g, path, x, w, dy);
+                    string what = $"{path} {degree} threads {dtype.Name()} {g}";
+                    if (first is null)
+                    {
+                        AssertClose(y, got[0], 0, Tolerance(ya, cg * taps, dtype), $"conv2d {what}");
+                        AssertClose(gx, got[1], 0, Tolerance(gxa, og * taps, dtype), $"conv2d input grad {what}");
+                        AssertClose(gw, got[2], 0, Tolerance(gwa, (long)g.Batch * g.OutHeight * g.OutWidth, dtype), $"conv2d weight grad {what}");
+                        first = got;
+                        continue;
+                    }
+                    for (int k = 0; k < 3; k++)
+                    {
+                        AssertBitwise(first[k], got[k], $"conv output {k} {what}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>y, gradX and gradW on one path, each output starting as NaN so that every element must be written.</summary>
+    private static unsafe double[][] RunConv<T>(Parallelism threads, ConvGeometry g, ConvPath path, double[] x, double[] w, double[] dy)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T[] X = Array.ConvertAll(x, T.CreateChecked), W = Array.ConvertAll(w, T.CreateChecked), DY = Array.ConvertAll(dy, T.CreateChecked);
+        T[] y = Enumerable.Repeat(T.NaN, (int)g.OutputLength).ToArray();
+        T[] gx = Enumerable.Repeat(T.NaN, (int)g.InputLength).ToArray();
+        T[] gw = Enumerable.Repeat(T.NaN, (int)g.WeightLength).ToArray();
+        fixed (T* px = X, pw = W, pdy = DY, py = y, pgx = gx, pgw = gw)
+        {
+            Convolution.Forward(threads, g, px, pw, py, path);
+            Convolution.InputGrad(threads, g, pdy, pw, pgx, path);
+            Convolution.WeightGrad(threads, g, px, pdy, pgw, path);
+        }
+        return [Array.ConvertAll(y, double.CreateChecked), Array.ConvertAll(gx, double.CreateChecked), Array.ConvertAll(gw, double.CreateChecked)];
+    }
+}
