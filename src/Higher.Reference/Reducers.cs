@@ -100,6 +100,27 @@ internal static class Reducers
         _ => T.PositiveInfinity,
     };
 
+    // The parallel paths are methods of their own: lambdas in ReduceOuterRInner would capture its
+    // parameters, and C# allocates that closure on entry to the method, on the serial path too (every
+    // small reduction of the small-op path).
+    private static unsafe void ReduceRowsParallel<T>(Parallelism threads, ReduceOp op, nint xp, int outer, int r, int inner, nint yp)
+        where T : unmanaged, IFloatingPointIeee754<T> =>
+        // Each output row is owned by one iteration: the split cannot change any sum.
+        threads.For(0, outer, o => ReduceRow(op, (T*)xp + (long)o * r * inner, r, inner, inner, (T*)yp + (long)o * inner));
+
+    private static unsafe void ReduceColumnsParallel<T>(Parallelism threads, ReduceOp op, nint xp, int outer, int r, int inner, nint yp)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        // Few rows but wide: split the kept columns instead, again one owner per output.
+        int chunks = (inner + ColumnChunk - 1) / ColumnChunk;
+        threads.For(0, outer * chunks, t =>
+        {
+            int o = t / chunks, c0 = t % chunks * ColumnChunk;
+            int width = Math.Min(ColumnChunk, inner - c0);
+            ReduceRow(op, (T*)xp + (long)o * r * inner + c0, r, width, inner, (T*)yp + (long)o * inner + c0);
+        });
+    }
+
     private static unsafe void ReduceOuterRInner<T>(Parallelism threads, ReduceOp op, ReadOnlySpan<T> x, int outer, int r, int inner, Span<T> y)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -117,19 +138,11 @@ internal static class Reducers
             }
             if (parallel)
             {
-                // Each output row is owned by one iteration: the split cannot change any sum.
-                threads.For(0, outer, o => ReduceRow(op, (T*)xp + (long)o * r * inner, r, inner, inner, (T*)yp + (long)o * inner));
+                ReduceRowsParallel<T>(threads, op, xp, outer, r, inner, yp);
             }
             else if (outer < threads.MaxDegree && inner >= 2 * ColumnChunk && total >= ParallelThreshold && threads.Enabled)
             {
-                // Few rows but wide: split the kept columns instead, again one owner per output.
-                int chunks = (inner + ColumnChunk - 1) / ColumnChunk;
-                threads.For(0, outer * chunks, t =>
-                {
-                    int o = t / chunks, c0 = t % chunks * ColumnChunk;
-                    int width = Math.Min(ColumnChunk, inner - c0);
-                    ReduceRow(op, (T*)xp + (long)o * r * inner + c0, r, width, inner, (T*)yp + (long)o * inner + c0);
-                });
+                ReduceColumnsParallel<T>(threads, op, xp, outer, r, inner, yp);
             }
             else
             {

@@ -94,7 +94,8 @@ public partial class DifferentiableOptimizer : IHyperParameterGroups
             _groupOf[i] = -1;
             for (int gi = 0; gi < other.ParamGroups.Count; gi++)
             {
-                if (other.ParamGroups[gi].Params.Any(p => ReferenceEquals(p, reference[i])))
+                // A loop, not Any with a lambda: this runs per parameter of every inner-loop context.
+                if (ContainsReference(other.ParamGroups[gi].Params, reference[i]))
                 {
                     _groupOf[i] = gi;
                     break;
@@ -117,6 +118,18 @@ public partial class DifferentiableOptimizer : IHyperParameterGroups
             o.ValidateTasks(_tasks, GetType().Name);
             _override.Merge(o);
         }
+    }
+
+    private static bool ContainsReference(List<Tensor> list, Tensor t)
+    {
+        foreach (var p in list)
+        {
+            if (ReferenceEquals(p, t))
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     /// <summary>Retires the optimizer (its inner-loop context was disposed): later steps throw.</summary>

@@ -246,18 +246,28 @@ public sealed partial class FunctionalModule
     {
         ThrowIfDisposed("SyncBuffers");
         ArgumentNullException.ThrowIfNull(module);
-        var own = new HashSet<ModuleBuffer>(Module.NamedBufferHandles().Select(b => b.Buffer), ReferenceEqualityComparer.Instance);
-        var foreign = module.NamedBufferHandles().Where(b => !own.Contains(b.Buffer)).Select(b => b.Name).ToList();
-        if (foreign.Count > 0)
+        // One walk of the module tree, not three: every inner-loop context syncs its buffers once (per
+        // task of a meta-step), and the view's own module has no foreign buffers to look for.
+        var handles = module.NamedBufferHandles();
+        if (!ReferenceEquals(module, Module) && handles.Count > 0)
         {
-            // Another module's buffers would be stored here and never read: the sync would do nothing.
-            throw new ArgumentException(
-                $"SyncBuffers: buffers [{string.Join(", ", foreign)}] of the given {module.GetType().Name} are not buffers of this view's {Module.GetType().Name}; pass the module this view was made from.", nameof(module));
+            var own = new HashSet<ModuleBuffer>(Module.NamedBufferHandles().Select(b => b.Buffer), ReferenceEqualityComparer.Instance);
+            var foreign = handles.Where(b => !own.Contains(b.Buffer)).Select(b => b.Name).ToList();
+            if (foreign.Count > 0)
+            {
+                // Another module's buffers would be stored here and never read: the sync would do nothing.
+                throw new ArgumentException(
+                    $"SyncBuffers: buffers [{string.Join(", ", foreign)}] of the given {module.GetType().Name} are not buffers of this view's {Module.GetType().Name}; pass the module this view was made from.", nameof(module));
+            }
+        }
+        if (handles.Count == 0)
+        {
+            return;
         }
         using var _ = Autograd.NoGrad();
         // Copied first, stored after: a move to a device that fails leaves the buffers as they were.
         var copies = new List<(ModuleBuffer, Tensor)>();
-        foreach (var (_, b) in module.NamedBufferHandles())
+        foreach (var (_, b) in handles)
         {
             var data = b.Data!.Detach();
             var copy = device is { } d ? data.To(d).Clone() : data.Clone();

@@ -174,7 +174,35 @@ public abstract class Module
     }
 
     /// <summary>The parameters' tensors (leaves), each once, as a list (<c>model.Parameters()[0].Grad</c>); a snapshot of the current tensors.</summary>
-    public IReadOnlyList<Tensor> Parameters() => [.. NamedParameterHandles().Select(p => p.Parameter.Data)];
+    public IReadOnlyList<Tensor> Parameters()
+    {
+        // The order and the deduplication of NamedParameterHandles (modules in NamedModules' pre-order,
+        // each module and each parameter once), without its names: this runs several times per inner-loop
+        // context (once per task of a meta-step), and the dotted names, the nested iterators and the
+        // tuple list were most of what it allocated.
+        var into = new List<Tensor>();
+        CollectParameters(this, new HashSet<Module>(ReferenceEqualityComparer.Instance), new HashSet<Parameter>(ReferenceEqualityComparer.Instance), into);
+        return [.. into];
+    }
+
+    private static void CollectParameters(Module m, HashSet<Module> seenModules, HashSet<Parameter> seen, List<Tensor> into)
+    {
+        if (!seenModules.Add(m))
+        {
+            return;
+        }
+        foreach (var (_, p) in m._parameters)
+        {
+            if (p is not null && seen.Add(p))
+            {
+                into.Add(p.Data);
+            }
+        }
+        foreach (var (_, child) in m._modules)
+        {
+            CollectParameters(child, seenModules, seen, into);
+        }
+    }
 
     /// <summary>The parameters' tensors with dotted names.</summary>
     public IEnumerable<(string Name, Tensor Value)> NamedParameters() => NamedParameterHandles().Select(p => (p.Name, p.Parameter.Data));

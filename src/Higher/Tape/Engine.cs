@@ -21,7 +21,10 @@ internal sealed class Engine
 
     private const string FreedBy = "the backward pass that made it (nothing could reach it any more)";
 
-    private readonly List<VersionCounter> _dropped = [];
+    // The pass's collections (this and the target maps below) are the thread's scratch, taken for the
+    // pass in Run: every Autograd.Grad of an inner loop made them anew before, the slots list growing
+    // from empty each time.
+    private List<VersionCounter> _dropped = null!;
 
     /// <summary>Records a new storage family as made by the running pass, if any (called for every new storage).</summary>
     internal static void Capture(VersionCounter family) => t_capture?.Add(family);
@@ -50,31 +53,29 @@ internal sealed class Engine
         Interlocked.Decrement(ref g.Version.Pending);
         _dropped.Add(g.Version);
     }
-    private readonly Dictionary<Tensor, int>? _targets;
-    // Non-leaf targets by the node that produced them: nodes keep edges, not their input tensors.
-    private readonly Dictionary<Node, int>? _targetNodes;
+    // The targets' slots by tensor and, for non-leaf targets, by the node that produced them (nodes
+    // keep edges, not their input tensors); set during Run only, null without targets.
+    private Dictionary<Tensor, int>? _targets;
+    private Dictionary<Node, int>? _targetNodes;
+    // Target i's slot (its first occurrence among the targets), for InputGrad after the pass.
+    private readonly int[]? _slotOf;
     private readonly Tensor?[] _targetGrads;
     private Dictionary<Node, Tensor> _nodeGrads = null!;
-    private readonly Dictionary<Tensor, Tensor> _leafGrads = new(ReferenceEqualityComparer.Instance);
-    private readonly List<Tensor> _leafOrder = [];
+    // The leaves' gradients, for a pass without targets (Autograd.Backward) only.
+    private readonly Dictionary<Tensor, Tensor>? _leafGrads;
+    private readonly List<Tensor>? _leafOrder;
 
     public Engine(IReadOnlyList<Tensor>? targets)
     {
         if (targets is null)
         {
             _targetGrads = [];
+            _leafGrads = new(ReferenceEqualityComparer.Instance);
+            _leafOrder = [];
             return;
         }
-        _targets = new Dictionary<Tensor, int>(ReferenceEqualityComparer.Instance);
-        _targetNodes = new Dictionary<Node, int>(NodeIdentity.Instance);
-        for (int i = 0; i < targets.Count; i++)
-        {
-            if (_targets.TryAdd(targets[i], i) && targets[i].GradFn is { } fn)
-            {
-                _targetNodes.TryAdd(fn, i);
-            }
-        }
         _targetGrads = new Tensor?[targets.Count];
+        _slotOf = new int[targets.Count];
         _targetList = targets;
         // Below the smallest topological number among the targets no node leads to one: the walk
         // stops there (an inner step's gradient does not walk the graphs of the steps before it).
@@ -91,15 +92,14 @@ internal sealed class Engine
 
     public Tensor? InputGrad(int i)
     {
-        var t = _targetList![i];
-        return _targetGrads[_targets![t]];
+        return _targetGrads[_slotOf![i]];
     }
 
     public IEnumerable<(Tensor Leaf, Tensor Grad)> LeafGrads()
     {
-        foreach (var leaf in _leafOrder)
+        foreach (var leaf in _leafOrder!)
         {
-            yield return (leaf, _leafGrads[leaf]);
+            yield return (leaf, _leafGrads![leaf]);
         }
     }
 
@@ -119,10 +119,33 @@ internal sealed class Engine
         try
         {
             _nodeGrads = scratch.NodeGrads;
+            _dropped = scratch.Dropped;
+            if (_targetList is { } targets)
+            {
+                _targets = scratch.Targets;
+                _targetNodes = scratch.TargetNodes;
+                for (int i = 0; i < targets.Count; i++)
+                {
+                    if (_targets.TryAdd(targets[i], i))
+                    {
+                        if (targets[i].GradFn is { } fn)
+                        {
+                            _targetNodes.TryAdd(fn, i);
+                        }
+                        _slotOf![i] = i;
+                    }
+                    else
+                    {
+                        _slotOf![i] = _targets[targets[i]];
+                    }
+                }
+            }
             Run(outputs, gradOutputs, createGraph, retainGraph, scratch);
         }
         finally
         {
+            _targets = null;
+            _targetNodes = null;
             t_capture = outer;
             scratch.Clear();
             t_scratch = scratch;
@@ -211,9 +234,12 @@ internal sealed class Engine
         {
             g?.Version.EngineOwned = false;
         }
-        foreach (var g in _leafGrads.Values)
+        if (_leafGrads is not null)
         {
-            g.Version.EngineOwned = false;
+            foreach (var g in _leafGrads.Values)
+            {
+                g.Version.EngineOwned = false;
+            }
         }
     }
 
@@ -282,7 +308,7 @@ internal sealed class Engine
         {
             _nodeGrads[fn] = Add(_nodeGrads.TryGetValue(fn, out var prev) ? prev : null, g);
         }
-        else if (_targets is null && x.RequiresGrad)
+        else if (_leafGrads is not null && x.RequiresGrad)
         {
             if (_leafGrads.TryGetValue(x, out var prev))
             {
@@ -291,7 +317,7 @@ internal sealed class Engine
             else
             {
                 _leafGrads[x] = Add(null, g);
-                _leafOrder.Add(x);
+                _leafOrder!.Add(x);
             }
         }
     }
@@ -325,7 +351,7 @@ internal sealed class Engine
                     continue;
                 }
                 post.Add(node);
-                bool need = _targets is null;
+                bool need = _targetList is null;
                 if (!need)
                 {
                     foreach (var x in inputs)
@@ -366,9 +392,19 @@ internal sealed class Engine
         /// <summary>The storages the pass made (see <see cref="t_capture"/>).</summary>
         public List<VersionCounter> Captured { get; } = [];
 
+        /// <summary>The families of the gradient slots emptied since the last sweep.</summary>
+        public List<VersionCounter> Dropped { get; } = [];
+
+        public Dictionary<Tensor, int> Targets { get; } = new(ReferenceEqualityComparer.Instance);
+
+        public Dictionary<Node, int> TargetNodes { get; } = new(NodeIdentity.Instance);
+
         public void Clear()
         {
             Captured.Clear();
+            Dropped.Clear();
+            Targets.Clear();
+            TargetNodes.Clear();
             Post.Clear();
             Visited.Clear();
             Needed.Clear();

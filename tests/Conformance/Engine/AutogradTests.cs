@@ -281,6 +281,35 @@ public abstract class AutogradTests : EngineTestBase
         AssertValues(new[] { 0.5, 2.0 }.Select(v => 2 * Math.Exp(2 * v) + Math.Exp(v) + v * Math.Exp(v)).ToArray(), g);
     }
 
+    [Fact]
+    public void Grad_RepeatedAndNonLeafTargets_AndTargetsOfTheLastPassDoNotCarryOver()
+    {
+        // The engine's target maps live in the thread's scratch during a pass: a repeated target gets
+        // its gradient in every position, and the next pass on the thread knows only its own targets.
+        RequireDevice();
+        var x = Ones(3).WithRequiresGrad();
+        var w = Ones(3).WithRequiresGrad();
+        var h = x * 3.0;
+        var loss = (h * w).Sum();
+        var grads = Autograd.Grad([loss], [x, h, x, w], retainGraph: true);
+        AssertValues([3, 3, 3], grads[0]!);
+        AssertValues([1, 1, 1], grads[1]!);
+        AssertValues([3, 3, 3], grads[2]!);
+        AssertValues([3, 3, 3], grads[3]!);
+
+        var other = Ones(3).WithRequiresGrad();
+        var second = Autograd.Grad([loss], [other, w], allowUnused: true, retainGraph: true);
+        Assert.Null(second[0]);
+        AssertValues([3, 3, 3], second[1]!);
+        var e = Assert.Throws<InvalidOperationException>(() => Autograd.Grad([loss], [other], retainGraph: true));
+        Assert.Contains("was not used", e.Message, StringComparison.Ordinal);
+
+        loss.Backward();
+        AssertValues([3, 3, 3], x.Grad!);
+        AssertValues([3, 3, 3], w.Grad!);
+        Assert.Null(other.Grad);
+    }
+
     // ------------------------------------------------------------------ formatting and Item
 
     [Fact]

@@ -152,6 +152,28 @@ public sealed class ModuleTests
     }
 
     [Fact]
+    public void Parameters_AreNamedParameterHandles_InOrder_WithSharedModulesAndTiedWeights()
+    {
+        // Parameters() walks the tree without names; it must list what NamedParameterHandles lists, in
+        // its order: a module registered twice, a weight tied across layers and an absent bias included.
+        var g = new Generator(5);
+        var shared = new Linear(3, 3, generator: g);
+        var tied = new Linear(3, 3, bias: false, generator: g);
+        var inner = new Sequential(new Linear(3, 3, generator: g), shared);
+        var net = new Sequential(inner, new Tanh(), shared, tied, new Sequential(new Linear(3, 2, generator: g), inner));
+        tied.SetParameter("weight", inner.Children().OfType<Linear>().First().Weight);
+
+        var expected = net.NamedParameterHandles().Select(h => h.Parameter.Data).ToArray();
+        var actual = net.Parameters();
+        Assert.Equal(expected.Length, actual.Count);
+        for (int i = 0; i < expected.Length; i++)
+        {
+            Assert.Same(expected[i], actual[i]);
+        }
+        Assert.Equal(["0.0.weight", "0.0.bias", "0.1.weight", "0.1.bias", "4.0.weight", "4.0.bias"], net.NamedParameterHandles().Select(h => h.Name));
+    }
+
+    [Fact]
     public void SetParameter_UnknownName_Throws()
     {
         var e = Assert.Throws<ArgumentException>(() => new Linear(2, 2).SetParameter("kernel", null));
