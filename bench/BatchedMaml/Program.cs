@@ -11,7 +11,7 @@
 // --no-scope runs without (the figures before 2026-12-01's session 2). --loop SECONDS repeats the
 // Higher rows' timed part for that long (for a sampling profiler; use with --only batched).
 //
-//   dotnet run -c Release --project bench/BatchedMaml -- [--iterations 200] [--warmup 20] [--threads 2] [--tasks 25] [--steps 5] [--python /usr/bin/python3] [--only batched|sequential] [--no-scope] [--loop SECONDS]
+//   dotnet run -c Release --project bench/BatchedMaml -- [--iterations 200] [--warmup 20] [--warm-seconds 3] [--threads 2] [--tasks 25] [--steps 5] [--python /usr/bin/python3] [--only batched|sequential] [--no-scope] [--loop SECONDS]
 
 using System.Diagnostics;
 using System.Globalization;
@@ -23,6 +23,9 @@ using Higher.Optim;
 using Higher.Reference;
 
 int iterations = 200, warmup = 20, threads = 2, tasks = 25, steps = 5;
+// Warm-up lasts at least this long as well: tiered compilation promotes the hot methods some time after
+// their 30th call, and a row measured before that (20 meta-steps are 30 ms) reads 2-3x slow.
+double warmSeconds = 3;
 string python = "/usr/bin/python3", only = "";
 bool scoped = true;
 double loopSeconds = 0;
@@ -32,6 +35,7 @@ for (int i = 0; i < args.Length; i++)
     {
         case "--iterations": iterations = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--warmup": warmup = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        case "--warm-seconds": warmSeconds = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--threads": threads = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--tasks": tasks = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--steps": steps = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
@@ -40,7 +44,7 @@ for (int i = 0; i < args.Length; i++)
         case "--no-scope": scoped = false; break;
         case "--loop": loopSeconds = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
         default:
-            Console.Error.WriteLine($"Unknown option {args[i]}; use --iterations N, --warmup N, --threads N, --tasks T, --steps K, --python PATH, --only batched|sequential (Higher alone, for profiling), --no-scope, --loop SECONDS.");
+            Console.Error.WriteLine($"Unknown option {args[i]}; use --iterations N, --warmup N, --warm-seconds S, --threads N, --tasks T, --steps K, --python PATH, --only batched|sequential (Higher alone, for profiling), --no-scope, --loop SECONDS.");
             return 2;
     }
 }
@@ -49,19 +53,19 @@ Backends.Register(new ReferenceBackend(threads));
 Console.WriteLine(FormattableString.Invariant(
     $"Sinusoid MAML: MLP 1-40-40-1, {tasks} tasks x {steps} inner SGD steps (lr 0.01, second order), K = 10, meta Adam, float32, {threads} threads, {(scoped ? "each meta-step in Tensor.NewScope()" : "no scope (garbage collected)")}"));
 Console.WriteLine(FormattableString.Invariant(
-    $"{warmup} warm-up + {iterations} timed meta-steps each; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores; .NET {Environment.Version}; load {BenchProcess.LoadAverage()}"));
+    $"{warmup} warm-up (and at least {warmSeconds} s) + {iterations} timed meta-steps each; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC; {Environment.ProcessorCount} cores; .NET {Environment.Version}; load {BenchProcess.LoadAverage()}"));
 
 var rows = new List<(string Name, double Ms, double CpuMs)>();
 if (only != "batched")
 {
-    rows.Add(Sine.Time("Higher, task by task (InnerLoop.Create per task)", batched: false, tasks, steps, iterations, warmup, scoped, loopSeconds));
+    rows.Add(Sine.Time("Higher, task by task (InnerLoop.Create per task)", batched: false, tasks, steps, iterations, warmup, warmSeconds, scoped, loopSeconds));
 }
 if (only != "sequential")
 {
-    rows.Add(Sine.Time("Higher, task-batched (InnerLoop.CreateBatched)", batched: true, tasks, steps, iterations, warmup, scoped, loopSeconds));
+    rows.Add(Sine.Time("Higher, task-batched (InnerLoop.CreateBatched)", batched: true, tasks, steps, iterations, warmup, warmSeconds, scoped, loopSeconds));
     if (threads > 1)
     {
-        rows.Add(Sine.Time($"Higher, task-batched in {threads} shards on {threads} threads", batched: true, tasks, steps, iterations, warmup, scoped, loopSeconds, shards: threads));
+        rows.Add(Sine.Time($"Higher, task-batched in {threads} shards on {threads} threads", batched: true, tasks, steps, iterations, warmup, warmSeconds, scoped, loopSeconds, shards: threads));
     }
 }
 if (only.Length == 0)
@@ -106,7 +110,7 @@ internal static class Sine
     private const int K = 10;
     private const double InnerLr = 0.01;
 
-    public static (string, double, double) Time(string name, bool batched, int tasks, int steps, int iterations, int warmup, bool scoped, double loopSeconds, int shards = 1)
+    public static (string, double, double) Time(string name, bool batched, int tasks, int steps, int iterations, int warmup, double warmSeconds, bool scoped, double loopSeconds, int shards = 1)
     {
         var g = new Generator(1);
         var model = new Sequential(new Linear(1, 40, generator: g), new Relu(), new Linear(40, 40, generator: g), new Relu(), new Linear(40, 1, generator: g));
@@ -120,8 +124,13 @@ internal static class Sine
         int timed = 0;
         var stepMs = new List<double>(Math.Max(iterations, 1));
         var stepCpuMs = new List<double>(Math.Max(iterations, 1));
+        var warm = Stopwatch.StartNew();
         for (int it = 0; it < warmup + iterations || (loopSeconds > 0 && watch.Elapsed.TotalSeconds < loopSeconds); it++)
         {
+            if (it == warmup && warm.Elapsed.TotalSeconds < warmSeconds)
+            {
+                warmup++;
+            }
             if (it == warmup)
             {
                 GC.Collect();

@@ -226,8 +226,12 @@ internal static class KernelTimes
             var dy = Tensor.Rand(y.Shape, DType.Float32, g);
             double flops = 2.0 * y.Numel * c * 9;
             Time($"conv   x[25,{c},{h},{h}]", flops, () => Tensor.Conv2d(x, w));
-            Time($"d x    x[25,{c},{h},{h}]", flops, () => Autograd.Grad([y], [x], [dy], retainGraph: true)[0]!);
-            Time($"d W    x[25,{c},{h},{h}]", flops, () => Autograd.Grad([y], [w], [dy], retainGraph: true)[0]!);
+            // Each gradient on a graph where only its own operand requires grad: a node computes the
+            // gradient of every input that requires grad, so one graph for both would time both.
+            var yx = Tensor.Conv2d(x, w.Detach());
+            var yw = Tensor.Conv2d(x.Detach(), w);
+            Time($"d x    x[25,{c},{h},{h}]", flops, () => Autograd.Grad([yx], [x], [dy], retainGraph: true)[0]!);
+            Time($"d W    x[25,{c},{h},{h}]", flops, () => Autograd.Grad([yw], [w], [dy], retainGraph: true)[0]!);
         }
     }
 
