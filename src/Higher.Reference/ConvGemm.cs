@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using static Higher.Reference.Gemm;
 
 namespace Higher.Reference;
 
@@ -372,29 +373,6 @@ internal static unsafe class ConvGemm
         }
         var l = Vector512<long>.Indices;
         return (Vector512.GreaterThanOrEqual(l, Vector512.Create((long)from)) & Vector512.LessThan(l, Vector512.Create((long)to))).As<long, T>();
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<T> MaskedLoad<T>(T* p, Vector512<T> mask) where T : unmanaged
-    {
-        if (typeof(T) == typeof(float))
-        {
-            return Avx512F.MaskLoad((float*)p, mask.AsSingle(), Vector512<float>.Zero).As<float, T>();
-        }
-        return Avx512F.MaskLoad((double*)p, mask.AsDouble(), Vector512<double>.Zero).As<double, T>();
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void MaskedStore<T>(T* p, Vector512<T> mask, Vector512<T> value) where T : unmanaged
-    {
-        if (typeof(T) == typeof(float))
-        {
-            Avx512F.MaskStore((float*)p, mask.AsSingle(), value.AsSingle());
-        }
-        else
-        {
-            Avx512F.MaskStore((double*)p, mask.AsDouble(), value.AsDouble());
-        }
     }
 
     /// <summary>Copies rows [0, rows) of a tile (columns col0 + lane of the batch) to dst's [n, channel, pixel] layout, one piece per image.</summary>

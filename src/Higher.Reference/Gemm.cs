@@ -615,8 +615,9 @@ internal static unsafe class Gemm
         MaskedStore(c + 2 * w, mask, v2);
     }
 
+    /// <summary>The lanes of p that <paramref name="mask"/> selects, zero elsewhere (no read outside them); also the implicit-GEMM convolution's.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<T> MaskedLoad<T>(T* p, Vector512<T> mask) where T : unmanaged
+    internal static Vector512<T> MaskedLoad<T>(T* p, Vector512<T> mask) where T : unmanaged
     {
         if (typeof(T) == typeof(float))
         {
@@ -625,8 +626,9 @@ internal static unsafe class Gemm
         return Avx512F.MaskLoad((double*)p, mask.AsDouble(), Vector512<double>.Zero).As<double, T>();
     }
 
+    /// <summary>Writes the lanes of value that <paramref name="mask"/> selects (no write outside them).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void MaskedStore<T>(T* p, Vector512<T> mask, Vector512<T> value) where T : unmanaged
+    internal static void MaskedStore<T>(T* p, Vector512<T> mask, Vector512<T> value) where T : unmanaged
     {
         if (typeof(T) == typeof(float))
         {
