@@ -286,55 +286,16 @@ internal static unsafe class ConvGemm
     }
 
     /// <summary>
-    /// packedB[k·NR + lane] = B[k, col0 + lane] for k = (c·kh + p)·kw + q, zero past the panel's width. The loops run
-    /// run, tap, vector, channel: a run's masks depend on its tap only, so the innermost loop over the Cg channels is
-    /// one masked load and store each.
+    /// packedB[k·NR + lane] = B[k, col0 + lane] for k = (c·kh + p)·kw + q in [d0, d1), zero past the panel's width:
+    /// <see cref="Gather"/> into rows NR apart, then the padding lanes.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackB<T>(in ConvWindow v, T* src, T* packedB, int runs, int* runLane, int* runLength, long* offsets, int* ranges, int width, long plane,
         int d0, int d1)
         where T : unmanaged
     {
-        int nr = NR<T>(), taps = v.Taps, sw = v.StrideWidth, w = Vector512<T>.Count;
-        long rowStep = (long)taps * nr;
-        for (int r = 0; r < runs; r++)
-        {
-            int length = runLength[r];
-            for (int t = 0; t < taps; t++)
-            {
-                // Channels c with d0 <= c·taps + t < d1.
-                int cLo = Math.Max(0, (d0 - t + taps - 1) / taps), cHi = d1 - 1 - t < 0 ? 0 : (d1 - 1 - t) / taps + 1;
-                if (cHi <= cLo)
-                {
-                    continue;
-                }
-                int e = r * taps + t;
-                int lo = ranges[2 * e], hi = ranges[2 * e + 1];
-                T* s = src + offsets[e] + cLo * plane;
-                T* d = packedB + (long)(cLo * taps + t - d0) * nr + runLane[r];
-                if (sw != 1)
-                {
-                    for (int c = cLo; c < cHi; c++, s += plane, d += rowStep)
-                    {
-                        for (int l = 0; l < length; l++)
-                        {
-                            d[l] = l >= lo && l < hi ? s[(long)l * sw] : default;
-                        }
-                    }
-                    continue;
-                }
-                for (int l = 0; l < length; l += w)
-                {
-                    var store = LaneMask<T>(0, length - l);
-                    var load = LaneMask<T>(lo - l, hi - l);
-                    T* sc = s + l, dc = d + l;
-                    for (int c = cLo; c < cHi; c++, sc += plane, dc += rowStep)
-                    {
-                        MaskedStore(dc, store, MaskedLoad(sc, load));
-                    }
-                }
-            }
-        }
+        int nr = NR<T>();
+        Gather(v, src, packedB, nr, runs, runLane, runLength, offsets, ranges, d0, d1 - d0, plane);
         if (width < nr)
         {
             for (int k = 0; k < d1 - d0; k++)
@@ -394,16 +355,6 @@ internal static unsafe class ConvGemm
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<T> Fma<T>(Vector512<T> a, Vector512<T> b, Vector512<T> c) where T : unmanaged
-    {
-        if (typeof(T) == typeof(float))
-        {
-            return Avx512F.FusedMultiplyAdd(a.AsSingle(), b.AsSingle(), c.AsSingle()).As<float, T>();
-        }
-        return Avx512F.FusedMultiplyAdd(a.AsDouble(), b.AsDouble(), c.AsDouble()).As<double, T>();
-    }
-
     /// <summary>
     /// 8 × (2·Vector512) micro-kernel over the whole depth: C rows [0, rows) (ldc apart) = Σ_k A[:, k] B[k, :], each
     /// element one FMA chain from zero in ascending k, stored as it is or (<paramref name="accumulate"/>) added to C.
@@ -420,29 +371,29 @@ internal static unsafe class ConvGemm
             var b0 = Vector512.Load(b);
             var b1 = Vector512.Load(b + w);
             var av = Vector512.Create(a[0]);
-            c00 = Fma(av, b0, c00);
-            c01 = Fma(av, b1, c01);
+            c00 = Fma512(av, b0, c00);
+            c01 = Fma512(av, b1, c01);
             av = Vector512.Create(a[1]);
-            c10 = Fma(av, b0, c10);
-            c11 = Fma(av, b1, c11);
+            c10 = Fma512(av, b0, c10);
+            c11 = Fma512(av, b1, c11);
             av = Vector512.Create(a[2]);
-            c20 = Fma(av, b0, c20);
-            c21 = Fma(av, b1, c21);
+            c20 = Fma512(av, b0, c20);
+            c21 = Fma512(av, b1, c21);
             av = Vector512.Create(a[3]);
-            c30 = Fma(av, b0, c30);
-            c31 = Fma(av, b1, c31);
+            c30 = Fma512(av, b0, c30);
+            c31 = Fma512(av, b1, c31);
             av = Vector512.Create(a[4]);
-            c40 = Fma(av, b0, c40);
-            c41 = Fma(av, b1, c41);
+            c40 = Fma512(av, b0, c40);
+            c41 = Fma512(av, b1, c41);
             av = Vector512.Create(a[5]);
-            c50 = Fma(av, b0, c50);
-            c51 = Fma(av, b1, c51);
+            c50 = Fma512(av, b0, c50);
+            c51 = Fma512(av, b1, c51);
             av = Vector512.Create(a[6]);
-            c60 = Fma(av, b0, c60);
-            c61 = Fma(av, b1, c61);
+            c60 = Fma512(av, b0, c60);
+            c61 = Fma512(av, b1, c61);
             av = Vector512.Create(a[7]);
-            c70 = Fma(av, b0, c70);
-            c71 = Fma(av, b1, c71);
+            c70 = Fma512(av, b0, c70);
+            c71 = Fma512(av, b1, c71);
             a += MR;
             b += 2 * w;
         }
@@ -711,8 +662,10 @@ internal static unsafe class ConvGemm
     }
 
     /// <summary>
-    /// gathered[(k - k0)·ld + lane] = B[k, r0 + lane] for the weight columns k0 ≤ k = c·kh·kw + tap &lt; k0 + width: the
-    /// forward's packing (<see cref="PackB"/>) restricted to one panel's channels and taps, into rows instead of panels.
+    /// gathered[(k - k0)·ld + lane] = B[k, r0 + lane] for the columns k0 ≤ k = c·kh·kw + tap &lt; k0 + width of the column
+    /// matrix (the forward's packed panels, ld = NR, and the weight gradient's rows). The loops run run, tap, vector,
+    /// channel: a run's masks depend on its tap only, so the innermost loop over the channels is one masked load and
+    /// store each.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Gather<T>(in ConvWindow v, T* src, T* gathered, int ld, int runs, int* runLane, int* runLength, long* offsets, int* ranges,
@@ -760,8 +713,4 @@ internal static unsafe class ConvGemm
             }
         }
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static T Add<T>(T x, T y) where T : unmanaged =>
-        typeof(T) == typeof(float) ? (T)(object)((float)(object)x + (float)(object)y) : (T)(object)((double)(object)x + (double)(object)y);
 }

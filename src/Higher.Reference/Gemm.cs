@@ -770,8 +770,9 @@ internal static unsafe class Gemm
         }
     }
 
+    /// <summary>a·b + c with one rounding per lane (also the implicit-GEMM convolution's).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<T> Fma512<T>(Vector512<T> a, Vector512<T> b, Vector512<T> c) where T : unmanaged
+    internal static Vector512<T> Fma512<T>(Vector512<T> a, Vector512<T> b, Vector512<T> c) where T : unmanaged
     {
         if (typeof(T) == typeof(float))
         {
@@ -949,7 +950,7 @@ internal static unsafe class Gemm
         typeof(T) == typeof(float) ? (T)(object)((float)(object)x * (float)(object)y) : (T)(object)((double)(object)x * (double)(object)y);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static T Add<T>(T x, T y) where T : unmanaged =>
+    internal static T Add<T>(T x, T y) where T : unmanaged =>
         typeof(T) == typeof(float) ? (T)(object)((float)(object)x + (float)(object)y) : (T)(object)((double)(object)x + (double)(object)y);
 
     private static T FromDouble<T>(double v) where T : unmanaged =>
