@@ -3,8 +3,8 @@ using Higher.Reference;
 namespace Higher;
 
 /// <summary>
-/// Read-only 0-d operands shared by the ops of one thread: the 0 of ReLU's backward and of every
-/// <c>Where(mask, g, 0)</c>, the c of <c>x &gt; c</c> and <c>x / c</c>. Making a fresh scalar tensor for
+/// Read-only 0-d operands shared by the ops of one thread: the 0 of every <c>Where(mask, g, 0)</c> (clamp's
+/// backward, a where's), the c of <c>x &gt; c</c> and <c>x / c</c>. Making a fresh scalar tensor for
 /// each costs an allocation, a fill and a scope entry (about as much as the small op it feeds); a
 /// constant is made once per thread, backend, dtype and value and reused.
 /// <para>

@@ -1,9 +1,10 @@
 namespace Higher.Conformance.Engine;
 
 /// <summary>
-/// Batch norm's double backward takes x̂ from the forward's saved statistics when x's own derivative
-/// is not recorded (a second-order meta-gradient's final backward), and recomputes them from x in
-/// tensor ops when it is: both give the same Hessian-vector products to float64 rounding.
+/// Batch norm's double backward where nothing records (a second-order meta-gradient's final backward)
+/// is one kernel over the forward's saved statistics (<c>IBackend.BatchNormInputGradBackward</c>, and x̂
+/// from those statistics in the weight gradient's backward); recorded, it is the tensor-op formula that
+/// recomputes them from x. Both give the same Hessian-vector products to float64 rounding.
 /// </summary>
 public sealed class BatchNormDoubleBackwardTests
 {
