@@ -141,14 +141,33 @@ public static class Autograd
         var engine = new Engine(null);
         engine.Run(outputs, gradOutputs, createGraph, retainGraph ?? createGraph);
         using var scope = createGraph ? default : NoGrad();
-        foreach (var (leaf, g) in engine.LeafGrads())
+        for (int i = 0; i < engine.LeafCount; i++)
         {
-            var grad = createGraph ? g : g.Detach();
+            var (leaf, g, exclusive) = engine.LeafGrad(i);
             // Backward passes on several threads (a meta-batch split across threads or devices) may
             // accumulate into the same leaf: the read-add-write is serialized per leaf.
             lock (GradLocks[(RuntimeHelpers.GetHashCode(leaf) & int.MaxValue) % GradLocks.Length])
             {
-                leaf.Grad = leaf.Grad is null ? grad : leaf.Grad + grad;
+                if (createGraph)
+                {
+                    leaf.Grad = leaf.PeekGrad is { } sum ? sum + g : g;
+                    continue;
+                }
+                var grad = g.Detach();
+                var prev = leaf.PeekGrad;
+                if (prev is not null && leaf.GradAccumulates && !prev.IsReleased && prev.DType == grad.DType && prev.Device == grad.Device)
+                {
+                    // PyTorch's AccumulateGrad without create_graph: the sum goes into the Grad this
+                    // method made earlier (no allocation; whoever holds that tensor sees the new values).
+                    prev.Backend.Binary(BinaryOp.Add, prev.Storage, prev.Shape, grad.Storage, grad.Shape, prev.Storage, prev.Shape);
+                    prev.Version.Value++;
+                    continue;
+                }
+                // The first gradient becomes the accumulator when the pass alone holds it; a sum made
+                // here is this method's own as well.
+                bool owned = prev is not null || exclusive;
+                leaf.Grad = prev is null ? grad : prev + grad;
+                leaf.GradAccumulates = owned;
             }
         }
     }

@@ -112,7 +112,12 @@ public sealed partial class Tensor
     /// </summary>
     public Tensor? Grad
     {
-        get => _grad;
+        get
+        {
+            // Once read, the gradient is the reader's: a later Backward adds into a new tensor, never into this one.
+            GradAccumulates = false;
+            return _grad;
+        }
         set
         {
             if (value is not null && (value.Shape != Shape || value.DType != DType || value.Device != Device))
@@ -121,12 +126,24 @@ public sealed partial class Tensor
                     $"Grad: the gradient assigned to a {Describe()} tensor on {Device} must match it; got {value.Describe()} on {value.Device}.", nameof(value));
             }
             _grad = value;
+            GradAccumulates = false;
             if (value is not null)
             {
                 TensorScope.OnGradAssigned(this, value);
             }
         }
     }
+
+    /// <summary>
+    /// True while <see cref="Grad"/> is a tensor that <see cref="Autograd.Backward"/> made for this leaf and
+    /// that no one else has seen: a later Backward without createGraph adds into it in place, as PyTorch's
+    /// AccumulateGrad does, without allocating. Reading or assigning <see cref="Grad"/> clears it, so a
+    /// gradient tensor anyone holds (an optimizer's state, a caller's variable) is never written.
+    /// </summary>
+    internal bool GradAccumulates { get; set; }
+
+    /// <summary>The gradient, read without handing it out (see <see cref="GradAccumulates"/>): for the engine and scopes.</summary>
+    internal Tensor? PeekGrad => _grad;
 
     /// <summary>Optional name shown by <see cref="ToString"/> and in error messages.</summary>
     public string? Name { get; set; }

@@ -114,7 +114,7 @@ public sealed class TensorScope : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         var target = Outer;
         MoveOut(tensor.Version, target);
-        if (tensor.Grad is { } g)
+        if (tensor.PeekGrad is { } g)
         {
             MoveOut(g.Version, target);
         }
@@ -190,7 +190,7 @@ public sealed class TensorScope : IDisposable
             foreach (var p in m.Parameters())
             {
                 survivors.Add(p.Version);
-                if (p.Grad is { } g)
+                if (p.PeekGrad is { } g)
                 {
                     survivors.Add(g.Version);
                 }
@@ -207,7 +207,7 @@ public sealed class TensorScope : IDisposable
                 foreach (var p in group.Params)
                 {
                     survivors.Add(p.Version);
-                    if (p.Grad is { } g)
+                    if (p.PeekGrad is { } g)
                     {
                         survivors.Add(g.Version);
                     }
@@ -225,7 +225,7 @@ public sealed class TensorScope : IDisposable
         foreach (var leaf in gradRoots)
         {
             var f = leaf.Version;
-            if (f.ReleasedBy is null && (!ReferenceEquals(f.Scope, this) || survivors.Contains(f)) && leaf.Grad is { } g)
+            if (f.ReleasedBy is null && (!ReferenceEquals(f.Scope, this) || survivors.Contains(f)) && leaf.PeekGrad is { } g)
             {
                 survivors.Add(g.Version);
                 liveRoots.Add(leaf);

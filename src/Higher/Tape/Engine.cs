@@ -95,13 +95,22 @@ internal sealed class Engine
         return _targetGrads[_slotOf![i]];
     }
 
-    public IEnumerable<(Tensor Leaf, Tensor Grad)> LeafGrads()
+    /// <summary>Number of leaves a pass without targets reached (see <see cref="LeafGrad"/>).</summary>
+    public int LeafCount => _leafOrder!.Count;
+
+    /// <summary>
+    /// The <paramref name="i"/>-th leaf a pass without targets reached (in the order first reached)
+    /// and its gradient; <c>Exclusive</c>: the pass made the gradient's storage and nothing else holds
+    /// it (no node saves it, no other slot held it or a view of it, it is not a seed the caller
+    /// passed), so it may become an accumulator that later passes add into in place.
+    /// </summary>
+    public (Tensor Leaf, Tensor Grad, bool Exclusive) LeafGrad(int i)
     {
-        foreach (var leaf in _leafOrder!)
-        {
-            yield return (leaf, _leafGrads![leaf]);
-        }
+        var leaf = _leafOrder![i];
+        return (leaf, _leafGrads![leaf], _leafExclusive![i]);
     }
+
+    private bool[]? _leafExclusive;
 
     public void Run(IReadOnlyList<Tensor> outputs, IReadOnlyList<Tensor?>? gradOutputs, bool createGraph, bool retainGraph)
     {
@@ -236,6 +245,11 @@ internal sealed class Engine
         }
         if (_leafGrads is not null)
         {
+            _leafExclusive = new bool[_leafOrder!.Count];
+            for (int i = 0; i < _leafExclusive.Length; i++)
+            {
+                _leafExclusive[i] = _leafGrads[_leafOrder[i]].Version is { EngineOwned: true, Saved: 0, Pending: 1, ReleasedBy: null };
+            }
             foreach (var g in _leafGrads.Values)
             {
                 g.Version.EngineOwned = false;
