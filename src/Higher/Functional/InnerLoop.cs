@@ -139,13 +139,24 @@ public static partial class InnerLoop
     /// <summary>Refuses an optimizer none of whose parameters is the model's: every fast weight would pass through unchanged, step after step, without a word.</summary>
     internal static void CheckUpdatesModel(Module model, Optimizer opt, string call)
     {
-        var modelParams = new HashSet<Tensor>(model.Parameters(), ReferenceEqualityComparer.Instance);
-        if (!opt.ParamGroups.Any(g => g.Params.Any(modelParams.Contains)))
+        var modelParams = model.Parameters();
+        foreach (var group in opt.ParamGroups)
         {
-            throw new ArgumentException(
-                $"{call}: none of the {opt.ParamGroups.Sum(g => g.Params.Count)} parameters of the {opt.GetType().Name} is a parameter of the {model.GetType().Name} ({modelParams.Count} parameters), so the inner loop would update nothing. " +
-                "Build the optimizer over model.Parameters() (after any model.To(...), which replaces the parameter tensors).", nameof(opt));
+            foreach (var p in group.Params)
+            {
+                // Usually the first parameter is the model's: a scan, not a set, for the common case.
+                foreach (var q in modelParams)
+                {
+                    if (ReferenceEquals(p, q))
+                    {
+                        return;
+                    }
+                }
+            }
         }
+        throw new ArgumentException(
+            $"{call}: none of the {opt.ParamGroups.Sum(g => g.Params.Count)} parameters of the {opt.GetType().Name} is a parameter of the {model.GetType().Name} ({modelParams.Count} parameters), so the inner loop would update nothing. " +
+            "Build the optimizer over model.Parameters() (after any model.To(...), which replaces the parameter tensors).", nameof(opt));
     }
 
     /// <summary>

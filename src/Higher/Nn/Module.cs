@@ -180,9 +180,31 @@ public abstract class Module
         // each module and each parameter once), without its names: this runs several times per inner-loop
         // context (once per task of a meta-step), and the dotted names, the nested iterators and the
         // tuple list were most of what it allocated.
+        // The two sets are the thread's, taken out of their slot while in use (nothing here calls user code, but
+        // a nested call would then make its own) and put back cleared.
+        var seen = t_seen ?? new(ReferenceEqualityComparer.Instance, ReferenceEqualityComparer.Instance);
+        t_seen = null;
         var into = new List<Tensor>();
-        CollectParameters(this, new HashSet<Module>(ReferenceEqualityComparer.Instance), new HashSet<Parameter>(ReferenceEqualityComparer.Instance), into);
+        try
+        {
+            CollectParameters(this, seen.Modules, seen.Parameters, into);
+        }
+        finally
+        {
+            seen.Modules.Clear();
+            seen.Parameters.Clear();
+            t_seen = seen;
+        }
         return [.. into];
+    }
+
+    [ThreadStatic]
+    private static SeenSets? t_seen;
+
+    private sealed class SeenSets(IEqualityComparer<Module> modules, IEqualityComparer<Parameter> parameters)
+    {
+        public readonly HashSet<Module> Modules = new(modules);
+        public readonly HashSet<Parameter> Parameters = new(parameters);
     }
 
     private static void CollectParameters(Module m, HashSet<Module> seenModules, HashSet<Parameter> seen, List<Tensor> into)
