@@ -42,6 +42,10 @@ public sealed class TensorScope : IDisposable
 {
     private static readonly AsyncLocal<TensorScope?> CurrentScope = new();
 
+    // Scopes begun and not yet disposed, on every thread: while there are none, a new storage has no
+    // scope to join, and Adopt skips the flow's AsyncLocal lookup (most ops outside scopes).
+    private static int s_live;
+
     private readonly Lock _gate = new();
     private readonly TensorScope? _outer;
     private readonly List<VersionCounter> _born = [];
@@ -66,7 +70,7 @@ public sealed class TensorScope : IDisposable
     public TensorScope? Outer => Live(_outer);
 
     /// <summary>The scope that governs tensors created now on this flow, or null (the garbage collector owns them).</summary>
-    public static TensorScope? Current => Live(CurrentScope.Value);
+    public static TensorScope? Current => Volatile.Read(ref s_live) == 0 ? null : Live(CurrentScope.Value);
 
     /// <summary>Number of storages this scope would release now (those it governs that are not yet released).</summary>
     public int Count
@@ -92,6 +96,7 @@ public sealed class TensorScope : IDisposable
     public static TensorScope Begin(string? name = null)
     {
         var scope = new TensorScope(name is null ? "a tensor scope" : $"scope '{name}'", Current);
+        Interlocked.Increment(ref s_live);
         CurrentScope.Value = scope;
         return scope;
     }
@@ -171,6 +176,7 @@ public sealed class TensorScope : IDisposable
                 return;
             }
             _disposed = true;
+            Interlocked.Decrement(ref s_live);
             born = [.. _born];
             gradRoots = [.. _gradRoots];
             modules = [.. _modules];
@@ -271,6 +277,10 @@ public sealed class TensorScope : IDisposable
     {
         var family = new VersionCounter { Storage = storage };
         Tape.Engine.Capture(family);
+        if (Volatile.Read(ref s_live) == 0)
+        {
+            return family;
+        }
         var scope = CurrentScope.Value;
         if (scope is not null)
         {
