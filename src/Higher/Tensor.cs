@@ -255,7 +255,34 @@ public sealed partial class Tensor
         {
             throw new InvalidOperationException($"Item() needs a tensor with exactly one element; this one is {Shape} ({Numel} elements).");
         }
-        return ToDoubleArray()[0];
+        // One element straight into the stack, converted here: no cast tensor, no array (a loss's Item() runs once per task).
+        switch (DType)
+        {
+            case DType.Float32:
+            {
+                Span<float> v = stackalloc float[1];
+                Backend.Download<float>(Storage, v);
+                return v[0];
+            }
+            case DType.Float64:
+            {
+                Span<double> v = stackalloc double[1];
+                Backend.Download<double>(Storage, v);
+                return v[0];
+            }
+            case DType.Int64:
+            {
+                Span<long> v = stackalloc long[1];
+                Backend.Download<long>(Storage, v);
+                return v[0];
+            }
+            default:
+            {
+                Span<bool> v = stackalloc bool[1];
+                Backend.Download<bool>(Storage, v);
+                return v[0] ? 1 : 0;
+            }
+        }
     }
 
     /// <summary>The value of a one-element tensor converted to <typeparamref name="T"/>.</summary>

@@ -338,6 +338,12 @@ public abstract class AutogradTests : EngineTestBase
         Assert.Equal(5L, I64([5], 1).Item<long>());
         Assert.Equal(0.5f, Tensor.Scalar(0.5, DType.Float32, Device).Item<float>());
         Assert.Equal(6.0, F64([1, 2, 3], 3).Sum().Item());
+        // Every dtype, read without a cast: a float32 value that is not a double's rounding, int64 beyond float's
+        // 24 bits, and both bools.
+        Assert.Equal((double)0.1f, Tensor.Scalar(0.1, DType.Float32, Device).Item());
+        Assert.Equal(16777217.0, I64([16777217], 1).Item());
+        Assert.Equal(1.0, (F64([2], 1) > 1).Item());
+        Assert.Equal(0.0, (F64([0], 1) > 1).Item());
     }
 
     // ------------------------------------------------------------------ zero-size and scalar tensors
