@@ -68,6 +68,7 @@ public sealed class CpuBufferPool
     private readonly Lock _cachesGate = new();
     private long _retiredHits;
     private long _retiredReturns;
+    private long _retiredMisses;
     // Bumped by Trim: a thread cache of an older generation drops its arrays before its next use.
     private volatile int _generation;
 
@@ -103,13 +104,15 @@ public sealed class CpuBufferPool
                 RetireEndedThreads();
                 hits += _retiredHits;
                 returns += _retiredReturns;
+                rents += _retiredMisses;
                 foreach (var cache in _caches)
                 {
                     hits += Volatile.Read(ref cache.Hits);
                     returns += Volatile.Read(ref cache.Returns);
+                    rents += Volatile.Read(ref cache.Misses);
                 }
             }
-            rents += hits; // the thread caches' hits; the bins' hits and every miss are added below
+            rents += hits; // the thread caches' hits and misses; the bins' hits and the misses of larger classes are added below
             foreach (var bin in _bins)
             {
                 lock (bin.Gate)
@@ -257,7 +260,15 @@ public sealed class CpuBufferPool
         long held;
         if (array is null)
         {
-            Interlocked.Increment(ref bin.Misses);
+            // A thread's own counter for the classes it caches (no atomic on the path of every fresh array).
+            if (cache is not null)
+            {
+                cache.Misses++;
+            }
+            else
+            {
+                Interlocked.Increment(ref bin.Misses);
+            }
         }
         if (array is not null)
         {
@@ -390,6 +401,7 @@ public sealed class CpuBufferPool
     {
         _retiredHits += cache.Hits;
         _retiredReturns += cache.Returns;
+        _retiredMisses += cache.Misses;
         if (cache.Generation != _generation)
         {
             DropCached(cache);
@@ -446,6 +458,7 @@ public sealed class CpuBufferPool
         public int Generation = generation;
         public long Hits;
         public long Returns;
+        public long Misses;
     }
 
     private sealed class Bin
