@@ -49,6 +49,13 @@ public sealed class TensorScope : IDisposable
     private readonly Lock _gate = new();
     private readonly TensorScope? _outer;
     private readonly List<VersionCounter> _born = [];
+    // The families born on the thread that opened the scope (nearly all of them): appended by that
+    // thread alone without the lock, one store and a count each (Volatile.Write of the count after the
+    // element, and of a grown array before the count, so a reader that reads the count first and then
+    // the array sees every element it counts). Families born on other threads go to _born under the lock.
+    private readonly int _ownerThread = Environment.CurrentManagedThreadId;
+    private VersionCounter[] _ownBorn = new VersionCounter[16];
+    private int _ownCount;
     private readonly List<Tensor> _gradRoots = [];
     private readonly List<Module> _modules = [];
     private readonly List<Optimizer> _optimizers = [];
@@ -83,6 +90,15 @@ public sealed class TensorScope : IDisposable
                 foreach (var f in _born)
                 {
                     if (ReferenceEquals(f.Scope, this) && f.ReleasedBy is null)
+                    {
+                        n++;
+                    }
+                }
+                int own = Volatile.Read(ref _ownCount);
+                var ownBorn = Volatile.Read(ref _ownBorn);
+                for (int i = 0; i < own; i++)
+                {
+                    if (ReferenceEquals(ownBorn[i].Scope, this) && ownBorn[i].ReleasedBy is null)
                     {
                         n++;
                     }
@@ -177,10 +193,16 @@ public sealed class TensorScope : IDisposable
             }
             _disposed = true;
             Interlocked.Decrement(ref s_live);
-            born = [.. _born];
+            int own = Volatile.Read(ref _ownCount);
+            var ownBorn = Volatile.Read(ref _ownBorn);
+            born = new List<VersionCounter>(own + _born.Count);
+            born.AddRange(new ArraySegment<VersionCounter>(ownBorn, 0, own));
+            born.AddRange(_born);
             gradRoots = [.. _gradRoots];
             modules = [.. _modules];
             optimizers = [.. _optimizers];
+            _ownBorn = [];
+            _ownCount = 0;
             _born.Clear();
             _gradRoots.Clear();
         }
@@ -349,6 +371,27 @@ public sealed class TensorScope : IDisposable
 
     private void Add(VersionCounter family)
     {
+        if (Environment.CurrentManagedThreadId == _ownerThread)
+        {
+            if (_disposed)
+            {
+                family.Scope = null;
+                return;
+            }
+            family.Scope = this;
+            var own = _ownBorn;
+            int n = _ownCount;
+            if (n == own.Length)
+            {
+                var grown = new VersionCounter[Math.Max(16, n * 2)];
+                Array.Copy(own, grown, n);
+                Volatile.Write(ref _ownBorn, grown);
+                own = grown;
+            }
+            own[n] = family;
+            Volatile.Write(ref _ownCount, n + 1);
+            return;
+        }
         lock (_gate)
         {
             if (_disposed)

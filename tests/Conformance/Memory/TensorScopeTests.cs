@@ -268,6 +268,43 @@ public sealed class TensorScopeTests
     }
 
     [Fact]
+    public void TensorsMadeAtOnceOnTheOpeningThreadAndOnOthers_AreAllCountedAndReleased()
+    {
+        // The opening thread appends without the lock; the other threads take it. Both at once, many times, so
+        // the opening thread's list grows while the others add.
+        var (dev, pool) = PrivateDevice();
+        long baseline = pool.Statistics.BytesInUse;
+        var made = new System.Collections.Concurrent.ConcurrentBag<Tensor>();
+        using (var scope = Tensor.NewScope("shared"))
+        {
+            // Threads started inside the scope flow into it, as tasks do.
+            var others = Enumerable.Range(0, 3).Select(_ => new Thread(() =>
+            {
+                for (int i = 0; i < 1000; i++)
+                {
+                    made.Add(Tensor.Ones([4], DType.Float32, dev));
+                }
+            })).ToArray();
+            foreach (var t in others)
+            {
+                t.Start();
+            }
+            for (int i = 0; i < 1000; i++)
+            {
+                made.Add(Tensor.Ones([4], DType.Float32, dev));
+            }
+            foreach (var t in others)
+            {
+                t.Join();
+            }
+            Assert.Equal(4000, scope.Count);
+        }
+        Assert.Equal(4000, made.Count);
+        Assert.All(made, t => Assert.True(t.IsReleased));
+        Assert.Equal(baseline, pool.Statistics.BytesInUse);
+    }
+
+    [Fact]
     public async Task ScopeAcrossAwaits_FollowsTheAsyncFlow()
     {
         var (dev, pool) = PrivateDevice();
