@@ -100,6 +100,22 @@ public readonly struct Shape : IEquatable<Shape>
     /// <summary>Returns the dimensions as a new array.</summary>
     public int[] ToArray() => Dims.ToArray();
 
+    /// <summary>Writes the row-major strides into <paramref name="strides"/> (of length <see cref="Rank"/>), without allocating.</summary>
+    public void ContiguousStrides(Span<long> strides)
+    {
+        var dims = Dims;
+        if (strides.Length != dims.Length)
+        {
+            throw new ArgumentException($"ContiguousStrides: {strides.Length} strides for a rank-{dims.Length} shape.", nameof(strides));
+        }
+        long s = 1;
+        for (int i = dims.Length - 1; i >= 0; i--)
+        {
+            strides[i] = s;
+            s *= dims[i];
+        }
+    }
+
     /// <summary>Row-major (contiguous) element strides of this shape.</summary>
     public long[] ContiguousStrides()
     {

@@ -234,7 +234,12 @@ public sealed partial class Tensor
                 target[i] = Shape.Dims[i - lead];
             }
         }
-        var targetShape = Higher.Shape.FromOwned(target);
+        return ExpandTo(Higher.Shape.FromOwned(target));
+    }
+
+    /// <summary>Expand to a shape this one broadcasts to (no -1 entries): the strides live on the stack.</summary>
+    internal Tensor ExpandTo(Shape targetShape)
+    {
         if (targetShape == Shape)
         {
             return this;
@@ -244,7 +249,12 @@ public sealed partial class Tensor
             throw new ArgumentException($"Cannot expand {Describe()} to {targetShape}: a non-singleton dimension differs.");
         }
         var y = Empty(Backend, DType, targetShape);
-        Backend.StridedCopy(Storage, 0, BroadcastStrides(Shape, targetShape), y.Storage, 0, targetShape.ContiguousStrides(), targetShape);
+        int rank = targetShape.Rank;
+        Span<long> from = rank <= 8 ? stackalloc long[rank] : new long[rank];
+        Span<long> to = rank <= 8 ? stackalloc long[rank] : new long[rank];
+        BroadcastStrides(Shape, targetShape, from);
+        targetShape.ContiguousStrides(to);
+        Backend.StridedCopy(Storage, 0, from, y.Storage, 0, to, targetShape);
         if (Autograd.ShouldRecord(this))
         {
             Derivatives.Expand.Record(y, default, [this]);
@@ -257,14 +267,23 @@ public sealed partial class Tensor
 
     internal static long[] BroadcastStrides(Shape from, Shape to)
     {
-        var own = from.ContiguousStrides();
         var strides = new long[to.Rank];
-        int lead = to.Rank - from.Rank;
-        for (int i = lead; i < to.Rank; i++)
-        {
-            strides[i] = from.Dims[i - lead] == 1 ? 0 : own[i - lead];
-        }
+        BroadcastStrides(from, to, strides);
         return strides;
+    }
+
+    /// <summary>The strides that read <paramref name="from"/> (row-major) as <paramref name="to"/>, which it broadcasts to: 0 along expanded dimensions.</summary>
+    internal static void BroadcastStrides(Shape from, Shape to, Span<long> strides)
+    {
+        var dims = from.Dims;
+        int lead = to.Rank - dims.Length;
+        strides[..lead].Clear();
+        long s = 1;
+        for (int i = dims.Length - 1; i >= 0; i--)
+        {
+            strides[lead + i] = dims[i] == 1 ? 0 : s;
+            s *= dims[i];
+        }
     }
 
     /// <summary>

@@ -188,7 +188,7 @@ internal static class Derivatives
 
     /// <summary>Sum: the gradient is broadcast back over the reduced axes.</summary>
     public static readonly Derivative<Reduced> Sum = new("Sum", Saves.None, static (Node n, in Reduced r, Tensor g) =>
-        [g.ReshapeTo(r.Kept).Expand(n.InputShape(0).ToArray())]);
+        [g.ReshapeTo(r.Kept).ExpandTo(n.InputShape(0))]);
 
     /// <summary>amax: the gradient is shared equally among the elements equal to the maximum.</summary>
     public static readonly Derivative<Reduced> Amax = new("Amax", Saves.Input0 | Saves.Output, static (Node n, in Reduced r, Tensor g) => ShareExtreme(n, r, g));
