@@ -98,6 +98,38 @@ internal static unsafe class BatchNormKernels
         return total;
     }
 
+    /// <summary>(Σ (p[i] - k), Σ (p[i] - k)²) for i &lt; n in double, in the order of <see cref="Sum"/>.</summary>
+    private static (double D, double D2) ShiftedSums<T>(T* p, int n, double k)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int i = 0;
+        double d1 = 0, d2 = 0;
+        if (Vector.IsHardwareAccelerated && n >= Step)
+        {
+            var vk = new Vector<double>(k);
+            Vector<double> a = Vector<double>.Zero, b = Vector<double>.Zero, aa = Vector<double>.Zero, bb = Vector<double>.Zero;
+            for (; i <= n - Step; i += Step)
+            {
+                Load2(p + i, out var lo, out var hi);
+                lo -= vk;
+                hi -= vk;
+                a += lo;
+                b += hi;
+                aa += lo * lo;
+                bb += hi * hi;
+            }
+            d1 = Vector.Sum(a + b);
+            d2 = Vector.Sum(aa + bb);
+        }
+        for (; i < n; i++)
+        {
+            double d = double.CreateTruncating(p[i]) - k;
+            d1 += d;
+            d2 += d * d;
+        }
+        return (d1, d2);
+    }
+
     /// <summary>(Σ g[i], Σ g[i]·(x[i] - mu)) for i &lt; n in double, in the order of <see cref="Sum"/>.</summary>
     private static (double G, double GD) Products<T>(T* g, T* x, int n, double mu)
         where T : unmanaged, IFloatingPointIeee754<T>
@@ -142,21 +174,47 @@ internal static unsafe class BatchNormKernels
         int s = g.Spatial;
         long stride = (long)g.Channels * s;
         double count = g.PerChannel;
-        double sum = 0;
-        for (int n = 0; n < g.Batch; n++)
+        T muT, varT;
+        double mu;
+        if (typeof(T) == typeof(float))
         {
-            sum += Sum(x + (n * stride) + ((long)c * s), s);
+            // float32: one pass for both statistics, sums of d = x - k and d² in double around k, the
+            // channel's first value (so d is of the order of the spread, not of the mean, and the
+            // difference of the two sums loses nothing a float can hold). One read of x fewer.
+            double k = double.CreateTruncating(x[(long)c * s]);
+            double s1 = 0, s2 = 0;
+            for (int n = 0; n < g.Batch; n++)
+            {
+                var (d1, d2) = ShiftedSums(x + (n * stride) + ((long)c * s), s, k);
+                s1 += d1;
+                s2 += d2;
+            }
+            double meanShift = s1 / count;
+            // μ and σ² are rounded to T first, and everything after reads the rounded values, as the
+            // gradient kernels (which see only the stored ones) do. σ² is the mean squared deviation from
+            // the rounded μ, as the two passes give it: about the exact mean, plus (mean - μ)².
+            muT = T.CreateTruncating(k + meanShift);
+            mu = double.CreateTruncating(muT);
+            double off = k + meanShift - mu;
+            varT = T.CreateTruncating(Math.Max(0, (s2 / count) - (meanShift * meanShift)) + (off * off));
         }
-        // μ and σ² are rounded to T first, and everything after reads the rounded values, as the
-        // gradient kernels (which see only the stored ones) do.
-        T muT = T.CreateTruncating(sum / count);
-        double mu = double.CreateTruncating(muT);
-        double squares = 0;
-        for (int n = 0; n < g.Batch; n++)
+        else
         {
-            squares += SquaredDeviations(x + (n * stride) + ((long)c * s), s, mu);
+            // float64: two passes (the sum, then the squared deviations from the rounded mean), exact to the last bits.
+            double sum = 0;
+            for (int n = 0; n < g.Batch; n++)
+            {
+                sum += Sum(x + (n * stride) + ((long)c * s), s);
+            }
+            muT = T.CreateTruncating(sum / count);
+            mu = double.CreateTruncating(muT);
+            double squares = 0;
+            for (int n = 0; n < g.Batch; n++)
+            {
+                squares += SquaredDeviations(x + (n * stride) + ((long)c * s), s, mu);
+            }
+            varT = T.CreateTruncating(squares / count);
         }
-        T varT = T.CreateTruncating(squares / count);
         double r = InverseStd(varT, g.Eps);
         mean[c] = muT;
         variance[c] = varT;

@@ -112,6 +112,27 @@ public abstract partial class KernelConformance
         }
     }
 
+    [Fact]
+    public void BatchNormStatistics_OfFloat32DataFarFromZero_AndAnOutlierFirst_MatchTheTwoPassDefinition()
+    {
+        RequireBackend();
+        // Values near 3000 with a spread of a few float32 ulps (σ² about 1e-7, below the square of
+        // half an ulp of the mean, so σ² about the rounded mean differs from σ² about the exact one);
+        // sums of squares about zero would lose all of σ². The last channel's first value (the
+        // kernel's shift) is an outlier one unit away.
+        var g = new NormGeometry(6, 3, 50, 1e-5);
+        var x = RandomValues(977, g.Length, 0, 1e-3).Select(v => 3000 + v).ToArray();
+        x[2 * g.Spatial] = 3001;
+        x = Round(x, DType.Float32);
+        var w = Round(RandomValues(978, g.Channels, 0.5, 1.5), DType.Float32);
+        var b = Round(RandomValues(979, g.Channels), DType.Float32);
+        var (_, mean, variance, _, _, _, _, _) = NormOracle(g, x, w, b, new double[g.Length], DType.Float32);
+        var (sy, sm, sv) = (Up(new double[g.Length], DType.Float32), Up(new double[g.Channels], DType.Float32), Up(new double[g.Channels], DType.Float32));
+        Backend.BatchNorm(g, Up(x, DType.Float32), Up(w, DType.Float32), Up(b, DType.Float32), sy, sm, sv);
+        AssertClose(mean, Down(sm), Ulps(DType.Float32, 2), 0, "batch-norm mean far from zero");
+        AssertClose(variance, Down(sv), Ulps(DType.Float32, 2), 0, "batch-norm variance far from zero");
+    }
+
     /// <summary>
     /// The double backward's definition in double, term by term as PyTorch's batchnorm_double_backward
     /// writes it, from the forward's stored (rounded) μ and σ²: gradX, gradWeight and their magnitudes.
