@@ -22,7 +22,13 @@ public static class F
     {
         CheckPair("MseLoss", "input", input, target);
         var d = input - target;
-        return Reduce(d * d, reduction);
+        // Sum and mean are one node (the bits of (d·d).Sum() and its mean, a shorter backward).
+        return reduction switch
+        {
+            Reduction.None => d * d,
+            Reduction.Sum => d.ScaledSumOfSquares(1),
+            _ => d.ScaledSumOfSquares(d.Numel == 0 ? double.NaN : 1.0 / d.Numel),
+        };
     }
 
     /// <summary>Mean absolute error.</summary>

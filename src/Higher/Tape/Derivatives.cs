@@ -190,6 +190,10 @@ internal static class Derivatives
     public static readonly Derivative<Reduced> Sum = new("Sum", Saves.None, static (Node n, in Reduced r, Tensor g) =>
         [g.ReshapeTo(r.Kept).ExpandTo(n.InputShape(0))]);
 
+    /// <summary>scale·Σ x² (<see cref="Tensor.ScaledSumOfSquares"/>): dx = x·(2·scale·g), g a 0-d tensor.</summary>
+    public static readonly Derivative<Scalars> ScaledSumOfSquares = new("ScaledSumOfSquares", Saves.Input0, static (Node n, in Scalars s, Tensor g) =>
+        [n.Input(0) * (g * (2 * s.Alpha))]);
+
     /// <summary>amax: the gradient is shared equally among the elements equal to the maximum.</summary>
     public static readonly Derivative<Reduced> Amax = new("Amax", Saves.Input0 | Saves.Output, static (Node n, in Reduced r, Tensor g) => ShareExtreme(n, r, g));
 

@@ -15,6 +15,43 @@ public sealed class FusedUpdateTests
         [.. Autograd.Grad([loss], wrt, createGraph: createGraph).Select(t => t!)];
 
     [Theory]
+    [InlineData(DType.Float32, Reduction.Mean)]
+    [InlineData(DType.Float32, Reduction.Sum)]
+    [InlineData(DType.Float64, Reduction.Mean)]
+    [InlineData(DType.Float64, Reduction.Sum)]
+    public void MseLoss_IsOneNode_WithTheBitsOfTheComposedFormAndItsGradient(DType dtype, Reduction reduction)
+    {
+        // MseLoss's sum and mean are one node (scale·Σ d²): its value and first gradients are those of
+        // (d·d).Sum() and .Mean(); its second derivatives agree to rounding (the graph is shorter).
+        var g = new Generator(8);
+        var a = Tensor.Normal([7, 3], 0, 1, dtype, g).WithRequiresGrad();
+        var b = Tensor.Normal([7, 3], 0, 1, dtype, g).WithRequiresGrad();
+        var fused = F.MseLoss(a.Tanh(), b, reduction);
+        var d0 = a.Tanh() - b;
+        var composed = reduction == Reduction.Sum ? (d0 * d0).Sum() : (d0 * d0).Mean();
+        Assert.Equal("ScaledSumOfSquaresBackward", fused.GradFnName);
+        Assert.Equal(composed.ToDoubleArray(), fused.ToDoubleArray());
+        // Through a scale, so the incoming gradient is not 1 and the order of the products shows.
+        var gf = Grads(fused * 1.7, [a, b], createGraph: true);
+        var gc = Grads(composed * 1.7, [a, b], createGraph: true);
+        for (int i = 0; i < 2; i++)
+        {
+            Assert.Equal(gc[i].ToDoubleArray(), gf[i].ToDoubleArray());
+        }
+        var hf = Grads((gf[0] * gf[1]).Sum(), [a, b], createGraph: false);
+        var hc = Grads((gc[0] * gc[1]).Sum(), [a, b], createGraph: false);
+        double tol = dtype == DType.Float32 ? 1e-5 : 1e-13;
+        for (int i = 0; i < 2; i++)
+        {
+            var (x, y) = (hc[i].ToDoubleArray(), hf[i].ToDoubleArray());
+            for (int k = 0; k < x.Length; k++)
+            {
+                Assert.Equal(x[k], y[k], tol * (1 + Math.Abs(x[k])));
+            }
+        }
+    }
+
+    [Theory]
     [InlineData(DType.Float32)]
     [InlineData(DType.Float64)]
     public void AddScaled_IsBitForBitTheComposedForm_ToSecondOrder(DType dtype)
