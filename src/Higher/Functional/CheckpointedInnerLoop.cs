@@ -577,6 +577,6 @@ public sealed class CheckpointedInnerLoop : IDisposable
     {
         internal override string Name => "CheckpointedSegmentBackward";
 
-        protected override Tensor?[] Backward(Tensor gradOutput) => segment.Backward(gradOutput);
+        protected override Tape.GradList Backward(Tensor gradOutput) => segment.Backward(gradOutput);
     }
 }

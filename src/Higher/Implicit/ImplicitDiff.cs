@@ -258,6 +258,6 @@ public static class ImplicitDiff
     {
         internal override string Name => "ImplicitRootBackward";
 
-        protected override Tensor?[] Backward(Tensor gradOutput) => backward.Backward(gradOutput);
+        protected override Tape.GradList Backward(Tensor gradOutput) => backward.Backward(gradOutput);
     }
 }

@@ -71,7 +71,73 @@ internal readonly struct Edge
 }
 
 /// <summary>The gradients of an op's inputs given its output's gradient, written in differentiable ops (null: no gradient needed).</summary>
-internal delegate Tensor?[] BackwardFn<TAttr>(Node node, in TAttr attr, Tensor grad);
+internal delegate GradList BackwardFn<TAttr>(Node node, in TAttr attr, Tensor grad);
+
+/// <summary>
+/// The gradients a backward returns, one per input in order: up to three inline, so that a row's
+/// <c>[ga, gb]</c> is built from a span on the stack (no array per node of every backward pass);
+/// more, or an array a backward made itself, are kept as that array.
+/// </summary>
+[System.Runtime.CompilerServices.CollectionBuilder(typeof(GradList), nameof(Create))]
+internal readonly struct GradList
+{
+    private readonly Tensor? _g0, _g1, _g2;
+    private readonly Tensor?[]? _more;
+
+    private GradList(ReadOnlySpan<Tensor?> grads)
+    {
+        Length = grads.Length;
+        if (grads.Length > 3)
+        {
+            _more = grads.ToArray();
+            return;
+        }
+        _g0 = grads.Length > 0 ? grads[0] : null;
+        _g1 = grads.Length > 1 ? grads[1] : null;
+        _g2 = grads.Length > 2 ? grads[2] : null;
+    }
+
+    private GradList(Tensor?[] grads)
+    {
+        Length = grads.Length;
+        _more = grads;
+    }
+
+    /// <summary>Number of gradients (the node's input count).</summary>
+    public int Length { get; }
+
+    /// <summary>The gradient of input <paramref name="i"/> (null: none).</summary>
+    public Tensor? this[int i]
+    {
+        get
+        {
+            if ((uint)i >= (uint)Length)
+            {
+                throw new ArgumentOutOfRangeException(nameof(i), i, $"Gradient {i} of a backward that returned {Length}.");
+            }
+            return _more is { } more ? more[i] : i switch { 0 => _g0, 1 => _g1, _ => _g2 };
+        }
+    }
+
+    /// <summary>Builds the list of a collection expression.</summary>
+    public static GradList Create(ReadOnlySpan<Tensor?> grads) => new(grads);
+
+    /// <summary>A backward's own array of gradients (kept, not copied).</summary>
+    public static implicit operator GradList(Tensor?[] grads) => new(grads ?? throw new ArgumentNullException(nameof(grads)));
+
+    /// <summary>The gradients in order (for the collection-expression pattern).</summary>
+    public Enumerator GetEnumerator() => new(this);
+
+    /// <summary>Enumerates a <see cref="GradList"/>.</summary>
+    public struct Enumerator(GradList list)
+    {
+        private int _i = -1;
+
+        public readonly Tensor? Current => list[_i];
+
+        public bool MoveNext() => ++_i < list.Length;
+    }
+}
 
 /// <summary>
 /// One row of the derivatives table (see <see cref="Derivatives"/>): an op's name, what its backward
@@ -235,9 +301,9 @@ internal abstract class Node
     private Tensor SavedAt(int k) => _saved![k].Tensor;
 
     /// <summary>Gradients of the op's inputs given the gradient of its output (null where none is needed).</summary>
-    protected abstract Tensor?[] Backward(Tensor gradOutput);
+    protected abstract GradList Backward(Tensor gradOutput);
 
-    internal Tensor?[] Apply(Tensor gradOutput)
+    internal GradList Apply(Tensor gradOutput)
     {
         if (_released)
         {
@@ -256,6 +322,10 @@ internal abstract class Node
             }
         }
         var grads = Backward(gradOutput);
+        if (grads.Length != Inputs.Length)
+        {
+            throw new InvalidOperationException($"Internal error: the backward of {Name} returned {grads.Length} gradients for {Inputs.Length} inputs.");
+        }
         if (AnomalyScope.On)
         {
             for (int i = 0; i < grads.Length; i++)
@@ -305,7 +375,7 @@ internal sealed class Node<TAttr> : Node
 
     internal override string Name => _op.NodeName;
 
-    protected override Tensor?[] Backward(Tensor gradOutput) => _op.Backward(this, _attr, gradOutput);
+    protected override GradList Backward(Tensor gradOutput) => _op.Backward(this, _attr, gradOutput);
 }
 
 /// <summary>Nodes compared by reference and hashed by <see cref="Node.Id"/>, for the engine's sets and maps.</summary>
