@@ -66,6 +66,7 @@ public abstract class Module
     {
         CheckName(name);
         _parameters.Add((name, parameter));
+        StructureChanged();
         return parameter;
     }
 
@@ -84,6 +85,7 @@ public abstract class Module
         ArgumentNullException.ThrowIfNull(module);
         CheckName(name);
         _modules.Add((name, module));
+        StructureChanged();
         return module;
     }
 
@@ -95,6 +97,7 @@ public abstract class Module
             if (_parameters[i].Name == name)
             {
                 _parameters[i] = (name, parameter);
+                StructureChanged();
                 OnParameterReplaced(name, parameter);
                 return;
             }
@@ -180,6 +183,13 @@ public abstract class Module
         // each module and each parameter once), without its names: this runs several times per inner-loop
         // context (once per task of a meta-step), and the dotted names, the nested iterators and the
         // tuple list were most of what it allocated.
+        // A list made since the last change of any module's parameters or submodules (a global count:
+        // registering, SetParameter, Parameter.Data) is still right: hand it out again.
+        int version = Volatile.Read(ref s_structure);
+        if (_parameterCache is { } cached && cached.Version == version)
+        {
+            return cached.Tensors;
+        }
         // The two sets are the thread's, taken out of their slot while in use (nothing here calls user code, but
         // a nested call would then make its own) and put back cleared.
         var seen = t_seen ?? new(ReferenceEqualityComparer.Instance, ReferenceEqualityComparer.Instance);
@@ -195,8 +205,22 @@ public abstract class Module
             seen.Parameters.Clear();
             t_seen = seen;
         }
-        return [.. into];
+        // A read-only list (a collection expression's): the same instance can go to every caller.
+        IReadOnlyList<Tensor> tensors = [.. into];
+        _parameterCache = new ParameterList(version, tensors);
+        return tensors;
     }
+
+    // Bumped by every change that can change some module's Parameters(); read before a list is built,
+    // so a change during the build leaves a cache that is already stale.
+    private static int s_structure;
+
+    private ParameterList? _parameterCache;
+
+    private sealed record ParameterList(int Version, IReadOnlyList<Tensor> Tensors);
+
+    /// <summary>Invalidates every module's cached parameter list.</summary>
+    internal static void StructureChanged() => Interlocked.Increment(ref s_structure);
 
     [ThreadStatic]
     private static SeenSets? t_seen;

@@ -33,6 +33,7 @@ public sealed class Parameter
                 ReplacedTensors.Mark(_data, next);
             }
             _data = next;
+            Module.StructureChanged();
         }
     }
 

@@ -174,6 +174,40 @@ public sealed class ModuleTests
     }
 
     [Fact]
+    public void Parameters_FollowsEveryChange_AfterItWasRead()
+    {
+        // Parameters() reuses its list until some module's parameters change: each kind of change shows at once.
+        var g = new Generator(12);
+        var first = new Linear(3, 3, generator: g);
+        var second = new Linear(3, 3, generator: g);
+        var net = new Sequential(first, new Tanh(), second);
+        var before = net.Parameters();
+        Assert.Equal(4, before.Count);
+        Assert.Same(before[0], net.Parameters()[0]);
+
+        second.SetParameter("weight", first.Weight);                 // tying: the shared handle counts once
+        Assert.Equal(3, net.Parameters().Count);
+
+        net.To(DType.Float64);                                       // Parameter.Data replaced
+        var moved = net.Parameters();
+        Assert.All(moved, t => Assert.Equal(DType.Float64, t.DType));
+        Assert.NotSame(before[0], moved[0]);
+
+        first.Weight.Data = Tensor.Zeros([3, 3], DType.Float64);     // one tensor assigned by hand
+        Assert.Same(first.Weight.Data, net.Parameters()[0]);
+
+        var extra = new Linear(3, 2, generator: g);                  // a module made earlier, registered later
+        Assert.Equal(3, net.Parameters().Count);
+        net.Add(extra);
+        Assert.Equal(5, net.Parameters().Count);
+
+        // The list handed out again is read-only: no caller can change what the next one gets.
+        var list = net.Parameters();
+        Assert.Throws<NotSupportedException>(() => ((IList<Tensor>)list)[0] = Tensor.Ones([1]));
+        Assert.Same(first.Weight.Data, net.Parameters()[0]);
+    }
+
+    [Fact]
     public void SetParameter_UnknownName_Throws()
     {
         var e = Assert.Throws<ArgumentException>(() => new Linear(2, 2).SetParameter("kernel", null));
