@@ -70,35 +70,7 @@ internal static unsafe class BatchNormKernels
         return total;
     }
 
-    /// <summary>Σ (p[i] - mu)² for i &lt; n in double, in the order of <see cref="Sum"/>.</summary>
-    private static double SquaredDeviations<T>(T* p, int n, double mu)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int i = 0;
-        double total = 0;
-        if (Vector.IsHardwareAccelerated && n >= Step)
-        {
-            var vm = new Vector<double>(mu);
-            Vector<double> a = Vector<double>.Zero, b = Vector<double>.Zero;
-            for (; i <= n - Step; i += Step)
-            {
-                Load2(p + i, out var lo, out var hi);
-                lo -= vm;
-                hi -= vm;
-                a += lo * lo;
-                b += hi * hi;
-            }
-            total = Vector.Sum(a + b);
-        }
-        for (; i < n; i++)
-        {
-            double d = double.CreateTruncating(p[i]) - mu;
-            total += d * d;
-        }
-        return total;
-    }
-
-    /// <summary>(Σ (p[i] - k), Σ (p[i] - k)²) for i &lt; n in double, in the order of <see cref="Sum"/>.</summary>
+    /// <summary>(Σ (p[i] - k), Σ (p[i] - k)²) for i &lt; n in double, in the order of <see cref="Sum"/> (each sum's bits do not depend on the other's).</summary>
     private static (double D, double D2) ShiftedSums<T>(T* p, int n, double k)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -211,7 +183,7 @@ internal static unsafe class BatchNormKernels
             double squares = 0;
             for (int n = 0; n < g.Batch; n++)
             {
-                squares += SquaredDeviations(x + (n * stride) + ((long)c * s), s, mu);
+                squares += ShiftedSums(x + (n * stride) + ((long)c * s), s, mu).D2;
             }
             varT = T.CreateTruncating(squares / count);
         }
