@@ -76,6 +76,7 @@ public abstract class Module
         CheckName(name);
         var buffer = new ModuleBuffer(data, persistent);
         _buffers.Add((name, buffer));
+        StructureChanged();
         return buffer;
     }
 
@@ -161,6 +162,12 @@ public abstract class Module
     /// </summary>
     public IReadOnlyList<(string Name, Parameter Parameter)> NamedParameterHandles()
     {
+        // Cached as Parameters() is (every inner-loop context reads the handles and their names).
+        int version = Volatile.Read(ref s_structure);
+        if (_handleCache is { } cached && cached.Version == version)
+        {
+            return cached.Items;
+        }
         var seen = new HashSet<Parameter>(ReferenceEqualityComparer.Instance);
         var list = new List<(string, Parameter)>();
         foreach (var (prefix, m) in NamedModules())
@@ -173,7 +180,9 @@ public abstract class Module
                 }
             }
         }
-        return list;
+        IReadOnlyList<(string Name, Parameter Parameter)> handles = [.. list];
+        _handleCache = new(version, handles);
+        return handles;
     }
 
     /// <summary>The parameters' tensors (leaves), each once, as a list (<c>model.Parameters()[0].Grad</c>); a snapshot of the current tensors.</summary>
@@ -188,7 +197,7 @@ public abstract class Module
         int version = Volatile.Read(ref s_structure);
         if (_parameterCache is { } cached && cached.Version == version)
         {
-            return cached.Tensors;
+            return cached.Items;
         }
         // The two sets are the thread's, taken out of their slot while in use (nothing here calls user code, but
         // a nested call would then make its own) and put back cleared.
@@ -207,7 +216,7 @@ public abstract class Module
         }
         // A read-only list (a collection expression's): the same instance can go to every caller.
         IReadOnlyList<Tensor> tensors = [.. into];
-        _parameterCache = new ParameterList(version, tensors);
+        _parameterCache = new(version, tensors);
         return tensors;
     }
 
@@ -215,9 +224,12 @@ public abstract class Module
     // so a change during the build leaves a cache that is already stale.
     private static int s_structure;
 
-    private ParameterList? _parameterCache;
+    private Cached<Tensor>? _parameterCache;
+    private Cached<(string Name, Parameter Parameter)>? _handleCache;
+    private Cached<(string Name, ModuleBuffer Buffer)>? _bufferCache;
 
-    private sealed record ParameterList(int Version, IReadOnlyList<Tensor> Tensors);
+    /// <summary>A list built at structure count <paramref name="Version"/>, read-only, handed to every caller until the count moves.</summary>
+    private sealed record Cached<T>(int Version, IReadOnlyList<T> Items);
 
     /// <summary>Invalidates every module's cached parameter list.</summary>
     internal static void StructureChanged() => Interlocked.Increment(ref s_structure);
@@ -256,6 +268,12 @@ public abstract class Module
     /// <summary>Buffer handles with dotted names (absent buffers skipped), each once.</summary>
     public IReadOnlyList<(string Name, ModuleBuffer Buffer)> NamedBufferHandles()
     {
+        // Cached as Parameters() is; a buffer that becomes absent or present bumps the count too.
+        int version = Volatile.Read(ref s_structure);
+        if (_bufferCache is { } cached && cached.Version == version)
+        {
+            return cached.Items;
+        }
         var seen = new HashSet<ModuleBuffer>(ReferenceEqualityComparer.Instance);
         var list = new List<(string, ModuleBuffer)>();
         foreach (var (prefix, m) in NamedModules())
@@ -268,7 +286,9 @@ public abstract class Module
                 }
             }
         }
-        return list;
+        IReadOnlyList<(string Name, ModuleBuffer Buffer)> buffers = [.. list];
+        _bufferCache = new(version, buffers);
+        return buffers;
     }
 
     /// <summary>The buffers' tensors.</summary>

@@ -91,7 +91,7 @@ public sealed class ModuleBuffer
     public Tensor? Data
     {
         get => _data;
-        set => _data = value?.Detach();
+        set => Assign(value?.Detach());
     }
 
     /// <summary>The buffer in effect on this thread: the functional copy's when bound, else <see cref="Data"/>. Setting writes there.</summary>
@@ -102,8 +102,19 @@ public sealed class ModuleBuffer
         {
             if (!Binding.TrySet(this, value))
             {
-                _data = value;
+                Assign(value);
             }
+        }
+    }
+
+    // A buffer that becomes absent or present changes its module's NamedBufferHandles (which lists present ones only).
+    private void Assign(Tensor? value)
+    {
+        bool changes = (_data is null) != (value is null);
+        _data = value;
+        if (changes)
+        {
+            Module.StructureChanged();
         }
     }
 }

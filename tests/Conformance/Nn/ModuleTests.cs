@@ -207,6 +207,37 @@ public sealed class ModuleTests
         Assert.Same(first.Weight.Data, net.Parameters()[0]);
     }
 
+    private sealed class WithBuffer : Module
+    {
+        public WithBuffer() => Stat = RegisterBuffer("stat", Tensor.Zeros([2], DType.Float64));
+
+        public ModuleBuffer Stat { get; }
+
+        public override Tensor Forward(Tensor input) => input;
+    }
+
+    [Fact]
+    public void NamedHandles_FollowEveryChange_AfterTheyWereRead()
+    {
+        var inner = new WithBuffer();
+        var net = new Sequential(inner, new Linear(2, 2, generator: new Generator(13)));
+        Assert.Equal(["0.stat"], net.NamedBufferHandles().Select(b => b.Name));
+        Assert.Equal(["1.weight", "1.bias"], net.NamedParameterHandles().Select(h => h.Name));
+
+        inner.Stat.Data = null;                                      // absent buffers are not listed
+        Assert.Empty(net.NamedBufferHandles());
+        inner.Stat.Value = Tensor.Ones([2], DType.Float64);          // present again (through Value)
+        Assert.Equal(["0.stat"], net.NamedBufferHandles().Select(b => b.Name));
+        inner.Stat.Data = Tensor.Zeros([2], DType.Float64);          // replaced, still present: the same handle
+        Assert.Same(inner.Stat, net.NamedBufferHandles()[0].Buffer);
+
+        var later = new Linear(2, 2, bias: false, generator: new Generator(14));
+        Assert.Equal(2, net.NamedParameterHandles().Count);
+        net.Add(later);
+        Assert.Equal(["1.weight", "1.bias", "2.weight"], net.NamedParameterHandles().Select(h => h.Name));
+        Assert.Throws<NotSupportedException>(() => ((IList<(string, Parameter)>)net.NamedParameterHandles()).Clear());
+    }
+
     [Fact]
     public void SetParameter_UnknownName_Throws()
     {
