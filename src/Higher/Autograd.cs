@@ -123,7 +123,8 @@ public static class Autograd
 
     /// <summary>
     /// Accumulates d(Σ ⟨outputs_i, gradOutputs_i⟩)/d(leaf) into <see cref="Tensor.Grad"/> of every leaf
-    /// that requires grad and that the outputs depend on.
+    /// that requires grad and that the outputs depend on: in place into a Grad this method made and
+    /// no one has read or assigned since, else as a new tensor (see <see cref="Tensor.Grad"/>).
     /// </summary>
     public static void Backward(IReadOnlyList<Tensor> outputs, IReadOnlyList<Tensor?>? gradOutputs = null, bool createGraph = false, bool? retainGraph = null)
     {

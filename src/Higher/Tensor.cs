@@ -109,6 +109,9 @@ public sealed partial class Tensor
     /// by hand must have this tensor's shape, dtype and device (Backward adds into it, and an
     /// optimizer reads it as the gradient of exactly this tensor). A gradient assigned to a tensor
     /// that outlives the scope the gradient was made in survives that scope with it.
+    /// Backward without createGraph adds into the Grad tensor it made itself in place while no one
+    /// has read or assigned this property since (PyTorch's AccumulateGrad, without allocating); once
+    /// read, the tensor is the reader's and the next Backward puts the sum in a new tensor.
     /// </summary>
     public Tensor? Grad
     {
