@@ -357,67 +357,13 @@ internal static unsafe class ConvGemm
 
     /// <summary>
     /// 8 × (2·Vector512) micro-kernel over the whole depth: C rows [0, rows) (ldc apart) = Σ_k A[:, k] B[k, :], each
-    /// element one FMA chain from zero in ascending k, stored as it is or (<paramref name="accumulate"/>) added to C.
+    /// element one FMA chain from zero in ascending k, stored as it is or (<paramref name="accumulate"/>) added to C:
+    /// the GEMM's own kernel with alpha 1 (exact) over full-width panels.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel<T>(T* a, T* b, int depth, T* c, long ldc, int rows, bool accumulate = false)
-        where T : unmanaged
-    {
-        int w = Vector512<T>.Count;
-        Vector512<T> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default;
-        Vector512<T> c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default;
-        for (int k = 0; k < depth; k++)
-        {
-            var b0 = Vector512.Load(b);
-            var b1 = Vector512.Load(b + w);
-            var av = Vector512.Create(a[0]);
-            c00 = Fma512(av, b0, c00);
-            c01 = Fma512(av, b1, c01);
-            av = Vector512.Create(a[1]);
-            c10 = Fma512(av, b0, c10);
-            c11 = Fma512(av, b1, c11);
-            av = Vector512.Create(a[2]);
-            c20 = Fma512(av, b0, c20);
-            c21 = Fma512(av, b1, c21);
-            av = Vector512.Create(a[3]);
-            c30 = Fma512(av, b0, c30);
-            c31 = Fma512(av, b1, c31);
-            av = Vector512.Create(a[4]);
-            c40 = Fma512(av, b0, c40);
-            c41 = Fma512(av, b1, c41);
-            av = Vector512.Create(a[5]);
-            c50 = Fma512(av, b0, c50);
-            c51 = Fma512(av, b1, c51);
-            av = Vector512.Create(a[6]);
-            c60 = Fma512(av, b0, c60);
-            c61 = Fma512(av, b1, c61);
-            av = Vector512.Create(a[7]);
-            c70 = Fma512(av, b0, c70);
-            c71 = Fma512(av, b1, c71);
-            a += MR;
-            b += 2 * w;
-        }
-        StoreRow(c, w, c00, c01, accumulate);
-        if (rows > 1) { StoreRow(c + ldc, w, c10, c11, accumulate); }
-        if (rows > 2) { StoreRow(c + 2 * ldc, w, c20, c21, accumulate); }
-        if (rows > 3) { StoreRow(c + 3 * ldc, w, c30, c31, accumulate); }
-        if (rows > 4) { StoreRow(c + 4 * ldc, w, c40, c41, accumulate); }
-        if (rows > 5) { StoreRow(c + 5 * ldc, w, c50, c51, accumulate); }
-        if (rows > 6) { StoreRow(c + 6 * ldc, w, c60, c61, accumulate); }
-        if (rows > 7) { StoreRow(c + 7 * ldc, w, c70, c71, accumulate); }
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreRow<T>(T* c, int w, Vector512<T> acc0, Vector512<T> acc1, bool accumulate) where T : unmanaged
-    {
-        if (accumulate)
-        {
-            acc0 = Vector512.Load(c) + acc0;
-            acc1 = Vector512.Load(c + w) + acc1;
-        }
-        acc0.Store(c);
-        acc1.Store(c + w);
-    }
+    private static void Kernel<T>(T* a, T* b, int depth, T* c, long ldc, int rows, bool accumulate = false)
+        where T : unmanaged =>
+        Gemm.Kernel512(a, b, depth, c, ldc, rows, 2 * Vector512<T>.Count, Gemm.FromDouble<T>(1), default, accumulate ? Gemm.Accumulate : Gemm.Overwrite);
 
     /// <summary>Reduction rows (output pixels of the batch) per block of the weight gradient: a 512-deep chain per C load and store.</summary>
     private const int ReduceBlock = 512;

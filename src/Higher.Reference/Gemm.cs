@@ -203,7 +203,8 @@ internal static unsafe class Gemm
         }
     }
 
-    private const int Overwrite = 0, ScaleAndAdd = 1, Accumulate = 2;
+    /// <summary>How a micro-kernel writes C: alpha·acc, alpha·acc + beta·C, or C + alpha·acc.</summary>
+    internal const int Overwrite = 0, ScaleAndAdd = 1, Accumulate = 2;
 
     // Products whose three operands fit in L1 together (a [10, 40]·[40, 40] of an inner loop) skip
     // packing: packing op(A) into 8-row panels and op(B) into 32-wide panels computed 16×64 outputs
@@ -797,7 +798,7 @@ internal static unsafe class Gemm
 
     /// <summary>8 × (2·Vector512) micro-kernel: C tile (mr×nr valid) op= alpha · Σ_p A[:, p] B[p, :].</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel512<T>(T* a, T* b, int kc, T* c, long ldc, int mr, int nr, T alpha, T beta, int mode)
+    internal static void Kernel512<T>(T* a, T* b, int kc, T* c, long ldc, int mr, int nr, T alpha, T beta, int mode)
         where T : unmanaged
     {
         int w = Vector512<T>.Count;
@@ -953,7 +954,7 @@ internal static unsafe class Gemm
     internal static T Add<T>(T x, T y) where T : unmanaged =>
         typeof(T) == typeof(float) ? (T)(object)((float)(object)x + (float)(object)y) : (T)(object)((double)(object)x + (double)(object)y);
 
-    private static T FromDouble<T>(double v) where T : unmanaged =>
+    internal static T FromDouble<T>(double v) where T : unmanaged =>
         typeof(T) == typeof(float) ? (T)(object)(float)v : (T)(object)v;
 
     /// <summary>Per-thread packing buffers: pinned (the pointers outlive any one statement) and 64-byte aligned.</summary>
