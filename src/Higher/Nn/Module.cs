@@ -188,34 +188,22 @@ public abstract class Module
     /// <summary>The parameters' tensors (leaves), each once, as a list (<c>model.Parameters()[0].Grad</c>); a snapshot of the current tensors.</summary>
     public IReadOnlyList<Tensor> Parameters()
     {
-        // The order and the deduplication of NamedParameterHandles (modules in NamedModules' pre-order,
-        // each module and each parameter once), without its names: this runs several times per inner-loop
-        // context (once per task of a meta-step), and the dotted names, the nested iterators and the
-        // tuple list were most of what it allocated.
-        // A list made since the last change of any module's parameters or submodules (a global count:
-        // registering, SetParameter, Parameter.Data) is still right: hand it out again.
+        // The tensors of NamedParameterHandles (its order and deduplication). Both lists are kept until
+        // the next change of any module's parameters or submodules (a global count: registering,
+        // SetParameter, Parameter.Data), so the per-task calls of an inner loop walk nothing.
         int version = Volatile.Read(ref s_structure);
         if (_parameterCache is { } cached && cached.Version == version)
         {
             return cached.Items;
         }
-        // The two sets are the thread's, taken out of their slot while in use (nothing here calls user code, but
-        // a nested call would then make its own) and put back cleared.
-        var seen = t_seen ?? new(ReferenceEqualityComparer.Instance, ReferenceEqualityComparer.Instance);
-        t_seen = null;
-        var into = new List<Tensor>();
-        try
+        var handles = NamedParameterHandles();
+        var data = new Tensor[handles.Count];
+        for (int i = 0; i < data.Length; i++)
         {
-            CollectParameters(this, seen.Modules, seen.Parameters, into);
-        }
-        finally
-        {
-            seen.Modules.Clear();
-            seen.Parameters.Clear();
-            t_seen = seen;
+            data[i] = handles[i].Parameter.Data;
         }
         // A read-only list (a collection expression's): the same instance can go to every caller.
-        IReadOnlyList<Tensor> tensors = [.. into];
+        IReadOnlyList<Tensor> tensors = [.. data];
         _parameterCache = new(version, tensors);
         return tensors;
     }
@@ -234,33 +222,7 @@ public abstract class Module
     /// <summary>Invalidates every module's cached parameter list.</summary>
     internal static void StructureChanged() => Interlocked.Increment(ref s_structure);
 
-    [ThreadStatic]
-    private static SeenSets? t_seen;
 
-    private sealed class SeenSets(IEqualityComparer<Module> modules, IEqualityComparer<Parameter> parameters)
-    {
-        public readonly HashSet<Module> Modules = new(modules);
-        public readonly HashSet<Parameter> Parameters = new(parameters);
-    }
-
-    private static void CollectParameters(Module m, HashSet<Module> seenModules, HashSet<Parameter> seen, List<Tensor> into)
-    {
-        if (!seenModules.Add(m))
-        {
-            return;
-        }
-        foreach (var (_, p) in m._parameters)
-        {
-            if (p is not null && seen.Add(p))
-            {
-                into.Add(p.Data);
-            }
-        }
-        foreach (var (_, child) in m._modules)
-        {
-            CollectParameters(child, seenModules, seen, into);
-        }
-    }
 
     /// <summary>The parameters' tensors with dotted names.</summary>
     public IEnumerable<(string Name, Tensor Value)> NamedParameters() => NamedParameterHandles().Select(p => (p.Name, p.Parameter.Data));
