@@ -91,7 +91,7 @@ public sealed partial class Tensor
             s = source.To(Device).To(DType);
         }
         BeginInPlace("CopyFrom");
-        Backend.StridedCopy(s.Storage, 0, BroadcastStrides(s.Shape, Shape), Storage, 0, Shape.ContiguousStrides(), Shape);
+        BroadcastInto(Backend, s.Storage, s.Shape, Storage, Shape);
         return this;
     }
 

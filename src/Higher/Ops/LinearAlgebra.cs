@@ -46,7 +46,7 @@ public sealed partial class Tensor
         {
             // The bias broadcast into C, and the GEMM adds its product to it (β = 1): each element is the
             // product's FMA chain from zero, then + β·C, one rounding, as MatMulT followed by + bias gives.
-            a.Backend.StridedCopy(bias.Storage, 0, BroadcastStrides(bias.Shape, shape), y.Storage, 0, shape.ContiguousStrides(), shape);
+            BroadcastInto(a.Backend, bias.Storage, bias.Shape, y.Storage, shape);
         }
         a.Backend.Gemm(transposeA, transposeB, batch, m, n, k, 1.0,
             a.Storage, a.Rank == 3 ? (long)m * k : 0, b.Storage, b.Rank == 3 ? (long)k * n : 0,

@@ -249,12 +249,7 @@ public sealed partial class Tensor
             throw new ArgumentException($"Cannot expand {Describe()} to {targetShape}: a non-singleton dimension differs.");
         }
         var y = Empty(Backend, DType, targetShape);
-        int rank = targetShape.Rank;
-        Span<long> from = rank <= 8 ? stackalloc long[rank] : new long[rank];
-        Span<long> to = rank <= 8 ? stackalloc long[rank] : new long[rank];
-        BroadcastStrides(Shape, targetShape, from);
-        targetShape.ContiguousStrides(to);
-        Backend.StridedCopy(Storage, 0, from, y.Storage, 0, to, targetShape);
+        BroadcastInto(Backend, Storage, Shape, y.Storage, targetShape);
         if (Autograd.ShouldRecord(this))
         {
             Derivatives.Expand.Record(y, default, [this]);
@@ -265,11 +260,19 @@ public sealed partial class Tensor
     /// <summary>Alias of <see cref="Expand"/>.</summary>
     public Tensor BroadcastTo(Shape shape) => Expand(shape.ToArray());
 
-    internal static long[] BroadcastStrides(Shape from, Shape to)
+    /// <summary>
+    /// Copies <paramref name="source"/> (row-major <paramref name="from"/>) broadcast into the contiguous
+    /// <paramref name="destination"/> of shape <paramref name="to"/>, one StridedCopy with its strides on
+    /// the stack (Expand, a bias broadcast into a GEMM's C, CopyFrom).
+    /// </summary>
+    internal static void BroadcastInto(IBackend backend, IStorage source, Shape from, IStorage destination, Shape to)
     {
-        var strides = new long[to.Rank];
-        BroadcastStrides(from, to, strides);
-        return strides;
+        int rank = to.Rank;
+        Span<long> read = rank <= 8 ? stackalloc long[rank] : new long[rank];
+        Span<long> write = rank <= 8 ? stackalloc long[rank] : new long[rank];
+        BroadcastStrides(from, to, read);
+        to.ContiguousStrides(write);
+        backend.StridedCopy(source, 0, read, destination, 0, write, to);
     }
 
     /// <summary>The strides that read <paramref name="from"/> (row-major) as <paramref name="to"/>, which it broadcasts to: 0 along expanded dimensions.</summary>
