@@ -61,6 +61,15 @@ internal sealed class Engine
     private readonly int[]? _slotOf;
     private readonly Tensor?[] _targetGrads;
     private Dictionary<Node, Tensor> _nodeGrads = null!;
+    // The nodes this pass claimed (see Claim), released when it ends.
+    private List<Node> _claimed = null!;
+    // False: the pass keeps its per-node state in the nodes it claimed (no hashing); true: another pass
+    // (nested in a backward, or on another thread) held a node of this graph, and this pass keeps its
+    // state in the maps instead (_visited, _needed, _nodeGrads, _targetNodes).
+    private bool _mapped;
+    private bool _conflict;
+    private HashSet<Node> _visited = null!;
+    private HashSet<Node> _needed = null!;
     // The leaves' gradients, for a pass without targets (Autograd.Backward) only.
     private readonly Dictionary<Tensor, Tensor>? _leafGrads;
     private readonly List<Tensor>? _leafOrder;
@@ -129,30 +138,42 @@ internal sealed class Engine
         {
             _nodeGrads = scratch.NodeGrads;
             _dropped = scratch.Dropped;
+            _claimed = scratch.Claimed;
+            _visited = scratch.Visited;
+            _needed = scratch.Needed;
             if (_targetList is { } targets)
             {
                 _targets = scratch.Targets;
-                _targetNodes = scratch.TargetNodes;
                 for (int i = 0; i < targets.Count; i++)
                 {
-                    if (_targets.TryAdd(targets[i], i))
+                    _slotOf![i] = _targets.TryAdd(targets[i], i) ? i : _targets[targets[i]];
+                }
+            }
+            if (!ClaimTargets() || !TopologicalOrder(outputs, scratch))
+            {
+                // A node of this graph belongs to another running pass: this one keeps its state in maps.
+                ReleaseClaims();
+                scratch.Post.Clear();
+                _conflict = false;
+                _mapped = true;
+                if (_targetList is { } t)
+                {
+                    _targetNodes = scratch.TargetNodes;
+                    for (int i = 0; i < t.Count; i++)
                     {
-                        if (targets[i].GradFn is { } fn)
+                        if (_slotOf![i] == i && t[i].GradFn is { } fn)
                         {
                             _targetNodes.TryAdd(fn, i);
                         }
-                        _slotOf![i] = i;
-                    }
-                    else
-                    {
-                        _slotOf![i] = _targets[targets[i]];
                     }
                 }
+                TopologicalOrder(outputs, scratch);
             }
             Run(outputs, gradOutputs, createGraph, retainGraph, scratch);
         }
         finally
         {
+            ReleaseClaims();
             _targets = null;
             _targetNodes = null;
             t_capture = outer;
@@ -165,8 +186,7 @@ internal sealed class Engine
     {
         using var mode = createGraph ? Autograd.EnableGrad() : Autograd.NoGrad();
         _accumulateInPlace = !createGraph;
-        var order = TopologicalOrder(outputs, scratch);
-        var needed = scratch.Needed;
+        var order = scratch.Post;
         var captured = scratch.Captured;
         int swept = 0;
 
@@ -192,7 +212,7 @@ internal sealed class Engine
 
         foreach (var node in order)
         {
-            if (!needed.Contains(node) || !_nodeGrads.Remove(node, out var grad))
+            if (!TakeGrad(node, out var grad))
             {
                 continue;
             }
@@ -237,6 +257,14 @@ internal sealed class Engine
             Unpend(g);
         }
         _nodeGrads.Clear();
+        foreach (var node in _claimed)
+        {
+            if (node.PassGrad is { } g)
+            {
+                node.PassGrad = null;
+                Unpend(g);
+            }
+        }
         Sweep(captured, swept);
         // What the pass hands out is the caller's from now on.
         foreach (var g in _targetGrads)
@@ -277,12 +305,129 @@ internal sealed class Engine
     /// <summary>Adds g to the gradient of the output of <paramref name="fn"/> (a non-leaf), and to that output's target slot if it is one.</summary>
     private void AccumulateNode(Node fn, Tensor g)
     {
-        if (_targetNodes is not null && _targetNodes.TryGetValue(fn, out int ti))
+        if (_mapped)
         {
-            _targetGrads[ti] = Add(_targetGrads[ti], g);
+            if (_targetNodes is not null && _targetNodes.TryGetValue(fn, out int ti))
+            {
+                _targetGrads[ti] = Add(_targetGrads[ti], g);
+            }
+            _nodeGrads[fn] = Add(_nodeGrads.TryGetValue(fn, out var p) ? p : null, g);
+            return;
         }
-        _nodeGrads[fn] = Add(_nodeGrads.TryGetValue(fn, out var p) ? p : null, g);
+        // A node this pass did not claim lies below the floor: it leads to no target.
+        if (!ReferenceEquals(fn.PassOwner, this))
+        {
+            return;
+        }
+        if (fn.PassTarget != 0)
+        {
+            _targetGrads[fn.PassTarget - 1] = Add(_targetGrads[fn.PassTarget - 1], g);
+        }
+        // Only a node whose backward runs needs its output's gradient.
+        if (fn.PassNeeded)
+        {
+            fn.PassGrad = Add(fn.PassGrad, g);
+        }
     }
+
+    /// <summary>Takes the gradient accumulated for the output of <paramref name="node"/> (a node of the order) if its backward is to run.</summary>
+    private bool TakeGrad(Node node, out Tensor grad)
+    {
+        if (_mapped)
+        {
+            if (_needed.Contains(node) && _nodeGrads.Remove(node, out grad!))
+            {
+                return true;
+            }
+            grad = null!;
+            return false;
+        }
+        grad = node.PassGrad!;
+        node.PassGrad = null;
+        return grad is not null;
+    }
+
+    /// <summary>
+    /// Makes this pass the owner of <paramref name="node"/>'s pass state (its fields start cleared),
+    /// or confirms it already is; false when another running pass owns it.
+    /// </summary>
+    private bool Claim(Node node)
+    {
+        if (ReferenceEquals(node.PassOwner, this))
+        {
+            return true;
+        }
+        if (Interlocked.CompareExchange(ref node.PassOwner, this, null) is not null)
+        {
+            return false;
+        }
+        node.PassGrad = null;
+        node.PassTarget = 0;
+        node.PassVisited = false;
+        node.PassNeeded = false;
+        _claimed.Add(node);
+        return true;
+    }
+
+    /// <summary>Claims the targets' nodes and marks their slots; false on a conflict.</summary>
+    private bool ClaimTargets()
+    {
+        if (_targetList is not { } targets)
+        {
+            return true;
+        }
+        for (int i = 0; i < targets.Count; i++)
+        {
+            if (_slotOf![i] == i && targets[i].GradFn is { } fn)
+            {
+                if (!Claim(fn))
+                {
+                    return false;
+                }
+                if (fn.PassTarget == 0)
+                {
+                    fn.PassTarget = i + 1;
+                }
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Gives up this pass's claims (at its end, or before it falls back to maps).</summary>
+    private void ReleaseClaims()
+    {
+        foreach (var node in _claimed)
+        {
+            node.PassGrad = null;
+            Volatile.Write(ref node.PassOwner, null);
+        }
+        _claimed.Clear();
+    }
+
+    /// <summary>True the first time the walk reaches <paramref name="node"/>; false after, and on a conflict (then <see cref="_conflict"/> is set).</summary>
+    private bool FirstVisit(Node node)
+    {
+        if (_mapped)
+        {
+            return _visited.Add(node);
+        }
+        if (!Claim(node))
+        {
+            _conflict = true;
+            return false;
+        }
+        if (node.PassVisited)
+        {
+            return false;
+        }
+        node.PassVisited = true;
+        return true;
+    }
+
+    /// <summary>Whether the walk found that <paramref name="fn"/> is a target's node or leads to a target (<paramref name="fn"/> finished in the walk, or lies below the floor).</summary>
+    private bool LeadsToTarget(Node fn) => _mapped
+        ? _targetNodes!.ContainsKey(fn) || _needed.Contains(fn)
+        : ReferenceEquals(fn.PassOwner, this) && (fn.PassTarget != 0 || fn.PassNeeded);
 
     /// <summary>Whether a slot's sum may be formed in its own storage (a pass that records nothing).</summary>
     private bool _accumulateInPlace;
@@ -320,7 +465,14 @@ internal sealed class Engine
         }
         if (x.GradFn is { } fn)
         {
-            _nodeGrads[fn] = Add(_nodeGrads.TryGetValue(fn, out var prev) ? prev : null, g);
+            if (_mapped)
+            {
+                _nodeGrads[fn] = Add(_nodeGrads.TryGetValue(fn, out var prev) ? prev : null, g);
+            }
+            else if (fn.PassNeeded)
+            {
+                fn.PassGrad = Add(fn.PassGrad, g);
+            }
         }
         else if (_leafGrads is not null && x.RequiresGrad)
         {
@@ -336,17 +488,23 @@ internal sealed class Engine
         }
     }
 
-    /// <summary>Reverse post-order of the nodes reachable from the outputs, and those that lead to a target.</summary>
-    private List<Node> TopologicalOrder(IReadOnlyList<Tensor> outputs, Scratch scratch)
+    /// <summary>
+    /// Reverse post-order of the nodes reachable from the outputs (into <c>scratch.Post</c>), marking
+    /// those that lead to a target; false when a node belongs to another running pass (nothing is computed yet).
+    /// </summary>
+    private bool TopologicalOrder(IReadOnlyList<Tensor> outputs, Scratch scratch)
     {
         var post = scratch.Post;
-        var visited = scratch.Visited;
-        var needed = scratch.Needed;
         var stack = scratch.Stack;
         foreach (var o in outputs)
         {
-            if (o.GradFn is null || !visited.Add(o.GradFn))
+            if (o.GradFn is null || !FirstVisit(o.GradFn))
             {
+                if (_conflict)
+                {
+                    stack.Clear();
+                    return false;
+                }
                 continue;
             }
             stack.Push((o.GradFn, 0));
@@ -358,9 +516,14 @@ internal sealed class Engine
                 {
                     stack.Push((node, next + 1));
                     var child = inputs[next].Fn;
-                    if (child is not null && child.TopologicalNr >= _floor && visited.Add(child))
+                    if (child is not null && child.TopologicalNr >= _floor && FirstVisit(child))
                     {
                         stack.Push((child, 0));
+                    }
+                    else if (_conflict)
+                    {
+                        stack.Clear();
+                        return false;
                     }
                     continue;
                 }
@@ -368,9 +531,9 @@ internal sealed class Engine
                 bool need = _targetList is null;
                 if (!need)
                 {
-                    foreach (var x in inputs)
+                    foreach (ref readonly var x in inputs.AsSpan())
                     {
-                        if ((x.Leaf is { } leaf && _targets!.ContainsKey(leaf)) || (x.Fn is { } f && (_targetNodes!.ContainsKey(f) || needed.Contains(f))))
+                        if ((x.Leaf is { } leaf && _targets!.ContainsKey(leaf)) || (x.Fn is { } f && LeadsToTarget(f)))
                         {
                             need = true;
                             break;
@@ -379,12 +542,19 @@ internal sealed class Engine
                 }
                 if (need)
                 {
-                    needed.Add(node);
+                    if (_mapped)
+                    {
+                        _needed.Add(node);
+                    }
+                    else
+                    {
+                        node.PassNeeded = true;
+                    }
                 }
             }
         }
         post.Reverse();
-        return post;
+        return true;
     }
 
     [ThreadStatic]
@@ -395,13 +565,18 @@ internal sealed class Engine
     {
         public List<Node> Post { get; } = [];
 
-        public HashSet<Node> Visited { get; } = new(NodeIdentity.Instance);
+        // The maps of a pass that could not claim its nodes (compared by reference: rare, so the
+        // object hash code's first-use cost does not matter).
+        public HashSet<Node> Visited { get; } = new(ReferenceEqualityComparer.Instance);
 
-        public HashSet<Node> Needed { get; } = new(NodeIdentity.Instance);
+        public HashSet<Node> Needed { get; } = new(ReferenceEqualityComparer.Instance);
+
+        /// <summary>The nodes the pass claimed.</summary>
+        public List<Node> Claimed { get; } = [];
 
         public Stack<(Node Node, int Next)> Stack { get; } = new();
 
-        public Dictionary<Node, Tensor> NodeGrads { get; } = new(NodeIdentity.Instance);
+        public Dictionary<Node, Tensor> NodeGrads { get; } = new(ReferenceEqualityComparer.Instance);
 
         /// <summary>The storages the pass made (see <see cref="t_capture"/>).</summary>
         public List<VersionCounter> Captured { get; } = [];
@@ -411,7 +586,7 @@ internal sealed class Engine
 
         public Dictionary<Tensor, int> Targets { get; } = new(ReferenceEqualityComparer.Instance);
 
-        public Dictionary<Node, int> TargetNodes { get; } = new(NodeIdentity.Instance);
+        public Dictionary<Node, int> TargetNodes { get; } = new(ReferenceEqualityComparer.Instance);
 
         public void Clear()
         {
@@ -421,6 +596,7 @@ internal sealed class Engine
             TargetNodes.Clear();
             Post.Clear();
             Visited.Clear();
+            Claimed.Clear();
             Needed.Clear();
             Stack.Clear();
             NodeGrads.Clear();

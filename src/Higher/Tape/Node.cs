@@ -184,7 +184,6 @@ internal sealed class Derivative<TAttr>(string name, Saves saves, BackwardFn<TAt
 /// </summary>
 internal abstract class Node
 {
-    private static int s_ids;
     // Each saved tensor with the version it had when saved: one array per node, not two.
     private (Tensor Tensor, int Version)[]? _saved;
     private readonly Saves _saves;
@@ -245,8 +244,14 @@ internal abstract class Node
     /// </summary>
     internal int TopologicalNr { get; }
 
-    /// <summary>A number for hashing (<see cref="NodeIdentity"/>): a new node has no object hash code yet, and making one is a slow path of the runtime.</summary>
-    internal int Id { get; } = Interlocked.Increment(ref s_ids);
+    // The state of the backward pass that claimed this node (Engine.Claim), in the node itself so that
+    // a pass hashes nothing: the owner (null while no pass holds the node), the gradient accumulated
+    // for the output, the target slot + 1 (0: not a target's node), and the walk's two marks.
+    internal Tape.Engine? PassOwner;
+    internal Tensor? PassGrad;
+    internal int PassTarget;
+    internal bool PassVisited;
+    internal bool PassNeeded;
 
     /// <summary>Number of inputs.</summary>
     internal int InputCount => Inputs.Length;
@@ -376,14 +381,4 @@ internal sealed class Node<TAttr> : Node
     internal override string Name => _op.NodeName;
 
     protected override GradList Backward(Tensor gradOutput) => _op.Backward(this, _attr, gradOutput);
-}
-
-/// <summary>Nodes compared by reference and hashed by <see cref="Node.Id"/>, for the engine's sets and maps.</summary>
-internal sealed class NodeIdentity : IEqualityComparer<Node>
-{
-    public static readonly NodeIdentity Instance = new();
-
-    public bool Equals(Node? x, Node? y) => ReferenceEquals(x, y);
-
-    public int GetHashCode(Node obj) => obj.Id;
 }
