@@ -290,7 +290,59 @@ public partial class DifferentiableOptimizer : IHyperParameterGroups
         {
             DetachState();
         }
+        if (callback is null)
+        {
+            ReleaseGradients(grads, current, updated);
+        }
         return updated;
+    }
+
+    private const string UsedGradient = "the differentiable optimizer's Step (a gradient it took from the loss and used)";
+
+    // Scratch of ReleaseGradients: the families the step's weights and state use, those of the gradients, and those two gradients share.
+    private HashSet<VersionCounter>? _kept, _gradFamilies, _shared;
+
+    /// <summary>
+    /// The gradients of a step are the engine's and no one else saw them (no callback): once the rule
+    /// has used them, each whose storage no weight, state tensor or other gradient shares goes back to
+    /// its pool (now, or when the last tape node saving it is released), not to the garbage collector.
+    /// A rule that keeps the gradient (SGD's first momentum buffer is the gradient itself) keeps it whole.
+    /// </summary>
+    private void ReleaseGradients(IReadOnlyList<Tensor?> grads, IReadOnlyList<Tensor> current, Tensor[] updated)
+    {
+        var kept = _kept ??= new HashSet<VersionCounter>(FamilyIdentity.Instance);
+        var families = _gradFamilies ??= new HashSet<VersionCounter>(FamilyIdentity.Instance);
+        var shared = _shared ??= new HashSet<VersionCounter>(FamilyIdentity.Instance);
+        for (int i = 0; i < current.Count; i++)
+        {
+            kept.Add(current[i].Version);
+            kept.Add(updated[i].Version);
+            if (_state[i] is { } state)
+            {
+                foreach (var t in state.Tensors.Values)
+                {
+                    kept.Add(t.Version);
+                }
+            }
+        }
+        foreach (var g in grads)
+        {
+            // Views of one storage in two gradients: releasing one would release the other.
+            if (g is not null && !families.Add(g.Version))
+            {
+                shared.Add(g.Version);
+            }
+        }
+        for (int i = 0; i < grads.Count; i++)
+        {
+            if (grads[i] is { } g && !kept.Contains(g.Version) && !shared.Contains(g.Version))
+            {
+                g.FreeIntermediate(UsedGradient);
+            }
+        }
+        kept.Clear();
+        families.Clear();
+        shared.Clear();
     }
 
     private string NameOf(int i) =>

@@ -266,10 +266,14 @@ internal sealed class Engine
             }
         }
         Sweep(captured, swept);
-        // What the pass hands out is the caller's from now on.
+        // What the pass hands out is the caller's from now on, and no slot of the pass holds it any more.
         foreach (var g in _targetGrads)
         {
-            g?.Version.EngineOwned = false;
+            if (g is not null)
+            {
+                g.Version.EngineOwned = false;
+                Interlocked.Decrement(ref g.Version.Pending);
+            }
         }
         if (_leafGrads is not null)
         {
@@ -281,6 +285,7 @@ internal sealed class Engine
             foreach (var g in _leafGrads.Values)
             {
                 g.Version.EngineOwned = false;
+                Interlocked.Decrement(ref g.Version.Pending);
             }
         }
     }
