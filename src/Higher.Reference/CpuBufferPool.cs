@@ -132,6 +132,7 @@ public sealed class CpuBufferPool
     public static long SizeClass(long bytes) => ClassBytes(ClassIndex(bytes));
 
     /// <summary>The index (0 to <see cref="ClassCount"/> - 1) of the class of <paramref name="bytes"/> (at least 1).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public static int ClassIndex(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(bytes);
@@ -229,8 +230,9 @@ public sealed class CpuBufferPool
             int count = cache.Counts[slot];
             if (count > 0)
             {
-                ref var item = ref cache.Items[(slot * ThreadCacheDepth) + count - 1];
-                var cached = (T[])item!;
+                ref var item = ref cache.Items[(slot * ThreadCacheDepth) + count - 1].Array;
+                // The slot's dtype and class say what the array is (only Return fills it, checking both).
+                var cached = System.Runtime.CompilerServices.Unsafe.As<T[]>(item!);
                 item = null;
                 cache.Counts[slot] = count - 1;
                 cache.Hits++;
@@ -306,7 +308,7 @@ public sealed class CpuBufferPool
             int count = cache.Counts[slot];
             if (count < ThreadCacheDepth)
             {
-                cache.Items[(slot * ThreadCacheDepth) + count] = array;
+                cache.Items[(slot * ThreadCacheDepth) + count].Array = array;
                 cache.Counts[slot] = count + 1;
                 cache.Returns++;
                 Interlocked.Add(ref _bytesInUse, -classBytes);
@@ -411,7 +413,7 @@ public sealed class CpuBufferPool
         {
             for (int i = 0; i < cache.Counts[slot]; i++)
             {
-                ref var item = ref cache.Items[(slot * ThreadCacheDepth) + i];
+                ref var item = ref cache.Items[(slot * ThreadCacheDepth) + i].Array;
                 PushToBin((DType)(slot / CachedClasses), slot % CachedClasses, item!, countReturn: false);
                 item = null;
             }
@@ -453,12 +455,18 @@ public sealed class CpuBufferPool
     {
         public readonly CpuBufferPool Pool = pool;
         public readonly Thread Owner = Thread.CurrentThread;
-        public readonly Array?[] Items = new Array?[4 * CachedClasses * ThreadCacheDepth];
+        // Structs, not Array references: storing or taking one needs no array-covariance check.
+        public readonly Slot[] Items = new Slot[4 * CachedClasses * ThreadCacheDepth];
         public readonly int[] Counts = new int[4 * CachedClasses];
         public int Generation = generation;
         public long Hits;
         public long Returns;
         public long Misses;
+    }
+
+    private struct Slot
+    {
+        public Array? Array;
     }
 
     private sealed class Bin

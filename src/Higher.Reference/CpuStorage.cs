@@ -17,8 +17,8 @@ public sealed class CpuStorage : IHostStorage
 {
     private readonly int _length;
     private readonly CpuBufferPool? _pool;
+    // Null once disposed (a storage always has an array until then, an empty one too).
     private Array? _data;
-    private int _disposed;
 
     private CpuStorage(Array data, int length, DType dtype, CpuBufferPool? pool)
     {
@@ -44,7 +44,7 @@ public sealed class CpuStorage : IHostStorage
     public Device Device => Device.Cpu;
 
     /// <summary>True once <see cref="Dispose"/> ran.</summary>
-    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+    public bool IsDisposed => Volatile.Read(ref _data) is null;
 
     /// <summary>Whether the array came from a pool (and goes back to it on <see cref="Dispose"/>).</summary>
     public bool IsPooled => _pool is not null;
@@ -132,10 +132,7 @@ public sealed class CpuStorage : IHostStorage
     /// </summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
-        {
-            return;
-        }
+        // One exchange both marks the storage disposed and takes the array, so it is returned once.
         var data = Interlocked.Exchange(ref _data, null);
         if (data is not null && _pool is not null)
         {
