@@ -299,50 +299,77 @@ public partial class DifferentiableOptimizer : IHyperParameterGroups
 
     private const string UsedGradient = "the differentiable optimizer's Step (a gradient it took from the loss and used)";
 
-    // Scratch of ReleaseGradients: the families the step's weights and state use, those of the gradients, and those two gradients share.
-    private HashSet<VersionCounter>? _kept, _gradFamilies, _shared;
+    // Scratch of ReleaseGradients for many parameters: the gradients' families, and those two of them share.
+    private HashSet<VersionCounter>? _gradFamilies, _shared;
 
     /// <summary>
     /// The gradients of a step are the engine's and no one else saw them (no callback): once the rule
     /// has used them, each whose storage no weight, state tensor or other gradient shares goes back to
     /// its pool (now, or when the last tape node saving it is released), not to the garbage collector.
     /// A rule that keeps the gradient (SGD's first momentum buffer is the gradient itself) keeps it whole.
+    /// Rules work per parameter, so gradient i can only be held by weight i, its update or its state;
+    /// across parameters only two gradients can share a storage (views of one).
     /// </summary>
     private void ReleaseGradients(IReadOnlyList<Tensor?> grads, IReadOnlyList<Tensor> current, Tensor[] updated)
     {
-        var kept = _kept ??= new HashSet<VersionCounter>(FamilyIdentity.Instance);
-        var families = _gradFamilies ??= new HashSet<VersionCounter>(FamilyIdentity.Instance);
-        var shared = _shared ??= new HashSet<VersionCounter>(FamilyIdentity.Instance);
-        for (int i = 0; i < current.Count; i++)
+        HashSet<VersionCounter>? shared = null;
+        if (grads.Count > 32)
         {
-            kept.Add(current[i].Version);
-            kept.Add(updated[i].Version);
-            if (_state[i] is { } state)
+            var families = _gradFamilies ??= new HashSet<VersionCounter>(FamilyIdentity.Instance);
+            shared = _shared ??= new HashSet<VersionCounter>(FamilyIdentity.Instance);
+            foreach (var g in grads)
             {
-                foreach (var t in state.Tensors.Values)
+                if (g is not null && !families.Add(g.Version))
                 {
-                    kept.Add(t.Version);
+                    shared.Add(g.Version);
                 }
             }
-        }
-        foreach (var g in grads)
-        {
-            // Views of one storage in two gradients: releasing one would release the other.
-            if (g is not null && !families.Add(g.Version))
-            {
-                shared.Add(g.Version);
-            }
+            families.Clear();
         }
         for (int i = 0; i < grads.Count; i++)
         {
-            if (grads[i] is { } g && !kept.Contains(g.Version) && !shared.Contains(g.Version))
+            if (grads[i] is not { } g)
             {
-                g.FreeIntermediate(UsedGradient);
+                continue;
+            }
+            var family = g.Version;
+            if (ReferenceEquals(family, current[i].Version) || ReferenceEquals(family, updated[i].Version)
+                || (shared is null ? SharedWithAnother(grads, i) : shared.Contains(family)))
+            {
+                continue;
+            }
+            if (_state[i] is { } state && StateHolds(state, family))
+            {
+                continue;
+            }
+            g.FreeIntermediate(UsedGradient);
+        }
+        shared?.Clear();
+    }
+
+    private static bool SharedWithAnother(IReadOnlyList<Tensor?> grads, int i)
+    {
+        var family = grads[i]!.Version;
+        for (int j = 0; j < grads.Count; j++)
+        {
+            if (j != i && grads[j] is { } h && ReferenceEquals(h.Version, family))
+            {
+                return true;
             }
         }
-        kept.Clear();
-        families.Clear();
-        shared.Clear();
+        return false;
+    }
+
+    private static bool StateHolds(ParamState state, VersionCounter family)
+    {
+        foreach (var t in state.Tensors.Values)
+        {
+            if (ReferenceEquals(t.Version, family))
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     private string NameOf(int i) =>

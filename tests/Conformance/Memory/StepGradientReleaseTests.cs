@@ -18,11 +18,19 @@ public sealed class StepGradientReleaseTests
 
     private sealed record Run(double[][] FastParams, double[][] MetaGrads, long BytesInUse);
 
-    private static Run Maml(Func<Module, Optimizer> inner, int steps, bool keepGrads, bool queryBackward)
+    private static Run Maml(Func<Module, Optimizer> inner, int steps, bool keepGrads, bool queryBackward, int hidden = 0)
     {
         var (device, pool) = TensorScopeTests.PrivateDevice();
         var g = new Generator(21);
-        var model = new Sequential(new Linear(3, 8, generator: g), new Relu(), new Linear(8, 2, generator: g));
+        // hidden extra Linear(8, 8) + Relu layers: 2 more parameters each.
+        var layers = new List<Module> { new Linear(3, 8, generator: g), new Relu() };
+        for (int i = 0; i < hidden; i++)
+        {
+            layers.Add(new Linear(8, 8, generator: g));
+            layers.Add(new Relu());
+        }
+        layers.Add(new Linear(8, 2, generator: g));
+        var model = new Sequential(layers);
         model.To(device);
         var x = Tensor.Randn([6, 3], DType.Float32, g, device);
         var y = Tensor.Randn([6, 2], DType.Float32, g, device);
@@ -45,8 +53,9 @@ public sealed class StepGradientReleaseTests
         return new(fast, metaGrads, inUse);
     }
 
-    private static long GradientBytes(int steps) =>
-        steps * new[] { 3 * 8, 8, 8 * 2, 2 }.Sum(n => CpuBufferPool.SizeClass(n * sizeof(float)));
+    private static long GradientBytes(int steps, int hidden = 0) =>
+        steps * (new[] { 3 * 8, 8, 8 * 2, 2 }.Sum(n => CpuBufferPool.SizeClass(n * sizeof(float)))
+            + (hidden * (CpuBufferPool.SizeClass(8 * 8 * sizeof(float)) + CpuBufferPool.SizeClass(8 * sizeof(float)))));
 
     private static void AssertSameValues(Run a, Run b)
     {
@@ -72,6 +81,17 @@ public sealed class StepGradientReleaseTests
         var kept = Maml(Sgd, steps, keepGrads: true, queryBackward: false);
         AssertSameValues(released, kept);
         Assert.Equal(GradientBytes(steps), kept.BytesInUse - released.BytesInUse);
+    }
+
+    [Fact]
+    public void ManyParameters_GiveTheirGradientsBack_AsFew()
+    {
+        // 2 + 2·16 = 34 parameters: more than the step compares pairwise, so it finds shared storages with a set.
+        static Optimizer Sgd(Module m) => new Sgd(m.Parameters(), new SgdOptions { Lr = 0.1 });
+        var released = Maml(Sgd, 2, keepGrads: false, queryBackward: true, hidden: 16);
+        var kept = Maml(Sgd, 2, keepGrads: true, queryBackward: true, hidden: 16);
+        AssertSameValues(released, kept);
+        Assert.Equal(GradientBytes(2, hidden: 16), kept.BytesInUse - released.BytesInUse);
     }
 
     [Fact]
