@@ -43,19 +43,32 @@ public readonly struct Shape : IEquatable<Shape>
     /// </summary>
     private static void CheckCount(ReadOnlySpan<int> dims)
     {
-        if (dims.Contains(0))
+        // Dimensions are ints: one or two of them always multiply within a long (every tensor op's
+        // output shape comes through here, so the common ranks skip the loop).
+        if (dims.Length <= 2)
         {
             return;
         }
         long n = 1;
+        int overflowAt = -1;
         for (int i = 0; i < dims.Length; i++)
         {
-            if (dims[i] != 0 && n > long.MaxValue / dims[i])
+            int d = dims[i];
+            if (d == 0)
             {
-                throw new ArgumentException(
-                    $"Shape [{string.Join(", ", dims.ToArray())}] has too many elements: the product of dimensions 0..{i} exceeds {long.MaxValue} (2^63 - 1).", nameof(dims));
+                return;
             }
-            n *= dims[i];
+            long high = Math.BigMul(n, d, out long low);
+            if (overflowAt < 0 && (high != 0 || low < 0))
+            {
+                overflowAt = i;
+            }
+            n = low;
+        }
+        if (overflowAt >= 0)
+        {
+            throw new ArgumentException(
+                $"Shape [{string.Join(", ", dims.ToArray())}] has too many elements: the product of dimensions 0..{overflowAt} exceeds {long.MaxValue} (2^63 - 1).", nameof(dims));
         }
     }
 
