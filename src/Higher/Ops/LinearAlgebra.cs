@@ -66,6 +66,28 @@ public sealed partial class Tensor
     }
 
     /// <summary>
+    /// acc += op(a)·op(b) in acc's own storage, for 2-D operands (a backward adding its gradient into
+    /// the pass's slot, <see cref="Tape.Node.TakeAccumulator"/>): one GEMM with β = 1, each element the
+    /// product's FMA chain from zero and then + acc, one rounding, as the product followed by the slot's
+    /// add gives (for k beyond one of the reference GEMM's K blocks, 512, the sum is rounded per block,
+    /// as in the fused bias of <see cref="MatMulT(Tensor, Tensor, bool, bool, Tensor)"/>). Records nothing.
+    /// </summary>
+    internal static Tensor MatMulTAccumulate(Tensor acc, Tensor a, Tensor b, bool transposeA, bool transposeB)
+    {
+        int m = transposeA ? a.Shape[1] : a.Shape[0];
+        int k = transposeA ? a.Shape[0] : a.Shape[1];
+        int kb = transposeB ? b.Shape[1] : b.Shape[0];
+        int n = transposeB ? b.Shape[0] : b.Shape[1];
+        if (a.Rank != 2 || b.Rank != 2 || acc.Rank != 2 || k != kb || acc.Shape[0] != m || acc.Shape[1] != n)
+        {
+            throw new InvalidOperationException($"Internal error: accumulating a {a.Describe()} by {b.Describe()} product into {acc.Describe()}.");
+        }
+        a.Backend.Gemm(transposeA, transposeB, 1, m, n, k, 1.0, a.Storage, 0, b.Storage, 0, 1.0, acc.Storage, 0);
+        acc.Version.Value++;
+        return acc;
+    }
+
+    /// <summary>
     /// Matrix product with PyTorch's matmul semantics: 1-D·1-D is a dot product; a 1-D operand is
     /// promoted to a matrix and the added dimension removed; leading (batch) dimensions broadcast.
     /// </summary>

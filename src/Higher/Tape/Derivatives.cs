@@ -165,9 +165,18 @@ internal static class Derivatives
         var a = n.Input(0);
         var b = n.Input(1);
         Tensor? ga = null, gb = null;
+        // 2-D: a gradient may go straight into its slot's tensor (a pass that records nothing).
+        bool plain = a.Rank == 2 && b.Rank == 2 && g.Rank == 2;
         if (n.NeedsGrad(0))
         {
-            ga = t.A ? Tensor.MatMulT(b, g, t.B, true) : Tensor.MatMulT(g, b, false, !t.B);
+            if (plain && n.TakeAccumulator(0) is { } acc)
+            {
+                ga = t.A ? Tensor.MatMulTAccumulate(acc, b, g, t.B, true) : Tensor.MatMulTAccumulate(acc, g, b, false, !t.B);
+            }
+            else
+            {
+                ga = t.A ? Tensor.MatMulT(b, g, t.B, true) : Tensor.MatMulT(g, b, false, !t.B);
+            }
             if (a.Rank == 2 && ga.Rank == 3)
             {
                 ga = ga.Sum(0);
@@ -175,7 +184,14 @@ internal static class Derivatives
         }
         if (n.NeedsGrad(1))
         {
-            gb = t.B ? Tensor.MatMulT(g, a, true, t.A) : Tensor.MatMulT(a, g, !t.A, false);
+            if (plain && n.TakeAccumulator(1) is { } acc)
+            {
+                gb = t.B ? Tensor.MatMulTAccumulate(acc, g, a, true, t.A) : Tensor.MatMulTAccumulate(acc, a, g, !t.A, false);
+            }
+            else
+            {
+                gb = t.B ? Tensor.MatMulT(g, a, true, t.A) : Tensor.MatMulT(a, g, !t.A, false);
+            }
             if (b.Rank == 2 && gb.Rank == 3)
             {
                 gb = gb.Sum(0);

@@ -243,6 +243,8 @@ internal sealed class Engine
                     AccumulateNode(fn, g);
                 }
             }
+            // Every accumulator the backward added into came back as its input's gradient.
+            _absorbed?.Clear();
             // After the accumulation, so a saved tensor that came back as a gradient is held by its slot.
             if (!retainGraph)
             {
@@ -437,6 +439,71 @@ internal sealed class Engine
     /// <summary>Whether a slot's sum may be formed in its own storage (a pass that records nothing).</summary>
     private bool _accumulateInPlace;
 
+    // Slot tensors a backward added its gradient into itself (TakeAccumulator), one entry per addition,
+    // each consumed when that gradient comes back to its slot.
+    private List<Tensor>? _absorbed;
+
+    /// <summary>
+    /// The tensor in the gradient slot of input <paramref name="k"/> of <paramref name="node"/>, when the
+    /// node's backward may add its gradient for that input into it instead of returning a new tensor
+    /// (which the slot would then add): the pass records nothing, and the slot alone holds its tensor,
+    /// the pass's own (the test <see cref="Add"/> applies before summing in place). The caller must
+    /// add into it and return it as that input's gradient. Null otherwise (then it returns a new tensor).
+    /// </summary>
+    internal Tensor? TakeAccumulator(Node node, int k)
+    {
+        if (!_accumulateInPlace || _mapped)
+        {
+            return null;
+        }
+        ref readonly var x = ref node.Inputs[k];
+        if (!x.RequiresGrad)
+        {
+            return null;
+        }
+        Tensor? slot;
+        if (x.Leaf is { } leaf)
+        {
+            if (_targets is not null)
+            {
+                slot = _targets.TryGetValue(leaf, out int ti) ? _targetGrads[ti] : null;
+            }
+            else
+            {
+                slot = _leafGrads!.TryGetValue(leaf, out var held) ? held : null;
+            }
+        }
+        else if (x.Fn is { } fn && ReferenceEquals(fn.PassOwner, this) && fn.PassNeeded && fn.PassTarget == 0)
+        {
+            slot = fn.PassGrad;
+        }
+        else
+        {
+            return null;
+        }
+        if (slot is null || slot.Version is not { EngineOwned: true, Saved: 0, Pending: 1, ReleasedBy: null }
+            || slot.Shape != x.Shape || slot.DType != x.DType || !ReferenceEquals(slot.Backend, x.Backend))
+        {
+            return null;
+        }
+        (_absorbed ??= []).Add(slot);
+        return slot;
+    }
+
+    private bool TakeAbsorbed(Tensor t)
+    {
+        var absorbed = _absorbed!;
+        for (int i = absorbed.Count - 1; i >= 0; i--)
+        {
+            if (ReferenceEquals(absorbed[i], t))
+            {
+                absorbed.RemoveAt(i);
+                return true;
+            }
+        }
+        return false;
+    }
+
     /// <summary>
     /// The new content of a gradient slot that held <paramref name="prev"/>: prev + g, or g; the slot's
     /// hold moves to it. When the pass records nothing and prev is the pass's own temporary that this
@@ -446,6 +513,11 @@ internal sealed class Engine
     /// </summary>
     private Tensor Add(Tensor? prev, Tensor g)
     {
+        if (prev is not null && ReferenceEquals(prev, g) && _absorbed is { Count: > 0 } && TakeAbsorbed(g))
+        {
+            // The backward already added its gradient into the slot's own tensor.
+            return prev;
+        }
         if (prev is not null && _accumulateInPlace && prev.Version is { EngineOwned: true, Saved: 0, Pending: 1, ReleasedBy: null } family
             && !ReferenceEquals(family, g.Version) && prev.DType == g.DType && prev.Device == g.Device)
         {

@@ -274,6 +274,14 @@ internal abstract class Node
     /// <summary>Device of input <paramref name="i"/>.</summary>
     internal Device InputDevice(int i) => Inputs[i].Backend.Device;
 
+    /// <summary>
+    /// The running pass's gradient slot of input <paramref name="i"/>, for a backward that adds its
+    /// gradient for that input into it (β = 1) and returns it, instead of a new tensor the slot would
+    /// add: only in a pass that records nothing, while the slot alone holds a tensor of the pass's own
+    /// (see Engine.TakeAccumulator); null otherwise. A caller that gets one must use it.
+    /// </summary>
+    internal Tensor? TakeAccumulator(int i) => PassOwner?.TakeAccumulator(this, i);
+
     /// <summary>Zeros of input <paramref name="i"/>'s shape, dtype and device (reads no values).</summary>
     internal Tensor ZerosLikeInput(int i) => Tensor.ZerosOn(Inputs[i].Backend, Inputs[i].DType, Inputs[i].Shape);
 

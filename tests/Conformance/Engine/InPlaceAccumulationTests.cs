@@ -74,4 +74,105 @@ public sealed class InPlaceAccumulationTests
             Assert.Equal(expected[i], actual[i], 1e-5);
         }
     }
+
+    [Fact]
+    public void ProductGradients_GoStraightIntoTheirSlot_WithoutAnArrayEach()
+    {
+        // x·W1 + x·W2 + ... : the add nodes hand one gradient to every product; the first product's
+        // gradient for x makes x's slot, each later one is a GEMM with β = 1 into it (no new array).
+        var (device, pool) = TensorScopeTests.PrivateDevice();
+        var gen = new Generator(8);
+        var x = Tensor.Rand([16, 24], DType.Float32, gen, device).WithRequiresGrad();
+        var ws = Enumerable.Range(0, 4).Select(_ => Tensor.Rand([24, 12], DType.Float32, gen, device)).ToArray();
+        long Rents(int products)
+        {
+            var y = Tensor.MatMul(x, ws[0]);
+            for (int i = 1; i < products; i++)
+            {
+                y = y + Tensor.MatMul(x, ws[i]);
+            }
+            var loss = y.Sum();
+            long before = pool.Statistics.Rents;
+            _ = Autograd.Grad([loss], [x]);
+            return pool.Statistics.Rents - before;
+        }
+        Assert.Equal(Rents(1), Rents(4));
+    }
+
+    [Fact]
+    public void ProductGradientsAddedIntoTheirSlots_AreTheBitsOfTheRecordedPass()
+    {
+        // Weights used in several products (their slot is a leaf's, by Grad and by Backward), an input
+        // used in products and elementwise ops, x·x (one slot receiving both of a product's gradients),
+        // and a transposed use: with createGraph nothing is added in place.
+        var gen = new Generator(9);
+        var x = Tensor.Normal([12, 12], 0, 1, DType.Float32, gen).WithRequiresGrad();
+        var w = Tensor.Normal([12, 12], 0, 1, DType.Float32, gen).WithRequiresGrad();
+        var v = Tensor.Normal([12, 7], 0, 1, DType.Float32, gen).WithRequiresGrad();
+        Tensor Loss()
+        {
+            var h = Tensor.MatMul(x, w).Tanh();
+            var k = Tensor.MatMul(h, w) + Tensor.MatMul(x, x) + Tensor.MatMul(w.Transpose(0, 1), x) + x.Sin();
+            return (Tensor.MatMul(k, v) * Tensor.MatMul(h, v)).Sum() + Tensor.MatMul(k, w).Square().Sum() * 0.01;
+        }
+        var recorded = Autograd.Grad([Loss()], [x, w, v], createGraph: true);
+        var plain = Autograd.Grad([Loss()], [x, w, v]);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(recorded[i]!.ToDoubleArray(), plain[i]!.ToDoubleArray());
+        }
+        Loss().Backward();
+        Assert.Equal(recorded[0]!.ToDoubleArray(), x.Grad!.ToDoubleArray());
+        Assert.Equal(recorded[1]!.ToDoubleArray(), w.Grad!.ToDoubleArray());
+        Assert.Equal(recorded[2]!.ToDoubleArray(), v.Grad!.ToDoubleArray());
+    }
+
+    [Fact]
+    public void ASquareProductsGradient_MatchesItsClosedForm()
+    {
+        // d/dX sum(X·X) = 1·Xᵀ + Xᵀ·1, both of the product's gradients going to X's one slot.
+        var x = Tensor.FromArray(new double[] { 1, -2, 0.5, 3, 4, -1, 2, 0, -3 }, [3, 3]).WithRequiresGrad();
+        var loss = (Tensor.MatMul(x, x) + x * 2).Sum();
+        var g = Autograd.Grad([loss], [x])[0]!.ToDoubleArray();
+        var xs = x.ToDoubleArray();
+        for (int i = 0; i < 3; i++)
+        {
+            for (int j = 0; j < 3; j++)
+            {
+                // (1·Xᵀ)_ij = Σ_k X_jk, (Xᵀ·1)_ij = Σ_k X_ki.
+                double expected = 2 + Enumerable.Range(0, 3).Sum(k => xs[(j * 3) + k] + xs[(k * 3) + i]);
+                Assert.Equal(expected, g[(i * 3) + j], 1e-12);
+            }
+        }
+    }
+
+    [Fact]
+    public void AGradientSharedByTwoSlots_IsNotAProductsAccumulator()
+    {
+        // (x + y) hands one gradient to both x and y; a product of x then adding its gradient into that
+        // tensor would give y the product's gradient as well. Leaves (target slots) and non-leaves.
+        var gen = new Generator(10);
+        var x = Tensor.Normal([5, 5], 0, 1, DType.Float64, gen).WithRequiresGrad();
+        var y = Tensor.Normal([5, 5], 0, 1, DType.Float64, gen).WithRequiresGrad();
+        var w = Tensor.Normal([5, 5], 0, 1, DType.Float64, gen);
+        var rows = Tensor.Normal([5, 5], 0, 1, DType.Float64, gen);
+        foreach (bool nonLeaf in new[] { false, true })
+        {
+            var a = nonLeaf ? x * 1 : x;
+            var b = nonLeaf ? y * 1 : y;
+            foreach (var loss in new[]
+            {
+                ((a + b) * rows).Sum() + Tensor.MatMul(a, w).Sum(),
+                Tensor.MatMul(a, w).Sum() + ((a + b) * rows).Sum(),
+                (Tensor.MatMul(a, w) + (a + b)).Sum(),
+                ((a + b) + Tensor.MatMul(w, a)).Sum(),
+            })
+            {
+                var recorded = Autograd.Grad([loss], [x, y], createGraph: true);
+                var plain = Autograd.Grad([loss], [x, y], retainGraph: true);
+                Assert.Equal(recorded[1]!.ToDoubleArray(), plain[1]!.ToDoubleArray());
+                Assert.Equal(recorded[0]!.ToDoubleArray(), plain[0]!.ToDoubleArray());
+            }
+        }
+    }
 }
