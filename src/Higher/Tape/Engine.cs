@@ -71,16 +71,20 @@ internal sealed class Engine
     private HashSet<Node> _visited = null!;
     private HashSet<Node> _needed = null!;
     // The leaves' gradients, for a pass without targets (Autograd.Backward) only.
-    private readonly Dictionary<Tensor, Tensor>? _leafGrads;
+    // (the leaves in the order first reached and their gradients; found by a scan while they are few,
+    // by _leafIndex beyond LeafScanLimit)
     private readonly List<Tensor>? _leafOrder;
+    private readonly List<Tensor>? _leafGradList;
+    private Dictionary<Tensor, int>? _leafIndex;
+    private const int LeafScanLimit = 32;
 
     public Engine(IReadOnlyList<Tensor>? targets)
     {
         if (targets is null)
         {
             _targetGrads = [];
-            _leafGrads = new(ReferenceEqualityComparer.Instance);
             _leafOrder = [];
+            _leafGradList = [];
             return;
         }
         _targetGrads = new Tensor?[targets.Count];
@@ -116,7 +120,7 @@ internal sealed class Engine
     public (Tensor Leaf, Tensor Grad, bool Exclusive) LeafGrad(int i)
     {
         var leaf = _leafOrder![i];
-        return (leaf, _leafGrads![leaf], _leafExclusive![i]);
+        return (leaf, _leafGradList![i], _leafExclusive![i]);
     }
 
     private bool[]? _leafExclusive;
@@ -139,6 +143,7 @@ internal sealed class Engine
             _nodeGrads = scratch.NodeGrads;
             _dropped = scratch.Dropped;
             _claimed = scratch.Claimed;
+            _absorbed = scratch.Absorbed;
             _visited = scratch.Visited;
             _needed = scratch.Needed;
             if (_targetList is { } targets)
@@ -244,7 +249,7 @@ internal sealed class Engine
                 }
             }
             // Every accumulator the backward added into came back as its input's gradient.
-            _absorbed?.Clear();
+            _absorbed.Clear();
             // After the accumulation, so a saved tensor that came back as a gradient is held by its slot.
             if (!retainGraph)
             {
@@ -277,14 +282,14 @@ internal sealed class Engine
                 Interlocked.Decrement(ref g.Version.Pending);
             }
         }
-        if (_leafGrads is not null)
+        if (_leafGradList is not null)
         {
-            _leafExclusive = new bool[_leafOrder!.Count];
+            _leafExclusive = new bool[_leafGradList.Count];
             for (int i = 0; i < _leafExclusive.Length; i++)
             {
-                _leafExclusive[i] = _leafGrads[_leafOrder[i]].Version is { EngineOwned: true, Saved: 0, Pending: 1, ReleasedBy: null };
+                _leafExclusive[i] = _leafGradList[i].Version is { EngineOwned: true, Saved: 0, Pending: 1, ReleasedBy: null };
             }
-            foreach (var g in _leafGrads.Values)
+            foreach (var g in _leafGradList)
             {
                 g.Version.EngineOwned = false;
                 Interlocked.Decrement(ref g.Version.Pending);
@@ -441,7 +446,7 @@ internal sealed class Engine
 
     // Slot tensors a backward added its gradient into itself (TakeAccumulator), one entry per addition,
     // each consumed when that gradient comes back to its slot.
-    private List<Tensor>? _absorbed;
+    private List<Tensor> _absorbed = null!;
 
     /// <summary>
     /// The tensor in the gradient slot of input <paramref name="k"/> of <paramref name="node"/>, when the
@@ -470,7 +475,7 @@ internal sealed class Engine
             }
             else
             {
-                slot = _leafGrads!.TryGetValue(leaf, out var held) ? held : null;
+                slot = LeafSlot(leaf) is int li and >= 0 ? _leafGradList![li] : null;
             }
         }
         else if (x.Fn is { } fn && ReferenceEquals(fn.PassOwner, this) && fn.PassNeeded && fn.PassTarget == 0)
@@ -486,13 +491,13 @@ internal sealed class Engine
         {
             return null;
         }
-        (_absorbed ??= []).Add(slot);
+        _absorbed.Add(slot);
         return slot;
     }
 
     private bool TakeAbsorbed(Tensor t)
     {
-        var absorbed = _absorbed!;
+        var absorbed = _absorbed;
         for (int i = absorbed.Count - 1; i >= 0; i--)
         {
             if (ReferenceEquals(absorbed[i], t))
@@ -513,7 +518,7 @@ internal sealed class Engine
     /// </summary>
     private Tensor Add(Tensor? prev, Tensor g)
     {
-        if (prev is not null && ReferenceEquals(prev, g) && _absorbed is { Count: > 0 } && TakeAbsorbed(g))
+        if (prev is not null && ReferenceEquals(prev, g) && _absorbed.Count > 0 && TakeAbsorbed(g))
         {
             // The backward already added its gradient into the slot's own tensor.
             return prev;
@@ -551,18 +556,49 @@ internal sealed class Engine
                 fn.PassGrad = Add(fn.PassGrad, g);
             }
         }
-        else if (_leafGrads is not null && x.RequiresGrad)
+        else if (_leafGradList is not null && x.RequiresGrad)
         {
-            if (_leafGrads.TryGetValue(x, out var prev))
+            int li = LeafSlot(x);
+            if (li >= 0)
             {
-                _leafGrads[x] = Add(prev, g);
+                _leafGradList[li] = Add(_leafGradList[li], g);
             }
             else
             {
-                _leafGrads[x] = Add(null, g);
+                _leafGradList.Add(Add(null, g));
                 _leafOrder!.Add(x);
+                if (_leafIndex is not null)
+                {
+                    _leafIndex.Add(x, _leafOrder.Count - 1);
+                }
+                else if (_leafOrder.Count > LeafScanLimit)
+                {
+                    _leafIndex = new(ReferenceEqualityComparer.Instance);
+                    for (int i = 0; i < _leafOrder.Count; i++)
+                    {
+                        _leafIndex.Add(_leafOrder[i], i);
+                    }
+                }
             }
         }
+    }
+
+    /// <summary>The slot of a leaf in a pass without targets, or -1 before its first gradient.</summary>
+    private int LeafSlot(Tensor leaf)
+    {
+        if (_leafIndex is not null)
+        {
+            return _leafIndex.TryGetValue(leaf, out int i) ? i : -1;
+        }
+        var order = _leafOrder!;
+        for (int i = 0; i < order.Count; i++)
+        {
+            if (ReferenceEquals(order[i], leaf))
+            {
+                return i;
+            }
+        }
+        return -1;
     }
 
     /// <summary>
@@ -651,6 +687,9 @@ internal sealed class Engine
         /// <summary>The nodes the pass claimed.</summary>
         public List<Node> Claimed { get; } = [];
 
+        /// <summary>Slot tensors a backward added into (see TakeAccumulator).</summary>
+        public List<Tensor> Absorbed { get; } = [];
+
         public Stack<(Node Node, int Next)> Stack { get; } = new();
 
         public Dictionary<Node, Tensor> NodeGrads { get; } = new(ReferenceEqualityComparer.Instance);
@@ -674,6 +713,7 @@ internal sealed class Engine
             Post.Clear();
             Visited.Clear();
             Claimed.Clear();
+            Absorbed.Clear();
             Needed.Clear();
             Stack.Clear();
             NodeGrads.Clear();

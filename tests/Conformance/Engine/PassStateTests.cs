@@ -163,4 +163,32 @@ public sealed class PassStateTests
         Assert.Empty(failures);
         Assert.All(nodes, n => Assert.Null(n.PassOwner));
     }
+
+    [Theory]
+    [InlineData(5)]
+    [InlineData(40)] // beyond the leaves a pass finds by a scan: an index
+    public void BackwardIntoManyLeaves_GivesEachLeafItsGradient(int count)
+    {
+        var g = new Generator(12);
+        var x = Tensor.Randn([3, 4], DType.Float64, g);
+        var leaves = Enumerable.Range(0, count).Select(_ => Tensor.Randn([4, 4], DType.Float64, g).WithRequiresGrad()).ToList();
+        Tensor Loss()
+        {
+            // Each leaf twice (a product and a square), neighbours chained, so slots accumulate.
+            var h = x;
+            var total = Tensor.Zeros([], DType.Float64);
+            for (int i = 0; i < count; i++)
+            {
+                h = Tensor.MatMul(h, leaves[i]).Tanh();
+                total = total + h.Sum() + (leaves[i] * leaves[i]).Sum() * 0.1;
+            }
+            return total;
+        }
+        var expected = Autograd.Grad([Loss()], leaves);
+        Loss().Backward();
+        for (int i = 0; i < count; i++)
+        {
+            Assert.Equal(expected[i]!.ToDoubleArray(), leaves[i].Grad!.ToDoubleArray());
+        }
+    }
 }
