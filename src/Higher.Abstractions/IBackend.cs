@@ -87,7 +87,10 @@ public interface IBackend
     /// C_b = alpha · op(A_b) · op(B_b) + beta · C_b, op(A) is [m, k] (A stored [k, m] when
     /// <paramref name="transposeA"/>), op(B) is [k, n] (B stored [n, k] when <paramref name="transposeB"/>),
     /// C_b is [m, n]. X_b starts at element b·strideX; a stride of 0 repeats one matrix for every batch.
-    /// With beta == 0, C's prior content is ignored (even NaN).
+    /// With beta == 0, C's prior content is ignored (even NaN). With beta != 0, beta·C is added to the
+    /// finished product (whatever the inner dimension), so C + op(A)·op(B) with beta = 1 has the bits of
+    /// the beta = 0 product followed by an elementwise add (the fused bias and the engine's accumulation
+    /// into a gradient slot rely on this).
     /// </summary>
     void Gemm(bool transposeA, bool transposeB, int batch, int m, int n, int k, double alpha,
         IStorage a, long strideA, IStorage b, long strideB, double beta, IStorage c, long strideC);

@@ -114,6 +114,26 @@ internal static unsafe class Gemm
             return;
         }
         int mr = MR, nr = NR<T>(), kcMax = KC<T>(), ncMax = NC<T>();
+        if (betaD != 0 && k > kcMax)
+        {
+            // Beyond one K block, β·C would join the first block's partial sum: the product goes to
+            // scratch (from zero, blocked as with β = 0), then alpha·AB + β·C, so that C has the bits of
+            // the product followed by an add (a linear layer's fused bias, a gradient added into its slot).
+            T* scratch = (T*)NativeMemory.Alloc((nuint)m * (nuint)n, (nuint)sizeof(T));
+            try
+            {
+                Single(threads, transposeA, transposeB, m, n, k, alphaD, a, b, 0.0, scratch, parallel);
+                for (long i = 0; i < (long)m * n; i++)
+                {
+                    c[i] = Add(scratch[i], Mul(beta, c[i]));
+                }
+            }
+            finally
+            {
+                NativeMemory.Free(scratch);
+            }
+            return;
+        }
         int mcMax = MCRows / mr * mr;
         int rowPanels = (m + mr - 1) / mr;
         int rowChunks = 1, colChunks = 1;

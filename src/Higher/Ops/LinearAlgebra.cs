@@ -69,8 +69,7 @@ public sealed partial class Tensor
     /// acc += op(a)·op(b) in acc's own storage, for 2-D operands (a backward adding its gradient into
     /// the pass's slot, <see cref="Tape.Node.TakeAccumulator"/>): one GEMM with β = 1, each element the
     /// product's FMA chain from zero and then + acc, one rounding, as the product followed by the slot's
-    /// add gives (for k beyond one of the reference GEMM's K blocks, 512, the sum is rounded per block,
-    /// as in the fused bias of <see cref="MatMulT(Tensor, Tensor, bool, bool, Tensor)"/>). Records nothing.
+    /// add gives. Records nothing.
     /// </summary>
     internal static Tensor MatMulTAccumulate(Tensor acc, Tensor a, Tensor b, bool transposeA, bool transposeB)
     {

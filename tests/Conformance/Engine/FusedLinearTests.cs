@@ -11,6 +11,9 @@ public sealed class FusedLinearTests
     {
         { 10, 1, 40, 1 }, { 10, 40, 40, 1 }, { 10, 40, 1, 1 }, { 7, 33, 17, 1 }, { 64, 96, 80, 1 },
         { 10, 40, 40, 25 }, { 5, 3, 9, 4 },
+        // Inner dimensions beyond one K block of the reference GEMM (512), in the forward (k = in) and
+        // in the weight's gradient (k = rows): the bias is still added after the whole product.
+        { 6, 513, 8, 1 }, { 4, 1500, 3, 1 }, { 530, 6, 4, 1 },
     };
 
     private static (Tensor X, Tensor W, Tensor B) Operands(int rows, int inF, int outF, int tasks, DType dtype, int seed)

@@ -128,6 +128,21 @@ public sealed class InPlaceAccumulationTests
     }
 
     [Fact]
+    public void AProductAddedIntoItsSlot_OverManyKBlocks_IsTheBitsOfTheRecordedPass()
+    {
+        // The weights' gradients are xᵀ·g with k = 1100 rows, more than two K blocks of the reference GEMM.
+        var gen = new Generator(11);
+        var x = Tensor.Normal([1100, 6], 0, 1, DType.Float32, gen);
+        var w = Tensor.Normal([6, 5], 0, 1, DType.Float32, gen).WithRequiresGrad();
+        var v = Tensor.Normal([6, 5], 0, 1, DType.Float32, gen).WithRequiresGrad();
+        Tensor Loss() => (Tensor.MatMul(x, w).Tanh() * Tensor.MatMul(x, v) + Tensor.MatMul(x, w + v).Square()).Sum();
+        var recorded = Autograd.Grad([Loss()], [w, v], createGraph: true);
+        var plain = Autograd.Grad([Loss()], [w, v]);
+        Assert.Equal(recorded[0]!.ToDoubleArray(), plain[0]!.ToDoubleArray());
+        Assert.Equal(recorded[1]!.ToDoubleArray(), plain[1]!.ToDoubleArray());
+    }
+
+    [Fact]
     public void ASquareProductsGradient_MatchesItsClosedForm()
     {
         // d/dX sum(X·X) = 1·Xᵀ + Xᵀ·1, both of the product's gradients going to X's one slot.
