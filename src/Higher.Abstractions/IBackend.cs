@@ -62,6 +62,20 @@ public interface IBackend
     /// </summary>
     void ScaledAdd(IStorage a, IStorage b, double alpha, IStorage y);
 
+    /// <summary>
+    /// One parameter's Adam step (torch.optim.Adam's, not recorded) over storages of one floating-point
+    /// dtype and length, into new storages: with g = ±grad (+ wd·param unless decoupled),
+    /// m' = β1·m + (1-β1)·g, v' = β2·v + (1-β2)·g·g (AMSGrad: v̂' = max(v̂, v')), and
+    /// param' = p − (lr/(1-β1^t))·m' / (√v'/√(1-β2^t) + ε), p = param·(1 − lr·wd) when decoupled (AdamW).
+    /// Each step is rounded to the dtype as the separate Affine, Binary and Unary kernels round it
+    /// (scalars converted to the dtype first, no fused multiply-add), so the result has the bits of
+    /// the composed update. Outputs must not alias inputs; the max storages are used only with
+    /// AMSGrad. The default runs those kernels one after another; a backend may fuse them.
+    /// </summary>
+    void AdamUpdate(in AdamScalars scalars, IStorage param, IStorage grad, IStorage expAvg, IStorage expAvgSq, IStorage? maxExpAvgSq,
+        IStorage paramOut, IStorage expAvgOut, IStorage expAvgSqOut, IStorage? maxExpAvgSqOut) =>
+        ComposedKernels.AdamUpdate(this, scalars, param, grad, expAvg, expAvgSq, maxExpAvgSq, paramOut, expAvgOut, expAvgSqOut, maxExpAvgSqOut);
+
     /// <summary>Elementwise y = op(a, b) into a Bool storage, with broadcasting.</summary>
     void Compare(CompareOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape);
 

@@ -274,6 +274,110 @@ public sealed class ReferenceBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void AdamUpdate(in AdamScalars scalars, IStorage param, IStorage grad, IStorage expAvg, IStorage expAvgSq, IStorage? maxExpAvgSq,
+        IStorage paramOut, IStorage expAvgOut, IStorage expAvgSqOut, IStorage? maxExpAvgSqOut)
+    {
+        const string op = "AdamUpdate";
+        var sp = Cpu(param);
+        long n = sp.Length;
+        CpuStorage[] all = scalars.Amsgrad
+            ? [sp, Cpu(grad), Cpu(expAvg), Cpu(expAvgSq), Cpu(maxExpAvgSq ?? throw new ArgumentNullException(nameof(maxExpAvgSq))),
+                Cpu(paramOut), Cpu(expAvgOut), Cpu(expAvgSqOut), Cpu(maxExpAvgSqOut ?? throw new ArgumentNullException(nameof(maxExpAvgSqOut)))]
+            : [sp, Cpu(grad), Cpu(expAvg), Cpu(expAvgSq), Cpu(paramOut), Cpu(expAvgOut), Cpu(expAvgSqOut)];
+        if (sp.DType is not (DType.Float32 or DType.Float64))
+        {
+            throw Unsupported(op, sp.DType);
+        }
+        foreach (var t in all)
+        {
+            SameDType(op, sp, t, t);
+            Guard.Holds(op, "every storage", t, n);
+        }
+        var shape = new Shape(checked((int)n));
+        if (ElementwiseSplit.TryPlan(_threads, shape, out var split, shape))
+        {
+            AdamParallel(scalars, all, split);
+            return;
+        }
+        AdamFloat(scalars, all, 0, (int)n);
+    }
+
+    // Its own method so that the serial path allocates no closure (see BinaryParallel).
+    private void AdamParallel(AdamScalars scalars, CpuStorage[] all, ElementwiseSplit split) =>
+        _threads.For(0, split.Chunks, c =>
+        {
+            var (o, l, _) = split.Output(c);
+            AdamFloat(scalars, all, o, l);
+        });
+
+    private static void AdamFloat(in AdamScalars s, CpuStorage[] all, int offset, int length)
+    {
+        if (all[0].DType == DType.Float32)
+        {
+            AdamKernel<float>(s, all, offset, length);
+        }
+        else
+        {
+            AdamKernel<double>(s, all, offset, length);
+        }
+    }
+
+    /// <summary>
+    /// Adam's update, element by element, with the composed update's roundings: every scalar converted
+    /// to T as the Affine and Div kernels convert theirs, each Affine as α·x + β (β = 0 included), no
+    /// fused multiply-add. Every input of element i is read before any output of element i is written.
+    /// </summary>
+    private static void AdamKernel<T>(in AdamScalars s, CpuStorage[] all, int offset, int length) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var param = all[0].AsSpan<T>().Slice(offset, length);
+        var grad = all[1].AsSpan<T>().Slice(offset, length);
+        var m = all[2].AsSpan<T>().Slice(offset, length);
+        var v = all[3].AsSpan<T>().Slice(offset, length);
+        int o = s.Amsgrad ? 5 : 4;
+        var vmax = s.Amsgrad ? all[4].AsSpan<T>().Slice(offset, length) : default;
+        var pOut = all[o].AsSpan<T>().Slice(offset, length);
+        var mOut = all[o + 1].AsSpan<T>().Slice(offset, length);
+        var vOut = all[o + 2].AsSpan<T>().Slice(offset, length);
+        var vmaxOut = s.Amsgrad ? all[8].AsSpan<T>().Slice(offset, length) : default;
+        static T C(double x) => T.CreateTruncating(x);
+        T zero = T.Zero, one = T.One, minusOne = C(-1);
+        bool decay = s.WeightDecay != 0;
+        bool decoupled = s.Decoupled && decay, coupled = !s.Decoupled && decay;
+        T wd = C(s.WeightDecay), keep = C(1 - (s.Lr * s.WeightDecay));
+        T b1 = C(s.Beta1), rest1 = C(1 - s.Beta1), b2 = C(s.Beta2), rest2 = C(1 - s.Beta2);
+        T correction = C(Math.Sqrt(1 - Math.Pow(s.Beta2, s.Step)));
+        T eps = C(s.Eps), stepSize = C(s.Lr / (1 - Math.Pow(s.Beta1, s.Step)));
+        for (int i = 0; i < param.Length; i++)
+        {
+            T g = grad[i], p = param[i], mi = m[i], vi = v[i];
+            T previousMax = s.Amsgrad ? vmax[i] : zero;
+            if (s.Maximize)
+            {
+                g = (minusOne * g) + zero;
+            }
+            if (decoupled)
+            {
+                p = (keep * p) + zero;
+            }
+            else if (coupled)
+            {
+                g = g + ((wd * p) + zero);
+            }
+            T mNew = ((b1 * mi) + zero) + ((rest1 * g) + zero);
+            T vNew = ((b2 * vi) + zero) + (((rest2 * g) + zero) * g);
+            mOut[i] = mNew;
+            vOut[i] = vNew;
+            if (s.Amsgrad)
+            {
+                vNew = T.Max(previousMax, vNew);
+                vmaxOut[i] = vNew;
+            }
+            T denom = (one * (T.Sqrt(vNew) / correction)) + eps;
+            pOut[i] = p - (((stepSize * mNew) + zero) / denom);
+        }
+    }
+
+    /// <inheritdoc/>
     public void Compare(CompareOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape)
     {
         var sa = Cpu(a);

@@ -126,6 +126,41 @@ public sealed class CheckedBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void AdamUpdate(in AdamScalars scalars, IStorage param, IStorage grad, IStorage expAvg, IStorage expAvgSq, IStorage? maxExpAvgSq,
+        IStorage paramOut, IStorage expAvgOut, IStorage expAvgSqOut, IStorage? maxExpAvgSqOut)
+    {
+        const string name = "AdamUpdate";
+        var inputs = new List<(string, IStorage)> { ("param", param), ("grad", grad), ("expAvg", expAvg), ("expAvgSq", expAvgSq) };
+        var outputs = new List<(string, IStorage)> { ("paramOut", paramOut), ("expAvgOut", expAvgOut), ("expAvgSqOut", expAvgSqOut) };
+        if (scalars.Amsgrad)
+        {
+            inputs.Add(("maxExpAvgSq", maxExpAvgSq ?? throw Fail(name, "AMSGrad without maxExpAvgSq")));
+            outputs.Add(("maxExpAvgSqOut", maxExpAvgSqOut ?? throw Fail(name, "AMSGrad without maxExpAvgSqOut")));
+        }
+        if (!param.DType.IsFloatingPoint())
+        {
+            throw Fail(name, $"param is {param.DType}, which this kernel does not take");
+        }
+        foreach (var (n, t) in inputs.Concat(outputs))
+        {
+            Own(name, n, t);
+            SameDType(name, "param", param, n, t);
+            SameLength(name, "param", param, n, t);
+        }
+        foreach (var (o, t) in outputs)
+        {
+            foreach (var (n, u) in inputs.Concat(outputs))
+            {
+                if (!ReferenceEquals(o, n) && ReferenceEquals(t, u))
+                {
+                    throw Fail(name, $"{o} aliases {n}");
+                }
+            }
+        }
+        Inner.AdamUpdate(scalars, param, grad, expAvg, expAvgSq, maxExpAvgSq, paramOut, expAvgOut, expAvgSqOut, maxExpAvgSqOut);
+    }
+
+    /// <inheritdoc/>
     public void ScaledAdd(IStorage a, IStorage b, double alpha, IStorage y)
     {
         const string name = "ScaledAdd";

@@ -52,6 +52,11 @@ public sealed class ForwardingBackend(IBackend target, Device device) : IBackend
 
     public void ScaledAdd(IStorage a, IStorage b, double alpha, IStorage y) => target.ScaledAdd(U(a), U(b), alpha, U(y));
 
+    public void AdamUpdate(in AdamScalars scalars, IStorage param, IStorage grad, IStorage expAvg, IStorage expAvgSq, IStorage? maxExpAvgSq,
+        IStorage paramOut, IStorage expAvgOut, IStorage expAvgSqOut, IStorage? maxExpAvgSqOut) =>
+        target.AdamUpdate(scalars, U(param), U(grad), U(expAvg), U(expAvgSq), maxExpAvgSq is null ? null : U(maxExpAvgSq),
+            U(paramOut), U(expAvgOut), U(expAvgSqOut), maxExpAvgSqOut is null ? null : U(maxExpAvgSqOut));
+
     public void Compare(CompareOp op, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Compare(op, U(a), aShape, U(b), bShape, U(y), yShape);
 
     public void Where(IStorage condition, Shape conditionShape, IStorage a, Shape aShape, IStorage b, Shape bShape, IStorage y, Shape yShape) => target.Where(U(condition), conditionShape, U(a), aShape, U(b), bShape, U(y), yShape);

@@ -91,6 +91,66 @@ public class Adam : Optimizer
         var denom = v.SafeSqrt() / (1 - b2.Pow(t)).Sqrt() + hyper["eps"];
         return param - stepSize * m / denom;
     }
+
+    /// <summary>
+    /// The update as one <see cref="IBackend.AdamUpdate"/> kernel (the same bits as <see cref="Update"/>)
+    /// for Adam and AdamW themselves; a subclass of Adam, which may override <see cref="Update"/>,
+    /// gets the composed rule.
+    /// </summary>
+    internal override Tensor? FusedUpdate(Tensor param, Tensor grad, ParamState state, IHyperParameters hyper)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(hyper);
+        if (GetType() != typeof(Adam) && GetType() != typeof(AdamW))
+        {
+            return null;
+        }
+        HyperValue lr = hyper["lr"], wd = hyper["weight_decay"], b1 = hyper["beta1"], b2 = hyper["beta2"], eps = hyper["eps"];
+        bool amsgrad = hyper.Flag("amsgrad");
+        if (lr.IsTensor || wd.IsTensor || b1.IsTensor || b2.IsTensor || eps.IsTensor || !param.DType.IsFloatingPoint()
+            || grad.DType != param.DType || grad.Device != param.Device || grad.Shape != param.Shape)
+        {
+            return null;
+        }
+        if (state.Has("exp_avg") && !Fits(state["exp_avg"], param) || state.Has("exp_avg_sq") && !Fits(state["exp_avg_sq"], param)
+            || amsgrad && state.Has("max_exp_avg_sq") && !Fits(state["max_exp_avg_sq"], param))
+        {
+            return null;
+        }
+        if (!state.Has("exp_avg"))
+        {
+            state["exp_avg"] = Tensor.ZerosLike(param);
+            state["exp_avg_sq"] = Tensor.ZerosLike(param);
+            if (amsgrad)
+            {
+                state["max_exp_avg_sq"] = Tensor.ZerosLike(param);
+            }
+        }
+        else if (amsgrad && !state.Has("max_exp_avg_sq"))
+        {
+            return null;
+        }
+        long t = ++state.Step;
+        var scalars = new AdamScalars(lr.Value, b1.Value, b2.Value, eps.Value, wd.Value, DecoupledWeightDecay, amsgrad, hyper.Flag("maximize"), t);
+        var m = state["exp_avg"];
+        var v = state["exp_avg_sq"];
+        var vmax = amsgrad ? state["max_exp_avg_sq"] : null;
+        var mOut = Tensor.Empty(param.Backend, param.DType, param.Shape);
+        var vOut = Tensor.Empty(param.Backend, param.DType, param.Shape);
+        var vmaxOut = amsgrad ? Tensor.Empty(param.Backend, param.DType, param.Shape) : null;
+        var pOut = Tensor.Empty(param.Backend, param.DType, param.Shape);
+        param.Backend.AdamUpdate(scalars, param.Storage, grad.Storage, m.Storage, v.Storage, vmax?.Storage,
+            pOut.Storage, mOut.Storage, vOut.Storage, vmaxOut?.Storage);
+        state["exp_avg"] = mOut;
+        state["exp_avg_sq"] = vOut;
+        if (vmaxOut is not null)
+        {
+            state["max_exp_avg_sq"] = vmaxOut;
+        }
+        return pOut;
+    }
+
+    private static bool Fits(Tensor t, Tensor param) => t.Shape == param.Shape && t.DType == param.DType && t.Device == param.Device;
 }
 
 /// <summary>AdamW as torch.optim.AdamW: p ← p·(1 - lr·wd) first, then Adam without the L2 term.</summary>

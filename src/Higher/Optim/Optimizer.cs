@@ -157,6 +157,14 @@ public abstract class Optimizer : IHyperParameterGroups
     public abstract Tensor Update(Tensor param, Tensor grad, ParamState state, IHyperParameters hyper);
 
     /// <summary>
+    /// <see cref="Update"/> as one backend kernel for <see cref="Step()"/>, which records nothing: the
+    /// same new value and state, the same bits; null where the rule has no such kernel or the
+    /// hyperparameters need the tensor ops (a tensor hyperparameter). The differentiable optimizer
+    /// always uses <see cref="Update"/>.
+    /// </summary>
+    internal virtual Tensor? FusedUpdate(Tensor param, Tensor grad, ParamState state, IHyperParameters hyper) => null;
+
+    /// <summary>
     /// The gradient an update rule descends: -∇ when "maximize" is set, plus the L2 term
     /// weight_decay·p when it is non-zero (torch's coupled weight decay).
     /// </summary>
@@ -219,7 +227,7 @@ public abstract class Optimizer : IHyperParameterGroups
                 Tensor updated;
                 try
                 {
-                    updated = Update(p.Detach(), g.Detach(), state, hyper);
+                    updated = FusedUpdate(p.Detach(), g.Detach(), state, hyper) ?? Update(p.Detach(), g.Detach(), state, hyper);
                     if (updated.Shape != p.Shape)
                     {
                         throw new InvalidOperationException($"the update rule returned {updated.Shape} for a {p.Shape} parameter.");
