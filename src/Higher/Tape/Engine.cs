@@ -136,8 +136,10 @@ internal sealed class Engine
         var scratch = t_scratch ?? new Scratch();
         t_scratch = null;
         var outer = t_capture;
+        var outerPass = t_running;
         var captured = scratch.Captured;
         t_capture = captured;
+        t_running = this;
         try
         {
             _nodeGrads = scratch.NodeGrads;
@@ -182,6 +184,7 @@ internal sealed class Engine
             _targets = null;
             _targetNodes = null;
             t_capture = outer;
+            t_running = outerPass;
             scratch.Clear();
             t_scratch = scratch;
         }
@@ -455,9 +458,17 @@ internal sealed class Engine
     /// the pass's own (the test <see cref="Add"/> applies before summing in place). The caller must
     /// add into it and return it as that input's gradient. Null otherwise (then it returns a new tensor).
     /// </summary>
-    internal Tensor? TakeAccumulator(Node node, int k)
+    internal static Tensor? TakeAccumulator(Node node, int k) => t_running?.TakeAccumulatorOf(node, k);
+
+    /// <summary>The pass running on this thread (a nested pass while it runs), for <see cref="TakeAccumulator"/>.</summary>
+    [ThreadStatic]
+    private static Engine? t_running;
+
+    private Tensor? TakeAccumulatorOf(Node node, int k)
     {
-        if (!_accumulateInPlace || _mapped)
+        // Only for a node whose backward this pass is running: a node another pass holds (this pass then
+        // keeps its state in maps), or one reached by a pass on another thread, is never this pass's.
+        if (!_accumulateInPlace || _mapped || !ReferenceEquals(node.PassOwner, this))
         {
             return null;
         }

@@ -280,7 +280,7 @@ internal abstract class Node
     /// add: only in a pass that records nothing, while the slot alone holds a tensor of the pass's own
     /// (see Engine.TakeAccumulator); null otherwise. A caller that gets one must use it.
     /// </summary>
-    internal Tensor? TakeAccumulator(int i) => PassOwner?.TakeAccumulator(this, i);
+    internal Tensor? TakeAccumulator(int i) => Tape.Engine.TakeAccumulator(this, i);
 
     /// <summary>Zeros of input <paramref name="i"/>'s shape, dtype and device (reads no values).</summary>
     internal Tensor ZerosLikeInput(int i) => Tensor.ZerosOn(Inputs[i].Backend, Inputs[i].DType, Inputs[i].Shape);

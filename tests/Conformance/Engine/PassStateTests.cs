@@ -191,4 +191,44 @@ public sealed class PassStateTests
             Assert.Equal(expected[i]!.ToDoubleArray(), leaves[i].Grad!.ToDoubleArray());
         }
     }
+
+    [Fact]
+    public void PassesOnSeveralThreadsOverOneGraph_NeverAddIntoAnotherPassesSlots()
+    {
+        // x feeds several products, so a pass adds product gradients into x's slot (a GEMM with β = 1);
+        // a pass that finds the graph held by another keeps its state in maps and must not reach the
+        // holder's slots through the nodes it shares.
+        var g = new Generator(13);
+        var x = Tensor.Randn([16, 16], DType.Float64, g).WithRequiresGrad();
+        var ws = Enumerable.Range(0, 6).Select(_ => Tensor.Randn([16, 16], DType.Float64, g).WithRequiresGrad()).ToList();
+        var y = Tensor.MatMul(x, ws[0]).Tanh();
+        for (int i = 1; i < ws.Count; i++)
+        {
+            y = y + Tensor.MatMul(x, ws[i]).Tanh() + Tensor.MatMul(y, ws[i]);
+        }
+        var loss = y.Square().Sum();
+        Tensor[] targets = [x, .. ws];
+        var expected = Grads(loss, targets);
+        const int threads = 4, passes = 300;
+        var failures = new System.Collections.Concurrent.ConcurrentBag<string>();
+        using var start = new Barrier(threads);
+        var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (int p = 0; p < passes && failures.IsEmpty; p++)
+            {
+                var got = Grads(loss, targets);
+                for (int i = 0; i < got.Length; i++)
+                {
+                    if (!got[i].AsSpan().SequenceEqual(expected[i]))
+                    {
+                        failures.Add($"thread {t}, pass {p}, gradient {i}");
+                    }
+                }
+            }
+        })).ToList();
+        workers.ForEach(w => w.Start());
+        workers.ForEach(w => w.Join());
+        Assert.Empty(failures);
+    }
 }
