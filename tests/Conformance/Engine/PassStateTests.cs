@@ -140,27 +140,7 @@ public sealed class PassStateTests
         var (loss, w1, b1) = SecondOrderGraph();
         var expected = Grads(loss, [w1, b1]);
         var nodes = Nodes(loss);
-        const int threads = 4, passes = 150;
-        var failures = new System.Collections.Concurrent.ConcurrentBag<string>();
-        using var start = new Barrier(threads);
-        var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
-        {
-            start.SignalAndWait();
-            for (int p = 0; p < passes; p++)
-            {
-                var got = Grads(loss, [w1, b1]);
-                for (int i = 0; i < got.Length; i++)
-                {
-                    if (!got[i].AsSpan().SequenceEqual(expected[i]))
-                    {
-                        failures.Add($"thread {t}, pass {p}, gradient {i}");
-                    }
-                }
-            }
-        })).ToList();
-        workers.ForEach(w => w.Start());
-        workers.ForEach(w => w.Join());
-        Assert.Empty(failures);
+        AssertConcurrentPassesGive(expected, loss, [w1, b1], passes: 150);
         Assert.All(nodes, n => Assert.Null(n.PassOwner));
     }
 
@@ -209,7 +189,13 @@ public sealed class PassStateTests
         var loss = y.Square().Sum();
         Tensor[] targets = [x, .. ws];
         var expected = Grads(loss, targets);
-        const int threads = 4, passes = 300;
+        AssertConcurrentPassesGive(expected, loss, targets, passes: 300);
+    }
+
+    /// <summary>Four threads start together and each runs <paramref name="passes"/> Grad passes (graph kept) over one graph; every gradient must be <paramref name="expected"/>, bit for bit.</summary>
+    private static void AssertConcurrentPassesGive(double[][] expected, Tensor loss, Tensor[] targets, int passes)
+    {
+        const int threads = 4;
         var failures = new System.Collections.Concurrent.ConcurrentBag<string>();
         using var start = new Barrier(threads);
         var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
