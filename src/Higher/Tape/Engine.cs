@@ -290,7 +290,7 @@ internal sealed class Engine
             _leafExclusive = new bool[_leafGradList.Count];
             for (int i = 0; i < _leafExclusive.Length; i++)
             {
-                _leafExclusive[i] = _leafGradList[i].Version is { EngineOwned: true, Saved: 0, Pending: 1, ReleasedBy: null };
+                _leafExclusive[i] = HeldByOneSlotOnly(_leafGradList[i].Version);
             }
             foreach (var g in _leafGradList)
             {
@@ -497,7 +497,7 @@ internal sealed class Engine
         {
             return null;
         }
-        if (slot is null || slot.Version is not { EngineOwned: true, Saved: 0, Pending: 1, ReleasedBy: null }
+        if (slot is null || !HeldByOneSlotOnly(slot.Version)
             || slot.Shape != x.Shape || slot.DType != x.DType || !ReferenceEquals(slot.Backend, x.Backend))
         {
             return null;
@@ -505,6 +505,10 @@ internal sealed class Engine
         _absorbed.Add(slot);
         return slot;
     }
+
+    /// <summary>The pass's own storage (never handed out), saved by no node, live, and held by exactly one gradient slot: its slot may write into it.</summary>
+    private static bool HeldByOneSlotOnly(VersionCounter family) =>
+        family is { EngineOwned: true, Saved: 0, Pending: 1, ReleasedBy: null };
 
     private bool TakeAbsorbed(Tensor t)
     {
@@ -534,7 +538,7 @@ internal sealed class Engine
             // The backward already added its gradient into the slot's own tensor.
             return prev;
         }
-        if (prev is not null && _accumulateInPlace && prev.Version is { EngineOwned: true, Saved: 0, Pending: 1, ReleasedBy: null } family
+        if (prev is not null && _accumulateInPlace && prev.Version is var family && HeldByOneSlotOnly(family)
             && !ReferenceEquals(family, g.Version) && prev.DType == g.DType && prev.Device == g.Device)
         {
             prev.Backend.Binary(BinaryOp.Add, prev.Storage, prev.Shape, g.Storage, g.Shape, prev.Storage, prev.Shape);
