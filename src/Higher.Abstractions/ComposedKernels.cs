@@ -7,6 +7,38 @@ namespace Higher;
 /// </summary>
 public static class ComposedKernels
 {
+    /// <summary>
+    /// <see cref="IBackend.BatchNormBackward"/> as <see cref="IBackend.BatchNormInputGrad"/>, <see cref="IBackend.BatchNormWeightGrad"/>
+    /// and <see cref="IBackend.BatchNorm"/> with a zero bias (whose statistics, recomputed from the same x, are those
+    /// the caller passes).
+    /// </summary>
+    public static void BatchNormBackward(IBackend backend, in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized)
+    {
+        backend.BatchNormInputGrad(geometry, gradY, x, mean, variance, weight, gradX);
+        if (gradWeight != null)
+        {
+            backend.BatchNormWeightGrad(geometry, gradY, x, mean, variance, gradWeight);
+        }
+        if (scaledNormalized == null)
+        {
+            return;
+        }
+        var zeroBias = backend.Allocate(x.DType, geometry.Channels);
+        var batchMean = backend.AllocateUninitialized(x.DType, geometry.Channels);
+        var batchVariance = backend.AllocateUninitialized(x.DType, geometry.Channels);
+        try
+        {
+            backend.BatchNorm(geometry, x, weight, zeroBias, scaledNormalized, batchMean, batchVariance);
+        }
+        finally
+        {
+            zeroBias.Dispose();
+            batchMean.Dispose();
+            batchVariance.Dispose();
+        }
+    }
+
     /// <summary><see cref="IBackend.AdamUpdate"/> as Affine, Binary and Unary kernels on <paramref name="backend"/>.</summary>
     public static void AdamUpdate(IBackend backend, in AdamScalars scalars, IStorage param, IStorage grad, IStorage expAvg, IStorage expAvgSq, IStorage? maxExpAvgSq,
         IStorage paramOut, IStorage expAvgOut, IStorage expAvgSqOut, IStorage? maxExpAvgSqOut)

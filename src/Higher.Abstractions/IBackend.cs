@@ -222,6 +222,33 @@ public interface IBackend
         IStorage h, IStorage gradX, IStorage gradWeight);
 
     /// <summary>
+    /// <see cref="BatchNormInputGrad"/> into <paramref name="gradX"/> and, where given, <see cref="BatchNormWeightGrad"/>
+    /// into <paramref name="gradWeight"/> and weight_c·x̂ into <paramref name="scaledNormalized"/> (x's shape) as
+    /// <see cref="BatchNorm"/> with a zero bias writes it: x·T(r_c·weight_c) + T(-μ_c·r_c·weight_c), the scale and shift
+    /// rounded to the dtype first. <paramref name="mean"/> and <paramref name="variance"/> are the statistics
+    /// <see cref="BatchNorm"/> wrote for this x. Each output has the bits of the kernel it stands for; a backend may
+    /// share the channel sums of gradY and gradY·(x - μ) the first two need and write all three in one pass. The
+    /// default runs those kernels one after another. Not recorded: the engine records each output as its own node.
+    /// </summary>
+    void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized) =>
+        ComposedKernels.BatchNormBackward(this, geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized);
+
+    /// <summary>
+    /// All three derivatives of ⟨h, <see cref="BatchNormInputGrad"/>(gy, x, w)⟩: with respect to gy,
+    /// <see cref="BatchNormInputGrad"/>(h, x, w) into <paramref name="gradGradY"/> (A is self-adjoint in gy), and with
+    /// respect to x and w as <see cref="BatchNormInputGradBackward"/> writes them, each with the bits of the kernel it
+    /// stands for. A backend may take the sums of h that the first needs from the second's pass and write both
+    /// full-size outputs in one pass; the default runs the two kernels. Not recorded.
+    /// </summary>
+    void BatchNormDoubleBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight)
+    {
+        BatchNormInputGrad(geometry, h, x, mean, variance, weight, gradGradY);
+        BatchNormInputGradBackward(geometry, gradY, x, mean, variance, weight, h, gradX, gradWeight);
+    }
+
+    /// <summary>
     /// Fills a Float32/Float64 storage from the counter-based generator (see <see cref="Philox"/>):
     /// element i gets <see cref="Philox.Uniform(ulong, ulong)"/> (or <see cref="Philox.Normal(ulong, ulong)"/>)
     /// of counter <paramref name="offset"/> + i, then y = low + (high - low)·u (or mean + std·n),

@@ -226,26 +226,49 @@ internal static unsafe class BatchNormKernels
     }
 
     public static void InputGrad<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* w, T* gx)
+        where T : unmanaged, IFloatingPointIeee754<T> => Backward(threads, g, gy, x, mean, variance, w, gx, null, null);
+
+    /// <summary>
+    /// The input gradient and, where the pointers are not null, the weight gradient (<see cref="WeightGrad"/>'s bits)
+    /// and w·x̂ as the forward rounds it (x·T(r·w) + T(-μ·r·w)), from one pass for the channel sums they share and one
+    /// that writes: see <see cref="IBackend.BatchNormBackward"/>.
+    /// </summary>
+    public static void Backward<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* w, T* gx, T* gw, T* xw)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        nint pg = (nint)gy, px = (nint)x, pm = (nint)mean, pr = (nint)variance, pw = (nint)w, pgx = (nint)gx;
-        ForChannels(threads, g, c => InputGradChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)pgx));
+        nint pg = (nint)gy, px = (nint)x, pm = (nint)mean, pr = (nint)variance, pw = (nint)w, pgx = (nint)gx, pgw = (nint)gw, pxw = (nint)xw;
+        ForChannels(threads, g, c => BackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)pgx, (T*)pgw, (T*)pxw));
     }
 
-    private static void InputGradChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* gx)
+    /// <summary>
+    /// The coefficients of gx = A(gy, x, w) = gy·k - x·q + shift from channel c's sums Σ gy and Σ gy·(x - μ):
+    /// gx = w·r·(gy - ḡ - x̂·m), x̂ = (x - μ)·r, m = mean(gy·x̂) = r·Σ gy·(x - μ)/count, so
+    /// gx = gy·k - (x - μ)·q - k·ḡ with k = w·r and q = w·r³·Σ gy·(x - μ)/count.
+    /// </summary>
+    private static (T K, T Q, T Shift) InputGradCoefficients<T>(double wc, double r, double mu, double sumG, double sumGD, double count)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        double k = wc * r;
+        double q = k * r * r * sumGD / count;
+        return (T.CreateTruncating(k), T.CreateTruncating(q), T.CreateTruncating((q * mu) - (k * sumG / count)));
+    }
+
+    private static void BackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* gx, T* gw, T* xw)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int s = g.Spatial;
         long stride = (long)g.Channels * s;
         double count = g.PerChannel;
-        double mu = double.CreateTruncating(mean[c]), r = InverseStd(variance[c], g.Eps);
+        double mu = double.CreateTruncating(mean[c]), r = InverseStd(variance[c], g.Eps), wc = double.CreateTruncating(w[c]);
         var (sumG, sumGD) = Moments(g, c, gy, x, mu);
-        // gx = w·r·(gy - ḡ - x̂·m), x̂ = (x - μ)·r, m = mean(gy·x̂) = r·Σ gy·(x - μ)/count:
-        // gx = gy·k - (x - μ)·q - k·ḡ with k = w·r and q = w·r³·Σ gy·(x - μ)/count.
-        double k = double.CreateTruncating(w[c]) * r;
-        double q = k * r * r * sumGD / count;
-        T tk = T.CreateTruncating(k), tq = T.CreateTruncating(q);
-        T shift = T.CreateTruncating((q * mu) - (k * sumG / count));
+        var (tk, tq, shift) = InputGradCoefficients<T>(wc, r, mu, sumG, sumGD, count);
+        if (gw != null)
+        {
+            gw[c] = T.CreateTruncating(sumGD * r);
+        }
+        // w·x̂ as the forward's y with a zero bias: scale and shift rounded first (ForwardChannel's formula).
+        double scaleD = r * wc;
+        T scale = T.CreateTruncating(scaleD), scaleShift = T.CreateTruncating(0 - (mu * scaleD));
         for (int n = 0; n < g.Batch; n++)
         {
             long at = (n * stride) + ((long)c * s);
@@ -256,14 +279,33 @@ internal static unsafe class BatchNormKernels
                 var vk = new Vector<T>(tk);
                 var vq = new Vector<T>(tq);
                 var vs = new Vector<T>(shift);
-                for (; i <= s - Vector<T>.Count; i += Vector<T>.Count)
+                if (xw == null)
                 {
-                    Vector.Store((Vector.Load(pg + i) * vk) - (Vector.Load(px + i) * vq) + vs, po + i);
+                    for (; i <= s - Vector<T>.Count; i += Vector<T>.Count)
+                    {
+                        Vector.Store((Vector.Load(pg + i) * vk) - (Vector.Load(px + i) * vq) + vs, po + i);
+                    }
+                }
+                else
+                {
+                    T* pxw = xw + at;
+                    var va = new Vector<T>(scale);
+                    var vb = new Vector<T>(scaleShift);
+                    for (; i <= s - Vector<T>.Count; i += Vector<T>.Count)
+                    {
+                        var vx = Vector.Load(px + i);
+                        Vector.Store((Vector.Load(pg + i) * vk) - (vx * vq) + vs, po + i);
+                        Vector.Store((vx * va) + vb, pxw + i);
+                    }
                 }
             }
             for (; i < s; i++)
             {
                 po[i] = (pg[i] * tk) - (px[i] * tq) + shift;
+                if (xw != null)
+                {
+                    xw[at + i] = (px[i] * scale) + scaleShift;
+                }
             }
         }
     }
@@ -285,11 +327,16 @@ internal static unsafe class BatchNormKernels
         return (sumG, sumGD);
     }
 
-    /// <summary>The five channel sums of the double backward over n elements, in double, in the order of <see cref="Sum"/>.</summary>
+    /// <summary>
+    /// The five channel sums of the double backward over n elements, in double, each added to its total as one block
+    /// sum in the order of <see cref="Products"/>: Σ g and Σ g·(x - μ) have <see cref="Moments"/>' bits for g, and Σ h
+    /// and Σ h·(x - μ) its bits for h.
+    /// </summary>
     private static void DoubleBackwardSums<T>(T* g, T* h, T* x, int n, double mu, ref double sumG, ref double sumH, ref double sumGD, ref double sumHD, ref double sumHG)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int i = 0;
+        double bG = 0, bH = 0, bGD = 0, bHD = 0, bHG = 0;
         if (Vector.IsHardwareAccelerated && n >= Step)
         {
             var vm = new Vector<double>(mu);
@@ -312,31 +359,41 @@ internal static unsafe class BatchNormKernels
                 hg0 += hlo * glo;
                 hg1 += hhi * ghi;
             }
-            sumG += Vector.Sum(g0 + g1);
-            sumH += Vector.Sum(h0 + h1);
-            sumGD += Vector.Sum(gd0 + gd1);
-            sumHD += Vector.Sum(hd0 + hd1);
-            sumHG += Vector.Sum(hg0 + hg1);
+            bG = Vector.Sum(g0 + g1);
+            bH = Vector.Sum(h0 + h1);
+            bGD = Vector.Sum(gd0 + gd1);
+            bHD = Vector.Sum(hd0 + hd1);
+            bHG = Vector.Sum(hg0 + hg1);
         }
         for (; i < n; i++)
         {
             double gv = double.CreateTruncating(g[i]), hv = double.CreateTruncating(h[i]), d = double.CreateTruncating(x[i]) - mu;
-            sumG += gv;
-            sumH += hv;
-            sumGD += gv * d;
-            sumHD += hv * d;
-            sumHG += hv * gv;
+            bG += gv;
+            bH += hv;
+            bGD += gv * d;
+            bHD += hv * d;
+            bHG += hv * gv;
         }
+        sumG += bG;
+        sumH += bH;
+        sumGD += bGD;
+        sumHD += bHD;
+        sumHG += bHG;
     }
 
-    public static void InputGradBackward<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* w, T* h, T* dx, T* dw)
+    /// <summary>
+    /// <see cref="IBackend.BatchNormInputGradBackward"/>, and where <paramref name="dgy"/> is not null also its derivative
+    /// with respect to gy, A(h, x, w) with <see cref="InputGrad"/>'s bits, from the same pass of sums
+    /// (<see cref="IBackend.BatchNormDoubleBackward"/>).
+    /// </summary>
+    public static void InputGradBackward<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* w, T* h, T* dx, T* dw, T* dgy = null)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        nint pg = (nint)gy, px = (nint)x, pm = (nint)mean, pr = (nint)variance, pw = (nint)w, ph = (nint)h, pdx = (nint)dx, pdw = (nint)dw;
-        ForChannels(threads, g, c => InputGradBackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)ph, (T*)pdx, (T*)pdw));
+        nint pg = (nint)gy, px = (nint)x, pm = (nint)mean, pr = (nint)variance, pw = (nint)w, ph = (nint)h, pdx = (nint)dx, pdw = (nint)dw, pdgy = (nint)dgy;
+        ForChannels(threads, g, c => InputGradBackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)ph, (T*)pdx, (T*)pdw, (T*)pdgy));
     }
 
-    private static void InputGradBackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* h, T* dx, T* dw)
+    private static void InputGradBackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* h, T* dx, T* dw, T* dgy)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int s = g.Spatial;
@@ -356,6 +413,8 @@ internal static unsafe class BatchNormKernels
         double p = k * r * ((3 * m * a) - sv), q = k * a, rr = k * m, kk = k * ((a * gBar) + (m * hBar));
         T tp = T.CreateTruncating(p), tq = T.CreateTruncating(q), tr = T.CreateTruncating(rr);
         T shift = T.CreateTruncating(kk - (p * mu));
+        // dgy = A(h, x, w) = h·hk - x·hq + hShift.
+        var (hk, hq, hShift) = InputGradCoefficients<T>(wc, r, mu, sumH, sumHD, count);
         for (int n = 0; n < g.Batch; n++)
         {
             long at = (n * stride) + ((long)c * s);
@@ -367,14 +426,35 @@ internal static unsafe class BatchNormKernels
                 var vq = new Vector<T>(tq);
                 var vr = new Vector<T>(tr);
                 var vs = new Vector<T>(shift);
-                for (; i <= s - Vector<T>.Count; i += Vector<T>.Count)
+                if (dgy == null)
                 {
-                    Vector.Store((Vector.Load(px + i) * vp) - (Vector.Load(pg + i) * vq) - (Vector.Load(ph + i) * vr) + vs, po + i);
+                    for (; i <= s - Vector<T>.Count; i += Vector<T>.Count)
+                    {
+                        Vector.Store((Vector.Load(px + i) * vp) - (Vector.Load(pg + i) * vq) - (Vector.Load(ph + i) * vr) + vs, po + i);
+                    }
+                }
+                else
+                {
+                    T* pd = dgy + at;
+                    var vhk = new Vector<T>(hk);
+                    var vhq = new Vector<T>(hq);
+                    var vhs = new Vector<T>(hShift);
+                    for (; i <= s - Vector<T>.Count; i += Vector<T>.Count)
+                    {
+                        var vx = Vector.Load(px + i);
+                        var vh = Vector.Load(ph + i);
+                        Vector.Store((vx * vp) - (Vector.Load(pg + i) * vq) - (vh * vr) + vs, po + i);
+                        Vector.Store((vh * vhk) - (vx * vhq) + vhs, pd + i);
+                    }
                 }
             }
             for (; i < s; i++)
             {
                 po[i] = (px[i] * tp) - (pg[i] * tq) - (ph[i] * tr) + shift;
+                if (dgy != null)
+                {
+                    dgy[at + i] = (ph[i] * hk) - (px[i] * hq) + hShift;
+                }
             }
         }
         dw[c] = T.CreateTruncating(count * r * (sv - (m * a)));

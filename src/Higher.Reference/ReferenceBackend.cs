@@ -736,6 +736,58 @@ public sealed class ReferenceBackend : IBackend
         }
     }
 
+    /// <inheritdoc/>
+    public unsafe void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized)
+    {
+        const string op = "BatchNormBackward";
+        var sx = NormInput(op, geometry, x);
+        var (sg, sgx) = (NormOperand(op, sx, gradY, geometry.Length), NormOperand(op, sx, gradX, geometry.Length));
+        var (sm, sv, sw) = (NormOperand(op, sx, mean, geometry.Channels), NormOperand(op, sx, variance, geometry.Channels), NormOperand(op, sx, weight, geometry.Channels));
+        var sgw = gradWeight is null ? null : NormOperand(op, sx, gradWeight, geometry.Channels);
+        var sxw = scaledNormalized is null ? null : NormOperand(op, sx, scaledNormalized, geometry.Length);
+        if (sx.DType == DType.Float32)
+        {
+            fixed (float* pg = sg.AsFloat32(), px = sx.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32(), pw = sw.AsFloat32(), po = sgx.AsFloat32(),
+                pgw = sgw is null ? default : sgw.AsFloat32(), pxw = sxw is null ? default : sxw.AsFloat32())
+            {
+                BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw);
+            }
+            return;
+        }
+        fixed (double* pg = sg.AsFloat64(), px = sx.AsFloat64(), pm = sm.AsFloat64(), pr = sv.AsFloat64(), pw = sw.AsFloat64(), po = sgx.AsFloat64(),
+            pgw = sgw is null ? default : sgw.AsFloat64(), pxw = sxw is null ? default : sxw.AsFloat64())
+        {
+            BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw);
+        }
+    }
+
+    /// <inheritdoc/>
+    public unsafe void BatchNormDoubleBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight)
+    {
+        const string op = "BatchNormDoubleBackward";
+        var sx = NormInput(op, geometry, x);
+        var (sg, sh, sgx, sgg) = (NormOperand(op, sx, gradY, geometry.Length), NormOperand(op, sx, h, geometry.Length), NormOperand(op, sx, gradX, geometry.Length),
+            NormOperand(op, sx, gradGradY, geometry.Length));
+        var (sm, sv, sw, sgw) = (NormOperand(op, sx, mean, geometry.Channels), NormOperand(op, sx, variance, geometry.Channels),
+            NormOperand(op, sx, weight, geometry.Channels), NormOperand(op, sx, gradWeight, geometry.Channels));
+        if (sx.DType == DType.Float32)
+        {
+            fixed (float* pg = sg.AsFloat32(), px = sx.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32(), pw = sw.AsFloat32(), ph = sh.AsFloat32(),
+                po = sgx.AsFloat32(), pow = sgw.AsFloat32(), pgg = sgg.AsFloat32())
+            {
+                BatchNormKernels.InputGradBackward(_threads, geometry, pg, px, pm, pr, pw, ph, po, pow, pgg);
+            }
+            return;
+        }
+        fixed (double* pg = sg.AsFloat64(), px = sx.AsFloat64(), pm = sm.AsFloat64(), pr = sv.AsFloat64(), pw = sw.AsFloat64(), ph = sh.AsFloat64(),
+            po = sgx.AsFloat64(), pow = sgw.AsFloat64(), pgg = sgg.AsFloat64())
+        {
+            BatchNormKernels.InputGradBackward(_threads, geometry, pg, px, pm, pr, pw, ph, po, pow, pgg);
+        }
+    }
+
     /// <summary>x of a batch-norm kernel: a valid geometry, a float storage holding N·C·S elements.</summary>
     private static CpuStorage NormInput(string op, in NormGeometry geometry, IStorage x, [CallerArgumentExpression(nameof(x))] string name = "")
     {

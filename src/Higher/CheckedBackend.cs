@@ -351,6 +351,30 @@ public sealed class CheckedBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized)
+    {
+        const string op = "BatchNormBackward";
+        (string, IStorage)[] full = scaledNormalized is null
+            ? [("gradY", gradY), ("x", x), ("gradX", gradX)]
+            : [("gradY", gradY), ("x", x), ("gradX", gradX), ("scaledNormalized", scaledNormalized)];
+        (string, IStorage)[] channels = gradWeight is null
+            ? [("mean", mean), ("variance", variance), ("weight", weight)]
+            : [("mean", mean), ("variance", variance), ("weight", weight), ("gradWeight", gradWeight)];
+        Norm(op, geometry, full, channels);
+        Inner.BatchNormBackward(geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized);
+    }
+
+    /// <inheritdoc/>
+    public void BatchNormDoubleBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight)
+    {
+        Norm("BatchNormDoubleBackward", geometry, [("gradY", gradY), ("x", x), ("h", h), ("gradGradY", gradGradY), ("gradX", gradX)],
+            [("mean", mean), ("variance", variance), ("weight", weight), ("gradWeight", gradWeight)]);
+        Inner.BatchNormDoubleBackward(geometry, gradY, x, mean, variance, weight, h, gradGradY, gradX, gradWeight);
+    }
+
+    /// <inheritdoc/>
     public void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight)
     {
         Norm("BatchNormWeightGrad", geometry, [("gradY", gradY), ("x", x)], [("mean", mean), ("variance", variance), ("gradWeight", gradWeight)]);

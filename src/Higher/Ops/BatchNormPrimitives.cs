@@ -35,6 +35,58 @@ public sealed partial class Tensor
     }
 
     /// <summary>
+    /// (A(gy, x, w), B(gy, x)) from one call (<see cref="IBackend.BatchNormBackward"/>), with the bits of
+    /// <see cref="BatchNormInputGradPrimitive"/> and <see cref="BatchNormWeightGradPrimitive"/>, each recorded as
+    /// that primitive's own node.
+    /// </summary>
+    internal static (Tensor GradX, Tensor GradWeight) BatchNormBackwardPrimitive(Tensor gradY, Tensor x, Tensor weight, Tensor mean, Tensor variance,
+        in NormGeometry geometry)
+    {
+        var gx = Empty(x.Backend, x.DType, x.Shape);
+        var gw = Empty(x.Backend, x.DType, new Shape(geometry.Channels));
+        x.Backend.BatchNormBackward(geometry, gradY.Storage, x.Storage, mean.Storage, variance.Storage, weight.Storage, gx.Storage, gw.Storage, null);
+        if (Autograd.ShouldRecord([gradY, x, weight]))
+        {
+            Derivatives.BatchNormInputGrad.Record(gx, geometry, [gradY, x, weight], [mean, variance]);
+        }
+        if (Autograd.ShouldRecord(gradY, x))
+        {
+            Derivatives.BatchNormWeightGrad.Record(gw, geometry, [gradY, x], [mean, variance]);
+        }
+        return (gx, gw);
+    }
+
+    /// <summary>
+    /// (A(gy, x, k), k·x̂) in one kernel (<see cref="IBackend.BatchNormBackward"/>, x̂ from the forward's saved
+    /// statistics): the derivatives of ⟨k, B(gy, x)⟩ with respect to x and gy. Not recorded and not differentiable:
+    /// for a backward that records nothing.
+    /// </summary>
+    internal static (Tensor GradX, Tensor GradGradY) BatchNormWeightGradBackwardRaw(Tensor gradY, Tensor x, Tensor k, Tensor mean, Tensor variance,
+        in NormGeometry geometry)
+    {
+        var gx = Empty(x.Backend, x.DType, x.Shape);
+        var ggy = Empty(x.Backend, x.DType, x.Shape);
+        x.Backend.BatchNormBackward(geometry, gradY.Storage, x.Storage, mean.Storage, variance.Storage, k.Storage, gx.Storage, null, ggy.Storage);
+        return (gx, ggy);
+    }
+
+    /// <summary>
+    /// (∂⟨h, A⟩/∂gy = A(h, x, w), ∂⟨h, A⟩/∂x, ∂⟨h, A⟩/∂w) for A = A(gy, x, w) in one kernel
+    /// (<see cref="IBackend.BatchNormDoubleBackward"/>). Not recorded and not differentiable: for a backward that
+    /// records nothing.
+    /// </summary>
+    internal static (Tensor GradGradY, Tensor GradX, Tensor GradWeight) BatchNormDoubleBackwardRaw(Tensor gradY, Tensor x, Tensor weight, Tensor h,
+        Tensor mean, Tensor variance, in NormGeometry geometry)
+    {
+        var ggy = Empty(x.Backend, x.DType, x.Shape);
+        var gx = Empty(x.Backend, x.DType, x.Shape);
+        var gw = Empty(x.Backend, x.DType, new Shape(geometry.Channels));
+        x.Backend.BatchNormDoubleBackward(geometry, gradY.Storage, x.Storage, mean.Storage, variance.Storage, weight.Storage, h.Storage, ggy.Storage, gx.Storage,
+            gw.Storage);
+        return (ggy, gx, gw);
+    }
+
+    /// <summary>
     /// (∂⟨h, A(gy, x, w)⟩/∂x, ∂⟨h, A(gy, x, w)⟩/∂w) in one kernel (<see cref="IBackend.BatchNormInputGradBackward"/>).
     /// Not recorded and not differentiable: for a backward that records nothing.
     /// </summary>

@@ -97,6 +97,25 @@ public sealed partial class Tensor
         return y;
     }
 
+    /// <summary>
+    /// zeros(<paramref name="shape"/>).ScatterAdd(axis, index, source), for a backward: the source is scattered straight
+    /// into a fresh zeroed tensor, without the copy of the zeros that the out-of-place <see cref="ScatterAdd"/> makes.
+    /// The index was checked where it was made (a forward's argument, or a kernel's output). Gradient: the source's,
+    /// gathered by the index.
+    /// </summary>
+    internal static Tensor ScatterAddIntoZeros(Shape shape, int axis, Tensor index, Tensor source)
+    {
+        var y = ZerosOn(source.Backend, source.DType, shape);
+        int a = shape.NormalizeAxis(axis);
+        var (outer, size, inner) = y.Split(a);
+        source.Backend.ScatterAdd(y.Storage, outer, size, inner, index.Storage, index.Shape.Dims[a], source.Storage);
+        if (Autograd.ShouldRecord(source))
+        {
+            Derivatives.ScatterAddIntoZeros.Record(y, a, [source], [index]);
+        }
+        return y;
+    }
+
     /// <summary>Entries at the 1-D <paramref name="index"/> along <paramref name="axis"/>. Gradient: index-added back.</summary>
     public Tensor IndexSelect(int axis, Tensor index)
     {

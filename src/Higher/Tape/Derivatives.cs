@@ -242,7 +242,7 @@ internal static class Derivatives
     private static Tensor?[] ScatterToIndex(Node n, int axis, Tensor g)
     {
         var indices = n.Aux(0);
-        return [n.ZerosLikeInput(0).ScatterAdd(axis, indices, g.Reshape(indices.Shape.ToArray()))];
+        return [Tensor.ScatterAddIntoZeros(n.InputShape(0), axis, indices, g.Reshape(indices.Shape.ToArray()))];
     }
 
     // ------------------------------------------------------------------ shape and movement
@@ -302,11 +302,15 @@ internal static class Derivatives
 
     /// <summary>gather: the gradient is scatter-added back by the same index.</summary>
     public static readonly Derivative<int> Gather = new("Gather", Saves.None, static (Node n, in int axis, Tensor g) =>
-        [n.ZerosLikeInput(0).ScatterAdd(axis, n.Aux(0), g)]);
+        [Tensor.ScatterAddIntoZeros(n.InputShape(0), axis, n.Aux(0), g)]);
 
     /// <summary>scatter_add(self, source): self's gradient passes through, source's is gathered by the index.</summary>
     public static readonly Derivative<int> ScatterAdd = new("ScatterAdd", Saves.None, static (Node n, in int axis, Tensor g) =>
         [g, n.NeedsGrad(1) ? g.Gather(axis, n.Aux(0)) : null]);
+
+    /// <summary>zeros.scatter_add(index, source) made by a backward (<see cref="Tensor.ScatterAddIntoZeros"/>): the source's gradient is gathered by the index.</summary>
+    public static readonly Derivative<int> ScatterAddIntoZeros = new("ScatterAdd", Saves.None, static (Node n, in int axis, Tensor g) =>
+        [g.Gather(axis, n.Aux(0))]);
 
     /// <summary>index_select: the gradient is index-added back.</summary>
     public static readonly Derivative<int> IndexSelect = new("IndexSelect", Saves.None, static (Node n, in int axis, Tensor g) =>
@@ -341,12 +345,11 @@ internal static class Derivatives
         n.NeedsGrad(1) ? Tensor.ConvPrimitive(n.Input(0), g, c) : null,
     ]);
 
-    /// <summary>Max pooling (auxiliary: the Int64 indices of the maxima): dx = zeros[N·C, H·W].ScatterAdd(1, indices, g), whose own derivative gathers.</summary>
+    /// <summary>Max pooling (auxiliary: the Int64 indices of the maxima): dx = zeros[N·C, H·W].ScatterAdd(1, indices, g) (scattered into fresh zeros), whose own derivative gathers.</summary>
     public static readonly Derivative<PoolGeometry> MaxPool2d = new("MaxPool2d", Saves.None, static (Node n, in PoolGeometry p, Tensor g) =>
     {
         int planes = p.Planes, positions = p.OutHeight * p.OutWidth;
-        var zeros = n.ZerosLikeInput(0).Reshape(planes, p.InHeight * p.InWidth);
-        var gx = zeros.ScatterAdd(1, n.Aux(0).Reshape(planes, positions), g.Reshape(planes, positions));
+        var gx = Tensor.ScatterAddIntoZeros(new Shape(planes, p.InHeight * p.InWidth), 1, n.Aux(0).Reshape(planes, positions), g.Reshape(planes, positions));
         return [gx.Reshape(n.InputShape(0).ToArray())];
     });
 
@@ -358,13 +361,22 @@ internal static class Derivatives
     // in tensor ops that recomputes the statistics from x (they are functions of x, never constants), as
     // is x̂ in dB/dg: derivatives of every order stay exact.
 
-    /// <summary>y = BN(x; w, b): dx = A(g, x, w), dw = B(g, x), db = Σ g per channel.</summary>
+    /// <summary>y = BN(x; w, b): dx = A(g, x, w), dw = B(g, x), db = Σ g per channel; dx and dw from one kernel where both are needed.</summary>
     public static readonly Derivative<NormGeometry> BatchNorm = new("BatchNorm", Saves.Inputs01, static (Node n, in NormGeometry b, Tensor g) =>
-    [
-        n.NeedsGrad(0) ? Tensor.BatchNormInputGradPrimitive(g, n.Input(0), n.Input(1), n.Aux(0), n.Aux(1), b) : null,
-        n.NeedsGrad(1) ? Tensor.BatchNormWeightGradPrimitive(g, n.Input(0), n.Aux(0), n.Aux(1), b) : null,
-        n.NeedsGrad(2) ? ChannelSum(g, b) : null,
-    ]);
+    {
+        var db = n.NeedsGrad(2) ? ChannelSum(g, b) : null;
+        if (n.NeedsGrad(0) && n.NeedsGrad(1))
+        {
+            var (dx, dw) = Tensor.BatchNormBackwardPrimitive(g, n.Input(0), n.Input(1), n.Aux(0), n.Aux(1), b);
+            return [dx, dw, db];
+        }
+        return
+        [
+            n.NeedsGrad(0) ? Tensor.BatchNormInputGradPrimitive(g, n.Input(0), n.Input(1), n.Aux(0), n.Aux(1), b) : null,
+            n.NeedsGrad(1) ? Tensor.BatchNormWeightGradPrimitive(g, n.Input(0), n.Aux(0), n.Aux(1), b) : null,
+            db,
+        ];
+    });
 
     /// <summary>
     /// gx = A(gy, x, w): d gy = A(h, x, w), dx by <see cref="BatchNormInputGradOfX"/>, dw = Σ h·A(gy, x, 1).
@@ -377,12 +389,17 @@ internal static class Derivatives
         var gy = n.Input(0);
         var x = n.Input(1);
         var w = n.Input(2);
-        var dgy = n.NeedsGrad(0) ? Tensor.BatchNormInputGradPrimitive(h, x, w, n.Aux(0), n.Aux(1), b) : null;
         if (n.NeedsGrad(1) && !Autograd.ShouldRecord([gy, x, w, h]))
         {
+            if (n.NeedsGrad(0))
+            {
+                var (ggy, gx, gw) = Tensor.BatchNormDoubleBackwardRaw(gy, x, w, h, n.Aux(0), n.Aux(1), b);
+                return [ggy, gx, n.NeedsGrad(2) ? gw.Reshape(n.InputShape(2).ToArray()) : null];
+            }
             var (dx, dw) = Tensor.BatchNormInputGradBackwardRaw(gy, x, w, h, n.Aux(0), n.Aux(1), b);
-            return [dgy, dx, n.NeedsGrad(2) ? dw.Reshape(n.InputShape(2).ToArray()) : null];
+            return [null, dx, n.NeedsGrad(2) ? dw.Reshape(n.InputShape(2).ToArray()) : null];
         }
+        var dgy = n.NeedsGrad(0) ? Tensor.BatchNormInputGradPrimitive(h, x, w, n.Aux(0), n.Aux(1), b) : null;
         return
         [
             dgy,
@@ -391,12 +408,25 @@ internal static class Derivatives
         ];
     });
 
-    /// <summary>gw = B(gy, x): d gy = k·x̂ (x̂ from x in tensor ops), dx = A(gy, x, k).</summary>
+    /// <summary>
+    /// gw = B(gy, x): d gy = k·x̂ (x̂ from x in tensor ops), dx = A(gy, x, k). Where nothing records and both are
+    /// needed, one kernel writes both (<see cref="IBackend.BatchNormBackward"/>, x̂ from the saved statistics).
+    /// </summary>
     public static readonly Derivative<NormGeometry> BatchNormWeightGrad = new("BatchNormWeightGrad", Saves.Inputs01, static (Node n, in NormGeometry b, Tensor k) =>
-    [
-        n.NeedsGrad(0) ? (PerChannel(k, b) * Normalized(n.Input(1), n.Aux(0), n.Aux(1), b).X).Reshape(n.InputShape(0).ToArray()) : null,
-        n.NeedsGrad(1) ? Tensor.BatchNormInputGradPrimitive(n.Input(0), n.Input(1), k, n.Aux(0), n.Aux(1), b) : null,
-    ]);
+    {
+        var gy = n.Input(0);
+        var x = n.Input(1);
+        if (n.NeedsGrad(0) && n.NeedsGrad(1) && !Autograd.ShouldRecord([gy, x, k]))
+        {
+            var (gx, ggy) = Tensor.BatchNormWeightGradBackwardRaw(gy, x, k, n.Aux(0), n.Aux(1), b);
+            return [ggy, gx];
+        }
+        return
+        [
+            n.NeedsGrad(0) ? (PerChannel(k, b) * Normalized(x, n.Aux(0), n.Aux(1), b).X).Reshape(n.InputShape(0).ToArray()) : null,
+            n.NeedsGrad(1) ? Tensor.BatchNormInputGradPrimitive(gy, x, k, n.Aux(0), n.Aux(1), b) : null,
+        ];
+    });
 
     /// <summary>Σ over each channel's N·S values of t (x's shape), [C].</summary>
     private static Tensor ChannelSum(Tensor t, in NormGeometry b) => t.Reshape(b.Batch, b.Channels, b.Spatial).Sum([0, 2]);

@@ -190,6 +190,79 @@ public abstract partial class KernelConformance
         }
     }
 
+    [Theory]
+    [MemberData(nameof(NormCaseIndices))]
+    public void BatchNormBackward_HasTheBitsOfTheKernelsItStandsFor(int index)
+    {
+        RequireBackend();
+        var g = NormCases[index];
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var x = Round(RandomValues(1900 + index, g.Length, 1, 4), dtype);
+            var w = Round(RandomValues(1910 + index, g.Channels, 0.5, 1.5), dtype);
+            w[0] = 0;
+            var gy = Round(RandomValues(1930 + index, g.Length), dtype);
+            IStorage Nans(long n) => Up(Enumerable.Repeat(double.NaN, (int)n).ToArray(), dtype);
+            var (sx, sw, sgy) = (Up(x, dtype), Up(w, dtype), Up(gy, dtype));
+            var (sy, sm, sv) = (Nans(g.Length), Nans(g.Channels), Nans(g.Channels));
+            Backend.BatchNorm(g, sx, sw, Up(new double[g.Channels], dtype), sy, sm, sv);
+            var (gx, gw) = (Nans(g.Length), Nans(g.Channels));
+            Backend.BatchNormInputGrad(g, sgy, sx, sm, sv, sw, gx);
+            Backend.BatchNormWeightGrad(g, sgy, sx, sm, sv, gw);
+            string what = $"{dtype.Name()} {g}";
+            foreach (var (withWeight, withNormalized) in new[] { (true, true), (true, false), (false, true), (false, false) })
+            {
+                var (fx, fw, fn) = (Nans(g.Length), withWeight ? Nans(g.Channels) : null, withNormalized ? Nans(g.Length) : null);
+                Backend.BatchNormBackward(g, sgy, sx, sm, sv, sw, fx, fw, fn);
+                string which = $"{what} (weight {withWeight}, normalized {withNormalized})";
+                AssertBitwise(Down(gx), Down(fx), $"fused batch-norm input grad {which}");
+                if (fw is not null)
+                {
+                    AssertBitwise(Down(gw), Down(fw), $"fused batch-norm weight grad {which}");
+                }
+                if (fn is not null)
+                {
+                    // w·x̂ is the forward's output with a zero bias, bit for bit.
+                    AssertBitwise(Down(sy), Down(fn), $"fused batch-norm w·x̂ {which}");
+                }
+            }
+            // The interface's default (what a backend without a fused kernel runs) gives the same bits.
+            var (cx, cw, cn) = (Nans(g.Length), Nans(g.Channels), Nans(g.Length));
+            ComposedKernels.BatchNormBackward(Backend, g, sgy, sx, sm, sv, sw, cx, cw, cn);
+            AssertBitwise(Down(gx), Down(cx), $"composed batch-norm input grad {what}");
+            AssertBitwise(Down(gw), Down(cw), $"composed batch-norm weight grad {what}");
+            AssertBitwise(Down(sy), Down(cn), $"composed batch-norm w·x̂ {what}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(NormCaseIndices))]
+    public void BatchNormDoubleBackward_HasTheBitsOfTheKernelsItStandsFor(int index)
+    {
+        RequireBackend();
+        var g = NormCases[index];
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var x = Round(RandomValues(1940 + index, g.Length, 1, 4), dtype);
+            var w = Round(RandomValues(1950 + index, g.Channels, 0.5, 1.5), dtype);
+            var gy = Round(RandomValues(1960 + index, g.Length), dtype);
+            var h = Round(RandomValues(1970 + index, g.Length), dtype);
+            IStorage Nans(long n) => Up(Enumerable.Repeat(double.NaN, (int)n).ToArray(), dtype);
+            var (sx, sw, sgy, sh) = (Up(x, dtype), Up(w, dtype), Up(gy, dtype), Up(h, dtype));
+            var (sy, sm, sv) = (Nans(g.Length), Nans(g.Channels), Nans(g.Channels));
+            Backend.BatchNorm(g, sx, sw, Up(new double[g.Channels], dtype), sy, sm, sv);
+            var (ggy, gx, gw) = (Nans(g.Length), Nans(g.Length), Nans(g.Channels));
+            Backend.BatchNormInputGrad(g, sh, sx, sm, sv, sw, ggy);
+            Backend.BatchNormInputGradBackward(g, sgy, sx, sm, sv, sw, sh, gx, gw);
+            var (fgy, fx, fw) = (Nans(g.Length), Nans(g.Length), Nans(g.Channels));
+            Backend.BatchNormDoubleBackward(g, sgy, sx, sm, sv, sw, sh, fgy, fx, fw);
+            string what = $"{dtype.Name()} {g}";
+            AssertBitwise(Down(ggy), Down(fgy), $"fused batch-norm double backward d gy {what}");
+            AssertBitwise(Down(gx), Down(fx), $"fused batch-norm double backward dx {what}");
+            AssertBitwise(Down(gw), Down(fw), $"fused batch-norm double backward dw {what}");
+        }
+    }
+
     [Fact]
     public void BatchNorm_RefusesBadGeometryAndOperands_NamingTheOp()
     {
@@ -212,5 +285,11 @@ public abstract partial class KernelConformance
         Assert.Contains("BatchNormInputGradBackward", ex.Message, StringComparison.Ordinal);
         ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormInputGradBackward(g, x, x, c, c, c, x, y, F32(2)));
         Assert.Contains("BatchNormInputGradBackward", ex.Message, StringComparison.Ordinal);
+        ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormBackward(g, x, x, c, c, c, y, F32(2), null));
+        Assert.Contains("BatchNormBackward", ex.Message, StringComparison.Ordinal);
+        ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormBackward(g, x, x, c, c, c, y, null, F32(g.Length - 1)));
+        Assert.Contains("BatchNormBackward", ex.Message, StringComparison.Ordinal);
+        ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormDoubleBackward(g, x, x, c, c, c, x, F32(g.Length - 1), y, c));
+        Assert.Contains("BatchNormDoubleBackward", ex.Message, StringComparison.Ordinal);
     }
 }
