@@ -123,6 +123,18 @@ public interface IBackend
     void ScatterAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source);
 
     /// <summary>
+    /// <see cref="ScatterAdd"/> into zeros: <paramref name="destination"/>'s previous contents are ignored, it is set
+    /// to zero and then source is scattered into it, with the bits of <see cref="Fill"/>(0) followed by
+    /// <see cref="ScatterAdd"/> (what the default runs). A backend may clear and scatter each [destinationSize, inner]
+    /// slice while it is in cache, in one pass.
+    /// </summary>
+    void ScatterAddIntoZeros(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source)
+    {
+        Fill(destination, 0);
+        ScatterAdd(destination, outer, destinationSize, inner, index, indexSize, source);
+    }
+
+    /// <summary>
     /// index_select along one axis: x viewed as [outer, xSize, inner], index is 1-D Int64 of length
     /// indexSize, y is [outer, indexSize, inner]: y[o, j, i] = x[o, index[j], i].
     /// </summary>

@@ -553,26 +553,33 @@ public sealed class ReferenceBackend : IBackend
         SameDType("Gather", sx, sy);
         switch (sx.DType)
         {
-            case DType.Float32: Indexing.Gather<float>(sx.AsFloat32(), outer, xSize, inner, si, indexSize, sy.AsFloat32()); break;
-            case DType.Float64: Indexing.Gather<double>(sx.AsFloat64(), outer, xSize, inner, si, indexSize, sy.AsFloat64()); break;
-            case DType.Int64: Indexing.Gather<long>(sx.AsInt64(), outer, xSize, inner, si, indexSize, sy.AsInt64()); break;
-            default: Indexing.Gather<bool>(sx.AsBool(), outer, xSize, inner, si, indexSize, sy.AsBool()); break;
+            case DType.Float32: Indexing.Gather<float>(_threads, sx.AsFloat32(), outer, xSize, inner, si, indexSize, sy.AsFloat32()); break;
+            case DType.Float64: Indexing.Gather<double>(_threads, sx.AsFloat64(), outer, xSize, inner, si, indexSize, sy.AsFloat64()); break;
+            case DType.Int64: Indexing.Gather<long>(_threads, sx.AsInt64(), outer, xSize, inner, si, indexSize, sy.AsInt64()); break;
+            default: Indexing.Gather<bool>(_threads, sx.AsBool(), outer, xSize, inner, si, indexSize, sy.AsBool()); break;
         }
     }
 
     /// <inheritdoc/>
-    public void ScatterAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source)
+    public void ScatterAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) =>
+        Scatter("ScatterAdd", destination, outer, destinationSize, inner, index, indexSize, source, clear: false);
+
+    /// <inheritdoc/>
+    public void ScatterAddIntoZeros(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) =>
+        Scatter("ScatterAddIntoZeros", destination, outer, destinationSize, inner, index, indexSize, source, clear: true);
+
+    private void Scatter(string op, IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source, bool clear)
     {
         var sd = Cpu(destination);
-        var si = Index(index, "ScatterAdd");
+        var si = Index(index, op);
         var ss = Cpu(source);
-        SameDType("ScatterAdd", sd, ss);
+        SameDType(op, sd, ss);
         switch (sd.DType)
         {
-            case DType.Float32: Indexing.ScatterAdd<float>(sd.AsFloat32(), outer, destinationSize, inner, si, indexSize, ss.AsFloat32()); break;
-            case DType.Float64: Indexing.ScatterAdd<double>(sd.AsFloat64(), outer, destinationSize, inner, si, indexSize, ss.AsFloat64()); break;
-            case DType.Int64: Indexing.ScatterAdd<long>(sd.AsInt64(), outer, destinationSize, inner, si, indexSize, ss.AsInt64()); break;
-            default: throw Unsupported("ScatterAdd", sd.DType);
+            case DType.Float32: Indexing.ScatterAdd<float>(_threads, sd.AsFloat32(), outer, destinationSize, inner, si, indexSize, ss.AsFloat32(), clear); break;
+            case DType.Float64: Indexing.ScatterAdd<double>(_threads, sd.AsFloat64(), outer, destinationSize, inner, si, indexSize, ss.AsFloat64(), clear); break;
+            case DType.Int64: Indexing.ScatterAdd<long>(_threads, sd.AsInt64(), outer, destinationSize, inner, si, indexSize, ss.AsInt64(), clear); break;
+            default: throw Unsupported(op, sd.DType);
         }
     }
 

@@ -293,6 +293,13 @@ public sealed class CheckedBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void ScatterAddIntoZeros(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source)
+    {
+        IndexCall("ScatterAddIntoZeros", destination, outer, destinationSize, inner, index, indexSize, (long)outer * indexSize * inner, source, perElementIndex: true);
+        Inner.ScatterAddIntoZeros(destination, outer, destinationSize, inner, index, indexSize, source);
+    }
+
+    /// <inheritdoc/>
     public void IndexSelect(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y)
     {
         IndexCall("IndexSelect", x, outer, xSize, inner, index, indexSize, (long)outer * indexSize * inner, y, perElementIndex: false);

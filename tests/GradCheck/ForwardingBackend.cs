@@ -72,6 +72,9 @@ public sealed class ForwardingBackend(IBackend target, Device device) : IBackend
 
     public void ScatterAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) => target.ScatterAdd(U(destination), outer, destinationSize, inner, U(index), indexSize, U(source));
 
+    public void ScatterAddIntoZeros(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) =>
+        target.ScatterAddIntoZeros(U(destination), outer, destinationSize, inner, U(index), indexSize, U(source));
+
     public void IndexSelect(IStorage x, int outer, int xSize, int inner, IStorage index, int indexSize, IStorage y) => target.IndexSelect(U(x), outer, xSize, inner, U(index), indexSize, U(y));
 
     public void IndexAdd(IStorage destination, int outer, int destinationSize, int inner, IStorage index, int indexSize, IStorage source) => target.IndexAdd(U(destination), outer, destinationSize, inner, U(index), indexSize, U(source));

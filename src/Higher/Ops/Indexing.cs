@@ -98,17 +98,18 @@ public sealed partial class Tensor
     }
 
     /// <summary>
-    /// zeros(<paramref name="shape"/>).ScatterAdd(axis, index, source), for a backward: the source is scattered straight
-    /// into a fresh zeroed tensor, without the copy of the zeros that the out-of-place <see cref="ScatterAdd"/> makes.
+    /// zeros(<paramref name="shape"/>).ScatterAdd(axis, index, source), for a backward: one call clears a fresh tensor and
+    /// scatters into it (<see cref="IBackend.ScatterAddIntoZeros"/>), without the copy of the zeros that the out-of-place
+    /// <see cref="ScatterAdd"/> makes.
     /// The index was checked where it was made (a forward's argument, or a kernel's output). Gradient: the source's,
     /// gathered by the index.
     /// </summary>
     internal static Tensor ScatterAddIntoZeros(Shape shape, int axis, Tensor index, Tensor source)
     {
-        var y = ZerosOn(source.Backend, source.DType, shape);
+        var y = Empty(source.Backend, source.DType, shape);
         int a = shape.NormalizeAxis(axis);
         var (outer, size, inner) = y.Split(a);
-        source.Backend.ScatterAdd(y.Storage, outer, size, inner, index.Storage, index.Shape.Dims[a], source.Storage);
+        source.Backend.ScatterAddIntoZeros(y.Storage, outer, size, inner, index.Storage, index.Shape.Dims[a], source.Storage);
         if (Autograd.ShouldRecord(source))
         {
             Derivatives.ScatterAddIntoZeros.Record(y, a, [source], [index]);

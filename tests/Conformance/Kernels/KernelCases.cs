@@ -341,6 +341,18 @@ internal static class KernelCases
             b.ScatterAdd(d, 3, 7, 4, UpLong(b, Indices(105, 108, 7)), 9, Up(b, Values(106, 108), t));
             return [Down(b, d)];
         });
+        yield return ("ScatterAddIntoZeros (duplicate indices)", (b, t) =>
+        {
+            var d = Up(b, Values(110, 84), t);
+            b.ScatterAddIntoZeros(d, 3, 7, 4, UpLong(b, Indices(111, 108, 7)), 9, Up(b, Values(112, 108), t));
+            return [Down(b, d)];
+        });
+        yield return ("ScatterAddIntoZeros (max-pool backward, [64, 676] by 169)", (b, t) =>
+        {
+            var d = b.AllocateUninitialized(t, 64 * 676);
+            b.ScatterAddIntoZeros(d, 64, 676, 1, UpLong(b, Indices(113, 64 * 169, 676)), 169, Up(b, Values(114, 64 * 169), t));
+            return [Down(b, d)];
+        });
         yield return ("IndexAdd (duplicate indices)", (b, t) =>
         {
             var d = Up(b, Values(107, 84), t);

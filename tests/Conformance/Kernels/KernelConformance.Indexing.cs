@@ -100,6 +100,38 @@ public abstract partial class KernelConformance
         Assert.Equal(lexp, DownLong(ldest));
     }
 
+    public static TheoryData<int, int, int, int> ScatterIntoZerosShapes => new()
+    {
+        // outer, destination size, inner, index size: the small shapes, then ones large enough for the slices to run in parallel.
+        { 1, 5, 1, 8 }, { 3, 4, 1, 2 }, { 2, 6, 7, 9 }, { 4, 3, 2, 0 }, { 2, 10, 70, 5 }, { 64, 676, 1, 169 }, { 8, 30, 200, 25 },
+    };
+
+    [Theory]
+    [MemberData(nameof(ScatterIntoZerosShapes))]
+    public void ScatterAddIntoZeros_HasTheBitsOfZerosThenScatterAdd(int outer, int size, int inner, int indexSize)
+    {
+        RequireBackend();
+        var index = UpLong(Indices(55, outer * indexSize * inner, size));
+        foreach (var dtype in new[] { DType.Float32, DType.Float64, DType.Int64 })
+        {
+            var values = RandomValues(56, outer * indexSize * inner);
+            var src = dtype == DType.Int64 ? UpLong(values.Select(v => (long)(v * 1000)).ToArray()) : Up(values, dtype);
+            var expected = Backend.Allocate(dtype, (long)outer * size * inner);
+            Backend.ScatterAdd(expected, outer, size, inner, index, indexSize, src);
+            // The destination starts as garbage (NaN, or -1 for int64): every element must be written.
+            var got = dtype == DType.Int64
+                ? UpLong(Enumerable.Repeat(-1L, outer * size * inner).ToArray())
+                : Up(Enumerable.Repeat(double.NaN, outer * size * inner).ToArray(), dtype);
+            Backend.ScatterAddIntoZeros(got, outer, size, inner, index, indexSize, src);
+            if (dtype == DType.Int64)
+            {
+                Assert.Equal(DownLong(expected), DownLong(got));
+                continue;
+            }
+            AssertBitwise(Down(expected), Down(got), $"scatter_add into zeros {dtype.Name()} [{outer}, {size}, {inner}] by {indexSize}");
+        }
+    }
+
     [Theory]
     [MemberData(nameof(FloatTypes))]
     public void ScatterAdd_RepeatedIndices_AccumulateInAscendingOrder(DType dtype)

@@ -30,6 +30,28 @@ public sealed partial class ReferenceKernelConformance : KernelConformance
         Assert.Throws<ObjectDisposedException>(() => s.AsFloat32().Length);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void GatherAndScatters_RefuseAnIndexOutOfRange_OnTheSerialAndTheParallelPath(int degree)
+    {
+        var backend = new ReferenceBackend(degree);
+        // [64, 676] by 169 indices per slice runs the slices in parallel with two threads; one bad index in slice 40.
+        var index = new long[64 * 169];
+        index[(40 * 169) + 7] = 676;
+        var src = backend.Upload<float>(new float[64 * 169], DType.Float32);
+        var idx = backend.Upload<long>(index, DType.Int64);
+        var dest = backend.Allocate(DType.Float32, 64 * 676);
+        Assert.Contains("ScatterAdd", Assert.Throws<ArgumentOutOfRangeException>(() => backend.ScatterAdd(dest, 64, 676, 1, idx, 169, src)).Message, StringComparison.Ordinal);
+        Assert.Contains("ScatterAdd", Assert.Throws<ArgumentOutOfRangeException>(() => backend.ScatterAddIntoZeros(dest, 64, 676, 1, idx, 169, src)).Message, StringComparison.Ordinal);
+        var y = backend.Allocate(DType.Float32, 64 * 169);
+        Assert.Contains("Gather", Assert.Throws<ArgumentOutOfRangeException>(() => backend.Gather(dest, 64, 676, 1, idx, 169, y)).Message, StringComparison.Ordinal);
+        index[(40 * 169) + 7] = -1;
+        idx = backend.Upload<long>(index, DType.Int64);
+        Assert.Throws<ArgumentOutOfRangeException>(() => backend.ScatterAddIntoZeros(dest, 64, 676, 1, idx, 169, src));
+        Assert.Throws<ArgumentOutOfRangeException>(() => backend.Gather(dest, 64, 676, 1, idx, 169, y));
+    }
+
     [Fact]
     public void Upload_ThrowsForMismatchedElementType()
     {
