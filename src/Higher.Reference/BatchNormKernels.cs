@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.Intrinsics;
 
 namespace Higher.Reference;
 
@@ -7,7 +8,8 @@ namespace Higher.Reference;
 /// forward (statistics and normalized output), its input gradient and its weight gradient. Each
 /// channel is one serial unit of work (sums in double, blocks of S in ascending n, vector lanes
 /// combined in a fixed order), so channels run in parallel with results independent of the thread
-/// count.
+/// count. The loops are Vector512 (scalar where AVX-512 is absent), and every per-channel loop is
+/// AggressiveOptimization: tier-0 code would run a fresh process's first calls several times slower.
 /// </summary>
 internal static unsafe class BatchNormKernels
 {
@@ -27,41 +29,42 @@ internal static unsafe class BatchNormKernels
         }
     }
 
-    /// <summary>Elements per step of the double-accumulating loops: two vectors of double (one of float, widened).</summary>
-    private static int Step => 2 * Vector<double>.Count;
+    /// <summary>Elements per step of the double-accumulating loops: two Vector512 of double (one of float, widened).</summary>
+    private static int Step => 2 * Vector512<double>.Count;
 
     /// <summary>The <see cref="Step"/> elements at p as two vectors of double.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    private static void Load2<T>(T* p, out Vector<double> lo, out Vector<double> hi)
+    private static void Load2<T>(T* p, out Vector512<double> lo, out Vector512<double> hi)
         where T : unmanaged
     {
         if (typeof(T) == typeof(float))
         {
-            Vector.Widen(Vector.Load((float*)p), out lo, out hi);
+            (lo, hi) = Vector512.Widen(Vector512.Load((float*)p));
         }
         else
         {
-            lo = Vector.Load((double*)p);
-            hi = Vector.Load((double*)p + Vector<double>.Count);
+            lo = Vector512.Load((double*)p);
+            hi = Vector512.Load((double*)p + Vector512<double>.Count);
         }
     }
 
     /// <summary>Σ p[i] for i &lt; n in double: lanes in a fixed order, then the tail in ascending order.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static double Sum<T>(T* p, int n)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int i = 0;
         double total = 0;
-        if (Vector.IsHardwareAccelerated && n >= Step)
+        if (Vector512.IsHardwareAccelerated && n >= Step)
         {
-            Vector<double> a = Vector<double>.Zero, b = Vector<double>.Zero;
+            Vector512<double> a = Vector512<double>.Zero, b = Vector512<double>.Zero;
             for (; i <= n - Step; i += Step)
             {
                 Load2(p + i, out var lo, out var hi);
                 a += lo;
                 b += hi;
             }
-            total = Vector.Sum(a + b);
+            total = Vector512.Sum(a + b);
         }
         for (; i < n; i++)
         {
@@ -71,15 +74,16 @@ internal static unsafe class BatchNormKernels
     }
 
     /// <summary>(Σ (p[i] - k), Σ (p[i] - k)²) for i &lt; n in double, in the order of <see cref="Sum"/> (each sum's bits do not depend on the other's).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static (double D, double D2) ShiftedSums<T>(T* p, int n, double k)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int i = 0;
         double d1 = 0, d2 = 0;
-        if (Vector.IsHardwareAccelerated && n >= Step)
+        if (Vector512.IsHardwareAccelerated && n >= Step)
         {
-            var vk = new Vector<double>(k);
-            Vector<double> a = Vector<double>.Zero, b = Vector<double>.Zero, aa = Vector<double>.Zero, bb = Vector<double>.Zero;
+            var vk = Vector512.Create(k);
+            Vector512<double> a = Vector512<double>.Zero, b = Vector512<double>.Zero, aa = Vector512<double>.Zero, bb = Vector512<double>.Zero;
             for (; i <= n - Step; i += Step)
             {
                 Load2(p + i, out var lo, out var hi);
@@ -90,8 +94,8 @@ internal static unsafe class BatchNormKernels
                 aa += lo * lo;
                 bb += hi * hi;
             }
-            d1 = Vector.Sum(a + b);
-            d2 = Vector.Sum(aa + bb);
+            d1 = Vector512.Sum(a + b);
+            d2 = Vector512.Sum(aa + bb);
         }
         for (; i < n; i++)
         {
@@ -103,15 +107,16 @@ internal static unsafe class BatchNormKernels
     }
 
     /// <summary>(Σ g[i], Σ g[i]·(x[i] - mu)) for i &lt; n in double, in the order of <see cref="Sum"/>.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static (double G, double GD) Products<T>(T* g, T* x, int n, double mu)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int i = 0;
         double sumG = 0, sumGD = 0;
-        if (Vector.IsHardwareAccelerated && n >= Step)
+        if (Vector512.IsHardwareAccelerated && n >= Step)
         {
-            var vm = new Vector<double>(mu);
-            Vector<double> ga = Vector<double>.Zero, gb = Vector<double>.Zero, da = Vector<double>.Zero, db = Vector<double>.Zero;
+            var vm = Vector512.Create(mu);
+            Vector512<double> ga = Vector512<double>.Zero, gb = Vector512<double>.Zero, da = Vector512<double>.Zero, db = Vector512<double>.Zero;
             for (; i <= n - Step; i += Step)
             {
                 Load2(g + i, out var glo, out var ghi);
@@ -121,8 +126,8 @@ internal static unsafe class BatchNormKernels
                 da += glo * (xlo - vm);
                 db += ghi * (xhi - vm);
             }
-            sumG = Vector.Sum(ga + gb);
-            sumGD = Vector.Sum(da + db);
+            sumG = Vector512.Sum(ga + gb);
+            sumGD = Vector512.Sum(da + db);
         }
         for (; i < n; i++)
         {
@@ -140,6 +145,7 @@ internal static unsafe class BatchNormKernels
         ForChannels(threads, g, c => ForwardChannel(g, c, (T*)px, (T*)pw, (T*)pb, (T*)py, (T*)pm, (T*)pr));
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static void ForwardChannel<T>(in NormGeometry g, int c, T* x, T* w, T* b, T* y, T* mean, T* variance)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -206,17 +212,18 @@ internal static unsafe class BatchNormKernels
         where T : unmanaged, IFloatingPointIeee754<T> => 1 / Math.Sqrt(double.CreateTruncating(variance) + eps);
 
     /// <summary>dst[i] = src[i]·scale + shift (one multiply and one add, each rounded: vector width does not change bits).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static void Affine<T>(T* src, T* dst, int n, T scale, T shift)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int i = 0;
-        if (Vector.IsHardwareAccelerated && n >= Vector<T>.Count)
+        if (Vector512.IsHardwareAccelerated && n >= Vector512<T>.Count)
         {
-            var vs = new Vector<T>(scale);
-            var vb = new Vector<T>(shift);
-            for (; i <= n - Vector<T>.Count; i += Vector<T>.Count)
+            var vs = Vector512.Create(scale);
+            var vb = Vector512.Create(shift);
+            for (; i <= n - Vector512<T>.Count; i += Vector512<T>.Count)
             {
-                Vector.Store((Vector.Load(src + i) * vs) + vb, dst + i);
+                Vector512.Store((Vector512.Load(src + i) * vs) + vb, dst + i);
             }
         }
         for (; i < n; i++)
@@ -253,6 +260,7 @@ internal static unsafe class BatchNormKernels
         return (T.CreateTruncating(k), T.CreateTruncating(q), T.CreateTruncating((q * mu) - (k * sumG / count)));
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static void BackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* gx, T* gw, T* xw)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -274,28 +282,28 @@ internal static unsafe class BatchNormKernels
             long at = (n * stride) + ((long)c * s);
             T* pg = gy + at, px = x + at, po = gx + at;
             int i = 0;
-            if (Vector.IsHardwareAccelerated && s >= Vector<T>.Count)
+            if (Vector512.IsHardwareAccelerated && s >= Vector512<T>.Count)
             {
-                var vk = new Vector<T>(tk);
-                var vq = new Vector<T>(tq);
-                var vs = new Vector<T>(shift);
+                var vk = Vector512.Create(tk);
+                var vq = Vector512.Create(tq);
+                var vs = Vector512.Create(shift);
                 if (xw == null)
                 {
-                    for (; i <= s - Vector<T>.Count; i += Vector<T>.Count)
+                    for (; i <= s - Vector512<T>.Count; i += Vector512<T>.Count)
                     {
-                        Vector.Store((Vector.Load(pg + i) * vk) - (Vector.Load(px + i) * vq) + vs, po + i);
+                        Vector512.Store((Vector512.Load(pg + i) * vk) - (Vector512.Load(px + i) * vq) + vs, po + i);
                     }
                 }
                 else
                 {
                     T* pxw = xw + at;
-                    var va = new Vector<T>(scale);
-                    var vb = new Vector<T>(scaleShift);
-                    for (; i <= s - Vector<T>.Count; i += Vector<T>.Count)
+                    var va = Vector512.Create(scale);
+                    var vb = Vector512.Create(scaleShift);
+                    for (; i <= s - Vector512<T>.Count; i += Vector512<T>.Count)
                     {
-                        var vx = Vector.Load(px + i);
-                        Vector.Store((Vector.Load(pg + i) * vk) - (vx * vq) + vs, po + i);
-                        Vector.Store((vx * va) + vb, pxw + i);
+                        var vx = Vector512.Load(px + i);
+                        Vector512.Store((Vector512.Load(pg + i) * vk) - (vx * vq) + vs, po + i);
+                        Vector512.Store((vx * va) + vb, pxw + i);
                     }
                 }
             }
@@ -311,6 +319,7 @@ internal static unsafe class BatchNormKernels
     }
 
     /// <summary>(Σ gy, Σ gy·(x - μ)) over channel c, in double, blocks in ascending n.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static (double SumG, double SumGD) Moments<T>(in NormGeometry g, int c, T* gy, T* x, double mu)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -332,15 +341,16 @@ internal static unsafe class BatchNormKernels
     /// sum in the order of <see cref="Products"/>: Σ g and Σ g·(x - μ) have <see cref="Moments"/>' bits for g, and Σ h
     /// and Σ h·(x - μ) its bits for h.
     /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static void DoubleBackwardSums<T>(T* g, T* h, T* x, int n, double mu, ref double sumG, ref double sumH, ref double sumGD, ref double sumHD, ref double sumHG)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int i = 0;
         double bG = 0, bH = 0, bGD = 0, bHD = 0, bHG = 0;
-        if (Vector.IsHardwareAccelerated && n >= Step)
+        if (Vector512.IsHardwareAccelerated && n >= Step)
         {
-            var vm = new Vector<double>(mu);
-            Vector<double> g0 = default, g1 = default, h0 = default, h1 = default, gd0 = default, gd1 = default, hd0 = default, hd1 = default, hg0 = default, hg1 = default;
+            var vm = Vector512.Create(mu);
+            Vector512<double> g0 = default, g1 = default, h0 = default, h1 = default, gd0 = default, gd1 = default, hd0 = default, hd1 = default, hg0 = default, hg1 = default;
             for (; i <= n - Step; i += Step)
             {
                 Load2(g + i, out var glo, out var ghi);
@@ -359,11 +369,11 @@ internal static unsafe class BatchNormKernels
                 hg0 += hlo * glo;
                 hg1 += hhi * ghi;
             }
-            bG = Vector.Sum(g0 + g1);
-            bH = Vector.Sum(h0 + h1);
-            bGD = Vector.Sum(gd0 + gd1);
-            bHD = Vector.Sum(hd0 + hd1);
-            bHG = Vector.Sum(hg0 + hg1);
+            bG = Vector512.Sum(g0 + g1);
+            bH = Vector512.Sum(h0 + h1);
+            bGD = Vector512.Sum(gd0 + gd1);
+            bHD = Vector512.Sum(hd0 + hd1);
+            bHG = Vector512.Sum(hg0 + hg1);
         }
         for (; i < n; i++)
         {
@@ -393,6 +403,7 @@ internal static unsafe class BatchNormKernels
         ForChannels(threads, g, c => InputGradBackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)ph, (T*)pdx, (T*)pdw, (T*)pdgy));
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static void InputGradBackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* h, T* dx, T* dw, T* dgy)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
@@ -420,31 +431,31 @@ internal static unsafe class BatchNormKernels
             long at = (n * stride) + ((long)c * s);
             T* pg = gy + at, px = x + at, ph = h + at, po = dx + at;
             int i = 0;
-            if (Vector.IsHardwareAccelerated && s >= Vector<T>.Count)
+            if (Vector512.IsHardwareAccelerated && s >= Vector512<T>.Count)
             {
-                var vp = new Vector<T>(tp);
-                var vq = new Vector<T>(tq);
-                var vr = new Vector<T>(tr);
-                var vs = new Vector<T>(shift);
+                var vp = Vector512.Create(tp);
+                var vq = Vector512.Create(tq);
+                var vr = Vector512.Create(tr);
+                var vs = Vector512.Create(shift);
                 if (dgy == null)
                 {
-                    for (; i <= s - Vector<T>.Count; i += Vector<T>.Count)
+                    for (; i <= s - Vector512<T>.Count; i += Vector512<T>.Count)
                     {
-                        Vector.Store((Vector.Load(px + i) * vp) - (Vector.Load(pg + i) * vq) - (Vector.Load(ph + i) * vr) + vs, po + i);
+                        Vector512.Store((Vector512.Load(px + i) * vp) - (Vector512.Load(pg + i) * vq) - (Vector512.Load(ph + i) * vr) + vs, po + i);
                     }
                 }
                 else
                 {
                     T* pd = dgy + at;
-                    var vhk = new Vector<T>(hk);
-                    var vhq = new Vector<T>(hq);
-                    var vhs = new Vector<T>(hShift);
-                    for (; i <= s - Vector<T>.Count; i += Vector<T>.Count)
+                    var vhk = Vector512.Create(hk);
+                    var vhq = Vector512.Create(hq);
+                    var vhs = Vector512.Create(hShift);
+                    for (; i <= s - Vector512<T>.Count; i += Vector512<T>.Count)
                     {
-                        var vx = Vector.Load(px + i);
-                        var vh = Vector.Load(ph + i);
-                        Vector.Store((vx * vp) - (Vector.Load(pg + i) * vq) - (vh * vr) + vs, po + i);
-                        Vector.Store((vh * vhk) - (vx * vhq) + vhs, pd + i);
+                        var vx = Vector512.Load(px + i);
+                        var vh = Vector512.Load(ph + i);
+                        Vector512.Store((vx * vp) - (Vector512.Load(pg + i) * vq) - (vh * vr) + vs, po + i);
+                        Vector512.Store((vh * vhk) - (vx * vhq) + vhs, pd + i);
                     }
                 }
             }
