@@ -31,6 +31,7 @@ internal enum ConvPath
     Auto,
     Im2Col,
     Implicit,
+    Direct,
 }
 
 internal static unsafe class Convolution
@@ -94,6 +95,11 @@ internal static unsafe class Convolution
         if (kg == 0)
         {
             new Span<T>(y, checked((int)g.OutputLength)).Clear();
+            return;
+        }
+        if ((path == ConvPath.Auto || path == ConvPath.Direct) && ConvDirect.Supports<T>(g))
+        {
+            ConvDirect.Forward(threads, g, x, w, y);
             return;
         }
         if (path != ConvPath.Im2Col && !IsPointwise(g) && ConvGemm.Supports(ConvWindow.Forward(g)))
@@ -277,6 +283,11 @@ internal static unsafe class Convolution
         if (g.Batch == 0 || pixels == 0)
         {
             new Span<T>(dw, checked((int)weights)).Clear();
+            return;
+        }
+        if ((path == ConvPath.Auto || path == ConvPath.Direct) && ConvDirect.Supports<T>(g))
+        {
+            ConvDirect.WeightGrad(threads, g, x, dy, dw);
             return;
         }
         if (path != ConvPath.Im2Col && !IsPointwise(g) && ConvGemm.SupportsWeightGrad(g))

@@ -4,14 +4,14 @@ using Higher.Reference;
 namespace Higher.Conformance.Kernels;
 
 /// <summary>
-/// The Reference convolution's two paths (im2col + GEMM, and the implicit GEMM that packs its panels straight from
-/// the image, with a stride-1 input gradient as a convolution of dy) each forced on every case, against the float64
-/// oracle with the suite's tolerances, and bit for bit across thread counts. The extra cases aim at the implicit
-/// path's edges: panels that straddle images and rows, partial row panels, rows longer than a vector or a panel,
+/// The Reference convolution's three paths (im2col + GEMM; the implicit GEMM that packs its panels straight from
+/// the image, with a stride-1 input gradient as a convolution of dy; the direct convolution of shallow reductions)
+/// each forced on every case, against the float64 oracle with the suite's tolerances, and bit for bit across thread
+/// counts. The extra cases aim at the implicit path's edges: panels that straddle images and rows, partial row panels, rows longer than a vector or a panel,
 /// padding that crops dy, dilation, groups, strides on the forward, reductions over several depth blocks (stored
 /// straight and through the tile) up to the deepest it packs, and weight
 /// gradients over several blocks of output pixels (partial weight-column panels, padding, strides) and, with few
-/// weight columns, over several chunks of them.
+/// weight columns, over several chunks of them; and then at the direct path's (see the comment in the list).
 /// </summary>
 public sealed partial class ReferenceKernelConformance
 {
@@ -38,6 +38,26 @@ public sealed partial class ReferenceKernelConformance
         ConvCase(9, 1, 28, 28, 5, 3, 3),
         ConvCase(12, 2, 30, 31, 4, 3, 3, padTop: 1, padLeft: 1),
         ConvCase(10, 4, 26, 26, 6, 3, 3, groups: 2),
+        // The direct path's edges: 1-3 input channels; output rows of 5 (one masked vector), 16 (one full), 17 (a full
+        // vector and one lane), 26 (the first layer of the conv net) and 70 (two pairs of vectors and a masked one);
+        // output channels past the last block of 4; padding symmetric, asymmetric and cropping (negative, on one side or
+        // both); dilation; 1×5, 5×5 and 3×3 kernels; batch 1 and batches larger than the thread count (several chunks
+        // of images in the weight gradient where there are few output channels); and the deepest reduction the path
+        // takes beside one deeper, which takes the implicit GEMM instead.
+        ConvCase(3, 1, 7, 7, 5, 3, 3),
+        ConvCase(2, 1, 18, 18, 6, 3, 3),
+        ConvCase(2, 2, 19, 19, 7, 3, 3),
+        ConvCase(7, 1, 28, 28, 16, 3, 3),
+        ConvCase(1, 1, 30, 30, 9, 3, 3, padTop: 1, padLeft: 1),
+        ConvCase(2, 3, 9, 74, 6, 3, 3, dh: 2, dw: 2),
+        ConvCase(3, 3, 10, 21, 5, 3, 3, padTop: 2, padLeft: 0, padBottom: 0, padRight: 3),
+        ConvCase(2, 2, 12, 22, 6, 3, 3, padTop: -1, padLeft: -2),
+        new ConvGeometry(2, 1, 10, 30, 5, 3, 3, 9, 25, 1, 1, -2, 1, 1, 1, 1),
+        ConvCase(3, 2, 14, 21, 6, 3, 3, padTop: 2, padLeft: 1, dh: 2, dw: 2),
+        ConvCase(2, 3, 4, 40, 5, 1, 5, padLeft: 2),
+        ConvCase(2, 1, 20, 20, 6, 5, 5, padTop: 2, padLeft: 2),
+        ConvCase(3, 2, 11, 12, 5, 4, 4, padTop: 1, padLeft: 2, padBottom: 2, padRight: 1),
+        ConvCase(2, 11, 7, 9, 6, 3, 1),
     ];
 
     public static TheoryData<int> ConvPathCaseIndices => [.. Enumerable.Range(0, ConvPathCases.Length)];
@@ -55,7 +75,7 @@ public sealed partial class ReferenceKernelConformance
             var (y, gx, gw, ya, gxa, gwa) = ConvOracle(g, x, w, dy);
             int cg = g.InChannels / g.Groups, og = g.OutChannels / g.Groups;
             long taps = (long)g.KernelHeight * g.KernelWidth;
-            foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Auto })
+            foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Direct, ConvPath.Auto })
             {
                 double[][]? first = null;
                 foreach (int degree in new[] { 1, 2, 3 })

@@ -1,0 +1,637 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using static Higher.Reference.Gemm;
+
+namespace Higher.Reference;
+
+/// <summary>
+/// Direct convolution for a shallow reduction (AVX-512 only): the first layer of a conv net (1 or 3 input channels,
+/// 3×3) has Cin·kh·kw = 9 or 27 terms per output element, too few for the implicit GEMM, whose 8×32 tile then does as
+/// many multiply-adds per load and store of C and spends its time packing. Here each image's Cin planes are first
+/// copied into a zero-padded scratch (OH + (kh - 1)·dh rows of OW + (kw - 1)·dw), so that every tap of every output
+/// row is a plain unaligned row load, and the kernels vectorize along the output width (the last vector of a row
+/// masked).
+/// <para>
+/// The forward (<see cref="Forward"/>) is output-stationary: a tile of <see cref="OB"/> output channels × 2 vectors of
+/// one output row keeps its accumulators in registers, each an FMA chain from zero over the taps in ascending
+/// (c, p, q) order with the weight broadcast, and is stored once. The weight gradient (<see cref="WeightGrad"/>) keeps
+/// one vector of per-lane partial sums per weight (<see cref="OB"/> output channels × up to <see cref="TB"/> taps in
+/// registers at a time, in an L1-sized buffer between images), each lane an FMA chain over the images of its chunk,
+/// then vector positions, then rows, in ascending order; the lanes are then added in ascending order and the chunks'
+/// sums in ascending order. Images, output channels and chunks are shared out between threads, and every element's
+/// sum order depends on the geometry only, so results are the same bits for any thread count.
+/// </para>
+/// </summary>
+internal static unsafe class ConvDirect
+{
+    // Every loop that runs per tile or per row is AggressiveOptimization, as in Gemm and ConvGemm: tier-0 code would
+    // otherwise run a fresh process's first calls several times slower.
+
+    /// <summary>Deepest reduction (Cin·kh·kw) the direct path takes; deeper windows reuse each load over enough terms for the implicit GEMM.</summary>
+    public const int MaxDepth = 32;
+
+    /// <summary>Output channels per tile of either kernel.</summary>
+    private const int OB = 4;
+
+    /// <summary>Most taps per register tile of the weight gradient (OB × TB accumulators).</summary>
+    private const int TB = 4;
+
+    /// <summary>Weight-gradient units (output-channel blocks × chunks of images) the chunking aims for.</summary>
+    private const int TargetUnits = 8;
+
+    // Below this many multiply-adds, forking costs more than it saves (the GEMM's threshold).
+    private const long ParallelThreshold = 96L * 96 * 96;
+
+    /// <summary>
+    /// Whether the direct path runs this geometry: AVX-512, float or double, one group, stride 1 (any dilation and
+    /// padding, negative included), and a reduction depth Cin·kh·kw of at most <see cref="MaxDepth"/>.
+    /// </summary>
+    public static bool Supports<T>(in ConvGeometry g)
+        where T : unmanaged
+    {
+        long depth = (long)g.InChannels * g.KernelHeight * g.KernelWidth;
+        return Vector512.IsHardwareAccelerated && Avx512F.IsSupported && (typeof(T) == typeof(float) || typeof(T) == typeof(double))
+            && g.Groups == 1 && g.StrideHeight == 1 && g.StrideWidth == 1 && depth > 0 && depth <= MaxDepth
+            && g.Batch > 0 && g.OutChannels > 0 && g.OutHeight > 0 && g.OutWidth > 0;
+    }
+
+    /// <summary>Rows of the padded scratch: OH + (kh - 1)·dh.</summary>
+    private static int PaddedHeight(in ConvGeometry g) => g.OutHeight + (g.KernelHeight - 1) * g.DilationHeight;
+
+    /// <summary>Columns of the padded scratch (also its row stride): OW + (kw - 1)·dw.</summary>
+    private static int PaddedWidth(in ConvGeometry g) => g.OutWidth + (g.KernelWidth - 1) * g.DilationWidth;
+
+    /// <summary>Elements of one image's padded scratch, plus a vector of zeros after it for the unmasked loads of a row's last vector.</summary>
+    private static int PaddedLength<T>(in ConvGeometry g)
+        where T : unmanaged =>
+        checked(g.InChannels * PaddedHeight(g) * PaddedWidth(g) + Vector512<T>.Count);
+
+    /// <summary>offsets[(c·kh + p)·kw + q] = c·plane + p·dh·Wp + q·dw: tap (c, p, q)'s offset in the padded scratch from the output position.</summary>
+    private static void TapOffsets(in ConvGeometry g, int* offsets)
+    {
+        int wp = PaddedWidth(g), plane = PaddedHeight(g) * wp, k = 0;
+        for (int c = 0; c < g.InChannels; c++)
+        {
+            for (int p = 0; p < g.KernelHeight; p++)
+            {
+                for (int q = 0; q < g.KernelWidth; q++)
+                {
+                    offsets[k++] = c * plane + p * g.DilationHeight * wp + q * g.DilationWidth;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// dst[c, r, s] = x[c, r - padTop, s - padLeft] (0 outside x) for the padded rows and columns of one image, then
+    /// the vector of zeros after the last plane. Masked loads and stores: x is never read outside a row's valid columns.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Pad<T>(in ConvGeometry g, T* x, T* dst)
+        where T : unmanaged
+    {
+        int h = g.InHeight, wIn = g.InWidth, hp = PaddedHeight(g), wp = PaddedWidth(g), w = Vector512<T>.Count;
+        // Padded columns [sLo, sHi) hold x's columns sLo - padLeft ...
+        int sLo = Math.Clamp(g.PadLeft, 0, wp), sHi = Math.Clamp(wIn + g.PadLeft, sLo, wp);
+        long plane = (long)h * wIn;
+        T* d = dst;
+        for (int c = 0; c < g.InChannels; c++)
+        {
+            for (int r = 0; r < hp; r++, d += wp)
+            {
+                int hr = r - g.PadTop;
+                bool inside = (uint)hr < (uint)h;
+                T* s = x + c * plane + (inside ? (long)hr * wIn : 0) - g.PadLeft;
+                for (int l = 0; l < wp; l += w)
+                {
+                    var store = LaneMask<T>(0, wp - l);
+                    var value = inside ? MaskedLoad(s + l, LaneMask<T>(sLo - l, sHi - l)) : Vector512<T>.Zero;
+                    MaskedStore(d + l, store, value);
+                }
+            }
+        }
+        Vector512<T>.Zero.Store(d);
+    }
+
+    /// <summary>Lanes [from, to) set (either may lie outside [0, lanes)).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<T> LaneMask<T>(int from, int to)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            var i = Vector512<int>.Indices;
+            return (Vector512.GreaterThanOrEqual(i, Vector512.Create(from)) & Vector512.LessThan(i, Vector512.Create(to))).As<int, T>();
+        }
+        var l = Vector512<long>.Indices;
+        return (Vector512.GreaterThanOrEqual(l, Vector512.Create((long)from)) & Vector512.LessThan(l, Vector512.Create((long)to))).As<long, T>();
+    }
+
+    /// <summary>Lanes [0, count) set.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<T> LaneMask<T>(int count)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            return Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(count)).As<int, T>();
+        }
+        return Vector512.LessThan(Vector512<long>.Indices, Vector512.Create((long)count)).As<long, T>();
+    }
+
+    /// <summary>How many tasks to share units out to: one below the parallel threshold, else up to 4 per thread.</summary>
+    private static int Tasks(Parallelism threads, long units, long work) =>
+        threads.Enabled && work >= ParallelThreshold ? (int)Math.Min(units, 4L * threads.MaxDegree) : 1;
+
+    /// <summary>y = conv(x, w) for a geometry <see cref="Supports"/> accepts.</summary>
+    public static void Forward<T>(Parallelism threads, in ConvGeometry g, T* x, T* w, T* y)
+        where T : unmanaged
+    {
+        int depth = g.InChannels * g.KernelHeight * g.KernelWidth, oBlocks = (g.OutChannels + OB - 1) / OB;
+        int* offsets = stackalloc int[MaxDepth];
+        TapOffsets(g, offsets);
+        // packed[(b·depth + k)·OB + r] = w[b·OB + r, k], zero past the last output channel: a tile's weights in the order it broadcasts them.
+        T[] packedArray = ArrayPool<T>.Shared.Rent(oBlocks * depth * OB);
+        try
+        {
+            fixed (T* packed = packedArray)
+            {
+                for (int o = 0; o < oBlocks * OB; o++)
+                {
+                    T* dst = packed + (long)(o / OB) * depth * OB + o % OB;
+                    for (int k = 0; k < depth; k++)
+                    {
+                        dst[k * OB] = o < g.OutChannels ? w[(long)o * depth + k] : default;
+                    }
+                }
+                long units = (long)g.Batch * oBlocks;
+                int tasks = Tasks(threads, units, g.OutputLength * depth);
+                if (tasks == 1)
+                {
+                    ForwardUnits(g, x, packed, offsets, y, 0, units);
+                    return;
+                }
+                nint px = (nint)x, pp = (nint)packed, po = (nint)offsets, py = (nint)y;
+                var geometry = g;
+                threads.For(0, tasks, t => ForwardUnits(geometry, (T*)px, (T*)pp, (int*)po, (T*)py, units * t / tasks, units * (t + 1) / tasks));
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(packedArray);
+        }
+    }
+
+    /// <summary>Forward units [u0, u1) (unit u: image u / blocks, block u % blocks of <see cref="OB"/> output channels), with the task's own padded scratch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ForwardUnits<T>(in ConvGeometry g, T* x, T* packed, int* offsets, T* y, long u0, long u1)
+        where T : unmanaged
+    {
+        int depth = g.InChannels * g.KernelHeight * g.KernelWidth, oBlocks = (g.OutChannels + OB - 1) / OB;
+        long inImage = (long)g.InChannels * g.InHeight * g.InWidth, pixels = (long)g.OutHeight * g.OutWidth, outImage = g.OutChannels * pixels;
+        T[] paddedArray = ArrayPool<T>.Shared.Rent(PaddedLength<T>(g));
+        try
+        {
+            fixed (T* padded = paddedArray)
+            {
+                long image = -1;
+                for (long u = u0; u < u1; u++)
+                {
+                    long n = u / oBlocks;
+                    int block = (int)(u % oBlocks);
+                    if (n != image)
+                    {
+                        Pad(g, x + n * inImage, padded);
+                        image = n;
+                    }
+                    int o0 = block * OB;
+                    T* weights = packed + (long)block * depth * OB;
+                    T* dst = y + n * outImage + o0 * pixels;
+                    switch (Math.Min(OB, g.OutChannels - o0))
+                    {
+                        case 1: ForwardRows<T, C1>(g, padded, offsets, weights, depth, dst); break;
+                        case 2: ForwardRows<T, C2>(g, padded, offsets, weights, depth, dst); break;
+                        case 3: ForwardRows<T, C3>(g, padded, offsets, weights, depth, dst); break;
+                        default: ForwardRows<T, C4>(g, padded, offsets, weights, depth, dst); break;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(paddedArray);
+        }
+    }
+
+    /// <summary>Every output row of TO channels of one image: tiles of 2 vectors along the row, the last tile 1 or 2 with its last vector's tail masked.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ForwardRows<T, TO>(in ConvGeometry g, T* padded, int* offsets, T* weights, int depth, T* dst)
+        where T : unmanaged
+        where TO : struct, ICount
+    {
+        int oh = g.OutHeight, ow = g.OutWidth, wp = PaddedWidth(g), w = Vector512<T>.Count;
+        int vectors = (ow + w - 1) / w;
+        long pixels = (long)oh * ow;
+        for (int i = 0; i < oh; i++)
+        {
+            T* src = padded + (long)i * wp;
+            T* row = dst + (long)i * ow;
+            int v = 0;
+            for (; v + 2 <= vectors; v += 2)
+            {
+                int tail = v + 2 == vectors ? ow - (v + 1) * w : w;
+                ForwardTile<T, TO, C2>(src + v * w, offsets, weights, depth, row + v * w, pixels, tail);
+            }
+            if (v < vectors)
+            {
+                ForwardTile<T, TO, C1>(src + v * w, offsets, weights, depth, row + v * w, pixels, ow - v * w);
+            }
+        }
+    }
+
+    /// <summary>
+    /// dst[r·plane + lane] = Σ_k weights[k·OB + r]·src[offsets[k] + lane] for r &lt; TO and lanes of TV vectors, the last
+    /// vector's lanes from <paramref name="tail"/> on not written: one FMA chain from zero per element in ascending k.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ForwardTile<T, TO, TV>(T* src, int* offsets, T* weights, int depth, T* dst, long plane, int tail)
+        where T : unmanaged
+        where TO : struct, ICount
+        where TV : struct, ICount
+    {
+        int w = Vector512<T>.Count, outs = TO.Value;
+        bool two = TV.Value > 1;
+        Vector512<T> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
+        for (int k = 0; k < depth; k++, weights += OB)
+        {
+            T* s = src + offsets[k];
+            var x0 = Vector512.Load(s);
+            var x1 = two ? Vector512.Load(s + w) : default;
+            var b = Vector512.Create(weights[0]);
+            a00 = Fma512(b, x0, a00);
+            if (two)
+            {
+                a01 = Fma512(b, x1, a01);
+            }
+            if (outs > 1)
+            {
+                b = Vector512.Create(weights[1]);
+                a10 = Fma512(b, x0, a10);
+                if (two)
+                {
+                    a11 = Fma512(b, x1, a11);
+                }
+            }
+            if (outs > 2)
+            {
+                b = Vector512.Create(weights[2]);
+                a20 = Fma512(b, x0, a20);
+                if (two)
+                {
+                    a21 = Fma512(b, x1, a21);
+                }
+            }
+            if (outs > 3)
+            {
+                b = Vector512.Create(weights[3]);
+                a30 = Fma512(b, x0, a30);
+                if (two)
+                {
+                    a31 = Fma512(b, x1, a31);
+                }
+            }
+        }
+        var mask = LaneMask<T>(tail);
+        StoreRow(dst, w, two, mask, a00, a01);
+        if (outs > 1)
+        {
+            StoreRow(dst + plane, w, two, mask, a10, a11);
+        }
+        if (outs > 2)
+        {
+            StoreRow(dst + 2 * plane, w, two, mask, a20, a21);
+        }
+        if (outs > 3)
+        {
+            StoreRow(dst + 3 * plane, w, two, mask, a30, a31);
+        }
+    }
+
+    /// <summary>Stores one tile row: v0 (and v1 after it when <paramref name="two"/>), the last of them under the tail mask.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow<T>(T* dst, int w, bool two, Vector512<T> mask, Vector512<T> v0, Vector512<T> v1)
+        where T : unmanaged
+    {
+        if (two)
+        {
+            v0.Store(dst);
+            MaskedStore(dst + w, mask, v1);
+        }
+        else
+        {
+            MaskedStore(dst, mask, v0);
+        }
+    }
+
+    /// <summary>
+    /// gradW[o, c, p, q] = Σ_n Σ_i Σ_j dy[n, o, i, j]·x[n, c, i + p·dh - padTop, j + q·dw - padLeft] for a geometry
+    /// <see cref="Supports"/> accepts.
+    /// </summary>
+    public static void WeightGrad<T>(Parallelism threads, in ConvGeometry g, T* x, T* dy, T* dw)
+        where T : unmanaged
+    {
+        int depth = g.InChannels * g.KernelHeight * g.KernelWidth, oBlocks = (g.OutChannels + OB - 1) / OB, w = Vector512<T>.Count;
+        int* offsets = stackalloc int[MaxDepth];
+        TapOffsets(g, offsets);
+        // Few output-channel blocks leave too little to share out: the images are then cut into a number of chunks
+        // fixed by the geometry, each with its own partial sums.
+        int chunks = oBlocks >= TargetUnits ? 1 : Math.Min(g.Batch, (TargetUnits + oBlocks - 1) / oBlocks);
+        long weights = (long)g.OutChannels * depth;
+        // partial[((chunk·O + o)·depth + k)·lanes + lane]: lane's share of chunk's sum for weight (o, k).
+        T[] partialArray = ArrayPool<T>.Shared.Rent(checked((int)(chunks * weights * w)));
+        try
+        {
+            fixed (T* partials = partialArray)
+            {
+                new Span<T>(partials, (int)(chunks * weights * w)).Clear();
+                long units = (long)chunks * oBlocks;
+                int tasks = Tasks(threads, units, g.OutputLength * depth);
+                if (tasks == 1)
+                {
+                    WeightUnits(g, x, dy, offsets, partials, chunks, 0, units);
+                }
+                else
+                {
+                    nint px = (nint)x, pdy = (nint)dy, po = (nint)offsets, pp = (nint)partials;
+                    var geometry = g;
+                    threads.For(0, tasks, t => WeightUnits(geometry, (T*)px, (T*)pdy, (int*)po, (T*)pp, chunks, units * t / tasks, units * (t + 1) / tasks));
+                }
+                for (long e = 0; e < weights; e++)
+                {
+                    T sum = default;
+                    for (int c = 0; c < chunks; c++)
+                    {
+                        T* lanes = partials + (c * weights + e) * w;
+                        T chunkSum = lanes[0];
+                        for (int l = 1; l < w; l++)
+                        {
+                            chunkSum = Add(chunkSum, lanes[l]);
+                        }
+                        sum = c == 0 ? chunkSum : Add(sum, chunkSum);
+                    }
+                    dw[e] = sum;
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(partialArray);
+        }
+    }
+
+    /// <summary>
+    /// Weight-gradient units [u0, u1) (unit u: chunk u / blocks of the images, block u % blocks of <see cref="OB"/>
+    /// output channels): per image of the chunk, padded once into the task's scratch, every block of the range adds
+    /// its terms to its partial sums.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightUnits<T>(in ConvGeometry g, T* x, T* dy, int* offsets, T* partials, int chunks, long u0, long u1)
+        where T : unmanaged
+    {
+        int depth = g.InChannels * g.KernelHeight * g.KernelWidth, oBlocks = (g.OutChannels + OB - 1) / OB, w = Vector512<T>.Count;
+        long inImage = (long)g.InChannels * g.InHeight * g.InWidth, pixels = (long)g.OutHeight * g.OutWidth, outImage = g.OutChannels * pixels;
+        long weights = (long)g.OutChannels * depth;
+        T[] paddedArray = ArrayPool<T>.Shared.Rent(PaddedLength<T>(g));
+        try
+        {
+            fixed (T* padded = paddedArray)
+            {
+                for (long u = u0; u < u1;)
+                {
+                    int chunk = (int)(u / oBlocks), b0 = (int)(u % oBlocks), b1 = (int)Math.Min(oBlocks, b0 + (u1 - u));
+                    int n0 = (int)((long)g.Batch * chunk / chunks), n1 = (int)((long)g.Batch * (chunk + 1) / chunks);
+                    for (int n = n0; n < n1; n++)
+                    {
+                        Pad(g, x + n * inImage, padded);
+                        for (int block = b0; block < b1; block++)
+                        {
+                            int o0 = block * OB;
+                            T* src = dy + n * outImage + o0 * pixels;
+                            T* acc = partials + (chunk * weights + (long)o0 * depth) * w;
+                            switch (Math.Min(OB, g.OutChannels - o0))
+                            {
+                                case 1: WeightTaps<T, C1>(g, padded, offsets, depth, src, acc); break;
+                                case 2: WeightTaps<T, C2>(g, padded, offsets, depth, src, acc); break;
+                                case 3: WeightTaps<T, C3>(g, padded, offsets, depth, src, acc); break;
+                                default: WeightTaps<T, C4>(g, padded, offsets, depth, src, acc); break;
+                            }
+                        }
+                    }
+                    u += b1 - b0;
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(paddedArray);
+        }
+    }
+
+    /// <summary>One image's terms for TO output channels: the taps in blocks of at most <see cref="TB"/>, as equal as they come.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightTaps<T, TO>(in ConvGeometry g, T* padded, int* offsets, int depth, T* dy, T* acc)
+        where T : unmanaged
+        where TO : struct, ICount
+    {
+        int blocks = (depth + TB - 1) / TB, w = Vector512<T>.Count;
+        int oh = g.OutHeight, ow = g.OutWidth, wp = PaddedWidth(g);
+        for (int b = 0; b < blocks; b++)
+        {
+            int k0 = depth * b / blocks, k1 = depth * (b + 1) / blocks;
+            T* a = acc + (long)k0 * w;
+            switch (k1 - k0)
+            {
+                case 1: WeightTile<T, TO, C1>(padded, offsets + k0, dy, oh, ow, wp, a, depth); break;
+                case 2: WeightTile<T, TO, C2>(padded, offsets + k0, dy, oh, ow, wp, a, depth); break;
+                case 3: WeightTile<T, TO, C3>(padded, offsets + k0, dy, oh, ow, wp, a, depth); break;
+                default: WeightTile<T, TO, C4>(padded, offsets + k0, dy, oh, ow, wp, a, depth); break;
+            }
+        }
+    }
+
+    /// <summary>
+    /// acc[(r·depth + t)·lanes + lane] += Σ dy[r, i, j]·padded[offsets[t] + i·Wp + j] for r &lt; TO, t &lt; TK, over the
+    /// lane's columns j (j mod lanes = lane) and all rows i: FMA chains continuing the accumulators, over vector positions
+    /// along the row (outer) and rows (inner), so that a position's mask is loaded once; masked lanes add nothing.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightTile<T, TO, TK>(T* padded, int* offsets, T* dy, int oh, int ow, int wp, T* acc, int depth)
+        where T : unmanaged
+        where TO : struct, ICount
+        where TK : struct, ICount
+    {
+        int w = Vector512<T>.Count, outs = TO.Value, taps = TK.Value;
+        long plane = (long)oh * ow, ld = (long)depth * w;
+        Vector512<T> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<T> a20 = default, a21 = default, a22 = default, a23 = default, a30 = default, a31 = default, a32 = default, a33 = default;
+        Load4(acc, w, taps, ref a00, ref a01, ref a02, ref a03);
+        if (outs > 1)
+        {
+            Load4(acc + ld, w, taps, ref a10, ref a11, ref a12, ref a13);
+        }
+        if (outs > 2)
+        {
+            Load4(acc + 2 * ld, w, taps, ref a20, ref a21, ref a22, ref a23);
+        }
+        if (outs > 3)
+        {
+            Load4(acc + 3 * ld, w, taps, ref a30, ref a31, ref a32, ref a33);
+        }
+        T* s0 = padded + offsets[0];
+        T* s1 = taps > 1 ? padded + offsets[1] : s0;
+        T* s2 = taps > 2 ? padded + offsets[2] : s0;
+        T* s3 = taps > 3 ? padded + offsets[3] : s0;
+        for (int j = 0; j < ow; j += w)
+        {
+            var mask = LaneMask<T>(ow - j);
+            T* d = dy + j;
+            long xo = j;
+            for (int i = 0; i < oh; i++, d += ow, xo += wp)
+            {
+                var x0 = MaskedLoad(s0 + xo, mask);
+                var x1 = taps > 1 ? MaskedLoad(s1 + xo, mask) : default;
+                var x2 = taps > 2 ? MaskedLoad(s2 + xo, mask) : default;
+                var x3 = taps > 3 ? MaskedLoad(s3 + xo, mask) : default;
+                var d0 = MaskedLoad(d, mask);
+                a00 = Fma512(d0, x0, a00);
+                if (taps > 1)
+                {
+                    a01 = Fma512(d0, x1, a01);
+                }
+                if (taps > 2)
+                {
+                    a02 = Fma512(d0, x2, a02);
+                }
+                if (taps > 3)
+                {
+                    a03 = Fma512(d0, x3, a03);
+                }
+                if (outs > 1)
+                {
+                    var d1 = MaskedLoad(d + plane, mask);
+                    a10 = Fma512(d1, x0, a10);
+                    if (taps > 1)
+                    {
+                        a11 = Fma512(d1, x1, a11);
+                    }
+                    if (taps > 2)
+                    {
+                        a12 = Fma512(d1, x2, a12);
+                    }
+                    if (taps > 3)
+                    {
+                        a13 = Fma512(d1, x3, a13);
+                    }
+                }
+                if (outs > 2)
+                {
+                    var d2 = MaskedLoad(d + 2 * plane, mask);
+                    a20 = Fma512(d2, x0, a20);
+                    if (taps > 1)
+                    {
+                        a21 = Fma512(d2, x1, a21);
+                    }
+                    if (taps > 2)
+                    {
+                        a22 = Fma512(d2, x2, a22);
+                    }
+                    if (taps > 3)
+                    {
+                        a23 = Fma512(d2, x3, a23);
+                    }
+                }
+                if (outs > 3)
+                {
+                    var d3 = MaskedLoad(d + 3 * plane, mask);
+                    a30 = Fma512(d3, x0, a30);
+                    if (taps > 1)
+                    {
+                        a31 = Fma512(d3, x1, a31);
+                    }
+                    if (taps > 2)
+                    {
+                        a32 = Fma512(d3, x2, a32);
+                    }
+                    if (taps > 3)
+                    {
+                        a33 = Fma512(d3, x3, a33);
+                    }
+                }
+            }
+        }
+        Store4(acc, w, taps, a00, a01, a02, a03);
+        if (outs > 1)
+        {
+            Store4(acc + ld, w, taps, a10, a11, a12, a13);
+        }
+        if (outs > 2)
+        {
+            Store4(acc + 2 * ld, w, taps, a20, a21, a22, a23);
+        }
+        if (outs > 3)
+        {
+            Store4(acc + 3 * ld, w, taps, a30, a31, a32, a33);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Load4<T>(T* acc, int w, int taps, ref Vector512<T> v0, ref Vector512<T> v1, ref Vector512<T> v2, ref Vector512<T> v3)
+        where T : unmanaged
+    {
+        v0 = Vector512.Load(acc);
+        if (taps > 1)
+        {
+            v1 = Vector512.Load(acc + w);
+        }
+        if (taps > 2)
+        {
+            v2 = Vector512.Load(acc + 2 * w);
+        }
+        if (taps > 3)
+        {
+            v3 = Vector512.Load(acc + 3 * w);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store4<T>(T* acc, int w, int taps, Vector512<T> v0, Vector512<T> v1, Vector512<T> v2, Vector512<T> v3)
+        where T : unmanaged
+    {
+        v0.Store(acc);
+        if (taps > 1)
+        {
+            v1.Store(acc + w);
+        }
+        if (taps > 2)
+        {
+            v2.Store(acc + 2 * w);
+        }
+        if (taps > 3)
+        {
+            v3.Store(acc + 3 * w);
+        }
+    }
+
+    /// <summary>A compile-time count: the JIT specializes a generic method per struct argument, so `TO.Value > 2` folds away.</summary>
+    private interface ICount
+    {
+        static abstract int Value { get; }
+    }
+
+    private struct C1 : ICount { public static int Value => 1; }
+    private struct C2 : ICount { public static int Value => 2; }
+    private struct C3 : ICount { public static int Value => 3; }
+    private struct C4 : ICount { public static int Value => 4; }
+}
