@@ -9,19 +9,21 @@ namespace Higher.Reference;
 /// <summary>
 /// Direct convolution for a shallow reduction (AVX-512 only): the first layer of a conv net (1 or 3 input channels,
 /// 3×3) has Cin·kh·kw = 9 or 27 terms per output element, too few for the implicit GEMM, whose 8×32 tile then does as
-/// many multiply-adds per load and store of C and spends its time packing. Here each image's Cin planes are first
-/// copied into a zero-padded scratch (OH + (kh - 1)·dh rows of OW + (kw - 1)·dw), so that every tap of every output
-/// row is a plain unaligned row load, and the kernels vectorize along the output width (the last vector of a row
-/// masked).
+/// many multiply-adds per load and store of C and spends its time packing (and whose weight gradient transposes the
+/// whole dy first). Here each image's Cin planes are first copied into a zero-padded scratch (OH + (kh - 1)·dh rows of
+/// Wp = OW + (kw - 1)·dw), so that every tap of every output position is a plain unaligned load at a fixed offset,
+/// and the kernels vectorize along the output width.
 /// <para>
-/// The forward (<see cref="Forward"/>) is output-stationary: a tile of <see cref="OB"/> output channels × 2 vectors of
-/// one output row keeps its accumulators in registers, each an FMA chain from zero over the taps in ascending
-/// (c, p, q) order with the weight broadcast, and is stored once. The weight gradient (<see cref="WeightGrad"/>) keeps
-/// one vector of per-lane partial sums per weight (<see cref="OB"/> output channels × up to <see cref="TB"/> taps in
-/// registers at a time, in an L1-sized buffer between images), each lane an FMA chain over the images of its chunk,
-/// then vector positions, then rows, in ascending order; the lanes are then added in ascending order and the chunks'
-/// sums in ascending order. Images, output channels and chunks are shared out between threads, and every element's
-/// sum order depends on the geometry only, so results are the same bits for any thread count.
+/// The forward (<see cref="Forward"/>) is output-stationary: a tile of <see cref="OB"/> output channels × 2 vectors
+/// (along one output row, or one vector in each of two rows when a row fits one vector; a row's last vector masked)
+/// keeps its accumulators in registers, each an FMA chain from zero over the taps in ascending (c, p, q) order with
+/// the weight broadcast, and is stored once. The weight gradient (<see cref="WeightGrad"/>) walks each plane flat at
+/// the stride Wp and keeps one vector of per-lane partial sums per weight (<see cref="OB"/> output channels × up to
+/// <see cref="TB"/> taps in registers at a time, in a small buffer between images): each lane is one FMA chain over
+/// the images of its chunk, then the flat positions, in ascending order; the lanes are then added in ascending
+/// order, and the chunks' sums in ascending order. Images, output channels and chunks are shared out between
+/// threads, and every element's sum order depends on the geometry only, so results are the same bits for any thread
+/// count.
 /// </para>
 /// </summary>
 internal static unsafe class ConvDirect
@@ -29,8 +31,12 @@ internal static unsafe class ConvDirect
     // Every loop that runs per tile or per row is AggressiveOptimization, as in Gemm and ConvGemm: tier-0 code would
     // otherwise run a fresh process's first calls several times slower.
 
-    /// <summary>Deepest reduction (Cin·kh·kw) the direct path takes; deeper windows reuse each load over enough terms for the implicit GEMM.</summary>
-    public const int MaxDepth = 32;
+    /// <summary>
+    /// Deepest reduction (Cin·kh·kw) the direct path takes: its weight gradient was measured faster than the implicit
+    /// GEMM's up to depth 45-50 on planes of 12×12 and more, and slower from 54 on; the forward stops earlier (see
+    /// <see cref="PrefersForward"/>).
+    /// </summary>
+    public const int MaxDepth = 48;
 
     /// <summary>Output channels per tile of either kernel.</summary>
     private const int OB = 4;
@@ -56,6 +62,35 @@ internal static unsafe class ConvDirect
             && g.Groups == 1 && g.StrideHeight == 1 && g.StrideWidth == 1 && depth > 0 && depth <= MaxDepth
             && g.Batch > 0 && g.OutChannels > 0 && g.OutHeight > 0 && g.OutWidth > 0;
     }
+
+    /// <summary>
+    /// Whether the automatic choice takes the direct forward: depth at most 9 (3×3 over one channel: 1.2-1.8× faster
+    /// than the implicit GEMM at every width measured, 5 to 40), or at most 27 where the output rows fill at least 70 %
+    /// of their vectors' lanes (3×3 over 2-3 channels, 5×5 over one: 1.0-1.8× at widths 12-40; rows of 5 or 8 floats
+    /// in one 16-lane vector were 0.7-0.9× from depth 18 on). Deeper, the implicit GEMM's packing is spread over
+    /// enough terms that its full lanes win (0.6-1.0× at depth 36-63).
+    /// </summary>
+    public static bool PrefersForward<T>(in ConvGeometry g)
+        where T : unmanaged
+    {
+        if (!Supports<T>(g))
+        {
+            return false;
+        }
+        int depth = g.InChannels * g.KernelHeight * g.KernelWidth, w = Vector512<T>.Count;
+        long lanes = (long)(g.OutWidth + w - 1) / w * w;
+        return depth <= 9 || (depth <= 27 && 10L * g.OutWidth >= 7 * lanes);
+    }
+
+    /// <summary>
+    /// Whether the automatic choice takes the direct weight gradient: depth at most 9 (1.0-2.6× faster than the
+    /// implicit GEMM, which transposes the whole dy, at widths 5-40), or any depth up to <see cref="MaxDepth"/> where a
+    /// flat plane is at least 8 vectors (12×12 outputs and more: 1.0-2.1× at depth 18-50; 5×5 and 8×8 planes, 3 and 5
+    /// vectors, were 0.5-1.0×, their accumulators loaded and stored per image over too few vectors).
+    /// </summary>
+    public static bool PrefersWeightGrad<T>(in ConvGeometry g)
+        where T : unmanaged =>
+        Supports<T>(g) && (g.InChannels * g.KernelHeight * g.KernelWidth <= 9 || FlatVectors<T>(g) >= 8);
 
     /// <summary>Rows of the padded scratch: OH + (kh - 1)·dh.</summary>
     private static int PaddedHeight(in ConvGeometry g) => g.OutHeight + (g.KernelHeight - 1) * g.DilationHeight;
@@ -225,7 +260,11 @@ internal static unsafe class ConvDirect
         }
     }
 
-    /// <summary>Every output row of TO channels of one image: tiles of 2 vectors along the row, the last tile 1 or 2 with its last vector's tail masked.</summary>
+    /// <summary>
+    /// Every output row of TO channels of one image: tiles of 2 vectors along the row, the last tile 1 or 2 with its last
+    /// vector's tail masked; rows of one vector go in pairs instead (the two vectors of a tile in consecutive rows), so
+    /// that a tile still has 2·TO independent chains.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ForwardRows<T, TO>(in ConvGeometry g, T* padded, int* offsets, T* weights, int depth, T* dst)
         where T : unmanaged
@@ -234,6 +273,19 @@ internal static unsafe class ConvDirect
         int oh = g.OutHeight, ow = g.OutWidth, wp = PaddedWidth(g), w = Vector512<T>.Count;
         int vectors = (ow + w - 1) / w;
         long pixels = (long)oh * ow;
+        if (vectors == 1)
+        {
+            int i = 0;
+            for (; i + 2 <= oh; i += 2)
+            {
+                ForwardTile<T, TO, C2>(padded + (long)i * wp, wp, offsets, weights, depth, dst + (long)i * ow, ow, pixels, ow, ow);
+            }
+            if (i < oh)
+            {
+                ForwardTile<T, TO, C1>(padded + (long)i * wp, 0, offsets, weights, depth, dst + (long)i * ow, 0, pixels, ow, ow);
+            }
+            return;
+        }
         for (int i = 0; i < oh; i++)
         {
             T* src = padded + (long)i * wp;
@@ -242,33 +294,34 @@ internal static unsafe class ConvDirect
             for (; v + 2 <= vectors; v += 2)
             {
                 int tail = v + 2 == vectors ? ow - (v + 1) * w : w;
-                ForwardTile<T, TO, C2>(src + v * w, offsets, weights, depth, row + v * w, pixels, tail);
+                ForwardTile<T, TO, C2>(src + v * w, w, offsets, weights, depth, row + v * w, w, pixels, w, tail);
             }
             if (v < vectors)
             {
-                ForwardTile<T, TO, C1>(src + v * w, offsets, weights, depth, row + v * w, pixels, ow - v * w);
+                ForwardTile<T, TO, C1>(src + v * w, 0, offsets, weights, depth, row + v * w, 0, pixels, ow - v * w, ow - v * w);
             }
         }
     }
 
     /// <summary>
-    /// dst[r·plane + lane] = Σ_k weights[k·OB + r]·src[offsets[k] + lane] for r &lt; TO and lanes of TV vectors, the last
-    /// vector's lanes from <paramref name="tail"/> on not written: one FMA chain from zero per element in ascending k.
+    /// dst[r·plane + lane] = Σ_k weights[k·OB + r]·src[offsets[k] + lane] for r &lt; TO and the lanes of TV vectors (the
+    /// second at src + srcStep, dst + dstStep), lanes from tail0 (tail1) on not written: one FMA chain from zero per
+    /// element in ascending k.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ForwardTile<T, TO, TV>(T* src, int* offsets, T* weights, int depth, T* dst, long plane, int tail)
+    private static void ForwardTile<T, TO, TV>(T* src, long srcStep, int* offsets, T* weights, int depth, T* dst, long dstStep, long plane, int tail0, int tail1)
         where T : unmanaged
         where TO : struct, ICount
         where TV : struct, ICount
     {
-        int w = Vector512<T>.Count, outs = TO.Value;
+        int outs = TO.Value;
         bool two = TV.Value > 1;
         Vector512<T> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
         for (int k = 0; k < depth; k++, weights += OB)
         {
             T* s = src + offsets[k];
             var x0 = Vector512.Load(s);
-            var x1 = two ? Vector512.Load(s + w) : default;
+            var x1 = two ? Vector512.Load(s + srcStep) : default;
             var b = Vector512.Create(weights[0]);
             a00 = Fma512(b, x0, a00);
             if (two)
@@ -303,41 +356,40 @@ internal static unsafe class ConvDirect
                 }
             }
         }
-        var mask = LaneMask<T>(tail);
-        StoreRow(dst, w, two, mask, a00, a01);
+        var mask0 = LaneMask<T>(tail0);
+        var mask1 = LaneMask<T>(tail1);
+        StoreRow(dst, dstStep, two, mask0, mask1, a00, a01);
         if (outs > 1)
         {
-            StoreRow(dst + plane, w, two, mask, a10, a11);
+            StoreRow(dst + plane, dstStep, two, mask0, mask1, a10, a11);
         }
         if (outs > 2)
         {
-            StoreRow(dst + 2 * plane, w, two, mask, a20, a21);
+            StoreRow(dst + 2 * plane, dstStep, two, mask0, mask1, a20, a21);
         }
         if (outs > 3)
         {
-            StoreRow(dst + 3 * plane, w, two, mask, a30, a31);
+            StoreRow(dst + 3 * plane, dstStep, two, mask0, mask1, a30, a31);
         }
     }
 
-    /// <summary>Stores one tile row: v0 (and v1 after it when <paramref name="two"/>), the last of them under the tail mask.</summary>
+    /// <summary>Stores one tile row: v0 under mask0 (and v1 at dst + step under mask1 when <paramref name="two"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreRow<T>(T* dst, int w, bool two, Vector512<T> mask, Vector512<T> v0, Vector512<T> v1)
+    private static void StoreRow<T>(T* dst, long step, bool two, Vector512<T> mask0, Vector512<T> mask1, Vector512<T> v0, Vector512<T> v1)
         where T : unmanaged
     {
+        MaskedStore(dst, mask0, v0);
         if (two)
         {
-            v0.Store(dst);
-            MaskedStore(dst + w, mask, v1);
-        }
-        else
-        {
-            MaskedStore(dst, mask, v0);
+            MaskedStore(dst + step, mask1, v1);
         }
     }
 
     /// <summary>
     /// gradW[o, c, p, q] = Σ_n Σ_i Σ_j dy[n, o, i, j]·x[n, c, i + p·dh - padTop, j + q·dw - padLeft] for a geometry
-    /// <see cref="Supports"/> accepts.
+    /// <see cref="Supports"/> accepts. Each plane is walked flat at the padded row stride Wp: output position i·Wp + j
+    /// with j &lt; OW, so that a row's end wastes only the (kw - 1)·dw columns past OW (dy is copied into a scratch of
+    /// that stride with zeros there, and x's loads are masked off there, so no product outside the sum is formed).
     /// </summary>
     public static void WeightGrad<T>(Parallelism threads, in ConvGeometry g, T* x, T* dy, T* dw)
         where T : unmanaged
@@ -349,24 +401,28 @@ internal static unsafe class ConvDirect
         // fixed by the geometry, each with its own partial sums.
         int chunks = oBlocks >= TargetUnits ? 1 : Math.Min(g.Batch, (TargetUnits + oBlocks - 1) / oBlocks);
         long weights = (long)g.OutChannels * depth;
+        int vectors = FlatVectors<T>(g);
         // partial[((chunk·O + o)·depth + k)·lanes + lane]: lane's share of chunk's sum for weight (o, k).
         T[] partialArray = ArrayPool<T>.Shared.Rent(checked((int)(chunks * weights * w)));
+        T[] maskArray = ArrayPool<T>.Shared.Rent(checked(vectors * w));
         try
         {
             fixed (T* partials = partialArray)
+            fixed (T* masks = maskArray)
             {
                 new Span<T>(partials, (int)(chunks * weights * w)).Clear();
+                FlatMasks(g, masks, vectors);
                 long units = (long)chunks * oBlocks;
                 int tasks = Tasks(threads, units, g.OutputLength * depth);
                 if (tasks == 1)
                 {
-                    WeightUnits(g, x, dy, offsets, partials, chunks, 0, units);
+                    WeightUnits(g, x, dy, offsets, masks, partials, chunks, 0, units);
                 }
                 else
                 {
-                    nint px = (nint)x, pdy = (nint)dy, po = (nint)offsets, pp = (nint)partials;
+                    nint px = (nint)x, pdy = (nint)dy, po = (nint)offsets, pm = (nint)masks, pp = (nint)partials;
                     var geometry = g;
-                    threads.For(0, tasks, t => WeightUnits(geometry, (T*)px, (T*)pdy, (int*)po, (T*)pp, chunks, units * t / tasks, units * (t + 1) / tasks));
+                    threads.For(0, tasks, t => WeightUnits(geometry, (T*)px, (T*)pdy, (int*)po, (T*)pm, (T*)pp, chunks, units * t / tasks, units * (t + 1) / tasks));
                 }
                 for (long e = 0; e < weights; e++)
                 {
@@ -388,26 +444,51 @@ internal static unsafe class ConvDirect
         finally
         {
             ArrayPool<T>.Shared.Return(partialArray);
+            ArrayPool<T>.Shared.Return(maskArray);
+        }
+    }
+
+    /// <summary>Vectors covering a flat output plane at the padded stride: ⌈OH·Wp / lanes⌉.</summary>
+    private static int FlatVectors<T>(in ConvGeometry g)
+        where T : unmanaged =>
+        checked((int)(((long)g.OutHeight * PaddedWidth(g) + Vector512<T>.Count - 1) / Vector512<T>.Count));
+
+    /// <summary>masks[v·lanes + lane] all ones where flat position P = v·lanes + lane is an output (P &lt; OH·Wp and P mod Wp &lt; OW), else zero.</summary>
+    private static void FlatMasks<T>(in ConvGeometry g, T* masks, int vectors)
+        where T : unmanaged
+    {
+        int wp = PaddedWidth(g);
+        var table = new Span<T>(masks, vectors * Vector512<T>.Count);
+        table.Clear();
+        T ones = Vector512<T>.AllBitsSet.ToScalar();
+        for (int i = 0; i < g.OutHeight; i++)
+        {
+            table.Slice(i * wp, g.OutWidth).Fill(ones);
         }
     }
 
     /// <summary>
     /// Weight-gradient units [u0, u1) (unit u: chunk u / blocks of the images, block u % blocks of <see cref="OB"/>
-    /// output channels): per image of the chunk, padded once into the task's scratch, every block of the range adds
-    /// its terms to its partial sums.
+    /// output channels): per image of the chunk, padded once into the task's scratch, every block of the range copies
+    /// its dy planes to the flat stride and adds its terms to its partial sums.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void WeightUnits<T>(in ConvGeometry g, T* x, T* dy, int* offsets, T* partials, int chunks, long u0, long u1)
+    private static void WeightUnits<T>(in ConvGeometry g, T* x, T* dy, int* offsets, T* masks, T* partials, int chunks, long u0, long u1)
         where T : unmanaged
     {
         int depth = g.InChannels * g.KernelHeight * g.KernelWidth, oBlocks = (g.OutChannels + OB - 1) / OB, w = Vector512<T>.Count;
         long inImage = (long)g.InChannels * g.InHeight * g.InWidth, pixels = (long)g.OutHeight * g.OutWidth, outImage = g.OutChannels * pixels;
         long weights = (long)g.OutChannels * depth;
+        int vectors = FlatVectors<T>(g), flat = vectors * w;
         T[] paddedArray = ArrayPool<T>.Shared.Rent(PaddedLength<T>(g));
+        T[] dyArray = ArrayPool<T>.Shared.Rent(checked(OB * flat));
         try
         {
             fixed (T* padded = paddedArray)
+            fixed (T* dyFlat = dyArray)
             {
+                // The columns past OW and the tail past OH·Wp stay zero: Flatten writes only the outputs' positions.
+                new Span<T>(dyFlat, OB * flat).Clear();
                 for (long u = u0; u < u1;)
                 {
                     int chunk = (int)(u / oBlocks), b0 = (int)(u % oBlocks), b1 = (int)Math.Min(oBlocks, b0 + (u1 - u));
@@ -417,15 +498,15 @@ internal static unsafe class ConvDirect
                         Pad(g, x + n * inImage, padded);
                         for (int block = b0; block < b1; block++)
                         {
-                            int o0 = block * OB;
-                            T* src = dy + n * outImage + o0 * pixels;
+                            int o0 = block * OB, outs = Math.Min(OB, g.OutChannels - o0);
+                            Flatten(g, dy + n * outImage + o0 * pixels, outs, dyFlat, flat);
                             T* acc = partials + (chunk * weights + (long)o0 * depth) * w;
-                            switch (Math.Min(OB, g.OutChannels - o0))
+                            switch (outs)
                             {
-                                case 1: WeightTaps<T, C1>(g, padded, offsets, depth, src, acc); break;
-                                case 2: WeightTaps<T, C2>(g, padded, offsets, depth, src, acc); break;
-                                case 3: WeightTaps<T, C3>(g, padded, offsets, depth, src, acc); break;
-                                default: WeightTaps<T, C4>(g, padded, offsets, depth, src, acc); break;
+                                case 1: WeightTaps<T, C1>(padded, offsets, depth, dyFlat, flat, masks, vectors, acc); break;
+                                case 2: WeightTaps<T, C2>(padded, offsets, depth, dyFlat, flat, masks, vectors, acc); break;
+                                case 3: WeightTaps<T, C3>(padded, offsets, depth, dyFlat, flat, masks, vectors, acc); break;
+                                default: WeightTaps<T, C4>(padded, offsets, depth, dyFlat, flat, masks, vectors, acc); break;
                             }
                         }
                     }
@@ -436,44 +517,66 @@ internal static unsafe class ConvDirect
         finally
         {
             ArrayPool<T>.Shared.Return(paddedArray);
+            ArrayPool<T>.Shared.Return(dyArray);
+        }
+    }
+
+    /// <summary>dst[b·flat + i·Wp + j] = dy[b, i, j] for b &lt; outs, j &lt; OW: each plane at the padded stride (the other positions are left as they are, zero).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Flatten<T>(in ConvGeometry g, T* dy, int outs, T* dst, int flat)
+        where T : unmanaged
+    {
+        int oh = g.OutHeight, ow = g.OutWidth, wp = PaddedWidth(g), w = Vector512<T>.Count;
+        long pixels = (long)oh * ow;
+        for (int l = 0; l < ow; l += w)
+        {
+            var mask = LaneMask<T>(ow - l);
+            for (int b = 0; b < outs; b++)
+            {
+                T* s = dy + b * pixels + l;
+                T* d = dst + (long)b * flat + l;
+                for (int i = 0; i < oh; i++, s += ow, d += wp)
+                {
+                    MaskedStore(d, mask, MaskedLoad(s, mask));
+                }
+            }
         }
     }
 
     /// <summary>One image's terms for TO output channels: the taps in blocks of at most <see cref="TB"/>, as equal as they come.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void WeightTaps<T, TO>(in ConvGeometry g, T* padded, int* offsets, int depth, T* dy, T* acc)
+    private static void WeightTaps<T, TO>(T* padded, int* offsets, int depth, T* dyFlat, int flat, T* masks, int vectors, T* acc)
         where T : unmanaged
         where TO : struct, ICount
     {
         int blocks = (depth + TB - 1) / TB, w = Vector512<T>.Count;
-        int oh = g.OutHeight, ow = g.OutWidth, wp = PaddedWidth(g);
         for (int b = 0; b < blocks; b++)
         {
             int k0 = depth * b / blocks, k1 = depth * (b + 1) / blocks;
             T* a = acc + (long)k0 * w;
             switch (k1 - k0)
             {
-                case 1: WeightTile<T, TO, C1>(padded, offsets + k0, dy, oh, ow, wp, a, depth); break;
-                case 2: WeightTile<T, TO, C2>(padded, offsets + k0, dy, oh, ow, wp, a, depth); break;
-                case 3: WeightTile<T, TO, C3>(padded, offsets + k0, dy, oh, ow, wp, a, depth); break;
-                default: WeightTile<T, TO, C4>(padded, offsets + k0, dy, oh, ow, wp, a, depth); break;
+                case 1: WeightTile<T, TO, C1>(padded, offsets + k0, dyFlat, flat, masks, vectors, a, depth); break;
+                case 2: WeightTile<T, TO, C2>(padded, offsets + k0, dyFlat, flat, masks, vectors, a, depth); break;
+                case 3: WeightTile<T, TO, C3>(padded, offsets + k0, dyFlat, flat, masks, vectors, a, depth); break;
+                default: WeightTile<T, TO, C4>(padded, offsets + k0, dyFlat, flat, masks, vectors, a, depth); break;
             }
         }
     }
 
     /// <summary>
-    /// acc[(r·depth + t)·lanes + lane] += Σ dy[r, i, j]·padded[offsets[t] + i·Wp + j] for r &lt; TO, t &lt; TK, over the
-    /// lane's columns j (j mod lanes = lane) and all rows i: FMA chains continuing the accumulators, over vector positions
-    /// along the row (outer) and rows (inner), so that a position's mask is loaded once; masked lanes add nothing.
+    /// acc[(r·depth + t)·lanes + lane] += Σ dyFlat[r·flat + P]·padded[offsets[t] + P] for r &lt; TO, t &lt; TK, over the
+    /// lane's flat positions P (P mod lanes = lane) in ascending order: FMA chains continuing the accumulators; x's loads
+    /// are masked to the output positions, so the columns past OW add exact zeros.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void WeightTile<T, TO, TK>(T* padded, int* offsets, T* dy, int oh, int ow, int wp, T* acc, int depth)
+    private static void WeightTile<T, TO, TK>(T* padded, int* offsets, T* dyFlat, long flat, T* masks, int vectors, T* acc, int depth)
         where T : unmanaged
         where TO : struct, ICount
         where TK : struct, ICount
     {
         int w = Vector512<T>.Count, outs = TO.Value, taps = TK.Value;
-        long plane = (long)oh * ow, ld = (long)depth * w;
+        long ld = (long)depth * w;
         Vector512<T> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default;
         Vector512<T> a20 = default, a21 = default, a22 = default, a23 = default, a30 = default, a31 = default, a32 = default, a33 = default;
         Load4(acc, w, taps, ref a00, ref a01, ref a02, ref a03);
@@ -493,81 +596,78 @@ internal static unsafe class ConvDirect
         T* s1 = taps > 1 ? padded + offsets[1] : s0;
         T* s2 = taps > 2 ? padded + offsets[2] : s0;
         T* s3 = taps > 3 ? padded + offsets[3] : s0;
-        for (int j = 0; j < ow; j += w)
+        T* d = dyFlat;
+        long end = (long)vectors * w;
+        for (long p = 0; p < end; p += w, d += w)
         {
-            var mask = LaneMask<T>(ow - j);
-            T* d = dy + j;
-            long xo = j;
-            for (int i = 0; i < oh; i++, d += ow, xo += wp)
+            var mask = Vector512.Load(masks + p);
+            var x0 = MaskedLoad(s0 + p, mask);
+            var x1 = taps > 1 ? MaskedLoad(s1 + p, mask) : default;
+            var x2 = taps > 2 ? MaskedLoad(s2 + p, mask) : default;
+            var x3 = taps > 3 ? MaskedLoad(s3 + p, mask) : default;
+            var d0 = Vector512.Load(d);
+            a00 = Fma512(d0, x0, a00);
+            if (taps > 1)
             {
-                var x0 = MaskedLoad(s0 + xo, mask);
-                var x1 = taps > 1 ? MaskedLoad(s1 + xo, mask) : default;
-                var x2 = taps > 2 ? MaskedLoad(s2 + xo, mask) : default;
-                var x3 = taps > 3 ? MaskedLoad(s3 + xo, mask) : default;
-                var d0 = MaskedLoad(d, mask);
-                a00 = Fma512(d0, x0, a00);
+                a01 = Fma512(d0, x1, a01);
+            }
+            if (taps > 2)
+            {
+                a02 = Fma512(d0, x2, a02);
+            }
+            if (taps > 3)
+            {
+                a03 = Fma512(d0, x3, a03);
+            }
+            if (outs > 1)
+            {
+                var d1 = Vector512.Load(d + flat);
+                a10 = Fma512(d1, x0, a10);
                 if (taps > 1)
                 {
-                    a01 = Fma512(d0, x1, a01);
+                    a11 = Fma512(d1, x1, a11);
                 }
                 if (taps > 2)
                 {
-                    a02 = Fma512(d0, x2, a02);
+                    a12 = Fma512(d1, x2, a12);
                 }
                 if (taps > 3)
                 {
-                    a03 = Fma512(d0, x3, a03);
+                    a13 = Fma512(d1, x3, a13);
                 }
-                if (outs > 1)
+            }
+            if (outs > 2)
+            {
+                var d2 = Vector512.Load(d + 2 * flat);
+                a20 = Fma512(d2, x0, a20);
+                if (taps > 1)
                 {
-                    var d1 = MaskedLoad(d + plane, mask);
-                    a10 = Fma512(d1, x0, a10);
-                    if (taps > 1)
-                    {
-                        a11 = Fma512(d1, x1, a11);
-                    }
-                    if (taps > 2)
-                    {
-                        a12 = Fma512(d1, x2, a12);
-                    }
-                    if (taps > 3)
-                    {
-                        a13 = Fma512(d1, x3, a13);
-                    }
+                    a21 = Fma512(d2, x1, a21);
                 }
-                if (outs > 2)
+                if (taps > 2)
                 {
-                    var d2 = MaskedLoad(d + 2 * plane, mask);
-                    a20 = Fma512(d2, x0, a20);
-                    if (taps > 1)
-                    {
-                        a21 = Fma512(d2, x1, a21);
-                    }
-                    if (taps > 2)
-                    {
-                        a22 = Fma512(d2, x2, a22);
-                    }
-                    if (taps > 3)
-                    {
-                        a23 = Fma512(d2, x3, a23);
-                    }
+                    a22 = Fma512(d2, x2, a22);
                 }
-                if (outs > 3)
+                if (taps > 3)
                 {
-                    var d3 = MaskedLoad(d + 3 * plane, mask);
-                    a30 = Fma512(d3, x0, a30);
-                    if (taps > 1)
-                    {
-                        a31 = Fma512(d3, x1, a31);
-                    }
-                    if (taps > 2)
-                    {
-                        a32 = Fma512(d3, x2, a32);
-                    }
-                    if (taps > 3)
-                    {
-                        a33 = Fma512(d3, x3, a33);
-                    }
+                    a23 = Fma512(d2, x3, a23);
+                }
+            }
+            if (outs > 3)
+            {
+                var d3 = Vector512.Load(d + 3 * flat);
+                a30 = Fma512(d3, x0, a30);
+                if (taps > 1)
+                {
+                    a31 = Fma512(d3, x1, a31);
+                }
+                if (taps > 2)
+                {
+                    a32 = Fma512(d3, x2, a32);
+                }
+                if (taps > 3)
+                {
+                    a33 = Fma512(d3, x3, a33);
                 }
             }
         }

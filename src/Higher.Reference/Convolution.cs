@@ -5,7 +5,14 @@ using System.Runtime.CompilerServices;
 namespace Higher.Reference;
 
 /// <summary>
-/// Convolution kernels. With AVX-512 the forward and the stride-1 input gradient run as an implicit GEMM
+/// Convolution kernels. With AVX-512, a shallow reduction (one group, stride 1, Cin·kh·kw at most
+/// <see cref="ConvDirect.MaxDepth"/>: the first layer of a conv net) runs its forward and weight gradient as a direct
+/// convolution (<see cref="ConvDirect"/>): each image copied into a zero-padded scratch, the kernels vectorized along
+/// the output width, the forward's tiles of output channels × vectors accumulating over the taps in ascending order,
+/// the weight gradient's per-lane partial sums adding up over images and positions in ascending order, lanes then
+/// chunks of images added in a fixed order; the automatic choice takes it where it was measured faster than the
+/// implicit GEMM (<see cref="ConvDirect.PrefersForward"/>, <see cref="ConvDirect.PrefersWeightGrad"/>).
+/// Otherwise, with AVX-512 the forward and the stride-1 input gradient run as an implicit GEMM
 /// (<see cref="ConvGemm"/>): the column matrix of the whole batch is never built, each micro-panel of it is packed
 /// straight from the image and the result tiles are stored straight into place; the input gradient is the
 /// convolution of dy with the transposed, flipped weight where that costs at most 3× the multiply-adds of
@@ -25,7 +32,12 @@ namespace Higher.Reference;
 /// any degree of parallelism. Blocks run in parallel when there are several; a lone block lets the
 /// GEMM split itself instead. Scratch comes from <see cref="ArrayPool{T}.Shared"/>.
 /// </summary>
-/// <summary>Which convolution code runs: the automatic choice, or one path always (the path tests compare them).</summary>
+/// <summary>
+/// Which convolution code runs: the automatic choice, or one path always (the path tests compare them). A forced path
+/// that cannot run a geometry falls back to the automatic choice among the others (<see cref="Implicit"/>: where
+/// <see cref="ConvGemm"/> does not support it; <see cref="Direct"/>: where <see cref="ConvDirect.Supports"/> says no,
+/// and for the input gradient, which it does not have).
+/// </summary>
 internal enum ConvPath
 {
     Auto,
@@ -97,7 +109,7 @@ internal static unsafe class Convolution
             new Span<T>(y, checked((int)g.OutputLength)).Clear();
             return;
         }
-        if ((path == ConvPath.Auto || path == ConvPath.Direct) && ConvDirect.Supports<T>(g))
+        if ((path == ConvPath.Direct && ConvDirect.Supports<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersForward<T>(g)))
         {
             ConvDirect.Forward(threads, g, x, w, y);
             return;
@@ -285,7 +297,7 @@ internal static unsafe class Convolution
             new Span<T>(dw, checked((int)weights)).Clear();
             return;
         }
-        if ((path == ConvPath.Auto || path == ConvPath.Direct) && ConvDirect.Supports<T>(g))
+        if ((path == ConvPath.Direct && ConvDirect.Supports<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersWeightGrad<T>(g)))
         {
             ConvDirect.WeightGrad(threads, g, x, dy, dw);
             return;
