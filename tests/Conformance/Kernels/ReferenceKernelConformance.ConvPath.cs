@@ -1,4 +1,6 @@
 using System.Numerics;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Higher.Reference;
 
 namespace Higher.Conformance.Kernels;
@@ -15,6 +17,12 @@ namespace Higher.Conformance.Kernels;
 /// </summary>
 public sealed partial class ReferenceKernelConformance
 {
+    /// <summary>The deepest reduction the direct path takes (3 channels × 4×4 = <see cref="ConvDirect.MaxDepth"/>), with asymmetric padding.</summary>
+    private static readonly ConvGeometry DirectAtBound = ConvCase(3, 3, 11, 12, 5, 4, 4, padTop: 1, padLeft: 2, padBottom: 2, padRight: 1);
+
+    /// <summary>One term deeper (7×7 over one channel): forced Direct falls back to the implicit GEMM.</summary>
+    private static readonly ConvGeometry DirectPastBound = ConvCase(2, 1, 12, 13, 6, 7, 7, padTop: 3, padLeft: 2);
+
     private static readonly ConvGeometry[] ConvPathCases =
     [
         .. ConvCases,
@@ -56,8 +64,8 @@ public sealed partial class ReferenceKernelConformance
         ConvCase(3, 2, 14, 21, 6, 3, 3, padTop: 2, padLeft: 1, dh: 2, dw: 2),
         ConvCase(2, 3, 4, 40, 5, 1, 5, padLeft: 2),
         ConvCase(2, 1, 20, 20, 6, 5, 5, padTop: 2, padLeft: 2),
-        ConvCase(3, 2, 11, 12, 5, 4, 4, padTop: 1, padLeft: 2, padBottom: 2, padRight: 1),
-        ConvCase(2, 11, 7, 9, 6, 3, 1),
+        DirectAtBound,
+        DirectPastBound,
     ];
 
     public static TheoryData<int> ConvPathCaseIndices => [.. Enumerable.Range(0, ConvPathCases.Length)];
@@ -97,6 +105,58 @@ public sealed partial class ReferenceKernelConformance
                     {
                         AssertBitwise(first[k], got[k], $"conv output {k} {what}");
                     }
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void ConvDirect_TakesOneGroupStrideOneAndReductionsUpToItsBound()
+    {
+        bool avx512 = Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
+        Assert.Equal(ConvDirect.MaxDepth, DirectAtBound.InChannels * DirectAtBound.KernelHeight * DirectAtBound.KernelWidth);
+        Assert.Equal(avx512, ConvDirect.Supports<float>(DirectAtBound));
+        Assert.Equal(avx512, ConvDirect.Supports<double>(DirectAtBound));
+        Assert.False(ConvDirect.Supports<float>(DirectPastBound));
+        Assert.False(ConvDirect.Supports<float>(ConvCase(2, 2, 9, 9, 4, 3, 3, groups: 2)));
+        Assert.False(ConvDirect.Supports<float>(ConvCase(2, 2, 9, 9, 4, 3, 3, sh: 1, sw: 2)));
+        // The conv net's first layer takes it in both directions; its 64-channel layers do not.
+        var first = ConvCase(25, 1, 28, 28, 64, 3, 3);
+        Assert.Equal(avx512, ConvDirect.PrefersForward<float>(first));
+        Assert.Equal(avx512, ConvDirect.PrefersWeightGrad<float>(first));
+        Assert.False(ConvDirect.Supports<float>(ConvCase(25, 64, 13, 13, 64, 3, 3)));
+    }
+
+    /// <summary>
+    /// An infinite input reaches only the outputs and weight-gradient elements whose sums contain it, on every path:
+    /// the direct weight gradient walks each plane at the padded stride, and the columns past OW (where dy is zero)
+    /// must not form 0·∞ with the inputs there. Here x[1, 1, 4, 10] is read by taps q = 1, 2 only and x[0, 0, 2, 11] by
+    /// q = 2 only, while both lie where tap q = 0 reads the columns past OW.
+    /// </summary>
+    [Fact]
+    public void Conv2d_InfiniteInput_ReachesOnlyTheSumsThatContainIt()
+    {
+        var g = ConvCase(2, 2, 9, 12, 5, 3, 3, padTop: 1, padLeft: 0);
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var x = Round(RandomValues(1100, g.InputLength), dtype);
+            var w = Round(RandomValues(1200, g.WeightLength), dtype);
+            var dy = Round(RandomValues(1300, g.OutputLength), dtype);
+            x[((1 * 2 + 1) * 9 + 4) * 12 + 10] = double.PositiveInfinity;
+            x[((0 * 2 + 0) * 9 + 2) * 12 + 11] = double.PositiveInfinity;
+            var (y, _, gw, _, _, _) = ConvOracle(g, x, w, dy);
+            foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Direct, ConvPath.Auto })
+            {
+                double[][] got = dtype == DType.Float32
+                    ? RunConv<float>(new Parallelism(2), g, path, x, w, dy)
+                    : RunConv<double>(new Parallelism(2), g, path, x, w, dy);
+                for (int k = 0; k < y.Length; k++)
+                {
+                    Assert.True(double.IsFinite(y[k]) == double.IsFinite(got[0][k]), $"conv2d {path} {dtype.Name()}: y[{k}] = {got[0][k]}, oracle {y[k]}");
+                }
+                for (int k = 0; k < gw.Length; k++)
+                {
+                    Assert.True(double.IsFinite(gw[k]) == double.IsFinite(got[2][k]), $"conv2d weight grad {path} {dtype.Name()}: gradW[{k}] = {got[2][k]}, oracle {gw[k]}");
                 }
             }
         }
