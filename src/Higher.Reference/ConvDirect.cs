@@ -21,9 +21,11 @@ namespace Higher.Reference;
 /// the stride Wp and keeps one vector of per-lane partial sums per weight (<see cref="OB"/> output channels × up to
 /// <see cref="TB"/> taps in registers at a time, in a small buffer between images): each lane is one FMA chain over
 /// the images of its chunk, then the flat positions, in ascending order; the lanes are then added in ascending
-/// order, and the chunks' sums in ascending order. Images, output channels and chunks are shared out between
-/// threads, and every element's sum order depends on the geometry only, so results are the same bits for any thread
-/// count.
+/// order, and the chunks' sums in ascending order. The input gradient of a layer with few input channels
+/// (<see cref="InputGrad"/>) is the forward's kernels over dy, padded, with the weight transposed and flipped; a block of
+/// one output channel tiles 4 rows × 2 vectors instead (<see cref="ForwardSingle"/>). Images, output channels and
+/// chunks are shared out between threads, and every element's sum order depends on the geometry only, so results are
+/// the same bits for any thread count.
 /// </para>
 /// </summary>
 internal static unsafe class ConvDirect
@@ -91,6 +93,37 @@ internal static unsafe class ConvDirect
     public static bool PrefersWeightGrad<T>(in ConvGeometry g)
         where T : unmanaged =>
         Supports<T>(g) && (g.InChannels * g.KernelHeight * g.KernelWidth <= 9 || FlatVectors<T>(g) >= 8);
+
+    /// <summary>Most input channels the direct input gradient takes (its output channels; with more, im2col's GEMM has enough rows).</summary>
+    public const int MaxInputGradChannels = 4;
+
+    /// <summary>Deepest reduction O·kh·kw the direct input gradient takes (its tap table is one int per term).</summary>
+    public const int MaxInputGradDepth = 4096;
+
+    /// <summary>
+    /// Whether the direct input gradient runs this geometry: as <see cref="Supports"/> but with the reduction over the
+    /// output channels, O·kh·kw at most <see cref="MaxInputGradDepth"/>, and at most <see cref="MaxInputGradChannels"/>
+    /// input channels.
+    /// </summary>
+    public static bool SupportsInputGrad<T>(in ConvGeometry g)
+        where T : unmanaged
+    {
+        long depth = (long)g.OutChannels * g.KernelHeight * g.KernelWidth;
+        return Vector512.IsHardwareAccelerated && Avx512F.IsSupported && (typeof(T) == typeof(float) || typeof(T) == typeof(double))
+            && g.Groups == 1 && g.StrideHeight == 1 && g.StrideWidth == 1 && depth > 0 && depth <= MaxInputGradDepth
+            && g.InChannels > 0 && g.InChannels <= MaxInputGradChannels
+            && g.Batch > 0 && g.InHeight > 0 && g.InWidth > 0 && g.OutHeight > 0 && g.OutWidth > 0;
+    }
+
+    /// <summary>
+    /// Whether the automatic choice takes the direct input gradient: a reduction O·kh·kw of at most 144 (8 or 16 output
+    /// channels, 3×3) over input rows of at least 12: 1.0-2.1× faster than im2col + GEMM + col2im, whose GEMM then has
+    /// only Cin·kh·kw rows and little depth. With 64 output channels it was slower (0.5-0.8×: one output channel has each
+    /// load of dy feed one multiply-add, from a padded dy of 64 planes that no longer fits L1), as on rows of 7.
+    /// </summary>
+    public static bool PrefersInputGrad<T>(in ConvGeometry g)
+        where T : unmanaged =>
+        SupportsInputGrad<T>(g) && (long)g.OutChannels * g.KernelHeight * g.KernelWidth <= 144 && g.InWidth >= 12;
 
     /// <summary>Rows of the padded scratch: OH + (kh - 1)·dh.</summary>
     private static int PaddedHeight(in ConvGeometry g) => g.OutHeight + (g.KernelHeight - 1) * g.DilationHeight;
@@ -182,40 +215,92 @@ internal static unsafe class ConvDirect
 
     /// <summary>y = conv(x, w) for a geometry <see cref="Supports"/> accepts.</summary>
     public static void Forward<T>(Parallelism threads, in ConvGeometry g, T* x, T* w, T* y)
+        where T : unmanaged =>
+        Run(threads, g, x, w, transposedFlipped: false, y);
+
+    /// <summary>
+    /// gradX = the transposed convolution of dy for a geometry <see cref="SupportsInputGrad"/> accepts: the forward
+    /// kernels over the window <see cref="InputGradWindow"/> of dy, with the weight transposed and flipped.
+    /// </summary>
+    public static void InputGrad<T>(Parallelism threads, in ConvGeometry g, T* dy, T* w, T* dx)
+        where T : unmanaged =>
+        Run(threads, InputGradWindow(g), dy, w, transposedFlipped: true, dx);
+
+    /// <summary>
+    /// The input gradient of a stride-1 convolution as a forward one over dy (as <see cref="ConvWindow.InputGrad"/>):
+    /// gradX[n, c, h, w] = Σ_o Σ_p' Σ_q' dy[n, o, h + p'·dh - padTop', w + q'·dw - padLeft']·W[o, c, kh - 1 - p', kw - 1 - q']
+    /// with padTop' = (kh - 1)·dh - padTop and padLeft' = (kw - 1)·dw - padLeft; its input channels are the O of the
+    /// convolution, its output channels the C.
+    /// </summary>
+    private static ConvGeometry InputGradWindow(in ConvGeometry g) => new(
+        g.Batch, g.OutChannels, g.OutHeight, g.OutWidth, g.InChannels, g.KernelHeight, g.KernelWidth, g.InHeight, g.InWidth,
+        1, 1, (g.KernelHeight - 1) * g.DilationHeight - g.PadTop, (g.KernelWidth - 1) * g.DilationWidth - g.PadLeft,
+        g.DilationHeight, g.DilationWidth, 1);
+
+    /// <summary>
+    /// The forward over window v (src [N, v.C, v.H, v.W] to dst [N, v.O, v.OH, v.OW]): the weights packed per block of
+    /// <see cref="OB"/> output channels, then units of one image × one block shared out between threads.
+    /// </summary>
+    private static void Run<T>(Parallelism threads, in ConvGeometry v, T* src, T* w, bool transposedFlipped, T* dst)
         where T : unmanaged
     {
-        int depth = g.InChannels * g.KernelHeight * g.KernelWidth, oBlocks = (g.OutChannels + OB - 1) / OB;
-        int* offsets = stackalloc int[MaxDepth];
-        TapOffsets(g, offsets);
-        // packed[(b·depth + k)·OB + r] = w[b·OB + r, k], zero past the last output channel: a tile's weights in the order it broadcasts them.
-        T[] packedArray = ArrayPool<T>.Shared.Rent(oBlocks * depth * OB);
+        int depth = v.InChannels * v.KernelHeight * v.KernelWidth, oBlocks = (v.OutChannels + OB - 1) / OB;
+        T[] packedArray = ArrayPool<T>.Shared.Rent(checked(oBlocks * depth * OB));
+        int[] offsetArray = ArrayPool<int>.Shared.Rent(depth);
         try
         {
             fixed (T* packed = packedArray)
+            fixed (int* offsets = offsetArray)
             {
-                for (int o = 0; o < oBlocks * OB; o++)
-                {
-                    T* dst = packed + (long)(o / OB) * depth * OB + o % OB;
-                    for (int k = 0; k < depth; k++)
-                    {
-                        dst[k * OB] = o < g.OutChannels ? w[(long)o * depth + k] : default;
-                    }
-                }
-                long units = (long)g.Batch * oBlocks;
-                int tasks = Tasks(threads, units, g.OutputLength * depth);
+                TapOffsets(v, offsets);
+                PackWeights(v, w, transposedFlipped, packed);
+                long units = (long)v.Batch * oBlocks;
+                int tasks = Tasks(threads, units, v.OutputLength * depth);
                 if (tasks == 1)
                 {
-                    ForwardUnits(g, x, packed, offsets, y, 0, units);
+                    ForwardUnits(v, src, packed, offsets, dst, 0, units);
                     return;
                 }
-                nint px = (nint)x, pp = (nint)packed, po = (nint)offsets, py = (nint)y;
-                var geometry = g;
-                threads.For(0, tasks, t => ForwardUnits(geometry, (T*)px, (T*)pp, (int*)po, (T*)py, units * t / tasks, units * (t + 1) / tasks));
+                nint ps = (nint)src, pp = (nint)packed, po = (nint)offsets, pd = (nint)dst;
+                var window = v;
+                threads.For(0, tasks, t => ForwardUnits(window, (T*)ps, (T*)pp, (int*)po, (T*)pd, units * t / tasks, units * (t + 1) / tasks));
             }
         }
         finally
         {
             ArrayPool<T>.Shared.Return(packedArray);
+            ArrayPool<int>.Shared.Return(offsetArray);
+        }
+    }
+
+    /// <summary>
+    /// packed[(b·depth + k)·OB + r] = A[b·OB + r, k], zero past the last output channel: a tile's weights in the order it
+    /// broadcasts them. A is the forward's W [O, C·kh·kw], or for the input gradient's window (<paramref name="transposedFlipped"/>)
+    /// A[c, (o·kh + p')·kw + q'] = W[o, c, kh - 1 - p', kw - 1 - q'].
+    /// </summary>
+    private static void PackWeights<T>(in ConvGeometry v, T* w, bool transposedFlipped, T* packed)
+        where T : unmanaged
+    {
+        int depth = v.InChannels * v.KernelHeight * v.KernelWidth, oBlocks = (v.OutChannels + OB - 1) / OB;
+        int taps = v.KernelHeight * v.KernelWidth;
+        for (int o = 0; o < oBlocks * OB; o++)
+        {
+            T* dst = packed + (long)(o / OB) * depth * OB + o % OB;
+            for (int k = 0; k < depth; k++)
+            {
+                T value = default;
+                if (o < v.OutChannels && !transposedFlipped)
+                {
+                    value = w[(long)o * depth + k];
+                }
+                else if (o < v.OutChannels)
+                {
+                    // Row o is the convolution's input channel, k = (its output channel, flipped tap); its W is [v.C, v.O, kh, kw].
+                    int outChannel = k / taps, tap = k % taps;
+                    value = w[((long)outChannel * v.OutChannels + o) * taps + taps - 1 - tap];
+                }
+                dst[(long)k * OB] = value;
+            }
         }
     }
 
@@ -246,7 +331,7 @@ internal static unsafe class ConvDirect
                     T* dst = y + n * outImage + o0 * pixels;
                     switch (Math.Min(OB, g.OutChannels - o0))
                     {
-                        case 1: ForwardRows<T, C1>(g, padded, offsets, weights, depth, dst); break;
+                        case 1: ForwardSingle(g, padded, offsets, weights, depth, dst); break;
                         case 2: ForwardRows<T, C2>(g, padded, offsets, weights, depth, dst); break;
                         case 3: ForwardRows<T, C3>(g, padded, offsets, weights, depth, dst); break;
                         default: ForwardRows<T, C4>(g, padded, offsets, weights, depth, dst); break;
@@ -257,6 +342,117 @@ internal static unsafe class ConvDirect
         finally
         {
             ArrayPool<T>.Shared.Return(paddedArray);
+        }
+    }
+
+    /// <summary>
+    /// Every output row of a block of one channel (the input gradient of a 1-channel layer, or the last block of a
+    /// forward): tiles of up to 4 rows × 2 vectors, so that a tile has up to 8 independent chains where one of 1 channel ×
+    /// 2 vectors would have 2; each element's chain is the same as in <see cref="ForwardTile"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ForwardSingle<T>(in ConvGeometry g, T* padded, int* offsets, T* weights, int depth, T* dst)
+        where T : unmanaged
+    {
+        int oh = g.OutHeight, ow = g.OutWidth, wp = PaddedWidth(g), w = Vector512<T>.Count;
+        int vectors = (ow + w - 1) / w;
+        for (int i = 0; i < oh; i += 4)
+        {
+            int rows = Math.Min(4, oh - i);
+            T* src = padded + (long)i * wp;
+            T* row = dst + (long)i * ow;
+            for (int v = 0; v < vectors; v += 2)
+            {
+                int count = Math.Min(2, vectors - v);
+                int tail1 = ow - (v + count - 1) * w, tail0 = count == 2 ? w : tail1;
+                T* s = src + v * w;
+                T* d = row + v * w;
+                if (count == 2)
+                {
+                    switch (rows)
+                    {
+                        case 1: ForwardRowTile<T, C1, C2>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        case 2: ForwardRowTile<T, C2, C2>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        case 3: ForwardRowTile<T, C3, C2>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        default: ForwardRowTile<T, C4, C2>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                    }
+                }
+                else
+                {
+                    switch (rows)
+                    {
+                        case 1: ForwardRowTile<T, C1, C1>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        case 2: ForwardRowTile<T, C2, C1>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        case 3: ForwardRowTile<T, C3, C1>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        default: ForwardRowTile<T, C4, C1>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// dst[r·dstRow + lane] = Σ_k weights[k·OB]·src[offsets[k] + r·srcRow + lane] for rows r &lt; TR and the lanes of TV
+    /// vectors along the row (the last one's lanes from its tail on not written): one FMA chain from zero per element in
+    /// ascending k, one output channel.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ForwardRowTile<T, TR, TV>(T* src, long srcRow, int* offsets, T* weights, int depth, T* dst, long dstRow, int tail0, int tail1)
+        where T : unmanaged
+        where TR : struct, ICount
+        where TV : struct, ICount
+    {
+        int w = Vector512<T>.Count, rows = TR.Value;
+        bool two = TV.Value > 1;
+        Vector512<T> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
+        for (int k = 0; k < depth; k++, weights += OB)
+        {
+            T* s = src + offsets[k];
+            var b = Vector512.Create(weights[0]);
+            a00 = Fma512(b, Vector512.Load(s), a00);
+            if (two)
+            {
+                a01 = Fma512(b, Vector512.Load(s + w), a01);
+            }
+            if (rows > 1)
+            {
+                a10 = Fma512(b, Vector512.Load(s + srcRow), a10);
+                if (two)
+                {
+                    a11 = Fma512(b, Vector512.Load(s + srcRow + w), a11);
+                }
+            }
+            if (rows > 2)
+            {
+                a20 = Fma512(b, Vector512.Load(s + 2 * srcRow), a20);
+                if (two)
+                {
+                    a21 = Fma512(b, Vector512.Load(s + 2 * srcRow + w), a21);
+                }
+            }
+            if (rows > 3)
+            {
+                a30 = Fma512(b, Vector512.Load(s + 3 * srcRow), a30);
+                if (two)
+                {
+                    a31 = Fma512(b, Vector512.Load(s + 3 * srcRow + w), a31);
+                }
+            }
+        }
+        var mask0 = LaneMask<T>(tail0);
+        var mask1 = LaneMask<T>(tail1);
+        StoreRow(dst, w, two, mask0, mask1, a00, a01);
+        if (rows > 1)
+        {
+            StoreRow(dst + dstRow, w, two, mask0, mask1, a10, a11);
+        }
+        if (rows > 2)
+        {
+            StoreRow(dst + 2 * dstRow, w, two, mask0, mask1, a20, a21);
+        }
+        if (rows > 3)
+        {
+            StoreRow(dst + 3 * dstRow, w, two, mask0, mask1, a30, a31);
         }
     }
 

@@ -11,7 +11,9 @@ namespace Higher.Reference;
 /// the output width, the forward's tiles of output channels × vectors accumulating over the taps in ascending order,
 /// the weight gradient's per-lane partial sums adding up over images and positions in ascending order, lanes then
 /// chunks of images added in a fixed order; the automatic choice takes it where it was measured faster than the
-/// implicit GEMM (<see cref="ConvDirect.PrefersForward"/>, <see cref="ConvDirect.PrefersWeightGrad"/>).
+/// implicit GEMM (<see cref="ConvDirect.PrefersForward"/>, <see cref="ConvDirect.PrefersWeightGrad"/>). Its input
+/// gradient (at most <see cref="ConvDirect.MaxInputGradChannels"/> input channels: the forward kernels over dy) is
+/// taken only where it beat im2col + col2im (<see cref="ConvDirect.PrefersInputGrad"/>: few output channels).
 /// Otherwise, with AVX-512 the forward and the stride-1 input gradient run as an implicit GEMM
 /// (<see cref="ConvGemm"/>): the column matrix of the whole batch is never built, each micro-panel of it is packed
 /// straight from the image and the result tiles are stored straight into place; the input gradient is the
@@ -35,8 +37,8 @@ namespace Higher.Reference;
 /// <summary>
 /// Which convolution code runs: the automatic choice, or one path always (the path tests compare them). A forced path
 /// that cannot run a geometry falls back to the automatic choice among the others (<see cref="Implicit"/>: where
-/// <see cref="ConvGemm"/> does not support it; <see cref="Direct"/>: where <see cref="ConvDirect.Supports"/> says no,
-/// and for the input gradient, which it does not have).
+/// <see cref="ConvGemm"/> does not support it; <see cref="Direct"/>: where <see cref="ConvDirect.Supports"/>, or for
+/// the input gradient <see cref="ConvDirect.SupportsInputGrad"/>, says no).
 /// </summary>
 internal enum ConvPath
 {
@@ -208,6 +210,11 @@ internal static unsafe class Convolution
         if (kg == 0 || pixels == 0 || g.OutChannels == 0)
         {
             new Span<T>(dx, checked((int)g.InputLength)).Clear();
+            return;
+        }
+        if ((path == ConvPath.Direct && ConvDirect.SupportsInputGrad<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersInputGrad<T>(g)))
+        {
+            ConvDirect.InputGrad(threads, g, dy, w, dx);
             return;
         }
         if (path != ConvPath.Im2Col && g.StrideHeight == 1 && g.StrideWidth == 1 && !IsPointwise(g)
