@@ -23,6 +23,12 @@ public sealed partial class ReferenceKernelConformance
     /// <summary>One term deeper (7×7 over one channel): forced Direct falls back to the implicit GEMM.</summary>
     private static readonly ConvGeometry DirectPastBound = ConvCase(2, 1, 12, 13, 6, 7, 7, padTop: 3, padLeft: 2);
 
+    /// <summary>The deepest reduction the direct input gradient takes (256 output channels × 4×4 = <see cref="ConvDirect.MaxInputGradDepth"/>).</summary>
+    private static readonly ConvGeometry InputGradAtBound = ConvCase(1, 1, 6, 6, 256, 4, 4, padTop: 1, padLeft: 0);
+
+    /// <summary>One output channel more: forced Direct falls back to im2col for the input gradient (and still runs the other two).</summary>
+    private static readonly ConvGeometry InputGradPastBound = ConvCase(1, 1, 6, 6, 257, 4, 4, padTop: 1, padLeft: 0);
+
     private static readonly ConvGeometry[] ConvPathCases =
     [
         .. ConvCases,
@@ -66,6 +72,11 @@ public sealed partial class ReferenceKernelConformance
         ConvCase(2, 1, 20, 20, 6, 5, 5, padTop: 2, padLeft: 2),
         DirectAtBound,
         DirectPastBound,
+        // The direct input gradient's: padding wider than the kernel (its window over dy crops), and its deepest
+        // reduction over output channels beside one deeper.
+        ConvCase(2, 2, 6, 7, 5, 3, 3, padTop: 3, padLeft: 4),
+        InputGradAtBound,
+        InputGradPastBound,
     ];
 
     public static TheoryData<int> ConvPathCaseIndices => [.. Enumerable.Range(0, ConvPathCases.Length)];
@@ -111,7 +122,7 @@ public sealed partial class ReferenceKernelConformance
     }
 
     [Fact]
-    public void ConvDirect_TakesOneGroupStrideOneAndReductionsUpToItsBound()
+    public void ConvDirect_TakesOneGroupStrideOneAndReductionsUpToItsBounds()
     {
         bool avx512 = Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
         Assert.Equal(ConvDirect.MaxDepth, DirectAtBound.InChannels * DirectAtBound.KernelHeight * DirectAtBound.KernelWidth);
@@ -125,6 +136,13 @@ public sealed partial class ReferenceKernelConformance
         Assert.Equal(avx512, ConvDirect.PrefersForward<float>(first));
         Assert.Equal(avx512, ConvDirect.PrefersWeightGrad<float>(first));
         Assert.False(ConvDirect.Supports<float>(ConvCase(25, 64, 13, 13, 64, 3, 3)));
+        Assert.Equal(ConvDirect.MaxInputGradDepth, InputGradAtBound.OutChannels * InputGradAtBound.KernelHeight * InputGradAtBound.KernelWidth);
+        Assert.Equal(avx512, ConvDirect.SupportsInputGrad<float>(InputGradAtBound));
+        Assert.False(ConvDirect.SupportsInputGrad<float>(InputGradPastBound));
+        Assert.Equal(avx512, ConvDirect.SupportsInputGrad<double>(ConvCase(2, ConvDirect.MaxInputGradChannels, 9, 9, 4, 3, 3)));
+        Assert.False(ConvDirect.SupportsInputGrad<double>(ConvCase(2, ConvDirect.MaxInputGradChannels + 1, 9, 9, 4, 3, 3)));
+        // The first layer's input gradient (64 output channels) stays on im2col, where it was faster.
+        Assert.False(ConvDirect.PrefersInputGrad<float>(first));
     }
 
     /// <summary>
