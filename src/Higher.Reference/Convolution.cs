@@ -5,7 +5,16 @@ using System.Runtime.CompilerServices;
 namespace Higher.Reference;
 
 /// <summary>
-/// Convolution kernels. With AVX-512 the forward and the stride-1 input gradient run as an implicit GEMM
+/// Convolution kernels. With AVX-512, a shallow reduction (one group, stride 1, Cin·kh·kw at most
+/// <see cref="ConvDirect.MaxDepth"/>: the first layer of a conv net) runs its forward and weight gradient as a direct
+/// convolution (<see cref="ConvDirect"/>): each image copied into a zero-padded scratch, the kernels vectorized along
+/// the output width, the forward's tiles of output channels × vectors accumulating over the taps in ascending order,
+/// the weight gradient's per-lane partial sums adding up over images and positions in ascending order, lanes then
+/// chunks of images added in a fixed order; the automatic choice takes it where it was measured faster than the
+/// implicit GEMM (<see cref="ConvDirect.PrefersForward"/>, <see cref="ConvDirect.PrefersWeightGrad"/>). Its input
+/// gradient (at most <see cref="ConvDirect.MaxInputGradChannels"/> input channels: the forward kernels over dy) is
+/// taken only where it beat im2col + col2im (<see cref="ConvDirect.PrefersInputGrad"/>: few output channels).
+/// Otherwise, with AVX-512 the forward and the stride-1 input gradient run as an implicit GEMM
 /// (<see cref="ConvGemm"/>): the column matrix of the whole batch is never built, each micro-panel of it is packed
 /// straight from the image and the result tiles are stored straight into place; the input gradient is the
 /// convolution of dy with the transposed, flipped weight where that costs at most 3× the multiply-adds of
@@ -25,12 +34,18 @@ namespace Higher.Reference;
 /// any degree of parallelism. Blocks run in parallel when there are several; a lone block lets the
 /// GEMM split itself instead. Scratch comes from <see cref="ArrayPool{T}.Shared"/>.
 /// </summary>
-/// <summary>Which convolution code runs: the automatic choice, or one path always (the path tests compare them).</summary>
+/// <summary>
+/// Which convolution code runs: the automatic choice, or one path always (the path tests compare them). A forced path
+/// that cannot run a geometry falls back to the automatic choice among the others (<see cref="Implicit"/>: where
+/// <see cref="ConvGemm"/> does not support it; <see cref="Direct"/>: where <see cref="ConvDirect.Supports"/>, or for
+/// the input gradient <see cref="ConvDirect.SupportsInputGrad"/>, says no).
+/// </summary>
 internal enum ConvPath
 {
     Auto,
     Im2Col,
     Implicit,
+    Direct,
 }
 
 internal static unsafe class Convolution
@@ -94,6 +109,11 @@ internal static unsafe class Convolution
         if (kg == 0)
         {
             new Span<T>(y, checked((int)g.OutputLength)).Clear();
+            return;
+        }
+        if ((path == ConvPath.Direct && ConvDirect.Supports<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersForward<T>(g)))
+        {
+            ConvDirect.Forward(threads, g, x, w, y);
             return;
         }
         if (path != ConvPath.Im2Col && !IsPointwise(g) && ConvGemm.Supports(ConvWindow.Forward(g)))
@@ -192,6 +212,11 @@ internal static unsafe class Convolution
             new Span<T>(dx, checked((int)g.InputLength)).Clear();
             return;
         }
+        if ((path == ConvPath.Direct && ConvDirect.SupportsInputGrad<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersInputGrad<T>(g)))
+        {
+            ConvDirect.InputGrad(threads, g, dy, w, dx);
+            return;
+        }
         if (path != ConvPath.Im2Col && g.StrideHeight == 1 && g.StrideWidth == 1 && !IsPointwise(g)
             && ConvGemm.Supports(ConvWindow.InputGrad(g)) && (path == ConvPath.Implicit || InputGradAsConvolution(g)))
         {
@@ -277,6 +302,11 @@ internal static unsafe class Convolution
         if (g.Batch == 0 || pixels == 0)
         {
             new Span<T>(dw, checked((int)weights)).Clear();
+            return;
+        }
+        if ((path == ConvPath.Direct && ConvDirect.Supports<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersWeightGrad<T>(g)))
+        {
+            ConvDirect.WeightGrad(threads, g, x, dy, dw);
             return;
         }
         if (path != ConvPath.Im2Col && !IsPointwise(g) && ConvGemm.SupportsWeightGrad(g))

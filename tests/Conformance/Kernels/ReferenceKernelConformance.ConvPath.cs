@@ -1,20 +1,34 @@
 using System.Numerics;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Higher.Reference;
 
 namespace Higher.Conformance.Kernels;
 
 /// <summary>
-/// The Reference convolution's two paths (im2col + GEMM, and the implicit GEMM that packs its panels straight from
-/// the image, with a stride-1 input gradient as a convolution of dy) each forced on every case, against the float64
-/// oracle with the suite's tolerances, and bit for bit across thread counts. The extra cases aim at the implicit
-/// path's edges: panels that straddle images and rows, partial row panels, rows longer than a vector or a panel,
+/// The Reference convolution's three paths (im2col + GEMM; the implicit GEMM that packs its panels straight from
+/// the image, with a stride-1 input gradient as a convolution of dy; the direct convolution of shallow reductions)
+/// each forced on every case, against the float64 oracle with the suite's tolerances, and bit for bit across thread
+/// counts. The extra cases aim at the implicit path's edges: panels that straddle images and rows, partial row panels, rows longer than a vector or a panel,
 /// padding that crops dy, dilation, groups, strides on the forward, reductions over several depth blocks (stored
 /// straight and through the tile) up to the deepest it packs, and weight
 /// gradients over several blocks of output pixels (partial weight-column panels, padding, strides) and, with few
-/// weight columns, over several chunks of them.
+/// weight columns, over several chunks of them; and then at the direct path's (see the comment in the list).
 /// </summary>
 public sealed partial class ReferenceKernelConformance
 {
+    /// <summary>The deepest reduction the direct path takes (3 channels × 4×4 = <see cref="ConvDirect.MaxDepth"/>), with asymmetric padding.</summary>
+    private static readonly ConvGeometry DirectAtBound = ConvCase(3, 3, 11, 12, 5, 4, 4, padTop: 1, padLeft: 2, padBottom: 2, padRight: 1);
+
+    /// <summary>One term deeper (7×7 over one channel): forced Direct falls back to the implicit GEMM.</summary>
+    private static readonly ConvGeometry DirectPastBound = ConvCase(2, 1, 12, 13, 6, 7, 7, padTop: 3, padLeft: 2);
+
+    /// <summary>The deepest reduction the direct input gradient takes (256 output channels × 4×4 = <see cref="ConvDirect.MaxInputGradDepth"/>).</summary>
+    private static readonly ConvGeometry InputGradAtBound = ConvCase(1, 1, 6, 6, 256, 4, 4, padTop: 1, padLeft: 0);
+
+    /// <summary>One output channel more: forced Direct falls back to im2col for the input gradient (and still runs the other two).</summary>
+    private static readonly ConvGeometry InputGradPastBound = ConvCase(1, 1, 6, 6, 257, 4, 4, padTop: 1, padLeft: 0);
+
     private static readonly ConvGeometry[] ConvPathCases =
     [
         .. ConvCases,
@@ -38,6 +52,31 @@ public sealed partial class ReferenceKernelConformance
         ConvCase(9, 1, 28, 28, 5, 3, 3),
         ConvCase(12, 2, 30, 31, 4, 3, 3, padTop: 1, padLeft: 1),
         ConvCase(10, 4, 26, 26, 6, 3, 3, groups: 2),
+        // The direct path's edges: 1-3 input channels; output rows of 5 (one masked vector), 16 (one full), 17 (a full
+        // vector and one lane), 26 (the first layer of the conv net) and 70 (two pairs of vectors and a masked one);
+        // output channels past the last block of 4; padding symmetric, asymmetric and cropping (negative, on one side or
+        // both); dilation; 1×5, 5×5 and 3×3 kernels; batch 1 and batches larger than the thread count (several chunks
+        // of images in the weight gradient where there are few output channels); and the deepest reduction the path
+        // takes beside one deeper, which takes the implicit GEMM instead.
+        ConvCase(3, 1, 7, 7, 5, 3, 3),
+        ConvCase(2, 1, 18, 18, 6, 3, 3),
+        ConvCase(2, 2, 19, 19, 7, 3, 3),
+        ConvCase(7, 1, 28, 28, 16, 3, 3),
+        ConvCase(1, 1, 30, 30, 9, 3, 3, padTop: 1, padLeft: 1),
+        ConvCase(2, 3, 9, 74, 6, 3, 3, dh: 2, dw: 2),
+        ConvCase(3, 3, 10, 21, 5, 3, 3, padTop: 2, padLeft: 0, padBottom: 0, padRight: 3),
+        ConvCase(2, 2, 12, 22, 6, 3, 3, padTop: -1, padLeft: -2),
+        new ConvGeometry(2, 1, 10, 30, 5, 3, 3, 9, 25, 1, 1, -2, 1, 1, 1, 1),
+        ConvCase(3, 2, 14, 21, 6, 3, 3, padTop: 2, padLeft: 1, dh: 2, dw: 2),
+        ConvCase(2, 3, 4, 40, 5, 1, 5, padLeft: 2),
+        ConvCase(2, 1, 20, 20, 6, 5, 5, padTop: 2, padLeft: 2),
+        DirectAtBound,
+        DirectPastBound,
+        // The direct input gradient's: padding wider than the kernel (its window over dy crops), and its deepest
+        // reduction over output channels beside one deeper.
+        ConvCase(2, 2, 6, 7, 5, 3, 3, padTop: 3, padLeft: 4),
+        InputGradAtBound,
+        InputGradPastBound,
     ];
 
     public static TheoryData<int> ConvPathCaseIndices => [.. Enumerable.Range(0, ConvPathCases.Length)];
@@ -55,7 +94,7 @@ public sealed partial class ReferenceKernelConformance
             var (y, gx, gw, ya, gxa, gwa) = ConvOracle(g, x, w, dy);
             int cg = g.InChannels / g.Groups, og = g.OutChannels / g.Groups;
             long taps = (long)g.KernelHeight * g.KernelWidth;
-            foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Auto })
+            foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Direct, ConvPath.Auto })
             {
                 double[][]? first = null;
                 foreach (int degree in new[] { 1, 2, 3 })
@@ -77,6 +116,65 @@ public sealed partial class ReferenceKernelConformance
                     {
                         AssertBitwise(first[k], got[k], $"conv output {k} {what}");
                     }
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void ConvDirect_TakesOneGroupStrideOneAndReductionsUpToItsBounds()
+    {
+        bool avx512 = Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
+        Assert.Equal(ConvDirect.MaxDepth, DirectAtBound.InChannels * DirectAtBound.KernelHeight * DirectAtBound.KernelWidth);
+        Assert.Equal(avx512, ConvDirect.Supports<float>(DirectAtBound));
+        Assert.Equal(avx512, ConvDirect.Supports<double>(DirectAtBound));
+        Assert.False(ConvDirect.Supports<float>(DirectPastBound));
+        Assert.False(ConvDirect.Supports<float>(ConvCase(2, 2, 9, 9, 4, 3, 3, groups: 2)));
+        Assert.False(ConvDirect.Supports<float>(ConvCase(2, 2, 9, 9, 4, 3, 3, sh: 1, sw: 2)));
+        // The conv net's first layer takes it in both directions; its 64-channel layers do not.
+        var first = ConvCase(25, 1, 28, 28, 64, 3, 3);
+        Assert.Equal(avx512, ConvDirect.PrefersForward<float>(first));
+        Assert.Equal(avx512, ConvDirect.PrefersWeightGrad<float>(first));
+        Assert.False(ConvDirect.Supports<float>(ConvCase(25, 64, 13, 13, 64, 3, 3)));
+        Assert.Equal(ConvDirect.MaxInputGradDepth, InputGradAtBound.OutChannels * InputGradAtBound.KernelHeight * InputGradAtBound.KernelWidth);
+        Assert.Equal(avx512, ConvDirect.SupportsInputGrad<float>(InputGradAtBound));
+        Assert.False(ConvDirect.SupportsInputGrad<float>(InputGradPastBound));
+        Assert.Equal(avx512, ConvDirect.SupportsInputGrad<double>(ConvCase(2, ConvDirect.MaxInputGradChannels, 9, 9, 4, 3, 3)));
+        Assert.False(ConvDirect.SupportsInputGrad<double>(ConvCase(2, ConvDirect.MaxInputGradChannels + 1, 9, 9, 4, 3, 3)));
+        // The first layer's input gradient (64 output channels) stays on im2col, where it was faster.
+        Assert.False(ConvDirect.PrefersInputGrad<float>(first));
+    }
+
+    /// <summary>
+    /// An infinite input reaches only the outputs and weight-gradient elements whose sums contain it, on every path:
+    /// the direct weight gradient walks each plane at the padded stride, and the columns past OW (where dy is zero)
+    /// must not form 0·∞ with the inputs there. Here x[1, 1, 4, 10] is read by taps q = 1, 2 only and x[0, 0, 2, 11] by
+    /// q = 2 only, while both lie where tap q = 0 reads the columns past OW.
+    /// </summary>
+    [Fact]
+    public void Conv2d_InfiniteInput_ReachesOnlyTheSumsThatContainIt()
+    {
+        var g = ConvCase(2, 2, 9, 12, 5, 3, 3, padTop: 1, padLeft: 0);
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var x = Round(RandomValues(1100, g.InputLength), dtype);
+            var w = Round(RandomValues(1200, g.WeightLength), dtype);
+            var dy = Round(RandomValues(1300, g.OutputLength), dtype);
+            x[((1 * 2 + 1) * 9 + 4) * 12 + 10] = double.PositiveInfinity;
+            x[((0 * 2 + 0) * 9 + 2) * 12 + 11] = double.PositiveInfinity;
+            var (y, _, gw, _, _, _) = ConvOracle(g, x, w, dy);
+            foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Direct, ConvPath.Auto })
+            {
+                double[][] got = dtype == DType.Float32
+                    ? RunConv<float>(new Parallelism(2), g, path, x, w, dy)
+                    : RunConv<double>(new Parallelism(2), g, path, x, w, dy);
+                for (int k = 0; k < y.Length; k++)
+                {
+                    Assert.True(double.IsFinite(y[k]) == double.IsFinite(got[0][k]), $"conv2d {path} {dtype.Name()}: y[{k}] = {got[0][k]}, oracle {y[k]}");
+                }
+                for (int k = 0; k < gw.Length; k++)
+                {
+                    Assert.True(double.IsFinite(gw[k]) == double.IsFinite(got[2][k]), $"conv2d weight grad {path} {dtype.Name()}: gradW[{k}] = {got[2][k]}, oracle {gw[k]}");
                 }
             }
         }
