@@ -133,6 +133,19 @@ internal static class Indexing
         long row0 = (long)o * indexSize * inner;
         long* ix = index + row0;
         T* src = source + row0;
+        if (inner == 1)
+        {
+            for (int k = 0; k < indexSize; k++)
+            {
+                long at = ix[k];
+                if ((ulong)at >= (ulong)destinationSize)
+                {
+                    return false;
+                }
+                ds[at] += src[k];
+            }
+            return true;
+        }
         for (int j = 0; j < indexSize; j++)
         {
             long row = (long)j * inner;
