@@ -174,27 +174,13 @@ internal static unsafe class ConvDirect
                 T* s = x + c * plane + (inside ? (long)hr * wIn : 0) - g.PadLeft;
                 for (int l = 0; l < wp; l += w)
                 {
-                    var store = LaneMask<T>(0, wp - l);
-                    var value = inside ? MaskedLoad(s + l, LaneMask<T>(sLo - l, sHi - l)) : Vector512<T>.Zero;
+                    var store = ConvGemm.LaneMask<T>(0, wp - l);
+                    var value = inside ? MaskedLoad(s + l, ConvGemm.LaneMask<T>(sLo - l, sHi - l)) : Vector512<T>.Zero;
                     MaskedStore(d + l, store, value);
                 }
             }
         }
         Vector512<T>.Zero.Store(d);
-    }
-
-    /// <summary>Lanes [from, to) set (either may lie outside [0, lanes)).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<T> LaneMask<T>(int from, int to)
-        where T : unmanaged
-    {
-        if (typeof(T) == typeof(float))
-        {
-            var i = Vector512<int>.Indices;
-            return (Vector512.GreaterThanOrEqual(i, Vector512.Create(from)) & Vector512.LessThan(i, Vector512.Create(to))).As<int, T>();
-        }
-        var l = Vector512<long>.Indices;
-        return (Vector512.GreaterThanOrEqual(l, Vector512.Create((long)from)) & Vector512.LessThan(l, Vector512.Create((long)to))).As<long, T>();
     }
 
     /// <summary>Lanes [0, count) set.</summary>

@@ -324,7 +324,7 @@ internal static unsafe class ConvGemm
 
     /// <summary>Lanes [from, to) set (either may lie outside [0, lanes)).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<T> LaneMask<T>(int from, int to)
+    internal static Vector512<T> LaneMask<T>(int from, int to)
         where T : unmanaged
     {
         if (typeof(T) == typeof(float))
