@@ -10,33 +10,88 @@ public static class ComposedKernels
     /// <summary>
     /// <see cref="IBackend.BatchNormBackward"/> as <see cref="IBackend.BatchNormInputGrad"/>, <see cref="IBackend.BatchNormWeightGrad"/>
     /// and <see cref="IBackend.BatchNorm"/> with a zero bias (whose statistics, recomputed from the same x, are those
-    /// the caller passes).
+    /// the caller passes); an accumulated output is computed into a temporary and added.
     /// </summary>
     public static void BatchNormBackward(IBackend backend, in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized)
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None)
     {
-        backend.BatchNormInputGrad(geometry, gradY, x, mean, variance, weight, gradX);
-        if (gradWeight != null)
-        {
-            backend.BatchNormWeightGrad(geometry, gradY, x, mean, variance, gradWeight);
-        }
-        if (scaledNormalized == null)
-        {
-            return;
-        }
-        var zeroBias = backend.Allocate(x.DType, geometry.Channels);
-        var batchMean = backend.AllocateUninitialized(x.DType, geometry.Channels);
-        var batchVariance = backend.AllocateUninitialized(x.DType, geometry.Channels);
+        var temps = new List<IStorage>(5);
         try
         {
-            backend.BatchNorm(geometry, x, weight, zeroBias, scaledNormalized, batchMean, batchVariance);
+            var gx = Target(backend, gradX, accumulate.HasFlag(NormAccumulate.GradX), geometry.Length, temps);
+            backend.BatchNormInputGrad(geometry, gradY, x, mean, variance, weight, gx);
+            AddInto(backend, gx, gradX, geometry.Length);
+            if (gradWeight != null)
+            {
+                backend.BatchNormWeightGrad(geometry, gradY, x, mean, variance, gradWeight);
+            }
+            if (scaledNormalized == null)
+            {
+                return;
+            }
+            var zeroBias = backend.Allocate(x.DType, geometry.Channels);
+            var batchMean = backend.AllocateUninitialized(x.DType, geometry.Channels);
+            var batchVariance = backend.AllocateUninitialized(x.DType, geometry.Channels);
+            temps.Add(zeroBias);
+            temps.Add(batchMean);
+            temps.Add(batchVariance);
+            var xw = Target(backend, scaledNormalized, accumulate.HasFlag(NormAccumulate.Second), geometry.Length, temps);
+            backend.BatchNorm(geometry, x, weight, zeroBias, xw, batchMean, batchVariance);
+            AddInto(backend, xw, scaledNormalized, geometry.Length);
         }
         finally
         {
-            zeroBias.Dispose();
-            batchMean.Dispose();
-            batchVariance.Dispose();
+            foreach (var t in temps)
+            {
+                t.Dispose();
+            }
         }
+    }
+
+    /// <summary><see cref="IBackend.BatchNormDoubleBackward"/> as <see cref="IBackend.BatchNormInputGrad"/>(h) and <see cref="IBackend.BatchNormInputGradBackward"/>.</summary>
+    public static void BatchNormDoubleBackward(IBackend backend, in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
+        IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight, NormAccumulate accumulate = NormAccumulate.None)
+    {
+        var temps = new List<IStorage>(2);
+        try
+        {
+            var ggy = Target(backend, gradGradY, accumulate.HasFlag(NormAccumulate.Second), geometry.Length, temps);
+            backend.BatchNormInputGrad(geometry, h, x, mean, variance, weight, ggy);
+            AddInto(backend, ggy, gradGradY, geometry.Length);
+            var gx = Target(backend, gradX, accumulate.HasFlag(NormAccumulate.GradX), geometry.Length, temps);
+            backend.BatchNormInputGradBackward(geometry, gradY, x, mean, variance, weight, h, gx, gradWeight);
+            AddInto(backend, gx, gradX, geometry.Length);
+        }
+        finally
+        {
+            foreach (var t in temps)
+            {
+                t.Dispose();
+            }
+        }
+    }
+
+    /// <summary>The destination itself, or (to be added into it) a temporary of its dtype.</summary>
+    private static IStorage Target(IBackend backend, IStorage destination, bool accumulate, long length, List<IStorage> temps)
+    {
+        if (!accumulate)
+        {
+            return destination;
+        }
+        var t = backend.AllocateUninitialized(destination.DType, length);
+        temps.Add(t);
+        return t;
+    }
+
+    /// <summary>destination += value where value is a temporary of <see cref="Target"/>.</summary>
+    private static void AddInto(IBackend backend, IStorage value, IStorage destination, long length)
+    {
+        if (ReferenceEquals(value, destination))
+        {
+            return;
+        }
+        var shape = new Shape(checked((int)length));
+        backend.Binary(BinaryOp.Add, destination, shape, value, shape, destination, shape);
     }
 
     /// <summary><see cref="IBackend.AdamUpdate"/> as Affine, Binary and Unary kernels on <paramref name="backend"/>.</summary>

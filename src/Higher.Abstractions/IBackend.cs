@@ -241,24 +241,26 @@ public interface IBackend
     /// <see cref="BatchNorm"/> wrote for this x. Each output has the bits of the kernel it stands for; a backend may
     /// share the channel sums of gradY and gradY·(x - μ) the first two need and write all three in one pass. The
     /// default runs those kernels one after another. Not recorded: the engine records each output as its own node.
+    /// <paramref name="accumulate"/> adds gradX (<see cref="NormAccumulate.GradX"/>) or scaledNormalized
+    /// (<see cref="NormAccumulate.Second"/>) into the destination instead of writing it, with the bits of the value
+    /// followed by a <see cref="BinaryOp.Add"/> into the destination.
     /// </summary>
     void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized) =>
-        ComposedKernels.BatchNormBackward(this, geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized);
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None) =>
+        ComposedKernels.BatchNormBackward(this, geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized, accumulate);
 
     /// <summary>
     /// All three derivatives of ⟨h, <see cref="BatchNormInputGrad"/>(gy, x, w)⟩: with respect to gy,
     /// <see cref="BatchNormInputGrad"/>(h, x, w) into <paramref name="gradGradY"/> (A is self-adjoint in gy), and with
     /// respect to x and w as <see cref="BatchNormInputGradBackward"/> writes them, each with the bits of the kernel it
     /// stands for. A backend may take the sums of h that the first needs from the second's pass and write both
-    /// full-size outputs in one pass; the default runs the two kernels. Not recorded.
+    /// full-size outputs in one pass; the default runs the two kernels. Not recorded. <paramref name="accumulate"/>
+    /// adds gradX (<see cref="NormAccumulate.GradX"/>) or gradGradY (<see cref="NormAccumulate.Second"/>) into the
+    /// destination, as <see cref="BatchNormBackward"/> does.
     /// </summary>
     void BatchNormDoubleBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight)
-    {
-        BatchNormInputGrad(geometry, h, x, mean, variance, weight, gradGradY);
-        BatchNormInputGradBackward(geometry, gradY, x, mean, variance, weight, h, gradX, gradWeight);
-    }
+        IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight, NormAccumulate accumulate = NormAccumulate.None) =>
+        ComposedKernels.BatchNormDoubleBackward(this, geometry, gradY, x, mean, variance, weight, h, gradGradY, gradX, gradWeight, accumulate);
 
     /// <summary>
     /// Fills a Float32/Float64 storage from the counter-based generator (see <see cref="Philox"/>):

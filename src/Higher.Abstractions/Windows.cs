@@ -107,3 +107,21 @@ public readonly record struct NormGeometry(int Batch, int Channels, int Spatial,
         }
     }
 }
+
+/// <summary>
+/// Which full-size outputs of a fused batch-norm backward (<see cref="IBackend.BatchNormBackward"/>,
+/// <see cref="IBackend.BatchNormDoubleBackward"/>) are added into their destination (destination + value, the bits
+/// of a separate <see cref="BinaryOp.Add"/>) instead of written: the engine's gradient slots take them this way.
+/// </summary>
+[Flags]
+public enum NormAccumulate
+{
+    /// <summary>Every output is written.</summary>
+    None = 0,
+
+    /// <summary>gradX is added into.</summary>
+    GradX = 1,
+
+    /// <summary>The second full-size output (scaledNormalized, or gradGradY) is added into.</summary>
+    Second = 2,
+}

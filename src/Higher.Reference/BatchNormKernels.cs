@@ -238,13 +238,15 @@ internal static unsafe class BatchNormKernels
     /// <summary>
     /// The input gradient and, where the pointers are not null, the weight gradient (<see cref="WeightGrad"/>'s bits)
     /// and w·x̂ as the forward rounds it (x·T(r·w) + T(-μ·r·w)), from one pass for the channel sums they share and one
-    /// that writes: see <see cref="IBackend.BatchNormBackward"/>.
+    /// that writes: see <see cref="IBackend.BatchNormBackward"/>. An accumulated output is destination + value.
     /// </summary>
-    public static void Backward<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* w, T* gx, T* gw, T* xw)
+    public static void Backward<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* w, T* gx, T* gw, T* xw,
+        NormAccumulate accumulate = NormAccumulate.None)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         nint pg = (nint)gy, px = (nint)x, pm = (nint)mean, pr = (nint)variance, pw = (nint)w, pgx = (nint)gx, pgw = (nint)gw, pxw = (nint)xw;
-        ForChannels(threads, g, c => BackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)pgx, (T*)pgw, (T*)pxw));
+        bool accX = (accumulate & NormAccumulate.GradX) != 0, accN = (accumulate & NormAccumulate.Second) != 0;
+        ForChannels(threads, g, c => BackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)pgx, (T*)pgw, (T*)pxw, accX, accN));
     }
 
     /// <summary>
@@ -261,7 +263,7 @@ internal static unsafe class BatchNormKernels
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static void BackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* gx, T* gw, T* xw)
+    private static void BackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* gx, T* gw, T* xw, bool accX, bool accN)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int s = g.Spatial;
@@ -291,7 +293,8 @@ internal static unsafe class BatchNormKernels
                 {
                     for (; i <= s - Vector512<T>.Count; i += Vector512<T>.Count)
                     {
-                        Vector512.Store((Vector512.Load(pg + i) * vk) - (Vector512.Load(px + i) * vq) + vs, po + i);
+                        var v = (Vector512.Load(pg + i) * vk) - (Vector512.Load(px + i) * vq) + vs;
+                        Vector512.Store(accX ? Vector512.Load(po + i) + v : v, po + i);
                     }
                 }
                 else
@@ -302,17 +305,21 @@ internal static unsafe class BatchNormKernels
                     for (; i <= s - Vector512<T>.Count; i += Vector512<T>.Count)
                     {
                         var vx = Vector512.Load(px + i);
-                        Vector512.Store((Vector512.Load(pg + i) * vk) - (vx * vq) + vs, po + i);
-                        Vector512.Store((vx * va) + vb, pxw + i);
+                        var v = (Vector512.Load(pg + i) * vk) - (vx * vq) + vs;
+                        var u = (vx * va) + vb;
+                        Vector512.Store(accX ? Vector512.Load(po + i) + v : v, po + i);
+                        Vector512.Store(accN ? Vector512.Load(pxw + i) + u : u, pxw + i);
                     }
                 }
             }
             for (; i < s; i++)
             {
-                po[i] = (pg[i] * tk) - (px[i] * tq) + shift;
+                T v = (pg[i] * tk) - (px[i] * tq) + shift;
+                po[i] = accX ? po[i] + v : v;
                 if (xw != null)
                 {
-                    xw[at + i] = (px[i] * scale) + scaleShift;
+                    T u = (px[i] * scale) + scaleShift;
+                    xw[at + i] = accN ? xw[at + i] + u : u;
                 }
             }
         }
@@ -396,15 +403,17 @@ internal static unsafe class BatchNormKernels
     /// with respect to gy, A(h, x, w) with <see cref="InputGrad"/>'s bits, from the same pass of sums
     /// (<see cref="IBackend.BatchNormDoubleBackward"/>).
     /// </summary>
-    public static void InputGradBackward<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* w, T* h, T* dx, T* dw, T* dgy = null)
+    public static void InputGradBackward<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* w, T* h, T* dx, T* dw, T* dgy = null,
+        NormAccumulate accumulate = NormAccumulate.None)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         nint pg = (nint)gy, px = (nint)x, pm = (nint)mean, pr = (nint)variance, pw = (nint)w, ph = (nint)h, pdx = (nint)dx, pdw = (nint)dw, pdgy = (nint)dgy;
-        ForChannels(threads, g, c => InputGradBackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)ph, (T*)pdx, (T*)pdw, (T*)pdgy));
+        bool accX = (accumulate & NormAccumulate.GradX) != 0, accG = (accumulate & NormAccumulate.Second) != 0;
+        ForChannels(threads, g, c => InputGradBackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)ph, (T*)pdx, (T*)pdw, (T*)pdgy, accX, accG));
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static void InputGradBackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* h, T* dx, T* dw, T* dgy)
+    private static void InputGradBackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* h, T* dx, T* dw, T* dgy, bool accX, bool accG)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int s = g.Spatial;
@@ -441,7 +450,8 @@ internal static unsafe class BatchNormKernels
                 {
                     for (; i <= s - Vector512<T>.Count; i += Vector512<T>.Count)
                     {
-                        Vector512.Store((Vector512.Load(px + i) * vp) - (Vector512.Load(pg + i) * vq) - (Vector512.Load(ph + i) * vr) + vs, po + i);
+                        var v = (Vector512.Load(px + i) * vp) - (Vector512.Load(pg + i) * vq) - (Vector512.Load(ph + i) * vr) + vs;
+                        Vector512.Store(accX ? Vector512.Load(po + i) + v : v, po + i);
                     }
                 }
                 else
@@ -454,17 +464,21 @@ internal static unsafe class BatchNormKernels
                     {
                         var vx = Vector512.Load(px + i);
                         var vh = Vector512.Load(ph + i);
-                        Vector512.Store((vx * vp) - (Vector512.Load(pg + i) * vq) - (vh * vr) + vs, po + i);
-                        Vector512.Store((vh * vhk) - (vx * vhq) + vhs, pd + i);
+                        var v = (vx * vp) - (Vector512.Load(pg + i) * vq) - (vh * vr) + vs;
+                        var u = (vh * vhk) - (vx * vhq) + vhs;
+                        Vector512.Store(accX ? Vector512.Load(po + i) + v : v, po + i);
+                        Vector512.Store(accG ? Vector512.Load(pd + i) + u : u, pd + i);
                     }
                 }
             }
             for (; i < s; i++)
             {
-                po[i] = (px[i] * tp) - (pg[i] * tq) - (ph[i] * tr) + shift;
+                T v = (px[i] * tp) - (pg[i] * tq) - (ph[i] * tr) + shift;
+                po[i] = accX ? po[i] + v : v;
                 if (dgy != null)
                 {
-                    dgy[at + i] = (ph[i] * hk) - (px[i] * hq) + hShift;
+                    T u = (ph[i] * hk) - (px[i] * hq) + hShift;
+                    dgy[at + i] = accG ? dgy[at + i] + u : u;
                 }
             }
         }

@@ -745,7 +745,7 @@ public sealed class ReferenceBackend : IBackend
 
     /// <inheritdoc/>
     public unsafe void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized)
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None)
     {
         const string op = "BatchNormBackward";
         var sx = NormInput(op, geometry, x);
@@ -758,20 +758,20 @@ public sealed class ReferenceBackend : IBackend
             fixed (float* pg = sg.AsFloat32(), px = sx.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32(), pw = sw.AsFloat32(), po = sgx.AsFloat32(),
                 pgw = sgw is null ? default : sgw.AsFloat32(), pxw = sxw is null ? default : sxw.AsFloat32())
             {
-                BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw);
+                BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw, accumulate);
             }
             return;
         }
         fixed (double* pg = sg.AsFloat64(), px = sx.AsFloat64(), pm = sm.AsFloat64(), pr = sv.AsFloat64(), pw = sw.AsFloat64(), po = sgx.AsFloat64(),
             pgw = sgw is null ? default : sgw.AsFloat64(), pxw = sxw is null ? default : sxw.AsFloat64())
         {
-            BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw);
+            BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw, accumulate);
         }
     }
 
     /// <inheritdoc/>
     public unsafe void BatchNormDoubleBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight)
+        IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight, NormAccumulate accumulate = NormAccumulate.None)
     {
         const string op = "BatchNormDoubleBackward";
         var sx = NormInput(op, geometry, x);
@@ -784,14 +784,14 @@ public sealed class ReferenceBackend : IBackend
             fixed (float* pg = sg.AsFloat32(), px = sx.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32(), pw = sw.AsFloat32(), ph = sh.AsFloat32(),
                 po = sgx.AsFloat32(), pow = sgw.AsFloat32(), pgg = sgg.AsFloat32())
             {
-                BatchNormKernels.InputGradBackward(_threads, geometry, pg, px, pm, pr, pw, ph, po, pow, pgg);
+                BatchNormKernels.InputGradBackward(_threads, geometry, pg, px, pm, pr, pw, ph, po, pow, pgg, accumulate);
             }
             return;
         }
         fixed (double* pg = sg.AsFloat64(), px = sx.AsFloat64(), pm = sm.AsFloat64(), pr = sv.AsFloat64(), pw = sw.AsFloat64(), ph = sh.AsFloat64(),
             po = sgx.AsFloat64(), pow = sgw.AsFloat64(), pgg = sgg.AsFloat64())
         {
-            BatchNormKernels.InputGradBackward(_threads, geometry, pg, px, pm, pr, pw, ph, po, pow, pgg);
+            BatchNormKernels.InputGradBackward(_threads, geometry, pg, px, pm, pr, pw, ph, po, pow, pgg, accumulate);
         }
     }
 

@@ -359,7 +359,7 @@ public sealed class CheckedBackend : IBackend
 
     /// <inheritdoc/>
     public void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized)
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None)
     {
         const string op = "BatchNormBackward";
         (string, IStorage)[] full = scaledNormalized is null
@@ -369,16 +369,16 @@ public sealed class CheckedBackend : IBackend
             ? [("mean", mean), ("variance", variance), ("weight", weight)]
             : [("mean", mean), ("variance", variance), ("weight", weight), ("gradWeight", gradWeight)];
         Norm(op, geometry, full, channels);
-        Inner.BatchNormBackward(geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized);
+        Inner.BatchNormBackward(geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized, accumulate);
     }
 
     /// <inheritdoc/>
     public void BatchNormDoubleBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight)
+        IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight, NormAccumulate accumulate = NormAccumulate.None)
     {
         Norm("BatchNormDoubleBackward", geometry, [("gradY", gradY), ("x", x), ("h", h), ("gradGradY", gradGradY), ("gradX", gradX)],
             [("mean", mean), ("variance", variance), ("weight", weight), ("gradWeight", gradWeight)]);
-        Inner.BatchNormDoubleBackward(geometry, gradY, x, mean, variance, weight, h, gradGradY, gradX, gradWeight);
+        Inner.BatchNormDoubleBackward(geometry, gradY, x, mean, variance, weight, h, gradGradY, gradX, gradWeight, accumulate);
     }
 
     /// <inheritdoc/>

@@ -96,13 +96,13 @@ public sealed class ForwardingBackend(IBackend target, Device device) : IBackend
         target.BatchNormInputGradBackward(geometry, U(gradY), U(x), U(mean), U(variance), U(weight), U(h), U(gradX), U(gradWeight));
 
     public void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized) =>
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None) =>
         target.BatchNormBackward(geometry, U(gradY), U(x), U(mean), U(variance), U(weight), U(gradX),
-            gradWeight is null ? null : U(gradWeight), scaledNormalized is null ? null : U(scaledNormalized));
+            gradWeight is null ? null : U(gradWeight), scaledNormalized is null ? null : U(scaledNormalized), accumulate);
 
     public void BatchNormDoubleBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight) =>
-        target.BatchNormDoubleBackward(geometry, U(gradY), U(x), U(mean), U(variance), U(weight), U(h), U(gradGradY), U(gradX), U(gradWeight));
+        IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight, NormAccumulate accumulate = NormAccumulate.None) =>
+        target.BatchNormDoubleBackward(geometry, U(gradY), U(x), U(mean), U(variance), U(weight), U(h), U(gradGradY), U(gradX), U(gradWeight), accumulate);
 
     public void BatchNormWeightGrad(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage gradWeight) =>
         target.BatchNormWeightGrad(geometry, U(gradY), U(x), U(mean), U(variance), U(gradWeight));

@@ -37,14 +37,16 @@ public sealed partial class Tensor
     /// <summary>
     /// (A(gy, x, w), B(gy, x)) from one call (<see cref="IBackend.BatchNormBackward"/>), with the bits of
     /// <see cref="BatchNormInputGradPrimitive"/> and <see cref="BatchNormWeightGradPrimitive"/>, each recorded as
-    /// that primitive's own node.
+    /// that primitive's own node. With <paramref name="intoX"/> (a gradient slot's tensor, in a pass that records
+    /// nothing: <see cref="Tape.Node.TakeAccumulator"/>) the input gradient is added into it, and it is returned.
     /// </summary>
     internal static (Tensor GradX, Tensor GradWeight) BatchNormBackwardPrimitive(Tensor gradY, Tensor x, Tensor weight, Tensor mean, Tensor variance,
-        in NormGeometry geometry)
+        in NormGeometry geometry, Tensor? intoX = null)
     {
-        var gx = Empty(x.Backend, x.DType, x.Shape);
+        var gx = Into(intoX, x, geometry) ?? Empty(x.Backend, x.DType, x.Shape);
         var gw = Empty(x.Backend, x.DType, new Shape(geometry.Channels));
-        x.Backend.BatchNormBackward(geometry, gradY.Storage, x.Storage, mean.Storage, variance.Storage, weight.Storage, gx.Storage, gw.Storage, null);
+        x.Backend.BatchNormBackward(geometry, gradY.Storage, x.Storage, mean.Storage, variance.Storage, weight.Storage, gx.Storage, gw.Storage, null,
+            intoX is null ? NormAccumulate.None : NormAccumulate.GradX);
         if (Autograd.ShouldRecord([gradY, x, weight]))
         {
             Derivatives.BatchNormInputGrad.Record(gx, geometry, [gradY, x, weight], [mean, variance]);
@@ -59,31 +61,56 @@ public sealed partial class Tensor
     /// <summary>
     /// (A(gy, x, k), k·x̂) in one kernel (<see cref="IBackend.BatchNormBackward"/>, x̂ from the forward's saved
     /// statistics): the derivatives of ⟨k, B(gy, x)⟩ with respect to x and gy. Not recorded and not differentiable:
-    /// for a backward that records nothing.
+    /// for a backward that records nothing. Either output may be added into a slot's tensor and returned
+    /// (<paramref name="intoX"/>, <paramref name="intoGradY"/>: <see cref="Tape.Node.TakeAccumulator"/>).
     /// </summary>
     internal static (Tensor GradX, Tensor GradGradY) BatchNormWeightGradBackwardRaw(Tensor gradY, Tensor x, Tensor k, Tensor mean, Tensor variance,
-        in NormGeometry geometry)
+        in NormGeometry geometry, Tensor? intoX = null, Tensor? intoGradY = null)
     {
-        var gx = Empty(x.Backend, x.DType, x.Shape);
-        var ggy = Empty(x.Backend, x.DType, x.Shape);
-        x.Backend.BatchNormBackward(geometry, gradY.Storage, x.Storage, mean.Storage, variance.Storage, k.Storage, gx.Storage, null, ggy.Storage);
+        var gx = Into(intoX, x, geometry) ?? Empty(x.Backend, x.DType, x.Shape);
+        var ggy = Into(intoGradY, x, geometry) ?? Empty(x.Backend, x.DType, x.Shape);
+        x.Backend.BatchNormBackward(geometry, gradY.Storage, x.Storage, mean.Storage, variance.Storage, k.Storage, gx.Storage, null, ggy.Storage,
+            Flags(intoX, intoGradY));
         return (gx, ggy);
     }
 
     /// <summary>
     /// (∂⟨h, A⟩/∂gy = A(h, x, w), ∂⟨h, A⟩/∂x, ∂⟨h, A⟩/∂w) for A = A(gy, x, w) in one kernel
     /// (<see cref="IBackend.BatchNormDoubleBackward"/>). Not recorded and not differentiable: for a backward that
-    /// records nothing.
+    /// records nothing. Either full-size output may be added into a slot's tensor and returned
+    /// (<paramref name="intoGradY"/>, <paramref name="intoX"/>: <see cref="Tape.Node.TakeAccumulator"/>).
     /// </summary>
     internal static (Tensor GradGradY, Tensor GradX, Tensor GradWeight) BatchNormDoubleBackwardRaw(Tensor gradY, Tensor x, Tensor weight, Tensor h,
-        Tensor mean, Tensor variance, in NormGeometry geometry)
+        Tensor mean, Tensor variance, in NormGeometry geometry, Tensor? intoGradY = null, Tensor? intoX = null)
     {
-        var ggy = Empty(x.Backend, x.DType, x.Shape);
-        var gx = Empty(x.Backend, x.DType, x.Shape);
+        var ggy = Into(intoGradY, x, geometry) ?? Empty(x.Backend, x.DType, x.Shape);
+        var gx = Into(intoX, x, geometry) ?? Empty(x.Backend, x.DType, x.Shape);
         var gw = Empty(x.Backend, x.DType, new Shape(geometry.Channels));
         x.Backend.BatchNormDoubleBackward(geometry, gradY.Storage, x.Storage, mean.Storage, variance.Storage, weight.Storage, h.Storage, ggy.Storage, gx.Storage,
-            gw.Storage);
+            gw.Storage, Flags(intoX, intoGradY));
         return (ggy, gx, gw);
+    }
+
+    /// <summary>The accumulation flags for a gradient of x and a second full-size output, each added into where given.</summary>
+    private static NormAccumulate Flags(Tensor? intoX, Tensor? intoSecond) =>
+        (intoX is null ? NormAccumulate.None : NormAccumulate.GradX) | (intoSecond is null ? NormAccumulate.None : NormAccumulate.Second);
+
+    /// <summary>
+    /// A slot's tensor a fused batch-norm backward adds into (x's element count and dtype; its version moves, as any
+    /// in-place write's does), or null.
+    /// </summary>
+    private static Tensor? Into(Tensor? acc, Tensor x, in NormGeometry geometry)
+    {
+        if (acc is null)
+        {
+            return null;
+        }
+        if (acc.Numel != geometry.Length || acc.DType != x.DType || acc.Device != x.Device)
+        {
+            throw new InvalidOperationException($"Internal error: accumulating a batch-norm gradient of {x.Describe()} into {acc.Describe()}.");
+        }
+        acc.Version.Value++;
+        return acc;
     }
 
     /// <summary>

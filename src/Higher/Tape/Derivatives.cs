@@ -367,7 +367,7 @@ internal static class Derivatives
         var db = n.NeedsGrad(2) ? ChannelSum(g, b) : null;
         if (n.NeedsGrad(0) && n.NeedsGrad(1))
         {
-            var (dx, dw) = Tensor.BatchNormBackwardPrimitive(g, n.Input(0), n.Input(1), n.Aux(0), n.Aux(1), b);
+            var (dx, dw) = Tensor.BatchNormBackwardPrimitive(g, n.Input(0), n.Input(1), n.Aux(0), n.Aux(1), b, n.TakeAccumulator(0));
             return [dx, dw, db];
         }
         return
@@ -393,7 +393,10 @@ internal static class Derivatives
         {
             if (n.NeedsGrad(0))
             {
-                var (ggy, gx, gw) = Tensor.BatchNormDoubleBackwardRaw(gy, x, w, h, n.Aux(0), n.Aux(1), b);
+                // Each full-size gradient may go straight into its slot (one slot when gy and x are one tensor).
+                var intoX = n.TakeAccumulator(1);
+                var intoGy = ReferenceEquals(gy, x) ? null : n.TakeAccumulator(0);
+                var (ggy, gx, gw) = Tensor.BatchNormDoubleBackwardRaw(gy, x, w, h, n.Aux(0), n.Aux(1), b, intoGy, intoX);
                 return [ggy, gx, n.NeedsGrad(2) ? gw.Reshape(n.InputShape(2).ToArray()) : null];
             }
             var (dx, dw) = Tensor.BatchNormInputGradBackwardRaw(gy, x, w, h, n.Aux(0), n.Aux(1), b);
@@ -418,7 +421,9 @@ internal static class Derivatives
         var x = n.Input(1);
         if (n.NeedsGrad(0) && n.NeedsGrad(1) && !Autograd.ShouldRecord([gy, x, k]))
         {
-            var (gx, ggy) = Tensor.BatchNormWeightGradBackwardRaw(gy, x, k, n.Aux(0), n.Aux(1), b);
+            var intoX = n.TakeAccumulator(1);
+            var intoGy = ReferenceEquals(gy, x) ? null : n.TakeAccumulator(0);
+            var (gx, ggy) = Tensor.BatchNormWeightGradBackwardRaw(gy, x, k, n.Aux(0), n.Aux(1), b, intoX, intoGy);
             return [ggy, gx];
         }
         return

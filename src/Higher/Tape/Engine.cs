@@ -464,11 +464,18 @@ internal sealed class Engine
     [ThreadStatic]
     private static Engine? t_running;
 
+    /// <summary>
+    /// Tests only: while set on a thread, <see cref="TakeAccumulator"/> hands out no slot there, so every backward
+    /// returns a new tensor (the slots still add them in place), the reference the accumulating kernels are compared with.
+    /// </summary>
+    [ThreadStatic]
+    internal static bool NoAccumulatorsOnThisThread;
+
     private Tensor? TakeAccumulatorOf(Node node, int k)
     {
         // Only for a node whose backward this pass is running: a node another pass holds (this pass then
         // keeps its state in maps), or one reached by a pass on another thread, is never this pass's.
-        if (!_accumulateInPlace || _mapped || !ReferenceEquals(node.PassOwner, this))
+        if (!_accumulateInPlace || _mapped || NoAccumulatorsOnThisThread || !ReferenceEquals(node.PassOwner, this))
         {
             return null;
         }

@@ -190,4 +190,52 @@ public sealed class InPlaceAccumulationTests
             }
         }
     }
+    [Fact]
+    public void BatchNormGradientsAddedIntoTheirSlots_AreTheBitsOfNewTensorsAddedAfter_WithFewerArrays()
+    {
+        // A second-order meta-gradient through conv, batch norm and ReLU: its final backward records nothing, so
+        // the fused batch-norm kernels add their x and gy gradients into the slots that already hold one. With the
+        // slots withheld (every backward returns a new tensor, which the slot then adds) the gradients are the same
+        // bits, and the backward rents more arrays.
+        var (device, pool) = TensorScopeTests.PrivateDevice();
+        var gen = new Generator(21);
+        var x = Tensor.Normal([6, 2, 9, 9], 0, 1, DType.Float32, gen, device);
+        var conv = Tensor.Normal([5, 2, 3, 3], 0, 0.4, DType.Float32, gen, device).WithRequiresGrad();
+        var bnw = Tensor.Normal([5], 1, 0.2, DType.Float32, gen, device).WithRequiresGrad();
+        var bnb = Tensor.Normal([5], 0, 0.2, DType.Float32, gen, device).WithRequiresGrad();
+        var target = Tensor.Normal([6, 5, 7, 7], 0, 1, DType.Float32, gen, device);
+        Tensor Loss(Tensor w, Tensor g, Tensor b)
+        {
+            var y = Tensor.BatchNorm(Tensor.Conv2d(x, w), null, null, g, b, training: true).Relu();
+            return (y - target).Square().Mean();
+        }
+        (double[][] Grads, long Rents) Run(bool withhold)
+        {
+            var (w, g, b) = (conv, bnw, bnb);
+            for (int step = 0; step < 2; step++)
+            {
+                var d = Autograd.Grad([Loss(w, g, b)], [w, g, b], createGraph: true);
+                (w, g, b) = (w - d[0]! * 0.1, g - d[1]! * 0.1, b - d[2]! * 0.1);
+            }
+            var meta = Loss(w, g, b) + (w.Square().Sum() * 0.01);
+            long before = pool.Statistics.Rents;
+            Tape.Engine.NoAccumulatorsOnThisThread = withhold;
+            try
+            {
+                var grads = Autograd.Grad([meta], [conv, bnw, bnb]);
+                return (grads.Select(t => t!.ToDoubleArray()).ToArray(), pool.Statistics.Rents - before);
+            }
+            finally
+            {
+                Tape.Engine.NoAccumulatorsOnThisThread = false;
+            }
+        }
+        var (withheld, withheldRents) = Run(true);
+        var (taken, takenRents) = Run(false);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(withheld[i], taken[i]);
+        }
+        Assert.True(takenRents < withheldRents, $"{takenRents} arrays rented with the slots taken, {withheldRents} without");
+    }
 }

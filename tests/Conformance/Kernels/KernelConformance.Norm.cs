@@ -226,6 +226,20 @@ public abstract partial class KernelConformance
                     AssertBitwise(Down(sy), Down(fn), $"fused batch-norm w·x̂ {which}");
                 }
             }
+            // Added into a destination: the destination plus the written value, as a separate Add gives it.
+            var start = Round(RandomValues(1990 + index, g.Length), dtype);
+            foreach (var (accX, accN) in new[] { (true, false), (false, true), (true, true) })
+            {
+                var (ax, an) = (Up(start, dtype), Up(start, dtype));
+                var flags = (accX ? NormAccumulate.GradX : NormAccumulate.None) | (accN ? NormAccumulate.Second : NormAccumulate.None);
+                Backend.BatchNormBackward(g, sgy, sx, sm, sv, sw, ax, null, an, flags);
+                var (qx, qn) = (Up(start, dtype), Up(start, dtype));
+                ComposedKernels.BatchNormBackward(Backend, g, sgy, sx, sm, sv, sw, qx, null, qn, flags);
+                AssertBitwise(Down(accX ? Added(start, gx, dtype) : gx), Down(ax), $"accumulated batch-norm input grad {what} ({flags})");
+                AssertBitwise(Down(accN ? Added(start, sy, dtype) : sy), Down(an), $"accumulated batch-norm w·x̂ {what} ({flags})");
+                AssertBitwise(Down(ax), Down(qx), $"composed accumulated batch-norm input grad {what} ({flags})");
+                AssertBitwise(Down(an), Down(qn), $"composed accumulated batch-norm w·x̂ {what} ({flags})");
+            }
             // The interface's default (what a backend without a fused kernel runs) gives the same bits.
             var (cx, cw, cn) = (Nans(g.Length), Nans(g.Channels), Nans(g.Length));
             ComposedKernels.BatchNormBackward(Backend, g, sgy, sx, sm, sv, sw, cx, cw, cn);
@@ -260,7 +274,30 @@ public abstract partial class KernelConformance
             AssertBitwise(Down(ggy), Down(fgy), $"fused batch-norm double backward d gy {what}");
             AssertBitwise(Down(gx), Down(fx), $"fused batch-norm double backward dx {what}");
             AssertBitwise(Down(gw), Down(fw), $"fused batch-norm double backward dw {what}");
+            var start = Round(RandomValues(1980 + index, g.Length), dtype);
+            foreach (var (accX, accG) in new[] { (true, false), (false, true), (true, true) })
+            {
+                var (agy, ax, aw) = (Up(start, dtype), Up(start, dtype), Nans(g.Channels));
+                var flags = (accX ? NormAccumulate.GradX : NormAccumulate.None) | (accG ? NormAccumulate.Second : NormAccumulate.None);
+                Backend.BatchNormDoubleBackward(g, sgy, sx, sm, sv, sw, sh, agy, ax, aw, flags);
+                var (cgy, cx, cw) = (Up(start, dtype), Up(start, dtype), Nans(g.Channels));
+                ComposedKernels.BatchNormDoubleBackward(Backend, g, sgy, sx, sm, sv, sw, sh, cgy, cx, cw, flags);
+                AssertBitwise(Down(accG ? Added(start, ggy, dtype) : ggy), Down(agy), $"accumulated double backward d gy {what} ({flags})");
+                AssertBitwise(Down(accX ? Added(start, gx, dtype) : gx), Down(ax), $"accumulated double backward dx {what} ({flags})");
+                AssertBitwise(Down(gw), Down(aw), $"accumulated double backward dw {what} ({flags})");
+                AssertBitwise(Down(agy), Down(cgy), $"composed accumulated double backward d gy {what} ({flags})");
+                AssertBitwise(Down(ax), Down(cx), $"composed accumulated double backward dx {what} ({flags})");
+            }
         }
+    }
+
+    /// <summary>start + value by the backend's own Add (the engine's separate accumulation).</summary>
+    private IStorage Added(double[] start, IStorage value, DType dtype)
+    {
+        var y = Up(start, dtype);
+        var shape = new Shape(start.Length);
+        Backend.Binary(BinaryOp.Add, y, shape, value, shape, y, shape);
+        return y;
     }
 
     [Fact]
