@@ -87,6 +87,21 @@ public sealed partial class Tensor
     }
 
     /// <summary>
+    /// acc += b broadcast to acc's shape, in place (a gradient slot's tensor, <see cref="Tape.Node.TakeAccumulator"/>):
+    /// one broadcasting Add, each element acc + b, the bits of expanding b and adding it.
+    /// </summary>
+    internal static Tensor AddBroadcastInto(Tensor acc, Tensor b)
+    {
+        if (acc.DType != b.DType || acc.Device != b.Device || !b.Shape.IsBroadcastableTo(acc.Shape))
+        {
+            throw new InvalidOperationException($"Internal error: adding {b.Describe()} broadcast into {acc.Describe()}.");
+        }
+        acc.Backend.Binary(BinaryOp.Add, acc.Storage, acc.Shape, b.Storage, b.Shape, acc.Storage, acc.Shape);
+        acc.Version.Value++;
+        return acc;
+    }
+
+    /// <summary>
     /// Matrix product with PyTorch's matmul semantics: 1-D·1-D is a dot product; a 1-D operand is
     /// promoted to a matrix and the added dimension removed; leading (batch) dimensions broadcast.
     /// </summary>

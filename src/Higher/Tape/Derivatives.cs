@@ -204,7 +204,16 @@ internal static class Derivatives
 
     /// <summary>Sum: the gradient is broadcast back over the reduced axes.</summary>
     public static readonly Derivative<Reduced> Sum = new("Sum", Saves.None, static (Node n, in Reduced r, Tensor g) =>
-        [g.ReshapeTo(r.Kept).ExpandTo(n.InputShape(0))]);
+    {
+        var kept = g.ReshapeTo(r.Kept);
+        // Where the input's slot already holds a tensor of the pass's own, the broadcast is added into it (one
+        // pass, the bits of expanding and adding) instead of materialized first.
+        if (kept.Shape != n.InputShape(0) && n.TakeAccumulator(0) is { } acc)
+        {
+            return [Tensor.AddBroadcastInto(acc, kept)];
+        }
+        return [kept.ExpandTo(n.InputShape(0))];
+    });
 
     /// <summary>scale·Σ x² (<see cref="Tensor.ScaledSumOfSquares"/>): dx = x·(2·scale·g), g a 0-d tensor.</summary>
     public static readonly Derivative<Scalars> ScaledSumOfSquares = new("ScaledSumOfSquares", Saves.Input0, static (Node n, in Scalars s, Tensor g) =>

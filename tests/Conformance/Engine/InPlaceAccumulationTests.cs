@@ -238,4 +238,43 @@ public sealed class InPlaceAccumulationTests
         }
         Assert.True(takenRents < withheldRents, $"{takenRents} arrays rented with the slots taken, {withheldRents} without");
     }
+    [Fact]
+    public void ASumsBroadcastGradientAddedIntoItsSlot_IsTheBitsOfExpandingAndAdding_WithFewerArrays()
+    {
+        // x feeds a channel sum (its gradient a broadcast of [1, C, 1]) and elementwise ops; in either order of the
+        // two terms, with the slots withheld and taken: the same bits, and fewer arrays where the sum's gradient
+        // finds x's slot (or an intermediate's) already holding one.
+        var (device, pool) = TensorScopeTests.PrivateDevice();
+        var gen = new Generator(22);
+        var x = Tensor.Normal([5, 6, 33], 0, 1, DType.Float32, gen, device).WithRequiresGrad();
+        var v = Tensor.Normal([6], 0, 1, DType.Float32, gen, device);
+        long takenTotal = 0, withheldTotal = 0;
+        foreach (bool sumFirst in new[] { true, false })
+        {
+            (double[] Grad, long Rents) Run(bool withhold)
+            {
+                var h = x.Tanh();
+                var sumTerm = (h.Sum([0, 2]) * v).Sum();
+                var squares = (h * x).Sum() * 0.5;
+                var loss = sumFirst ? sumTerm + squares : squares + sumTerm;
+                long before = pool.Statistics.Rents;
+                Tape.Engine.NoAccumulatorsOnThisThread = withhold;
+                try
+                {
+                    var g = Autograd.Grad([loss], [x])[0]!;
+                    return (g.ToDoubleArray(), pool.Statistics.Rents - before);
+                }
+                finally
+                {
+                    Tape.Engine.NoAccumulatorsOnThisThread = false;
+                }
+            }
+            var (withheld, withheldRents) = Run(true);
+            var (taken, takenRents) = Run(false);
+            Assert.Equal(withheld, taken);
+            takenTotal += takenRents;
+            withheldTotal += withheldRents;
+        }
+        Assert.True(takenTotal < withheldTotal, $"{takenTotal} arrays rented with the slots taken, {withheldTotal} without");
+    }
 }
