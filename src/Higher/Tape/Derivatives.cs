@@ -391,7 +391,8 @@ internal static class Derivatives
     /// gx = A(gy, x, w): d gy = A(h, x, w), dx by <see cref="BatchNormInputGradOfX"/>, dw = Σ h·A(gy, x, 1).
     /// Where nothing records (a second-order meta-gradient's final backward), dx and dw come from one
     /// kernel of the same formula (<see cref="IBackend.BatchNormInputGradBackward"/>) instead of about
-    /// fifteen full-size tensor ops.
+    /// fifteen full-size tensor ops, and d gy with them where it is needed too
+    /// (<see cref="IBackend.BatchNormDoubleBackward"/>), each added into its slot where that holds a tensor already.
     /// </summary>
     public static readonly Derivative<NormGeometry> BatchNormInputGrad = new("BatchNormInputGrad", Saves.Inputs01 | Saves.Input2, static (Node n, in NormGeometry b, Tensor h) =>
     {
