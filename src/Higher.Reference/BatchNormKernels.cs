@@ -197,14 +197,20 @@ internal static unsafe class BatchNormKernels
         mean[c] = muT;
         variance[c] = varT;
         // y = x·scale + shift with scale = r·w and shift = b - μ·scale, rounded once each to T.
-        double scaleD = r * double.CreateTruncating(w[c]);
-        T scale = T.CreateTruncating(scaleD);
-        T shift = T.CreateTruncating(double.CreateTruncating(b[c]) - (mu * scaleD));
+        var (scale, shift) = ForwardCoefficients<T>(r, double.CreateTruncating(w[c]), double.CreateTruncating(b[c]), mu);
         for (int n = 0; n < g.Batch; n++)
         {
             long at = (n * stride) + ((long)c * s);
             Affine(x + at, y + at, s, scale, shift);
         }
+    }
+
+    /// <summary>The forward's y = x·scale + shift: scale = r·w and shift = b - μ·scale, each rounded once to T.</summary>
+    private static (T Scale, T Shift) ForwardCoefficients<T>(double r, double w, double b, double mu)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        double scaleD = r * w;
+        return (T.CreateTruncating(scaleD), T.CreateTruncating(b - (mu * scaleD)));
     }
 
     /// <summary>1/√(σ² + eps) in double from the stored (rounded) variance.</summary>
@@ -276,9 +282,8 @@ internal static unsafe class BatchNormKernels
         {
             gw[c] = T.CreateTruncating(sumGD * r);
         }
-        // w·x̂ as the forward's y with a zero bias: scale and shift rounded first (ForwardChannel's formula).
-        double scaleD = r * wc;
-        T scale = T.CreateTruncating(scaleD), scaleShift = T.CreateTruncating(0 - (mu * scaleD));
+        // w·x̂ as the forward's y with a zero bias.
+        var (scale, scaleShift) = ForwardCoefficients<T>(r, wc, 0, mu);
         for (int n = 0; n < g.Batch; n++)
         {
             long at = (n * stride) + ((long)c * s);
