@@ -198,14 +198,9 @@ public abstract partial class KernelConformance
         var g = NormCases[index];
         foreach (var dtype in new[] { DType.Float32, DType.Float64 })
         {
-            var x = Round(RandomValues(1900 + index, g.Length, 1, 4), dtype);
-            var w = Round(RandomValues(1910 + index, g.Channels, 0.5, 1.5), dtype);
-            w[0] = 0;
-            var gy = Round(RandomValues(1930 + index, g.Length), dtype);
-            IStorage Nans(long n) => Up(Enumerable.Repeat(double.NaN, (int)n).ToArray(), dtype);
-            var (sx, sw, sgy) = (Up(x, dtype), Up(w, dtype), Up(gy, dtype));
-            var (sy, sm, sv) = (Nans(g.Length), Nans(g.Channels), Nans(g.Channels));
-            Backend.BatchNorm(g, sx, sw, Up(new double[g.Channels], dtype), sy, sm, sv);
+            var (sx, sw, sy, sm, sv) = NormForward(g, 1900 + index, dtype, zeroFirstWeight: true);
+            var sgy = Up(Round(RandomValues(1930 + index, g.Length), dtype), dtype);
+            IStorage Nans(long n) => NanStorage(n, dtype);
             var (gx, gw) = (Nans(g.Length), Nans(g.Channels));
             Backend.BatchNormInputGrad(g, sgy, sx, sm, sv, sw, gx);
             Backend.BatchNormWeightGrad(g, sgy, sx, sm, sv, gw);
@@ -257,14 +252,9 @@ public abstract partial class KernelConformance
         var g = NormCases[index];
         foreach (var dtype in new[] { DType.Float32, DType.Float64 })
         {
-            var x = Round(RandomValues(1940 + index, g.Length, 1, 4), dtype);
-            var w = Round(RandomValues(1950 + index, g.Channels, 0.5, 1.5), dtype);
-            var gy = Round(RandomValues(1960 + index, g.Length), dtype);
-            var h = Round(RandomValues(1970 + index, g.Length), dtype);
-            IStorage Nans(long n) => Up(Enumerable.Repeat(double.NaN, (int)n).ToArray(), dtype);
-            var (sx, sw, sgy, sh) = (Up(x, dtype), Up(w, dtype), Up(gy, dtype), Up(h, dtype));
-            var (sy, sm, sv) = (Nans(g.Length), Nans(g.Channels), Nans(g.Channels));
-            Backend.BatchNorm(g, sx, sw, Up(new double[g.Channels], dtype), sy, sm, sv);
+            var (sx, sw, _, sm, sv) = NormForward(g, 1940 + index, dtype, zeroFirstWeight: false);
+            var (sgy, sh) = (Up(Round(RandomValues(1960 + index, g.Length), dtype), dtype), Up(Round(RandomValues(1970 + index, g.Length), dtype), dtype));
+            IStorage Nans(long n) => NanStorage(n, dtype);
             var (ggy, gx, gw) = (Nans(g.Length), Nans(g.Length), Nans(g.Channels));
             Backend.BatchNormInputGrad(g, sh, sx, sm, sv, sw, ggy);
             Backend.BatchNormInputGradBackward(g, sgy, sx, sm, sv, sw, sh, gx, gw);
@@ -289,6 +279,27 @@ public abstract partial class KernelConformance
                 AssertBitwise(Down(ax), Down(cx), $"composed accumulated double backward dx {what} ({flags})");
             }
         }
+    }
+
+    /// <summary>A storage of n NaNs: an output every element of which must be written.</summary>
+    private IStorage NanStorage(long n, DType dtype) => Up(Enumerable.Repeat(double.NaN, (int)n).ToArray(), dtype);
+
+    /// <summary>
+    /// x (off-centre, seed <paramref name="seed"/>) and w (seed + 10, optionally with channel 0's weight 0) as storages,
+    /// and the forward with a zero bias: y = w·x̂ and the statistics the gradient kernels read.
+    /// </summary>
+    private (IStorage X, IStorage W, IStorage Y, IStorage Mean, IStorage Variance) NormForward(NormGeometry g, int seed, DType dtype, bool zeroFirstWeight)
+    {
+        var x = Round(RandomValues(seed, g.Length, 1, 4), dtype);
+        var w = Round(RandomValues(seed + 10, g.Channels, 0.5, 1.5), dtype);
+        if (zeroFirstWeight)
+        {
+            w[0] = 0;
+        }
+        var (sx, sw) = (Up(x, dtype), Up(w, dtype));
+        var (sy, sm, sv) = (NanStorage(g.Length, dtype), NanStorage(g.Channels, dtype), NanStorage(g.Channels, dtype));
+        Backend.BatchNorm(g, sx, sw, Up(new double[g.Channels], dtype), sy, sm, sv);
+        return (sx, sw, sy, sm, sv);
     }
 
     /// <summary>start + value by the backend's own Add (the engine's separate accumulation).</summary>
