@@ -10,8 +10,20 @@ namespace Higher;
 /// </summary>
 public static class Philox
 {
-    private const uint M0 = 0xD2511F53, M1 = 0xCD9E8D57, W0 = 0x9E3779B9, W1 = 0xBB67AE85;
-    private const double TwoPow53Inv = 1.0 / 9007199254740992.0;
+    /// <summary>The round multiplier of counter word 0.</summary>
+    public const uint M0 = 0xD2511F53;
+
+    /// <summary>The round multiplier of counter word 2.</summary>
+    public const uint M1 = 0xCD9E8D57;
+
+    /// <summary>The Weyl increment of key word 0 per round.</summary>
+    public const uint W0 = 0x9E3779B9;
+
+    /// <summary>The Weyl increment of key word 1 per round.</summary>
+    public const uint W1 = 0xBB67AE85;
+
+    /// <summary>2^-53: a 53-bit integer times this is a double in [0, 1).</summary>
+    public const double TwoPow53Inv = 1.0 / 9007199254740992.0;
 
     /// <summary>The four 32-bit output words of Philox4x32-10 for counter <paramref name="counter"/> and key <paramref name="seed"/>.</summary>
     public static (uint X0, uint X1, uint X2, uint X3) Block(ulong seed, ulong counter)

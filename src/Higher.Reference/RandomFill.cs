@@ -10,9 +10,9 @@ internal static class RandomFill
     private const int ParallelThreshold = 1 << 16;
     private const int Chunk = 1 << 14;
 
-    // Philox4x32-10's multipliers and Weyl key increments, as in Higher.Abstractions' Philox (the specification).
-    private const uint M0 = 0xD2511F53, M1 = 0xCD9E8D57, W0 = 0x9E3779B9, W1 = 0xBB67AE85;
-    private const double TwoPow53Inv = 1.0 / 9007199254740992.0;
+    // Philox4x32-10's multipliers and Weyl key increments: the specification's (Higher.Philox).
+    private const uint M0 = Philox.M0, M1 = Philox.M1, W0 = Philox.W0, W1 = Philox.W1;
+    private const double TwoPow53Inv = Philox.TwoPow53Inv;
 
     /// <summary>Elements per step of the AVX-512 path: one Philox block per 64-bit lane.</summary>
     internal const int VectorWidth = 8;
