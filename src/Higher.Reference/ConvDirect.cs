@@ -318,9 +318,9 @@ internal static unsafe class ConvDirect
                     switch (Math.Min(OB, g.OutChannels - o0))
                     {
                         case 1: ForwardSingle(g, padded, offsets, weights, depth, dst); break;
-                        case 2: ForwardRows<T, C2>(g, padded, offsets, weights, depth, dst); break;
-                        case 3: ForwardRows<T, C3>(g, padded, offsets, weights, depth, dst); break;
-                        default: ForwardRows<T, C4>(g, padded, offsets, weights, depth, dst); break;
+                        case 2: ForwardRows<T, V2>(g, padded, offsets, weights, depth, dst); break;
+                        case 3: ForwardRows<T, V3>(g, padded, offsets, weights, depth, dst); break;
+                        default: ForwardRows<T, V4>(g, padded, offsets, weights, depth, dst); break;
                     }
                 }
             }
@@ -357,20 +357,20 @@ internal static unsafe class ConvDirect
                 {
                     switch (rows)
                     {
-                        case 1: ForwardRowTile<T, C1, C2>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
-                        case 2: ForwardRowTile<T, C2, C2>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
-                        case 3: ForwardRowTile<T, C3, C2>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
-                        default: ForwardRowTile<T, C4, C2>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        case 1: ForwardRowTile<T, V1, V2>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        case 2: ForwardRowTile<T, V2, V2>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        case 3: ForwardRowTile<T, V3, V2>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        default: ForwardRowTile<T, V4, V2>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
                     }
                 }
                 else
                 {
                     switch (rows)
                     {
-                        case 1: ForwardRowTile<T, C1, C1>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
-                        case 2: ForwardRowTile<T, C2, C1>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
-                        case 3: ForwardRowTile<T, C3, C1>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
-                        default: ForwardRowTile<T, C4, C1>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        case 1: ForwardRowTile<T, V1, V1>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        case 2: ForwardRowTile<T, V2, V1>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        case 3: ForwardRowTile<T, V3, V1>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
+                        default: ForwardRowTile<T, V4, V1>(s, wp, offsets, weights, depth, d, ow, tail0, tail1); break;
                     }
                 }
             }
@@ -460,11 +460,11 @@ internal static unsafe class ConvDirect
             int i = 0;
             for (; i + 2 <= oh; i += 2)
             {
-                ForwardTile<T, TO, C2>(padded + (long)i * wp, wp, offsets, weights, depth, dst + (long)i * ow, ow, pixels, ow, ow);
+                ForwardTile<T, TO, V2>(padded + (long)i * wp, wp, offsets, weights, depth, dst + (long)i * ow, ow, pixels, ow, ow);
             }
             if (i < oh)
             {
-                ForwardTile<T, TO, C1>(padded + (long)i * wp, 0, offsets, weights, depth, dst + (long)i * ow, 0, pixels, ow, ow);
+                ForwardTile<T, TO, V1>(padded + (long)i * wp, 0, offsets, weights, depth, dst + (long)i * ow, 0, pixels, ow, ow);
             }
             return;
         }
@@ -476,11 +476,11 @@ internal static unsafe class ConvDirect
             for (; v + 2 <= vectors; v += 2)
             {
                 int tail = v + 2 == vectors ? ow - (v + 1) * w : w;
-                ForwardTile<T, TO, C2>(src + v * w, w, offsets, weights, depth, row + v * w, w, pixels, w, tail);
+                ForwardTile<T, TO, V2>(src + v * w, w, offsets, weights, depth, row + v * w, w, pixels, w, tail);
             }
             if (v < vectors)
             {
-                ForwardTile<T, TO, C1>(src + v * w, 0, offsets, weights, depth, row + v * w, 0, pixels, ow - v * w, ow - v * w);
+                ForwardTile<T, TO, V1>(src + v * w, 0, offsets, weights, depth, row + v * w, 0, pixels, ow - v * w, ow - v * w);
             }
         }
     }
@@ -685,10 +685,10 @@ internal static unsafe class ConvDirect
                             T* acc = partials + (chunk * weights + (long)o0 * depth) * w;
                             switch (outs)
                             {
-                                case 1: WeightTaps<T, C1>(padded, offsets, depth, dyFlat, flat, masks, vectors, acc); break;
-                                case 2: WeightTaps<T, C2>(padded, offsets, depth, dyFlat, flat, masks, vectors, acc); break;
-                                case 3: WeightTaps<T, C3>(padded, offsets, depth, dyFlat, flat, masks, vectors, acc); break;
-                                default: WeightTaps<T, C4>(padded, offsets, depth, dyFlat, flat, masks, vectors, acc); break;
+                                case 1: WeightTaps<T, V1>(padded, offsets, depth, dyFlat, flat, masks, vectors, acc); break;
+                                case 2: WeightTaps<T, V2>(padded, offsets, depth, dyFlat, flat, masks, vectors, acc); break;
+                                case 3: WeightTaps<T, V3>(padded, offsets, depth, dyFlat, flat, masks, vectors, acc); break;
+                                default: WeightTaps<T, V4>(padded, offsets, depth, dyFlat, flat, masks, vectors, acc); break;
                             }
                         }
                     }
@@ -738,10 +738,10 @@ internal static unsafe class ConvDirect
             T* a = acc + (long)k0 * w;
             switch (k1 - k0)
             {
-                case 1: WeightTile<T, TO, C1>(padded, offsets + k0, dyFlat, flat, masks, vectors, a, depth); break;
-                case 2: WeightTile<T, TO, C2>(padded, offsets + k0, dyFlat, flat, masks, vectors, a, depth); break;
-                case 3: WeightTile<T, TO, C3>(padded, offsets + k0, dyFlat, flat, masks, vectors, a, depth); break;
-                default: WeightTile<T, TO, C4>(padded, offsets + k0, dyFlat, flat, masks, vectors, a, depth); break;
+                case 1: WeightTile<T, TO, V1>(padded, offsets + k0, dyFlat, flat, masks, vectors, a, depth); break;
+                case 2: WeightTile<T, TO, V2>(padded, offsets + k0, dyFlat, flat, masks, vectors, a, depth); break;
+                case 3: WeightTile<T, TO, V3>(padded, offsets + k0, dyFlat, flat, masks, vectors, a, depth); break;
+                default: WeightTile<T, TO, V4>(padded, offsets + k0, dyFlat, flat, masks, vectors, a, depth); break;
             }
         }
     }
@@ -905,15 +905,4 @@ internal static unsafe class ConvDirect
             v3.Store(acc + 3 * w);
         }
     }
-
-    /// <summary>A compile-time count: the JIT specializes a generic method per struct argument, so `TO.Value > 2` folds away.</summary>
-    private interface ICount
-    {
-        static abstract int Value { get; }
-    }
-
-    private struct C1 : ICount { public static int Value => 1; }
-    private struct C2 : ICount { public static int Value => 2; }
-    private struct C3 : ICount { public static int Value => 3; }
-    private struct C4 : ICount { public static int Value => 4; }
 }

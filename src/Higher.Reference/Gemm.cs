@@ -402,20 +402,23 @@ internal static unsafe class Gemm
         }
     }
 
-    /// <summary>A compile-time count: the JIT specializes a generic method per struct argument, so `TR.Value > 3` folds away.</summary>
-    private interface ICount
+    /// <summary>
+    /// A compile-time count: the JIT specializes a generic method per struct argument, so `TR.Value > 3` folds away
+    /// (the GEMM's small tiles and the direct convolution's tiles).
+    /// </summary>
+    internal interface ICount
     {
         static abstract int Value { get; }
     }
 
-    private struct V1 : ICount { public static int Value => 1; }
-    private struct V2 : ICount { public static int Value => 2; }
-    private struct V3 : ICount { public static int Value => 3; }
-    private struct V4 : ICount { public static int Value => 4; }
-    private struct V5 : ICount { public static int Value => 5; }
-    private struct V6 : ICount { public static int Value => 6; }
-    private struct V7 : ICount { public static int Value => 7; }
-    private struct V8 : ICount { public static int Value => 8; }
+    internal struct V1 : ICount { public static int Value => 1; }
+    internal struct V2 : ICount { public static int Value => 2; }
+    internal struct V3 : ICount { public static int Value => 3; }
+    internal struct V4 : ICount { public static int Value => 4; }
+    internal struct V5 : ICount { public static int Value => 5; }
+    internal struct V6 : ICount { public static int Value => 6; }
+    internal struct V7 : ICount { public static int Value => 7; }
+    internal struct V8 : ICount { public static int Value => 8; }
 
     /// <summary>Lanes [0, count) set.</summary>
     private static Vector512<T> LaneMask<T>(int count) where T : unmanaged =>
