@@ -373,6 +373,117 @@ internal static class Reducers
         return PairwiseSum(ref x, half, null) + PairwiseSum(ref Unsafe.Add(ref x, half), n - half, null);
     }
 
+    /// <summary>
+    /// <see cref="PairwiseSum"/> of four rows of n elements each (at r[0..3]) into sums[0..3], each with that method's
+    /// bits: the same split tree (it depends on n only) and, per block, the same lanes and order (<see cref="BlockSum4"/>),
+    /// the four rows in lock step so that their dependency chains overlap. Needs AVX-512 (<see cref="HasSum4"/>).
+    /// </summary>
+    internal static bool HasSum4 => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+
+    internal static unsafe void PairwiseSum4<T>(T* r0, T* r1, T* r2, T* r3, int n, double* sums) where T : unmanaged
+    {
+        if (n <= PairwiseBase)
+        {
+            BlockSum4(r0, r1, r2, r3, n, sums);
+            return;
+        }
+        int half = (n / 2 + PairwiseBase - 1) / PairwiseBase * PairwiseBase;
+        double* left = stackalloc double[4];
+        double* right = stackalloc double[4];
+        PairwiseSum4(r0, r1, r2, r3, half, left);
+        PairwiseSum4(r0 + half, r1 + half, r2 + half, r3 + half, n - half, right);
+        for (int i = 0; i < 4; i++)
+        {
+            sums[i] = left[i] + right[i];
+        }
+    }
+
+    /// <summary>
+    /// <see cref="BlockSum"/> of four rows: per row, 16 double lanes accumulate the elements at their index mod 16 in
+    /// ascending order (the tail past the last full 16 selected into its lanes, so a lane it does not reach keeps its
+    /// value exactly), then the lanes are added in index order to a double from zero.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void BlockSum4<T>(T* r0, T* r1, T* r2, T* r3, int n, double* sums) where T : unmanaged
+    {
+        Vector512<double> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
+        int i = 0;
+        for (; i <= n - 16; i += 16)
+        {
+            Add16(r0 + i, ref a0, ref b0);
+            Add16(r1 + i, ref a1, ref b1);
+            Add16(r2 + i, ref a2, ref b2);
+            Add16(r3 + i, ref a3, ref b3);
+        }
+        int rest = n - i;
+        if (rest > 0)
+        {
+            var ids = Vector512<long>.Indices;
+            var lowMask = Vector512.LessThan(ids, Vector512.Create((long)rest)).AsDouble();
+            var highMask = Vector512.LessThan(ids, Vector512.Create((long)rest - 8)).AsDouble();
+            AddTail(r0 + i, rest, lowMask, highMask, ref a0, ref b0);
+            AddTail(r1 + i, rest, lowMask, highMask, ref a1, ref b1);
+            AddTail(r2 + i, rest, lowMask, highMask, ref a2, ref b2);
+            AddTail(r3 + i, rest, lowMask, highMask, ref a3, ref b3);
+        }
+        double* lanes = stackalloc double[64];
+        a0.Store(lanes);
+        b0.Store(lanes + 8);
+        a1.Store(lanes + 16);
+        b1.Store(lanes + 24);
+        a2.Store(lanes + 32);
+        b2.Store(lanes + 40);
+        a3.Store(lanes + 48);
+        b3.Store(lanes + 56);
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (int l = 0; l < 16; l++)
+        {
+            s0 += lanes[l];
+            s1 += lanes[16 + l];
+            s2 += lanes[32 + l];
+            s3 += lanes[48 + l];
+        }
+        sums[0] = s0;
+        sums[1] = s1;
+        sums[2] = s2;
+        sums[3] = s3;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Add16<T>(T* p, ref Vector512<double> lo, ref Vector512<double> hi) where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            var (l, h) = Vector512.Widen(Vector512.Load((float*)p));
+            lo += l;
+            hi += h;
+        }
+        else
+        {
+            lo += Vector512.Load((double*)p);
+            hi += Vector512.Load((double*)p + 8);
+        }
+    }
+
+    /// <summary>The rest &lt; 16 elements at p added into lanes [0, rest) (lanes past it unchanged, as BlockSum's scalar tail leaves them); masked loads read nothing past the row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void AddTail<T>(T* p, int rest, Vector512<double> lowMask, Vector512<double> highMask, ref Vector512<double> lo, ref Vector512<double> hi)
+        where T : unmanaged
+    {
+        Vector512<double> l, h;
+        if (typeof(T) == typeof(float))
+        {
+            (l, h) = Vector512.Widen(Gemm.MaskedLoad((float*)p, ConvGemm.LaneMask<float>(0, rest)));
+        }
+        else
+        {
+            l = Gemm.MaskedLoad((double*)p, ConvGemm.LaneMask<double>(0, rest));
+            h = Gemm.MaskedLoad((double*)p + 8, ConvGemm.LaneMask<double>(0, rest - 8));
+        }
+        lo = Vector512.ConditionalSelect(lowMask, lo + l, lo);
+        hi = Vector512.ConditionalSelect(highMask, hi + h, hi);
+    }
+
     /// <summary>Sum of at most <see cref="PairwiseBase"/> elements: 16 double lanes, then lanes added in index order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static double BlockSum<T>(ref T x, int n) where T : unmanaged
@@ -545,13 +656,7 @@ internal static class Reducers
                     fixed (double* partial = partialArray)
                     {
                         nint xp = (nint)px, pp = (nint)partial;
-                        RowsInChunks(parallel ? threads : null, rows, (r0, r1) =>
-                        {
-                            for (long r = r0; r < r1; r++)
-                            {
-                                ((double*)pp)[r] = PairwiseSum(ref *((T*)xp + r * length), length, null);
-                            }
-                        });
+                        RowsInChunks(parallel ? threads : null, rows, (r0, r1) => RowSums((T*)xp, length, r0, r1, (double*)pp));
                         ReduceKeptLast(null, op, partial, sizes[..(g - 1)], flags[..(g - 1)], py);
                     }
                 }
@@ -581,6 +686,24 @@ internal static class Reducers
             {
                 ArrayPool<T>.Shared.Return(extremeArray);
             }
+        }
+    }
+
+    /// <summary>partial[r] = <see cref="PairwiseSum"/> of row r (length elements) for r in [r0, r1), four rows at a time where Vector512 allows.</summary>
+    private static unsafe void RowSums<T>(T* x, int length, long r0, long r1, double* partial) where T : unmanaged
+    {
+        long r = r0;
+        if (HasSum4)
+        {
+            for (; r + 4 <= r1; r += 4)
+            {
+                T* row = x + r * length;
+                PairwiseSum4(row, row + length, row + 2L * length, row + 3L * length, length, partial + r);
+            }
+        }
+        for (; r < r1; r++)
+        {
+            partial[r] = PairwiseSum(ref *(x + r * length), length, null);
         }
     }
 
