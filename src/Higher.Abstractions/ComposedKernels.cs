@@ -10,10 +10,12 @@ public static class ComposedKernels
     /// <summary>
     /// <see cref="IBackend.BatchNormBackward"/> as <see cref="IBackend.BatchNormInputGrad"/>, <see cref="IBackend.BatchNormWeightGrad"/>
     /// and <see cref="IBackend.BatchNorm"/> with a zero bias (whose statistics, recomputed from the same x, are those
-    /// the caller passes); an accumulated output is computed into a temporary and added.
+    /// the caller passes); an accumulated output is computed into a temporary and added; the channel sums are
+    /// <see cref="IBackend.Reduce"/> of gradY and of gradX once written.
     /// </summary>
     public static void BatchNormBackward(IBackend backend, in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None)
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None,
+        IStorage? gradYSums = null, IStorage? gradXSums = null)
     {
         var temps = new List<IStorage>(5);
         try
@@ -21,6 +23,8 @@ public static class ComposedKernels
             var gx = Target(backend, gradX, accumulate.HasFlag(NormAccumulate.GradX), geometry.Length, temps);
             backend.BatchNormInputGrad(geometry, gradY, x, mean, variance, weight, gx);
             AddInto(backend, gx, gradX, geometry.Length);
+            ChannelSums(backend, geometry, gradY, gradYSums);
+            ChannelSums(backend, geometry, gradX, gradXSums);
             if (gradWeight != null)
             {
                 backend.BatchNormWeightGrad(geometry, gradY, x, mean, variance, gradWeight);
@@ -81,6 +85,19 @@ public static class ComposedKernels
         var t = backend.AllocateUninitialized(destination.DType, length);
         temps.Add(t);
         return t;
+    }
+
+    /// <summary>
+    /// sums[c] = Σ over channel c's N·S values of t: <see cref="IBackend.Reduce"/> over axes 0 and 2 of t as [N, C, S],
+    /// whose bits a fused kernel's channel sums must have. Nothing where <paramref name="sums"/> is null.
+    /// </summary>
+    public static void ChannelSums(IBackend backend, in NormGeometry geometry, IStorage t, IStorage? sums)
+    {
+        if (sums is null)
+        {
+            return;
+        }
+        backend.Reduce(ReduceOp.Sum, t, new Shape(geometry.Batch, geometry.Channels, geometry.Spatial), [true, false, true], sums);
     }
 
     /// <summary>destination += value where value is a temporary of <see cref="Target"/>.</summary>

@@ -243,11 +243,15 @@ public interface IBackend
     /// default runs those kernels one after another. Not recorded: the engine records each output as its own node.
     /// <paramref name="accumulate"/> adds gradX (<see cref="NormAccumulate.GradX"/>) or scaledNormalized
     /// (<see cref="NormAccumulate.Second"/>) into the destination instead of writing it, with the bits of the value
-    /// followed by a <see cref="BinaryOp.Add"/> into the destination.
+    /// followed by a <see cref="BinaryOp.Add"/> into the destination. Where given, <paramref name="gradYSums"/> and
+    /// <paramref name="gradXSums"/> ([C]) receive the channel sums of gradY and of gradX's final contents with the bits
+    /// of <see cref="Reduce"/>'s sum over axes 0 and 2 of [N, C, S]: batch norm's bias gradient, and (for the engine to
+    /// reuse) the bias gradient of a layer before it, from data the kernel has at hand.
     /// </summary>
     void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None) =>
-        ComposedKernels.BatchNormBackward(this, geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized, accumulate);
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None,
+        IStorage? gradYSums = null, IStorage? gradXSums = null) =>
+        ComposedKernels.BatchNormBackward(this, geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized, accumulate, gradYSums, gradXSums);
 
     /// <summary>
     /// All three derivatives of ⟨h, <see cref="BatchNormInputGrad"/>(gy, x, w)⟩: with respect to gy,

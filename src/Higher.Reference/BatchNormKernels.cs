@@ -247,13 +247,22 @@ internal static unsafe class BatchNormKernels
     /// that writes: see <see cref="IBackend.BatchNormBackward"/>. An accumulated output is destination + value.
     /// </summary>
     public static void Backward<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* w, T* gx, T* gw, T* xw,
-        NormAccumulate accumulate = NormAccumulate.None)
+        NormAccumulate accumulate = NormAccumulate.None, T* gySums = null, T* gxSums = null)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         nint pg = (nint)gy, px = (nint)x, pm = (nint)mean, pr = (nint)variance, pw = (nint)w, pgx = (nint)gx, pgw = (nint)gw, pxw = (nint)xw;
+        nint pys = (nint)gySums, pxs = (nint)gxSums;
         bool accX = (accumulate & NormAccumulate.GradX) != 0, accN = (accumulate & NormAccumulate.Second) != 0;
-        ForChannels(threads, g, c => BackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)pgx, (T*)pgw, (T*)pxw, accX, accN));
+        ForChannels(threads, g, c => BackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)pgx, (T*)pgw, (T*)pxw, accX, accN, (T*)pys, (T*)pxs));
     }
+
+    /// <summary>
+    /// Whether <see cref="Backward"/>'s channel sums have <see cref="Reducers"/>' bits for this geometry: with N, C and S
+    /// all above 1, a sum over axes 0 and 2 of [N, C, S] sums each row (n, c) pairwise (<see cref="Reducers.PairwiseSum"/>)
+    /// and adds the rows' sums in ascending n to a double from zero, which the kernel repeats; a size-1 axis makes
+    /// Reduce merge groups and sum in another order.
+    /// </summary>
+    public static bool SumsLikeReduce(in NormGeometry g) => g.Batch > 1 && g.Channels > 1 && g.Spatial > 1;
 
     /// <summary>
     /// The coefficients of gx = A(gy, x, w) = gy·k - x·q + shift from channel c's sums Σ gy and Σ gy·(x - μ):
@@ -269,7 +278,8 @@ internal static unsafe class BatchNormKernels
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static void BackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* gx, T* gw, T* xw, bool accX, bool accN)
+    private static void BackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* gx, T* gw, T* xw, bool accX, bool accN,
+        T* gySums, T* gxSums)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int s = g.Spatial;
@@ -328,6 +338,45 @@ internal static unsafe class BatchNormKernels
                 }
             }
         }
+        // The rows' sums as Reduce forms them (see SumsLikeReduce), while the channel is in cache.
+        if (gySums != null)
+        {
+            gySums[c] = T.CreateTruncating(RowSumsInOrder(g, c, gy));
+        }
+        if (gxSums != null)
+        {
+            gxSums[c] = T.CreateTruncating(RowSumsInOrder(g, c, gx));
+        }
+    }
+
+    /// <summary>Σ over n ascending of <see cref="Reducers.PairwiseSum"/> of row (n, c), added to a double from zero: Reduce's channel sum (see <see cref="SumsLikeReduce"/>).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static double RowSumsInOrder<T>(in NormGeometry g, int c, T* t)
+        where T : unmanaged
+    {
+        int s = g.Spatial;
+        long stride = (long)g.Channels * s;
+        T* first = t + (long)c * s;
+        double total = 0;
+        int n = 0;
+        if (Reducers.HasSum4)
+        {
+            double* four = stackalloc double[4];
+            for (; n + 4 <= g.Batch; n += 4)
+            {
+                T* row = first + n * stride;
+                Reducers.PairwiseSum4(row, row + stride, row + 2 * stride, row + 3 * stride, s, four);
+                total += four[0];
+                total += four[1];
+                total += four[2];
+                total += four[3];
+            }
+        }
+        for (; n < g.Batch; n++)
+        {
+            total += Reducers.PairwiseSum(ref *(first + n * stride), s, null);
+        }
+        return total;
     }
 
     /// <summary>(Σ gy, Σ gy·(x - μ)) over channel c, in double, blocks in ascending n.</summary>

@@ -745,7 +745,8 @@ public sealed class ReferenceBackend : IBackend
 
     /// <inheritdoc/>
     public unsafe void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None)
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None,
+        IStorage? gradYSums = null, IStorage? gradXSums = null)
     {
         const string op = "BatchNormBackward";
         var sx = NormInput(op, geometry, x);
@@ -753,19 +754,33 @@ public sealed class ReferenceBackend : IBackend
         var (sm, sv, sw) = (NormOperand(op, sx, mean, geometry.Channels), NormOperand(op, sx, variance, geometry.Channels), NormOperand(op, sx, weight, geometry.Channels));
         var sgw = gradWeight is null ? null : NormOperand(op, sx, gradWeight, geometry.Channels);
         var sxw = scaledNormalized is null ? null : NormOperand(op, sx, scaledNormalized, geometry.Length);
+        var sys = gradYSums is null ? null : NormOperand(op, sx, gradYSums, geometry.Channels);
+        var sxs = gradXSums is null ? null : NormOperand(op, sx, gradXSums, geometry.Channels);
+        // The kernel sums each channel as Reduce does for three axis groups; a size-1 axis merges groups there (another order).
+        bool inKernel = BatchNormKernels.SumsLikeReduce(geometry);
+        var (ys, xs) = inKernel ? (sys, sxs) : (null, null);
         if (sx.DType == DType.Float32)
         {
             fixed (float* pg = sg.AsFloat32(), px = sx.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32(), pw = sw.AsFloat32(), po = sgx.AsFloat32(),
-                pgw = sgw is null ? default : sgw.AsFloat32(), pxw = sxw is null ? default : sxw.AsFloat32())
+                pgw = sgw is null ? default : sgw.AsFloat32(), pxw = sxw is null ? default : sxw.AsFloat32(),
+                pys = ys is null ? default : ys.AsFloat32(), pxs = xs is null ? default : xs.AsFloat32())
             {
-                BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw, accumulate);
+                BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw, accumulate, pys, pxs);
             }
-            return;
         }
-        fixed (double* pg = sg.AsFloat64(), px = sx.AsFloat64(), pm = sm.AsFloat64(), pr = sv.AsFloat64(), pw = sw.AsFloat64(), po = sgx.AsFloat64(),
-            pgw = sgw is null ? default : sgw.AsFloat64(), pxw = sxw is null ? default : sxw.AsFloat64())
+        else
         {
-            BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw, accumulate);
+            fixed (double* pg = sg.AsFloat64(), px = sx.AsFloat64(), pm = sm.AsFloat64(), pr = sv.AsFloat64(), pw = sw.AsFloat64(), po = sgx.AsFloat64(),
+                pgw = sgw is null ? default : sgw.AsFloat64(), pxw = sxw is null ? default : sxw.AsFloat64(),
+                pys = ys is null ? default : ys.AsFloat64(), pxs = xs is null ? default : xs.AsFloat64())
+            {
+                BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw, accumulate, pys, pxs);
+            }
+        }
+        if (!inKernel)
+        {
+            ComposedKernels.ChannelSums(this, geometry, gradY, gradYSums);
+            ComposedKernels.ChannelSums(this, geometry, gradX, gradXSums);
         }
     }
 

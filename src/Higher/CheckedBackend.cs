@@ -359,17 +359,25 @@ public sealed class CheckedBackend : IBackend
 
     /// <inheritdoc/>
     public void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None)
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None,
+        IStorage? gradYSums = null, IStorage? gradXSums = null)
     {
         const string op = "BatchNormBackward";
-        (string, IStorage)[] full = scaledNormalized is null
-            ? [("gradY", gradY), ("x", x), ("gradX", gradX)]
-            : [("gradY", gradY), ("x", x), ("gradX", gradX), ("scaledNormalized", scaledNormalized)];
-        (string, IStorage)[] channels = gradWeight is null
-            ? [("mean", mean), ("variance", variance), ("weight", weight)]
-            : [("mean", mean), ("variance", variance), ("weight", weight), ("gradWeight", gradWeight)];
-        Norm(op, geometry, full, channels);
-        Inner.BatchNormBackward(geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized, accumulate);
+        var full = new List<(string, IStorage)> { ("gradY", gradY), ("x", x), ("gradX", gradX) };
+        if (scaledNormalized is not null)
+        {
+            full.Add(("scaledNormalized", scaledNormalized));
+        }
+        var channels = new List<(string, IStorage)> { ("mean", mean), ("variance", variance), ("weight", weight) };
+        foreach (var (name, storage) in new[] { ("gradWeight", gradWeight), ("gradYSums", gradYSums), ("gradXSums", gradXSums) })
+        {
+            if (storage is not null)
+            {
+                channels.Add((name, storage));
+            }
+        }
+        Norm(op, geometry, [.. full], [.. channels]);
+        Inner.BatchNormBackward(geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized, accumulate, gradYSums, gradXSums);
     }
 
     /// <inheritdoc/>

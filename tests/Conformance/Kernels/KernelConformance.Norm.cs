@@ -3,7 +3,8 @@ namespace Higher.Conformance.Kernels;
 public abstract partial class KernelConformance
 {
     // [N, C, S]: one value per channel and sample (S = 1, the [N, C] of BatchNorm1d), a single image,
-    // rows shorter and longer than a vector, many channels, and one large enough to run channels in parallel.
+    // rows shorter and longer than a vector, many channels, and one large enough to run channels in parallel; the
+    // last has the conv net's 26×26 rows and a batch that is not a multiple of four (the fused channel sums' groups).
     private static readonly NormGeometry[] NormCases =
     [
         new(2, 3, 1, 1e-5),
@@ -14,6 +15,7 @@ public abstract partial class KernelConformance
         new(2, 64, 9, 1e-5),
         new(4, 5, 121, 0.1),
         new(8, 16, 300, 1e-5),
+        new(6, 3, 676, 1e-5),
     ];
 
     public static TheoryData<int> NormCaseIndices => [.. Enumerable.Range(0, NormCases.Length)];
@@ -241,6 +243,42 @@ public abstract partial class KernelConformance
             AssertBitwise(Down(gx), Down(cx), $"composed batch-norm input grad {what}");
             AssertBitwise(Down(gw), Down(cw), $"composed batch-norm weight grad {what}");
             AssertBitwise(Down(sy), Down(cn), $"composed batch-norm w·x̂ {what}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(NormCaseIndices))]
+    public void BatchNormBackward_ChannelSums_HaveTheBitsOfReduce(int index)
+    {
+        // Σ gy and Σ of gx's final contents per channel, written, or added into a destination: the sums over axes 0 and
+        // 2 of [N, C, S] that Reduce gives, bit for bit, with and without the other optional outputs.
+        RequireBackend();
+        var g = NormCases[index];
+        var shape = new Shape(g.Batch, g.Channels, g.Spatial);
+        bool[] axes = [true, false, true];
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var (sx, sw, _, sm, sv) = NormForward(g, 2100 + index, dtype, zeroFirstWeight: false);
+            var sgy = Up(Round(RandomValues(2130 + index, g.Length), dtype), dtype);
+            var start = Round(RandomValues(2160 + index, g.Length), dtype);
+            IStorage Nans(long n) => NanStorage(n, dtype);
+            foreach (var (accumulate, withWeight) in new[] { (false, true), (true, false), (false, false), (true, true) })
+            {
+                var fx = accumulate ? Up(start, dtype) : Nans(g.Length);
+                var (ys, xs) = (Nans(g.Channels), Nans(g.Channels));
+                Backend.BatchNormBackward(g, sgy, sx, sm, sv, sw, fx, withWeight ? Nans(g.Channels) : null, null,
+                    accumulate ? NormAccumulate.GradX : NormAccumulate.None, ys, xs);
+                var (ry, rx) = (Nans(g.Channels), Nans(g.Channels));
+                Backend.Reduce(ReduceOp.Sum, sgy, shape, axes, ry);
+                Backend.Reduce(ReduceOp.Sum, fx, shape, axes, rx);
+                string what = $"{dtype.Name()} {g} (accumulate {accumulate}, weight {withWeight})";
+                AssertBitwise(Down(ry), Down(ys), $"batch-norm backward's Σ gy {what}");
+                AssertBitwise(Down(rx), Down(xs), $"batch-norm backward's Σ gx {what}");
+                // Only the one sum asked for: the other output stays unwritten.
+                var only = Nans(g.Channels);
+                Backend.BatchNormBackward(g, sgy, sx, sm, sv, sw, Nans(g.Length), null, null, NormAccumulate.None, only);
+                AssertBitwise(Down(ry), Down(only), $"batch-norm backward's Σ gy alone {what}");
+            }
         }
     }
 
