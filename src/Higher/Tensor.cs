@@ -413,6 +413,19 @@ internal sealed class VersionCounter
     /// <summary>Who handed the family to the engine when not a backward pass (a <see cref="Nn.Sequential"/>'s activation): named when it is freed.</summary>
     public string? Owner;
 
+    /// <summary>
+    /// The family's channel sums as a fused kernel left them (see <see cref="Tensor.RememberChannelSums"/>): [C], with
+    /// the bits of a sum over every axis but 1 of the contents at <see cref="ChannelSumsVersion"/> viewed with
+    /// <see cref="ChannelSumsBatch"/> leading rows; null when none is known.
+    /// </summary>
+    public Tensor? ChannelSums;
+
+    /// <summary>The <see cref="Value"/> at which <see cref="ChannelSums"/> was taken: any later in-place write makes it stale.</summary>
+    public int ChannelSumsVersion;
+
+    /// <summary>The leading dimension (N) of the shape <see cref="ChannelSums"/> was taken over.</summary>
+    public int ChannelSumsBatch;
+
     /// <summary>Still usable, and neither saved by a tape node nor held by a gradient slot.</summary>
     public bool Unheld => Volatile.Read(ref Saved) == 0 && Volatile.Read(ref Pending) == 0 && ReleasedBy is null;
 }

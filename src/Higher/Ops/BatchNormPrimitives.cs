@@ -37,16 +37,27 @@ public sealed partial class Tensor
     /// <summary>
     /// (A(gy, x, w), B(gy, x)) from one call (<see cref="IBackend.BatchNormBackward"/>), with the bits of
     /// <see cref="BatchNormInputGradPrimitive"/> and <see cref="BatchNormWeightGradPrimitive"/>, each recorded as
-    /// that primitive's own node. With <paramref name="intoX"/> (a gradient slot's tensor, in a pass that records
-    /// nothing: <see cref="Tape.Node.TakeAccumulator"/>) the input gradient is added into it, and it is returned.
+    /// that primitive's own node, and with <paramref name="biasGrad"/> Σ gy per channel as the recorded sum of gy over
+    /// every axis but 1 (the bits of <see cref="Sum(int[], bool)"/>, from the kernel's pass over gy). With
+    /// <paramref name="gradXSums"/> the kernel also leaves gx's channel sums for the bias gradient taken of it next
+    /// (<see cref="RememberChannelSums"/>). With
+    /// <paramref name="intoX"/> (a gradient slot's tensor, in a pass that records nothing:
+    /// <see cref="Tape.Node.TakeAccumulator"/>) the input gradient is added into it, and it is returned.
     /// </summary>
-    internal static (Tensor GradX, Tensor GradWeight) BatchNormBackwardPrimitive(Tensor gradY, Tensor x, Tensor weight, Tensor mean, Tensor variance,
-        in NormGeometry geometry, Tensor? intoX = null)
+    internal static (Tensor GradX, Tensor GradWeight, Tensor? GradBias) BatchNormBackwardPrimitive(Tensor gradY, Tensor x, Tensor weight, Tensor mean,
+        Tensor variance, in NormGeometry geometry, Tensor? intoX = null, bool biasGrad = false, bool gradXSums = false)
     {
         var gx = Into(intoX, x, geometry) ?? Empty(x.Backend, x.DType, x.Shape);
         var gw = Empty(x.Backend, x.DType, new Shape(geometry.Channels));
+        var channels = new Shape(1, geometry.Channels, 1);
+        var gySums = biasGrad ? Empty(x.Backend, x.DType, channels) : null;
+        var gxSums = gradXSums ? Empty(x.Backend, x.DType, new Shape(geometry.Channels)) : null;
         x.Backend.BatchNormBackward(geometry, gradY.Storage, x.Storage, mean.Storage, variance.Storage, weight.Storage, gx.Storage, gw.Storage, null,
-            intoX is null ? NormAccumulate.None : NormAccumulate.GradX);
+            intoX is null ? NormAccumulate.None : NormAccumulate.GradX, gySums?.Storage, gxSums?.Storage);
+        if (gxSums is not null)
+        {
+            gx.RememberChannelSums(gxSums, geometry.Batch);
+        }
         if (Autograd.ShouldRecord([gradY, x, weight]))
         {
             Derivatives.BatchNormInputGrad.Record(gx, geometry, [gradY, x, weight], [mean, variance]);
@@ -55,7 +66,8 @@ public sealed partial class Tensor
         {
             Derivatives.BatchNormWeightGrad.Record(gw, geometry, [gradY, x], [mean, variance]);
         }
-        return (gx, gw);
+        var db = gySums is null ? null : gradY.Reshape(geometry.Batch, geometry.Channels, geometry.Spatial).SumFlaggedFrom([true, false, true], false, gySums);
+        return (gx, gw, db);
     }
 
     /// <summary>

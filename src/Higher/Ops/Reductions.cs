@@ -58,11 +58,86 @@ public sealed partial class Tensor
         return keepDim ? y : new Tensor(y.Storage, ReducedShape(Shape, flags, false), Backend, null, y.Version);
     }
 
-    /// <summary>Sum over the axes flagged in <paramref name="flags"/> (a float tensor; the flags are owned by the call).</summary>
+    /// <summary>
+    /// Sum over the axes flagged in <paramref name="flags"/> (a float tensor; the flags are owned by the call). A sum over
+    /// every axis but 1 takes the channel sums a fused kernel left for this contents (<see cref="RememberChannelSums"/>),
+    /// the bits <see cref="IBackend.Reduce"/> would write, instead of reading the tensor again.
+    /// </summary>
     internal Tensor SumFlagged(bool[] flags, bool keepDim)
     {
         var kept = ReducedShape(Shape, flags, true);
-        var y = RawReduce(ReduceOp.Sum, flags, keepDim, kept);
+        var y = TakeChannelSums(flags, keepDim, kept) ?? RawReduce(ReduceOp.Sum, flags, keepDim, kept);
+        if (Autograd.ShouldRecord(this))
+        {
+            Derivatives.Sum.Record(y, new Reduced(kept, flags), [this]);
+        }
+        return y;
+    }
+
+    /// <summary>Tests only: never reuse remembered channel sums on this thread (each sum runs its own reduction).</summary>
+    [ThreadStatic]
+    internal static bool NoChannelSumsOnThisThread;
+
+    /// <summary>Tests only: how many sums on this thread took remembered channel sums.</summary>
+    [ThreadStatic]
+    internal static int ChannelSumsTaken;
+
+    /// <summary>
+    /// Remembers <paramref name="sums"/> ([C], the bits of <see cref="IBackend.Reduce"/>'s sum over axes 0 and 2 of this
+    /// tensor's contents as [N, C, rest], written by the kernel that wrote the contents) for the next sum of this family
+    /// over every axis but 1 (a bias gradient), until an in-place write changes the version. The tensor must be
+    /// [N, C, ...] with <paramref name="batch"/> = N.
+    /// </summary>
+    internal void RememberChannelSums(Tensor sums, int batch)
+    {
+        var family = Version;
+        if (family.ChannelSums is { } old)
+        {
+            family.ChannelSums = null;
+            Tape.Engine.Unhold(old.Version);
+        }
+        // Held, as a gradient slot holds a tensor: the backward pass frees what it made between nodes once nothing holds it.
+        Interlocked.Increment(ref sums.Version.Pending);
+        family.ChannelSums = sums;
+        family.ChannelSumsVersion = family.Value;
+        family.ChannelSumsBatch = batch;
+    }
+
+    /// <summary>The remembered channel sums (shaped as this reduction's result, and forgotten) where they are this reduction's; otherwise null.</summary>
+    private Tensor? TakeChannelSums(bool[] flags, bool keepDim, Shape kept)
+    {
+        var family = Version;
+        if (family.ChannelSums is not { } sums)
+        {
+            return null;
+        }
+        // Taken or forgotten: either way no longer held here (what is taken, the pass holds next, in a slot).
+        family.ChannelSums = null;
+        bool usable = !NoChannelSumsOnThisThread && family.Value == family.ChannelSumsVersion && Rank >= 3 && !flags[1]
+            && Shape.Dims[0] == family.ChannelSumsBatch && Shape.Dims[1] == sums.Numel && sums.DType == DType && sums.Device == Device && !sums.IsReleased;
+        for (int d = 0; d < Rank && usable; d++)
+        {
+            usable = d == 1 || flags[d];
+        }
+        if (!usable)
+        {
+            Tape.Engine.Unhold(sums.Version);
+            return null;
+        }
+        Interlocked.Decrement(ref sums.Version.Pending);
+        ChannelSumsTaken++;
+        return new Tensor(sums.Storage, keepDim ? kept : ReducedShape(Shape, flags, false), Backend, null, sums.Version);
+    }
+
+    /// <summary>
+    /// The sum over the axes flagged in <paramref name="flags"/> whose value a fused kernel already wrote into
+    /// <paramref name="value"/> (the reduced shape with kept axes, the bits of <see cref="IBackend.Reduce"/>), recorded
+    /// as <see cref="SumFlagged"/> records it.
+    /// </summary>
+    internal Tensor SumFlaggedFrom(bool[] flags, bool keepDim, Tensor value)
+    {
+        var kept = ReducedShape(Shape, flags, true);
+        var y = keepDim ? value : new Tensor(value.Storage, ReducedShape(Shape, flags, false), Backend, null, value.Version);
         if (Autograd.ShouldRecord(this))
         {
             Derivatives.Sum.Record(y, new Reduced(kept, flags), [this]);

@@ -370,15 +370,19 @@ internal static class Derivatives
     // in tensor ops that recomputes the statistics from x (they are functions of x, never constants), as
     // is x̂ in dB/dg: derivatives of every order stay exact.
 
-    /// <summary>y = BN(x; w, b): dx = A(g, x, w), dw = B(g, x), db = Σ g per channel; dx and dw from one kernel where both are needed.</summary>
+    /// <summary>
+    /// y = BN(x; w, b): dx = A(g, x, w), dw = B(g, x), db = Σ g per channel; where dx and dw are both needed, one kernel
+    /// writes them and db (with a sum's bits), and leaves dx's channel sums for the bias gradient of the layer before.
+    /// </summary>
     public static readonly Derivative<NormGeometry> BatchNorm = new("BatchNorm", Saves.Inputs01, static (Node n, in NormGeometry b, Tensor g) =>
     {
-        var db = n.NeedsGrad(2) ? ChannelSum(g, b) : null;
         if (n.NeedsGrad(0) && n.NeedsGrad(1))
         {
-            var (dx, dw) = Tensor.BatchNormBackwardPrimitive(g, n.Input(0), n.Input(1), n.Aux(0), n.Aux(1), b, n.TakeAccumulator(0));
-            return [dx, dw, db];
+            var (dx, dw, fused) = Tensor.BatchNormBackwardPrimitive(g, n.Input(0), n.Input(1), n.Aux(0), n.Aux(1), b, n.TakeAccumulator(0), n.NeedsGrad(2),
+                FedByBiasAdd(n, b.Channels));
+            return [dx, dw, fused];
         }
+        var db = n.NeedsGrad(2) ? ChannelSum(g, b) : null;
         return
         [
             n.NeedsGrad(0) ? Tensor.BatchNormInputGradPrimitive(g, n.Input(0), n.Input(1), n.Aux(0), n.Aux(1), b) : null,
@@ -442,6 +446,32 @@ internal static class Derivatives
             n.NeedsGrad(1) ? Tensor.BatchNormInputGradPrimitive(gy, x, k, n.Aux(0), n.Aux(1), b) : null,
         ];
     });
+
+    /// <summary>
+    /// Whether the node's input 0 is a sum a + b whose b, broadcast over every axis but 1 ([1, C, 1, ...]: a conv layer's
+    /// bias), needs its gradient: a channel sum of this input's gradient, which a fused kernel can leave behind.
+    /// </summary>
+    private static bool FedByBiasAdd(Node n, int channels)
+    {
+        if (n.Inputs[0].Fn is not { } f || !f.Is(Binary(BinaryOp.Add)) || !f.NeedsGrad(1))
+        {
+            return false;
+        }
+        var bias = f.InputShape(1);
+        var x = n.InputShape(0);
+        if (bias.Rank != x.Rank || bias.Rank < 3)
+        {
+            return false;
+        }
+        for (int d = 0; d < bias.Rank; d++)
+        {
+            if (bias[d] != (d == 1 ? channels : 1))
+            {
+                return false;
+            }
+        }
+        return true;
+    }
 
     /// <summary>Σ over each channel's N·S values of t (x's shape), [C].</summary>
     private static Tensor ChannelSum(Tensor t, in NormGeometry b) => t.Reshape(b.Batch, b.Channels, b.Spatial).Sum([0, 2]);

@@ -38,6 +38,15 @@ internal sealed class Engine
         }
     }
 
+    /// <summary>Something other than a slot (remembered channel sums) no longer holds <paramref name="family"/>: frees it if a pass made it and nothing else holds it.</summary>
+    internal static void Unhold(VersionCounter family)
+    {
+        if (Interlocked.Decrement(ref family.Pending) == 0)
+        {
+            TryFree(family);
+        }
+    }
+
     private static void TryFree(VersionCounter family)
     {
         if (family.EngineOwned && family.Unheld)

@@ -262,6 +262,9 @@ internal abstract class Node
     /// <summary>Node name for messages and <see cref="Tensor.GradFnName"/>.</summary>
     internal abstract string Name { get; }
 
+    /// <summary>Whether this node was recorded by the derivative <paramref name="op"/> (nodes of other kinds never are).</summary>
+    internal virtual bool Is(object op) => false;
+
     /// <summary>True if input <paramref name="i"/> needs a gradient.</summary>
     internal bool NeedsGrad(int i) => Inputs[i].RequiresGrad;
 
@@ -387,6 +390,8 @@ internal sealed class Node<TAttr> : Node
     }
 
     internal override string Name => _op.NodeName;
+
+    internal override bool Is(object op) => ReferenceEquals(_op, op);
 
     protected override GradList Backward(Tensor gradOutput) => _op.Backward(this, _attr, gradOutput);
 }
