@@ -154,6 +154,18 @@ public interface IBackend
     void Conv2d(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage y);
 
     /// <summary>
+    /// <see cref="Conv2d"/> plus a bias [O] per output channel: y = Conv2d(x, weight) + bias[o], with the bits of the
+    /// convolution followed by a <see cref="BinaryOp.Add"/> of the bias broadcast over [N, O, OH·OW]. A backend may add
+    /// the bias as it stores each output tile, saving a pass over y; the default runs the two kernels.
+    /// </summary>
+    void Conv2dBias(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage bias, IStorage y)
+    {
+        Conv2d(geometry, x, weight, y);
+        var full = new Shape(geometry.Batch, geometry.OutChannels, geometry.OutHeight * geometry.OutWidth);
+        Binary(BinaryOp.Add, y, full, bias, new Shape(1, geometry.OutChannels, 1), y, full);
+    }
+
+    /// <summary>
     /// The input gradient of <see cref="Conv2d"/>, i.e. the transposed convolution: gradX = ∂T/∂x,
     /// gradX[n, c, h, w] = Σ over (o, i, j, p, q) reaching (h, w) of W[o, c', p, q] · gradY[n, o, i, j].
     /// gradX is [N, C, H, W] and fully written (0 where no window reaches). Sums in a fixed order.

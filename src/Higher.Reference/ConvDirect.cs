@@ -200,9 +200,9 @@ internal static unsafe class ConvDirect
         threads.Enabled && work >= ParallelThreshold ? (int)Math.Min(units, 4L * threads.MaxDegree) : 1;
 
     /// <summary>y = conv(x, w) for a geometry <see cref="Supports"/> accepts.</summary>
-    public static void Forward<T>(Parallelism threads, in ConvGeometry g, T* x, T* w, T* y)
+    public static void Forward<T>(Parallelism threads, in ConvGeometry g, T* x, T* w, T* y, T* bias = null)
         where T : unmanaged =>
-        Run(threads, g, x, w, transposedFlipped: false, y);
+        Run(threads, g, x, w, transposedFlipped: false, y, bias);
 
     /// <summary>
     /// gradX = the transposed convolution of dy for a geometry <see cref="SupportsInputGrad"/> accepts: the forward
@@ -227,7 +227,7 @@ internal static unsafe class ConvDirect
     /// The forward over window v (src [N, v.C, v.H, v.W] to dst [N, v.O, v.OH, v.OW]): the weights packed per block of
     /// <see cref="OB"/> output channels, then units of one image × one block shared out between threads.
     /// </summary>
-    private static void Run<T>(Parallelism threads, in ConvGeometry v, T* src, T* w, bool transposedFlipped, T* dst)
+    private static void Run<T>(Parallelism threads, in ConvGeometry v, T* src, T* w, bool transposedFlipped, T* dst, T* bias = null)
         where T : unmanaged
     {
         int depth = v.InChannels * v.KernelHeight * v.KernelWidth, oBlocks = (v.OutChannels + OB - 1) / OB;
@@ -244,12 +244,12 @@ internal static unsafe class ConvDirect
                 int tasks = Tasks(threads, units, v.OutputLength * depth);
                 if (tasks == 1)
                 {
-                    ForwardUnits(v, src, packed, offsets, dst, 0, units);
+                    ForwardUnits(v, src, packed, offsets, dst, bias, 0, units);
                     return;
                 }
-                nint ps = (nint)src, pp = (nint)packed, po = (nint)offsets, pd = (nint)dst;
+                nint ps = (nint)src, pp = (nint)packed, po = (nint)offsets, pd = (nint)dst, pb = (nint)bias;
                 var window = v;
-                threads.For(0, tasks, t => ForwardUnits(window, (T*)ps, (T*)pp, (int*)po, (T*)pd, units * t / tasks, units * (t + 1) / tasks));
+                threads.For(0, tasks, t => ForwardUnits(window, (T*)ps, (T*)pp, (int*)po, (T*)pd, (T*)pb, units * t / tasks, units * (t + 1) / tasks));
             }
         }
         finally
@@ -292,7 +292,7 @@ internal static unsafe class ConvDirect
 
     /// <summary>Forward units [u0, u1) (unit u: image u / blocks, block u % blocks of <see cref="OB"/> output channels), with the task's own padded scratch.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ForwardUnits<T>(in ConvGeometry g, T* x, T* packed, int* offsets, T* y, long u0, long u1)
+    private static void ForwardUnits<T>(in ConvGeometry g, T* x, T* packed, int* offsets, T* y, T* bias, long u0, long u1)
         where T : unmanaged
     {
         int depth = g.InChannels * g.KernelHeight * g.KernelWidth, oBlocks = (g.OutChannels + OB - 1) / OB;
@@ -315,12 +315,17 @@ internal static unsafe class ConvDirect
                     int o0 = block * OB;
                     T* weights = packed + (long)block * depth * OB;
                     T* dst = y + n * outImage + o0 * pixels;
-                    switch (Math.Min(OB, g.OutChannels - o0))
+                    int rows = Math.Min(OB, g.OutChannels - o0);
+                    switch (rows)
                     {
                         case 1: ForwardSingle(g, padded, offsets, weights, depth, dst); break;
                         case 2: ForwardRows<T, V2>(g, padded, offsets, weights, depth, dst); break;
                         case 3: ForwardRows<T, V3>(g, padded, offsets, weights, depth, dst); break;
                         default: ForwardRows<T, V4>(g, padded, offsets, weights, depth, dst); break;
+                    }
+                    if (bias != null)
+                    {
+                        Convolution.AddBias(dst, pixels, bias + o0, rows);
                     }
                 }
             }

@@ -73,11 +73,11 @@ internal static unsafe class ConvGemm
         Vector512.IsHardwareAccelerated && Avx512F.IsSupported && v.Depth > 0 && v.Depth <= MaxDepth && v.OutPerGroup > 0;
 
     /// <summary>A_g = the forward weight: W [O, Cg·kh·kw] row-major, group g's rows g·M ...</summary>
-    public static void Forward<T>(Parallelism threads, in ConvGeometry g, T* x, T* w, T* y)
+    public static void Forward<T>(Parallelism threads, in ConvGeometry g, T* x, T* w, T* y, T* bias = null)
         where T : unmanaged
     {
         var v = ConvWindow.Forward(g);
-        Run(threads, v, w, transposedFlipped: false, x, y);
+        Run(threads, v, w, transposedFlipped: false, x, y, bias);
     }
 
     /// <summary>gradX of a stride-1 convolution: the window <see cref="ConvWindow.InputGrad"/> over dy, with A_g[c, (o·kh + p')·kw + q'] = W[g·M + o, c, kh-1-p', kw-1-q'].</summary>
@@ -88,7 +88,7 @@ internal static unsafe class ConvGemm
         Run(threads, v, w, transposedFlipped: true, dy, dx);
     }
 
-    private static void Run<T>(Parallelism threads, ConvWindow v, T* w, bool transposedFlipped, T* src, T* dst)
+    private static void Run<T>(Parallelism threads, ConvWindow v, T* w, bool transposedFlipped, T* src, T* dst, T* bias = null)
         where T : unmanaged
     {
         int depth = v.Depth, m = v.OutPerGroup, rowPanels = (m + MR - 1) / MR, nr = NR<T>();
@@ -109,12 +109,12 @@ internal static unsafe class ConvGemm
                 int tasks = threads.Enabled && work >= ParallelThreshold ? (int)Math.Min(units, 4L * threads.MaxDegree) : 1;
                 if (tasks == 1)
                 {
-                    Panels(v, packedA, src, dst, 0, units);
+                    Panels(v, packedA, src, dst, bias, 0, units);
                     return;
                 }
-                nint pa = (nint)packedA, ps = (nint)src, pd = (nint)dst;
+                nint pa = (nint)packedA, ps = (nint)src, pd = (nint)dst, pb = (nint)bias;
                 var window = v;
-                threads.For(0, tasks, t => Panels(window, (T*)pa, (T*)ps, (T*)pd, units * t / tasks, units * (t + 1) / tasks));
+                threads.For(0, tasks, t => Panels(window, (T*)pa, (T*)ps, (T*)pd, (T*)pb, units * t / tasks, units * (t + 1) / tasks));
             }
         }
         finally
@@ -172,7 +172,7 @@ internal static unsafe class ConvGemm
 
     /// <summary>Work units [u0, u1) (unit u: group u / panels, column panel u % panels), on the calling thread with its own packed-B panel.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Panels<T>(in ConvWindow v, T* packedA, T* src, T* dst, long u0, long u1)
+    private static void Panels<T>(in ConvWindow v, T* packedA, T* src, T* dst, T* bias, long u0, long u1)
         where T : unmanaged
     {
         int depth = v.Depth, m = v.OutPerGroup, rowPanels = (m + MR - 1) / MR, nr = NR<T>(), taps = v.Taps, pixels = v.Pixels;
@@ -217,6 +217,11 @@ internal static unsafe class ConvGemm
                             T* c = dst + n0 * dstImage + ((long)gi * m + rp * MR) * pixels + pix0;
                             T* tile = tiles + rp * MR * nr;
                             Kernel(aG + (long)rp * MR * depth + (long)d0 * MR, packedB, d1 - d0, direct ? c : tile, direct ? pixels : nr, rows, accumulate: db > 0);
+                            if (last && bias != null)
+                            {
+                                // The bias onto the finished tile, still in L1: the bits of a separate add.
+                                AddBiasRows(direct ? c : tile, direct ? pixels : nr, rows, bias + (long)gi * m + rp * MR);
+                            }
                             if (!direct && last)
                             {
                                 Scatter(tile, nr, rows, col0, width, pixels, dst + ((long)gi * m + rp * MR) * pixels, dstImage);
@@ -232,6 +237,21 @@ internal static unsafe class ConvGemm
             ArrayPool<T>.Shared.Return(tileArray);
             ArrayPool<long>.Shared.Return(offsetArray);
             ArrayPool<int>.Shared.Return(rangeArray);
+        }
+    }
+
+    /// <summary>c[i·ld + l] += bias[i] for rows i &lt; rows of a full NR-wide tile.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddBiasRows<T>(T* c, long ld, int rows, T* bias)
+        where T : unmanaged
+    {
+        int w = Vector512<T>.Count;
+        for (int i = 0; i < rows; i++)
+        {
+            T* row = c + i * ld;
+            var b = Vector512.Create(bias[i]);
+            Vector512.Store(Vector512.Load(row) + b, row);
+            Vector512.Store(Vector512.Load(row + w) + b, row + w);
         }
     }
 

@@ -98,7 +98,7 @@ internal static unsafe class Convolution
         where T : unmanaged, IFloatingPointIeee754<T> => Forward(threads, g, x, w, y, ConvPath.Auto);
 
     /// <summary>The forward on a chosen path (the path tests compare them); <see cref="ConvPath.Implicit"/> falls back where <see cref="ConvGemm.Supports"/> says no.</summary>
-    public static void Forward<T>(Parallelism threads, ConvGeometry g, T* x, T* w, T* y, ConvPath path)
+    public static void Forward<T>(Parallelism threads, ConvGeometry g, T* x, T* w, T* y, ConvPath path, T* bias = null)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int kg = g.InChannels / g.Groups * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
@@ -109,33 +109,80 @@ internal static unsafe class Convolution
         if (kg == 0)
         {
             new Span<T>(y, checked((int)g.OutputLength)).Clear();
+            for (int n = 0; n < g.Batch && bias != null; n++)
+            {
+                AddBias(y + (long)n * g.OutChannels * pixels, pixels, bias, g.OutChannels);
+            }
             return;
         }
         if ((path == ConvPath.Direct && ConvDirect.Supports<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersForward<T>(g)))
         {
-            ConvDirect.Forward(threads, g, x, w, y);
+            ConvDirect.Forward(threads, g, x, w, y, bias);
             return;
         }
         if (path != ConvPath.Im2Col && !IsPointwise(g) && ConvGemm.Supports(ConvWindow.Forward(g)))
         {
-            ConvGemm.Forward(threads, g, x, w, y);
+            ConvGemm.Forward(threads, g, x, w, y, bias);
             return;
         }
         int per = ImagesPerBlock(g, kg, pixels, weightGrad: false);
         int blocks = (g.Batch + per - 1) / per;
         if (blocks > 1 && threads.Enabled)
         {
-            nint px = (nint)x, pw = (nint)w, py = (nint)y;
-            threads.For(0, blocks, b => ForwardBlock<T>(Serial, g, b * per, Math.Min(per, g.Batch - b * per), (T*)px, (T*)pw, (T*)py));
+            nint px = (nint)x, pw = (nint)w, py = (nint)y, pb = (nint)bias;
+            threads.For(0, blocks, b => ForwardBlock<T>(Serial, g, b * per, Math.Min(per, g.Batch - b * per), (T*)px, (T*)pw, (T*)py, (T*)pb));
             return;
         }
         for (int b = 0; b < blocks; b++)
         {
-            ForwardBlock<T>(threads, g, b * per, Math.Min(per, g.Batch - b * per), x, w, y);
+            ForwardBlock<T>(threads, g, b * per, Math.Min(per, g.Batch - b * per), x, w, y, bias);
         }
     }
 
-    private static void ForwardBlock<T>(Parallelism inner, in ConvGeometry g, int n0, int count, T* x, T* w, T* y)
+    /// <summary>
+    /// plane[c·pixels + i] += bias[c] for c &lt; channels and i &lt; pixels: a convolution's bias added to its freshly
+    /// written (cache-hot) output planes, with the bits of the separate broadcast add (each element one rounded add).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void AddBias<T>(T* planes, long pixels, T* bias, int channels)
+        where T : unmanaged
+    {
+        int w = System.Runtime.Intrinsics.Vector512<T>.Count;
+        for (int c = 0; c < channels; c++)
+        {
+            T* p = planes + c * pixels;
+            var b = System.Runtime.Intrinsics.Vector512.Create(bias[c]);
+            long i = 0;
+            if (System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
+            {
+                for (; i + w <= pixels; i += w)
+                {
+                    System.Runtime.Intrinsics.Vector512.Store(System.Runtime.Intrinsics.Vector512.Load(p + i) + b, p + i);
+                }
+            }
+            for (; i < pixels; i++)
+            {
+                p[i] = Gemm.Add(p[i], bias[c]);
+            }
+        }
+    }
+
+    private static void ForwardBlock<T>(Parallelism inner, in ConvGeometry g, int n0, int count, T* x, T* w, T* y, T* bias)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        ForwardBlockUnbiased(inner, g, n0, count, x, w, y);
+        if (bias == null)
+        {
+            return;
+        }
+        long pixels = (long)g.OutHeight * g.OutWidth;
+        for (int t = 0; t < count; t++)
+        {
+            AddBias(y + (n0 + t) * g.OutChannels * pixels, pixels, bias, g.OutChannels);
+        }
+    }
+
+    private static void ForwardBlockUnbiased<T>(Parallelism inner, in ConvGeometry g, int n0, int count, T* x, T* w, T* y)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int groups = g.Groups, cg = g.InChannels / groups, og = g.OutChannels / groups;

@@ -621,6 +621,30 @@ public sealed class ReferenceBackend : IBackend
             &Convolution.Forward<float>, &Convolution.Forward<double>);
 
     /// <inheritdoc/>
+    public unsafe void Conv2dBias(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage bias, IStorage y)
+    {
+        const string op = "Conv2dBias";
+        var (sx, sw, sy) = ConvOperands(op, geometry, x, geometry.InputLength, weight, geometry.WeightLength, y, geometry.OutputLength, nameof(x), nameof(weight), nameof(y));
+        var sb = Cpu(bias);
+        SameDType(op, sx, sb);
+        Guard.Holds(op, nameof(bias), sb, geometry.OutChannels);
+        if (sx.DType == DType.Float32)
+        {
+            fixed (float* px = sx.AsFloat32(), pw = sw.AsFloat32(), pb = sb.AsFloat32(), py = sy.AsFloat32())
+            {
+                Convolution.Forward(_threads, geometry, px, pw, py, ConvPath.Auto, pb);
+            }
+        }
+        else
+        {
+            fixed (double* px = sx.AsFloat64(), pw = sw.AsFloat64(), pb = sb.AsFloat64(), py = sy.AsFloat64())
+            {
+                Convolution.Forward(_threads, geometry, px, pw, py, ConvPath.Auto, pb);
+            }
+        }
+    }
+
+    /// <inheritdoc/>
     public unsafe void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX) =>
         Conv("Conv2dInputGrad", geometry, gradY, geometry.OutputLength, weight, geometry.WeightLength, gradX, geometry.InputLength,
             &Convolution.InputGrad<float>, &Convolution.InputGrad<double>);

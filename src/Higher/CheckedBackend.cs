@@ -321,6 +321,14 @@ public sealed class CheckedBackend : IBackend
     }
 
     /// <inheritdoc/>
+    public void Conv2dBias(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage bias, IStorage y)
+    {
+        Conv("Conv2dBias", geometry, ("x", x, geometry.InputLength), ("weight", weight, geometry.WeightLength), ("y", y, geometry.OutputLength));
+        Conv("Conv2dBias", geometry, ("x", x, geometry.InputLength), ("bias", bias, geometry.OutChannels), ("y", y, geometry.OutputLength));
+        Inner.Conv2dBias(geometry, x, weight, bias, y);
+    }
+
+    /// <inheritdoc/>
     public void Conv2dInputGrad(in ConvGeometry geometry, IStorage gradY, IStorage weight, IStorage gradX)
     {
         Conv("Conv2dInputGrad", geometry, ("gradY", gradY, geometry.OutputLength), ("weight", weight, geometry.WeightLength), ("gradX", gradX, geometry.InputLength));

@@ -136,6 +136,30 @@ public abstract partial class KernelConformance
 
     [Theory]
     [MemberData(nameof(ConvCaseIndices))]
+    public void Conv2dBias_IsTheConvolutionFollowedByTheBiasAdd_BitForBit(int index)
+    {
+        RequireBackend();
+        var g = ConvCases[index];
+        var full = new Shape(g.Batch, g.OutChannels, g.OutHeight * g.OutWidth);
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var x = Up(Round(RandomValues(700 + index, g.InputLength), dtype), dtype);
+            var w = Up(Round(RandomValues(710 + index, g.WeightLength), dtype), dtype);
+            var bias = Round(RandomValues(720 + index, g.OutChannels), dtype);
+            bias[0] = -0.0;
+            var b = Up(bias, dtype);
+            var expected = Up(Enumerable.Repeat(double.NaN, (int)g.OutputLength).ToArray(), dtype);
+            Backend.Conv2d(g, x, w, expected);
+            Backend.Binary(BinaryOp.Add, expected, full, b, new Shape(1, g.OutChannels, 1), expected, full);
+            // Every element must be written (the output starts as NaN).
+            var fused = Up(Enumerable.Repeat(double.NaN, (int)g.OutputLength).ToArray(), dtype);
+            Backend.Conv2dBias(g, x, w, b, fused);
+            AssertBitwise(Down(expected), Down(fused), $"conv2d with bias {dtype.Name()} {g}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(ConvCaseIndices))]
     public void Conv2d_GradientsAreAdjoints_OfTheForward(int index)
     {
         RequireBackend();

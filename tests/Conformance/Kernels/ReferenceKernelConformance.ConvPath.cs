@@ -121,6 +121,42 @@ public sealed partial class ReferenceKernelConformance
         }
     }
 
+    [Theory]
+    [MemberData(nameof(ConvPathCaseIndices))]
+    public unsafe void Conv2dBias_OnEachPath_IsThatPathsConvolutionFollowedByTheBiasAdd(int index)
+    {
+        // Each path adds the bias where it stores its output (the direct kernel per block of channels, the implicit GEMM
+        // per finished tile, straight or through its scratch tile, im2col per block of images): the same bits as the
+        // path's own convolution and then a separate add, on every case and thread count.
+        var g = ConvPathCases[index];
+        long pixels = (long)g.OutHeight * g.OutWidth;
+        foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Direct, ConvPath.Auto })
+        {
+            foreach (int degree in new[] { 1, 3 })
+            {
+                var threads = new Parallelism(degree);
+                float[] x = Array.ConvertAll(RandomValues(1400 + index, g.InputLength), v => (float)v);
+                float[] w = Array.ConvertAll(RandomValues(1410 + index, g.WeightLength), v => (float)v);
+                float[] b = Array.ConvertAll(RandomValues(1420 + index, g.OutChannels), v => (float)v);
+                float[] expected = Enumerable.Repeat(float.NaN, (int)g.OutputLength).ToArray();
+                float[] fused = Enumerable.Repeat(float.NaN, (int)g.OutputLength).ToArray();
+                fixed (float* px = x, pw = w, pb = b, pe = expected, pf = fused)
+                {
+                    Convolution.Forward(threads, g, px, pw, pe, path);
+                    Convolution.Forward(threads, g, px, pw, pf, path, pb);
+                }
+                for (long i = 0; i < expected.Length; i++)
+                {
+                    float want = expected[i] + b[i / pixels % g.OutChannels];
+                    if (BitConverter.SingleToInt32Bits(want) != BitConverter.SingleToInt32Bits(fused[i]))
+                    {
+                        Assert.Fail($"{path} {degree} threads {g}: y[{i}] = {fused[i]:R} with the bias, {want:R} from the convolution and an add.");
+                    }
+                }
+            }
+        }
+    }
+
     [Fact]
     public void ConvDirect_TakesOneGroupStrideOneAndReductionsUpToItsBounds()
     {
