@@ -94,14 +94,7 @@ public sealed partial class Tensor
         bool unbatched = input.Rank == 3;
         var x = unbatched ? input.Unsqueeze(0) : input;
         var geometry = ConvForwardGeometry(x.Shape, weight.Shape, s, p, d, groups);
-        var y = ConvPrimitive(x, weight, geometry);
-        if (bias is not null)
-        {
-            // The sum saves neither operand, so the product before the bias is dead once added.
-            var unbiased = y;
-            y = unbiased + bias.Reshape(1, geometry.OutChannels, 1, 1);
-            unbiased.FreeIntermediate("Conv2d (its output before the bias)");
-        }
+        var y = bias is null ? ConvPrimitive(x, weight, geometry) : ConvBiasPrimitive(x, weight, bias, geometry);
         return unbatched ? y.Squeeze(0) : y;
     }
 
@@ -234,6 +227,21 @@ public sealed partial class Tensor
         int oh = ((h + heightPad - (dilation.Height * (kh - 1)) - 1) / stride.Height) + 1;
         int ow = ((w + widthPad - (dilation.Width * (kw - 1)) - 1) / stride.Width) + 1;
         return new ConvGeometry(n, c, h, w, o, kh, kw, oh, ow, stride.Height, stride.Width, top, left, dilation.Height, dilation.Width, groups);
+    }
+
+    /// <summary>
+    /// y = ∂T/∂dy + b[o] in one kernel (<see cref="IBackend.Conv2dBias"/>, the bits of the convolution followed by the
+    /// bias's broadcast add): one node whose bias gradient is Σ g over every axis but 1. Saves x and W.
+    /// </summary>
+    internal static Tensor ConvBiasPrimitive(Tensor x, Tensor weight, Tensor bias, in ConvGeometry geometry)
+    {
+        var y = Empty(x.Backend, x.DType, new Shape(geometry.Batch, geometry.OutChannels, geometry.OutHeight, geometry.OutWidth));
+        x.Backend.Conv2dBias(geometry, x.Storage, weight.Storage, bias.Storage, y.Storage);
+        if (Autograd.ShouldRecord([x, weight, bias]))
+        {
+            Derivatives.Conv2dBias.Record(y, geometry, [x, weight, bias]);
+        }
+        return y;
     }
 
     /// <summary>y = ∂T/∂dy: [N, O, OH, OW] from x [N, C, H, W] and W [O, C/G, kh, kw]. Saves x and W.</summary>

@@ -340,6 +340,14 @@ internal static class Derivatives
         n.NeedsGrad(1) ? Tensor.ConvWeightGradPrimitive(n.Input(0), g, c) : null,
     ]);
 
+    /// <summary>y = Conv(x, W) + b: dx and dW as for <see cref="Conv2d"/>, db = Σ g over every axis but 1 (a sum a fused kernel may have left behind: <see cref="FedByBias"/>).</summary>
+    public static readonly Derivative<ConvGeometry> Conv2dBias = new("Conv2dBias", Saves.Inputs01, static (Node n, in ConvGeometry c, Tensor g) =>
+    [
+        n.NeedsGrad(0) ? Tensor.ConvInputGradPrimitive(g, n.Input(1), c) : null,
+        n.NeedsGrad(1) ? Tensor.ConvWeightGradPrimitive(n.Input(0), g, c) : null,
+        n.NeedsGrad(2) ? g.Sum([0, 2, 3]) : null,
+    ]);
+
     /// <summary>gx = ConvInputGrad(dy, W) = ∂T/∂x (the transposed convolution): d dy = Conv(g, W), dW = ConvWeightGrad(g, dy).</summary>
     public static readonly Derivative<ConvGeometry> Conv2dInputGrad = new("Conv2dInputGrad", Saves.Inputs01, static (Node n, in ConvGeometry c, Tensor g) =>
     [
@@ -379,7 +387,7 @@ internal static class Derivatives
         if (n.NeedsGrad(0) && n.NeedsGrad(1))
         {
             var (dx, dw, fused) = Tensor.BatchNormBackwardPrimitive(g, n.Input(0), n.Input(1), n.Aux(0), n.Aux(1), b, n.TakeAccumulator(0), n.NeedsGrad(2),
-                FedByBiasAdd(n, b.Channels));
+                FedByBias(n, b.Channels));
             return [dx, dw, fused];
         }
         var db = n.NeedsGrad(2) ? ChannelSum(g, b) : null;
@@ -448,12 +456,21 @@ internal static class Derivatives
     });
 
     /// <summary>
-    /// Whether the node's input 0 is a sum a + b whose b, broadcast over every axis but 1 ([1, C, 1, ...]: a conv layer's
-    /// bias), needs its gradient: a channel sum of this input's gradient, which a fused kernel can leave behind.
+    /// Whether the node's input 0 carries a bias whose gradient is a channel sum of this input's gradient (which a fused
+    /// kernel can leave behind): the output of a convolution with its bias (<see cref="Conv2dBias"/>), or a sum a + b
+    /// whose b is broadcast over every axis but 1 ([1, C, 1, ...]), with the bias needing its gradient.
     /// </summary>
-    private static bool FedByBiasAdd(Node n, int channels)
+    private static bool FedByBias(Node n, int channels)
     {
-        if (n.Inputs[0].Fn is not { } f || !f.Is(Binary(BinaryOp.Add)) || !f.NeedsGrad(1))
+        if (n.Inputs[0].Fn is not { } f)
+        {
+            return false;
+        }
+        if (f.Is(Conv2dBias))
+        {
+            return f.NeedsGrad(2);
+        }
+        if (!f.Is(Binary(BinaryOp.Add)) || !f.NeedsGrad(1))
         {
             return false;
         }
