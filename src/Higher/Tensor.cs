@@ -414,21 +414,20 @@ internal sealed class VersionCounter
     public string? Owner;
 
     /// <summary>
-    /// The family's channel sums as a fused kernel left them (see <see cref="Tensor.RememberChannelSums"/>): [C], with
-    /// the bits of a sum over every axis but 1 of the contents at <see cref="ChannelSumsVersion"/> viewed with
-    /// <see cref="ChannelSumsBatch"/> leading rows; null when none is known.
+    /// The family's channel sums as a fused kernel left them (see <see cref="Tensor.RememberChannelSums"/>), or null.
+    /// One reference, so that the many families of the small-op path stay small.
     /// </summary>
-    public Tensor? ChannelSums;
-
-    /// <summary>The <see cref="Value"/> at which <see cref="ChannelSums"/> was taken: any later in-place write makes it stale.</summary>
-    public int ChannelSumsVersion;
-
-    /// <summary>The leading dimension (N) of the shape <see cref="ChannelSums"/> was taken over.</summary>
-    public int ChannelSumsBatch;
+    public ChannelSumsMemo? ChannelSums;
 
     /// <summary>Still usable, and neither saved by a tape node nor held by a gradient slot.</summary>
     public bool Unheld => Volatile.Read(ref Saved) == 0 && Volatile.Read(ref Pending) == 0 && ReleasedBy is null;
 }
+
+/// <summary>
+/// Channel sums [C] of a family's contents, with the bits of a sum over every axis but 1 of them viewed with
+/// <paramref name="Batch"/> leading rows, taken at <paramref name="Version"/> (any later in-place write makes them stale).
+/// </summary>
+internal sealed record ChannelSumsMemo(Tensor Sums, int Version, int Batch);
 
 /// <summary>Families compared by reference and hashed by <see cref="VersionCounter.Id"/>.</summary>
 internal sealed class FamilyIdentity : IEqualityComparer<VersionCounter>

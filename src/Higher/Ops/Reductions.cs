@@ -94,27 +94,26 @@ public sealed partial class Tensor
         if (family.ChannelSums is { } old)
         {
             family.ChannelSums = null;
-            Tape.Engine.Unhold(old.Version);
+            Tape.Engine.Unhold(old.Sums.Version);
         }
         // Held, as a gradient slot holds a tensor: the backward pass frees what it made between nodes once nothing holds it.
         Interlocked.Increment(ref sums.Version.Pending);
-        family.ChannelSums = sums;
-        family.ChannelSumsVersion = family.Value;
-        family.ChannelSumsBatch = batch;
+        family.ChannelSums = new ChannelSumsMemo(sums, family.Value, batch);
     }
 
     /// <summary>The remembered channel sums (shaped as this reduction's result, and forgotten) where they are this reduction's; otherwise null.</summary>
     private Tensor? TakeChannelSums(bool[] flags, bool keepDim, Shape kept)
     {
         var family = Version;
-        if (family.ChannelSums is not { } sums)
+        if (family.ChannelSums is not { } memo)
         {
             return null;
         }
+        var sums = memo.Sums;
         // Taken or forgotten: either way no longer held here (what is taken, the pass holds next, in a slot).
         family.ChannelSums = null;
-        bool usable = !NoChannelSumsOnThisThread && family.Value == family.ChannelSumsVersion && Rank >= 3 && !flags[1]
-            && Shape.Dims[0] == family.ChannelSumsBatch && Shape.Dims[1] == sums.Numel && sums.DType == DType && sums.Device == Device && !sums.IsReleased;
+        bool usable = !NoChannelSumsOnThisThread && family.Value == memo.Version && Rank >= 3 && !flags[1]
+            && Shape.Dims[0] == memo.Batch && Shape.Dims[1] == sums.Numel && sums.DType == DType && sums.Device == Device && !sums.IsReleased;
         for (int d = 0; d < Rank && usable; d++)
         {
             usable = d == 1 || flags[d];
