@@ -90,28 +90,29 @@ public sealed partial class Tensor
     /// </summary>
     internal void RememberChannelSums(Tensor sums, int batch)
     {
-        var family = Version;
-        if (family.ChannelSums is { } old)
-        {
-            family.ChannelSums = null;
-            Tape.Engine.Unhold(old.Sums.Version);
-        }
         // Held, as a gradient slot holds a tensor: the backward pass frees what it made between nodes once nothing holds it.
         Interlocked.Increment(ref sums.Version.Pending);
-        family.ChannelSums = new ChannelSumsMemo(sums, family.Value, batch);
+        if (Interlocked.Exchange(ref Version.ChannelSums, new ChannelSumsMemo(sums, Version.Value, batch)) is { } old)
+        {
+            Tape.Engine.Unhold(old.Sums.Version);
+        }
     }
 
     /// <summary>The remembered channel sums (shaped as this reduction's result, and forgotten) where they are this reduction's; otherwise null.</summary>
     private Tensor? TakeChannelSums(bool[] flags, bool keepDim, Shape kept)
     {
         var family = Version;
-        if (family.ChannelSums is not { } memo)
+        if (family.ChannelSums is null)
+        {
+            return null;
+        }
+        // Taken or forgotten: either way no longer held here (what is taken, the pass holds next, in a slot). One
+        // exchange, so that two passes summing the family at once cannot both take the one tensor.
+        if (Interlocked.Exchange(ref family.ChannelSums, null) is not { } memo)
         {
             return null;
         }
         var sums = memo.Sums;
-        // Taken or forgotten: either way no longer held here (what is taken, the pass holds next, in a slot).
-        family.ChannelSums = null;
         bool usable = !NoChannelSumsOnThisThread && family.Value == memo.Version && Rank >= 3 && !flags[1]
             && Shape.Dims[0] == memo.Batch && Shape.Dims[1] == sums.Numel && sums.DType == DType && sums.Device == Device && !sums.IsReleased;
         for (int d = 0; d < Rank && usable; d++)
