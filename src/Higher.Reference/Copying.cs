@@ -13,9 +13,14 @@ internal static class Copying
     /// Size-1 dimensions are dropped and dimensions contiguous in both operands merged, so plain
     /// copies and narrow/cat slices run as a few span copies; a broadcast inner dimension is a fill.
     /// </summary>
+    /// <para>
+    /// With <paramref name="threads"/> (distinct storages), a large copy into a contiguous destination is split into
+    /// ranges of rows written in parallel: every element is written once, so the split cannot change a value.
+    /// </para>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void StridedCopy<T>(ReadOnlySpan<T> src, long srcOffset, ReadOnlySpan<long> srcStrides,
-        Span<T> dst, long dstOffset, ReadOnlySpan<long> dstStrides, Shape shape)
+    public static unsafe void StridedCopy<T>(ReadOnlySpan<T> src, long srcOffset, ReadOnlySpan<long> srcStrides,
+        Span<T> dst, long dstOffset, ReadOnlySpan<long> dstStrides, Shape shape, Parallelism? threads = null)
+        where T : unmanaged
     {
         var dims = shape.Dims;
         if (shape.Numel == 0)
@@ -59,9 +64,17 @@ internal static class Copying
             TransposeSlabs(src, srcOffset, dst, dstOffset, size[..r], ss[..r], ds[..r]);
             return;
         }
+        long rows = shape.Numel / n;
+        if (threads is { Enabled: true } && shape.Numel >= ParallelElements && rows >= 2 && Contiguous(size[..r], ds[..r]))
+        {
+            fixed (T* ps = src, pd = dst)
+            {
+                RowsParallel<T>(threads, (nint)ps, srcOffset, (nint)pd, dstOffset, size[..r].ToArray(), ss[..r].ToArray(), ds[..r].ToArray(), rows);
+            }
+            return;
+        }
         Span<long> index = cap <= 16 ? stackalloc long[cap] : new long[cap];
         index.Clear();
-        long rows = shape.Numel / n;
         long so = srcOffset, dof = dstOffset;
         ref T s0 = ref MemoryMarshal.GetReference(src);
         ref T d0 = ref MemoryMarshal.GetReference(dst);
@@ -82,6 +95,81 @@ internal static class Copying
                 for (int i = 0; i < n; i++)
                 {
                     Unsafe.Add(ref dd, (nint)(i * dInner)) = Unsafe.Add(ref s, (nint)(i * sInner));
+                }
+            }
+            for (int d = r - 2; d >= 0; d--)
+            {
+                so += ss[d];
+                dof += ds[d];
+                if (++index[d] < size[d])
+                {
+                    break;
+                }
+                so -= ss[d] * size[d];
+                dof -= ds[d] * size[d];
+                index[d] = 0;
+            }
+        }
+    }
+
+    /// <summary>Elements from which a strided copy into a contiguous destination writes its rows in parallel.</summary>
+    private const long ParallelElements = 1 << 18;
+
+    /// <summary>Whether strides describe a row-major layout of the (merged) sizes, inner stride 1: no element written twice.</summary>
+    private static bool Contiguous(ReadOnlySpan<long> size, ReadOnlySpan<long> strides)
+    {
+        long expected = 1;
+        for (int d = size.Length - 1; d >= 0; d--)
+        {
+            if (strides[d] != expected)
+            {
+                return false;
+            }
+            expected *= size[d];
+        }
+        return true;
+    }
+
+    private static unsafe void RowsParallel<T>(Parallelism threads, nint src, long srcOffset, nint dst, long dstOffset, long[] size, long[] ss, long[] ds, long rows)
+        where T : unmanaged
+    {
+        int chunks = (int)Math.Min(rows, 4L * threads.MaxDegree);
+        threads.For(0, chunks, c => CopyRows((T*)src, srcOffset, (T*)dst, dstOffset, size, ss, ds, rows * c / chunks, rows * (c + 1) / chunks));
+    }
+
+    /// <summary>Rows [row0, row1) of a strided copy (a row: the innermost merged dimension), from offsets computed for row0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void CopyRows<T>(T* src, long so, T* dst, long dof, long[] size, long[] ss, long[] ds, long row0, long row1)
+        where T : unmanaged
+    {
+        int r = size.Length, n = (int)size[r - 1];
+        long sInner = ss[r - 1], dInner = ds[r - 1];
+        Span<long> index = stackalloc long[Math.Max(r, 1)];
+        long rest = row0;
+        for (int d = r - 2; d >= 0; d--)
+        {
+            index[d] = rest % size[d];
+            rest /= size[d];
+            so += index[d] * ss[d];
+            dof += index[d] * ds[d];
+        }
+        for (long row = row0; row < row1; row++)
+        {
+            T* s = src + so;
+            T* o = dst + dof;
+            if (sInner == 1 && dInner == 1)
+            {
+                new ReadOnlySpan<T>(s, n).CopyTo(new Span<T>(o, n));
+            }
+            else if (sInner == 0 && dInner == 1)
+            {
+                new Span<T>(o, n).Fill(*s);
+            }
+            else
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    o[i * dInner] = s[i * sInner];
                 }
             }
             for (int d = r - 2; d >= 0; d--)

@@ -96,19 +96,21 @@ public sealed class ReferenceBackend : IBackend
         SameDType("StridedCopy", s, d);
         Guard.StridedWithin("StridedCopy", nameof(source), s, sourceOffset, sourceStrides, shape);
         Guard.StridedWithin("StridedCopy", nameof(destination), d, destinationOffset, destinationStrides, shape);
+        // Rows in parallel only between distinct storages (an overlapping copy keeps its order).
+        var threads = ReferenceEquals(s, d) ? null : _threads;
         switch (s.DType)
         {
             case DType.Float32:
-                Copying.StridedCopy<float>(s.AsFloat32(), sourceOffset, sourceStrides, d.AsFloat32(), destinationOffset, destinationStrides, shape);
+                Copying.StridedCopy<float>(s.AsFloat32(), sourceOffset, sourceStrides, d.AsFloat32(), destinationOffset, destinationStrides, shape, threads);
                 break;
             case DType.Float64:
-                Copying.StridedCopy<double>(s.AsFloat64(), sourceOffset, sourceStrides, d.AsFloat64(), destinationOffset, destinationStrides, shape);
+                Copying.StridedCopy<double>(s.AsFloat64(), sourceOffset, sourceStrides, d.AsFloat64(), destinationOffset, destinationStrides, shape, threads);
                 break;
             case DType.Int64:
-                Copying.StridedCopy<long>(s.AsInt64(), sourceOffset, sourceStrides, d.AsInt64(), destinationOffset, destinationStrides, shape);
+                Copying.StridedCopy<long>(s.AsInt64(), sourceOffset, sourceStrides, d.AsInt64(), destinationOffset, destinationStrides, shape, threads);
                 break;
             default:
-                Copying.StridedCopy<bool>(s.AsBool(), sourceOffset, sourceStrides, d.AsBool(), destinationOffset, destinationStrides, shape);
+                Copying.StridedCopy<bool>(s.AsBool(), sourceOffset, sourceStrides, d.AsBool(), destinationOffset, destinationStrides, shape, threads);
                 break;
         }
     }

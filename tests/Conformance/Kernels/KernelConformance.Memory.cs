@@ -181,6 +181,11 @@ public abstract partial class KernelConformance
         { new[] { 19, 37 }, new long[] { 1, 19 }, 0, new long[] { 37, 1 }, 0 },               // transpose, ragged blocks
         { new[] { 3, 16, 9 }, new long[] { 144, 1, 16 }, 0, new long[] { 144, 9, 1 }, 0 },     // batched transpose
         { new[] { 17, 12 }, new long[] { 1, 0 }, 3, new long[] { 12, 1 }, 0 },                // broadcast column
+        // Large enough for the Reference backend to write ranges of rows in parallel (contiguous destinations):
+        { new[] { 5, 64, 900 }, new long[] { 0, 1, 0 }, 2, new long[] { 57600, 900, 1 }, 0 },  // a sum's broadcast gradient
+        { new[] { 600, 500 }, new long[] { 510, 1 }, 7, new long[] { 500, 1 }, 0 },           // narrow rows
+        { new[] { 3, 100, 1000 }, new long[] { 200000, 2000, 2 }, 1, new long[] { 100000, 1000, 1 }, 0 }, // strided inner rows
+        { new[] { 7, 300, 130 }, new long[] { 130, 910, 1 }, 0, new long[] { 39000, 130, 1 }, 5 }, // permuted outer dims, offset destination
     };
 
     [Theory]
