@@ -352,11 +352,13 @@ internal static class UnaryDriver
     // Each element is computed independently, so splitting cannot change any result.
     private const int ParallelThreshold = 1 << 15;
 
+    private const int VectorizedParallelThreshold = 1 << 18;
+
     public static void Map<T, TOp>(Parallelism threads, ReadOnlySpan<T> x, Span<T> y, TOp op)
         where T : unmanaged
         where TOp : struct, IUnaryOperator<T>
     {
-        if (!TOp.Vectorizable && x.Length >= ParallelThreshold && threads.Enabled)
+        if (x.Length >= (TOp.Vectorizable ? VectorizedParallelThreshold : ParallelThreshold) && threads.Enabled)
         {
             MapParallel(threads, x, y, op);
             return;
