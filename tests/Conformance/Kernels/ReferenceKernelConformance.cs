@@ -118,6 +118,38 @@ public sealed partial class ReferenceKernelConformance : KernelConformance
         }
     }
 
+    [Fact]
+    public void LargeUnaryAndStridedCopies_SplitAcrossThreads_GiveTheSerialBits()
+    {
+        // Vectorized and scalar unary operators, and a broadcast strided copy, each large enough to run on the threads.
+        var threaded = new ReferenceBackend(3);
+        const int n = 300_007;
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var values = RandomValues(24, n, -3, 3);
+            foreach (var op in new[] { UnaryOp.Relu, UnaryOp.Sign, UnaryOp.Abs, UnaryOp.Exp, UnaryOp.Tanh })
+            {
+                Assert.Equal(RunUnary(Serial, op), RunUnary(threaded, op));
+            }
+            var rows = RandomValues(25, 64);
+            Assert.Equal(RunCopy(Serial), RunCopy(threaded));
+
+            double[] RunUnary(ReferenceBackend backend, UnaryOp op)
+            {
+                var result = backend.AllocateUninitialized(dtype, n);
+                backend.Unary(op, Load(backend, values, dtype), result);
+                return Read(result);
+            }
+
+            double[] RunCopy(ReferenceBackend backend)
+            {
+                var result = backend.AllocateUninitialized(dtype, 5L * 64 * 901);
+                backend.StridedCopy(Load(backend, rows, dtype), 0, [0, 1, 0], result, 0, [64 * 901, 901, 1], new Shape(5, 64, 901));
+                return Read(result);
+            }
+        }
+    }
+
     private static IStorage Load(ReferenceBackend backend, double[] values, DType dtype) => dtype == DType.Float32
         ? backend.Upload<float>(Array.ConvertAll(values, v => (float)v), DType.Float32)
         : backend.Upload<double>(values, DType.Float64);
