@@ -73,42 +73,9 @@ internal static class Copying
             }
             return;
         }
-        Span<long> index = cap <= 16 ? stackalloc long[cap] : new long[cap];
-        index.Clear();
-        long so = srcOffset, dof = dstOffset;
-        ref T s0 = ref MemoryMarshal.GetReference(src);
-        ref T d0 = ref MemoryMarshal.GetReference(dst);
-        for (long row = 0; row < rows; row++)
+        fixed (T* ps = src, pd = dst)
         {
-            if (sInner == 1 && dInner == 1)
-            {
-                src.Slice((int)so, n).CopyTo(dst.Slice((int)dof, n));
-            }
-            else if (sInner == 0 && dInner == 1)
-            {
-                dst.Slice((int)dof, n).Fill(src[(int)so]);
-            }
-            else
-            {
-                ref T s = ref Unsafe.Add(ref s0, (nint)so);
-                ref T dd = ref Unsafe.Add(ref d0, (nint)dof);
-                for (int i = 0; i < n; i++)
-                {
-                    Unsafe.Add(ref dd, (nint)(i * dInner)) = Unsafe.Add(ref s, (nint)(i * sInner));
-                }
-            }
-            for (int d = r - 2; d >= 0; d--)
-            {
-                so += ss[d];
-                dof += ds[d];
-                if (++index[d] < size[d])
-                {
-                    break;
-                }
-                so -= ss[d] * size[d];
-                dof -= ds[d] * size[d];
-                index[d] = 0;
-            }
+            CopyRows(ps, srcOffset, pd, dstOffset, size[..r], ss[..r], ds[..r], 0, rows);
         }
     }
 
@@ -139,12 +106,13 @@ internal static class Copying
 
     /// <summary>Rows [row0, row1) of a strided copy (a row: the innermost merged dimension), from offsets computed for row0.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void CopyRows<T>(T* src, long so, T* dst, long dof, long[] size, long[] ss, long[] ds, long row0, long row1)
+    private static unsafe void CopyRows<T>(T* src, long so, T* dst, long dof, ReadOnlySpan<long> size, ReadOnlySpan<long> ss, ReadOnlySpan<long> ds,
+        long row0, long row1)
         where T : unmanaged
     {
         int r = size.Length, n = (int)size[r - 1];
         long sInner = ss[r - 1], dInner = ds[r - 1];
-        Span<long> index = stackalloc long[Math.Max(r, 1)];
+        Span<long> index = r <= 16 ? stackalloc long[16] : new long[r];
         long rest = row0;
         for (int d = r - 2; d >= 0; d--)
         {
