@@ -325,7 +325,7 @@ internal static unsafe class ConvDirect
                     }
                     if (bias != null)
                     {
-                        Convolution.AddBias(dst, pixels, bias + o0, rows);
+                        Convolution.AddBias(dst, pixels, pixels, bias + o0, rows);
                     }
                 }
             }

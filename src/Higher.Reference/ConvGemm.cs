@@ -220,7 +220,7 @@ internal static unsafe class ConvGemm
                             if (last && bias != null)
                             {
                                 // The bias onto the finished tile, still in L1: the bits of a separate add.
-                                AddBiasRows(direct ? c : tile, direct ? pixels : nr, rows, bias + (long)gi * m + rp * MR);
+                                Convolution.AddBias(direct ? c : tile, direct ? pixels : nr, nr, bias + (long)gi * m + rp * MR, rows);
                             }
                             if (!direct && last)
                             {
@@ -237,21 +237,6 @@ internal static unsafe class ConvGemm
             ArrayPool<T>.Shared.Return(tileArray);
             ArrayPool<long>.Shared.Return(offsetArray);
             ArrayPool<int>.Shared.Return(rangeArray);
-        }
-    }
-
-    /// <summary>c[i·ld + l] += bias[i] for rows i &lt; rows of a full NR-wide tile.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddBiasRows<T>(T* c, long ld, int rows, T* bias)
-        where T : unmanaged
-    {
-        int w = Vector512<T>.Count;
-        for (int i = 0; i < rows; i++)
-        {
-            T* row = c + i * ld;
-            var b = Vector512.Create(bias[i]);
-            Vector512.Store(Vector512.Load(row) + b, row);
-            Vector512.Store(Vector512.Load(row + w) + b, row + w);
         }
     }
 

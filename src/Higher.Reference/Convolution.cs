@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 
 namespace Higher.Reference;
 
@@ -109,9 +110,10 @@ internal static unsafe class Convolution
         if (kg == 0)
         {
             new Span<T>(y, checked((int)g.OutputLength)).Clear();
-            for (int n = 0; n < g.Batch && bias != null; n++)
+            for (int n = 0; bias != null && n < g.Batch; n++)
             {
-                AddBias(y + (long)n * g.OutChannels * pixels, pixels, bias, g.OutChannels);
+                // 0 + b, as the separate add gives it.
+                AddBias(y + (long)n * g.OutChannels * pixels, pixels, pixels, bias, g.OutChannels);
             }
             return;
         }
@@ -140,27 +142,28 @@ internal static unsafe class Convolution
     }
 
     /// <summary>
-    /// plane[c·pixels + i] += bias[c] for c &lt; channels and i &lt; pixels: a convolution's bias added to its freshly
-    /// written (cache-hot) output planes, with the bits of the separate broadcast add (each element one rounded add).
+    /// rows[c·stride + i] += bias[c] for c &lt; count and i &lt; length: a convolution's bias added to its freshly written
+    /// (cache-hot) output, planes of an image or rows of a tile, with the bits of the separate broadcast add (each
+    /// element one rounded add).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void AddBias<T>(T* planes, long pixels, T* bias, int channels)
+    internal static void AddBias<T>(T* rows, long stride, long length, T* bias, int count)
         where T : unmanaged
     {
-        int w = System.Runtime.Intrinsics.Vector512<T>.Count;
-        for (int c = 0; c < channels; c++)
+        int w = Vector512<T>.Count;
+        for (int c = 0; c < count; c++)
         {
-            T* p = planes + c * pixels;
-            var b = System.Runtime.Intrinsics.Vector512.Create(bias[c]);
+            T* p = rows + c * stride;
+            var b = Vector512.Create(bias[c]);
             long i = 0;
-            if (System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
+            if (Vector512.IsHardwareAccelerated)
             {
-                for (; i + w <= pixels; i += w)
+                for (; i + w <= length; i += w)
                 {
-                    System.Runtime.Intrinsics.Vector512.Store(System.Runtime.Intrinsics.Vector512.Load(p + i) + b, p + i);
+                    Vector512.Store(Vector512.Load(p + i) + b, p + i);
                 }
             }
-            for (; i < pixels; i++)
+            for (; i < length; i++)
             {
                 p[i] = Gemm.Add(p[i], bias[c]);
             }
@@ -178,7 +181,7 @@ internal static unsafe class Convolution
         long pixels = (long)g.OutHeight * g.OutWidth;
         for (int t = 0; t < count; t++)
         {
-            AddBias(y + (n0 + t) * g.OutChannels * pixels, pixels, bias, g.OutChannels);
+            AddBias(y + (n0 + t) * g.OutChannels * pixels, pixels, pixels, bias, g.OutChannels);
         }
     }
 
