@@ -323,8 +323,11 @@ public sealed class CheckedBackend : IBackend
     /// <inheritdoc/>
     public void Conv2dBias(in ConvGeometry geometry, IStorage x, IStorage weight, IStorage bias, IStorage y)
     {
-        Conv("Conv2dBias", geometry, ("x", x, geometry.InputLength), ("weight", weight, geometry.WeightLength), ("y", y, geometry.OutputLength));
-        Conv("Conv2dBias", geometry, ("x", x, geometry.InputLength), ("bias", bias, geometry.OutChannels), ("y", y, geometry.OutputLength));
+        const string op = "Conv2dBias";
+        Conv(op, geometry, ("x", x, geometry.InputLength), ("weight", weight, geometry.WeightLength), ("y", y, geometry.OutputLength));
+        Own(op, "bias", bias);
+        HoldsExactly(op, "bias", bias, geometry.OutChannels);
+        SameDType(op, "x", x, "bias", bias);
         Inner.Conv2dBias(geometry, x, weight, bias, y);
     }
 

@@ -117,6 +117,18 @@ public sealed class CheckedBackendTests
     }
 
     [Fact]
+    public void Conv2dBias_BiasOfTheWrongLengthOrDType_IsRefused()
+    {
+        var g = new ConvGeometry(1, 2, 3, 3, 4, 2, 2, 2, 2, 1, 1, 0, 0, 1, 1, 1);
+        var x = Checked.Allocate(DType.Float64, g.InputLength);
+        var w = Checked.Allocate(DType.Float64, g.WeightLength);
+        var y = Checked.Allocate(DType.Float64, g.OutputLength);
+        Assert.Equal("Checked reference.Conv2dBias: bias must hold exactly 4 elements but its storage holds 3.",
+            Refusal(() => Checked.Conv2dBias(g, x, w, Checked.Allocate(DType.Float64, 3), y)));
+        Assert.Contains("bias", Refusal(() => Checked.Conv2dBias(g, x, w, Checked.Allocate(DType.Float32, 4), y)), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Conv2d_GroupsThatDoNotDivideTheChannels_AreRefused()
     {
         var g = new ConvGeometry(1, 3, 3, 3, 4, 1, 1, 3, 3, 1, 1, 0, 0, 1, 1, 2);
