@@ -12,11 +12,11 @@ internal static class Copying
     /// dst[dstOffset + Σ i_d·dstStrides_d] = src[srcOffset + Σ i_d·srcStrides_d] over <paramref name="shape"/>.
     /// Size-1 dimensions are dropped and dimensions contiguous in both operands merged, so plain
     /// copies and narrow/cat slices run as a few span copies; a broadcast inner dimension is a fill.
-    /// </summary>
     /// <para>
     /// With <paramref name="threads"/> (distinct storages), a large copy into a contiguous destination is split into
     /// ranges of rows written in parallel: every element is written once, so the split cannot change a value.
     /// </para>
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void StridedCopy<T>(ReadOnlySpan<T> src, long srcOffset, ReadOnlySpan<long> srcStrides,
         Span<T> dst, long dstOffset, ReadOnlySpan<long> dstStrides, Shape shape, Parallelism? threads = null)

@@ -373,13 +373,14 @@ internal static class Reducers
         return PairwiseSum(ref x, half, null) + PairwiseSum(ref Unsafe.Add(ref x, half), n - half, null);
     }
 
+    /// <summary>Whether <see cref="PairwiseSum4"/> can run (its tails use AVX-512 masked loads).</summary>
+    internal static bool HasSum4 => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+
     /// <summary>
     /// <see cref="PairwiseSum"/> of four rows of n elements each (at r[0..3]) into sums[0..3], each with that method's
     /// bits: the same split tree (it depends on n only) and, per block, the same lanes and order (<see cref="BlockSum4"/>),
     /// the four rows in lock step so that their dependency chains overlap. Needs AVX-512 (<see cref="HasSum4"/>).
     /// </summary>
-    internal static bool HasSum4 => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
-
     internal static unsafe void PairwiseSum4<T>(T* r0, T* r1, T* r2, T* r3, int n, double* sums) where T : unmanaged
     {
         if (n <= PairwiseBase)
@@ -689,7 +690,7 @@ internal static class Reducers
         }
     }
 
-    /// <summary>partial[r] = <see cref="PairwiseSum"/> of row r (length elements) for r in [r0, r1), four rows at a time where Vector512 allows.</summary>
+    /// <summary>partial[r] = <see cref="PairwiseSum"/> of row r (length elements) for r in [r0, r1), four rows at a time where <see cref="HasSum4"/>.</summary>
     private static unsafe void RowSums<T>(T* x, int length, long r0, long r1, double* partial) where T : unmanaged
     {
         long r = r0;
