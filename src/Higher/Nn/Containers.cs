@@ -45,6 +45,14 @@ public sealed class Sequential : Module
     /// unreferenced tensor does in PyTorch, instead of waiting for the garbage collector or the end of
     /// a scope.
     /// </summary>
+    /// <remarks>
+    /// A <see cref="Relu"/> directly followed by a <see cref="MaxPool2d"/> runs as the pooling then the ReLU, which
+    /// gives the same bits: ReLU is max(x, 0), monotone, so the maximum of a window's ReLUs is the ReLU of its maximum,
+    /// at the same first position wherever that maximum is positive (or NaN); where it is not, every gradient of the
+    /// window is zero either way. The ReLU, its saved output and its gradient's passes then cover the pooled map (a
+    /// quarter of the elements for 2×2 windows) instead of the full one, and the full-size map before the pair is
+    /// freed as soon as the pooling has read it.
+    /// </remarks>
     public override Tensor Forward(Tensor input)
     {
         int newest = VersionCounter.NewestId;
@@ -53,6 +61,19 @@ public sealed class Sequential : Module
         for (int i = 0; i < _layers.Count; i++)
         {
             var m = _layers[i];
+            if (m is Relu && i + 1 < _layers.Count && _layers[i + 1] is MaxPool2d pool)
+            {
+                var pooled = pool.Forward(x);
+                if (previous is not null && previous.KeepsNoActivations)
+                {
+                    FreeActivation(x, pooled, newest, i);
+                }
+                x = m.Forward(pooled);
+                FreeActivation(pooled, x, newest, i + 1);
+                previous = pool;
+                i++;
+                continue;
+            }
             var y = m.Forward(x);
             if (previous is not null && previous.KeepsNoActivations && m.KeepsNoActivations)
             {
@@ -80,7 +101,11 @@ public sealed class Sequential : Module
         {
             messages = _freedBy = new string[_layers.Count];
         }
-        return messages[consumer] ??= $"Sequential (the output of its layer {consumer - 1}, {_layers[consumer - 1].GetType().Name}, which only layer {consumer}, {_layers[consumer].GetType().Name}, read; freed once nothing could read it)";
+        return messages[consumer] ??= _layers[consumer] is Relu && consumer + 1 < _layers.Count && _layers[consumer + 1] is MaxPool2d
+            ? $"Sequential (the output of its layer {consumer - 1}, {_layers[consumer - 1].GetType().Name}, which only layer {consumer + 1}, MaxPool2d, read: it runs before layer {consumer}'s ReLU, with the same bits; freed once nothing could read it)"
+            : _layers[consumer] is MaxPool2d && _layers[consumer - 1] is Relu
+            ? $"Sequential (the pooled map of its layer {consumer}, MaxPool2d, which only layer {consumer - 1}, Relu, read after it; freed once nothing could read it)"
+            : $"Sequential (the output of its layer {consumer - 1}, {_layers[consumer - 1].GetType().Name}, which only layer {consumer}, {_layers[consumer].GetType().Name}, read; freed once nothing could read it)";
     }
 }
 

@@ -37,3 +37,15 @@ public sealed class ConvErrorTestsOnCuda : ConvErrorTests
     [Fact]
     public void WholeGroup_RunsOnlyWhereItsDeviceExists() => SkippedGroups.Report(GetType(), SkipReason);
 }
+
+/// <summary>The ReLU-and-pool order tests on the CUDA backend.</summary>
+[SkipGroupWhen(typeof(SharedCuda), nameof(SharedCuda.SkipReason))]
+public sealed class ReluPoolOrderTestsOnCuda : ReluPoolOrderTests
+{
+    protected override Device Device => Device.Cuda(0);
+
+    protected override string? SkipReason => SharedCuda.SkipReason;
+
+    [Fact]
+    public void WholeGroup_RunsOnlyWhereItsDeviceExists() => SkippedGroups.Report(GetType(), SkipReason);
+}
