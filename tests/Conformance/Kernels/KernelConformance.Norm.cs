@@ -4,7 +4,8 @@ public abstract partial class KernelConformance
 {
     // [N, C, S]: one value per channel and sample (S = 1, the [N, C] of BatchNorm1d), a single image,
     // rows shorter and longer than a vector, many channels, and one large enough to run channels in parallel; the
-    // last has the conv net's 26×26 rows and a batch that is not a multiple of four (the fused channel sums' groups).
+    // one before has the conv net's 26×26 rows and a batch that is not a multiple of four (the fused channel sums' groups),
+    // the last rows of five pairwise blocks, split at two levels, with a tail of 12.
     private static readonly NormGeometry[] NormCases =
     [
         new(2, 3, 1, 1e-5),
@@ -16,6 +17,7 @@ public abstract partial class KernelConformance
         new(4, 5, 121, 0.1),
         new(8, 16, 300, 1e-5),
         new(6, 3, 676, 1e-5),
+        new(3, 2, 1100, 1e-5),
     ];
 
     public static TheoryData<int> NormCaseIndices => [.. Enumerable.Range(0, NormCases.Length)];
