@@ -4,7 +4,11 @@
 // 28x28 float32 inputs, 2 threads. Prints ms per task and peak RSS for Higher beside the same
 // computation in PyTorch (conv_maml_torch.py, run with /usr/bin/python3 as a subprocess).
 //
-//   dotnet run -c Release --project bench/ConvMaml -- [--iterations 6] [--warmup 2] [--threads 2] [--python /usr/bin/python3]
+//   dotnet run -c Release --project bench/ConvMaml -- [--iterations 4] [--warmup 10] [--threads 2] [--python /usr/bin/python3]
+//
+// Ten warm-up meta-iterations by default: .NET's tiered JIT recompiles the engine's and the kernels' callers with
+// profile data over the first twenty or so tasks, and a run timed after one warm-up iteration read 15-20 % slower
+// than the steady state a long meta-training run sees (bench/RESULTS.md, session 9). PyTorch gets the same warm-up.
 //
 // The runs are separate processes, each measuring its own peak RSS (VmHWM / ru_maxrss): Higher as
 // written above, Higher with each task inside Tensor.NewScope() (--scope), and PyTorch.
@@ -94,7 +98,7 @@ internal sealed record BenchOptions(int Iterations, int Warmup, int Threads, str
 {
     public static BenchOptions Parse(string[] args)
     {
-        var o = new BenchOptions(6, 2, 2, "/usr/bin/python3", false);
+        var o = new BenchOptions(4, 10, 2, "/usr/bin/python3", false);
         for (int i = 0; i < args.Length; i++)
         {
             o = args[i] switch
