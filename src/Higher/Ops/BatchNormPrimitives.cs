@@ -66,8 +66,21 @@ public sealed partial class Tensor
         {
             Derivatives.BatchNormWeightGrad.Record(gw, geometry, [gradY, x], [mean, variance]);
         }
-        var db = gySums is null ? null : gradY.Reshape(geometry.Batch, geometry.Channels, geometry.Spatial).SumFlaggedFrom([true, false, true], false, gySums);
+        // Flagged on gradY's own shape (every axis but 1), with no reshape between: a deferred broadcast of its
+        // gradient then waits at gradY's node for the other terms (Engine.Defer).
+        var db = gySums is null ? null : gradY.SumFlaggedFrom(AllButChannelAxis(gradY.Rank), false, gySums);
         return (gx, gw, db);
+    }
+
+    /// <summary>Reduce flags of every axis but 1 (the channel axis) for a tensor of <paramref name="rank"/>.</summary>
+    private static bool[] AllButChannelAxis(int rank)
+    {
+        var flags = new bool[rank];
+        for (int i = 0; i < rank; i++)
+        {
+            flags[i] = i != 1;
+        }
+        return flags;
     }
 
     /// <summary>

@@ -202,17 +202,20 @@ internal static class Derivatives
 
     // ------------------------------------------------------------------ reductions
 
-    /// <summary>Sum: the gradient is broadcast back over the reduced axes.</summary>
+    /// <summary>
+    /// Sum: the gradient is broadcast back over the reduced axes. Where the input's slot already holds a tensor of the
+    /// pass's own, the broadcast is added into it (one pass, the bits of expanding and adding); otherwise the gradient
+    /// is returned with the reduced axes kept as 1, and the engine broadcasts it (Engine.Defer: added into the
+    /// slot's other contributions when the input's node takes them, or expanded at once where it cannot wait).
+    /// </summary>
     public static readonly Derivative<Reduced> Sum = new("Sum", Saves.None, static (Node n, in Reduced r, Tensor g) =>
     {
         var kept = g.ReshapeTo(r.Kept);
-        // Where the input's slot already holds a tensor of the pass's own, the broadcast is added into it (one
-        // pass, the bits of expanding and adding) instead of materialized first.
         if (kept.Shape != n.InputShape(0) && n.TakeAccumulator(0) is { } acc)
         {
             return [Tensor.AddBroadcastInto(acc, kept)];
         }
-        return [kept.ExpandTo(n.InputShape(0))];
+        return [kept];
     });
 
     /// <summary>scale·Σ x² (<see cref="Tensor.ScaledSumOfSquares"/>): dx = x·(2·scale·g), g a 0-d tensor.</summary>
@@ -491,7 +494,18 @@ internal static class Derivatives
     }
 
     /// <summary>Σ over each channel's N·S values of t (x's shape), [C].</summary>
-    private static Tensor ChannelSum(Tensor t, in NormGeometry b) => t.Reshape(b.Batch, b.Channels, b.Spatial).Sum([0, 2]);
+    /// <summary>Σ over every axis but 1 (the channel sum of [N, C, ...]: Reduce merges the spatial axes, so the bits of [N, C, S] summed over 0 and 2), with no reshape node in between.</summary>
+    private static Tensor ChannelSum(Tensor t, in NormGeometry b) => t.Sum(ChannelSumAxes(t.Rank));
+
+    private static readonly int[] Axes0 = [0], Axes02 = [0, 2], Axes023 = [0, 2, 3];
+
+    private static int[] ChannelSumAxes(int rank) => rank switch
+    {
+        2 => Axes0,
+        3 => Axes02,
+        4 => Axes023,
+        _ => [0, .. Enumerable.Range(2, rank - 2)],
+    };
 
     /// <summary>A [C] vector as [1, C, 1], to broadcast over [N, C, S].</summary>
     private static Tensor PerChannel(Tensor v, in NormGeometry b) => v.Reshape(1, b.Channels, 1);

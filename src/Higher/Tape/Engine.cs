@@ -249,7 +249,16 @@ internal sealed class Engine
                 }
                 if (g.Shape != x.Shape)
                 {
-                    throw new InvalidOperationException($"Internal error: {node.Name} returned a gradient of shape {g.Shape} for input {k} of shape {x.Shape}.");
+                    // Only a sum returns its gradient unbroadcast (see Derivatives.Sum): kept small where it can wait.
+                    if (!node.Is(Derivatives.Sum) || !g.Shape.IsBroadcastableTo(x.Shape))
+                    {
+                        throw new InvalidOperationException($"Internal error: {node.Name} returned a gradient of shape {g.Shape} for input {k} of shape {x.Shape}.");
+                    }
+                    if (x.Fn is { } waiting && Defer(waiting, g, x.Shape))
+                    {
+                        continue;
+                    }
+                    g = g.ExpandTo(x.Shape);
                 }
                 if (x.Leaf is { } leaf)
                 {
@@ -282,6 +291,11 @@ internal sealed class Engine
             {
                 node.PassGrad = null;
                 Unpend(g);
+            }
+            if (node.PassBroadcast is { } b)
+            {
+                node.PassBroadcast = null;
+                Unpend(b);
             }
         }
         Sweep(captured, swept);
@@ -354,6 +368,26 @@ internal sealed class Engine
         }
     }
 
+    /// <summary>
+    /// Keeps a sum's small gradient for <paramref name="fn"/>'s output until that node's backward takes the output's
+    /// gradient (<see cref="TakeGrad"/>), where it is added broadcast into the other contributions, in place where the
+    /// pass alone holds them: one pass over the output instead of a broadcast copy and an add. Only for a node whose
+    /// backward this pass runs and whose output is no target, and one such gradient at a time; false otherwise (the
+    /// caller then broadcasts it at once).
+    /// </summary>
+    private bool Defer(Node fn, Tensor small, Shape shape)
+    {
+        if (_mapped || NoDeferredBroadcastsOnThisThread || !ReferenceEquals(fn.PassOwner, this) || !fn.PassNeeded || fn.PassTarget != 0
+            || fn.PassBroadcast is not null)
+        {
+            return false;
+        }
+        Pend(small);
+        fn.PassBroadcast = small;
+        fn.PassBroadcastShape = shape;
+        return true;
+    }
+
     /// <summary>Takes the gradient accumulated for the output of <paramref name="node"/> (a node of the order) if its backward is to run.</summary>
     private bool TakeGrad(Node node, out Tensor grad)
     {
@@ -368,7 +402,36 @@ internal sealed class Engine
         }
         grad = node.PassGrad!;
         node.PassGrad = null;
+        if (node.PassBroadcast is { } small)
+        {
+            DeferredBroadcastsOnThisThread++;
+            node.PassBroadcast = null;
+            grad = grad is null ? Broadcast(small, node.PassBroadcastShape) : AddBroadcast(grad, small);
+            Unpend(small);
+        }
         return grad is not null;
+    }
+
+    /// <summary>A deferred sum's gradient alone, broadcast to the node's output shape; held as a slot's content is.</summary>
+    private static Tensor Broadcast(Tensor small, Shape shape)
+    {
+        var full = small.ExpandTo(shape);
+        Pend(full);
+        return full;
+    }
+
+    /// <summary>grad + small broadcast: into grad's storage where the pass alone holds it and records nothing, else a new sum.</summary>
+    private Tensor AddBroadcast(Tensor grad, Tensor small)
+    {
+        if (_accumulateInPlace && HeldByOneSlotOnly(grad.Version) && !ReferenceEquals(grad.Version, small.Version) && grad.DType == small.DType
+            && grad.Device == small.Device)
+        {
+            return Tensor.AddBroadcastInto(grad, small);
+        }
+        var sum = grad + small;
+        Pend(sum);
+        Unpend(grad);
+        return sum;
     }
 
     /// <summary>
@@ -386,6 +449,7 @@ internal sealed class Engine
             return false;
         }
         node.PassGrad = null;
+        node.PassBroadcast = null;
         node.PassTarget = 0;
         node.PassVisited = false;
         node.PassNeeded = false;
@@ -423,6 +487,7 @@ internal sealed class Engine
         foreach (var node in _claimed)
         {
             node.PassGrad = null;
+            node.PassBroadcast = null;
             Volatile.Write(ref node.PassOwner, null);
         }
         _claimed.Clear();
@@ -479,6 +544,14 @@ internal sealed class Engine
     /// </summary>
     [ThreadStatic]
     internal static bool NoAccumulatorsOnThisThread;
+
+    /// <summary>Tests only: while set on a thread, a sum's gradient is broadcast as it arrives there, never deferred (see <see cref="Defer"/>).</summary>
+    [ThreadStatic]
+    internal static bool NoDeferredBroadcastsOnThisThread;
+
+    /// <summary>Tests only: how many deferred sums' gradients passes on this thread have added in (see <see cref="Defer"/>).</summary>
+    [ThreadStatic]
+    internal static int DeferredBroadcastsOnThisThread;
 
     private Tensor? TakeAccumulatorOf(Node node, int k)
     {

@@ -242,8 +242,9 @@ public sealed class InPlaceAccumulationTests
     public void ASumsBroadcastGradientAddedIntoItsSlot_IsTheBitsOfExpandingAndAdding_WithFewerArrays()
     {
         // x feeds a channel sum (its gradient a broadcast of [1, C, 1]) and elementwise ops; in either order of the
-        // two terms, with the slots withheld and taken: the same bits, and fewer arrays where the sum's gradient
-        // finds x's slot (or an intermediate's) already holding one.
+        // two terms, with the slots withheld and the sum's gradient broadcast at once, and with both taken: the same
+        // bits (two terms add the same either way), and fewer arrays where the sum's gradient finds x's slot (or an
+        // intermediate's) already holding one, or waits for it.
         var (device, pool) = TensorScopeTests.PrivateDevice();
         var gen = new Generator(22);
         var x = Tensor.Normal([5, 6, 33], 0, 1, DType.Float32, gen, device).WithRequiresGrad();
@@ -259,6 +260,7 @@ public sealed class InPlaceAccumulationTests
                 var loss = sumFirst ? sumTerm + squares : squares + sumTerm;
                 long before = pool.Statistics.Rents;
                 Tape.Engine.NoAccumulatorsOnThisThread = withhold;
+                Tape.Engine.NoDeferredBroadcastsOnThisThread = withhold;
                 try
                 {
                     var g = Autograd.Grad([loss], [x])[0]!;
@@ -267,6 +269,7 @@ public sealed class InPlaceAccumulationTests
                 finally
                 {
                     Tape.Engine.NoAccumulatorsOnThisThread = false;
+                    Tape.Engine.NoDeferredBroadcastsOnThisThread = false;
                 }
             }
             var (withheld, withheldRents) = Run(true);
@@ -276,5 +279,65 @@ public sealed class InPlaceAccumulationTests
             withheldTotal += withheldRents;
         }
         Assert.True(takenTotal < withheldTotal, $"{takenTotal} arrays rented with the slots taken, {withheldTotal} without");
+    }
+
+    /// <summary>Runs <paramref name="body"/> with sums' gradients deferred or broadcast at once, counting the deferrals.</summary>
+    private static (T Result, int Deferred) WithDeferral<T>(bool defer, Func<T> body)
+    {
+        Tape.Engine.NoDeferredBroadcastsOnThisThread = !defer;
+        Tape.Engine.DeferredBroadcastsOnThisThread = 0;
+        try
+        {
+            var result = body();
+            return (result, Tape.Engine.DeferredBroadcastsOnThisThread);
+        }
+        finally
+        {
+            Tape.Engine.NoDeferredBroadcastsOnThisThread = false;
+        }
+    }
+
+    [Fact]
+    public void ASumsGradientThatArrivesFirst_WaitsAndIsAddedIntoTheLaterTerms()
+    {
+        // A conv layer's bias gradient (a channel sum of g) in the inner step: in the second-order backward the sum's
+        // gradient reaches g's slot before the other terms (the weight gradient's and the input gradient's). Deferred,
+        // it is added into them when g's node takes its gradient: the meta-gradient agrees with broadcasting at once
+        // (three terms in another order: to rounding), the deferral happens, and fewer arrays are rented.
+        var (device, pool) = TensorScopeTests.PrivateDevice();
+        var gen = new Generator(31);
+        var conv1 = new global::Higher.Nn.Conv2d(2, 4, 3, generator: gen);
+        var conv2 = new global::Higher.Nn.Conv2d(4, 3, 3, generator: gen);
+        conv1.To(DType.Float64).To(device);
+        conv2.To(DType.Float64).To(device);
+        var x = Tensor.Normal([3, 2, 9, 9], 0, 1, DType.Float64, gen, device);
+        var parameters = conv1.Parameters().Concat(conv2.Parameters()).ToArray();
+
+        (double[][] Grads, long Rents) MetaGradient()
+        {
+            var loss = conv2.Forward(conv1.Forward(x).Tanh()).Square().Sum();
+            var grads = Autograd.Grad([loss], parameters, createGraph: true);
+            var norm = grads.Select(gr => gr!.Square().Sum()).Aggregate((a, b) => a + b);
+            long before = pool.Statistics.Rents;
+            var meta = Autograd.Grad([norm], parameters);
+            return (meta.Select(m => m!.ToDoubleArray()).ToArray(), pool.Statistics.Rents - before);
+        }
+
+        var ((atOnce, atOnceRents), noDeferrals) = WithDeferral(false, MetaGradient);
+        var ((deferred, deferredRents), deferrals) = WithDeferral(true, MetaGradient);
+        Assert.Equal(0, noDeferrals);
+        Assert.True(deferrals > 0, "no sum's gradient waited for its slot");
+        for (int i = 0; i < atOnce.Length; i++)
+        {
+            Numeric.AssertClose(atOnce[i], deferred[i], 1e-13, $"meta-gradient {i}");
+        }
+        Assert.True(deferredRents < atOnceRents, $"{deferredRents} arrays rented with deferral, {atOnceRents} without");
+
+        // First order, two terms meeting in one slot: the same bits either way.
+        Tensor Loss() => (conv1.Forward(x).Sum([0, 2, 3]) * Tensor.Normal([4], 0, 1, DType.Float64, new Generator(5), device)).Sum()
+            + conv1.Forward(x).Tanh().Sum();
+        var (plain, _) = WithDeferral(false, () => Autograd.Grad([Loss()], parameters.Take(2).ToArray()).Select(g => g!.ToDoubleArray()).ToArray());
+        var (waited, _) = WithDeferral(true, () => Autograd.Grad([Loss()], parameters.Take(2).ToArray()).Select(g => g!.ToDoubleArray()).ToArray());
+        Assert.Equal(plain, waited);
     }
 }
