@@ -364,21 +364,33 @@ internal sealed class Engine
         // Only a node whose backward runs needs its output's gradient.
         if (fn.PassNeeded)
         {
+            if (fn.PassBroadcast is { } small)
+            {
+                // A deferred sum's gradient held the slot (see Defer): one broadcasting add (g + small: addition commutes), the bits of copy and add.
+                DeferredBroadcastsOnThisThread++;
+                fn.PassBroadcast = null;
+                var sum = g + small;
+                Pend(sum);
+                Unpend(small);
+                fn.PassGrad = sum;
+                return;
+            }
             fn.PassGrad = Add(fn.PassGrad, g);
         }
     }
 
     /// <summary>
-    /// Keeps a sum's small gradient for <paramref name="fn"/>'s output until that node's backward takes the output's
-    /// gradient (<see cref="TakeGrad"/>), where it is added broadcast into the other contributions, in place where the
-    /// pass alone holds them: one pass over the output instead of a broadcast copy and an add. Only for a node whose
-    /// backward this pass runs and whose output is no target, and one such gradient at a time; false otherwise (the
-    /// caller then broadcasts it at once).
+    /// Keeps a sum's small gradient, the first to reach <paramref name="fn"/>'s output slot, until the next one arrives
+    /// (<see cref="AccumulateNode"/>), which is then added to it broadcast in one pass, small + g, where the slot used
+    /// to hold the broadcast copy and add g to it: the same bits, without the full-size copy. If none arrives before
+    /// the node's backward takes the gradient (<see cref="TakeGrad"/>), it is broadcast then. Only into an empty slot
+    /// of a node whose backward this pass runs and whose output is no target; false otherwise (the caller then
+    /// broadcasts it at once).
     /// </summary>
     private bool Defer(Node fn, Tensor small, Shape shape)
     {
         if (_mapped || NoDeferredBroadcastsOnThisThread || !ReferenceEquals(fn.PassOwner, this) || !fn.PassNeeded || fn.PassTarget != 0
-            || fn.PassBroadcast is not null)
+            || fn.PassGrad is not null || fn.PassBroadcast is not null)
         {
             return false;
         }
@@ -404,34 +416,13 @@ internal sealed class Engine
         node.PassGrad = null;
         if (node.PassBroadcast is { } small)
         {
-            DeferredBroadcastsOnThisThread++;
+            // The sum's gradient was the only one: broadcast now, as it would have been on arrival.
             node.PassBroadcast = null;
-            grad = grad is null ? Broadcast(small, node.PassBroadcastShape) : AddBroadcast(grad, small);
+            grad = small.ExpandTo(node.PassBroadcastShape);
+            Pend(grad);
             Unpend(small);
         }
         return grad is not null;
-    }
-
-    /// <summary>A deferred sum's gradient alone, broadcast to the node's output shape; held as a slot's content is.</summary>
-    private static Tensor Broadcast(Tensor small, Shape shape)
-    {
-        var full = small.ExpandTo(shape);
-        Pend(full);
-        return full;
-    }
-
-    /// <summary>grad + small broadcast: into grad's storage where the pass alone holds it and records nothing, else a new sum.</summary>
-    private Tensor AddBroadcast(Tensor grad, Tensor small)
-    {
-        if (_accumulateInPlace && HeldByOneSlotOnly(grad.Version) && !ReferenceEquals(grad.Version, small.Version) && grad.DType == small.DType
-            && grad.Device == small.Device)
-        {
-            return Tensor.AddBroadcastInto(grad, small);
-        }
-        var sum = grad + small;
-        Pend(sum);
-        Unpend(grad);
-        return sum;
     }
 
     /// <summary>
