@@ -366,7 +366,7 @@ internal sealed class Engine
         {
             if (fn.PassBroadcast is { } small)
             {
-                // A deferred sum's gradient held the slot (see Defer): one broadcasting add (g + small: addition commutes), the bits of copy and add.
+                // A deferred sum's gradient held the slot (see Defer): one broadcasting add, the bits of copy and add.
                 DeferredBroadcastsOnThisThread++;
                 fn.PassBroadcast = null;
                 var sum = g + small;
@@ -381,8 +381,8 @@ internal sealed class Engine
 
     /// <summary>
     /// Keeps a sum's small gradient, the first to reach <paramref name="fn"/>'s output slot, until the next one arrives
-    /// (<see cref="AccumulateNode"/>), which is then added to it broadcast in one pass, small + g, where the slot used
-    /// to hold the broadcast copy and add g to it: the same bits, without the full-size copy. If none arrives before
+    /// (<see cref="AccumulateNode"/>), which is then added to it broadcast in one pass (g + small), where the slot used
+    /// to hold the broadcast copy and add g to it: the same bits (addition commutes), without the full-size copy. If none arrives before
     /// the node's backward takes the gradient (<see cref="TakeGrad"/>), it is broadcast then. Only into an empty slot
     /// of a node whose backward this pass runs and whose output is no target; false otherwise (the caller then
     /// broadcasts it at once).
