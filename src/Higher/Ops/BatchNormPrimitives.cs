@@ -72,17 +72,6 @@ public sealed partial class Tensor
         return (gx, gw, db);
     }
 
-    /// <summary>Reduce flags of every axis but 1 (the channel axis) for a tensor of <paramref name="rank"/>.</summary>
-    private static bool[] AllButChannelAxis(int rank)
-    {
-        var flags = new bool[rank];
-        for (int i = 0; i < rank; i++)
-        {
-            flags[i] = i != 1;
-        }
-        return flags;
-    }
-
     /// <summary>
     /// (A(gy, x, k), k·x̂) in one kernel (<see cref="IBackend.BatchNormBackward"/>, x̂ from the forward's saved
     /// statistics): the derivatives of ⟨k, B(gy, x)⟩ with respect to x and gy. Not recorded and not differentiable:

@@ -74,6 +74,17 @@ public sealed partial class Tensor
         return y;
     }
 
+    /// <summary>Reduce flags of every axis but 1 (the channel axis of [N, C, ...]) for a tensor of <paramref name="rank"/>: a bias gradient's sum, new for each call.</summary>
+    internal static bool[] AllButChannelAxis(int rank)
+    {
+        var flags = new bool[rank];
+        for (int i = 0; i < rank; i++)
+        {
+            flags[i] = i != 1;
+        }
+        return flags;
+    }
+
     /// <summary>Tests only: never reuse remembered channel sums on this thread (each sum runs its own reduction).</summary>
     [ThreadStatic]
     internal static bool NoChannelSumsOnThisThread;

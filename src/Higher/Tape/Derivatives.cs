@@ -348,7 +348,7 @@ internal static class Derivatives
     [
         n.NeedsGrad(0) ? Tensor.ConvInputGradPrimitive(g, n.Input(1), c) : null,
         n.NeedsGrad(1) ? Tensor.ConvWeightGradPrimitive(n.Input(0), g, c) : null,
-        n.NeedsGrad(2) ? g.Sum([0, 2, 3]) : null,
+        n.NeedsGrad(2) ? ChannelSum(g) : null,
     ]);
 
     /// <summary>gx = ConvInputGrad(dy, W) = ∂T/∂x (the transposed convolution): d dy = Conv(g, W), dW = ConvWeightGrad(g, dy).</summary>
@@ -393,7 +393,7 @@ internal static class Derivatives
                 FedByBias(n, b.Channels));
             return [dx, dw, fused];
         }
-        var db = n.NeedsGrad(2) ? ChannelSum(g, b) : null;
+        var db = n.NeedsGrad(2) ? ChannelSum(g) : null;
         return
         [
             n.NeedsGrad(0) ? Tensor.BatchNormInputGradPrimitive(g, n.Input(0), n.Input(1), n.Aux(0), n.Aux(1), b) : null,
@@ -432,7 +432,7 @@ internal static class Derivatives
         [
             dgy,
             n.NeedsGrad(1) ? BatchNormInputGradOfX(gy, x, w, h, n.Aux(0), n.Aux(1), b) : null,
-            n.NeedsGrad(2) ? ChannelSum(h * Tensor.BatchNormInputGradPrimitive(gy, x, Tensor.OnesLike(w), n.Aux(0), n.Aux(1), b), b) : null,
+            n.NeedsGrad(2) ? ChannelSum(h * Tensor.BatchNormInputGradPrimitive(gy, x, Tensor.OnesLike(w), n.Aux(0), n.Aux(1), b)) : null,
         ];
     });
 
@@ -493,19 +493,12 @@ internal static class Derivatives
         return true;
     }
 
-    /// <summary>Σ over each channel's N·S values of t (x's shape), [C].</summary>
-    /// <summary>Σ over every axis but 1 (the channel sum of [N, C, ...]: Reduce merges the spatial axes, so the bits of [N, C, S] summed over 0 and 2), with no reshape node in between.</summary>
-    private static Tensor ChannelSum(Tensor t, in NormGeometry b) => t.Sum(ChannelSumAxes(t.Rank));
-
-    private static readonly int[] Axes0 = [0], Axes02 = [0, 2], Axes023 = [0, 2, 3];
-
-    private static int[] ChannelSumAxes(int rank) => rank switch
-    {
-        2 => Axes0,
-        3 => Axes02,
-        4 => Axes023,
-        _ => [0, .. Enumerable.Range(2, rank - 2)],
-    };
+    /// <summary>
+    /// Σ over every axis but 1 of t [N, C, ...], [C]: a bias's gradient. Reduce merges the spatial axes, so these are the
+    /// bits of t as [N, C, S] summed over 0 and 2, with no reshape node in between (a deferred broadcast of the sum's
+    /// gradient waits at t's own node: Engine.Defer).
+    /// </summary>
+    private static Tensor ChannelSum(Tensor t) => t.SumFlagged(Tensor.AllButChannelAxis(t.Rank), keepDim: false);
 
     /// <summary>A [C] vector as [1, C, 1], to broadcast over [N, C, S].</summary>
     private static Tensor PerChannel(Tensor v, in NormGeometry b) => v.Reshape(1, b.Channels, 1);
