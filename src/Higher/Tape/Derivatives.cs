@@ -205,8 +205,8 @@ internal static class Derivatives
     /// <summary>
     /// Sum: the gradient is broadcast back over the reduced axes. Where the input's slot already holds a tensor of the
     /// pass's own, the broadcast is added into it (one pass, the bits of expanding and adding); otherwise the gradient
-    /// is returned with the reduced axes kept as 1, and the engine broadcasts it (Engine.Defer: added into the
-    /// slot's other contributions when the input's node takes them, or expanded at once where it cannot wait).
+    /// is returned with the reduced axes kept as 1, and the engine broadcasts it (Engine.Defer: kept small in the
+    /// empty slot until the next term is added to it broadcast, or expanded at once where it cannot wait).
     /// </summary>
     public static readonly Derivative<Reduced> Sum = new("Sum", Saves.None, static (Node n, in Reduced r, Tensor g) =>
     {

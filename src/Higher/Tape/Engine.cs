@@ -382,10 +382,10 @@ internal sealed class Engine
     /// <summary>
     /// Keeps a sum's small gradient, the first to reach <paramref name="fn"/>'s output slot, until the next one arrives
     /// (<see cref="AccumulateNode"/>), which is then added to it broadcast in one pass (g + small), where the slot used
-    /// to hold the broadcast copy and add g to it: the same bits (addition commutes), without the full-size copy. If none arrives before
-    /// the node's backward takes the gradient (<see cref="TakeGrad"/>), it is broadcast then. Only into an empty slot
-    /// of a node whose backward this pass runs and whose output is no target; false otherwise (the caller then
-    /// broadcasts it at once).
+    /// to hold the broadcast copy and add g to it: the same bits (addition commutes), without the full-size copy. If
+    /// none arrives before the node's backward takes the gradient (<see cref="TakeGrad"/>), it is broadcast then. Only
+    /// into an empty slot of a node whose backward this pass runs and whose output is no target; false otherwise (the
+    /// caller then broadcasts it at once).
     /// </summary>
     private bool Defer(Node fn, Tensor small, Shape shape)
     {

@@ -249,8 +249,9 @@ internal abstract class Node
     // for the output, the target slot + 1 (0: not a target's node), and the walk's two marks.
     internal Tape.Engine? PassOwner;
     internal Tensor? PassGrad;
-    // A sum's gradient, kept small ([1, C, 1, 1] and the like) until the node's backward takes its output's gradient:
-    // then added into it broadcast (or broadcast alone), instead of materialized when it arrives (Engine.Defer).
+    // A sum's gradient that reached the empty slot first, kept small ([1, C, 1, 1] and the like) with the output's shape
+    // to broadcast it to: the next term arriving is added to it broadcast, or it is broadcast alone when the node's
+    // backward takes its gradient (Engine.Defer).
     internal Tensor? PassBroadcast;
     internal Shape PassBroadcastShape;
     internal int PassTarget;
