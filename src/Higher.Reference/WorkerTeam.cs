@@ -1,0 +1,214 @@
+namespace Higher.Reference;
+
+/// <summary>
+/// A fork-join team of degree − 1 persistent worker threads plus the calling thread, for the kernels' short
+/// parallel loops (a task of the conv net runs a few hundred, most under a millisecond). <c>Parallel.For</c>
+/// queues its pieces to the thread pool, whose threads sleep a few microseconds after their last item, so
+/// every call paid a wake-up and the caller often ran most pieces alone. The team's workers spin a short
+/// while after each loop before they sleep, and the caller takes pieces too, so a loop that follows another
+/// within <see cref="SpinIterations"/> starts on every thread at once.
+/// <para>
+/// Which thread runs which index is not fixed (each claims the next one), which is why every kernel that
+/// forks splits its work by the geometry only: the bits never depend on the schedule. One loop at a time:
+/// a second thread that finds the team busy gets <see cref="TryRun"/> false (and the caller falls back to the
+/// thread pool); a loop started inside a body runs sequentially on that thread (<see cref="InsideBody"/>).
+/// Teams are shared by every backend of the same degree and live as long as the process (background
+/// threads, asleep when idle).
+/// </para>
+/// </summary>
+internal sealed class WorkerTeam
+{
+    /// <summary>Spins (each a <see cref="Thread.SpinWait(int)"/> of a few dozen cycles) a worker waits for the next loop before it sleeps: tens of microseconds.</summary>
+    private const int SpinIterations = 2000;
+
+    private static readonly object TeamsGate = new();
+    private static WorkerTeam?[] _teams = new WorkerTeam?[8];
+
+    [ThreadStatic]
+    private static bool _insideBody;
+
+    private readonly object _gate = new();
+    private readonly Worker[] _workers;
+    private Job? _job;
+
+    private WorkerTeam(int degree)
+    {
+        _workers = new Worker[degree - 1];
+        for (int i = 0; i < _workers.Length; i++)
+        {
+            var worker = new Worker();
+            _workers[i] = worker;
+            var thread = new Thread(() => Work(worker)) { IsBackground = true, Name = $"Higher.Reference worker {i + 1}/{degree - 1}" };
+            thread.Start();
+        }
+    }
+
+    /// <summary>True on a thread that is running a body of some team's loop (a worker, or a caller inside its own loop).</summary>
+    public static bool InsideBody => _insideBody;
+
+    /// <summary>The team of this degree (2 or more), made on first use.</summary>
+    public static WorkerTeam Shared(int degree)
+    {
+        lock (TeamsGate)
+        {
+            if (degree >= _teams.Length)
+            {
+                Array.Resize(ref _teams, degree + 1);
+            }
+            return _teams[degree] ??= new WorkerTeam(degree);
+        }
+    }
+
+    /// <summary>
+    /// Runs body(i) for every i in [from, to) on the team and the calling thread and returns when all are done;
+    /// false (nothing run) when another thread's loop holds the team. A body's exception is rethrown after every
+    /// index has finished, wrapped as <c>Parallel.For</c> does.
+    /// </summary>
+    public bool TryRun(int from, int to, Action<int> body)
+    {
+        if (!Monitor.TryEnter(_gate))
+        {
+            return false;
+        }
+        try
+        {
+            var job = new Job(body, from, to);
+            Volatile.Write(ref _job, job);
+            foreach (var worker in _workers)
+            {
+                worker.Wake();
+            }
+            job.RunPieces();
+            var spin = new SpinWait();
+            while (Volatile.Read(ref job.Done) < job.Count)
+            {
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
+            if (job.Errors is { } errors)
+            {
+                throw new AggregateException(errors);
+            }
+            return true;
+        }
+        finally
+        {
+            Monitor.Exit(_gate);
+        }
+    }
+
+    private void Work(Worker worker)
+    {
+        _insideBody = true;
+        Job? last = null;
+        while (true)
+        {
+            var job = Volatile.Read(ref _job);
+            if (job is null || ReferenceEquals(job, last))
+            {
+                job = worker.WaitForJob(this, last);
+            }
+            last = job;
+            job.RunPieces();
+        }
+    }
+
+    /// <summary>One loop: its body and range, the next index to claim and the number finished.</summary>
+    private sealed class Job(Action<int> body, int from, int to)
+    {
+        public readonly int Count = to - from;
+        public int Next = from;
+        public int Done;
+        public List<Exception>? Errors;
+
+        /// <summary>Claims and runs indices until none is left.</summary>
+        public void RunPieces()
+        {
+            bool wasInside = _insideBody;
+            _insideBody = true;
+            try
+            {
+                int i;
+                while ((i = Interlocked.Increment(ref Next) - 1) < to)
+                {
+                    try
+                    {
+                        body(i);
+                    }
+                    catch (Exception e)
+                    {
+                        lock (this)
+                        {
+                            (Errors ??= []).Add(e);
+                        }
+                    }
+                    Interlocked.Increment(ref Done);
+                }
+            }
+            finally
+            {
+                _insideBody = wasInside;
+            }
+        }
+    }
+
+    /// <summary>A worker's sleep: spin for a new job, then block until the caller wakes it.</summary>
+    private sealed class Worker
+    {
+        private readonly object _lock = new();
+        private bool _signaled;
+        private int _sleeping;
+
+        private void Block()
+        {
+            lock (_lock)
+            {
+                while (!_signaled)
+                {
+                    Monitor.Wait(_lock);
+                }
+                _signaled = false;
+            }
+        }
+
+        public Job WaitForJob(WorkerTeam team, Job? last)
+        {
+            while (true)
+            {
+                for (int s = 0; s < SpinIterations; s++)
+                {
+                    var job = Volatile.Read(ref team._job);
+                    if (job is not null && !ReferenceEquals(job, last))
+                    {
+                        return job;
+                    }
+                    Thread.SpinWait(20);
+                }
+                Volatile.Write(ref _sleeping, 1);
+                var next = Volatile.Read(ref team._job);
+                if (next is not null && !ReferenceEquals(next, last))
+                {
+                    if (Interlocked.Exchange(ref _sleeping, 0) == 0)
+                    {
+                        // The caller saw the flag and signalled: take that signal.
+                        Block();
+                    }
+                    return next;
+                }
+                Block();
+            }
+        }
+
+        /// <summary>Called after a job is published: releases the worker if it went to sleep.</summary>
+        public void Wake()
+        {
+            if (Volatile.Read(ref _sleeping) == 1 && Interlocked.Exchange(ref _sleeping, 0) == 1)
+            {
+                lock (_lock)
+                {
+                    _signaled = true;
+                    Monitor.Pulse(_lock);
+                }
+            }
+        }
+    }
+}
