@@ -15,6 +15,10 @@ namespace Higher.Reference;
 /// implicit GEMM (<see cref="ConvDirect.PrefersForward"/>, <see cref="ConvDirect.PrefersWeightGrad"/>). Its input
 /// gradient (at most <see cref="ConvDirect.MaxInputGradChannels"/> input channels: the forward kernels over dy) is
 /// taken only where it beat im2col + col2im (<see cref="ConvDirect.PrefersInputGrad"/>: few output channels).
+/// Otherwise, with AVX-512, the forward and the weight gradient run with the image as the broadcast operand where
+/// the output channels fill the register tile's 4·Vector512 columns with at most a quarter of padding
+/// (<see cref="ConvBroadcast"/>: 6 pixels or 6 reduction columns × 64 float channels, the source read through offset
+/// tables, nothing gathered or transposed; each element one FMA chain in ascending order).
 /// Otherwise, with AVX-512 the forward and the stride-1 input gradient run as an implicit GEMM
 /// (<see cref="ConvGemm"/>): the column matrix of the whole batch is never built, each micro-panel of it is packed
 /// straight from the image and the result tiles are stored straight into place; the input gradient is the
@@ -39,7 +43,8 @@ namespace Higher.Reference;
 /// Which convolution code runs: the automatic choice, or one path always (the path tests compare them). A forced path
 /// that cannot run a geometry falls back to the automatic choice among the others (<see cref="Implicit"/>: where
 /// <see cref="ConvGemm"/> does not support it; <see cref="Direct"/>: where <see cref="ConvDirect.Supports"/>, or for
-/// the input gradient <see cref="ConvDirect.SupportsInputGrad"/>, says no).
+/// the input gradient <see cref="ConvDirect.SupportsInputGrad"/>, says no; <see cref="Broadcast"/>: where
+/// <see cref="ConvBroadcast.Supports{T}"/> says no, or a strided input gradient).
 /// </summary>
 internal enum ConvPath
 {
@@ -47,6 +52,7 @@ internal enum ConvPath
     Im2Col,
     Implicit,
     Direct,
+    Broadcast,
 }
 
 internal static unsafe class Convolution
@@ -120,6 +126,13 @@ internal static unsafe class Convolution
         if ((path == ConvPath.Direct && ConvDirect.Supports<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersForward<T>(g)))
         {
             ConvDirect.Forward(threads, g, x, w, y, bias);
+            return;
+        }
+        int og = g.OutChannels / g.Groups;
+        if ((path == ConvPath.Broadcast && ConvBroadcast.Supports<T>(ConvWindow.Forward(g), og))
+            || (path == ConvPath.Auto && !IsPointwise(g) && ConvBroadcast.Prefers<T>(ConvWindow.Forward(g), og)))
+        {
+            ConvBroadcast.Forward(threads, g, x, w, y, bias);
             return;
         }
         if (path != ConvPath.Im2Col && !IsPointwise(g) && ConvGemm.Supports(ConvWindow.Forward(g)))
@@ -267,7 +280,15 @@ internal static unsafe class Convolution
             ConvDirect.InputGrad(threads, g, dy, w, dx);
             return;
         }
-        if (path != ConvPath.Im2Col && g.StrideHeight == 1 && g.StrideWidth == 1 && !IsPointwise(g)
+        bool strideOne = g.StrideHeight == 1 && g.StrideWidth == 1;
+        // The broadcast path's input gradient runs only when forced: in the conv net's task it measured no faster than
+        // the implicit GEMM (bench/RESULTS.md, session 10), which needs no padded copy of dy.
+        if (strideOne && path == ConvPath.Broadcast && ConvBroadcast.Supports<T>(ConvWindow.InputGrad(g), cg))
+        {
+            ConvBroadcast.InputGrad(threads, g, dy, w, dx);
+            return;
+        }
+        if (path != ConvPath.Im2Col && strideOne && !IsPointwise(g)
             && ConvGemm.Supports(ConvWindow.InputGrad(g)) && (path == ConvPath.Implicit || InputGradAsConvolution(g)))
         {
             ConvGemm.InputGrad(threads, g, dy, w, dx);
@@ -357,6 +378,12 @@ internal static unsafe class Convolution
         if ((path == ConvPath.Direct && ConvDirect.Supports<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersWeightGrad<T>(g)))
         {
             ConvDirect.WeightGrad(threads, g, x, dy, dw);
+            return;
+        }
+        if ((path == ConvPath.Broadcast && ConvBroadcast.SupportsWeightGrad<T>(g))
+            || (path == ConvPath.Auto && !IsPointwise(g) && ConvBroadcast.PrefersWeightGrad<T>(g)))
+        {
+            ConvBroadcast.WeightGrad(threads, g, x, dy, dw);
             return;
         }
         if (path != ConvPath.Im2Col && !IsPointwise(g) && ConvGemm.SupportsWeightGrad(g))

@@ -6,8 +6,9 @@ using Higher.Reference;
 namespace Higher.Conformance.Kernels;
 
 /// <summary>
-/// The Reference convolution's three paths (im2col + GEMM; the implicit GEMM that packs its panels straight from
-/// the image, with a stride-1 input gradient as a convolution of dy; the direct convolution of shallow reductions)
+/// The Reference convolution's four paths (im2col + GEMM; the implicit GEMM that packs its panels straight from
+/// the image, with a stride-1 input gradient as a convolution of dy; the direct convolution of shallow reductions; the
+/// broadcast path that reads the image through offset tables)
 /// each forced on every case, against the float64 oracle with the suite's tolerances, and bit for bit across thread
 /// counts. The extra cases aim at the implicit path's edges: panels that straddle images and rows, partial row panels, rows longer than a vector or a panel,
 /// padding that crops dy, dilation, groups, strides on the forward, reductions over several depth blocks (stored
@@ -77,6 +78,17 @@ public sealed partial class ReferenceKernelConformance
         ConvCase(2, 2, 6, 7, 5, 3, 3, padTop: 3, padLeft: 4),
         InputGradAtBound,
         InputGradPastBound,
+        // The broadcast path's: output channels padded within one tile (70 of 128 floats; 3 tiles of 32 doubles),
+        // reductions over two blocks of 128 with a partial tile of columns (19 channels × 9 = 171), pixel counts off the
+        // 6-row tile and over several units and passes (3·9·8 = 216; 2·17·15 = 510), strides, dilation with groups of
+        // 64 channels, padding on one side and cropping, and the conv net's 11×11 and 3×3 layers.
+        ConvCase(3, 19, 9, 8, 70, 3, 3, padTop: 1, padLeft: 2),
+        ConvCase(2, 64, 7, 7, 64, 3, 3, sh: 2, sw: 2, padTop: 1, padLeft: 1),
+        ConvCase(2, 16, 9, 9, 128, 3, 3, padTop: 1, padLeft: 1, dh: 2, dw: 2, groups: 2),
+        ConvCase(2, 24, 19, 17, 64, 3, 3, padTop: 0, padLeft: 1, padBottom: 1, padRight: 0),
+        ConvCase(3, 17, 8, 10, 48, 2, 3, padTop: -1, padLeft: -1),
+        ConvCase(2, 64, 13, 13, 64, 3, 3),
+        ConvCase(3, 64, 5, 5, 64, 3, 3),
     ];
 
     public static TheoryData<int> ConvPathCaseIndices => [.. Enumerable.Range(0, ConvPathCases.Length)];
@@ -94,7 +106,7 @@ public sealed partial class ReferenceKernelConformance
             var (y, gx, gw, ya, gxa, gwa) = ConvOracle(g, x, w, dy);
             int cg = g.InChannels / g.Groups, og = g.OutChannels / g.Groups;
             long taps = (long)g.KernelHeight * g.KernelWidth;
-            foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Direct, ConvPath.Auto })
+            foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Direct, ConvPath.Broadcast, ConvPath.Auto })
             {
                 double[][]? first = null;
                 foreach (int degree in new[] { 1, 2, 3 })
@@ -130,7 +142,7 @@ public sealed partial class ReferenceKernelConformance
         // path's own convolution and then a separate add, on every case and thread count.
         var g = ConvPathCases[index];
         long pixels = (long)g.OutHeight * g.OutWidth;
-        foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Direct, ConvPath.Auto })
+        foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Direct, ConvPath.Broadcast, ConvPath.Auto })
         {
             foreach (int degree in new[] { 1, 3 })
             {
@@ -155,6 +167,24 @@ public sealed partial class ReferenceKernelConformance
                 }
             }
         }
+    }
+
+    [Fact]
+    public void ConvBroadcast_IsTheAutomaticChoiceWhereItsTilesAreAtMostAQuarterPadding()
+    {
+        bool avx512 = Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
+        // The conv net's 64-channel layers, in float (one tile of 64) and double (two of 32); 100 channels pad to 128
+        // floats (28 %) and stay on the implicit GEMM, 112 (14 %) do not; a forced run still takes 70 (83 %).
+        foreach (var g in new[] { ConvCase(25, 64, 13, 13, 64, 3, 3), ConvCase(25, 64, 5, 5, 64, 3, 3) })
+        {
+            Assert.Equal(avx512, ConvBroadcast.Prefers<float>(ConvWindow.Forward(g), 64));
+            Assert.Equal(avx512, ConvBroadcast.Prefers<double>(ConvWindow.Forward(g), 64));
+            Assert.Equal(avx512, ConvBroadcast.PrefersWeightGrad<float>(g));
+        }
+        Assert.False(ConvBroadcast.PrefersWeightGrad<float>(ConvCase(2, 8, 9, 9, 100, 3, 3)));
+        Assert.Equal(avx512, ConvBroadcast.PrefersWeightGrad<float>(ConvCase(2, 8, 9, 9, 112, 3, 3)));
+        Assert.False(ConvBroadcast.Prefers<float>(ConvWindow.Forward(ConvCase(2, 8, 9, 9, 70, 3, 3)), 70));
+        Assert.Equal(avx512, ConvBroadcast.Supports<float>(ConvWindow.Forward(ConvCase(2, 8, 9, 9, 70, 3, 3)), 70));
     }
 
     [Fact]
@@ -199,7 +229,7 @@ public sealed partial class ReferenceKernelConformance
             x[((1 * 2 + 1) * 9 + 4) * 12 + 10] = double.PositiveInfinity;
             x[((0 * 2 + 0) * 9 + 2) * 12 + 11] = double.PositiveInfinity;
             var (y, _, gw, _, _, _) = ConvOracle(g, x, w, dy);
-            foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Direct, ConvPath.Auto })
+            foreach (var path in new[] { ConvPath.Im2Col, ConvPath.Implicit, ConvPath.Direct, ConvPath.Broadcast, ConvPath.Auto })
             {
                 double[][] got = dtype == DType.Float32
                     ? RunConv<float>(new Parallelism(2), g, path, x, w, dy)

@@ -1,0 +1,567 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using static Higher.Reference.Gemm;
+
+namespace Higher.Reference;
+
+/// <summary>
+/// Convolution with the image as the broadcast operand (AVX-512): a <see cref="Rows"/> × (4·Vector512) register
+/// tile whose rows broadcast single elements of the (zero-padded) source straight from memory, through two tables
+/// of offsets, and whose columns are a vector operand packed once per call with the output channels innermost.
+/// Nothing of the column matrix is gathered, packed or transposed:
+/// <list type="bullet">
+/// <item>forward (and a stride-1 input gradient, the forward over dy with the transposed, flipped weight): tile rows
+/// are <see cref="Rows"/> output pixels (row r reads src[pixelBase[r] + tapOffset[k]] at step k), columns output channels
+/// (Wᵀ[k, channel]); the tile is stored transposed into [n, channel, pixel], the bias added as it is stored;</item>
+/// <item>weight gradient: tile rows are <see cref="Rows"/> reduction columns k = (c, p, q) (row r reads
+/// src[tapOffset[r] + pixelBase[t]] at pixel t), columns output channels (dyᵀ[pixel, channel], dy transposed once);
+/// stored transposed into gradW [channel, k].</item>
+/// </list>
+/// With 64 channels a step is 6 broadcasts and 4 vector loads for 24 FMAs, against 8 broadcasts and 2 loads for 16 in
+/// the implicit GEMM's 8 × 32 tile, and the implicit GEMM's gathers (18 % of its forward, more of its weight gradient)
+/// are gone. Channels are padded with zeros to a multiple of 4·Vector512 in the packed operand (their lanes are never
+/// stored), so <see cref="Prefers"/> takes the path only where that wastes at most a quarter.
+/// <para>
+/// Every output element is one FMA chain from zero over its terms in ascending order (k = (c·kh + p)·kw + q for the
+/// forward, output pixels n·OH·OW + i·OW + j for the weight gradient); the blocks the loops walk in only reload the
+/// chain's partial sum from the unit's scratch, which rounds nothing. Each element belongs to one work unit, units are
+/// fixed by the geometry and shared out between threads, so results are the same bits for any degree of parallelism.
+/// </para>
+/// </summary>
+internal static unsafe class ConvBroadcast
+{
+    // Every loop that runs per tile or per element is AggressiveOptimization, as in Gemm and ConvGemm.
+
+    /// <summary>Rows of the register tile: 6 × 4 accumulators, 4 vector operands and a broadcast in 29 of 32 registers.</summary>
+    private const int Rows = 6;
+
+    /// <summary>Forward: output pixels per work unit (16 tiles; their partial sums, 24 KiB of float, stay in L1).</summary>
+    private const int PixelBlock = 16 * Rows;
+
+    /// <summary>Forward: reduction steps per pass over a unit's tiles (a 32 KiB block of the packed weight, reused by each tile).</summary>
+    private const int DepthBlock = 128;
+
+    /// <summary>Weight gradient: reduction columns per work unit (16 tiles).</summary>
+    private const int ColumnBlock = 16 * Rows;
+
+    /// <summary>Weight gradient: output pixels per pass over a unit's tiles (a 32 KiB block of dyᵀ).</summary>
+    private const int PixelPass = 128;
+
+    // Below this many multiply-adds, forking costs more than it saves (the GEMM's threshold).
+    private const long ParallelThreshold = 96L * 96 * 96;
+
+    /// <summary>Output channels per tile: 64 float or 32 double.</summary>
+    private static int Chunk<T>() where T : unmanaged => 4 * Vector512<T>.Count;
+
+    private static int Padded<T>(int channels) where T : unmanaged => (channels + Chunk<T>() - 1) / Chunk<T>() * Chunk<T>();
+
+    /// <summary>
+    /// Whether the path can run a window whose tiles span <paramref name="channels"/> output channels: AVX-512,
+    /// a non-empty reduction, and offsets that fit an int (the tables are 32-bit).
+    /// </summary>
+    public static bool Supports<T>(in ConvWindow v, int channels)
+        where T : unmanaged =>
+        Vector512.IsHardwareAccelerated && Avx512F.IsSupported && channels > 0 && v.Depth > 0 && v.Batch > 0 && v.Pixels > 0
+        && SourceLength(v) < int.MaxValue / 2;
+
+    /// <summary>Where the automatic choice takes it: <see cref="Supports{T}"/>, with the channel padding at most a quarter.</summary>
+    public static bool Prefers<T>(in ConvWindow v, int channels)
+        where T : unmanaged =>
+        Supports<T>(v, channels) && 4L * Padded<T>(channels) <= 5L * channels;
+
+    /// <summary>The forward (see <see cref="Supports{T}"/>): y = conv(x, W) (+ bias per channel).</summary>
+    public static void Forward<T>(Parallelism threads, in ConvGeometry g, T* x, T* w, T* y, T* bias = null)
+        where T : unmanaged =>
+        Run(threads, ConvWindow.Forward(g), w, transposedFlipped: false, x, y, bias);
+
+    /// <summary>gradX of a stride-1 convolution: the window <see cref="ConvWindow.InputGrad"/> over dy with Wᵀ flipped.</summary>
+    public static void InputGrad<T>(Parallelism threads, in ConvGeometry g, T* dy, T* w, T* dx)
+        where T : unmanaged =>
+        Run(threads, ConvWindow.InputGrad(g), w, transposedFlipped: true, dy, dx, null);
+
+    /// <summary>Elements of the source the tables index: the padded copy's, or src's where no copy is made.</summary>
+    private static long SourceLength(in ConvWindow v)
+    {
+        return Math.Max(CopyLength(v), (long)v.Batch * v.Groups * v.InPerGroup * v.InHeight * v.InWidth);
+    }
+
+    /// <summary>Rows and columns of the source the window reads, from (−padTop, −padLeft).</summary>
+    private static (int Rows, int Cols) Extent(in ConvWindow v) =>
+        ((v.OutHeight - 1) * v.StrideHeight + (v.KernelHeight - 1) * v.DilationHeight + 1,
+         (v.OutWidth - 1) * v.StrideWidth + (v.KernelWidth - 1) * v.DilationWidth + 1);
+
+    /// <summary>Whether the window reads outside src (padding, or an extent past its edge): then the tables index a zero-padded copy.</summary>
+    private static bool NeedsCopy(in ConvWindow v)
+    {
+        var (rows, cols) = Extent(v);
+        return v.PadTop > 0 || v.PadLeft > 0 || rows - v.PadTop > v.InHeight || cols - v.PadLeft > v.InWidth;
+    }
+
+    /// <summary>Elements of the zero-padded copy: exactly the rows and columns the window reads, per plane.</summary>
+    private static long CopyLength(in ConvWindow v)
+    {
+        var (rows, cols) = Extent(v);
+        return (long)v.Batch * v.Groups * v.InPerGroup * rows * cols;
+    }
+
+    /// <summary>
+    /// The source as the tables index it: src itself (shifted to the window's first row and column) where
+    /// <paramref name="copy"/> is null, else copy filled with exactly the rows and columns the window reads, zero
+    /// outside src.
+    /// </summary>
+    private static T* Source<T>(Parallelism threads, in ConvWindow v, T* src, T* copy, out int width, out long plane)
+        where T : unmanaged
+    {
+        var (rows, cols) = Extent(v);
+        if (copy == null)
+        {
+            width = v.InWidth;
+            plane = (long)v.InHeight * v.InWidth;
+            return src + (long)-v.PadTop * v.InWidth - v.PadLeft;
+        }
+        width = cols;
+        plane = (long)rows * cols;
+        long planes = (long)v.Batch * v.Groups * v.InPerGroup, copyPlane = plane;
+        nint pc = (nint)copy, ps = (nint)src;
+        var window = v;
+        void CopyPlanes(long p0, long p1)
+        {
+            T* dst = (T*)pc + p0 * copyPlane;
+            // Columns of the copy read src column s − padLeft where that lies in [0, W).
+            int lo = Math.Clamp(window.PadLeft, 0, cols), hi = Math.Clamp(window.InWidth + window.PadLeft, lo, cols);
+            for (long p = p0; p < p1; p++)
+            {
+                T* s = (T*)ps + p * window.InHeight * window.InWidth;
+                for (int r = 0; r < rows; r++, dst += cols)
+                {
+                    int h = r - window.PadTop;
+                    var row = new Span<T>(dst, cols);
+                    if ((uint)h >= (uint)window.InHeight)
+                    {
+                        row.Clear();
+                        continue;
+                    }
+                    row[..lo].Clear();
+                    new ReadOnlySpan<T>(s + (long)h * window.InWidth + (lo - window.PadLeft), hi - lo).CopyTo(row[lo..hi]);
+                    row[hi..].Clear();
+                }
+            }
+        }
+        int pieces = threads.Enabled && planes * plane >= 1 << 16 ? (int)Math.Min(planes, 4L * threads.MaxDegree) : 1;
+        threads.For(0, pieces, i => CopyPlanes(planes * i / pieces, planes * (i + 1) / pieces));
+        return copy;
+    }
+
+    /// <summary>tapOffset[k] for k = (c·kh + p)·kw + q: c·plane + p·dh·width + q·dw, then <see cref="Rows"/> copies of the last (a partial tile's spare rows read it).</summary>
+    private static void TapOffsets(in ConvWindow v, int width, long plane, int* table)
+    {
+        int k = 0;
+        for (int c = 0; c < v.InPerGroup; c++)
+        {
+            for (int p = 0; p < v.KernelHeight; p++)
+            {
+                for (int q = 0; q < v.KernelWidth; q++)
+                {
+                    table[k++] = (int)(c * plane + (long)p * v.DilationHeight * width + (long)q * v.DilationWidth);
+                }
+            }
+        }
+        for (int r = 0; r < Rows; r++)
+        {
+            table[k + r] = table[k - 1];
+        }
+    }
+
+    /// <summary>pixelBase[n·OH·OW + i·OW + j] = n·image + i·sh·width + j·sw, then <see cref="Rows"/> copies of the last.</summary>
+    private static void PixelBases(in ConvWindow v, int width, long image, int* table)
+    {
+        int t = 0;
+        for (int n = 0; n < v.Batch; n++)
+        {
+            for (int i = 0; i < v.OutHeight; i++)
+            {
+                long row = n * image + (long)i * v.StrideHeight * width;
+                for (int j = 0; j < v.OutWidth; j++)
+                {
+                    table[t++] = (int)(row + (long)j * v.StrideWidth);
+                }
+            }
+        }
+        for (int r = 0; r < Rows; r++)
+        {
+            table[t + r] = table[t - 1];
+        }
+    }
+
+    private static void Run<T>(Parallelism threads, ConvWindow v, T* w, bool transposedFlipped, T* src, T* dst, T* bias)
+        where T : unmanaged
+    {
+        int depth = v.Depth, m = v.OutPerGroup, mp = Padded<T>(m), chunk = Chunk<T>(), chunks = mp / chunk;
+        int pixels = v.Pixels, total = v.Batch * pixels;
+        T[]? copy = NeedsCopy(v) ? ArrayPool<T>.Shared.Rent(checked((int)CopyLength(v))) : null;
+        T[] packed = ArrayPool<T>.Shared.Rent(checked(v.Groups * depth * mp));
+        int[] taps = ArrayPool<int>.Shared.Rent(depth + Rows);
+        int[] bases = ArrayPool<int>.Shared.Rent(total + Rows);
+        try
+        {
+            fixed (T* pc = copy)
+            fixed (T* pv = packed)
+            fixed (int* pt = taps, pb = bases)
+            {
+                T* s = Source(threads, v, src, pc, out int width, out long plane);
+                for (int gi = 0; gi < v.Groups; gi++)
+                {
+                    PackWeight(v, w, gi, transposedFlipped, pv + (long)gi * depth * mp, mp);
+                }
+                TapOffsets(v, width, plane, pt);
+                PixelBases(v, width, (long)v.Groups * v.InPerGroup * plane, pb);
+                int blocks = (total + PixelBlock - 1) / PixelBlock;
+                int units = v.Groups * chunks * blocks;
+                nint ps = (nint)s, ppv = (nint)pv, ppt = (nint)pt, ppb = (nint)pb, pd = (nint)dst, pbias = (nint)bias;
+                var window = v;
+                void Unit(int u)
+                {
+                    int gi = u / (chunks * blocks), ci = u / blocks % chunks, b = u % blocks;
+                    ForwardUnit(window, (T*)ps + (long)gi * window.InPerGroup * plane, (T*)ppv + (long)gi * depth * mp + ci * chunk, mp,
+                        (int*)ppt, (int*)ppb, gi, ci, b * PixelBlock, Math.Min(total, (b + 1) * PixelBlock), (T*)pd, (T*)pbias);
+                }
+                long work = (long)total * mp * depth * v.Groups;
+                if (threads.Enabled && work >= ParallelThreshold && units > 1)
+                {
+                    threads.For(0, units, Unit);
+                }
+                else
+                {
+                    for (int u = 0; u < units; u++)
+                    {
+                        Unit(u);
+                    }
+                }
+            }
+        }
+        finally
+        {
+            if (copy is not null)
+            {
+                ArrayPool<T>.Shared.Return(copy);
+            }
+            ArrayPool<T>.Shared.Return(packed);
+            ArrayPool<int>.Shared.Return(taps);
+            ArrayPool<int>.Shared.Return(bases);
+        }
+    }
+
+    /// <summary>
+    /// Packs group gi's weight as the vector operand: dst[k·mp + channel] = A_g[channel, k] (zero for the padding
+    /// channels), A_g = W's rows for the forward and, for the input gradient, A_g[c, (o·kh + p')·kw + q'] =
+    /// W[g·M' + o, c, kh − 1 − p', kw − 1 − q'] (as <see cref="ConvGemm"/> packs it).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackWeight<T>(in ConvWindow v, T* w, int gi, bool transposedFlipped, T* dst, int mp)
+        where T : unmanaged
+    {
+        int depth = v.Depth, m = v.OutPerGroup, taps = v.Taps;
+        for (int k = 0; k < depth; k++)
+        {
+            new Span<T>(dst + (long)k * mp + m, mp - m).Clear();
+        }
+        for (int row = 0; row < m; row++)
+        {
+            if (!transposedFlipped)
+            {
+                T* a = w + ((long)gi * m + row) * depth;
+                for (int k = 0; k < depth; k++)
+                {
+                    dst[(long)k * mp + row] = a[k];
+                }
+                continue;
+            }
+            int outs = v.InPerGroup;
+            for (int o = 0; o < outs; o++)
+            {
+                T* a = w + (((long)gi * outs + o) * m + row) * taps + taps - 1;
+                for (int t = 0; t < taps; t++)
+                {
+                    dst[((long)o * taps + t) * mp + row] = a[-t];
+                }
+            }
+        }
+    }
+
+    /// <summary>Output pixels [p0, p1) of group gi, channel chunk ci: passes over the reduction in blocks, then the transposed store.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ForwardUnit<T>(in ConvWindow v, T* src, T* packed, int mp, int* taps, int* bases, int gi, int ci, int p0, int p1, T* dst, T* bias)
+        where T : unmanaged
+    {
+        int chunk = Chunk<T>(), depth = v.Depth, count = p1 - p0;
+        T[] accArray = ArrayPool<T>.Shared.Rent(PixelBlock * chunk + 64 / Unsafe.SizeOf<T>());
+        try
+        {
+            fixed (T* accBase = accArray)
+            {
+                T* acc = (T*)(((nint)accBase + 63) & ~(nint)63);
+                for (int k0 = 0; k0 < depth; k0 += DepthBlock)
+                {
+                    int kc = Math.Min(DepthBlock, depth - k0);
+                    for (int t = 0; t < count; t += Rows)
+                    {
+                        Kernel(src, bases + p0 + t, taps + k0, kc, packed + (long)k0 * mp, mp, acc + t * chunk, k0 > 0);
+                    }
+                }
+                // acc[r·chunk + channel] → dst[n, g·M + ci·chunk + channel, pixel], per channel along pixels (one image's run at a time).
+                int m = v.OutPerGroup, channels = Math.Min(chunk, m - ci * chunk), pixels = v.Pixels;
+                long image = (long)v.Groups * m * pixels;
+                for (int r = 0; r < count;)
+                {
+                    int p = p0 + r, n = p / pixels, pix = p % pixels, run = Math.Min(count - r, pixels - pix);
+                    T* d = dst + n * image + ((long)gi * m + ci * chunk) * pixels + pix;
+                    T* a = acc + r * chunk;
+                    for (int c = 0; c < channels; c++)
+                    {
+                        T* dc = d + (long)c * pixels;
+                        if (bias == null)
+                        {
+                            for (int i = 0; i < run; i++)
+                            {
+                                dc[i] = a[i * chunk + c];
+                            }
+                            continue;
+                        }
+                        // The bias as it is stored: the bits of the convolution and a separate add.
+                        T b = bias[(long)gi * m + ci * chunk + c];
+                        for (int i = 0; i < run; i++)
+                        {
+                            dc[i] = Add(a[i * chunk + c], b);
+                        }
+                    }
+                    r += run;
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(accArray);
+        }
+    }
+
+    /// <summary>Whether <see cref="WeightGrad"/> can run (see <see cref="Supports{T}"/>): the tiles span the forward's output channels.</summary>
+    public static bool SupportsWeightGrad<T>(in ConvGeometry g)
+        where T : unmanaged
+    {
+        var v = ConvWindow.Forward(g);
+        return Supports<T>(v, v.OutPerGroup) && (long)v.Batch * v.Pixels * Padded<T>(v.OutPerGroup) * v.Groups < int.MaxValue;
+    }
+
+    /// <summary>Where the automatic choice takes the weight gradient: as <see cref="Prefers{T}"/>.</summary>
+    public static bool PrefersWeightGrad<T>(in ConvGeometry g)
+        where T : unmanaged =>
+        SupportsWeightGrad<T>(g) && 4L * Padded<T>(g.OutChannels / g.Groups) <= 5L * (g.OutChannels / g.Groups);
+
+    /// <summary>
+    /// gradW_g[channel, k] = Σ over output pixels t (ascending, n·OH·OW + i·OW + j) of dy[n, g·M + channel, i, j] ·
+    /// src[tapOffset[k] + pixelBase[t]]: dy transposed once into dyᵀ [pixel, padded channel], then units of
+    /// <see cref="ColumnBlock"/> reduction columns × one chunk of channels, each over the pixels in passes of
+    /// <see cref="PixelPass"/>.
+    /// </summary>
+    public static void WeightGrad<T>(Parallelism threads, in ConvGeometry g, T* x, T* dy, T* dw)
+        where T : unmanaged
+    {
+        var v = ConvWindow.Forward(g);
+        int depth = v.Depth, m = v.OutPerGroup, mp = Padded<T>(m), chunk = Chunk<T>(), chunks = mp / chunk;
+        int pixels = v.Pixels, total = v.Batch * pixels;
+        T[]? copy = NeedsCopy(v) ? ArrayPool<T>.Shared.Rent(checked((int)CopyLength(v))) : null;
+        T[] packed = ArrayPool<T>.Shared.Rent(checked(v.Groups * total * mp));
+        int[] taps = ArrayPool<int>.Shared.Rent(depth + Rows);
+        int[] bases = ArrayPool<int>.Shared.Rent(total + Rows);
+        try
+        {
+            fixed (T* pc = copy)
+            fixed (T* pv = packed)
+            fixed (int* pt = taps, pb = bases)
+            {
+                T* s = Source(threads, v, x, pc, out int width, out long plane);
+                nint ppv = (nint)pv, pdy = (nint)dy;
+                var window = v;
+                long work = (long)total * mp * depth * v.Groups;
+                bool parallel = threads.Enabled && work >= ParallelThreshold;
+                int images = v.Groups * v.Batch;
+                if (parallel && images > 1)
+                {
+                    threads.For(0, images, i => PackDyT(window, (T*)pdy, i / window.Batch, i % window.Batch, (T*)ppv + (long)(i / window.Batch) * total * mp, mp));
+                }
+                else
+                {
+                    for (int i = 0; i < images; i++)
+                    {
+                        PackDyT(v, dy, i / v.Batch, i % v.Batch, pv + (long)(i / v.Batch) * total * mp, mp);
+                    }
+                }
+                TapOffsets(v, width, plane, pt);
+                PixelBases(v, width, (long)v.Groups * v.InPerGroup * plane, pb);
+                int blocks = (depth + ColumnBlock - 1) / ColumnBlock;
+                int units = v.Groups * chunks * blocks;
+                nint ps = (nint)s, ppt = (nint)pt, ppb = (nint)pb, pd = (nint)dw;
+                void Unit(int u)
+                {
+                    int gi = u / (chunks * blocks), ci = u / blocks % chunks, b = u % blocks;
+                    WeightUnit(window, (T*)ps + (long)gi * window.InPerGroup * plane, (T*)ppv + (long)gi * total * mp + ci * chunk, mp,
+                        (int*)ppt, (int*)ppb, gi, ci, b * ColumnBlock, Math.Min(depth, (b + 1) * ColumnBlock), (T*)pd);
+                }
+                if (parallel && units > 1)
+                {
+                    threads.For(0, units, Unit);
+                }
+                else
+                {
+                    for (int u = 0; u < units; u++)
+                    {
+                        Unit(u);
+                    }
+                }
+            }
+        }
+        finally
+        {
+            if (copy is not null)
+            {
+                ArrayPool<T>.Shared.Return(copy);
+            }
+            ArrayPool<T>.Shared.Return(packed);
+            ArrayPool<int>.Shared.Return(taps);
+            ArrayPool<int>.Shared.Return(bases);
+        }
+    }
+
+    /// <summary>dst[(n·OH·OW + pixel)·mp + channel] = dy[n, g·M + channel, pixel] for image n of group gi, zero for the padding channels.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackDyT<T>(in ConvWindow v, T* dy, int gi, int n, T* dst, int mp)
+        where T : unmanaged
+    {
+        int m = v.OutPerGroup, pixels = v.Pixels, block = 32 / Unsafe.SizeOf<T>();
+        T* s = dy + ((long)n * v.Groups + gi) * m * pixels;
+        T* d = dst + (long)n * pixels * mp;
+        for (int pix = 0; pix < pixels; pix++)
+        {
+            new Span<T>(d + (long)pix * mp + m, mp - m).Clear();
+        }
+        int c0 = 0;
+        for (; c0 + block <= m; c0 += block)
+        {
+            int pix = 0;
+            for (; pix + block <= pixels; pix += block)
+            {
+                Copying.TransposeBlock(ref Unsafe.AsRef<T>(s + (long)c0 * pixels + pix), pixels, ref Unsafe.AsRef<T>(d + (long)pix * mp + c0), mp);
+            }
+            for (; pix < pixels; pix++)
+            {
+                for (int c = c0; c < c0 + block; c++)
+                {
+                    d[(long)pix * mp + c] = s[(long)c * pixels + pix];
+                }
+            }
+        }
+        for (int c = c0; c < m; c++)
+        {
+            for (int pix = 0; pix < pixels; pix++)
+            {
+                d[(long)pix * mp + c] = s[(long)c * pixels + pix];
+            }
+        }
+    }
+
+    /// <summary>Reduction columns [k0, k1) of group gi, channel chunk ci: passes over the output pixels, then the transposed store into gradW.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightUnit<T>(in ConvWindow v, T* src, T* packed, int mp, int* taps, int* bases, int gi, int ci, int k0, int k1, T* dw)
+        where T : unmanaged
+    {
+        int chunk = Chunk<T>(), depth = v.Depth, count = k1 - k0, total = v.Batch * v.Pixels;
+        T[] accArray = ArrayPool<T>.Shared.Rent(ColumnBlock * chunk + 64 / Unsafe.SizeOf<T>());
+        try
+        {
+            fixed (T* accBase = accArray)
+            {
+                T* acc = (T*)(((nint)accBase + 63) & ~(nint)63);
+                for (int p0 = 0; p0 < total; p0 += PixelPass)
+                {
+                    int pc = Math.Min(PixelPass, total - p0);
+                    for (int t = 0; t < count; t += Rows)
+                    {
+                        Kernel(src, taps + k0 + t, bases + p0, pc, packed + (long)p0 * mp, mp, acc + t * chunk, p0 > 0);
+                    }
+                }
+                // acc[(k − k0)·chunk + channel] → gradW[g·M + ci·chunk + channel, k].
+                int m = v.OutPerGroup, channels = Math.Min(chunk, m - ci * chunk);
+                for (int c = 0; c < channels; c++)
+                {
+                    T* d = dw + ((long)gi * m + ci * chunk + c) * depth + k0;
+                    for (int i = 0; i < count; i++)
+                    {
+                        d[i] = acc[i * chunk + c];
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(accArray);
+        }
+    }
+
+    /// <summary>
+    /// The <see cref="Rows"/> × (4·Vector512) micro-kernel: acc[r·chunk + lane] (=, or += with
+    /// <paramref name="accumulate"/>, continuing its FMA chain) Σ over steps s &lt; count of src[rowBase[r] + stepOffset[s]] ·
+    /// v[s·ldv + lane], in ascending s. Rows past the caller's count read valid memory (the tables' spare copies) and
+    /// are never stored.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel<T>(T* src, int* rowBase, int* stepOffset, int count, T* v, long ldv, T* acc, bool accumulate)
+        where T : unmanaged
+    {
+        int w = Vector512<T>.Count, ld = 4 * w;
+        T* x0 = src + rowBase[0], x1 = src + rowBase[1], x2 = src + rowBase[2], x3 = src + rowBase[3], x4 = src + rowBase[4], x5 = src + rowBase[5];
+        Vector512<T> c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33, c40, c41, c42, c43, c50, c51, c52, c53;
+        if (accumulate)
+        {
+            c00 = Vector512.Load(acc); c01 = Vector512.Load(acc + w); c02 = Vector512.Load(acc + 2 * w); c03 = Vector512.Load(acc + 3 * w);
+            c10 = Vector512.Load(acc + ld); c11 = Vector512.Load(acc + ld + w); c12 = Vector512.Load(acc + ld + 2 * w); c13 = Vector512.Load(acc + ld + 3 * w);
+            c20 = Vector512.Load(acc + 2 * ld); c21 = Vector512.Load(acc + 2 * ld + w); c22 = Vector512.Load(acc + 2 * ld + 2 * w); c23 = Vector512.Load(acc + 2 * ld + 3 * w);
+            c30 = Vector512.Load(acc + 3 * ld); c31 = Vector512.Load(acc + 3 * ld + w); c32 = Vector512.Load(acc + 3 * ld + 2 * w); c33 = Vector512.Load(acc + 3 * ld + 3 * w);
+            c40 = Vector512.Load(acc + 4 * ld); c41 = Vector512.Load(acc + 4 * ld + w); c42 = Vector512.Load(acc + 4 * ld + 2 * w); c43 = Vector512.Load(acc + 4 * ld + 3 * w);
+            c50 = Vector512.Load(acc + 5 * ld); c51 = Vector512.Load(acc + 5 * ld + w); c52 = Vector512.Load(acc + 5 * ld + 2 * w); c53 = Vector512.Load(acc + 5 * ld + 3 * w);
+        }
+        else
+        {
+            c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = c20 = c21 = c22 = c23 = default;
+            c30 = c31 = c32 = c33 = c40 = c41 = c42 = c43 = c50 = c51 = c52 = c53 = default;
+        }
+        for (int s = 0; s < count; s++)
+        {
+            int o = stepOffset[s];
+            var b0 = Vector512.Load(v);
+            var b1 = Vector512.Load(v + w);
+            var b2 = Vector512.Load(v + 2 * w);
+            var b3 = Vector512.Load(v + 3 * w);
+            var a = Vector512.Create(x0[o]);
+            c00 = Fma512(a, b0, c00); c01 = Fma512(a, b1, c01); c02 = Fma512(a, b2, c02); c03 = Fma512(a, b3, c03);
+            a = Vector512.Create(x1[o]);
+            c10 = Fma512(a, b0, c10); c11 = Fma512(a, b1, c11); c12 = Fma512(a, b2, c12); c13 = Fma512(a, b3, c13);
+            a = Vector512.Create(x2[o]);
+            c20 = Fma512(a, b0, c20); c21 = Fma512(a, b1, c21); c22 = Fma512(a, b2, c22); c23 = Fma512(a, b3, c23);
+            a = Vector512.Create(x3[o]);
+            c30 = Fma512(a, b0, c30); c31 = Fma512(a, b1, c31); c32 = Fma512(a, b2, c32); c33 = Fma512(a, b3, c33);
+            a = Vector512.Create(x4[o]);
+            c40 = Fma512(a, b0, c40); c41 = Fma512(a, b1, c41); c42 = Fma512(a, b2, c42); c43 = Fma512(a, b3, c43);
+            a = Vector512.Create(x5[o]);
+            c50 = Fma512(a, b0, c50); c51 = Fma512(a, b1, c51); c52 = Fma512(a, b2, c52); c53 = Fma512(a, b3, c53);
+            v += ldv;
+        }
+        c00.Store(acc); c01.Store(acc + w); c02.Store(acc + 2 * w); c03.Store(acc + 3 * w);
+        c10.Store(acc + ld); c11.Store(acc + ld + w); c12.Store(acc + ld + 2 * w); c13.Store(acc + ld + 3 * w);
+        c20.Store(acc + 2 * ld); c21.Store(acc + 2 * ld + w); c22.Store(acc + 2 * ld + 2 * w); c23.Store(acc + 2 * ld + 3 * w);
+        c30.Store(acc + 3 * ld); c31.Store(acc + 3 * ld + w); c32.Store(acc + 3 * ld + 2 * w); c33.Store(acc + 3 * ld + 3 * w);
+        c40.Store(acc + 4 * ld); c41.Store(acc + 4 * ld + w); c42.Store(acc + 4 * ld + 2 * w); c43.Store(acc + 4 * ld + 3 * w);
+        c50.Store(acc + 5 * ld); c51.Store(acc + 5 * ld + w); c52.Store(acc + 5 * ld + 2 * w); c53.Store(acc + 5 * ld + 3 * w);
+    }
+}
