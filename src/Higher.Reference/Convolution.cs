@@ -15,10 +15,11 @@ namespace Higher.Reference;
 /// implicit GEMM (<see cref="ConvDirect.PrefersForward"/>, <see cref="ConvDirect.PrefersWeightGrad"/>). Its input
 /// gradient (at most <see cref="ConvDirect.MaxInputGradChannels"/> input channels: the forward kernels over dy) is
 /// taken only where it beat im2col + col2im (<see cref="ConvDirect.PrefersInputGrad"/>: few output channels).
-/// Otherwise, with AVX-512, the forward and the weight gradient run with the image as the broadcast operand where
-/// the output channels fill the register tile's 4·Vector512 columns with at most a quarter of padding
-/// (<see cref="ConvBroadcast"/>: 6 pixels or 6 reduction columns × 64 float channels, the source read through offset
-/// tables, nothing gathered or transposed; each element one FMA chain in ascending order).
+/// Otherwise, with AVX-512, the forward, the weight gradient and the input gradient run with the image (or dy) as
+/// the broadcast operand where the channels of the tile's columns (output channels; input channels for the input
+/// gradient) fill its 4·Vector512 with at most a quarter of padding (<see cref="ConvBroadcast"/>: 6 pixels or 6
+/// reduction columns × 64 float channels, the source read through offset tables, nothing gathered or transposed; the
+/// input gradient summed over taps, only the terms that exist).
 /// Otherwise, with AVX-512 the forward and the stride-1 input gradient run as an implicit GEMM
 /// (<see cref="ConvGemm"/>): the column matrix of the whole batch is never built, each micro-panel of it is packed
 /// straight from the image and the result tiles are stored straight into place; the input gradient is the
@@ -44,7 +45,8 @@ namespace Higher.Reference;
 /// that cannot run a geometry falls back to the automatic choice among the others (<see cref="Implicit"/>: where
 /// <see cref="ConvGemm"/> does not support it; <see cref="Direct"/>: where <see cref="ConvDirect.Supports"/>, or for
 /// the input gradient <see cref="ConvDirect.SupportsInputGrad"/>, says no; <see cref="Broadcast"/>: where
-/// <see cref="ConvBroadcast.Supports{T}"/> says no, or a strided input gradient).
+/// <see cref="ConvBroadcast.Supports{T}"/>, <see cref="ConvBroadcast.SupportsWeightGrad{T}"/> or
+/// <see cref="ConvBroadcast.SupportsInputGrad{T}"/> says no).
 /// </summary>
 internal enum ConvPath
 {
@@ -281,9 +283,8 @@ internal static unsafe class Convolution
             return;
         }
         bool strideOne = g.StrideHeight == 1 && g.StrideWidth == 1;
-        // The broadcast path's input gradient runs only when forced: in the conv net's task it measured no faster than
-        // the implicit GEMM (bench/RESULTS.md, session 10), which needs no padded copy of dy.
-        if (strideOne && path == ConvPath.Broadcast && ConvBroadcast.Supports<T>(ConvWindow.InputGrad(g), cg))
+        if ((path == ConvPath.Broadcast && ConvBroadcast.SupportsInputGrad<T>(g))
+            || (path == ConvPath.Auto && !IsPointwise(g) && ConvBroadcast.PrefersInputGrad<T>(g)))
         {
             ConvBroadcast.InputGrad(threads, g, dy, w, dx);
             return;

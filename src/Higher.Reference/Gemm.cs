@@ -25,7 +25,7 @@ internal static unsafe class Gemm
     // tier-0 code (which a short test run or a fresh process would otherwise execute for its first
     // ~30 calls) is several times slower. Dynamic PGO has nothing to add to them.
 
-    // Below this many multiply-adds, Parallel.For costs more than it saves.
+    // Below this many multiply-adds, forking costs more than it saves.
     private const long ParallelThreshold = 96L * 96 * 96;
 
     /// <summary>Rows of the micro-tile: 8 with AVX-512 (16 of the 32 zmm registers hold C), 6 with 256-bit vectors (12 of 16).</summary>
