@@ -5,8 +5,8 @@ namespace Higher.Reference;
 /// parallel loops (a task of the conv net runs a few hundred, most under a millisecond). <c>Parallel.For</c>
 /// queues its pieces to the thread pool, whose threads sleep a few microseconds after their last item, so
 /// every call paid a wake-up and the caller often ran most pieces alone. The team's workers spin a short
-/// while after each loop before they sleep, and the caller takes pieces too, so a loop that follows another
-/// within <see cref="SpinIterations"/> starts on every thread at once.
+/// while after each loop before they sleep (<see cref="SpinTicks"/>), and the caller takes pieces too, so a loop
+/// that follows another within that time starts on every thread at once.
 /// <para>
 /// Which thread runs which index is not fixed (each claims the next one), which is why every kernel that
 /// forks splits its work by the geometry only: the bits never depend on the schedule. One loop at a time:
@@ -18,8 +18,11 @@ namespace Higher.Reference;
 /// </summary>
 internal sealed class WorkerTeam
 {
-    /// <summary>Spins (each a <see cref="Thread.SpinWait(int)"/> of a few dozen cycles) a worker waits for the next loop before it sleeps: tens of microseconds.</summary>
-    private const int SpinIterations = 2000;
+    /// <summary>
+    /// How long a worker spins for the next loop before it sleeps: 200 µs. The conv MAML task read the same with 20,
+    /// 200 and 1,500 µs (bench/RESULTS.md, session 10); the shorter spin leaves the core to the GC and JIT threads sooner.
+    /// </summary>
+    private static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency / 5_000;
 
     private static readonly object TeamsGate = new();
     private static WorkerTeam?[] _teams = new WorkerTeam?[8];
@@ -174,14 +177,15 @@ internal sealed class WorkerTeam
         {
             while (true)
             {
-                for (int s = 0; s < SpinIterations; s++)
+                long start = System.Diagnostics.Stopwatch.GetTimestamp();
+                while (System.Diagnostics.Stopwatch.GetTimestamp() - start < SpinTicks)
                 {
                     var job = Volatile.Read(ref team._job);
                     if (job is not null && !ReferenceEquals(job, last))
                     {
                         return job;
                     }
-                    Thread.SpinWait(20);
+                    Thread.SpinWait(1);
                 }
                 Volatile.Write(ref _sleeping, 1);
                 var next = Volatile.Read(ref team._job);
