@@ -56,6 +56,20 @@ internal static unsafe class ConvBroadcast
     // Below this many multiply-adds, forking costs more than it saves (the GEMM's threshold).
     private const long ParallelThreshold = 96L * 96 * 96;
 
+    /// <summary>
+    /// Rows (pixels or reduction columns, a multiple of <see cref="Rows"/>, at most <paramref name="largest"/>) per work
+    /// unit: small enough that every thread gets at least four units where the layer allows (a 3×3 map of 25 images
+    /// is 225 pixels, three units of 96, two of them on one thread). Each element's chain is the same whatever the unit
+    /// size, so this may depend on the thread count without changing a bit.
+    /// </summary>
+    private static int UnitSize(int length, int otherUnits, Parallelism threads, int largest)
+    {
+        long wanted = 4L * threads.MaxDegree;
+        long perUnit = (length * (long)otherUnits + wanted - 1) / wanted;
+        perUnit = (perUnit + Rows - 1) / Rows * Rows;
+        return (int)Math.Clamp(perUnit, Rows, largest);
+    }
+
     /// <summary>Output channels per tile: 64 float or 32 double.</summary>
     private static int Chunk<T>() where T : unmanaged => 4 * Vector512<T>.Count;
 
@@ -392,7 +406,8 @@ internal static unsafe class ConvBroadcast
                 }
                 TapOffsets(v, width, plane, pt);
                 PixelBases(v, width, (long)v.Groups * v.InPerGroup * plane, pb);
-                int blocks = (total + PixelBlock - 1) / PixelBlock;
+                int block = UnitSize(total, v.Groups * chunks, threads, PixelBlock);
+                int blocks = (total + block - 1) / block;
                 int units = v.Groups * chunks * blocks;
                 nint ps = (nint)s, ppv = (nint)pv, ppt = (nint)pt, ppb = (nint)pb, pd = (nint)dst, pbias = (nint)bias;
                 var window = v;
@@ -400,7 +415,7 @@ internal static unsafe class ConvBroadcast
                 {
                     int gi = u / (chunks * blocks), ci = u / blocks % chunks, b = u % blocks;
                     ForwardUnit(window, (T*)ps + (long)gi * window.InPerGroup * plane, (T*)ppv + (long)gi * depth * mp + ci * chunk, mp,
-                        (int*)ppt, (int*)ppb, gi, ci, b * PixelBlock, Math.Min(total, (b + 1) * PixelBlock), (T*)pd, (T*)pbias);
+                        (int*)ppt, (int*)ppb, gi, ci, b * block, Math.Min(total, (b + 1) * block), (T*)pd, (T*)pbias);
                 }
                 long work = (long)total * mp * depth * v.Groups;
                 if (threads.Enabled && work >= ParallelThreshold && units > 1)
@@ -558,14 +573,15 @@ internal static unsafe class ConvBroadcast
                 }
                 TapOffsets(v, width, plane, pt);
                 PixelBases(v, width, (long)v.Groups * v.InPerGroup * plane, pb);
-                int blocks = (depth + ColumnBlock - 1) / ColumnBlock;
+                int block = UnitSize(depth, v.Groups * chunks, threads, ColumnBlock);
+                int blocks = (depth + block - 1) / block;
                 int units = v.Groups * chunks * blocks;
                 nint ps = (nint)s, ppt = (nint)pt, ppb = (nint)pb, pd = (nint)dw;
                 void Unit(int u)
                 {
                     int gi = u / (chunks * blocks), ci = u / blocks % chunks, b = u % blocks;
                     WeightUnit(window, (T*)ps + (long)gi * window.InPerGroup * plane, (T*)ppv + (long)gi * total * mp + ci * chunk, mp,
-                        (int*)ppt, (int*)ppb, gi, ci, b * ColumnBlock, Math.Min(depth, (b + 1) * ColumnBlock), (T*)pd);
+                        (int*)ppt, (int*)ppb, gi, ci, b * block, Math.Min(depth, (b + 1) * block), (T*)pd);
                 }
                 if (parallel && units > 1)
                 {
