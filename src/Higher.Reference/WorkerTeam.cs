@@ -75,7 +75,7 @@ internal sealed class WorkerTeam
         }
         try
         {
-            var job = new Job(body, from, to);
+            var job = new Job(body, from, to, _workers.Length + 1);
             Volatile.Write(ref _job, job);
             foreach (var worker in _workers)
             {
@@ -116,9 +116,17 @@ internal sealed class WorkerTeam
     }
 
     /// <summary>One loop: its body and range, the next index to claim and the number finished.</summary>
-    private sealed class Job(Action<int> body, int from, int to)
+    private sealed class Job(Action<int> body, int from, int to, int threads)
     {
         public readonly int Count = to - from;
+
+        /// <summary>
+        /// Indices per claim: a quarter of an even share (64 channels on two threads are claimed 8 at a time), so a
+        /// thread the machine delays leaves its share to the others while a loop of short bodies does not pay two
+        /// contended atomic adds per index (10 % of a batch-norm call over 64 channels of 121 pixels).
+        /// </summary>
+        private readonly int _grain = Math.Max(1, (to - from) / (4 * threads));
+
         public int Next = from;
         public int Done;
         public List<Exception>? Errors;
@@ -130,21 +138,25 @@ internal sealed class WorkerTeam
             _insideBody = true;
             try
             {
-                int i;
-                while ((i = Interlocked.Increment(ref Next) - 1) < to)
+                int start;
+                while ((start = Interlocked.Add(ref Next, _grain) - _grain) < to)
                 {
-                    try
+                    int end = Math.Min(to, start + _grain);
+                    for (int i = start; i < end; i++)
                     {
-                        body(i);
-                    }
-                    catch (Exception e)
-                    {
-                        lock (this)
+                        try
                         {
-                            (Errors ??= []).Add(e);
+                            body(i);
+                        }
+                        catch (Exception e)
+                        {
+                            lock (this)
+                            {
+                                (Errors ??= []).Add(e);
+                            }
                         }
                     }
-                    Interlocked.Increment(ref Done);
+                    Interlocked.Add(ref Done, end - start);
                 }
             }
             finally
