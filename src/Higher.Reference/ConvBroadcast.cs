@@ -453,12 +453,28 @@ internal static unsafe class ConvBroadcast
         {
             new Span<T>(dst + (long)k * mp + m, mp - m).Clear();
         }
-        for (int row = 0; row < m; row++)
+        T* wg = w + (long)gi * m * depth;
+        int block = 32 / Unsafe.SizeOf<T>(), r0 = 0;
+        for (; r0 + block <= m; r0 += block)
         {
-            T* a = w + ((long)gi * m + row) * depth;
+            int k0 = 0;
+            for (; k0 + block <= depth; k0 += block)
+            {
+                Copying.TransposeBlock(ref Unsafe.AsRef<T>(wg + (long)r0 * depth + k0), depth, ref Unsafe.AsRef<T>(dst + (long)k0 * mp + r0), mp);
+            }
+            for (int row = r0; row < r0 + block; row++)
+            {
+                for (int k = k0; k < depth; k++)
+                {
+                    dst[(long)k * mp + row] = wg[(long)row * depth + k];
+                }
+            }
+        }
+        for (int row = r0; row < m; row++)
+        {
             for (int k = 0; k < depth; k++)
             {
-                dst[(long)k * mp + row] = a[k];
+                dst[(long)k * mp + row] = wg[(long)row * depth + k];
             }
         }
     }
@@ -491,23 +507,34 @@ internal static unsafe class ConvBroadcast
                     int p = p0 + r, n = p / pixels, pix = p % pixels, run = Math.Min(count - r, pixels - pix);
                     T* d = dst + n * image + ((long)gi * m + ci * chunk) * pixels + pix;
                     T* a = acc + r * chunk;
-                    for (int c = 0; c < channels; c++)
+                    // 8×8 (4×4 double) blocks through the AVX transpose, the edges one element at a time.
+                    int block = 32 / Unsafe.SizeOf<T>(), c0 = 0;
+                    for (; c0 + block <= channels; c0 += block)
                     {
-                        T* dc = d + (long)c * pixels;
-                        if (bias == null)
+                        int i0 = 0;
+                        for (; i0 + block <= run; i0 += block)
                         {
-                            for (int i = 0; i < run; i++)
-                            {
-                                dc[i] = a[i * chunk + c];
-                            }
-                            continue;
+                            Copying.TransposeBlock(ref Unsafe.AsRef<T>(a + i0 * chunk + c0), chunk, ref Unsafe.AsRef<T>(d + (long)c0 * pixels + i0), pixels);
                         }
-                        // The bias as it is stored: the bits of the convolution and a separate add.
-                        T b = bias[(long)gi * m + ci * chunk + c];
+                        for (int c = c0; c < c0 + block; c++)
+                        {
+                            for (int i = i0; i < run; i++)
+                            {
+                                d[(long)c * pixels + i] = a[i * chunk + c];
+                            }
+                        }
+                    }
+                    for (int c = c0; c < channels; c++)
+                    {
                         for (int i = 0; i < run; i++)
                         {
-                            dc[i] = Add(a[i * chunk + c], b);
+                            d[(long)c * pixels + i] = a[i * chunk + c];
                         }
+                    }
+                    if (bias != null)
+                    {
+                        // The bias onto the stored run, still in cache: the bits of the convolution and a separate add.
+                        Convolution.AddBias(d, pixels, run, bias + (long)gi * m + ci * chunk, channels);
                     }
                     r += run;
                 }
