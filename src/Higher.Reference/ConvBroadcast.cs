@@ -70,6 +70,23 @@ internal static unsafe class ConvBroadcast
         return (int)Math.Clamp(perUnit, Rows, largest);
     }
 
+    /// <summary>Runs the units on the threads where the call has <see cref="ParallelThreshold"/> multiply-adds, else in order on this one.</summary>
+    private static void ForUnits(Parallelism threads, long work, int units, Action<int> unit)
+    {
+        if (threads.Enabled && work >= ParallelThreshold && units > 1)
+        {
+            threads.For(0, units, unit);
+            return;
+        }
+        for (int u = 0; u < units; u++)
+        {
+            unit(u);
+        }
+    }
+
+    /// <summary>Whether the channels pad to the tile's width with at most a quarter of waste (64 and 112 floats do, 70 and 100 do not).</summary>
+    private static bool LittlePadding<T>(int channels) where T : unmanaged => 4L * Padded<T>(channels) <= 5L * channels;
+
     /// <summary>Output channels per tile: 64 float or 32 double.</summary>
     private static int Chunk<T>() where T : unmanaged => 4 * Vector512<T>.Count;
 
@@ -87,7 +104,7 @@ internal static unsafe class ConvBroadcast
     /// <summary>Where the automatic choice takes it: <see cref="Supports{T}"/>, with the channel padding at most a quarter.</summary>
     public static bool Prefers<T>(in ConvWindow v, int channels)
         where T : unmanaged =>
-        Supports<T>(v, channels) && 4L * Padded<T>(channels) <= 5L * channels;
+        Supports<T>(v, channels) && LittlePadding<T>(channels);
 
     /// <summary>The forward (see <see cref="Supports{T}"/>): y = conv(x, W) (+ bias per channel).</summary>
     public static void Forward<T>(Parallelism threads, in ConvGeometry g, T* x, T* w, T* y, T* bias = null)
@@ -107,7 +124,7 @@ internal static unsafe class ConvBroadcast
     /// <summary>Where the automatic choice takes the input gradient: the input channels pad to the tile with at most a quarter of waste.</summary>
     public static bool PrefersInputGrad<T>(in ConvGeometry g)
         where T : unmanaged =>
-        SupportsInputGrad<T>(g) && 4L * Padded<T>(g.InChannels / g.Groups) <= 5L * (g.InChannels / g.Groups);
+        SupportsInputGrad<T>(g) && LittlePadding<T>(g.InChannels / g.Groups);
 
     /// <summary>
     /// gradX as a sum over taps, any stride, padding or dilation: per image and group, for each tap t = p·kw + q in
@@ -173,17 +190,7 @@ internal static unsafe class ConvBroadcast
                     InputGradUnit(window, src, (T*)ppv + (long)gi * taps * m * cp, cp, chunks, (int*)ppo, (int*)ppb, dst);
                 }
                 long work = (long)v.Batch * pixels * m * cp * taps * v.Groups;
-                if (threads.Enabled && work >= ParallelThreshold && units > 1)
-                {
-                    threads.For(0, units, Unit);
-                }
-                else
-                {
-                    for (int u = 0; u < units; u++)
-                    {
-                        Unit(u);
-                    }
-                }
+                ForUnits(threads, work, units, Unit);
             }
         }
         finally
@@ -239,29 +246,7 @@ internal static unsafe class ConvBroadcast
                     }
                 }
                 // xt[pixel·cp + c] → dx[c, pixel].
-                int block = 32 / Unsafe.SizeOf<T>(), c0 = 0;
-                for (; c0 + block <= cg; c0 += block)
-                {
-                    int pix = 0;
-                    for (; pix + block <= plane; pix += block)
-                    {
-                        Copying.TransposeBlock(ref Unsafe.AsRef<T>(xt + (long)pix * cp + c0), cp, ref Unsafe.AsRef<T>(dx + (long)c0 * plane + pix), plane);
-                    }
-                    for (; pix < plane; pix++)
-                    {
-                        for (int c = c0; c < c0 + block; c++)
-                        {
-                            dx[(long)c * plane + pix] = xt[(long)pix * cp + c];
-                        }
-                    }
-                }
-                for (int c = c0; c < cg; c++)
-                {
-                    for (int pix = 0; pix < plane; pix++)
-                    {
-                        dx[(long)c * plane + pix] = xt[(long)pix * cp + c];
-                    }
-                }
+                Copying.Transpose(xt, cp, dx, plane, plane, cg);
             }
         }
         finally
@@ -418,17 +403,7 @@ internal static unsafe class ConvBroadcast
                         (int*)ppt, (int*)ppb, gi, ci, b * block, Math.Min(total, (b + 1) * block), (T*)pd, (T*)pbias);
                 }
                 long work = (long)total * mp * depth * v.Groups;
-                if (threads.Enabled && work >= ParallelThreshold && units > 1)
-                {
-                    threads.For(0, units, Unit);
-                }
-                else
-                {
-                    for (int u = 0; u < units; u++)
-                    {
-                        Unit(u);
-                    }
-                }
+                ForUnits(threads, work, units, Unit);
             }
         }
         finally
@@ -453,30 +428,7 @@ internal static unsafe class ConvBroadcast
         {
             new Span<T>(dst + (long)k * mp + m, mp - m).Clear();
         }
-        T* wg = w + (long)gi * m * depth;
-        int block = 32 / Unsafe.SizeOf<T>(), r0 = 0;
-        for (; r0 + block <= m; r0 += block)
-        {
-            int k0 = 0;
-            for (; k0 + block <= depth; k0 += block)
-            {
-                Copying.TransposeBlock(ref Unsafe.AsRef<T>(wg + (long)r0 * depth + k0), depth, ref Unsafe.AsRef<T>(dst + (long)k0 * mp + r0), mp);
-            }
-            for (int row = r0; row < r0 + block; row++)
-            {
-                for (int k = k0; k < depth; k++)
-                {
-                    dst[(long)k * mp + row] = wg[(long)row * depth + k];
-                }
-            }
-        }
-        for (int row = r0; row < m; row++)
-        {
-            for (int k = 0; k < depth; k++)
-            {
-                dst[(long)k * mp + row] = wg[(long)row * depth + k];
-            }
-        }
+        Copying.Transpose(w + (long)gi * m * depth, depth, dst, mp, m, depth);
     }
 
     /// <summary>Output pixels [p0, p1) of group gi, channel chunk ci: passes over the reduction in blocks, then the transposed store.</summary>
@@ -507,30 +459,7 @@ internal static unsafe class ConvBroadcast
                     int p = p0 + r, n = p / pixels, pix = p % pixels, run = Math.Min(count - r, pixels - pix);
                     T* d = dst + n * image + ((long)gi * m + ci * chunk) * pixels + pix;
                     T* a = acc + r * chunk;
-                    // 8×8 (4×4 double) blocks through the AVX transpose, the edges one element at a time.
-                    int block = 32 / Unsafe.SizeOf<T>(), c0 = 0;
-                    for (; c0 + block <= channels; c0 += block)
-                    {
-                        int i0 = 0;
-                        for (; i0 + block <= run; i0 += block)
-                        {
-                            Copying.TransposeBlock(ref Unsafe.AsRef<T>(a + i0 * chunk + c0), chunk, ref Unsafe.AsRef<T>(d + (long)c0 * pixels + i0), pixels);
-                        }
-                        for (int c = c0; c < c0 + block; c++)
-                        {
-                            for (int i = i0; i < run; i++)
-                            {
-                                d[(long)c * pixels + i] = a[i * chunk + c];
-                            }
-                        }
-                    }
-                    for (int c = c0; c < channels; c++)
-                    {
-                        for (int i = 0; i < run; i++)
-                        {
-                            d[(long)c * pixels + i] = a[i * chunk + c];
-                        }
-                    }
+                    Copying.Transpose(a, chunk, d, pixels, run, channels);
                     if (bias != null)
                     {
                         // The bias onto the stored run, still in cache: the bits of the convolution and a separate add.
@@ -557,7 +486,7 @@ internal static unsafe class ConvBroadcast
     /// <summary>Where the automatic choice takes the weight gradient: as <see cref="Prefers{T}"/>.</summary>
     public static bool PrefersWeightGrad<T>(in ConvGeometry g)
         where T : unmanaged =>
-        SupportsWeightGrad<T>(g) && 4L * Padded<T>(g.OutChannels / g.Groups) <= 5L * (g.OutChannels / g.Groups);
+        SupportsWeightGrad<T>(g) && LittlePadding<T>(g.OutChannels / g.Groups);
 
     /// <summary>
     /// gradW_g[channel, k] = Σ over output pixels t (ascending, n·OH·OW + i·OW + j) of dy[n, g·M + channel, i, j] ·
@@ -610,17 +539,7 @@ internal static unsafe class ConvBroadcast
                     WeightUnit(window, (T*)ps + (long)gi * window.InPerGroup * plane, (T*)ppv + (long)gi * total * mp + ci * chunk, mp,
                         (int*)ppt, (int*)ppb, gi, ci, b * block, Math.Min(depth, (b + 1) * block), (T*)pd);
                 }
-                if (parallel && units > 1)
-                {
-                    threads.For(0, units, Unit);
-                }
-                else
-                {
-                    for (int u = 0; u < units; u++)
-                    {
-                        Unit(u);
-                    }
-                }
+                ForUnits(threads, work, units, Unit);
             }
         }
         finally
@@ -640,36 +559,14 @@ internal static unsafe class ConvBroadcast
     private static void PackDyT<T>(in ConvWindow v, T* dy, int gi, int n, T* dst, int mp)
         where T : unmanaged
     {
-        int m = v.OutPerGroup, pixels = v.Pixels, block = 32 / Unsafe.SizeOf<T>();
+        int m = v.OutPerGroup, pixels = v.Pixels;
         T* s = dy + ((long)n * v.Groups + gi) * m * pixels;
         T* d = dst + (long)n * pixels * mp;
         for (int pix = 0; pix < pixels; pix++)
         {
             new Span<T>(d + (long)pix * mp + m, mp - m).Clear();
         }
-        int c0 = 0;
-        for (; c0 + block <= m; c0 += block)
-        {
-            int pix = 0;
-            for (; pix + block <= pixels; pix += block)
-            {
-                Copying.TransposeBlock(ref Unsafe.AsRef<T>(s + (long)c0 * pixels + pix), pixels, ref Unsafe.AsRef<T>(d + (long)pix * mp + c0), mp);
-            }
-            for (; pix < pixels; pix++)
-            {
-                for (int c = c0; c < c0 + block; c++)
-                {
-                    d[(long)pix * mp + c] = s[(long)c * pixels + pix];
-                }
-            }
-        }
-        for (int c = c0; c < m; c++)
-        {
-            for (int pix = 0; pix < pixels; pix++)
-            {
-                d[(long)pix * mp + c] = s[(long)c * pixels + pix];
-            }
-        }
+        Copying.Transpose(s, pixels, d, mp, m, pixels);
     }
 
     /// <summary>Reduction columns [k0, k1) of group gi, channel chunk ci: passes over the output pixels, then the transposed store into gradW.</summary>

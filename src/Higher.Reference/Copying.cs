@@ -155,6 +155,39 @@ internal static class Copying
         }
     }
 
+    /// <summary>
+    /// dst[j·ldd + i] = src[i·ld + j] for i &lt; rows, j &lt; cols: <see cref="TransposeBlock"/> over the full 8×8 (4×4
+    /// double) blocks where AVX is there, one element at a time at the edges. The convolution's packs and stores use it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static unsafe void Transpose<T>(T* src, long ld, T* dst, long ldd, int rows, int cols)
+        where T : unmanaged
+    {
+        int block = Avx.IsSupported && Unsafe.SizeOf<T>() is 4 or 8 ? 32 / Unsafe.SizeOf<T>() : 0;
+        int rowsBlocked = block == 0 ? 0 : rows / block * block, colsBlocked = block == 0 ? 0 : cols / block * block;
+        for (int i0 = 0; i0 < rowsBlocked; i0 += block)
+        {
+            for (int j0 = 0; j0 < colsBlocked; j0 += block)
+            {
+                TransposeBlock(ref Unsafe.AsRef<T>(src + i0 * ld + j0), ld, ref Unsafe.AsRef<T>(dst + j0 * ldd + i0), ldd);
+            }
+            for (int i = i0; i < i0 + block; i++)
+            {
+                for (int j = colsBlocked; j < cols; j++)
+                {
+                    dst[j * ldd + i] = src[i * ld + j];
+                }
+            }
+        }
+        for (int i = rowsBlocked; i < rows; i++)
+        {
+            for (int j = 0; j < cols; j++)
+            {
+                dst[j * ldd + i] = src[i * ld + j];
+            }
+        }
+    }
+
     private const int TransposeTile = 8;
 
     /// <summary>dst[i·dRow + j] = src[j·sCol + i] over rows [i0, i1) and columns [j0, j1), in small tiles.</summary>
