@@ -76,7 +76,10 @@ internal sealed class WorkerTeam
         try
         {
             var job = new Job(body, from, to, _workers.Length + 1);
-            Volatile.Write(ref _job, job);
+            // A full fence (not a release store) before reading the workers' sleeping flags, as each worker fences
+            // between raising its flag and reading _job: otherwise both could read the other's old value, and a
+            // worker would sleep through this loop (harmless, as the caller runs every index, but one thread short).
+            Interlocked.Exchange(ref _job, job);
             foreach (var worker in _workers)
             {
                 worker.Wake();
@@ -199,7 +202,7 @@ internal sealed class WorkerTeam
                     }
                     Thread.SpinWait(1);
                 }
-                Volatile.Write(ref _sleeping, 1);
+                Interlocked.Exchange(ref _sleeping, 1);
                 var next = Volatile.Read(ref team._job);
                 if (next is not null && !ReferenceEquals(next, last))
                 {
