@@ -206,15 +206,15 @@ internal static unsafe class ConvBroadcast
     private static void InputGradUnit<T>(in ConvWindow v, T* dy, T* packed, int cp, int chunks, int* offsets, int* bases, T* dx)
         where T : unmanaged
     {
-        int chunk = Chunk<T>(), w = Vector512<T>.Count, m = v.OutPerGroup, cg = v.InPerGroup, pixels = v.Pixels, ow = v.OutWidth;
+        int chunk = Chunk<T>(), m = v.OutPerGroup, cg = v.InPerGroup, pixels = v.Pixels, ow = v.OutWidth;
         int h = v.InHeight, wd = v.InWidth, plane = h * wd;
-        T[] scratchArray = ArrayPool<T>.Shared.Rent(plane * cp + Rows * chunk + 128 / Unsafe.SizeOf<T>());
+        T[] scratchArray = ArrayPool<T>.Shared.Rent(plane * cp + 64 / Unsafe.SizeOf<T>());
         try
         {
             fixed (T* scratchBase = scratchArray)
             {
-                T* acc = (T*)(((nint)scratchBase + 63) & ~(nint)63);
-                T* xt = acc + Rows * chunk;
+                T* xt = (T*)(((nint)scratchBase + 63) & ~(nint)63);
+                T** into = stackalloc T*[Rows];
                 new Span<T>(xt, plane * cp).Clear();
                 for (int t = 0; t < v.Taps; t++)
                 {
@@ -226,22 +226,22 @@ internal static unsafe class ConvBroadcast
                         for (int p0 = 0; p0 < pixels; p0 += Rows)
                         {
                             int rows = Math.Min(Rows, pixels - p0);
-                            Kernel(dy, bases + p0, offsets, m, vt, cp, acc, accumulate: false);
-                            for (int r = 0; r < rows; r++)
+                            // Each row's destination: gradXᵀ at the pixel the tap takes it to, none where that lies outside x (or past the tile's rows).
+                            for (int r = 0; r < Rows; r++)
                             {
-                                int pix = p0 + r, i = pix / ow, j = pix % ow;
-                                int hh = i * v.StrideHeight + dh, ww = j * v.StrideWidth + dwo;
-                                if ((uint)hh >= (uint)h || (uint)ww >= (uint)wd)
+                                into[r] = null;
+                                if (r >= rows)
                                 {
                                     continue;
                                 }
-                                T* d = xt + ((long)hh * wd + ww) * cp + ci * chunk;
-                                T* a = acc + r * chunk;
-                                (Vector512.Load(d) + Vector512.Load(a)).Store(d);
-                                (Vector512.Load(d + w) + Vector512.Load(a + w)).Store(d + w);
-                                (Vector512.Load(d + 2 * w) + Vector512.Load(a + 2 * w)).Store(d + 2 * w);
-                                (Vector512.Load(d + 3 * w) + Vector512.Load(a + 3 * w)).Store(d + 3 * w);
+                                int pix = p0 + r, i = pix / ow, j = pix % ow;
+                                int hh = i * v.StrideHeight + dh, ww = j * v.StrideWidth + dwo;
+                                if ((uint)hh < (uint)h && (uint)ww < (uint)wd)
+                                {
+                                    into[r] = xt + ((long)hh * wd + ww) * cp + ci * chunk;
+                                }
                             }
+                            Kernel(dy, bases + p0, offsets, m, vt, cp, null, accumulate: false, into);
                         }
                     }
                 }
@@ -611,10 +611,11 @@ internal static unsafe class ConvBroadcast
     /// The <see cref="Rows"/> × (4·Vector512) micro-kernel: acc[r·chunk + lane] (=, or += with
     /// <paramref name="accumulate"/>, continuing its FMA chain) Σ over steps s &lt; count of src[rowBase[r] + stepOffset[s]] ·
     /// v[s·ldv + lane], in ascending s. Rows past the caller's count read valid memory (the tables' spare copies) and
-    /// are never stored.
+    /// are never stored. With <paramref name="into"/>, each row's chain (from zero) is instead added to into[r] (one
+    /// rounded add per element; a null row is dropped), and acc is not used: the input gradient's scatter-add.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel<T>(T* src, int* rowBase, int* stepOffset, int count, T* v, long ldv, T* acc, bool accumulate)
+    private static void Kernel<T>(T* src, int* rowBase, int* stepOffset, int count, T* v, long ldv, T* acc, bool accumulate, T** into = null)
         where T : unmanaged
     {
         int w = Vector512<T>.Count, ld = 4 * w;
@@ -655,11 +656,36 @@ internal static unsafe class ConvBroadcast
             c50 = Fma512(a, b0, c50); c51 = Fma512(a, b1, c51); c52 = Fma512(a, b2, c52); c53 = Fma512(a, b3, c53);
             v += ldv;
         }
+        if (into != null)
+        {
+            AddInto(into[0], w, c00, c01, c02, c03);
+            AddInto(into[1], w, c10, c11, c12, c13);
+            AddInto(into[2], w, c20, c21, c22, c23);
+            AddInto(into[3], w, c30, c31, c32, c33);
+            AddInto(into[4], w, c40, c41, c42, c43);
+            AddInto(into[5], w, c50, c51, c52, c53);
+            return;
+        }
         c00.Store(acc); c01.Store(acc + w); c02.Store(acc + 2 * w); c03.Store(acc + 3 * w);
         c10.Store(acc + ld); c11.Store(acc + ld + w); c12.Store(acc + ld + 2 * w); c13.Store(acc + ld + 3 * w);
         c20.Store(acc + 2 * ld); c21.Store(acc + 2 * ld + w); c22.Store(acc + 2 * ld + 2 * w); c23.Store(acc + 2 * ld + 3 * w);
         c30.Store(acc + 3 * ld); c31.Store(acc + 3 * ld + w); c32.Store(acc + 3 * ld + 2 * w); c33.Store(acc + 3 * ld + 3 * w);
         c40.Store(acc + 4 * ld); c41.Store(acc + 4 * ld + w); c42.Store(acc + 4 * ld + 2 * w); c43.Store(acc + 4 * ld + 3 * w);
         c50.Store(acc + 5 * ld); c51.Store(acc + 5 * ld + w); c52.Store(acc + 5 * ld + 2 * w); c53.Store(acc + 5 * ld + 3 * w);
+    }
+
+    /// <summary>d[0, 4·w) += a row of the tile (one rounded add per element), unless d is null (a row with no destination).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddInto<T>(T* d, int w, Vector512<T> c0, Vector512<T> c1, Vector512<T> c2, Vector512<T> c3)
+        where T : unmanaged
+    {
+        if (d == null)
+        {
+            return;
+        }
+        (Vector512.Load(d) + c0).Store(d);
+        (Vector512.Load(d + w) + c1).Store(d + w);
+        (Vector512.Load(d + 2 * w) + c2).Store(d + 2 * w);
+        (Vector512.Load(d + 3 * w) + c3).Store(d + 3 * w);
     }
 }
