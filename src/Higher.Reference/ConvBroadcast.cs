@@ -87,6 +87,9 @@ internal static unsafe class ConvBroadcast
     /// <summary>Whether the channels pad to the tile's width with at most a quarter of waste (64 and 112 floats do, 70 and 100 do not).</summary>
     private static bool LittlePadding<T>(int channels) where T : unmanaged => 4L * Padded<T>(channels) <= 5L * channels;
 
+    /// <summary>AVX-512, which the micro-kernel's registers and loads assume.</summary>
+    private static bool Available => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+
     /// <summary>Output channels per tile: 64 float or 32 double.</summary>
     private static int Chunk<T>() where T : unmanaged => 4 * Vector512<T>.Count;
 
@@ -98,7 +101,7 @@ internal static unsafe class ConvBroadcast
     /// </summary>
     public static bool Supports<T>(in ConvWindow v, int channels)
         where T : unmanaged =>
-        Vector512.IsHardwareAccelerated && Avx512F.IsSupported && channels > 0 && v.Depth > 0 && v.Batch > 0 && v.Pixels > 0
+        Available && channels > 0 && v.Depth > 0 && v.Batch > 0 && v.Pixels > 0
         && SourceLength(v) < int.MaxValue / 2;
 
     /// <summary>Where the automatic choice takes it: <see cref="Supports{T}"/>, with the channel padding at most a quarter.</summary>
@@ -117,7 +120,7 @@ internal static unsafe class ConvBroadcast
     {
         var v = ConvWindow.Forward(g);
         long dyLength = (long)v.Batch * v.Groups * v.OutPerGroup * v.Pixels;
-        return Vector512.IsHardwareAccelerated && Avx512F.IsSupported && v.InPerGroup > 0 && v.OutPerGroup > 0 && v.Pixels > 0 && v.Batch > 0
+        return Available && v.InPerGroup > 0 && v.OutPerGroup > 0 && v.Pixels > 0 && v.Batch > 0
             && dyLength < int.MaxValue / 2 && (long)v.InHeight * v.InWidth * Padded<T>(v.InPerGroup) < int.MaxValue / 2;
     }
 
@@ -369,41 +372,29 @@ internal static unsafe class ConvBroadcast
         }
     }
 
-    private static void Run<T>(Parallelism threads, ConvWindow v, T* w, T* src, T* dst, T* bias)
+    /// <summary>A call's work over the source as the tables index it (see <see cref="WithSource"/>).</summary>
+    private delegate void OverSource<T>(T* source, int* tapOffsets, int* pixelBases, long plane)
+        where T : unmanaged;
+
+    /// <summary>
+    /// Makes the source of window v (src, or its zero-padded copy), its tap offsets and pixel bases, runs body over
+    /// them, and returns the scratch: the setup the forward and the weight gradient share.
+    /// </summary>
+    private static void WithSource<T>(Parallelism threads, in ConvWindow v, T* src, OverSource<T> body)
         where T : unmanaged
     {
-        int depth = v.Depth, m = v.OutPerGroup, mp = Padded<T>(m), chunk = Chunk<T>(), chunks = mp / chunk;
-        int pixels = v.Pixels, total = v.Batch * pixels;
         T[]? copy = NeedsCopy(v) ? ArrayPool<T>.Shared.Rent(checked((int)CopyLength(v))) : null;
-        T[] packed = ArrayPool<T>.Shared.Rent(checked(v.Groups * depth * mp));
-        int[] taps = ArrayPool<int>.Shared.Rent(depth + Rows);
-        int[] bases = ArrayPool<int>.Shared.Rent(total + Rows);
+        int[] taps = ArrayPool<int>.Shared.Rent(v.Depth + Rows);
+        int[] bases = ArrayPool<int>.Shared.Rent(v.Batch * v.Pixels + Rows);
         try
         {
             fixed (T* pc = copy)
-            fixed (T* pv = packed)
             fixed (int* pt = taps, pb = bases)
             {
                 T* s = Source(threads, v, src, pc, out int width, out long plane);
-                for (int gi = 0; gi < v.Groups; gi++)
-                {
-                    PackWeight(v, w, gi, pv + (long)gi * depth * mp, mp);
-                }
                 TapOffsets(v, width, plane, pt);
                 PixelBases(v, width, (long)v.Groups * v.InPerGroup * plane, pb);
-                int block = UnitSize(total, v.Groups * chunks, threads, PixelBlock);
-                int blocks = (total + block - 1) / block;
-                int units = v.Groups * chunks * blocks;
-                nint ps = (nint)s, ppv = (nint)pv, ppt = (nint)pt, ppb = (nint)pb, pd = (nint)dst, pbias = (nint)bias;
-                var window = v;
-                void Unit(int u)
-                {
-                    int gi = u / (chunks * blocks), ci = u / blocks % chunks, b = u % blocks;
-                    ForwardUnit(window, (T*)ps + (long)gi * window.InPerGroup * plane, (T*)ppv + (long)gi * depth * mp + ci * chunk, mp,
-                        (int*)ppt, (int*)ppb, gi, ci, b * block, Math.Min(total, (b + 1) * block), (T*)pd, (T*)pbias);
-                }
-                long work = (long)total * mp * depth * v.Groups;
-                ForUnits(threads, work, units, Unit);
+                body(s, pt, pb, plane);
             }
         }
         finally
@@ -412,9 +403,45 @@ internal static unsafe class ConvBroadcast
             {
                 ArrayPool<T>.Shared.Return(copy);
             }
-            ArrayPool<T>.Shared.Return(packed);
             ArrayPool<int>.Shared.Return(taps);
             ArrayPool<int>.Shared.Return(bases);
+        }
+    }
+
+    private static void Run<T>(Parallelism threads, ConvWindow v, T* w, T* src, T* dst, T* bias)
+        where T : unmanaged
+    {
+        int depth = v.Depth, m = v.OutPerGroup, mp = Padded<T>(m), chunk = Chunk<T>(), chunks = mp / chunk;
+        int total = v.Batch * v.Pixels;
+        T[] packed = ArrayPool<T>.Shared.Rent(checked(v.Groups * depth * mp));
+        try
+        {
+            fixed (T* pv = packed)
+            {
+                for (int gi = 0; gi < v.Groups; gi++)
+                {
+                    PackWeight(v, w, gi, pv + (long)gi * depth * mp, mp);
+                }
+                int block = UnitSize(total, v.Groups * chunks, threads, PixelBlock);
+                int blocks = (total + block - 1) / block;
+                nint ppv = (nint)pv, pd = (nint)dst, pbias = (nint)bias;
+                var window = v;
+                WithSource(threads, v, src, (s, pt, pb, plane) =>
+                {
+                    nint ps = (nint)s, ppt = (nint)pt, ppb = (nint)pb;
+                    void Unit(int u)
+                    {
+                        int gi = u / (chunks * blocks), ci = u / blocks % chunks, b = u % blocks;
+                        ForwardUnit(window, (T*)ps + (long)gi * window.InPerGroup * plane, (T*)ppv + (long)gi * depth * mp + ci * chunk, mp,
+                            (int*)ppt, (int*)ppb, gi, ci, b * block, Math.Min(total, (b + 1) * block), (T*)pd, (T*)pbias);
+                    }
+                    ForUnits(threads, (long)total * mp * depth * window.Groups, window.Groups * chunks * blocks, Unit);
+                });
+            }
+        }
+        finally
+        {
+            ArrayPool<T>.Shared.Return(packed);
         }
     }
 
@@ -499,58 +526,35 @@ internal static unsafe class ConvBroadcast
     {
         var v = ConvWindow.Forward(g);
         int depth = v.Depth, m = v.OutPerGroup, mp = Padded<T>(m), chunk = Chunk<T>(), chunks = mp / chunk;
-        int pixels = v.Pixels, total = v.Batch * pixels;
-        T[]? copy = NeedsCopy(v) ? ArrayPool<T>.Shared.Rent(checked((int)CopyLength(v))) : null;
+        int total = v.Batch * v.Pixels;
         T[] packed = ArrayPool<T>.Shared.Rent(checked(v.Groups * total * mp));
-        int[] taps = ArrayPool<int>.Shared.Rent(depth + Rows);
-        int[] bases = ArrayPool<int>.Shared.Rent(total + Rows);
         try
         {
-            fixed (T* pc = copy)
             fixed (T* pv = packed)
-            fixed (int* pt = taps, pb = bases)
             {
-                T* s = Source(threads, v, x, pc, out int width, out long plane);
-                nint ppv = (nint)pv, pdy = (nint)dy;
+                nint ppv = (nint)pv, pdy = (nint)dy, pd = (nint)dw;
                 var window = v;
                 long work = (long)total * mp * depth * v.Groups;
-                bool parallel = threads.Enabled && work >= ParallelThreshold;
-                int images = v.Groups * v.Batch;
-                if (parallel && images > 1)
-                {
-                    threads.For(0, images, i => PackDyT(window, (T*)pdy, i / window.Batch, i % window.Batch, (T*)ppv + (long)(i / window.Batch) * total * mp, mp));
-                }
-                else
-                {
-                    for (int i = 0; i < images; i++)
-                    {
-                        PackDyT(v, dy, i / v.Batch, i % v.Batch, pv + (long)(i / v.Batch) * total * mp, mp);
-                    }
-                }
-                TapOffsets(v, width, plane, pt);
-                PixelBases(v, width, (long)v.Groups * v.InPerGroup * plane, pb);
+                ForUnits(threads, work, v.Groups * v.Batch,
+                    i => PackDyT(window, (T*)pdy, i / window.Batch, i % window.Batch, (T*)ppv + (long)(i / window.Batch) * total * mp, mp));
                 int block = UnitSize(depth, v.Groups * chunks, threads, ColumnBlock);
                 int blocks = (depth + block - 1) / block;
-                int units = v.Groups * chunks * blocks;
-                nint ps = (nint)s, ppt = (nint)pt, ppb = (nint)pb, pd = (nint)dw;
-                void Unit(int u)
+                WithSource(threads, v, x, (s, pt, pb, plane) =>
                 {
-                    int gi = u / (chunks * blocks), ci = u / blocks % chunks, b = u % blocks;
-                    WeightUnit(window, (T*)ps + (long)gi * window.InPerGroup * plane, (T*)ppv + (long)gi * total * mp + ci * chunk, mp,
-                        (int*)ppt, (int*)ppb, gi, ci, b * block, Math.Min(depth, (b + 1) * block), (T*)pd);
-                }
-                ForUnits(threads, work, units, Unit);
+                    nint ps = (nint)s, ppt = (nint)pt, ppb = (nint)pb;
+                    void Unit(int u)
+                    {
+                        int gi = u / (chunks * blocks), ci = u / blocks % chunks, b = u % blocks;
+                        WeightUnit(window, (T*)ps + (long)gi * window.InPerGroup * plane, (T*)ppv + (long)gi * total * mp + ci * chunk, mp,
+                            (int*)ppt, (int*)ppb, gi, ci, b * block, Math.Min(depth, (b + 1) * block), (T*)pd);
+                    }
+                    ForUnits(threads, work, window.Groups * chunks * blocks, Unit);
+                });
             }
         }
         finally
         {
-            if (copy is not null)
-            {
-                ArrayPool<T>.Shared.Return(copy);
-            }
             ArrayPool<T>.Shared.Return(packed);
-            ArrayPool<int>.Shared.Return(taps);
-            ArrayPool<int>.Shared.Return(bases);
         }
     }
 
