@@ -8,7 +8,7 @@ namespace Higher.Reference;
 /// while after each loop before they sleep (<see cref="SpinTicks"/>), and the caller takes pieces too, so a loop
 /// that follows another within that time starts on every thread at once.
 /// <para>
-/// Which thread runs which index is not fixed (each claims the next one), which is why every kernel that
+/// Which thread runs which index is not fixed (each claims the next few), which is why every kernel that
 /// forks splits its work by the geometry only: the bits never depend on the schedule. One loop at a time:
 /// a second thread that finds the team busy gets <see cref="TryRun"/> false (and the caller falls back to the
 /// thread pool); a loop started inside a body runs sequentially on that thread (<see cref="InsideBody"/>).
