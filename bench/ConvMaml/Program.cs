@@ -222,6 +222,13 @@ internal static class KernelTimes
     {
         Backends.Register(new ReferenceBackend(threads));
         var g = new Generator(2);
+        // The GEMM alone, for the machine's attainable rate: square, and the forward's shape as im2col makes it.
+        foreach (var (m, k, n) in new[] { (512, 512, 512), (64, 576, 4225) })
+        {
+            var a = Tensor.Rand([m, k], DType.Float32, g);
+            var b = Tensor.Rand([k, n], DType.Float32, g);
+            Time($"matmul [{m},{k}]x[{k},{n}]", 2.0 * m * k * n, () => Tensor.MatMul(a, b));
+        }
         foreach (var (c, h) in new[] { (1, 28), (64, 13), (64, 5) })
         {
             var x = Tensor.Rand([25, c, h, h], DType.Float32, g).WithRequiresGrad();
