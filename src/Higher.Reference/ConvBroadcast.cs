@@ -7,7 +7,7 @@ using static Higher.Reference.Gemm;
 namespace Higher.Reference;
 
 /// <summary>
-/// Convolution with the image as the broadcast operand (AVX-512): a <see cref="Rows"/> × (4·Vector512) register
+/// Convolution with the image as the broadcast operand (AVX-512, or AVX2 with FMA): a <see cref="Rows"/> × chunk register
 /// tile whose rows broadcast single elements of the source straight from memory, through two tables of offsets,
 /// and whose columns are a vector operand packed once per call with the channels innermost. Nothing of the column
 /// matrix is gathered, packed or transposed:
@@ -22,23 +22,26 @@ namespace Higher.Reference;
 /// output channels, columns input channels (W's tap packed [o, c]), each tile added into a transposed scratch of the
 /// image at the pixels the tap reaches.</item>
 /// </list>
-/// With 64 channels a step is 6 broadcasts and 4 vector loads for 24 FMAs, against 8 broadcasts and 2 loads for 16 in
-/// the implicit GEMM's 8 × 32 tile, and the implicit GEMM's gathers (18 % of its forward, more of its weight gradient)
-/// are gone. Channels are padded with zeros to a multiple of 4·Vector512 in the packed operand (their lanes are never
-/// stored), so the automatic choice takes the path only where that wastes at most a quarter.
+/// A chunk is 4·Vector512 channels with AVX-512 (64 float, 32 double), 2·Vector256 with AVX2 (16 float, 8 double: 12
+/// accumulators, 2 operands and a broadcast in 15 of the 16 ymm registers). With 64 channels and AVX-512 a step is 6
+/// broadcasts and 4 vector loads for 24 FMAs, against 8 broadcasts and 2 loads for 16 in the implicit GEMM's 8 × 32
+/// tile, and the implicit GEMM's gathers (18 % of its forward, more of its weight gradient) are gone. Channels are
+/// padded with zeros to a multiple of the chunk in the packed operand (their lanes are never stored), so the automatic
+/// choice takes the path only where that wastes at most a quarter.
 /// <para>
 /// Every forward and weight-gradient element is one FMA chain from zero over its terms in ascending order (k = (c·kh +
 /// p)·kw + q for the forward, output pixels n·OH·OW + i·OW + j for the weight gradient); the blocks the loops walk in
 /// only reload the chain's partial sum from the unit's scratch, which rounds nothing. An input-gradient element adds
 /// its taps' chains in ascending tap order. Each element belongs to one work unit, units are fixed by the geometry
-/// and shared out between threads, so results are the same bits for any degree of parallelism.
+/// and shared out between threads, so results are the same bits for any degree of parallelism, and, every lane being
+/// its own chain of fused multiply-adds, the same bits with AVX-512 and with AVX2.
 /// </para>
 /// </summary>
 internal static unsafe class ConvBroadcast
 {
     // Every loop that runs per tile or per element is AggressiveOptimization, as in Gemm and ConvGemm.
 
-    /// <summary>Rows of the register tile: 6 × 4 accumulators, 4 vector operands and a broadcast in 29 of 32 registers.</summary>
+    /// <summary>Rows of the register tile: 6 × 4 accumulators, 4 vector operands and a broadcast in 29 of 32 zmm registers (6 × 2 + 2 + 1 of 16 ymm).</summary>
     private const int Rows = 6;
 
     /// <summary>Forward: output pixels per work unit (16 tiles; their partial sums, 24 KiB of float, stay in L1).</summary>
@@ -87,11 +90,14 @@ internal static unsafe class ConvBroadcast
     /// <summary>Whether the channels pad to the tile's width with at most a quarter of waste (64 and 112 floats do, 70 and 100 do not).</summary>
     private static bool LittlePadding<T>(int channels) where T : unmanaged => 4L * Padded<T>(channels) <= 5L * channels;
 
-    /// <summary>AVX-512, which the micro-kernel's registers and loads assume.</summary>
-    private static bool Available => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+    /// <summary>The 512-bit micro-kernel's machine: AVX-512.</summary>
+    private static bool Wide => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
 
-    /// <summary>Output channels per tile: 64 float or 32 double.</summary>
-    private static int Chunk<T>() where T : unmanaged => 4 * Vector512<T>.Count;
+    /// <summary>AVX-512, or AVX2 with FMA (the 256-bit micro-kernel; without FMA the chains would round twice per term).</summary>
+    private static bool Available => Wide || (Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported);
+
+    /// <summary>Output channels per tile: 64 float or 32 double with AVX-512, 16 or 8 with AVX2.</summary>
+    private static int Chunk<T>() where T : unmanaged => Wide ? 4 * Vector512<T>.Count : 2 * Vector256<T>.Count;
 
     private static int Padded<T>(int channels) where T : unmanaged => (channels + Chunk<T>() - 1) / Chunk<T>() * Chunk<T>();
 
@@ -612,14 +618,29 @@ internal static unsafe class ConvBroadcast
     }
 
     /// <summary>
-    /// The <see cref="Rows"/> × (4·Vector512) micro-kernel: acc[r·chunk + lane] (=, or += with
+    /// The <see cref="Rows"/> × chunk micro-kernel: acc[r·chunk + lane] (=, or += with
     /// <paramref name="accumulate"/>, continuing its FMA chain) Σ over steps s &lt; count of src[rowBase[r] + stepOffset[s]] ·
     /// v[s·ldv + lane], in ascending s. Rows past the caller's count read valid memory (the tables' spare copies) and
     /// are never stored. With <paramref name="into"/>, each row's chain (from zero) is instead added to into[r] (one
     /// rounded add per element; a null row is dropped), and acc is not used: the input gradient's scatter-add.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Kernel<T>(T* src, int* rowBase, int* stepOffset, int count, T* v, long ldv, T* acc, bool accumulate, T** into = null)
+        where T : unmanaged
+    {
+        if (Wide)
+        {
+            Kernel512(src, rowBase, stepOffset, count, v, ldv, acc, accumulate, into);
+        }
+        else
+        {
+            Kernel256(src, rowBase, stepOffset, count, v, ldv, acc, accumulate, into);
+        }
+    }
+
+    /// <summary><see cref="Kernel"/> with AVX-512: 6 × (4·Vector512).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel512<T>(T* src, int* rowBase, int* stepOffset, int count, T* v, long ldv, T* acc, bool accumulate, T** into)
         where T : unmanaged
     {
         int w = Vector512<T>.Count, ld = 4 * w;
@@ -691,5 +712,76 @@ internal static unsafe class ConvBroadcast
         (Vector512.Load(d + w) + c1).Store(d + w);
         (Vector512.Load(d + 2 * w) + c2).Store(d + 2 * w);
         (Vector512.Load(d + 3 * w) + c3).Store(d + 3 * w);
+    }
+
+    /// <summary><see cref="Kernel"/> with AVX2 and FMA: 6 × (2·Vector256), the same chains as <see cref="Kernel512"/> lane for lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel256<T>(T* src, int* rowBase, int* stepOffset, int count, T* v, long ldv, T* acc, bool accumulate, T** into)
+        where T : unmanaged
+    {
+        int w = Vector256<T>.Count, ld = 2 * w;
+        T* x0 = src + rowBase[0], x1 = src + rowBase[1], x2 = src + rowBase[2], x3 = src + rowBase[3], x4 = src + rowBase[4], x5 = src + rowBase[5];
+        Vector256<T> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+        if (accumulate)
+        {
+            c00 = Vector256.Load(acc); c01 = Vector256.Load(acc + w);
+            c10 = Vector256.Load(acc + ld); c11 = Vector256.Load(acc + ld + w);
+            c20 = Vector256.Load(acc + 2 * ld); c21 = Vector256.Load(acc + 2 * ld + w);
+            c30 = Vector256.Load(acc + 3 * ld); c31 = Vector256.Load(acc + 3 * ld + w);
+            c40 = Vector256.Load(acc + 4 * ld); c41 = Vector256.Load(acc + 4 * ld + w);
+            c50 = Vector256.Load(acc + 5 * ld); c51 = Vector256.Load(acc + 5 * ld + w);
+        }
+        else
+        {
+            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = default;
+        }
+        for (int s = 0; s < count; s++)
+        {
+            int o = stepOffset[s];
+            var b0 = Vector256.Load(v);
+            var b1 = Vector256.Load(v + w);
+            var a = Vector256.Create(x0[o]);
+            c00 = Fma256(a, b0, c00); c01 = Fma256(a, b1, c01);
+            a = Vector256.Create(x1[o]);
+            c10 = Fma256(a, b0, c10); c11 = Fma256(a, b1, c11);
+            a = Vector256.Create(x2[o]);
+            c20 = Fma256(a, b0, c20); c21 = Fma256(a, b1, c21);
+            a = Vector256.Create(x3[o]);
+            c30 = Fma256(a, b0, c30); c31 = Fma256(a, b1, c31);
+            a = Vector256.Create(x4[o]);
+            c40 = Fma256(a, b0, c40); c41 = Fma256(a, b1, c41);
+            a = Vector256.Create(x5[o]);
+            c50 = Fma256(a, b0, c50); c51 = Fma256(a, b1, c51);
+            v += ldv;
+        }
+        if (into != null)
+        {
+            AddInto(into[0], w, c00, c01);
+            AddInto(into[1], w, c10, c11);
+            AddInto(into[2], w, c20, c21);
+            AddInto(into[3], w, c30, c31);
+            AddInto(into[4], w, c40, c41);
+            AddInto(into[5], w, c50, c51);
+            return;
+        }
+        c00.Store(acc); c01.Store(acc + w);
+        c10.Store(acc + ld); c11.Store(acc + ld + w);
+        c20.Store(acc + 2 * ld); c21.Store(acc + 2 * ld + w);
+        c30.Store(acc + 3 * ld); c31.Store(acc + 3 * ld + w);
+        c40.Store(acc + 4 * ld); c41.Store(acc + 4 * ld + w);
+        c50.Store(acc + 5 * ld); c51.Store(acc + 5 * ld + w);
+    }
+
+    /// <summary>d[0, 2·w) += a row of the 256-bit tile, unless d is null.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddInto<T>(T* d, int w, Vector256<T> c0, Vector256<T> c1)
+        where T : unmanaged
+    {
+        if (d == null)
+        {
+            return;
+        }
+        (Vector256.Load(d) + c0).Store(d);
+        (Vector256.Load(d + w) + c1).Store(d + w);
     }
 }
