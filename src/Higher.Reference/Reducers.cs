@@ -518,6 +518,42 @@ internal static class Reducers
             acc0.StoreUnsafe(ref lanes[0]);
             acc1.StoreUnsafe(ref lanes[8]);
         }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            // The same 16 lanes as four vectors of 4 doubles: each lane adds the same elements in the same order.
+            var acc0 = Vector256<double>.Zero;
+            var acc1 = Vector256<double>.Zero;
+            var acc2 = Vector256<double>.Zero;
+            var acc3 = Vector256<double>.Zero;
+            if (typeof(T) == typeof(float))
+            {
+                ref float xf = ref Unsafe.As<T, float>(ref x);
+                for (; i <= n - 16; i += 16)
+                {
+                    var (l0, l1) = Vector256.Widen(Vector256.LoadUnsafe(ref xf, (nuint)i));
+                    var (l2, l3) = Vector256.Widen(Vector256.LoadUnsafe(ref xf, (nuint)(i + 8)));
+                    acc0 += l0;
+                    acc1 += l1;
+                    acc2 += l2;
+                    acc3 += l3;
+                }
+            }
+            else
+            {
+                ref double xd = ref Unsafe.As<T, double>(ref x);
+                for (; i <= n - 16; i += 16)
+                {
+                    acc0 += Vector256.LoadUnsafe(ref xd, (nuint)i);
+                    acc1 += Vector256.LoadUnsafe(ref xd, (nuint)(i + 4));
+                    acc2 += Vector256.LoadUnsafe(ref xd, (nuint)(i + 8));
+                    acc3 += Vector256.LoadUnsafe(ref xd, (nuint)(i + 12));
+                }
+            }
+            acc0.StoreUnsafe(ref lanes[0]);
+            acc1.StoreUnsafe(ref lanes[4]);
+            acc2.StoreUnsafe(ref lanes[8]);
+            acc3.StoreUnsafe(ref lanes[12]);
+        }
         for (; i < n; i++)
         {
             lanes[i & 15] += typeof(T) == typeof(float) ? Unsafe.As<T, float>(ref Unsafe.Add(ref x, i)) : Unsafe.As<T, double>(ref Unsafe.Add(ref x, i));
