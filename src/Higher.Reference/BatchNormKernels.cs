@@ -8,7 +8,8 @@ namespace Higher.Reference;
 /// forward (statistics and normalized output), its input gradient and its weight gradient. Each
 /// channel is one serial unit of work (sums in double, blocks of S in ascending n, vector lanes
 /// combined in a fixed order), so channels run in parallel with results independent of the thread
-/// count. The loops are Vector512 (scalar where AVX-512 is absent), and every per-channel loop is
+/// count. The loops are written once over <see cref="ILanes8{TL}"/> and <see cref="IVec{TV, T}"/> and run with AVX-512 or
+/// AVX2 (the same bits with either; scalar where neither is present), and every per-channel loop is
 /// AggressiveOptimization: tier-0 code would run a fresh process's first calls several times slower.
 /// </summary>
 internal static unsafe class BatchNormKernels
@@ -29,24 +30,11 @@ internal static unsafe class BatchNormKernels
         }
     }
 
-    /// <summary>Elements per step of the double-accumulating loops: two Vector512 of double (one of float, widened).</summary>
-    private static int Step => 2 * Vector512<double>.Count;
+    /// <summary>Elements per step of the double-accumulating loops: two sets of eight double lanes (<see cref="ILanes8{TL}.Load16"/>).</summary>
+    private const int Step = 16;
 
-    /// <summary>The <see cref="Step"/> elements at p as two vectors of double.</summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    private static void Load2<T>(T* p, out Vector512<double> lo, out Vector512<double> hi)
-        where T : unmanaged
-    {
-        if (typeof(T) == typeof(float))
-        {
-            (lo, hi) = Vector512.Widen(Vector512.Load((float*)p));
-        }
-        else
-        {
-            lo = Vector512.Load((double*)p);
-            hi = Vector512.Load((double*)p + Vector512<double>.Count);
-        }
-    }
+    /// <summary>Whether the double-accumulating loops take 512-bit vectors (else 256-bit, where present).</summary>
+    private static bool Wide => Lanes512.Accelerated;
 
     /// <summary>
     /// Prefetches the <see cref="Step"/> elements at p into L1 (one line of float, two of double). The channel loops
@@ -72,20 +60,26 @@ internal static unsafe class BatchNormKernels
     /// <summary>Σ p[i] for i &lt; n in double: lanes in a fixed order, then the tail in ascending order.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static double Sum<T>(T* p, int n)
+        where T : unmanaged, IFloatingPointIeee754<T> =>
+        Wide ? Sum<T, Lanes512>(p, n) : Sum<T, Lanes256>(p, n);
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static double Sum<T, TL>(T* p, int n)
         where T : unmanaged, IFloatingPointIeee754<T>
+        where TL : struct, ILanes8<TL>
     {
         int i = 0;
         double total = 0;
-        if (Vector512.IsHardwareAccelerated && n >= Step)
+        if (TL.Accelerated && n >= Step)
         {
-            Vector512<double> a = Vector512<double>.Zero, b = Vector512<double>.Zero;
+            TL a = default, b = default;
             for (; i <= n - Step; i += Step)
             {
-                Load2(p + i, out var lo, out var hi);
+                TL.Load16(p + i, out var lo, out var hi);
                 a += lo;
                 b += hi;
             }
-            total = Vector512.Sum(a + b);
+            total = TL.Sum(a + b);
         }
         for (; i < n; i++)
         {
@@ -94,24 +88,30 @@ internal static unsafe class BatchNormKernels
         return total;
     }
 
-    /// <summary>(Σ (p[i] - k), Σ (p[i] - k)²) for i &lt; n in double, in the order of <see cref="Sum"/> (each sum's bits do not depend on the other's).</summary>
+    /// <summary>(Σ (p[i] - k), Σ (p[i] - k)²) for i &lt; n in double, in the order of <see cref="Sum{T}(T*, int)"/> (each sum's bits do not depend on the other's).</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static (double D, double D2) ShiftedSums<T>(T* p, int n, double k, long next = 0)
+        where T : unmanaged, IFloatingPointIeee754<T> =>
+        Wide ? ShiftedSums<T, Lanes512>(p, n, k, next) : ShiftedSums<T, Lanes256>(p, n, k, next);
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static (double D, double D2) ShiftedSums<T, TL>(T* p, int n, double k, long next)
         where T : unmanaged, IFloatingPointIeee754<T>
+        where TL : struct, ILanes8<TL>
     {
         int i = 0;
         double d1 = 0, d2 = 0;
-        if (Vector512.IsHardwareAccelerated && n >= Step)
+        if (TL.Accelerated && n >= Step)
         {
-            var vk = Vector512.Create(k);
-            Vector512<double> a = Vector512<double>.Zero, b = Vector512<double>.Zero, aa = Vector512<double>.Zero, bb = Vector512<double>.Zero;
+            var vk = TL.Create(k);
+            TL a = default, b = default, aa = default, bb = default;
             for (; i <= n - Step; i += Step)
             {
                 if (next != 0)
                 {
                     Prefetch(p + next + i);
                 }
-                Load2(p + i, out var lo, out var hi);
+                TL.Load16(p + i, out var lo, out var hi);
                 lo -= vk;
                 hi -= vk;
                 a += lo;
@@ -119,8 +119,8 @@ internal static unsafe class BatchNormKernels
                 aa += lo * lo;
                 bb += hi * hi;
             }
-            d1 = Vector512.Sum(a + b);
-            d2 = Vector512.Sum(aa + bb);
+            d1 = TL.Sum(a + b);
+            d2 = TL.Sum(aa + bb);
         }
         for (; i < n; i++)
         {
@@ -131,17 +131,23 @@ internal static unsafe class BatchNormKernels
         return (d1, d2);
     }
 
-    /// <summary>(Σ g[i], Σ g[i]·(x[i] - mu)) for i &lt; n in double, in the order of <see cref="Sum"/>.</summary>
+    /// <summary>(Σ g[i], Σ g[i]·(x[i] - mu)) for i &lt; n in double, in the order of <see cref="Sum{T}(T*, int)"/>.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static (double G, double GD) Products<T>(T* g, T* x, int n, double mu, long next = 0)
+        where T : unmanaged, IFloatingPointIeee754<T> =>
+        Wide ? Products<T, Lanes512>(g, x, n, mu, next) : Products<T, Lanes256>(g, x, n, mu, next);
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static (double G, double GD) Products<T, TL>(T* g, T* x, int n, double mu, long next)
         where T : unmanaged, IFloatingPointIeee754<T>
+        where TL : struct, ILanes8<TL>
     {
         int i = 0;
         double sumG = 0, sumGD = 0;
-        if (Vector512.IsHardwareAccelerated && n >= Step)
+        if (TL.Accelerated && n >= Step)
         {
-            var vm = Vector512.Create(mu);
-            Vector512<double> ga = Vector512<double>.Zero, gb = Vector512<double>.Zero, da = Vector512<double>.Zero, db = Vector512<double>.Zero;
+            var vm = TL.Create(mu);
+            TL ga = default, gb = default, da = default, db = default;
             for (; i <= n - Step; i += Step)
             {
                 if (next != 0)
@@ -149,15 +155,15 @@ internal static unsafe class BatchNormKernels
                     Prefetch(g + next + i);
                     Prefetch(x + next + i);
                 }
-                Load2(g + i, out var glo, out var ghi);
-                Load2(x + i, out var xlo, out var xhi);
+                TL.Load16(g + i, out var glo, out var ghi);
+                TL.Load16(x + i, out var xlo, out var xhi);
                 ga += glo;
                 gb += ghi;
                 da += glo * (xlo - vm);
                 db += ghi * (xhi - vm);
             }
-            sumG = Vector512.Sum(ga + gb);
-            sumGD = Vector512.Sum(da + db);
+            sumG = TL.Sum(ga + gb);
+            sumGD = TL.Sum(da + db);
         }
         for (; i < n; i++)
         {
@@ -254,14 +260,29 @@ internal static unsafe class BatchNormKernels
     private static void Affine<T>(T* src, T* dst, int n, T scale, T shift)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int i = 0;
-        if (Vector512.IsHardwareAccelerated && n >= Vector512<T>.Count)
+        if (Vec512<T>.Accelerated)
         {
-            var vs = Vector512.Create(scale);
-            var vb = Vector512.Create(shift);
-            for (; i <= n - Vector512<T>.Count; i += Vector512<T>.Count)
+            Affine<T, Vec512<T>>(src, dst, n, scale, shift);
+        }
+        else
+        {
+            Affine<T, Vec256<T>>(src, dst, n, scale, shift);
+        }
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static void Affine<T, TV>(T* src, T* dst, int n, T scale, T shift)
+        where T : unmanaged, IFloatingPointIeee754<T>
+        where TV : struct, IVec<TV, T>
+    {
+        int i = 0;
+        if (TV.Accelerated && n >= TV.Count)
+        {
+            var vs = TV.Create(scale);
+            var vb = TV.Create(shift);
+            for (; i <= n - TV.Count; i += TV.Count)
             {
-                Vector512.Store((Vector512.Load(src + i) * vs) + vb, dst + i);
+                TV.Store((TV.Load(src + i) * vs) + vb, dst + i);
             }
         }
         for (; i < n; i++)
@@ -329,45 +350,13 @@ internal static unsafe class BatchNormKernels
         for (int n = 0; n < g.Batch; n++)
         {
             long at = (n * stride) + ((long)c * s);
-            T* pg = gy + at, px = x + at, po = gx + at;
-            int i = 0;
-            if (Vector512.IsHardwareAccelerated && s >= Vector512<T>.Count)
+            if (Vec512<T>.Accelerated)
             {
-                var vk = Vector512.Create(tk);
-                var vq = Vector512.Create(tq);
-                var vs = Vector512.Create(shift);
-                if (xw == null)
-                {
-                    for (; i <= s - Vector512<T>.Count; i += Vector512<T>.Count)
-                    {
-                        var v = (Vector512.Load(pg + i) * vk) - (Vector512.Load(px + i) * vq) + vs;
-                        Vector512.Store(accX ? Vector512.Load(po + i) + v : v, po + i);
-                    }
-                }
-                else
-                {
-                    T* pxw = xw + at;
-                    var va = Vector512.Create(scale);
-                    var vb = Vector512.Create(scaleShift);
-                    for (; i <= s - Vector512<T>.Count; i += Vector512<T>.Count)
-                    {
-                        var vx = Vector512.Load(px + i);
-                        var v = (Vector512.Load(pg + i) * vk) - (vx * vq) + vs;
-                        var u = (vx * va) + vb;
-                        Vector512.Store(accX ? Vector512.Load(po + i) + v : v, po + i);
-                        Vector512.Store(accN ? Vector512.Load(pxw + i) + u : u, pxw + i);
-                    }
-                }
+                InputGradRow<T, Vec512<T>>(gy + at, x + at, gx + at, s, tk, tq, shift, accX, xw == null ? null : xw + at, scale, scaleShift, accN);
             }
-            for (; i < s; i++)
+            else
             {
-                T v = (pg[i] * tk) - (px[i] * tq) + shift;
-                po[i] = accX ? po[i] + v : v;
-                if (xw != null)
-                {
-                    T u = (px[i] * scale) + scaleShift;
-                    xw[at + i] = accN ? xw[at + i] + u : u;
-                }
+                InputGradRow<T, Vec256<T>>(gy + at, x + at, gx + at, s, tk, tq, shift, accX, xw == null ? null : xw + at, scale, scaleShift, accN);
             }
         }
         // The rows' sums as Reduce forms them (see SumsLikeReduce), while the channel is in cache.
@@ -378,6 +367,55 @@ internal static unsafe class BatchNormKernels
         if (gxSums != null)
         {
             gxSums[c] = T.CreateTruncating(RowSumsInOrder(g, c, gx));
+        }
+    }
+
+    /// <summary>
+    /// One row of <see cref="BackwardChannel"/>: po[i] (+)= pg[i]·tk - px[i]·tq + shift and, where pxw is not null,
+    /// pxw[i] (+)= px[i]·scale + scaleShift.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static void InputGradRow<T, TV>(T* pg, T* px, T* po, int s, T tk, T tq, T shift, bool accX, T* pxw, T scale, T scaleShift, bool accN)
+        where T : unmanaged, IFloatingPointIeee754<T>
+        where TV : struct, IVec<TV, T>
+    {
+        int i = 0;
+        if (TV.Accelerated && s >= TV.Count)
+        {
+            var vk = TV.Create(tk);
+            var vq = TV.Create(tq);
+            var vs = TV.Create(shift);
+            if (pxw == null)
+            {
+                for (; i <= s - TV.Count; i += TV.Count)
+                {
+                    var v = (TV.Load(pg + i) * vk) - (TV.Load(px + i) * vq) + vs;
+                    TV.Store(accX ? TV.Load(po + i) + v : v, po + i);
+                }
+            }
+            else
+            {
+                var va = TV.Create(scale);
+                var vb = TV.Create(scaleShift);
+                for (; i <= s - TV.Count; i += TV.Count)
+                {
+                    var vx = TV.Load(px + i);
+                    var v = (TV.Load(pg + i) * vk) - (vx * vq) + vs;
+                    var u = (vx * va) + vb;
+                    TV.Store(accX ? TV.Load(po + i) + v : v, po + i);
+                    TV.Store(accN ? TV.Load(pxw + i) + u : u, pxw + i);
+                }
+            }
+        }
+        for (; i < s; i++)
+        {
+            T v = (pg[i] * tk) - (px[i] * tq) + shift;
+            po[i] = accX ? po[i] + v : v;
+            if (pxw != null)
+            {
+                T u = (px[i] * scale) + scaleShift;
+                pxw[i] = accN ? pxw[i] + u : u;
+            }
         }
     }
 
@@ -431,7 +469,7 @@ internal static unsafe class BatchNormKernels
 
     /// <summary>
     /// The five channel sums of the double backward over n elements, in double, each added to its total as one block
-    /// sum in the order of <see cref="Products"/>: Σ g and Σ g·(x - μ) have <see cref="Moments"/>' bits for g, and Σ h
+    /// sum in the order of <see cref="Products{T}(T*, T*, int, double, long)"/>: Σ g and Σ g·(x - μ) have <see cref="Moments"/>' bits for g, and Σ h
     /// and Σ h·(x - μ) its bits for h.
     /// </summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
@@ -439,12 +477,28 @@ internal static unsafe class BatchNormKernels
         long next = 0)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        if (Wide)
+        {
+            DoubleBackwardSums<T, Lanes512>(g, h, x, n, mu, ref sumG, ref sumH, ref sumGD, ref sumHD, ref sumHG, next);
+        }
+        else
+        {
+            DoubleBackwardSums<T, Lanes256>(g, h, x, n, mu, ref sumG, ref sumH, ref sumGD, ref sumHD, ref sumHG, next);
+        }
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static void DoubleBackwardSums<T, TL>(T* g, T* h, T* x, int n, double mu, ref double sumG, ref double sumH, ref double sumGD, ref double sumHD, ref double sumHG,
+        long next)
+        where T : unmanaged, IFloatingPointIeee754<T>
+        where TL : struct, ILanes8<TL>
+    {
         int i = 0;
         double bG = 0, bH = 0, bGD = 0, bHD = 0, bHG = 0;
-        if (Vector512.IsHardwareAccelerated && n >= Step)
+        if (TL.Accelerated && n >= Step)
         {
-            var vm = Vector512.Create(mu);
-            Vector512<double> g0 = default, g1 = default, h0 = default, h1 = default, gd0 = default, gd1 = default, hd0 = default, hd1 = default, hg0 = default, hg1 = default;
+            var vm = TL.Create(mu);
+            TL g0 = default, g1 = default, h0 = default, h1 = default, gd0 = default, gd1 = default, hd0 = default, hd1 = default, hg0 = default, hg1 = default;
             for (; i <= n - Step; i += Step)
             {
                 if (next != 0)
@@ -453,9 +507,9 @@ internal static unsafe class BatchNormKernels
                     Prefetch(h + next + i);
                     Prefetch(x + next + i);
                 }
-                Load2(g + i, out var glo, out var ghi);
-                Load2(h + i, out var hlo, out var hhi);
-                Load2(x + i, out var xlo, out var xhi);
+                TL.Load16(g + i, out var glo, out var ghi);
+                TL.Load16(h + i, out var hlo, out var hhi);
+                TL.Load16(x + i, out var xlo, out var xhi);
                 xlo -= vm;
                 xhi -= vm;
                 g0 += glo;
@@ -469,11 +523,11 @@ internal static unsafe class BatchNormKernels
                 hg0 += hlo * glo;
                 hg1 += hhi * ghi;
             }
-            bG = Vector512.Sum(g0 + g1);
-            bH = Vector512.Sum(h0 + h1);
-            bGD = Vector512.Sum(gd0 + gd1);
-            bHD = Vector512.Sum(hd0 + hd1);
-            bHG = Vector512.Sum(hg0 + hg1);
+            bG = TL.Sum(g0 + g1);
+            bH = TL.Sum(h0 + h1);
+            bGD = TL.Sum(gd0 + gd1);
+            bHD = TL.Sum(hd0 + hd1);
+            bHG = TL.Sum(hg0 + hg1);
         }
         for (; i < n; i++)
         {
@@ -531,51 +585,68 @@ internal static unsafe class BatchNormKernels
         for (int n = 0; n < g.Batch; n++)
         {
             long at = (n * stride) + ((long)c * s);
-            T* pg = gy + at, px = x + at, ph = h + at, po = dx + at;
-            int i = 0;
-            if (Vector512.IsHardwareAccelerated && s >= Vector512<T>.Count)
+            if (Vec512<T>.Accelerated)
             {
-                var vp = Vector512.Create(tp);
-                var vq = Vector512.Create(tq);
-                var vr = Vector512.Create(tr);
-                var vs = Vector512.Create(shift);
-                if (dgy == null)
-                {
-                    for (; i <= s - Vector512<T>.Count; i += Vector512<T>.Count)
-                    {
-                        var v = (Vector512.Load(px + i) * vp) - (Vector512.Load(pg + i) * vq) - (Vector512.Load(ph + i) * vr) + vs;
-                        Vector512.Store(accX ? Vector512.Load(po + i) + v : v, po + i);
-                    }
-                }
-                else
-                {
-                    T* pd = dgy + at;
-                    var vhk = Vector512.Create(hk);
-                    var vhq = Vector512.Create(hq);
-                    var vhs = Vector512.Create(hShift);
-                    for (; i <= s - Vector512<T>.Count; i += Vector512<T>.Count)
-                    {
-                        var vx = Vector512.Load(px + i);
-                        var vh = Vector512.Load(ph + i);
-                        var v = (vx * vp) - (Vector512.Load(pg + i) * vq) - (vh * vr) + vs;
-                        var u = (vh * vhk) - (vx * vhq) + vhs;
-                        Vector512.Store(accX ? Vector512.Load(po + i) + v : v, po + i);
-                        Vector512.Store(accG ? Vector512.Load(pd + i) + u : u, pd + i);
-                    }
-                }
+                DoubleBackwardRow<T, Vec512<T>>(gy + at, x + at, h + at, dx + at, s, tp, tq, tr, shift, accX, dgy == null ? null : dgy + at, hk, hq, hShift, accG);
             }
-            for (; i < s; i++)
+            else
             {
-                T v = (px[i] * tp) - (pg[i] * tq) - (ph[i] * tr) + shift;
-                po[i] = accX ? po[i] + v : v;
-                if (dgy != null)
-                {
-                    T u = (ph[i] * hk) - (px[i] * hq) + hShift;
-                    dgy[at + i] = accG ? dgy[at + i] + u : u;
-                }
+                DoubleBackwardRow<T, Vec256<T>>(gy + at, x + at, h + at, dx + at, s, tp, tq, tr, shift, accX, dgy == null ? null : dgy + at, hk, hq, hShift, accG);
             }
         }
         dw[c] = T.CreateTruncating(count * r * (sv - (m * a)));
+    }
+
+    /// <summary>
+    /// One row of <see cref="InputGradBackwardChannel"/>: po[i] (+)= px[i]·tp - pg[i]·tq - ph[i]·tr + shift and, where pd
+    /// is not null, pd[i] (+)= ph[i]·hk - px[i]·hq + hShift.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static void DoubleBackwardRow<T, TV>(T* pg, T* px, T* ph, T* po, int s, T tp, T tq, T tr, T shift, bool accX, T* pd, T hk, T hq, T hShift, bool accG)
+        where T : unmanaged, IFloatingPointIeee754<T>
+        where TV : struct, IVec<TV, T>
+    {
+        int i = 0;
+        if (TV.Accelerated && s >= TV.Count)
+        {
+            var vp = TV.Create(tp);
+            var vq = TV.Create(tq);
+            var vr = TV.Create(tr);
+            var vs = TV.Create(shift);
+            if (pd == null)
+            {
+                for (; i <= s - TV.Count; i += TV.Count)
+                {
+                    var v = (TV.Load(px + i) * vp) - (TV.Load(pg + i) * vq) - (TV.Load(ph + i) * vr) + vs;
+                    TV.Store(accX ? TV.Load(po + i) + v : v, po + i);
+                }
+            }
+            else
+            {
+                var vhk = TV.Create(hk);
+                var vhq = TV.Create(hq);
+                var vhs = TV.Create(hShift);
+                for (; i <= s - TV.Count; i += TV.Count)
+                {
+                    var vx = TV.Load(px + i);
+                    var vh = TV.Load(ph + i);
+                    var v = (vx * vp) - (TV.Load(pg + i) * vq) - (vh * vr) + vs;
+                    var u = (vh * vhk) - (vx * vhq) + vhs;
+                    TV.Store(accX ? TV.Load(po + i) + v : v, po + i);
+                    TV.Store(accG ? TV.Load(pd + i) + u : u, pd + i);
+                }
+            }
+        }
+        for (; i < s; i++)
+        {
+            T v = (px[i] * tp) - (pg[i] * tq) - (ph[i] * tr) + shift;
+            po[i] = accX ? po[i] + v : v;
+            if (pd != null)
+            {
+                T u = (ph[i] * hk) - (px[i] * hq) + hShift;
+                pd[i] = accG ? pd[i] + u : u;
+            }
+        }
     }
 
     public static void WeightGrad<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* gw)
