@@ -224,33 +224,48 @@ internal static unsafe class ConvBroadcast
             {
                 T* xt = (T*)(((nint)scratchBase + 63) & ~(nint)63);
                 T** into = stackalloc T*[Rows];
+                long* at = stackalloc long[Rows];
                 new Span<T>(xt, plane * cp).Clear();
                 for (int t = 0; t < v.Taps; t++)
                 {
                     int p = t / v.KernelWidth, q = t % v.KernelWidth;
                     int dh = p * v.DilationHeight - v.PadTop, dwo = q * v.DilationWidth - v.PadLeft;
-                    for (int ci = 0; ci < chunks; ci++)
+                    T* vt = packed + (long)t * m * cp;
+                    for (int p0 = 0, i0 = 0, j0 = 0; p0 < pixels; p0 += Rows)
                     {
-                        T* vt = packed + (long)t * m * cp + ci * chunk;
-                        for (int p0 = 0; p0 < pixels; p0 += Rows)
+                        int rows = Math.Min(Rows, pixels - p0);
+                        // Each row's offset in gradXᵀ: the pixel the tap takes it to, -1 where that lies outside x (or past the tile's rows).
+                        // (i0, j0) is output pixel p0, stepped without a division.
+                        for (int r = 0, i = i0, j = j0; r < Rows; r++)
                         {
-                            int rows = Math.Min(Rows, pixels - p0);
-                            // Each row's destination: gradXᵀ at the pixel the tap takes it to, none where that lies outside x (or past the tile's rows).
-                            for (int r = 0; r < Rows; r++)
+                            at[r] = -1;
+                            if (r < rows)
                             {
-                                into[r] = null;
-                                if (r >= rows)
-                                {
-                                    continue;
-                                }
-                                int pix = p0 + r, i = pix / ow, j = pix % ow;
                                 int hh = i * v.StrideHeight + dh, ww = j * v.StrideWidth + dwo;
                                 if ((uint)hh < (uint)h && (uint)ww < (uint)wd)
                                 {
-                                    into[r] = xt + ((long)hh * wd + ww) * cp + ci * chunk;
+                                    at[r] = ((long)hh * wd + ww) * cp;
                                 }
                             }
-                            Kernel(dy, bases + p0, offsets, m, vt, cp, null, accumulate: false, into);
+                            if (++j == ow)
+                            {
+                                j = 0;
+                                i++;
+                            }
+                        }
+                        j0 += Rows;
+                        while (j0 >= ow)
+                        {
+                            j0 -= ow;
+                            i0++;
+                        }
+                        for (int ci = 0; ci < chunks; ci++)
+                        {
+                            for (int r = 0; r < Rows; r++)
+                            {
+                                into[r] = at[r] < 0 ? null : xt + at[r] + ci * chunk;
+                            }
+                            Kernel(dy, bases + p0, offsets, m, vt + ci * chunk, cp, null, accumulate: false, into);
                         }
                     }
                 }
