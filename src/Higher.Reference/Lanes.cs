@@ -6,7 +6,7 @@ namespace Higher.Reference;
 
 /// <summary>
 /// Eight double lanes, whatever the machine's vector width: the accumulators of the loops that sum float or double
-/// data in double (<see cref="BatchNormKernels"/>). A loop written once over <c>TL : ILanes8&lt;TL&gt;</c> is
+/// data in double (<see cref="BatchNormKernels"/>, the block sums of <see cref="Reducers"/>). A loop written once over <c>TL : ILanes8&lt;TL&gt;</c> is
 /// specialized by the JIT for <see cref="Lanes512"/> (one Vector512) and <see cref="Lanes256"/> (two Vector256); both
 /// add the same elements into the same lane in the same order, and <see cref="Sum"/> adds the eight lanes in one fixed
 /// order, so the bits are the same with AVX-512 and with AVX2.
@@ -31,6 +31,9 @@ internal unsafe interface ILanes8<TL>
 
     /// <summary>((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).</summary>
     static abstract double Sum(TL v);
+
+    /// <summary>The eight lanes to p[0, 8).</summary>
+    static abstract void Store(TL v, double* p);
 }
 
 /// <summary>Eight double lanes as one Vector512.</summary>
@@ -70,6 +73,9 @@ internal unsafe struct Lanes512 : ILanes8<Lanes512>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Lanes512 operator *(Lanes512 a, Lanes512 b) => new(a._v * b._v);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(Lanes512 v, double* p) => v._v.Store(p);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static double Sum(Lanes512 v) => Lanes256.Sum(v._v.GetLower(), v._v.GetUpper());
@@ -117,6 +123,13 @@ internal unsafe struct Lanes256 : ILanes8<Lanes256>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Lanes256 operator *(Lanes256 a, Lanes256 b) => new(a._lo * b._lo, a._hi * b._hi);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(Lanes256 v, double* p)
+    {
+        v._lo.Store(p);
+        v._hi.Store(p + 4);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static double Sum(Lanes256 v) => Sum(v._lo, v._hi);

@@ -485,74 +485,39 @@ internal static class Reducers
         hi = Vector512.ConditionalSelect(highMask, hi + h, hi);
     }
 
+    /// <summary>BlockSum's vector part: lane l (of 16) adds p[l], p[l + 16], … in order; returns the elements consumed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe int BlockLanes<T, TL>(T* p, int n, double* lanes)
+        where T : unmanaged
+        where TL : struct, ILanes8<TL>
+    {
+        TL a = default, b = default;
+        int i = 0;
+        for (; i <= n - 16; i += 16)
+        {
+            TL.Load16(p + i, out var lo, out var hi);
+            a += lo;
+            b += hi;
+        }
+        TL.Store(a, lanes);
+        TL.Store(b, lanes + 8);
+        return i;
+    }
+
     /// <summary>Sum of at most <see cref="PairwiseBase"/> elements: 16 double lanes, then lanes added in index order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static double BlockSum<T>(ref T x, int n) where T : unmanaged
+    private static unsafe double BlockSum<T>(ref T x, int n) where T : unmanaged
     {
         Span<double> lanes = stackalloc double[16];
         lanes.Clear();
         int i = 0;
-        if (Vector512.IsHardwareAccelerated)
+        if (n >= 16 && (Lanes512.Accelerated || Lanes256.Accelerated))
         {
-            var acc0 = Vector512<double>.Zero;
-            var acc1 = Vector512<double>.Zero;
-            if (typeof(T) == typeof(float))
+            fixed (T* p = &x)
+            fixed (double* l = lanes)
             {
-                ref float xf = ref Unsafe.As<T, float>(ref x);
-                for (; i <= n - 16; i += 16)
-                {
-                    var (lo, hi) = Vector512.Widen(Vector512.LoadUnsafe(ref xf, (nuint)i));
-                    acc0 += lo;
-                    acc1 += hi;
-                }
+                i = Lanes512.Accelerated ? BlockLanes<T, Lanes512>(p, n, l) : BlockLanes<T, Lanes256>(p, n, l);
             }
-            else
-            {
-                ref double xd = ref Unsafe.As<T, double>(ref x);
-                for (; i <= n - 16; i += 16)
-                {
-                    acc0 += Vector512.LoadUnsafe(ref xd, (nuint)i);
-                    acc1 += Vector512.LoadUnsafe(ref xd, (nuint)(i + 8));
-                }
-            }
-            acc0.StoreUnsafe(ref lanes[0]);
-            acc1.StoreUnsafe(ref lanes[8]);
-        }
-        else if (Vector256.IsHardwareAccelerated)
-        {
-            // The same 16 lanes as four vectors of 4 doubles: each lane adds the same elements in the same order.
-            var acc0 = Vector256<double>.Zero;
-            var acc1 = Vector256<double>.Zero;
-            var acc2 = Vector256<double>.Zero;
-            var acc3 = Vector256<double>.Zero;
-            if (typeof(T) == typeof(float))
-            {
-                ref float xf = ref Unsafe.As<T, float>(ref x);
-                for (; i <= n - 16; i += 16)
-                {
-                    var (l0, l1) = Vector256.Widen(Vector256.LoadUnsafe(ref xf, (nuint)i));
-                    var (l2, l3) = Vector256.Widen(Vector256.LoadUnsafe(ref xf, (nuint)(i + 8)));
-                    acc0 += l0;
-                    acc1 += l1;
-                    acc2 += l2;
-                    acc3 += l3;
-                }
-            }
-            else
-            {
-                ref double xd = ref Unsafe.As<T, double>(ref x);
-                for (; i <= n - 16; i += 16)
-                {
-                    acc0 += Vector256.LoadUnsafe(ref xd, (nuint)i);
-                    acc1 += Vector256.LoadUnsafe(ref xd, (nuint)(i + 4));
-                    acc2 += Vector256.LoadUnsafe(ref xd, (nuint)(i + 8));
-                    acc3 += Vector256.LoadUnsafe(ref xd, (nuint)(i + 12));
-                }
-            }
-            acc0.StoreUnsafe(ref lanes[0]);
-            acc1.StoreUnsafe(ref lanes[4]);
-            acc2.StoreUnsafe(ref lanes[8]);
-            acc3.StoreUnsafe(ref lanes[12]);
         }
         for (; i < n; i++)
         {
