@@ -351,19 +351,38 @@ internal static class Derivatives
         n.NeedsGrad(2) ? ChannelSum(g) : null,
     ]);
 
-    /// <summary>gx = ConvInputGrad(dy, W) = ∂T/∂x (the transposed convolution): d dy = Conv(g, W), dW = ConvWeightGrad(g, dy).</summary>
+    /// <summary>
+    /// gx = ConvInputGrad(dy, W) = ∂T/∂x (the transposed convolution): d dy = Conv(g, W), dW = ConvWeightGrad(g, dy).
+    /// d dy takes as its bias a channel sum's gradient waiting in dy's slot (<see cref="ConvIntoDySlot"/>).
+    /// </summary>
     public static readonly Derivative<ConvGeometry> Conv2dInputGrad = new("Conv2dInputGrad", Saves.Inputs01, static (Node n, in ConvGeometry c, Tensor g) =>
     [
-        n.NeedsGrad(0) ? Tensor.ConvPrimitive(g, n.Input(1), c) : null,
+        n.NeedsGrad(0) ? ConvIntoDySlot(n, 0, g, n.Input(1), c) : null,
         n.NeedsGrad(1) ? Tensor.ConvWeightGradPrimitive(g, n.Input(0), c) : null,
     ]);
 
-    /// <summary>gW = ConvWeightGrad(x, dy) = ∂T/∂W: dx = ConvInputGrad(dy, g), d dy = Conv(x, g).</summary>
+    /// <summary>
+    /// gW = ConvWeightGrad(x, dy) = ∂T/∂W: dx = ConvInputGrad(dy, g), d dy = Conv(x, g), with a channel sum's gradient
+    /// waiting in dy's slot as its bias (<see cref="ConvIntoDySlot"/>).
+    /// </summary>
     public static readonly Derivative<ConvGeometry> Conv2dWeightGrad = new("Conv2dWeightGrad", Saves.Inputs01, static (Node n, in ConvGeometry c, Tensor g) =>
     [
         n.NeedsGrad(0) ? Tensor.ConvInputGradPrimitive(n.Input(1), g, c) : null,
-        n.NeedsGrad(1) ? Tensor.ConvPrimitive(n.Input(0), g, c) : null,
+        n.NeedsGrad(1) ? ConvIntoDySlot(n, 1, n.Input(0), g, c) : null,
     ]);
+
+    /// <summary>
+    /// Conv(x, w), the gradient of input <paramref name="k"/> of <paramref name="n"/> (an input-gradient or weight-gradient
+    /// node's dy). Where dy's slot holds only a channel sum's gradient [1, O, 1, 1] waiting for the next term (a conv
+    /// layer's bias gradient in the inner step, in a backward that records nothing: <see cref="Engine.TakeDeferredBroadcast"/>),
+    /// the convolution takes it as its bias (<see cref="IBackend.Conv2dBias"/>, the bits of the convolution and the
+    /// slot's broadcasting add) and the slot receives the sum, where it would have added the two in a full-size pass.
+    /// </summary>
+    private static Tensor ConvIntoDySlot(Node n, int k, Tensor x, Tensor w, in ConvGeometry c)
+    {
+        var bias = Engine.TakeDeferredBroadcast(n, k, new Shape(1, c.OutChannels, 1, 1));
+        return bias is null ? Tensor.ConvPrimitive(x, w, c) : Tensor.ConvBiasPrimitive(x, w, bias.Reshape(c.OutChannels), c);
+    }
 
     /// <summary>Max pooling (auxiliary: the Int64 indices of the maxima): dx = zeros[N·C, H·W].ScatterAdd(1, indices, g) (scattered into fresh zeros), whose own derivative gathers.</summary>
     public static readonly Derivative<PoolGeometry> MaxPool2d = new("MaxPool2d", Saves.None, static (Node n, in PoolGeometry p, Tensor g) =>

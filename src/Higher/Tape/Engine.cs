@@ -155,6 +155,7 @@ internal sealed class Engine
             _dropped = scratch.Dropped;
             _claimed = scratch.Claimed;
             _absorbed = scratch.Absorbed;
+            _takenBroadcasts = scratch.TakenBroadcasts;
             _visited = scratch.Visited;
             _needed = scratch.Needed;
             if (_targetList is { } targets)
@@ -271,6 +272,12 @@ internal sealed class Engine
             }
             // Every accumulator the backward added into came back as its input's gradient.
             _absorbed.Clear();
+            // The deferred sums' gradients the backward took into its kernels (TakeDeferredBroadcast), used by now.
+            foreach (var small in _takenBroadcasts)
+            {
+                Unpend(small);
+            }
+            _takenBroadcasts.Clear();
             // After the accumulation, so a saved tensor that came back as a gradient is held by its slot.
             if (!retainGraph)
             {
@@ -398,6 +405,41 @@ internal sealed class Engine
         fn.PassBroadcast = small;
         fn.PassBroadcastShape = shape;
         return true;
+    }
+
+    // Deferred sums' gradients a backward took into its kernel (TakeDeferredBroadcast), released once its gradients are in.
+    private List<Tensor> _takenBroadcasts = null!;
+
+    /// <summary>
+    /// The deferred sum's gradient that waits in the gradient slot of input <paramref name="k"/> of
+    /// <paramref name="node"/> (see <see cref="Defer"/>), when it has shape <paramref name="shape"/> and is the slot's only
+    /// term: the slot gives it up, and the caller must add it, broadcast, into the gradient it returns for that input
+    /// (a convolution takes it as its bias, the bits of the slot's own broadcasting add). Only in a pass that records
+    /// nothing, for a node whose backward this pass is running; null otherwise (the slot adds it when the gradient
+    /// arrives, as it would have).
+    /// </summary>
+    internal static Tensor? TakeDeferredBroadcast(Node node, int k, Shape shape) => t_running?.TakeDeferredBroadcastOf(node, k, shape);
+
+    /// <summary>Tests only: how many deferred sums' gradients backwards on this thread took into their kernels (see <see cref="TakeDeferredBroadcast"/>).</summary>
+    [ThreadStatic]
+    internal static int TakenBroadcastsOnThisThread;
+
+    private Tensor? TakeDeferredBroadcastOf(Node node, int k, Shape shape)
+    {
+        if (!_accumulateInPlace || _mapped || NoDeferredBroadcastsOnThisThread || !ReferenceEquals(node.PassOwner, this))
+        {
+            return null;
+        }
+        ref readonly var x = ref node.Inputs[k];
+        if (!x.RequiresGrad || x.Fn is not { } fn || !ReferenceEquals(fn.PassOwner, this) || !fn.PassNeeded || fn.PassTarget != 0
+            || fn.PassGrad is not null || fn.PassBroadcast is not { } small || small.Shape != shape || fn.PassBroadcastShape != x.Shape)
+        {
+            return null;
+        }
+        fn.PassBroadcast = null;
+        _takenBroadcasts.Add(small);
+        TakenBroadcastsOnThisThread++;
+        return small;
     }
 
     /// <summary>Takes the gradient accumulated for the output of <paramref name="node"/> (a node of the order) if its backward is to run.</summary>
@@ -785,6 +827,9 @@ internal sealed class Engine
         /// <summary>Slot tensors a backward added into (see TakeAccumulator).</summary>
         public List<Tensor> Absorbed { get; } = [];
 
+        /// <summary>Deferred sums' gradients a backward took (see TakeDeferredBroadcast).</summary>
+        public List<Tensor> TakenBroadcasts { get; } = [];
+
         public Stack<(Node Node, int Next)> Stack { get; } = new();
 
         public Dictionary<Node, Tensor> NodeGrads { get; } = new(ReferenceEqualityComparer.Instance);
@@ -809,6 +854,7 @@ internal sealed class Engine
             Visited.Clear();
             Claimed.Clear();
             Absorbed.Clear();
+            TakenBroadcasts.Clear();
             Needed.Clear();
             Stack.Clear();
             NodeGrads.Clear();

@@ -250,6 +250,7 @@ public sealed class InPlaceAccumulationTests
         var x = Tensor.Normal([5, 6, 33], 0, 1, DType.Float32, gen, device).WithRequiresGrad();
         var v = Tensor.Normal([6], 0, 1, DType.Float32, gen, device);
         long takenTotal = 0, withheldTotal = 0;
+        int deferrals = 0;
         foreach (bool sumFirst in new[] { true, false })
         {
             (double[] Grad, long Rents) Run(bool withhold)
@@ -263,7 +264,9 @@ public sealed class InPlaceAccumulationTests
                 Tape.Engine.NoDeferredBroadcastsOnThisThread = withhold;
                 try
                 {
+                    Tape.Engine.DeferredBroadcastsOnThisThread = 0;
                     var g = Autograd.Grad([loss], [x])[0]!;
+                    deferrals += Tape.Engine.DeferredBroadcastsOnThisThread;
                     return (g.ToDoubleArray(), pool.Statistics.Rents - before);
                 }
                 finally
@@ -279,17 +282,67 @@ public sealed class InPlaceAccumulationTests
             withheldTotal += withheldRents;
         }
         Assert.True(takenTotal < withheldTotal, $"{takenTotal} arrays rented with the slots taken, {withheldTotal} without");
+        // Withheld, none waits; taken, the sum's gradient waits for the next term in one order, and its slot adds it in broadcast.
+        Assert.True(deferrals > 0, "no sum's gradient waited for its slot and was added in broadcast");
     }
 
-    /// <summary>Runs <paramref name="body"/> with sums' gradients deferred or broadcast at once, counting the deferrals.</summary>
-    private static (T Result, int Deferred) WithDeferral<T>(bool defer, Func<T> body)
+    [Fact]
+    public void AConvBiasGradientWaitingInDysSlot_BecomesTheBiasOfTheConvolutionThatIsItsNextTerm_WithTheBitsOfTheBroadcastAdd()
+    {
+        // Two inner SGD steps of a float32 conv net (a 1-channel first layer on the direct path, a 64-channel second
+        // layer on the broadcast path), then the meta-gradient. In its backward each layer's bias gradient (a channel
+        // sum of the inner step's dy) reaches dy's slot first; the convolution that is dy's next term (the weight
+        // gradient's, or the input gradient's, derivative for dy) takes it as its bias. Against sums' gradients
+        // broadcast as they arrive (and added to the convolution in a pass of their own): the same bits, with the
+        // convolutions taking it.
+        var (device, _) = TensorScopeTests.PrivateDevice();
+        var gen = new Generator(41);
+        var conv1 = new global::Higher.Nn.Conv2d(1, 64, 3, generator: gen);
+        var conv2 = new global::Higher.Nn.Conv2d(64, 64, 3, generator: gen);
+        conv1.To(device);
+        conv2.To(device);
+        var x = Tensor.Normal([4, 1, 12, 12], 0, 1, DType.Float32, gen, device);
+        var target = Tensor.Normal([4, 64, 8, 8], 0, 1, DType.Float32, gen, device);
+        var start = conv1.Parameters().Concat(conv2.Parameters()).ToArray();
+
+        Tensor Loss(Tensor[] p) =>
+            (Tensor.Conv2d(Tensor.Conv2d(x, p[0], p[1]).Tanh(), p[2], p[3]) - target).Square().Mean();
+
+        double[][] MetaGradient()
+        {
+            var p = start;
+            for (int step = 0; step < 2; step++)
+            {
+                var d = Autograd.Grad([Loss(p)], p, createGraph: true);
+                p = p.Select((t, i) => t - (d[i]! * 0.1)).ToArray();
+            }
+            return Autograd.Grad([Loss(p)], start).Select(m => m!.ToDoubleArray()).ToArray();
+        }
+
+        var (atOnce, _, none) = WithDeferral(false, MetaGradient);
+        Assert.Equal(0, none);
+        var (taken, _, convolutions) = WithDeferral(true, MetaGradient);
+        // Both layers' bias gradients, in both inner steps.
+        Assert.True(convolutions >= 4, $"{convolutions} sums' gradients taken as a convolution's bias");
+        for (int i = 0; i < atOnce.Length; i++)
+        {
+            Assert.Equal(atOnce[i], taken[i]);
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/> with sums' gradients deferred or broadcast at once, counting the deferrals added in
+    /// by their slots and those a convolution took as its bias.
+    /// </summary>
+    private static (T Result, int Deferred, int Taken) WithDeferral<T>(bool defer, Func<T> body)
     {
         Tape.Engine.NoDeferredBroadcastsOnThisThread = !defer;
         Tape.Engine.DeferredBroadcastsOnThisThread = 0;
+        Tape.Engine.TakenBroadcastsOnThisThread = 0;
         try
         {
             var result = body();
-            return (result, Tape.Engine.DeferredBroadcastsOnThisThread);
+            return (result, Tape.Engine.DeferredBroadcastsOnThisThread, Tape.Engine.TakenBroadcastsOnThisThread);
         }
         finally
         {
@@ -322,10 +375,12 @@ public sealed class InPlaceAccumulationTests
             return meta.Select(m => m!.ToDoubleArray()).ToArray();
         }
 
-        var (atOnce, noDeferrals) = WithDeferral(false, MetaGradient);
-        var (deferred, deferrals) = WithDeferral(true, MetaGradient);
-        Assert.Equal(0, noDeferrals);
-        Assert.True(deferrals > 0, "no sum's gradient waited for its slot");
+        var (atOnce, noDeferrals, noneTaken) = WithDeferral(false, MetaGradient);
+        var (deferred, deferrals, taken) = WithDeferral(true, MetaGradient);
+        Assert.Equal(0, noDeferrals + noneTaken);
+        // Here the next term is a convolution, which takes the waiting gradient as its bias (the test below); the
+        // elementwise test above has slots add it broadcast.
+        Assert.True(deferrals + taken > 0, "no sum's gradient waited for its slot");
         for (int i = 0; i < atOnce.Length; i++)
         {
             Assert.Equal(atOnce[i], deferred[i]);
@@ -334,8 +389,8 @@ public sealed class InPlaceAccumulationTests
         // First order, two terms meeting in one slot: the same bits either way.
         Tensor Loss() => (conv1.Forward(x).Sum([0, 2, 3]) * Tensor.Normal([4], 0, 1, DType.Float64, new Generator(5), device)).Sum()
             + conv1.Forward(x).Tanh().Sum();
-        var (plain, _) = WithDeferral(false, () => Autograd.Grad([Loss()], parameters.Take(2).ToArray()).Select(g => g!.ToDoubleArray()).ToArray());
-        var (waited, _) = WithDeferral(true, () => Autograd.Grad([Loss()], parameters.Take(2).ToArray()).Select(g => g!.ToDoubleArray()).ToArray());
+        var (plain, _, _) = WithDeferral(false, () => Autograd.Grad([Loss()], parameters.Take(2).ToArray()).Select(g => g!.ToDoubleArray()).ToArray());
+        var (waited, _, _) = WithDeferral(true, () => Autograd.Grad([Loss()], parameters.Take(2).ToArray()).Select(g => g!.ToDoubleArray()).ToArray());
         Assert.Equal(plain, waited);
     }
 }
