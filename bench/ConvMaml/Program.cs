@@ -134,12 +134,16 @@ internal static class HigherRun
         var yQuery = Labels(Workload.Queries);
         var watch = new Stopwatch();
         var cpuStart = TimeSpan.Zero;
+        (int Gen0, int Gen1, int Gen2) gcStart = default;
+        var pauseStart = TimeSpan.Zero;
         for (int it = 0; it < o.Warmup + o.Iterations; it++)
         {
             if (it == o.Warmup)
             {
                 watch.Start();
                 cpuStart = Process.GetCurrentProcess().TotalProcessorTime;
+                gcStart = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
+                pauseStart = GC.GetTotalPauseDuration();
             }
             meta.ZeroGrad();
             for (int t = 0; t < Workload.MetaBatch; t++)
@@ -150,6 +154,9 @@ internal static class HigherRun
         }
         watch.Stop();
         int tasks = o.Iterations * Workload.MetaBatch;
+        // Collections during the timed iterations (gen0 counts every collection, gen1 and gen2 the deeper ones) and their pause per task.
+        Console.Error.WriteLine(FormattableString.Invariant(
+            $"garbage collections while timed: {GC.CollectionCount(0) - gcStart.Gen0} (gen1 {GC.CollectionCount(1) - gcStart.Gen1}, gen2 {GC.CollectionCount(2) - gcStart.Gen2}), pause {(GC.GetTotalPauseDuration() - pauseStart).TotalMilliseconds / tasks:F2} ms per task"));
         double cpuMs = (Process.GetCurrentProcess().TotalProcessorTime - cpuStart).TotalMilliseconds;
         var pool = CpuBufferPool.Shared.Statistics;
         Console.Error.WriteLine(FormattableString.Invariant(
