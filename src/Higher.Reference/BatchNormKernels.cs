@@ -6,9 +6,13 @@ namespace Higher.Reference;
 /// <summary>
 /// Training batch normalization over x viewed as [N, C, S] (see <see cref="NormGeometry"/>): the
 /// forward (statistics and normalized output), its input gradient and its weight gradient. Each
-/// channel is one serial unit of work (sums in double, blocks of S in ascending n, vector lanes
-/// combined in a fixed order), so channels run in parallel with results independent of the thread
-/// count. The loops are written once over <see cref="ILanes8{TL}"/> and <see cref="IVec{TV, T}"/> and run with AVX-512 or
+/// channel is one serial unit of work, so channels run in parallel with results independent of the
+/// thread count. A channel sum is in double over sixteen lanes that run across the channel's rows (n, c)
+/// in ascending n, sixteen elements a step, each row's last partial step padded with elements that add
+/// exactly zero (<see cref="Step16{T, TL}"/>), and the lanes are combined once, in a fixed order, at the
+/// end; the elementwise row loops end with a masked step too. No per-row horizontal sum and no scalar
+/// tail: on the conv net's 11x11 and 3x3 maps those cost more than the arithmetic (the 3x3 layer's
+/// forward 0.081-0.086 → 0.018-0.023 ms, bench/RESULTS.md, sessions 14 and 15). The loops are written once over <see cref="ILanes8{TL}"/> and <see cref="IVec{TV, T}"/> and run with AVX-512 or
 /// AVX2 (the same bits with either; scalar where neither is present), and every per-channel loop is
 /// AggressiveOptimization: tier-0 code would run a fresh process's first calls several times slower.
 /// </summary>
@@ -30,7 +34,7 @@ internal static unsafe class BatchNormKernels
         }
     }
 
-    /// <summary>Elements per step of the double-accumulating loops: two sets of eight double lanes (<see cref="ILanes8{TL}.Load16"/>).</summary>
+    /// <summary>Elements per step of the double-accumulating loops: two sets of eight double lanes (<see cref="ILanes8{TL}.Load16{T}(T*, out TL, out TL)"/>).</summary>
     private const int Step = 16;
 
     /// <summary>Whether the double-accumulating loops take 512-bit vectors (else 256-bit, where present).</summary>
@@ -57,61 +61,107 @@ internal static unsafe class BatchNormKernels
         }
     }
 
-    /// <summary>Σ p[i] for i &lt; n in double: lanes in a fixed order, then the tail in ascending order.</summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static double Sum<T>(T* p, int n)
+    /// <summary>
+    /// The Step elements of a row from i on, in double: straight from the row while a whole step remains, else the
+    /// row's last s - i elements followed by <paramref name="pad"/>, chosen by the caller so that what the step adds to
+    /// every lane for the missing elements is exactly zero (masked loads: nothing past the row is read).
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void Step16<T, TL>(T* p, int i, int s, T pad, out TL lo, out TL hi)
+        where T : unmanaged
+        where TL : struct, ILanes8<TL>
+    {
+        if (i + Step <= s)
+        {
+            TL.Load16(p + i, out lo, out hi);
+        }
+        else
+        {
+            TL.Load16(p + i, s - i, pad, out lo, out hi);
+        }
+    }
+
+    /// <summary>Σ x over channel c in double (see the class summary for the order).</summary>
+    private static double Sum<T>(in NormGeometry g, int c, T* x)
         where T : unmanaged, IFloatingPointIeee754<T> =>
-        Wide ? Sum<T, Lanes512>(p, n) : Sum<T, Lanes256>(p, n);
+        Wide ? Sum<T, Lanes512>(g, c, x) : Sum<T, Lanes256>(g, c, x);
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static double Sum<T, TL>(T* p, int n)
+    private static double Sum<T, TL>(in NormGeometry g, int c, T* x)
         where T : unmanaged, IFloatingPointIeee754<T>
         where TL : struct, ILanes8<TL>
     {
-        int i = 0;
-        double total = 0;
-        if (TL.Accelerated && n >= Step)
+        int s = g.Spatial;
+        long stride = (long)g.Channels * s;
+        T* first = x + ((long)c * s);
+        if (!TL.Accelerated)
         {
-            TL a = default, b = default;
-            for (; i <= n - Step; i += Step)
+            double total = 0;
+            for (int n = 0; n < g.Batch; n++)
             {
-                TL.Load16(p + i, out var lo, out var hi);
+                for (int i = 0; i < s; i++)
+                {
+                    total += double.CreateTruncating(first[(n * stride) + i]);
+                }
+            }
+            return total;
+        }
+        TL a = default, b = default;
+        for (int n = 0; n < g.Batch; n++)
+        {
+            T* p = first + (n * stride);
+            for (int i = 0; i < s; i += Step)
+            {
+                Step16<T, TL>(p, i, s, T.Zero, out var lo, out var hi);
                 a += lo;
                 b += hi;
             }
-            total = TL.Sum(a + b);
         }
-        for (; i < n; i++)
-        {
-            total += double.CreateTruncating(p[i]);
-        }
-        return total;
+        return TL.Sum(a + b);
     }
 
-    /// <summary>(Σ (p[i] - k), Σ (p[i] - k)²) for i &lt; n in double, in the order of <see cref="Sum{T}(T*, int)"/> (each sum's bits do not depend on the other's).</summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static (double D, double D2) ShiftedSums<T>(T* p, int n, double k, long next = 0)
+    /// <summary>(Σ (x - k), Σ (x - k)²) over channel c in double, k a value of T, each in <see cref="Sum{T}(in NormGeometry, int, T*)"/>'s order.</summary>
+    private static (double D, double D2) ShiftedSums<T>(in NormGeometry g, int c, T* x, double k)
         where T : unmanaged, IFloatingPointIeee754<T> =>
-        Wide ? ShiftedSums<T, Lanes512>(p, n, k, next) : ShiftedSums<T, Lanes256>(p, n, k, next);
+        Wide ? ShiftedSums<T, Lanes512>(g, c, x, k) : ShiftedSums<T, Lanes256>(g, c, x, k);
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static (double D, double D2) ShiftedSums<T, TL>(T* p, int n, double k, long next)
+    private static (double D, double D2) ShiftedSums<T, TL>(in NormGeometry g, int c, T* x, double k)
         where T : unmanaged, IFloatingPointIeee754<T>
         where TL : struct, ILanes8<TL>
     {
-        int i = 0;
-        double d1 = 0, d2 = 0;
-        if (TL.Accelerated && n >= Step)
+        int s = g.Spatial;
+        long stride = (long)g.Channels * s;
+        T* first = x + ((long)c * s);
+        if (!TL.Accelerated)
         {
-            var vk = TL.Create(k);
-            TL a = default, b = default, aa = default, bb = default;
-            for (; i <= n - Step; i += Step)
+            double d1 = 0, d2 = 0;
+            for (int n = 0; n < g.Batch; n++)
+            {
+                for (int i = 0; i < s; i++)
+                {
+                    double d = double.CreateTruncating(first[(n * stride) + i]) - k;
+                    d1 += d;
+                    d2 += d * d;
+                }
+            }
+            return (d1, d2);
+        }
+        // Padded with k itself: k - k is exactly zero.
+        T kT = T.CreateTruncating(k);
+        var vk = TL.Create(k);
+        TL a = default, b = default, aa = default, bb = default;
+        for (int n = 0; n < g.Batch; n++)
+        {
+            T* p = first + (n * stride);
+            long next = n + 1 < g.Batch ? stride : 0;
+            for (int i = 0; i < s; i += Step)
             {
                 if (next != 0)
                 {
                     Prefetch(p + next + i);
                 }
-                TL.Load16(p + i, out var lo, out var hi);
+                Step16<T, TL>(p, i, s, kT, out var lo, out var hi);
                 lo -= vk;
                 hi -= vk;
                 a += lo;
@@ -119,59 +169,62 @@ internal static unsafe class BatchNormKernels
                 aa += lo * lo;
                 bb += hi * hi;
             }
-            d1 = TL.Sum(a + b);
-            d2 = TL.Sum(aa + bb);
         }
-        for (; i < n; i++)
-        {
-            double d = double.CreateTruncating(p[i]) - k;
-            d1 += d;
-            d2 += d * d;
-        }
-        return (d1, d2);
+        return (TL.Sum(a + b), TL.Sum(aa + bb));
     }
 
-    /// <summary>(Σ g[i], Σ g[i]·(x[i] - mu)) for i &lt; n in double, in the order of <see cref="Sum{T}(T*, int)"/>.</summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static (double G, double GD) Products<T>(T* g, T* x, int n, double mu, long next = 0)
+    /// <summary>(Σ gy, Σ gy·(x - μ)) over channel c in double, μ a value of T, in <see cref="Sum{T}(in NormGeometry, int, T*)"/>'s order.</summary>
+    private static (double SumG, double SumGD) Moments<T>(in NormGeometry g, int c, T* gy, T* x, double mu)
         where T : unmanaged, IFloatingPointIeee754<T> =>
-        Wide ? Products<T, Lanes512>(g, x, n, mu, next) : Products<T, Lanes256>(g, x, n, mu, next);
+        Wide ? Moments<T, Lanes512>(g, c, gy, x, mu) : Moments<T, Lanes256>(g, c, gy, x, mu);
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static (double G, double GD) Products<T, TL>(T* g, T* x, int n, double mu, long next)
+    private static (double SumG, double SumGD) Moments<T, TL>(in NormGeometry g, int c, T* gy, T* x, double mu)
         where T : unmanaged, IFloatingPointIeee754<T>
         where TL : struct, ILanes8<TL>
     {
-        int i = 0;
-        double sumG = 0, sumGD = 0;
-        if (TL.Accelerated && n >= Step)
+        int s = g.Spatial;
+        long stride = (long)g.Channels * s;
+        long at0 = (long)c * s;
+        if (!TL.Accelerated)
         {
-            var vm = TL.Create(mu);
-            TL ga = default, gb = default, da = default, db = default;
-            for (; i <= n - Step; i += Step)
+            double sg = 0, sgd = 0;
+            for (int n = 0; n < g.Batch; n++)
+            {
+                for (int i = 0; i < s; i++)
+                {
+                    long at = at0 + (n * stride) + i;
+                    double gv = double.CreateTruncating(gy[at]);
+                    sg += gv;
+                    sgd += gv * (double.CreateTruncating(x[at]) - mu);
+                }
+            }
+            return (sg, sgd);
+        }
+        // gy padded with zeros and x with μ: the missing elements add 0 and 0·0.
+        T muT = T.CreateTruncating(mu);
+        var vm = TL.Create(mu);
+        TL ga = default, gb = default, da = default, db = default;
+        for (int n = 0; n < g.Batch; n++)
+        {
+            T* pg = gy + at0 + (n * stride), px = x + at0 + (n * stride);
+            long next = n + 1 < g.Batch ? stride : 0;
+            for (int i = 0; i < s; i += Step)
             {
                 if (next != 0)
                 {
-                    Prefetch(g + next + i);
-                    Prefetch(x + next + i);
+                    Prefetch(pg + next + i);
+                    Prefetch(px + next + i);
                 }
-                TL.Load16(g + i, out var glo, out var ghi);
-                TL.Load16(x + i, out var xlo, out var xhi);
+                Step16<T, TL>(pg, i, s, T.Zero, out var glo, out var ghi);
+                Step16<T, TL>(px, i, s, muT, out var xlo, out var xhi);
                 ga += glo;
                 gb += ghi;
                 da += glo * (xlo - vm);
                 db += ghi * (xhi - vm);
             }
-            sumG = TL.Sum(ga + gb);
-            sumGD = TL.Sum(da + db);
         }
-        for (; i < n; i++)
-        {
-            double gv = double.CreateTruncating(g[i]);
-            sumG += gv;
-            sumGD += gv * (double.CreateTruncating(x[i]) - mu);
-        }
-        return (sumG, sumGD);
+        return (TL.Sum(ga + gb), TL.Sum(da + db));
     }
 
     public static void Forward<T>(Parallelism threads, NormGeometry g, T* x, T* w, T* b, T* y, T* mean, T* variance)
@@ -196,14 +249,7 @@ internal static unsafe class BatchNormKernels
             // channel's first value (so d is of the order of the spread, not of the mean, and the
             // difference of the two sums loses nothing a float can hold). One read of x fewer.
             double k = double.CreateTruncating(x[(long)c * s]);
-            double s1 = 0, s2 = 0;
-            for (int n = 0; n < g.Batch; n++)
-            {
-                T* row = x + (n * stride) + ((long)c * s);
-                var (d1, d2) = ShiftedSums(row, s, k, n + 1 < g.Batch ? stride : 0);
-                s1 += d1;
-                s2 += d2;
-            }
+            var (s1, s2) = ShiftedSums(g, c, x, k);
             double meanShift = s1 / count;
             // μ and σ² are rounded to T first, and everything after reads the rounded values, as the
             // gradient kernels (which see only the stored ones) do. σ² is the mean squared deviation from
@@ -216,20 +262,9 @@ internal static unsafe class BatchNormKernels
         else
         {
             // float64: two passes (the sum, then the squared deviations from the rounded mean), exact to the last bits.
-            double sum = 0;
-            for (int n = 0; n < g.Batch; n++)
-            {
-                sum += Sum(x + (n * stride) + ((long)c * s), s);
-            }
-            muT = T.CreateTruncating(sum / count);
+            muT = T.CreateTruncating(Sum(g, c, x) / count);
             mu = double.CreateTruncating(muT);
-            double squares = 0;
-            for (int n = 0; n < g.Batch; n++)
-            {
-                T* row = x + (n * stride) + ((long)c * s);
-                squares += ShiftedSums(row, s, mu, n + 1 < g.Batch ? stride : 0).D2;
-            }
-            varT = T.CreateTruncating(squares / count);
+            varT = T.CreateTruncating(ShiftedSums(g, c, x, mu).D2 / count);
         }
         double r = InverseStd(varT, g.Eps);
         mean[c] = muT;
@@ -255,6 +290,29 @@ internal static unsafe class BatchNormKernels
     private static double InverseStd<T>(T variance, double eps)
         where T : unmanaged, IFloatingPointIeee754<T> => 1 / Math.Sqrt(double.CreateTruncating(variance) + eps);
 
+    /// <summary>The vector of p[i, i + Count), or of the row's last n - i elements and zeros by a masked load.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static TV Ld<T, TV>(T* p, int i, int n)
+        where T : unmanaged
+        where TV : struct, IVec<TV, T> =>
+        i + TV.Count <= n ? TV.Load(p + i) : TV.Load(p + i, n - i);
+
+    /// <summary>Stores v to p[i, i + Count), or its first n - i lanes by a masked store at the row's end.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void St<T, TV>(TV v, T* p, int i, int n)
+        where T : unmanaged
+        where TV : struct, IVec<TV, T>
+    {
+        if (i + TV.Count <= n)
+        {
+            TV.Store(v, p + i);
+        }
+        else
+        {
+            TV.Store(v, p + i, n - i);
+        }
+    }
+
     /// <summary>dst[i] = src[i]·scale + shift (one multiply and one add, each rounded: vector width does not change bits).</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static void Affine<T>(T* src, T* dst, int n, T scale, T shift)
@@ -276,14 +334,15 @@ internal static unsafe class BatchNormKernels
         where TV : struct, IVec<TV, T>
     {
         int i = 0;
-        if (TV.Accelerated && n >= TV.Count)
+        if (TV.Accelerated)
         {
             var vs = TV.Create(scale);
             var vb = TV.Create(shift);
-            for (; i <= n - TV.Count; i += TV.Count)
+            for (; i < n; i += TV.Count)
             {
-                TV.Store((TV.Load(src + i) * vs) + vb, dst + i);
+                St((Ld<T, TV>(src, i, n) * vs) + vb, dst, i, n);
             }
+            return;
         }
         for (; i < n; i++)
         {
@@ -380,32 +439,33 @@ internal static unsafe class BatchNormKernels
         where TV : struct, IVec<TV, T>
     {
         int i = 0;
-        if (TV.Accelerated && s >= TV.Count)
+        if (TV.Accelerated)
         {
             var vk = TV.Create(tk);
             var vq = TV.Create(tq);
             var vs = TV.Create(shift);
             if (pxw == null)
             {
-                for (; i <= s - TV.Count; i += TV.Count)
+                for (; i < s; i += TV.Count)
                 {
-                    var v = (TV.Load(pg + i) * vk) - (TV.Load(px + i) * vq) + vs;
-                    TV.Store(accX ? TV.Load(po + i) + v : v, po + i);
+                    var v = (Ld<T, TV>(pg, i, s) * vk) - (Ld<T, TV>(px, i, s) * vq) + vs;
+                    St(accX ? Ld<T, TV>(po, i, s) + v : v, po, i, s);
                 }
             }
             else
             {
                 var va = TV.Create(scale);
                 var vb = TV.Create(scaleShift);
-                for (; i <= s - TV.Count; i += TV.Count)
+                for (; i < s; i += TV.Count)
                 {
-                    var vx = TV.Load(px + i);
-                    var v = (TV.Load(pg + i) * vk) - (vx * vq) + vs;
+                    var vx = Ld<T, TV>(px, i, s);
+                    var v = (Ld<T, TV>(pg, i, s) * vk) - (vx * vq) + vs;
                     var u = (vx * va) + vb;
-                    TV.Store(accX ? TV.Load(po + i) + v : v, po + i);
-                    TV.Store(accN ? TV.Load(pxw + i) + u : u, pxw + i);
+                    St(accX ? Ld<T, TV>(po, i, s) + v : v, po, i, s);
+                    St(accN ? Ld<T, TV>(pxw, i, s) + u : u, pxw, i, s);
                 }
             }
+            return;
         }
         for (; i < s; i++)
         {
@@ -449,67 +509,60 @@ internal static unsafe class BatchNormKernels
         return total;
     }
 
-    /// <summary>(Σ gy, Σ gy·(x - μ)) over channel c, in double, blocks in ascending n.</summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static (double SumG, double SumGD) Moments<T>(in NormGeometry g, int c, T* gy, T* x, double mu)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int s = g.Spatial;
-        long stride = (long)g.Channels * s;
-        double sumG = 0, sumGD = 0;
-        for (int n = 0; n < g.Batch; n++)
-        {
-            long at = (n * stride) + ((long)c * s);
-            var (bg, bgd) = Products(gy + at, x + at, s, mu, n + 1 < g.Batch ? stride : 0);
-            sumG += bg;
-            sumGD += bgd;
-        }
-        return (sumG, sumGD);
-    }
-
     /// <summary>
-    /// The five channel sums of the double backward over n elements, in double, each added to its total as one block
-    /// sum in the order of <see cref="Products{T}(T*, T*, int, double, long)"/>: Σ g and Σ g·(x - μ) have <see cref="Moments"/>' bits for g, and Σ h
-    /// and Σ h·(x - μ) its bits for h.
+    /// The five channel sums of the double backward over channel c, in double, each in
+    /// <see cref="Sum{T}(in NormGeometry, int, T*)"/>'s order: (Σ g, Σ g·(x - μ)) have <see cref="Moments{T}"/>' bits for g,
+    /// (Σ h, Σ h·(x - μ)) its bits for h, and Σ h·g.
     /// </summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static void DoubleBackwardSums<T>(T* g, T* h, T* x, int n, double mu, ref double sumG, ref double sumH, ref double sumGD, ref double sumHD, ref double sumHG,
-        long next = 0)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (Wide)
-        {
-            DoubleBackwardSums<T, Lanes512>(g, h, x, n, mu, ref sumG, ref sumH, ref sumGD, ref sumHD, ref sumHG, next);
-        }
-        else
-        {
-            DoubleBackwardSums<T, Lanes256>(g, h, x, n, mu, ref sumG, ref sumH, ref sumGD, ref sumHD, ref sumHG, next);
-        }
-    }
+    private static (double G, double H, double GD, double HD, double HG) DoubleBackwardSums<T>(in NormGeometry g, int c, T* gy, T* h, T* x, double mu)
+        where T : unmanaged, IFloatingPointIeee754<T> =>
+        Wide ? DoubleBackwardSums<T, Lanes512>(g, c, gy, h, x, mu) : DoubleBackwardSums<T, Lanes256>(g, c, gy, h, x, mu);
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static void DoubleBackwardSums<T, TL>(T* g, T* h, T* x, int n, double mu, ref double sumG, ref double sumH, ref double sumGD, ref double sumHD, ref double sumHG,
-        long next)
+    private static (double G, double H, double GD, double HD, double HG) DoubleBackwardSums<T, TL>(in NormGeometry g, int c, T* gy, T* h, T* x, double mu)
         where T : unmanaged, IFloatingPointIeee754<T>
         where TL : struct, ILanes8<TL>
     {
-        int i = 0;
-        double bG = 0, bH = 0, bGD = 0, bHD = 0, bHG = 0;
-        if (TL.Accelerated && n >= Step)
+        int s = g.Spatial;
+        long stride = (long)g.Channels * s;
+        long at0 = (long)c * s;
+        if (!TL.Accelerated)
         {
-            var vm = TL.Create(mu);
-            TL g0 = default, g1 = default, h0 = default, h1 = default, gd0 = default, gd1 = default, hd0 = default, hd1 = default, hg0 = default, hg1 = default;
-            for (; i <= n - Step; i += Step)
+            double bG = 0, bH = 0, bGD = 0, bHD = 0, bHG = 0;
+            for (int n = 0; n < g.Batch; n++)
+            {
+                for (int i = 0; i < s; i++)
+                {
+                    long at = at0 + (n * stride) + i;
+                    double gv = double.CreateTruncating(gy[at]), hv = double.CreateTruncating(h[at]), d = double.CreateTruncating(x[at]) - mu;
+                    bG += gv;
+                    bH += hv;
+                    bGD += gv * d;
+                    bHD += hv * d;
+                    bHG += hv * gv;
+                }
+            }
+            return (bG, bH, bGD, bHD, bHG);
+        }
+        // gy and h padded with zeros and x with μ, as in Moments.
+        T muT = T.CreateTruncating(mu);
+        var vm = TL.Create(mu);
+        TL g0 = default, g1 = default, h0 = default, h1 = default, gd0 = default, gd1 = default, hd0 = default, hd1 = default, hg0 = default, hg1 = default;
+        for (int n = 0; n < g.Batch; n++)
+        {
+            T* pg = gy + at0 + (n * stride), ph = h + at0 + (n * stride), px = x + at0 + (n * stride);
+            long next = n + 1 < g.Batch ? stride : 0;
+            for (int i = 0; i < s; i += Step)
             {
                 if (next != 0)
                 {
-                    Prefetch(g + next + i);
-                    Prefetch(h + next + i);
-                    Prefetch(x + next + i);
+                    Prefetch(pg + next + i);
+                    Prefetch(ph + next + i);
+                    Prefetch(px + next + i);
                 }
-                TL.Load16(g + i, out var glo, out var ghi);
-                TL.Load16(h + i, out var hlo, out var hhi);
-                TL.Load16(x + i, out var xlo, out var xhi);
+                Step16<T, TL>(pg, i, s, T.Zero, out var glo, out var ghi);
+                Step16<T, TL>(ph, i, s, T.Zero, out var hlo, out var hhi);
+                Step16<T, TL>(px, i, s, muT, out var xlo, out var xhi);
                 xlo -= vm;
                 xhi -= vm;
                 g0 += glo;
@@ -523,26 +576,8 @@ internal static unsafe class BatchNormKernels
                 hg0 += hlo * glo;
                 hg1 += hhi * ghi;
             }
-            bG = TL.Sum(g0 + g1);
-            bH = TL.Sum(h0 + h1);
-            bGD = TL.Sum(gd0 + gd1);
-            bHD = TL.Sum(hd0 + hd1);
-            bHG = TL.Sum(hg0 + hg1);
         }
-        for (; i < n; i++)
-        {
-            double gv = double.CreateTruncating(g[i]), hv = double.CreateTruncating(h[i]), d = double.CreateTruncating(x[i]) - mu;
-            bG += gv;
-            bH += hv;
-            bGD += gv * d;
-            bHD += hv * d;
-            bHG += hv * gv;
-        }
-        sumG += bG;
-        sumH += bH;
-        sumGD += bGD;
-        sumHD += bHD;
-        sumHG += bHG;
+        return (TL.Sum(g0 + g1), TL.Sum(h0 + h1), TL.Sum(gd0 + gd1), TL.Sum(hd0 + hd1), TL.Sum(hg0 + hg1));
     }
 
     /// <summary>
@@ -567,12 +602,7 @@ internal static unsafe class BatchNormKernels
         long stride = (long)g.Channels * s;
         double count = g.PerChannel;
         double mu = double.CreateTruncating(mean[c]), r = InverseStd(variance[c], g.Eps), wc = double.CreateTruncating(w[c]);
-        double sumG = 0, sumH = 0, sumGD = 0, sumHD = 0, sumHG = 0;
-        for (int n = 0; n < g.Batch; n++)
-        {
-            long at = (n * stride) + ((long)c * s);
-            DoubleBackwardSums(gy + at, h + at, x + at, s, mu, ref sumG, ref sumH, ref sumGD, ref sumHD, ref sumHG, n + 1 < g.Batch ? stride : 0);
-        }
+        var (sumG, sumH, sumGD, sumHD, sumHG) = DoubleBackwardSums(g, c, gy, h, x, mu);
         double gBar = sumG / count, hBar = sumH / count;
         double m = r * sumGD / count, a = r * sumHD / count, sv = (sumHG / count) - (hBar * gBar);
         // dx = w·r²·((x - μ)·r·(3ma - s) - a·gy + a·ḡ - m·h + m·h̄) = x·P - gy·Q - h·R + (K - P·μ).
@@ -607,7 +637,7 @@ internal static unsafe class BatchNormKernels
         where TV : struct, IVec<TV, T>
     {
         int i = 0;
-        if (TV.Accelerated && s >= TV.Count)
+        if (TV.Accelerated)
         {
             var vp = TV.Create(tp);
             var vq = TV.Create(tq);
@@ -615,10 +645,10 @@ internal static unsafe class BatchNormKernels
             var vs = TV.Create(shift);
             if (pd == null)
             {
-                for (; i <= s - TV.Count; i += TV.Count)
+                for (; i < s; i += TV.Count)
                 {
-                    var v = (TV.Load(px + i) * vp) - (TV.Load(pg + i) * vq) - (TV.Load(ph + i) * vr) + vs;
-                    TV.Store(accX ? TV.Load(po + i) + v : v, po + i);
+                    var v = (Ld<T, TV>(px, i, s) * vp) - (Ld<T, TV>(pg, i, s) * vq) - (Ld<T, TV>(ph, i, s) * vr) + vs;
+                    St(accX ? Ld<T, TV>(po, i, s) + v : v, po, i, s);
                 }
             }
             else
@@ -626,16 +656,17 @@ internal static unsafe class BatchNormKernels
                 var vhk = TV.Create(hk);
                 var vhq = TV.Create(hq);
                 var vhs = TV.Create(hShift);
-                for (; i <= s - TV.Count; i += TV.Count)
+                for (; i < s; i += TV.Count)
                 {
-                    var vx = TV.Load(px + i);
-                    var vh = TV.Load(ph + i);
-                    var v = (vx * vp) - (TV.Load(pg + i) * vq) - (vh * vr) + vs;
+                    var vx = Ld<T, TV>(px, i, s);
+                    var vh = Ld<T, TV>(ph, i, s);
+                    var v = (vx * vp) - (Ld<T, TV>(pg, i, s) * vq) - (vh * vr) + vs;
                     var u = (vh * vhk) - (vx * vhq) + vhs;
-                    TV.Store(accX ? TV.Load(po + i) + v : v, po + i);
-                    TV.Store(accG ? TV.Load(pd + i) + u : u, pd + i);
+                    St(accX ? Ld<T, TV>(po, i, s) + v : v, po, i, s);
+                    St(accG ? Ld<T, TV>(pd, i, s) + u : u, pd, i, s);
                 }
             }
+            return;
         }
         for (; i < s; i++)
         {

@@ -23,6 +23,13 @@ internal unsafe interface ILanes8<TL>
     static abstract void Load16<T>(T* p, out TL lo, out TL hi)
         where T : unmanaged;
 
+    /// <summary>
+    /// <see cref="Load16{T}(T*, out TL, out TL)"/> of p[0, count) followed by 16 - count copies of <paramref name="pad"/> (0 &lt; count &lt; 16),
+    /// with masked loads: nothing at or past p + count is read, so a row's last partial step needs no copy.
+    /// </summary>
+    static abstract void Load16<T>(T* p, int count, T pad, out TL lo, out TL hi)
+        where T : unmanaged;
+
     static abstract TL operator +(TL a, TL b);
 
     static abstract TL operator -(TL a, TL b);
@@ -47,6 +54,26 @@ internal unsafe struct Lanes512 : ILanes8<Lanes512>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Lanes512 Create(double value) => new(Vector512.Create(value));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load16<T>(T* p, int count, T pad, out Lanes512 lo, out Lanes512 hi)
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(float))
+        {
+            var keep = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(count)).AsSingle();
+            var (l, h) = Vector512.Widen(Avx512F.MaskLoad((float*)p, keep, Vector512.Create(Unsafe.As<T, float>(ref pad))));
+            lo = new(l);
+            hi = new(h);
+        }
+        else
+        {
+            var merge = Vector512.Create(Unsafe.As<T, double>(ref pad));
+            var indices = Vector512<long>.Indices;
+            lo = new(Avx512F.MaskLoad((double*)p, Vector512.LessThan(indices, Vector512.Create((long)count)).AsDouble(), merge));
+            hi = new(Avx512F.MaskLoad((double*)p + 8, Vector512.LessThan(indices, Vector512.Create((long)count - 8)).AsDouble(), merge));
+        }
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Load16<T>(T* p, out Lanes512 lo, out Lanes512 hi)
@@ -96,6 +123,38 @@ internal unsafe struct Lanes256 : ILanes8<Lanes256>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Lanes256 Create(double value) => new(Vector256.Create(value), Vector256.Create(value));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Load16<T>(T* p, int count, T pad, out Lanes256 lo, out Lanes256 hi)
+        where T : unmanaged
+    {
+        // vmaskmov reads zeros where the mask is clear; the pad is blended in after.
+        if (typeof(T) == typeof(float))
+        {
+            var indices = Vector256<int>.Indices;
+            var keepLo = Vector256.LessThan(indices, Vector256.Create(count)).AsSingle();
+            var keepHi = Vector256.LessThan(indices, Vector256.Create(count - 8)).AsSingle();
+            var padV = Vector256.Create(Unsafe.As<T, float>(ref pad));
+            var (a, b) = Vector256.Widen(Avx.BlendVariable(padV, Avx.MaskLoad((float*)p, keepLo), keepLo));
+            var (c, d) = Vector256.Widen(Avx.BlendVariable(padV, Avx.MaskLoad((float*)p + 8, keepHi), keepHi));
+            lo = new(a, b);
+            hi = new(c, d);
+        }
+        else
+        {
+            var indices = Vector256<long>.Indices;
+            var padV = Vector256.Create(Unsafe.As<T, double>(ref pad));
+            lo = new(Masked((double*)p, count, indices, padV), Masked((double*)p + 4, count - 4, indices, padV));
+            hi = new(Masked((double*)p + 8, count - 8, indices, padV), Masked((double*)p + 12, count - 12, indices, padV));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<double> Masked(double* p, int count, Vector256<long> indices, Vector256<double> pad)
+    {
+        var keep = Vector256.LessThan(indices, Vector256.Create((long)count)).AsDouble();
+        return Avx.BlendVariable(pad, Avx.MaskLoad(p, keep), keep);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Load16<T>(T* p, out Lanes256 lo, out Lanes256 hi)
@@ -160,6 +219,12 @@ internal unsafe interface IVec<TV, T>
 
     static abstract void Store(TV v, T* p);
 
+    /// <summary>p[0, count) with zeros after (0 &lt; count &lt; Count), by a masked load: nothing at or past p + count is read.</summary>
+    static abstract TV Load(T* p, int count);
+
+    /// <summary>The first count lanes (0 &lt; count &lt; Count) to p[0, count), by a masked store: nothing past them is written.</summary>
+    static abstract void Store(TV v, T* p, int count);
+
     static abstract TV operator +(TV a, TV b);
 
     static abstract TV operator -(TV a, TV b);
@@ -188,6 +253,31 @@ internal unsafe struct Vec512<T> : IVec<Vec512<T>, T>
     public static void Store(Vec512<T> v, T* p) => v._v.Store(p);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vec512<T> Load(T* p, int count)
+    {
+        if (typeof(T) == typeof(float))
+        {
+            var keep = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(count)).AsSingle();
+            return new(Avx512F.MaskLoad((float*)p, keep, Vector512<float>.Zero).As<float, T>());
+        }
+        var keep64 = Vector512.LessThan(Vector512<long>.Indices, Vector512.Create((long)count)).AsDouble();
+        return new(Avx512F.MaskLoad((double*)p, keep64, Vector512<double>.Zero).As<double, T>());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(Vec512<T> v, T* p, int count)
+    {
+        if (typeof(T) == typeof(float))
+        {
+            Avx512F.MaskStore((float*)p, Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(count)).AsSingle(), v._v.As<T, float>());
+        }
+        else
+        {
+            Avx512F.MaskStore((double*)p, Vector512.LessThan(Vector512<long>.Indices, Vector512.Create((long)count)).AsDouble(), v._v.As<T, double>());
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vec512<T> operator +(Vec512<T> a, Vec512<T> b) => new(a._v + b._v);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -204,7 +294,7 @@ internal unsafe struct Vec256<T> : IVec<Vec256<T>, T>
 
     private Vec256(Vector256<T> v) => _v = v;
 
-    public static bool Accelerated => Vector256.IsHardwareAccelerated;
+    public static bool Accelerated => Vector256.IsHardwareAccelerated && Avx.IsSupported;
 
     public static int Count => Vector256<T>.Count;
 
@@ -216,6 +306,29 @@ internal unsafe struct Vec256<T> : IVec<Vec256<T>, T>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(Vec256<T> v, T* p) => v._v.Store(p);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vec256<T> Load(T* p, int count)
+    {
+        if (typeof(T) == typeof(float))
+        {
+            return new(Avx.MaskLoad((float*)p, Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(count)).AsSingle()).As<float, T>());
+        }
+        return new(Avx.MaskLoad((double*)p, Vector256.LessThan(Vector256<long>.Indices, Vector256.Create((long)count)).AsDouble()).As<double, T>());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(Vec256<T> v, T* p, int count)
+    {
+        if (typeof(T) == typeof(float))
+        {
+            Avx.MaskStore((float*)p, Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(count)).AsSingle(), v._v.As<T, float>());
+        }
+        else
+        {
+            Avx.MaskStore((double*)p, Vector256.LessThan(Vector256<long>.Indices, Vector256.Create((long)count)).AsDouble(), v._v.As<T, double>());
+        }
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vec256<T> operator +(Vec256<T> a, Vec256<T> b) => new(a._v + b._v);
