@@ -10,13 +10,18 @@ public static class ComposedKernels
     /// <summary>
     /// <see cref="IBackend.BatchNormBackward"/> as <see cref="IBackend.BatchNormInputGrad"/>, <see cref="IBackend.BatchNormWeightGrad"/>
     /// and <see cref="IBackend.BatchNorm"/> with a zero bias (whose statistics, recomputed from the same x, are those
-    /// the caller passes); an accumulated output is computed into a temporary and added; the channel sums are
-    /// <see cref="IBackend.Reduce"/> of gradY and of gradX once written.
+    /// the caller passes), followed by a broadcasting <see cref="IBackend.Binary"/> add of scaledNormalizedBias where given;
+    /// an accumulated output is computed into a temporary and added; the channel sums are <see cref="IBackend.Reduce"/>
+    /// of gradY and of gradX once written.
     /// </summary>
     public static void BatchNormBackward(IBackend backend, in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
         IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None,
-        IStorage? gradYSums = null, IStorage? gradXSums = null)
+        IStorage? gradYSums = null, IStorage? gradXSums = null, IStorage? scaledNormalizedBias = null)
     {
+        if (scaledNormalizedBias != null && scaledNormalized == null)
+        {
+            throw new ArgumentException($"{backend.Name}.BatchNormBackward: scaledNormalizedBias is given without scaledNormalized.", nameof(scaledNormalizedBias));
+        }
         var temps = new List<IStorage>(5);
         try
         {
@@ -41,6 +46,11 @@ public static class ComposedKernels
             temps.Add(batchVariance);
             var xw = Target(backend, scaledNormalized, accumulate.HasFlag(NormAccumulate.Second), geometry.Length, temps);
             backend.BatchNorm(geometry, x, weight, zeroBias, xw, batchMean, batchVariance);
+            if (scaledNormalizedBias != null)
+            {
+                var full = new Shape(geometry.Batch, geometry.Channels, geometry.Spatial);
+                backend.Binary(BinaryOp.Add, xw, full, scaledNormalizedBias, new Shape(1, geometry.Channels, 1), xw, full);
+            }
             AddInto(backend, xw, scaledNormalized, geometry.Length);
         }
         finally

@@ -258,12 +258,16 @@ public interface IBackend
     /// followed by a <see cref="BinaryOp.Add"/> into the destination. Where given, <paramref name="gradYSums"/> and
     /// <paramref name="gradXSums"/> ([C]) receive the channel sums of gradY and of gradX's final contents with the bits
     /// of <see cref="Reduce"/>'s sum over axes 0 and 2 of [N, C, S]: batch norm's bias gradient, and (for the engine to
-    /// reuse) the bias gradient of a layer before it, from data the kernel has at hand.
+    /// reuse) the bias gradient of a layer before it, from data the kernel has at hand. Where given (with
+    /// scaledNormalized), <paramref name="scaledNormalizedBias"/> ([C]) is added to each channel of weight_c·x̂ once that
+    /// is rounded, with the bits of a broadcasting <see cref="BinaryOp.Add"/> (before any accumulation): a channel sum's
+    /// gradient that would otherwise be added to the output in a full-size pass of its own.
     /// </summary>
     void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
         IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None,
-        IStorage? gradYSums = null, IStorage? gradXSums = null) =>
-        ComposedKernels.BatchNormBackward(this, geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized, accumulate, gradYSums, gradXSums);
+        IStorage? gradYSums = null, IStorage? gradXSums = null, IStorage? scaledNormalizedBias = null) =>
+        ComposedKernels.BatchNormBackward(this, geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized, accumulate, gradYSums, gradXSums,
+            scaledNormalizedBias);
 
     /// <summary>
     /// All three derivatives of ⟨h, <see cref="BatchNormInputGrad"/>(gy, x, w)⟩: with respect to gy,

@@ -356,16 +356,18 @@ internal static unsafe class BatchNormKernels
     /// <summary>
     /// The input gradient and, where the pointers are not null, the weight gradient (<see cref="WeightGrad"/>'s bits)
     /// and w·x̂ as the forward rounds it (x·T(r·w) + T(-μ·r·w)), from one pass for the channel sums they share and one
-    /// that writes: see <see cref="IBackend.BatchNormBackward"/>. An accumulated output is destination + value.
+    /// that writes: see <see cref="IBackend.BatchNormBackward"/>. An accumulated output is destination + value; xwBias
+    /// (where not null) is added to w·x̂ once that is rounded, before any accumulation.
     /// </summary>
     public static void Backward<T>(Parallelism threads, NormGeometry g, T* gy, T* x, T* mean, T* variance, T* w, T* gx, T* gw, T* xw,
-        NormAccumulate accumulate = NormAccumulate.None, T* gySums = null, T* gxSums = null)
+        NormAccumulate accumulate = NormAccumulate.None, T* gySums = null, T* gxSums = null, T* xwBias = null)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         nint pg = (nint)gy, px = (nint)x, pm = (nint)mean, pr = (nint)variance, pw = (nint)w, pgx = (nint)gx, pgw = (nint)gw, pxw = (nint)xw;
-        nint pys = (nint)gySums, pxs = (nint)gxSums;
+        nint pys = (nint)gySums, pxs = (nint)gxSums, pxb = (nint)xwBias;
         bool accX = (accumulate & NormAccumulate.GradX) != 0, accN = (accumulate & NormAccumulate.Second) != 0;
-        ForChannels(threads, g, c => BackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)pgx, (T*)pgw, (T*)pxw, accX, accN, (T*)pys, (T*)pxs));
+        ForChannels(threads, g, c => BackwardChannel(g, c, (T*)pg, (T*)px, (T*)pm, (T*)pr, (T*)pw, (T*)pgx, (T*)pgw, (T*)pxw, accX, accN, (T*)pys, (T*)pxs,
+            (T*)pxb));
     }
 
     /// <summary>
@@ -391,7 +393,7 @@ internal static unsafe class BatchNormKernels
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static void BackwardChannel<T>(in NormGeometry g, int c, T* gy, T* x, T* mean, T* variance, T* w, T* gx, T* gw, T* xw, bool accX, bool accN,
-        T* gySums, T* gxSums)
+        T* gySums, T* gxSums, T* xwBias)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int s = g.Spatial;
@@ -404,18 +406,20 @@ internal static unsafe class BatchNormKernels
         {
             gw[c] = T.CreateTruncating(sumGD * r);
         }
-        // w·x̂ as the forward's y with a zero bias.
+        // w·x̂ as the forward's y with a zero bias, then the channel's bias added where there is one.
         var (scale, scaleShift) = ForwardCoefficients<T>(r, wc, 0, mu);
+        bool biased = xwBias != null;
+        T bias = biased ? xwBias[c] : T.Zero;
         for (int n = 0; n < g.Batch; n++)
         {
             long at = (n * stride) + ((long)c * s);
             if (Vec512<T>.Accelerated)
             {
-                InputGradRow<T, Vec512<T>>(gy + at, x + at, gx + at, s, tk, tq, shift, accX, xw == null ? null : xw + at, scale, scaleShift, accN);
+                InputGradRow<T, Vec512<T>>(gy + at, x + at, gx + at, s, tk, tq, shift, accX, xw == null ? null : xw + at, scale, scaleShift, accN, biased, bias);
             }
             else
             {
-                InputGradRow<T, Vec256<T>>(gy + at, x + at, gx + at, s, tk, tq, shift, accX, xw == null ? null : xw + at, scale, scaleShift, accN);
+                InputGradRow<T, Vec256<T>>(gy + at, x + at, gx + at, s, tk, tq, shift, accX, xw == null ? null : xw + at, scale, scaleShift, accN, biased, bias);
             }
         }
         // The rows' sums as Reduce forms them (see SumsLikeReduce), while the channel is in cache.
@@ -431,10 +435,11 @@ internal static unsafe class BatchNormKernels
 
     /// <summary>
     /// One row of <see cref="BackwardChannel"/>: po[i] (+)= pg[i]·tk - px[i]·tq + shift and, where pxw is not null,
-    /// pxw[i] (+)= px[i]·scale + scaleShift.
+    /// pxw[i] (+)= px[i]·scale + scaleShift (+ bias, rounded after, where <paramref name="biased"/>).
     /// </summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static void InputGradRow<T, TV>(T* pg, T* px, T* po, int s, T tk, T tq, T shift, bool accX, T* pxw, T scale, T scaleShift, bool accN)
+    private static void InputGradRow<T, TV>(T* pg, T* px, T* po, int s, T tk, T tq, T shift, bool accX, T* pxw, T scale, T scaleShift, bool accN,
+        bool biased, T bias)
         where T : unmanaged, IFloatingPointIeee754<T>
         where TV : struct, IVec<TV, T>
     {
@@ -456,11 +461,16 @@ internal static unsafe class BatchNormKernels
             {
                 var va = TV.Create(scale);
                 var vb = TV.Create(scaleShift);
+                var vc = TV.Create(bias);
                 for (; i < s; i += TV.Count)
                 {
                     var vx = Ld<T, TV>(px, i, s);
                     var v = (Ld<T, TV>(pg, i, s) * vk) - (vx * vq) + vs;
                     var u = (vx * va) + vb;
+                    if (biased)
+                    {
+                        u += vc;
+                    }
                     St(accX ? Ld<T, TV>(po, i, s) + v : v, po, i, s);
                     St(accN ? Ld<T, TV>(pxw, i, s) + u : u, pxw, i, s);
                 }
@@ -474,6 +484,10 @@ internal static unsafe class BatchNormKernels
             if (pxw != null)
             {
                 T u = (px[i] * scale) + scaleShift;
+                if (biased)
+                {
+                    u += bias;
+                }
                 pxw[i] = accN ? pxw[i] + u : u;
             }
         }

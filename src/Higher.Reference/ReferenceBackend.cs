@@ -772,10 +772,15 @@ public sealed class ReferenceBackend : IBackend
     /// <inheritdoc/>
     public unsafe void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
         IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None,
-        IStorage? gradYSums = null, IStorage? gradXSums = null)
+        IStorage? gradYSums = null, IStorage? gradXSums = null, IStorage? scaledNormalizedBias = null)
     {
         const string op = "BatchNormBackward";
         var sx = NormInput(op, geometry, x);
+        if (scaledNormalizedBias is not null && scaledNormalized is null)
+        {
+            throw new ArgumentException($"{op}: scaledNormalizedBias is given without scaledNormalized.");
+        }
+        var sxb = scaledNormalizedBias is null ? null : NormOperand(op, sx, scaledNormalizedBias, geometry.Channels);
         var (sg, sgx) = (NormOperand(op, sx, gradY, geometry.Length), NormOperand(op, sx, gradX, geometry.Length));
         var (sm, sv, sw) = (NormOperand(op, sx, mean, geometry.Channels), NormOperand(op, sx, variance, geometry.Channels), NormOperand(op, sx, weight, geometry.Channels));
         var sgw = gradWeight is null ? null : NormOperand(op, sx, gradWeight, geometry.Channels);
@@ -789,18 +794,18 @@ public sealed class ReferenceBackend : IBackend
         {
             fixed (float* pg = sg.AsFloat32(), px = sx.AsFloat32(), pm = sm.AsFloat32(), pr = sv.AsFloat32(), pw = sw.AsFloat32(), po = sgx.AsFloat32(),
                 pgw = sgw is null ? default : sgw.AsFloat32(), pxw = sxw is null ? default : sxw.AsFloat32(),
-                pys = ys is null ? default : ys.AsFloat32(), pxs = xs is null ? default : xs.AsFloat32())
+                pys = ys is null ? default : ys.AsFloat32(), pxs = xs is null ? default : xs.AsFloat32(), pxb = sxb is null ? default : sxb.AsFloat32())
             {
-                BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw, accumulate, pys, pxs);
+                BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw, accumulate, pys, pxs, pxb);
             }
         }
         else
         {
             fixed (double* pg = sg.AsFloat64(), px = sx.AsFloat64(), pm = sm.AsFloat64(), pr = sv.AsFloat64(), pw = sw.AsFloat64(), po = sgx.AsFloat64(),
                 pgw = sgw is null ? default : sgw.AsFloat64(), pxw = sxw is null ? default : sxw.AsFloat64(),
-                pys = ys is null ? default : ys.AsFloat64(), pxs = xs is null ? default : xs.AsFloat64())
+                pys = ys is null ? default : ys.AsFloat64(), pxs = xs is null ? default : xs.AsFloat64(), pxb = sxb is null ? default : sxb.AsFloat64())
             {
-                BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw, accumulate, pys, pxs);
+                BatchNormKernels.Backward(_threads, geometry, pg, px, pm, pr, pw, po, pgw, pxw, accumulate, pys, pxs, pxb);
             }
         }
         if (!inKernel)

@@ -371,16 +371,20 @@ public sealed class CheckedBackend : IBackend
     /// <inheritdoc/>
     public void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
         IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None,
-        IStorage? gradYSums = null, IStorage? gradXSums = null)
+        IStorage? gradYSums = null, IStorage? gradXSums = null, IStorage? scaledNormalizedBias = null)
     {
         const string op = "BatchNormBackward";
+        if (scaledNormalizedBias is not null && scaledNormalized is null)
+        {
+            throw Fail(op, "scaledNormalizedBias is given without scaledNormalized");
+        }
         var full = new List<(string, IStorage)> { ("gradY", gradY), ("x", x), ("gradX", gradX) };
         if (scaledNormalized is not null)
         {
             full.Add(("scaledNormalized", scaledNormalized));
         }
         var channels = new List<(string, IStorage)> { ("mean", mean), ("variance", variance), ("weight", weight) };
-        foreach (var (name, storage) in new[] { ("gradWeight", gradWeight), ("gradYSums", gradYSums), ("gradXSums", gradXSums) })
+        foreach (var (name, storage) in new[] { ("gradWeight", gradWeight), ("gradYSums", gradYSums), ("gradXSums", gradXSums), ("scaledNormalizedBias", scaledNormalizedBias) })
         {
             if (storage is not null)
             {
@@ -388,7 +392,8 @@ public sealed class CheckedBackend : IBackend
             }
         }
         Norm(op, geometry, [.. full], [.. channels]);
-        Inner.BatchNormBackward(geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized, accumulate, gradYSums, gradXSums);
+        Inner.BatchNormBackward(geometry, gradY, x, mean, variance, weight, gradX, gradWeight, scaledNormalized, accumulate, gradYSums, gradXSums,
+            scaledNormalizedBias);
     }
 
     /// <inheritdoc/>

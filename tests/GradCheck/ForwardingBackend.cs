@@ -96,9 +96,11 @@ public sealed class ForwardingBackend(IBackend target, Device device) : IBackend
         target.BatchNormInputGradBackward(geometry, U(gradY), U(x), U(mean), U(variance), U(weight), U(h), U(gradX), U(gradWeight));
 
     public void BatchNormBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
-        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None) =>
+        IStorage gradX, IStorage? gradWeight, IStorage? scaledNormalized, NormAccumulate accumulate = NormAccumulate.None,
+        IStorage? gradYSums = null, IStorage? gradXSums = null, IStorage? scaledNormalizedBias = null) =>
         target.BatchNormBackward(geometry, U(gradY), U(x), U(mean), U(variance), U(weight), U(gradX),
-            gradWeight is null ? null : U(gradWeight), scaledNormalized is null ? null : U(scaledNormalized), accumulate);
+            gradWeight is null ? null : U(gradWeight), scaledNormalized is null ? null : U(scaledNormalized), accumulate,
+            gradYSums is null ? null : U(gradYSums), gradXSums is null ? null : U(gradXSums), scaledNormalizedBias is null ? null : U(scaledNormalizedBias));
 
     public void BatchNormDoubleBackward(in NormGeometry geometry, IStorage gradY, IStorage x, IStorage mean, IStorage variance, IStorage weight,
         IStorage h, IStorage gradGradY, IStorage gradX, IStorage gradWeight, NormAccumulate accumulate = NormAccumulate.None) =>

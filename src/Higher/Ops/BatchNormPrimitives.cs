@@ -76,15 +76,17 @@ public sealed partial class Tensor
     /// (A(gy, x, k), k·x̂) in one kernel (<see cref="IBackend.BatchNormBackward"/>, x̂ from the forward's saved
     /// statistics): the derivatives of ⟨k, B(gy, x)⟩ with respect to x and gy. Not recorded and not differentiable:
     /// for a backward that records nothing. Either output may be added into a slot's tensor and returned
-    /// (<paramref name="intoX"/>, <paramref name="intoGradY"/>: <see cref="Tape.Node.TakeAccumulator"/>).
+    /// (<paramref name="intoX"/>, <paramref name="intoGradY"/>: <see cref="Tape.Node.TakeAccumulator"/>). Where given,
+    /// <paramref name="gradYBias"/> (C elements: a channel sum's gradient that waited in gy's slot) is added to k·x̂ per
+    /// channel in the kernel, with the bits of the slot's broadcasting add.
     /// </summary>
     internal static (Tensor GradX, Tensor GradGradY) BatchNormWeightGradBackwardRaw(Tensor gradY, Tensor x, Tensor k, Tensor mean, Tensor variance,
-        in NormGeometry geometry, Tensor? intoX = null, Tensor? intoGradY = null)
+        in NormGeometry geometry, Tensor? intoX = null, Tensor? intoGradY = null, Tensor? gradYBias = null)
     {
         var gx = Into(intoX, x, geometry) ?? Empty(x.Backend, x.DType, x.Shape);
         var ggy = Into(intoGradY, x, geometry) ?? Empty(x.Backend, x.DType, x.Shape);
         x.Backend.BatchNormBackward(geometry, gradY.Storage, x.Storage, mean.Storage, variance.Storage, k.Storage, gx.Storage, null, ggy.Storage,
-            Flags(intoX, intoGradY));
+            Flags(intoX, intoGradY), scaledNormalizedBias: gradYBias?.Storage);
         return (gx, ggy);
     }
 

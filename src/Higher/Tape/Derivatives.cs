@@ -457,7 +457,10 @@ internal static class Derivatives
 
     /// <summary>
     /// gw = B(gy, x): d gy = k·x̂ (x̂ from x in tensor ops), dx = A(gy, x, k). Where nothing records and both are
-    /// needed, one kernel writes both (<see cref="IBackend.BatchNormBackward"/>, x̂ from the saved statistics).
+    /// needed, one kernel writes both (<see cref="IBackend.BatchNormBackward"/>, x̂ from the saved statistics); where gy's
+    /// slot holds only a channel sum's gradient waiting for its next term (batch norm's own bias gradient, Σ gy, in the
+    /// inner step: <see cref="Engine.TakeDeferredBroadcast"/>), the kernel adds it to k·x̂, the bits of the slot's
+    /// broadcasting add, where the slot would have added the two in a full-size pass.
     /// </summary>
     public static readonly Derivative<NormGeometry> BatchNormWeightGrad = new("BatchNormWeightGrad", Saves.Inputs01, static (Node n, in NormGeometry b, Tensor k) =>
     {
@@ -467,7 +470,8 @@ internal static class Derivatives
         {
             var intoX = n.TakeAccumulator(1);
             var intoGy = ReferenceEquals(gy, x) ? null : n.TakeAccumulator(0);
-            var (gx, ggy) = Tensor.BatchNormWeightGradBackwardRaw(gy, x, k, n.Aux(0), n.Aux(1), b, intoX, intoGy);
+            var bias = intoGy is null && !ReferenceEquals(gy, x) ? Engine.TakeDeferredBroadcast(n, 0, ChannelShape(gy.Rank, b.Channels)) : null;
+            var (gx, ggy) = Tensor.BatchNormWeightGradBackwardRaw(gy, x, k, n.Aux(0), n.Aux(1), b, intoX, intoGy, bias);
             return [ggy, gx];
         }
         return
@@ -476,6 +480,15 @@ internal static class Derivatives
             n.NeedsGrad(1) ? Tensor.BatchNormInputGradPrimitive(gy, x, k, n.Aux(0), n.Aux(1), b) : null,
         ];
     });
+
+    /// <summary>[1, C, 1, ...] of the given rank: the shape of a channel sum's gradient kept with its dimensions.</summary>
+    private static Shape ChannelShape(int rank, int channels)
+    {
+        Span<int> dims = stackalloc int[rank];
+        dims.Fill(1);
+        dims[1] = channels;
+        return new Shape(dims);
+    }
 
     /// <summary>
     /// Whether the node's input 0 carries a bias whose gradient is a channel sum of this input's gradient (which a fused

@@ -308,25 +308,64 @@ public sealed class InPlaceAccumulationTests
         Tensor Loss(Tensor[] p) =>
             (Tensor.Conv2d(Tensor.Conv2d(x, p[0], p[1]).Tanh(), p[2], p[3]) - target).Square().Mean();
 
+        // Both layers' bias gradients, in both inner steps.
+        AssertTakenWithTheBitsOfBroadcasting(Loss, start, 4, "as a convolution's bias");
+    }
+
+    /// <summary>
+    /// The meta-gradient of two inner SGD steps (lr 0.1, second order) from <paramref name="start"/> under
+    /// <paramref name="loss"/>, with sums' gradients broadcast at once and deferred: the same bits, none taken into a
+    /// kernel in the first and at least <paramref name="takes"/> in the second.
+    /// </summary>
+    private static void AssertTakenWithTheBitsOfBroadcasting(Func<Tensor[], Tensor> loss, Tensor[] start, int takes, string where)
+    {
         double[][] MetaGradient()
         {
             var p = start;
             for (int step = 0; step < 2; step++)
             {
-                var d = Autograd.Grad([Loss(p)], p, createGraph: true);
+                var d = Autograd.Grad([loss(p)], p, createGraph: true);
                 p = p.Select((t, i) => t - (d[i]! * 0.1)).ToArray();
             }
-            return Autograd.Grad([Loss(p)], start).Select(m => m!.ToDoubleArray()).ToArray();
+            return Autograd.Grad([loss(p)], start).Select(m => m!.ToDoubleArray()).ToArray();
         }
 
         var (atOnce, _, none) = WithDeferral(false, MetaGradient);
         Assert.Equal(0, none);
-        var (taken, _, convolutions) = WithDeferral(true, MetaGradient);
-        // Both layers' bias gradients, in both inner steps.
-        Assert.True(convolutions >= 4, $"{convolutions} sums' gradients taken as a convolution's bias");
+        var (taken, _, kernels) = WithDeferral(true, MetaGradient);
+        Assert.True(kernels >= takes, $"{kernels} sums' gradients taken {where}, expected at least {takes}");
         for (int i = 0; i < atOnce.Length; i++)
         {
             Assert.Equal(atOnce[i], taken[i]);
+        }
+    }
+
+    [Fact]
+    public void ABatchNormBiasGradientWaitingInGysSlot_IsAddedInTheWeightGradientsBackwardKernel_WithTheBitsOfTheBroadcastAdd()
+    {
+        // Two inner SGD steps of a float32 conv (no bias) + training batch norm + tanh net, then the meta-gradient, at
+        // rows of 10 (a masked last step) and in float64. In its backward the batch norm's bias gradient (Σ gy per
+        // channel in the inner step) reaches gy's slot first; the batch-norm weight gradient's backward, gy's next
+        // term, adds it to k·x̂ in its kernel. Against sums' gradients broadcast as they arrive: the same bits, with the
+        // kernel taking it in both steps.
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var (device, _) = TensorScopeTests.PrivateDevice();
+            var gen = new Generator(43);
+            var x = Tensor.Normal([4, 2, 12, 12], 0, 1, dtype, gen, device);
+            var target = Tensor.Normal([4, 8, 10, 10], 0, 1, dtype, gen, device);
+            Tensor[] start =
+            [
+                Tensor.Normal([8, 2, 3, 3], 0, 0.3, dtype, gen, device).WithRequiresGrad(),
+                Tensor.Normal([8], 1, 0.2, dtype, gen, device).WithRequiresGrad(),
+                Tensor.Normal([8], 0, 0.2, dtype, gen, device).WithRequiresGrad(),
+            ];
+
+            Tensor Loss(Tensor[] p) =>
+                (Tensor.BatchNorm(Tensor.Conv2d(x, p[0]), null, null, p[1], p[2], training: true).Tanh() - target).Square().Mean();
+
+            // The convolution has no bias: every take is the batch norm's, one per inner step.
+            AssertTakenWithTheBitsOfBroadcasting(Loss, start, 2, $"into a {dtype.Name()} batch-norm kernel");
         }
     }
 

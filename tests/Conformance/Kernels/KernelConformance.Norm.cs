@@ -250,6 +250,57 @@ public abstract partial class KernelConformance
 
     [Theory]
     [MemberData(nameof(NormCaseIndices))]
+    public void BatchNormBackward_ScaledNormalizedBias_IsAddedPerChannelAfterRounding(int index)
+    {
+        // w·x̂ + bias_c, the bias added once w·x̂ is rounded: against the host's own rounded addition, written and added
+        // into a destination, by the fused kernel and by the composed default alike; the input gradient is untouched.
+        RequireBackend();
+        var g = NormCases[index];
+        foreach (var dtype in new[] { DType.Float32, DType.Float64 })
+        {
+            var (sx, sw, sy, sm, sv) = NormForward(g, 2300 + index, dtype, zeroFirstWeight: true);
+            var sgy = Up(Round(RandomValues(2330 + index, g.Length), dtype), dtype);
+            var bias = Round(RandomValues(2360 + index, g.Channels, -2, 2), dtype);
+            var sb = Up(bias, dtype);
+            var y = Down(sy);
+            var biased = new double[g.Length];
+            for (long i = 0; i < g.Length; i++)
+            {
+                biased[i] = Round([y[i] + bias[(int)(i / g.Spatial % g.Channels)]], dtype)[0];
+            }
+            var gx = NanStorage(g.Length, dtype);
+            Backend.BatchNormInputGrad(g, sgy, sx, sm, sv, sw, gx);
+            var start = Round(RandomValues(2390 + index, g.Length), dtype);
+            var accumulated = new double[g.Length];
+            for (long i = 0; i < g.Length; i++)
+            {
+                accumulated[i] = Round([start[i] + biased[i]], dtype)[0];
+            }
+            string what = $"{dtype.Name()} {g}";
+            foreach (bool composed in new[] { false, true })
+            {
+                foreach (bool accumulate in new[] { false, true })
+                {
+                    var (fx, fn) = (NanStorage(g.Length, dtype), accumulate ? Up(start, dtype) : NanStorage(g.Length, dtype));
+                    var flags = accumulate ? NormAccumulate.Second : NormAccumulate.None;
+                    if (composed)
+                    {
+                        ComposedKernels.BatchNormBackward(Backend, g, sgy, sx, sm, sv, sw, fx, null, fn, flags, scaledNormalizedBias: sb);
+                    }
+                    else
+                    {
+                        Backend.BatchNormBackward(g, sgy, sx, sm, sv, sw, fx, null, fn, flags, scaledNormalizedBias: sb);
+                    }
+                    string which = $"{what} ({(composed ? "composed" : "fused")}, {flags})";
+                    AssertBitwise(accumulate ? accumulated : biased, Down(fn), $"batch-norm w·x̂ + bias {which}");
+                    AssertBitwise(Down(gx), Down(fx), $"batch-norm input grad beside a bias {which}");
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(NormCaseIndices))]
     public void BatchNormBackward_ChannelSums_HaveTheBitsOfReduce(int index)
     {
         // Σ gy and Σ of gx's final contents per channel, written, or added into a destination: the sums over axes 0 and
@@ -376,6 +427,11 @@ public abstract partial class KernelConformance
         ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormBackward(g, x, x, c, c, c, y, F32(2), null));
         Assert.Contains("BatchNormBackward", ex.Message, StringComparison.Ordinal);
         ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormBackward(g, x, x, c, c, c, y, null, F32(g.Length - 1)));
+        Assert.Contains("BatchNormBackward", ex.Message, StringComparison.Ordinal);
+        ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormBackward(g, x, x, c, c, c, y, null, null, scaledNormalizedBias: c));
+        Assert.Contains("BatchNormBackward", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("scaledNormalizedBias", ex.Message, StringComparison.Ordinal);
+        ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormBackward(g, x, x, c, c, c, y, null, F32(g.Length), scaledNormalizedBias: F32(g.Channels - 1)));
         Assert.Contains("BatchNormBackward", ex.Message, StringComparison.Ordinal);
         ex = Assert.Throws<ArgumentException>(() => Backend.BatchNormDoubleBackward(g, x, x, c, c, c, x, F32(g.Length - 1), y, c));
         Assert.Contains("BatchNormDoubleBackward", ex.Message, StringComparison.Ordinal);
