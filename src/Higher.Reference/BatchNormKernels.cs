@@ -12,9 +12,10 @@ namespace Higher.Reference;
 /// exactly zero (<see cref="Step16{T, TL}"/>), and the lanes are combined once, in a fixed order, at the
 /// end; the elementwise row loops end with a masked step too. No per-row horizontal sum and no scalar
 /// tail: on the conv net's 11x11 and 3x3 maps those cost more than the arithmetic (the 3x3 layer's
-/// forward 0.081-0.086 → 0.018-0.023 ms, bench/RESULTS.md, sessions 14 and 15). The loops are written once over <see cref="ILanes8{TL}"/> and <see cref="IVec{TV, T}"/> and run with AVX-512 or
-/// AVX2 (the same bits with either; scalar where neither is present), and every per-channel loop is
-/// AggressiveOptimization: tier-0 code would run a fresh process's first calls several times slower.
+/// forward 0.081-0.086 → 0.018-0.023 ms, bench/RESULTS.md, sessions 14 and 15). The loops are written
+/// once over <see cref="ILanes8{TL}"/> and <see cref="IVec{TV, T}"/> and run with AVX-512 or AVX2 (the
+/// same bits with either; scalar, in another order, where neither is present), and every per-channel
+/// loop is AggressiveOptimization: tier-0 code would run a fresh process's first calls several times slower.
 /// </summary>
 internal static unsafe class BatchNormKernels
 {

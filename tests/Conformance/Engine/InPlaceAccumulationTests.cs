@@ -343,8 +343,8 @@ public sealed class InPlaceAccumulationTests
     [Fact]
     public void ABatchNormBiasGradientWaitingInGysSlot_IsAddedInTheWeightGradientsBackwardKernel_WithTheBitsOfTheBroadcastAdd()
     {
-        // Two inner SGD steps of a float32 conv (no bias) + training batch norm + tanh net, then the meta-gradient, at
-        // rows of 10 (a masked last step) and in float64. In its backward the batch norm's bias gradient (Σ gy per
+        // Two inner SGD steps of a conv (no bias) + training batch norm + tanh net, then the meta-gradient, in float32
+        // and float64, on rows of 10 (a masked last step). In its backward the batch norm's bias gradient (Σ gy per
         // channel in the inner step) reaches gy's slot first; the batch-norm weight gradient's backward, gy's next
         // term, adds it to k·x̂ in its kernel. Against sums' gradients broadcast as they arrive: the same bits, with the
         // kernel taking it in both steps.
@@ -371,7 +371,7 @@ public sealed class InPlaceAccumulationTests
 
     /// <summary>
     /// Runs <paramref name="body"/> with sums' gradients deferred or broadcast at once, counting the deferrals added in
-    /// by their slots and those a convolution took as its bias.
+    /// by their slots and those a kernel took (a convolution as its bias, batch norm's weight-gradient backward into k·x̂).
     /// </summary>
     private static (T Result, int Deferred, int Taken) WithDeferral<T>(bool defer, Func<T> body)
     {

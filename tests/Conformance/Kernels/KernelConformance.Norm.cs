@@ -263,19 +263,11 @@ public abstract partial class KernelConformance
             var bias = Round(RandomValues(2360 + index, g.Channels, -2, 2), dtype);
             var sb = Up(bias, dtype);
             var y = Down(sy);
-            var biased = new double[g.Length];
-            for (long i = 0; i < g.Length; i++)
-            {
-                biased[i] = Round([y[i] + bias[(int)(i / g.Spatial % g.Channels)]], dtype)[0];
-            }
+            var biased = Round(Enumerable.Range(0, (int)g.Length).Select(i => y[i] + bias[(int)(i / g.Spatial % g.Channels)]).ToArray(), dtype);
             var gx = NanStorage(g.Length, dtype);
             Backend.BatchNormInputGrad(g, sgy, sx, sm, sv, sw, gx);
             var start = Round(RandomValues(2390 + index, g.Length), dtype);
-            var accumulated = new double[g.Length];
-            for (long i = 0; i < g.Length; i++)
-            {
-                accumulated[i] = Round([start[i] + biased[i]], dtype)[0];
-            }
+            var accumulated = Round(start.Zip(biased, (a, b) => a + b).ToArray(), dtype);
             string what = $"{dtype.Name()} {g}";
             foreach (bool composed in new[] { false, true })
             {
