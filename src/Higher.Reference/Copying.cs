@@ -157,7 +157,8 @@ internal static class Copying
 
     /// <summary>
     /// dst[j·ldd + i] = src[i·ld + j] for i &lt; rows, j &lt; cols: <see cref="TransposeBlock"/> over the full 8×8 (4×4
-    /// double) blocks where AVX is there, one element at a time at the edges. The convolution's packs and stores use it.
+    /// double) blocks where AVX is there, float edges as masked blocks (<see cref="TransposePartial"/>), double edges one
+    /// element at a time. The convolution's packs and stores use it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static unsafe void Transpose<T>(T* src, long ld, T* dst, long ldd, int rows, int cols)
@@ -171,6 +172,11 @@ internal static class Copying
             {
                 TransposeBlock(ref Unsafe.AsRef<T>(src + i0 * ld + j0), ld, ref Unsafe.AsRef<T>(dst + j0 * ldd + i0), ldd);
             }
+            if (block == 8 && colsBlocked < cols)
+            {
+                TransposePartial((float*)(src + i0 * ld + colsBlocked), ld, (float*)(dst + colsBlocked * ldd + i0), ldd, block, cols - colsBlocked);
+                continue;
+            }
             for (int i = i0; i < i0 + block; i++)
             {
                 for (int j = colsBlocked; j < cols; j++)
@@ -179,6 +185,14 @@ internal static class Copying
                 }
             }
         }
+        if (block == 8 && rowsBlocked < rows)
+        {
+            for (int j0 = 0; j0 < cols; j0 += block)
+            {
+                TransposePartial((float*)(src + rowsBlocked * ld + j0), ld, (float*)(dst + j0 * ldd + rowsBlocked), ldd, rows - rowsBlocked, Math.Min(block, cols - j0));
+            }
+            return;
+        }
         for (int i = rowsBlocked; i < rows; i++)
         {
             for (int j = 0; j < cols; j++)
@@ -186,6 +200,49 @@ internal static class Copying
                 dst[j * ldd + i] = src[i * ld + j];
             }
         }
+    }
+
+    /// <summary>
+    /// The float <see cref="TransposeBlock"/> of the top-left rows × cols (at most 8 × 8) of a block at an edge: masked
+    /// loads of the rows there are (missing ones zero), masked stores of the columns; nothing outside is read or written.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void TransposePartial(float* src, long ld, float* dst, long ldd, int rows, int cols)
+    {
+        var colMask = Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(cols)).AsSingle();
+        var rowMask = Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(rows)).AsSingle();
+        var r0 = Avx.MaskLoad(src, colMask);
+        var r1 = rows > 1 ? Avx.MaskLoad(src + ld, colMask) : default;
+        var r2 = rows > 2 ? Avx.MaskLoad(src + 2 * ld, colMask) : default;
+        var r3 = rows > 3 ? Avx.MaskLoad(src + 3 * ld, colMask) : default;
+        var r4 = rows > 4 ? Avx.MaskLoad(src + 4 * ld, colMask) : default;
+        var r5 = rows > 5 ? Avx.MaskLoad(src + 5 * ld, colMask) : default;
+        var r6 = rows > 6 ? Avx.MaskLoad(src + 6 * ld, colMask) : default;
+        var r7 = rows > 7 ? Avx.MaskLoad(src + 7 * ld, colMask) : default;
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5);
+        var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7);
+        var t7 = Avx.UnpackHigh(r6, r7);
+        var u0 = Avx.Shuffle(t0, t2, 0x44);
+        var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44);
+        var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44);
+        var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44);
+        var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.MaskStore(dst, rowMask, Avx.Permute2x128(u0, u4, 0x20));
+        if (cols > 1) { Avx.MaskStore(dst + ldd, rowMask, Avx.Permute2x128(u1, u5, 0x20)); }
+        if (cols > 2) { Avx.MaskStore(dst + 2 * ldd, rowMask, Avx.Permute2x128(u2, u6, 0x20)); }
+        if (cols > 3) { Avx.MaskStore(dst + 3 * ldd, rowMask, Avx.Permute2x128(u3, u7, 0x20)); }
+        if (cols > 4) { Avx.MaskStore(dst + 4 * ldd, rowMask, Avx.Permute2x128(u0, u4, 0x31)); }
+        if (cols > 5) { Avx.MaskStore(dst + 5 * ldd, rowMask, Avx.Permute2x128(u1, u5, 0x31)); }
+        if (cols > 6) { Avx.MaskStore(dst + 6 * ldd, rowMask, Avx.Permute2x128(u2, u6, 0x31)); }
+        if (cols > 7) { Avx.MaskStore(dst + 7 * ldd, rowMask, Avx.Permute2x128(u3, u7, 0x31)); }
     }
 
     private const int TransposeTile = 8;
