@@ -15,6 +15,10 @@ namespace Higher.Reference;
 /// implicit GEMM (<see cref="ConvDirect.PrefersForward"/>, <see cref="ConvDirect.PrefersWeightGrad"/>). Its input
 /// gradient (at most <see cref="ConvDirect.MaxInputGradChannels"/> input channels: the forward kernels over dy) is
 /// taken only where it beat im2col + col2im (<see cref="ConvDirect.PrefersInputGrad"/>: few output channels).
+/// Float32 3×3 convolutions with stride 1, one group and no dilation, at least 16 channels on both sides and maps that
+/// 2×2 tiles cover with little waste (the conv net's 64-channel 11×11 forward and 13×13 input gradient) run their
+/// forward and input gradient by Winograd's F(2×2, 3×3) (<see cref="ConvWinograd"/>; its own error bound, the same
+/// bits for any thread count); float64 never does.
 /// Otherwise, with AVX-512, the forward, the weight gradient and the input gradient run with the image (or dy) as
 /// the broadcast operand where the channels of the tile's columns (output channels; input channels for the input
 /// gradient) fill its 4·Vector512 with at most a quarter of padding (<see cref="ConvBroadcast"/>: 6 pixels or 6
@@ -55,6 +59,7 @@ internal enum ConvPath
     Implicit,
     Direct,
     Broadcast,
+    Winograd,
 }
 
 internal static unsafe class Convolution
@@ -110,6 +115,10 @@ internal static unsafe class Convolution
     public static void Forward<T>(Parallelism threads, ConvGeometry g, T* x, T* w, T* y, ConvPath path, T* bias = null)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        if (path == ConvPath.Winograd && (typeof(T) != typeof(float) || !ConvWinograd.Supports(g)))
+        {
+            path = ConvPath.Auto;
+        }
         int kg = g.InChannels / g.Groups * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
         if (g.OutputLength == 0)
         {
@@ -128,6 +137,11 @@ internal static unsafe class Convolution
         if ((path == ConvPath.Direct && ConvDirect.Supports<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersForward<T>(g)))
         {
             ConvDirect.Forward(threads, g, x, w, y, bias);
+            return;
+        }
+        if (typeof(T) == typeof(float) && (path == ConvPath.Winograd || (path == ConvPath.Auto && ConvWinograd.Prefers(g))))
+        {
+            ConvWinograd.Forward(threads, g, (float*)x, (float*)w, (float*)y, (float*)bias);
             return;
         }
         int og = g.OutChannels / g.Groups;
@@ -266,6 +280,10 @@ internal static unsafe class Convolution
     public static void InputGrad<T>(Parallelism threads, ConvGeometry g, T* dy, T* w, T* dx, ConvPath path)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        if (path == ConvPath.Winograd && (typeof(T) != typeof(float) || !ConvWinograd.SupportsInputGrad(g)))
+        {
+            path = ConvPath.Auto;
+        }
         int cg = g.InChannels / g.Groups;
         int kg = cg * g.KernelHeight * g.KernelWidth, pixels = g.OutHeight * g.OutWidth;
         if (g.InputLength == 0)
@@ -280,6 +298,11 @@ internal static unsafe class Convolution
         if ((path == ConvPath.Direct && ConvDirect.SupportsInputGrad<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersInputGrad<T>(g)))
         {
             ConvDirect.InputGrad(threads, g, dy, w, dx);
+            return;
+        }
+        if (typeof(T) == typeof(float) && (path == ConvPath.Winograd || (path == ConvPath.Auto && ConvWinograd.PrefersInputGrad(g))))
+        {
+            ConvWinograd.InputGrad(threads, g, (float*)dy, (float*)w, (float*)dx);
             return;
         }
         bool strideOne = g.StrideHeight == 1 && g.StrideWidth == 1;
@@ -375,6 +398,11 @@ internal static unsafe class Convolution
         {
             new Span<T>(dw, checked((int)weights)).Clear();
             return;
+        }
+        if (path == ConvPath.Winograd)
+        {
+            // No Winograd weight gradient: the forced path falls back to the automatic choice.
+            path = ConvPath.Auto;
         }
         if ((path == ConvPath.Direct && ConvDirect.Supports<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersWeightGrad<T>(g)))
         {
