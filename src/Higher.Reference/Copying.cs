@@ -219,6 +219,22 @@ internal static class Copying
         var r5 = rows > 5 ? Avx.MaskLoad(src + 5 * ld, colMask) : default;
         var r6 = rows > 6 ? Avx.MaskLoad(src + 6 * ld, colMask) : default;
         var r7 = rows > 7 ? Avx.MaskLoad(src + 7 * ld, colMask) : default;
+        Shuffle8x8(ref r0, ref r1, ref r2, ref r3, ref r4, ref r5, ref r6, ref r7);
+        Avx.MaskStore(dst, rowMask, r0);
+        if (cols > 1) { Avx.MaskStore(dst + ldd, rowMask, r1); }
+        if (cols > 2) { Avx.MaskStore(dst + 2 * ldd, rowMask, r2); }
+        if (cols > 3) { Avx.MaskStore(dst + 3 * ldd, rowMask, r3); }
+        if (cols > 4) { Avx.MaskStore(dst + 4 * ldd, rowMask, r4); }
+        if (cols > 5) { Avx.MaskStore(dst + 5 * ldd, rowMask, r5); }
+        if (cols > 6) { Avx.MaskStore(dst + 6 * ldd, rowMask, r6); }
+        if (cols > 7) { Avx.MaskStore(dst + 7 * ldd, rowMask, r7); }
+    }
+
+    /// <summary>Rows r0..r7 of an 8×8 float block become its columns: unpacks, shuffles and lane permutes in registers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Shuffle8x8(ref Vector256<float> r0, ref Vector256<float> r1, ref Vector256<float> r2, ref Vector256<float> r3,
+        ref Vector256<float> r4, ref Vector256<float> r5, ref Vector256<float> r6, ref Vector256<float> r7)
+    {
         var t0 = Avx.UnpackLow(r0, r1);
         var t1 = Avx.UnpackHigh(r0, r1);
         var t2 = Avx.UnpackLow(r2, r3);
@@ -235,14 +251,14 @@ internal static class Copying
         var u5 = Avx.Shuffle(t4, t6, 0xEE);
         var u6 = Avx.Shuffle(t5, t7, 0x44);
         var u7 = Avx.Shuffle(t5, t7, 0xEE);
-        Avx.MaskStore(dst, rowMask, Avx.Permute2x128(u0, u4, 0x20));
-        if (cols > 1) { Avx.MaskStore(dst + ldd, rowMask, Avx.Permute2x128(u1, u5, 0x20)); }
-        if (cols > 2) { Avx.MaskStore(dst + 2 * ldd, rowMask, Avx.Permute2x128(u2, u6, 0x20)); }
-        if (cols > 3) { Avx.MaskStore(dst + 3 * ldd, rowMask, Avx.Permute2x128(u3, u7, 0x20)); }
-        if (cols > 4) { Avx.MaskStore(dst + 4 * ldd, rowMask, Avx.Permute2x128(u0, u4, 0x31)); }
-        if (cols > 5) { Avx.MaskStore(dst + 5 * ldd, rowMask, Avx.Permute2x128(u1, u5, 0x31)); }
-        if (cols > 6) { Avx.MaskStore(dst + 6 * ldd, rowMask, Avx.Permute2x128(u2, u6, 0x31)); }
-        if (cols > 7) { Avx.MaskStore(dst + 7 * ldd, rowMask, Avx.Permute2x128(u3, u7, 0x31)); }
+        r0 = Avx.Permute2x128(u0, u4, 0x20);
+        r1 = Avx.Permute2x128(u1, u5, 0x20);
+        r2 = Avx.Permute2x128(u2, u6, 0x20);
+        r3 = Avx.Permute2x128(u3, u7, 0x20);
+        r4 = Avx.Permute2x128(u0, u4, 0x31);
+        r5 = Avx.Permute2x128(u1, u5, 0x31);
+        r6 = Avx.Permute2x128(u2, u6, 0x31);
+        r7 = Avx.Permute2x128(u3, u7, 0x31);
     }
 
     private const int TransposeTile = 8;
@@ -285,31 +301,16 @@ internal static class Copying
             var r5 = Vector256.LoadUnsafe(ref Unsafe.As<T, float>(ref Unsafe.Add(ref src, (nint)(5 * ld))));
             var r6 = Vector256.LoadUnsafe(ref Unsafe.As<T, float>(ref Unsafe.Add(ref src, (nint)(6 * ld))));
             var r7 = Vector256.LoadUnsafe(ref Unsafe.As<T, float>(ref Unsafe.Add(ref src, (nint)(7 * ld))));
-            var t0 = Avx.UnpackLow(r0, r1);
-            var t1 = Avx.UnpackHigh(r0, r1);
-            var t2 = Avx.UnpackLow(r2, r3);
-            var t3 = Avx.UnpackHigh(r2, r3);
-            var t4 = Avx.UnpackLow(r4, r5);
-            var t5 = Avx.UnpackHigh(r4, r5);
-            var t6 = Avx.UnpackLow(r6, r7);
-            var t7 = Avx.UnpackHigh(r6, r7);
-            var u0 = Avx.Shuffle(t0, t2, 0x44);
-            var u1 = Avx.Shuffle(t0, t2, 0xEE);
-            var u2 = Avx.Shuffle(t1, t3, 0x44);
-            var u3 = Avx.Shuffle(t1, t3, 0xEE);
-            var u4 = Avx.Shuffle(t4, t6, 0x44);
-            var u5 = Avx.Shuffle(t4, t6, 0xEE);
-            var u6 = Avx.Shuffle(t5, t7, 0x44);
-            var u7 = Avx.Shuffle(t5, t7, 0xEE);
+            Shuffle8x8(ref r0, ref r1, ref r2, ref r3, ref r4, ref r5, ref r6, ref r7);
             ref float d = ref Unsafe.As<T, float>(ref dst);
-            Avx.Permute2x128(u0, u4, 0x20).StoreUnsafe(ref d);
-            Avx.Permute2x128(u1, u5, 0x20).StoreUnsafe(ref Unsafe.Add(ref d, (nint)ldd));
-            Avx.Permute2x128(u2, u6, 0x20).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(2 * ldd)));
-            Avx.Permute2x128(u3, u7, 0x20).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(3 * ldd)));
-            Avx.Permute2x128(u0, u4, 0x31).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(4 * ldd)));
-            Avx.Permute2x128(u1, u5, 0x31).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(5 * ldd)));
-            Avx.Permute2x128(u2, u6, 0x31).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(6 * ldd)));
-            Avx.Permute2x128(u3, u7, 0x31).StoreUnsafe(ref Unsafe.Add(ref d, (nint)(7 * ldd)));
+            r0.StoreUnsafe(ref d);
+            r1.StoreUnsafe(ref Unsafe.Add(ref d, (nint)ldd));
+            r2.StoreUnsafe(ref Unsafe.Add(ref d, (nint)(2 * ldd)));
+            r3.StoreUnsafe(ref Unsafe.Add(ref d, (nint)(3 * ldd)));
+            r4.StoreUnsafe(ref Unsafe.Add(ref d, (nint)(4 * ldd)));
+            r5.StoreUnsafe(ref Unsafe.Add(ref d, (nint)(5 * ldd)));
+            r6.StoreUnsafe(ref Unsafe.Add(ref d, (nint)(6 * ldd)));
+            r7.StoreUnsafe(ref Unsafe.Add(ref d, (nint)(7 * ldd)));
         }
         else
         {
