@@ -16,7 +16,9 @@ namespace Higher.Reference;
 /// <list type="bullet">
 /// <item>forward: y = conv(x, W) (+ bias), the source x, g_c for output channel k is W[k, c];</item>
 /// <item>input gradient: gradX is the same correlation of dy zero-padded by 2 − pad, g for source channel o and
-/// destination channel c being W[o, c] rotated by 180° (<see cref="SupportsInputGrad"/>).</item>
+/// destination channel c being W[o, c] rotated by 180° (<see cref="SupportsInputGrad"/>);</item>
+/// <item>weight gradient: the adjoint of the forward's tiles, gradW[k, c] = Gᵀ[Σ_n Σ_t (A dy_t Aᵀ)_k ⊙ (Bᵀ d_t B)_c]G, for
+/// each ξ a GEMM over the tiles (<see cref="WeightGrad"/>).</item>
 /// </list>
 /// A work unit is one image's band of tile rows: its source rows are transposed into a zero-padded channels-last
 /// slab, transformed a tile and 16 channels at a time into V[ξ][tile][c], multiplied into M[ξ][tile][k], transformed
@@ -28,7 +30,15 @@ namespace Higher.Reference;
 /// parallelism. They are not the bits of the direct sum: with u = 2⁻²⁴ the error is at most about (C + 10)·u·W, W
 /// being the same computation in absolute values, Σ_c |Aᵀ|(|G||g_c||G|ᵀ ⊙ |Bᵀ||d_c||B|)|A| (4 roundings for U,
 /// 2 for V, C for the chain, 4 for the output transform); the conformance tests check that bound against a float64
-/// oracle. Float64 never takes this path: it stays the direct sum, the backend's oracle.
+/// oracle; the weight gradient's chain runs over the tiles of a chunk of images, its bound (N·tiles + 16)·u·W with W
+/// the absolute-value sum of its own computation. Float64 never takes this path: it stays the direct sum, the
+/// backend's oracle.
+/// </para>
+/// <para>
+/// Non-finite inputs: the forward and input gradient confine an infinity to the outputs whose sums contain it (a tile
+/// position reaches only the outputs it belongs to), but the weight gradient's transforms mix a tile's taps, so an
+/// infinite x or dy makes every tap of the channel pairs it touches non-finite, not only those whose sums contain it.
+/// Nothing reaches another input channel's weights.
 /// </para>
 /// </summary>
 internal static unsafe class ConvWinograd
@@ -90,6 +100,225 @@ internal static unsafe class ConvWinograd
     {
         var c = new Correlation(g.Batch, g.OutChannels, g.OutHeight, g.OutWidth, g.InChannels, g.InHeight, g.InWidth, 2 - g.PadTop, 2 - g.PadLeft);
         Run(threads, c, dy, w, rotated: true, dx, null);
+    }
+
+    /// <summary>Whether the weight gradient can run: the forward's conditions.</summary>
+    public static bool SupportsWeightGrad(in ConvGeometry g) => Shape(g);
+
+    /// <summary>The automatic choice for the weight gradient: the forward's (its tiles are the forward's).</summary>
+    public static bool PrefersWeightGrad(in ConvGeometry g) => SupportsWeightGrad(g) && Worthwhile(g.InChannels, g.OutChannels, g.OutHeight, g.OutWidth);
+
+    /// <summary>Tiles a weight-gradient chunk of images aims for (V and D of 128 tiles are 1 MiB at 64 + 64 channels).</summary>
+    private const int ChunkTiles = 100;
+
+    /// <summary>At most this many chunks (partial sums of the weight gradient); more images per chunk beyond that.</summary>
+    private const int MaxPartials = 16;
+
+    /// <summary>
+    /// gradW, the adjoint of the forward's tiles: per chunk of images (fixed by the geometry), for each ξ the GEMM
+    /// dU_chunk[ξ][c][k] = Σ over the chunk's tiles t (ascending) of V_t[ξ][c]·D_t[ξ][k], V the forward's input transform
+    /// of x and D_t = A dy_t Aᵀ (dy_t the tile's 2×2 block, zero past the output); the chunks' partials then added in
+    /// ascending chunk order and gradW[k, c] = Gᵀ dU[c][k] G. Chunks are shared out between threads, and then the
+    /// input channels, so the bits do not depend on the thread count.
+    /// </summary>
+    public static void WeightGrad(Parallelism threads, in ConvGeometry g, float* x, float* dy, float* dw)
+    {
+        var c = new Correlation(g.Batch, g.InChannels, g.InHeight, g.InWidth, g.OutChannels, g.OutHeight, g.OutWidth, g.PadTop, g.PadLeft);
+        int tiles = c.TilesHigh * c.TilesWide, cs = c.SourceChannels, kp = c.Padded, crow = (cs + Rows - 1) / Rows * Rows;
+        int batch = g.Batch;
+        int perChunk = Math.Min(batch, Math.Max((ChunkTiles + tiles - 1) / tiles, (batch + MaxPartials - 1) / MaxPartials));
+        int chunks = (batch + perChunk - 1) / perChunk;
+        long partLength = 16L * crow * kp;
+        float[] partArray = ArrayPool<float>.Shared.Rent(checked((int)(chunks * partLength + Lanes)));
+        try
+        {
+            fixed (float* partBase = partArray)
+            {
+                float* parts = Align(partBase);
+                nint px = (nint)x, pdy = (nint)dy, pp = (nint)parts, pw = (nint)dw;
+                void Chunk(int i) => WeightChunk(c, (float*)px, (float*)pdy, i * perChunk, Math.Min(perChunk, batch - i * perChunk), (float*)pp + i * partLength, crow);
+                int channelBlocks = (cs + 7) / 8;
+                void Channels(int b) => WeightStore(c, (float*)pp, chunks, partLength, crow, 8 * b, Math.Min(cs, 8 * b + 8), (float*)pw);
+                long work = (long)c.Batch * c.Height * c.Width * c.Channels * cs * 9;
+                bool parallel = threads.Enabled && work >= ParallelThreshold;
+                if (parallel && chunks > 1)
+                {
+                    threads.For(0, chunks, Chunk);
+                }
+                else
+                {
+                    for (int i = 0; i < chunks; i++)
+                    {
+                        Chunk(i);
+                    }
+                }
+                if (parallel && channelBlocks > 1)
+                {
+                    threads.For(0, channelBlocks, Channels);
+                }
+                else
+                {
+                    for (int b = 0; b < channelBlocks; b++)
+                    {
+                        Channels(b);
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(partArray);
+        }
+    }
+
+    /// <summary>Images [n0, n0 + count): V and D of their tiles, then part[ξ][c][k] (c &lt; crow) = Σ_t V·D in ascending t.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightChunk(in Correlation c, float* x, float* dy, int n0, int count, float* part, int crow)
+    {
+        int th = c.TilesHigh, tw = c.TilesWide, tiles = th * tw, total = count * tiles;
+        int csp = c.SourcePadded, k = c.Channels, kp = c.Padded, sw = c.SlabWidth, yw = 2 * tw;
+        int slabLength = (2 * th + 2) * sw * csp, dytLength = 2 * th * yw * kp;
+        long vLength = 16L * total * csp + 2 * Lanes, dLength = 16L * total * kp;
+        float[] array = ArrayPool<float>.Shared.Rent(checked((int)(slabLength + dytLength + vLength + dLength + 4 * Lanes)));
+        try
+        {
+            fixed (float* basePtr = array)
+            {
+                float* slab = Align(basePtr);
+                float* dyt = Align(slab + slabLength);
+                float* v = Align(dyt + dytLength);
+                float* d = Align(v + vLength);
+                long plane = (long)c.Height * c.Width;
+                for (int img = 0; img < count; img++)
+                {
+                    int n = n0 + img;
+                    Slab(c, x, n, 0, th, slab);
+                    // dyt[(i·yw + j)·Kp + k] = dy[n, k, i, j], zero past the output and for k ≥ K.
+                    new Span<float>(dyt, dytLength).Clear();
+                    float* image = dy + (long)n * k * plane;
+                    for (int i = 0; i < c.Height; i++)
+                    {
+                        Copying.Transpose(image + (long)i * c.Width, plane, dyt + (long)i * yw * kp, kp, k, c.Width);
+                    }
+                    for (int t = 0; t < tiles; t++)
+                    {
+                        int i = t / tw, j = t % tw;
+                        long at = (long)img * tiles + t;
+                        float* window = slab + ((long)(2 * i) * sw + 2 * j) * csp;
+                        for (int c0 = 0; c0 < csp; c0 += Lanes)
+                        {
+                            InputTransform(window + c0, sw * csp, csp, v + at * csp + c0, (long)total * csp);
+                        }
+                        float* block = dyt + ((long)(2 * i) * yw + 2 * j) * kp;
+                        for (int k0 = 0; k0 < kp; k0 += Lanes)
+                        {
+                            GradientTransform(block + k0, (long)yw * kp, kp, d + at * kp + k0, (long)total * kp);
+                        }
+                    }
+                }
+                // The spare lanes past the last tile's channels that the last rows of a 6-row block read.
+                new Span<float>(v + 16L * total * csp, 2 * Lanes).Clear();
+                for (int xi = 0; xi < 16; xi++)
+                {
+                    float* vx = v + (long)xi * total * csp, dx = d + (long)xi * total * kp, px = part + (long)xi * crow * kp;
+                    for (int c0 = 0; c0 < crow; c0 += Rows)
+                    {
+                        int k0 = 0;
+                        for (; k0 + 4 * Lanes <= kp; k0 += 4 * Lanes)
+                        {
+                            Kernel4(vx + c0, 1, csp, dx + k0, kp, total, px + (long)c0 * kp + k0, kp);
+                        }
+                        for (; k0 < kp; k0 += Lanes)
+                        {
+                            Kernel1(vx + c0, 1, csp, dx + k0, kp, total, px + (long)c0 * kp + k0, kp);
+                        }
+                    }
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(array);
+        }
+    }
+
+    /// <summary>
+    /// A dy Aᵀ for 16 channels of one tile: dy[a][b] at b + a·rowStride + b·colStride (A = [1 0; 1 1; 1 −1; 0 −1]),
+    /// D[ξ] stored at d + ξ·dStride.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GradientTransform(float* b, long rowStride, long colStride, float* d, long dStride)
+    {
+        var y00 = Vector512.Load(b);
+        var y01 = Vector512.Load(b + colStride);
+        var y10 = Vector512.Load(b + rowStride);
+        var y11 = Vector512.Load(b + rowStride + colStride);
+        // Rows: e[i][b] = (A dy)[i][b].
+        var e00 = y00; var e01 = y01;
+        var e10 = y00 + y10; var e11 = y01 + y11;
+        var e20 = y00 - y10; var e21 = y01 - y11;
+        var e30 = -y10; var e31 = -y11;
+        // Columns: D[i][j] = (e Aᵀ)[i][j].
+        e00.Store(d); (e00 + e01).Store(d + dStride); (e00 - e01).Store(d + 2 * dStride); (-e01).Store(d + 3 * dStride);
+        e10.Store(d + 4 * dStride); (e10 + e11).Store(d + 5 * dStride); (e10 - e11).Store(d + 6 * dStride); (-e11).Store(d + 7 * dStride);
+        e20.Store(d + 8 * dStride); (e20 + e21).Store(d + 9 * dStride); (e20 - e21).Store(d + 10 * dStride); (-e21).Store(d + 11 * dStride);
+        e30.Store(d + 12 * dStride); (e30 + e31).Store(d + 13 * dStride); (e30 - e31).Store(d + 14 * dStride); (-e31).Store(d + 15 * dStride);
+    }
+
+    /// <summary>
+    /// Input channels [c0, c1): dU = the chunks' partials added in ascending chunk order, then gradW[k, c] = Gᵀ dU G
+    /// (Gᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1]; (a + b)·½ + c and a + (b + c)·½ in the order written), 16 output channels at a time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightStore(in Correlation c, float* parts, int chunks, long partLength, int crow, int c0, int c1, float* dw)
+    {
+        int cs = c.SourceChannels, k = c.Channels, kp = c.Padded;
+        long step = (long)crow * kp;
+        var half = Vector512.Create(0.5f);
+        var u = stackalloc Vector512<float>[16];
+        var h = stackalloc Vector512<float>[12];
+        float* outp = stackalloc float[9 * Lanes];
+        for (int ci = c0; ci < c1; ci++)
+        {
+            for (int k0 = 0; k0 < kp; k0 += Lanes)
+            {
+                float* at = parts + (long)ci * kp + k0;
+                for (int xi = 0; xi < 16; xi++)
+                {
+                    var sum = Vector512.Load(at + xi * step);
+                    for (int ch = 1; ch < chunks; ch++)
+                    {
+                        sum += Vector512.Load(at + ch * partLength + xi * step);
+                    }
+                    u[xi] = sum;
+                }
+                // h[p][j] = Σ_i G[i][p]·dU[i][j].
+                for (int j = 0; j < 4; j++)
+                {
+                    var mid = (u[4 + j] + u[8 + j]) * half;
+                    h[j] = u[j] + mid;
+                    h[4 + j] = (u[4 + j] - u[8 + j]) * half;
+                    h[8 + j] = mid + u[12 + j];
+                }
+                // gradW[p][q] = Σ_j h[p][j]·G[j][q].
+                for (int p = 0; p < 3; p++)
+                {
+                    var mid = (h[4 * p + 1] + h[4 * p + 2]) * half;
+                    (h[4 * p] + mid).Store(outp + (3 * p) * Lanes);
+                    ((h[4 * p + 1] - h[4 * p + 2]) * half).Store(outp + (3 * p + 1) * Lanes);
+                    (mid + h[4 * p + 3]).Store(outp + (3 * p + 2) * Lanes);
+                }
+                int live = Math.Min(Lanes, k - k0);
+                for (int l = 0; l < live; l++)
+                {
+                    float* dst = dw + ((long)(k0 + l) * cs + ci) * 9;
+                    for (int tap = 0; tap < 9; tap++)
+                    {
+                        dst[tap] = outp[tap * Lanes + l];
+                    }
+                }
+            }
+        }
     }
 
     /// <summary>
@@ -245,11 +474,11 @@ internal static unsafe class ConvWinograd
                         int k0 = 0;
                         for (; k0 + 4 * Lanes <= kp; k0 += 4 * Lanes)
                         {
-                            Kernel4(vx + (long)t0 * csp, csp, ux + k0, kp, cs, mx + (long)t0 * kp + k0, kp);
+                            Kernel4(vx + (long)t0 * csp, csp, 1, ux + k0, kp, cs, mx + (long)t0 * kp + k0, kp);
                         }
                         for (; k0 < kp; k0 += Lanes)
                         {
-                            Kernel1(vx + (long)t0 * csp, csp, ux + k0, kp, cs, mx + (long)t0 * kp + k0, kp);
+                            Kernel1(vx + (long)t0 * csp, csp, 1, ux + k0, kp, cs, mx + (long)t0 * kp + k0, kp);
                         }
                     }
                 }
@@ -362,17 +591,17 @@ internal static unsafe class ConvWinograd
     }
 
     /// <summary>
-    /// m[r·ldm + lane] = Σ_{c &lt; count} v[r·ldv + c]·u[c·ldu + lane] for r &lt; 6 and 64 lanes, one FMA chain from
-    /// zero in ascending c.
+    /// m[r·ldm + lane] = Σ_{s &lt; count} v[r·ldv + s·vStep]·u[s·ldu + lane] for r &lt; 6 and 64 lanes, one FMA chain
+    /// from zero in ascending s (channels for the forward, tiles for the weight gradient).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel4(float* v, int ldv, float* u, int ldu, int count, float* m, int ldm)
+    private static void Kernel4(float* v, int ldv, int vStep, float* u, int ldu, int count, float* m, int ldm)
     {
         float* x0 = v, x1 = v + ldv, x2 = v + 2 * ldv, x3 = v + 3 * ldv, x4 = v + 4 * ldv, x5 = v + 5 * ldv;
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default;
         Vector512<float> c20 = default, c21 = default, c22 = default, c23 = default, c30 = default, c31 = default, c32 = default, c33 = default;
         Vector512<float> c40 = default, c41 = default, c42 = default, c43 = default, c50 = default, c51 = default, c52 = default, c53 = default;
-        for (int s = 0; s < count; s++)
+        for (long s = 0, end = (long)count * vStep; s < end; s += vStep)
         {
             var b0 = Vector512.Load(u);
             var b1 = Vector512.Load(u + 16);
@@ -407,11 +636,11 @@ internal static unsafe class ConvWinograd
 
     /// <summary><see cref="Kernel4"/> over 16 lanes: the destination channels past the last whole 64.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel1(float* v, int ldv, float* u, int ldu, int count, float* m, int ldm)
+    private static void Kernel1(float* v, int ldv, int vStep, float* u, int ldu, int count, float* m, int ldm)
     {
         float* x0 = v, x1 = v + ldv, x2 = v + 2 * ldv, x3 = v + 3 * ldv, x4 = v + 4 * ldv, x5 = v + 5 * ldv;
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
-        for (int s = 0; s < count; s++)
+        for (long s = 0, end = (long)count * vStep; s < end; s += vStep)
         {
             var b = Vector512.Load(u);
             c0 = Avx512F.FusedMultiplyAdd(Vector512.Create(x0[s]), b, c0);

@@ -17,8 +17,8 @@ namespace Higher.Reference;
 /// taken only where it beat im2col + col2im (<see cref="ConvDirect.PrefersInputGrad"/>: few output channels).
 /// Float32 3×3 convolutions with stride 1, one group and no dilation, at least 16 channels on both sides and maps that
 /// 2×2 tiles cover with little waste (the conv net's 64-channel 11×11 forward and 13×13 input gradient) run their
-/// forward and input gradient by Winograd's F(2×2, 3×3) (<see cref="ConvWinograd"/>; its own error bound, the same
-/// bits for any thread count); float64 never does.
+/// forward, input gradient and weight gradient by Winograd's F(2×2, 3×3) (<see cref="ConvWinograd"/>; its own error
+/// bound, the same bits for any thread count); float64 never does.
 /// Otherwise, with AVX-512, the forward, the weight gradient and the input gradient run with the image (or dy) as
 /// the broadcast operand where the channels of the tile's columns (output channels; input channels for the input
 /// gradient) fill its 4·Vector512 with at most a quarter of padding (<see cref="ConvBroadcast"/>: 6 pixels or 6
@@ -399,14 +399,18 @@ internal static unsafe class Convolution
             new Span<T>(dw, checked((int)weights)).Clear();
             return;
         }
-        if (path == ConvPath.Winograd)
+        if (path == ConvPath.Winograd && (typeof(T) != typeof(float) || !ConvWinograd.SupportsWeightGrad(g)))
         {
-            // No Winograd weight gradient: the forced path falls back to the automatic choice.
             path = ConvPath.Auto;
         }
         if ((path == ConvPath.Direct && ConvDirect.Supports<T>(g)) || (path == ConvPath.Auto && ConvDirect.PrefersWeightGrad<T>(g)))
         {
             ConvDirect.WeightGrad(threads, g, x, dy, dw);
+            return;
+        }
+        if (typeof(T) == typeof(float) && (path == ConvPath.Winograd || (path == ConvPath.Auto && ConvWinograd.PrefersWeightGrad(g))))
+        {
+            ConvWinograd.WeightGrad(threads, g, (float*)x, (float*)dy, (float*)dw);
             return;
         }
         if ((path == ConvPath.Broadcast && ConvBroadcast.SupportsWeightGrad<T>(g))

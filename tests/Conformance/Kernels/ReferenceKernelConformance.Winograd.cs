@@ -4,7 +4,7 @@ namespace Higher.Conformance.Kernels;
 
 /// <summary>
 /// The Reference backend's float32 Winograd F(2×2, 3×3) convolution (<see cref="ConvWinograd"/>): forward (with and
-/// without bias) and input gradient against the float64 oracle within the error bound of the algorithm, not of the
+/// without bias), input gradient and weight gradient against the float64 oracle within the error bound of the algorithm, not of the
 /// direct sum: (C + 16)·u·W with W the same computation in absolute values, computed here from the published
 /// matrices; bit for bit across thread counts; and where the automatic choice takes it.
 /// </summary>
@@ -35,7 +35,7 @@ public sealed partial class ReferenceKernelConformance
 
     [Theory]
     [MemberData(nameof(WinogradCaseIndices))]
-    public unsafe void ConvWinograd_ForwardAndInputGrad_MatchTheOracleWithinTheirBound_AndAreBitwiseIndependentOfTheThreadCount(int index)
+    public unsafe void ConvWinograd_ForwardAndBothGradients_MatchTheOracleWithinTheirBound_AndAreBitwiseIndependentOfTheThreadCount(int index)
     {
         var g = WinogradCases[index];
         if (!ConvWinograd.Supports(g))
@@ -46,8 +46,9 @@ public sealed partial class ReferenceKernelConformance
         var w = Round(RandomValues(2200 + index, g.WeightLength), DType.Float32);
         var dy = Round(RandomValues(2300 + index, g.OutputLength), DType.Float32);
         var b = Round(RandomValues(2400 + index, g.OutChannels), DType.Float32);
-        var (y, gx, _, _, _, _) = ConvOracle(g, x, w, dy);
+        var (y, gx, gw, _, _, _) = ConvOracle(g, x, w, dy);
         long pixels = (long)g.OutHeight * g.OutWidth;
+        var gwBound = WinogradWeightTolerance(g, x, dy);
         var yBiased = y.Select((v, i) => v + b[i / pixels % g.OutChannels]).ToArray();
         var yBound = WinogradTolerance(g, x, w, inputGrad: false, dy);
         var gxBound = WinogradTolerance(g, x, w, inputGrad: true, dy);
@@ -60,13 +61,16 @@ public sealed partial class ReferenceKernelConformance
             float[] yw = Enumerable.Repeat(float.NaN, (int)g.OutputLength).ToArray();
             float[] yb = Enumerable.Repeat(float.NaN, (int)g.OutputLength).ToArray();
             float[] gxw = Enumerable.Repeat(float.NaN, (int)g.InputLength).ToArray();
-            fixed (float* px = X, pw = W, pdy = DY, pb = B, py = yw, pyb = yb, pgx = gxw)
+            float[] gww = Enumerable.Repeat(float.NaN, (int)g.WeightLength).ToArray();
+            fixed (float* px = X, pw = W, pdy = DY, pb = B, py = yw, pyb = yb, pgx = gxw, pgw = gww)
             {
                 ConvWinograd.Forward(threads, g, px, pw, py, null);
                 ConvWinograd.Forward(threads, g, px, pw, pyb, pb);
                 ConvWinograd.InputGrad(threads, g, pdy, pw, pgx);
+                ConvWinograd.WeightGrad(threads, g, px, pdy, pgw);
             }
-            double[][] got = [Array.ConvertAll(yw, v => (double)v), Array.ConvertAll(yb, v => (double)v), Array.ConvertAll(gxw, v => (double)v)];
+            double[][] got = [Array.ConvertAll(yw, v => (double)v), Array.ConvertAll(yb, v => (double)v), Array.ConvertAll(gxw, v => (double)v),
+                Array.ConvertAll(gww, v => (double)v)];
             string what = $"{degree} threads {g}";
             if (first is null)
             {
@@ -74,6 +78,7 @@ public sealed partial class ReferenceKernelConformance
                 // The bias is one rounded add after the convolution: half an ulp of the result more.
                 AssertClose(yBiased, got[1], 0, yBound.Select((t, i) => t + Ulps(DType.Float32, 1) * Math.Abs(yBiased[i])).ToArray(), $"winograd conv2d + bias {what}");
                 AssertClose(gx, got[2], 0, gxBound, $"winograd input grad {what}");
+                AssertClose(gw, got[3], 0, gwBound, $"winograd weight grad {what}");
                 for (long i = 0; i < yb.Length; i++)
                 {
                     float want = yw[i] + B[i / pixels % g.OutChannels];
@@ -83,7 +88,7 @@ public sealed partial class ReferenceKernelConformance
                 first = got;
                 continue;
             }
-            for (int k = 0; k < 3; k++)
+            for (int k = 0; k < got.Length; k++)
             {
                 AssertBitwise(first[k], got[k], $"winograd output {k} {what}");
             }
@@ -99,6 +104,8 @@ public sealed partial class ReferenceKernelConformance
         bool available = ConvWinograd.Available;
         Assert.Equal(available, ConvWinograd.Prefers(middle));
         Assert.Equal(available, ConvWinograd.PrefersInputGrad(middle));
+        Assert.Equal(available, ConvWinograd.PrefersWeightGrad(middle));
+        Assert.False(ConvWinograd.PrefersWeightGrad(last));
         // The last layer's maps: 2×2 tiles cover 16 pixels for its forward's 3×3 and 36 for its input gradient's 5×5.
         Assert.False(ConvWinograd.Prefers(last));
         Assert.False(ConvWinograd.PrefersInputGrad(last));
@@ -123,20 +130,104 @@ public sealed partial class ReferenceKernelConformance
         var broadcast32 = RunConv<float>(new Parallelism(2), middle, ConvPath.Broadcast, x, w, dy);
         AssertBitwise(wino32[0], auto32[0], "auto forward");
         AssertBitwise(wino32[1], auto32[1], "auto input grad");
+        AssertBitwise(wino32[2], auto32[2], "auto weight grad");
+        Assert.NotEqual(broadcast32[2], auto32[2]);
         Assert.NotEqual(broadcast32[0], auto32[0]);
         var auto64 = RunConv<double>(new Parallelism(2), middle, ConvPath.Auto, x, w, dy);
         var broadcast64 = RunConv<double>(new Parallelism(2), middle, ConvPath.Broadcast, x, w, dy);
         var wino64 = RunConv<double>(new Parallelism(2), middle, ConvPath.Winograd, x, w, dy);
         AssertBitwise(broadcast64[0], auto64[0], "float64 auto forward");
         AssertBitwise(broadcast64[1], auto64[1], "float64 auto input grad");
+        AssertBitwise(broadcast64[2], auto64[2], "float64 auto weight grad");
         AssertBitwise(broadcast64[0], wino64[0], "float64 forced Winograd forward");
     }
 
-    /// <summary>Whether <paramref name="path"/> runs Winograd for this direction and dtype (forced where supported, or the automatic choice).</summary>
-    private static bool RunsWinograd(ConvPath path, ConvGeometry g, DType dtype, bool inputGrad) =>
-        dtype == DType.Float32 && (inputGrad
-            ? (path == ConvPath.Winograd && ConvWinograd.SupportsInputGrad(g)) || (path == ConvPath.Auto && ConvWinograd.PrefersInputGrad(g))
-            : (path == ConvPath.Winograd && ConvWinograd.Supports(g)) || (path == ConvPath.Auto && ConvWinograd.Prefers(g)));
+    /// <summary>
+    /// One infinite element, against the same call with it finite: in the forward (x) and the input gradient (dy) it
+    /// reaches exactly the outputs whose sums contain it, every other output keeping its bits; in the weight gradient (x)
+    /// it reaches every sum that contains it, and nothing outside its own input channel keeps other than its bits (taps
+    /// of its channel whose sums do not contain it may turn non-finite: the transforms mix a tile's taps).
+    /// </summary>
+    [Fact]
+    public unsafe void ConvWinograd_AnInfiniteInput_ReachesOnlyItsTilesOutputsAndItsChannelsWeightGradient()
+    {
+        var g = ConvCase(2, 3, 9, 10, 16, 3, 3, padTop: 1, padLeft: 0);
+        if (!ConvWinograd.Supports(g))
+        {
+            Assert.Skip("ConvWinograd needs AVX-512 (and AVX2 for its gathers); this machine lacks them.");
+        }
+        var x = Round(RandomValues(2700, g.InputLength), DType.Float32);
+        var w = Round(RandomValues(2701, g.WeightLength), DType.Float32);
+        var dy = Round(RandomValues(2702, g.OutputLength), DType.Float32);
+        // Between them at every position of a tile's 4×4 window: x[0, 1, 4, 5] is at window row 1 and column 1 of one
+        // tile and row 3, column 3 of another (slab row 5 with the top pad of 1, column 5); dy[1, 7, 3, 4] at row 0 or 2
+        // and column 0 or 2 of the input gradient's tiles (its slab pads by 2 − pad: 1 row, 2 columns).
+        long xAt = ((0 * 3 + 1) * 9 + 4) * 10 + 5, dyAt = ((1 * 16 + 7) * (long)g.OutHeight + 3) * g.OutWidth + 4;
+        var xInf = (double[])x.Clone();
+        xInf[xAt] = double.PositiveInfinity;
+        var dyInf = (double[])dy.Clone();
+        dyInf[dyAt] = double.NegativeInfinity;
+        var (yExact, _, gwExact, _, _, _) = ConvOracle(g, xInf, w, dy);
+        var (_, gxExact, _, _, _, _) = ConvOracle(g, x, w, dyInf);
+        var clean = RunWinograd(g, x, w, dy);
+        var withX = RunWinograd(g, xInf, w, dy);
+        var withDy = RunWinograd(g, x, w, dyInf);
+        Assert.True(yExact.Any(v => !double.IsFinite(v)) && gxExact.Any(v => !double.IsFinite(v)) && gwExact.Any(v => !double.IsFinite(v)));
+        for (int i = 0; i < yExact.Length; i++)
+        {
+            bool reached = !double.IsFinite(yExact[i]);
+            Assert.True(reached ? !double.IsFinite(withX[0][i]) : BitConverter.DoubleToInt64Bits(withX[0][i]) == BitConverter.DoubleToInt64Bits(clean[0][i]),
+                $"y[{i}] = {withX[0][i]}, oracle {yExact[i]}, finite run {clean[0][i]}");
+        }
+        for (int i = 0; i < gxExact.Length; i++)
+        {
+            bool reached = !double.IsFinite(gxExact[i]);
+            Assert.True(reached ? !double.IsFinite(withDy[1][i]) : BitConverter.DoubleToInt64Bits(withDy[1][i]) == BitConverter.DoubleToInt64Bits(clean[1][i]),
+                $"gradX[{i}] = {withDy[1][i]}, oracle {gxExact[i]}, finite run {clean[1][i]}");
+        }
+        int sameChannel = 0;
+        for (int i = 0; i < gwExact.Length; i++)
+        {
+            int channel = i / 9 % g.InChannels;
+            if (!double.IsFinite(gwExact[i]))
+            {
+                Assert.True(!double.IsFinite(withX[2][i]), $"gradW[{i}] = {withX[2][i]}, oracle {gwExact[i]}");
+            }
+            else if (channel != 1)
+            {
+                Assert.True(BitConverter.DoubleToInt64Bits(withX[2][i]) == BitConverter.DoubleToInt64Bits(clean[2][i]),
+                    $"gradW[{i}] (input channel {channel}) = {withX[2][i]}, finite run {clean[2][i]}");
+            }
+            sameChannel += channel == 1 ? 1 : 0;
+        }
+        Assert.Equal(16 * 9, sameChannel);
+    }
+
+    /// <summary>y, gradX and gradW by ConvWinograd on two threads, each output starting as NaN.</summary>
+    private static unsafe double[][] RunWinograd(ConvGeometry g, double[] x, double[] w, double[] dy)
+    {
+        float[] X = Array.ConvertAll(x, v => (float)v), W = Array.ConvertAll(w, v => (float)v), DY = Array.ConvertAll(dy, v => (float)v);
+        float[] y = Enumerable.Repeat(float.NaN, (int)g.OutputLength).ToArray();
+        float[] gx = Enumerable.Repeat(float.NaN, (int)g.InputLength).ToArray();
+        float[] gw = Enumerable.Repeat(float.NaN, (int)g.WeightLength).ToArray();
+        var threads = new Parallelism(2);
+        fixed (float* px = X, pw = W, pdy = DY, py = y, pgx = gx, pgw = gw)
+        {
+            ConvWinograd.Forward(threads, g, px, pw, py, null);
+            ConvWinograd.InputGrad(threads, g, pdy, pw, pgx);
+            ConvWinograd.WeightGrad(threads, g, px, pdy, pgw);
+        }
+        return [Array.ConvertAll(y, v => (double)v), Array.ConvertAll(gx, v => (double)v), Array.ConvertAll(gw, v => (double)v)];
+    }
+
+    /// <summary>Whether <paramref name="path"/> runs Winograd for this output (0 forward, 1 input gradient, 2 weight gradient) and dtype (forced where supported, or the automatic choice).</summary>
+    private static bool RunsWinograd(ConvPath path, ConvGeometry g, DType dtype, int output) =>
+        dtype == DType.Float32 && output switch
+        {
+            0 => (path == ConvPath.Winograd && ConvWinograd.Supports(g)) || (path == ConvPath.Auto && ConvWinograd.Prefers(g)),
+            1 => (path == ConvPath.Winograd && ConvWinograd.SupportsInputGrad(g)) || (path == ConvPath.Auto && ConvWinograd.PrefersInputGrad(g)),
+            _ => (path == ConvPath.Winograd && ConvWinograd.SupportsWeightGrad(g)) || (path == ConvPath.Auto && ConvWinograd.PrefersWeightGrad(g)),
+        };
 
     // |Bᵀ|, |G| and |Aᵀ| of F(2×2, 3×3) (Lavin and Gray 2016): Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1],
     // G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1], Aᵀ = [1 1 1 0; 0 1 −1 −1].
@@ -250,6 +341,97 @@ public sealed partial class ReferenceKernelConformance
                             }
                         }
                     }
+                }
+            }
+        }
+        return bound;
+    }
+
+    /// <summary>
+    /// (T + 16)·u·W per weight-gradient element, T = N·tiles the terms of its longest chain plus the chunk additions,
+    /// W[k, c, p, q] = Σ_{i,j} |G|[i,p]·|G|[j,q]·Σ_{n,t} (|A||dy_t||A|ᵀ)[i,j]·(|Bᵀ||d_c||B|)[i,j]: 2 roundings for V, 2 for
+    /// D, one per term of the chain over tiles, the chunks' additions, 4 in Gᵀ·G, and slack.
+    /// </summary>
+    private static double[] WinogradWeightTolerance(ConvGeometry g, double[] x, double[] dy)
+    {
+        int th = (g.OutHeight + 1) / 2, tw = (g.OutWidth + 1) / 2, cs = g.InChannels, k = g.OutChannels;
+        var absA = new double[,] { { 1, 0 }, { 1, 1 }, { 1, 1 }, { 0, 1 } };
+        var du = new double[k * cs * 16];
+        var bd = new double[cs * 16];
+        var dd = new double[k * 16];
+        for (int n = 0; n < g.Batch; n++)
+        {
+            for (int ti = 0; ti < th; ti++)
+            {
+                for (int tj = 0; tj < tw; tj++)
+                {
+                    for (int c = 0; c < cs; c++)
+                    {
+                        for (int e = 0; e < 16; e++)
+                        {
+                            int i = e / 4, j = e % 4;
+                            double s = 0;
+                            for (int r = 0; r < 4; r++)
+                            {
+                                for (int q = 0; q < 4; q++)
+                                {
+                                    int row = 2 * ti - g.PadTop + r, col = 2 * tj - g.PadLeft + q;
+                                    if (row >= 0 && row < g.InHeight && col >= 0 && col < g.InWidth)
+                                    {
+                                        s += AbsBt[i, r] * AbsBt[j, q] * Math.Abs(x[((long)(n * cs + c) * g.InHeight + row) * g.InWidth + col]);
+                                    }
+                                }
+                            }
+                            bd[c * 16 + e] = s;
+                        }
+                    }
+                    for (int kk = 0; kk < k; kk++)
+                    {
+                        for (int e = 0; e < 16; e++)
+                        {
+                            int i = e / 4, j = e % 4;
+                            double s = 0;
+                            for (int a = 0; a < 2; a++)
+                            {
+                                for (int b = 0; b < 2; b++)
+                                {
+                                    int row = 2 * ti + a, col = 2 * tj + b;
+                                    if (row < g.OutHeight && col < g.OutWidth)
+                                    {
+                                        s += absA[i, a] * absA[j, b] * Math.Abs(dy[((long)(n * k + kk) * g.OutHeight + row) * g.OutWidth + col]);
+                                    }
+                                }
+                            }
+                            dd[kk * 16 + e] = s;
+                        }
+                    }
+                    for (int kk = 0; kk < k; kk++)
+                    {
+                        for (int c = 0; c < cs; c++)
+                        {
+                            for (int e = 0; e < 16; e++)
+                            {
+                                du[(kk * cs + c) * 16 + e] += dd[kk * 16 + e] * bd[c * 16 + e];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        long terms = (long)g.Batch * th * tw + 16;
+        var bound = new double[g.WeightLength];
+        for (int pair = 0; pair < k * cs; pair++)
+        {
+            for (int p = 0; p < 3; p++)
+            {
+                for (int q = 0; q < 3; q++)
+                {
+                    double s = 0;
+                    for (int e = 0; e < 16; e++)
+                    {
+                        s += AbsG[e / 4, p] * AbsG[e % 4, q] * du[pair * 16 + e];
+                    }
+                    bound[pair * 9 + p * 3 + q] = terms * Ulps(DType.Float32, 1) * s;
                 }
             }
         }
