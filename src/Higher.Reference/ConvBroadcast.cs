@@ -73,8 +73,8 @@ internal static unsafe class ConvBroadcast
         return (int)Math.Clamp(perUnit, Rows, largest);
     }
 
-    /// <summary>Runs the units on the threads where the call has <see cref="ParallelThreshold"/> multiply-adds, else in order on this one.</summary>
-    private static void ForUnits(Parallelism threads, long work, int units, Action<int> unit)
+    /// <summary>Runs the units on the threads where the call has <see cref="ParallelThreshold"/> multiply-adds, else in order on this one (<see cref="ConvWinograd"/>'s too, counting the direct sum's).</summary>
+    internal static void ForUnits(Parallelism threads, long work, int units, Action<int> unit)
     {
         if (threads.Enabled && work >= ParallelThreshold && units > 1)
         {

@@ -51,9 +51,6 @@ internal static unsafe class ConvWinograd
     /// <summary>Transformed tile elements of V, and of M, a unit aims to hold at most (256 KiB of float each).</summary>
     private const int UnitElements = 1 << 16;
 
-    // Below this many multiply-adds (of the direct sum), forking costs more than it saves (the GEMM's threshold).
-    private const long ParallelThreshold = 96L * 96 * 96;
-
     /// <summary>AVX-512 (the micro-kernel's and the transforms' vectors) and AVX2 (the 8-lane gathers that build U).</summary>
     public static bool Available => Vector512.IsHardwareAccelerated && Avx512F.IsSupported && Avx2.IsSupported;
 
@@ -140,29 +137,8 @@ internal static unsafe class ConvWinograd
                 int channelBlocks = (cs + 7) / 8;
                 void Channels(int b) => WeightStore(c, (float*)pp, chunks, partLength, crow, 8 * b, Math.Min(cs, 8 * b + 8), (float*)pw);
                 long work = (long)c.Batch * c.Height * c.Width * c.Channels * cs * 9;
-                bool parallel = threads.Enabled && work >= ParallelThreshold;
-                if (parallel && chunks > 1)
-                {
-                    threads.For(0, chunks, Chunk);
-                }
-                else
-                {
-                    for (int i = 0; i < chunks; i++)
-                    {
-                        Chunk(i);
-                    }
-                }
-                if (parallel && channelBlocks > 1)
-                {
-                    threads.For(0, channelBlocks, Channels);
-                }
-                else
-                {
-                    for (int b = 0; b < channelBlocks; b++)
-                    {
-                        Channels(b);
-                    }
-                }
+                ConvBroadcast.ForUnits(threads, work, chunks, Chunk);
+                ConvBroadcast.ForUnits(threads, work, channelBlocks, Channels);
             }
         }
         finally
@@ -357,17 +333,7 @@ internal static unsafe class ConvWinograd
                 nint ps = (nint)src, pu = (nint)u, pd = (nint)dst, pb = (nint)bias;
                 void Unit(int index) => RunUnit(c, (float*)ps, (float*)pu, (float*)pd, (float*)pb, index / bands, index % bands * bandRows, bandRows);
                 long work = (long)c.Batch * c.Height * c.Width * c.Channels * cs * 9;
-                if (threads.Enabled && work >= ParallelThreshold && units > 1)
-                {
-                    threads.For(0, units, Unit);
-                }
-                else
-                {
-                    for (int i = 0; i < units; i++)
-                    {
-                        Unit(i);
-                    }
-                }
+                ConvBroadcast.ForUnits(threads, work, units, Unit);
             }
         }
         finally
