@@ -61,7 +61,17 @@ internal static unsafe class ConvWinograd
         && g.DilationHeight == 1 && g.DilationWidth == 1 && g.Groups == 1
         && g.Batch > 0 && g.InChannels > 0 && g.OutChannels > 0 && g.InHeight > 0 && g.InWidth > 0 && g.OutHeight > 0 && g.OutWidth > 0
         && g.InputLength < int.MaxValue / 4 && g.OutputLength < int.MaxValue / 4 && g.WeightLength < int.MaxValue / 4
-        && (long)(g.InHeight + 4) * (g.InWidth + 4) * Pad16(Math.Max(g.InChannels, g.OutChannels)) < int.MaxValue / 4;
+        && (long)(g.InHeight + 4) * (g.InWidth + 4) * Pad16(Math.Max(g.InChannels, g.OutChannels)) < int.MaxValue / 4
+        && TransformedKernel(Math.Max(g.InChannels, g.OutChannels)) <= MaxTransformedKernel;
+
+    /// <summary>Elements of U (or of one weight-gradient partial) for this many channels on both sides: 16 · (C to 6) · (K to 16).</summary>
+    private static long TransformedKernel(int channels) => 16L * ((channels + Rows - 1) / Rows * Rows) * Pad16(channels);
+
+    /// <summary>The largest U or partial a call builds (64 MiB of float: up to 1,020 channels on both sides).</summary>
+    private const long MaxTransformedKernel = 1L << 24;
+
+    /// <summary>Weight-gradient partials a call keeps at most, in elements (16 MiB of float; at least one partial).</summary>
+    private const long PartialBudget = 1L << 22;
 
     /// <summary>Whether the forward can run here: float32 (the caller's), AVX-512, a 3×3 kernel, stride 1, no dilation, one group.</summary>
     public static bool Supports(in ConvGeometry g) => Shape(g);
@@ -70,12 +80,12 @@ internal static unsafe class ConvWinograd
     public static bool SupportsInputGrad(in ConvGeometry g) => Shape(g);
 
     /// <summary>
-    /// Where the automatic choice takes it: source and destination channels at least 16 and padded to 16 with at most a
-    /// quarter of waste, and tiles covering the output with at most 35 % of waste (11×11 and 13×13 maps: 19 % and 16 %;
+    /// Where the automatic choice takes it: source and destination channels 16 to 128 (it was measured at 64; wider
+    /// layers keep the direct paths until measured) and padded to 16 with at most a quarter of waste, and tiles covering the output with at most 35 % of waste (11×11 and 13×13 maps: 19 % and 16 %;
     /// a 3×3 map's 2×2 tiles cover 16 pixels for 9, 5×5's 36 for 25, and they stay on the direct paths).
     /// </summary>
     private static bool Worthwhile(int sourceChannels, int channels, int height, int width) =>
-        sourceChannels >= 16 && channels >= 16
+        sourceChannels >= 16 && channels >= 16 && sourceChannels <= 128 && channels <= 128
         && 4L * Pad16(sourceChannels) <= 5L * sourceChannels && 4L * Pad16(channels) <= 5L * channels
         && 100L * 4 * ((height + 1) / 2) * ((width + 1) / 2) <= 135L * height * width;
 
@@ -123,7 +133,8 @@ internal static unsafe class ConvWinograd
         var c = new Correlation(g.Batch, g.InChannels, g.InHeight, g.InWidth, g.OutChannels, g.OutHeight, g.OutWidth, g.PadTop, g.PadLeft);
         int tiles = c.TilesHigh * c.TilesWide, cs = c.SourceChannels, kp = c.Padded, crow = (cs + Rows - 1) / Rows * Rows;
         int batch = g.Batch;
-        int perChunk = Math.Min(batch, Math.Max((ChunkTiles + tiles - 1) / tiles, (batch + MaxPartials - 1) / MaxPartials));
+        long partials = Math.Clamp(PartialBudget / (16L * crow * kp), 1, MaxPartials);
+        int perChunk = (int)Math.Min(batch, Math.Max((ChunkTiles + tiles - 1) / tiles, (batch + partials - 1) / partials));
         int chunks = (batch + perChunk - 1) / perChunk;
         long partLength = 16L * crow * kp;
         float[] partArray = ArrayPool<float>.Shared.Rent(checked((int)(chunks * partLength + Lanes)));

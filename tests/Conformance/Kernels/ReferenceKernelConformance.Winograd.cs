@@ -117,6 +117,11 @@ public sealed partial class ReferenceKernelConformance
         // 20 channels pad to 32 (60 % waste); 70 to 80 (14 %) is taken.
         Assert.False(ConvWinograd.Prefers(ConvCase(2, 20, 13, 13, 64, 3, 3)));
         Assert.Equal(available, ConvWinograd.Prefers(ConvCase(2, 70, 13, 13, 64, 3, 3)));
+        // Wider than measured: forced only. Past 1,020 channels U would pass 64 MiB: not at all.
+        Assert.False(ConvWinograd.Prefers(ConvCase(2, 256, 13, 13, 256, 3, 3)));
+        Assert.Equal(available, ConvWinograd.Supports(ConvCase(1, 1020, 4, 4, 1020, 3, 3)));
+        Assert.False(ConvWinograd.Supports(ConvCase(1, 1024, 4, 4, 1024, 3, 3)));
+        Assert.False(ConvWinograd.Supports(ConvCase(1, 16, 4, 4, 1024, 3, 3)));
         if (!available)
         {
             return;
